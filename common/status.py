@@ -1,0 +1,35 @@
+"""Per-service stream accounting behind the GetStatus RPC: the service's own
+view of active, completed, cancelled and failed streams."""
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+from typing import AsyncIterator
+
+
+@dataclasses.dataclass
+class StreamStats:
+    service: str
+    model: str
+    active: int = 0
+    completed: int = 0
+    cancelled: int = 0
+    failed: int = 0
+
+    @contextlib.asynccontextmanager
+    async def track(self) -> AsyncIterator[None]:
+        """Count one stream: cancelled if the client went away, failed on error."""
+        self.active += 1
+        try:
+            yield
+        except asyncio.CancelledError:
+            self.cancelled += 1
+            raise
+        except Exception:
+            self.failed += 1
+            raise
+        else:
+            self.completed += 1
+        finally:
+            self.active -= 1

@@ -1,0 +1,1 @@
+"""The speech services and the gateway, one package each."""

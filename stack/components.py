@@ -1,0 +1,53 @@
+"""What `make run` starts: every component, its port, its metrics port and the
+environment it is configured with. deploy/ tests compare compose and the
+Kubernetes manifests against this table so they cannot drift apart."""
+from __future__ import annotations
+
+import dataclasses
+
+
+@dataclasses.dataclass(frozen=True)
+class Component:
+    name: str
+    module: str            # started as `python -m <module>`
+    port: int
+    metrics_port: int      # Prometheus /metrics (the gateway serves it on its own port)
+    env_prefix: str
+    grpc: bool = True      # health checked with grpc.health.v1
+
+    @property
+    def address(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    def env(self, host: str = "127.0.0.1") -> dict[str, str]:
+        """Settings the supervisor passes; the same names are set in compose/k8s."""
+        e = {f"{self.env_prefix}HOST": host, f"{self.env_prefix}PORT": str(self.port)}
+        if self.grpc:
+            e[f"{self.env_prefix}METRICS_PORT"] = str(self.metrics_port)
+        return e
+
+
+SPEECH_SERVICES: tuple[Component, ...] = (
+    Component("vad", "services.vad", 50051, 9101, "VAD_"),
+    Component("asr", "services.asr", 50052, 9102, "ASR_"),
+    Component("llm", "services.llm", 50053, 9103, "LLM_"),
+    Component("rag", "services.rag", 50054, 9104, "RAG_"),
+    Component("tts", "services.tts", 50055, 9105, "TTS_"),
+)
+GATEWAY = Component("gateway", "services.gateway", 8000, 8000, "GATEWAY_", grpc=False)
+COMPONENTS: tuple[Component, ...] = SPEECH_SERVICES + (GATEWAY,)
+REDIS_URL = "redis://127.0.0.1:6379/0"
+
+
+def gateway_backend_env() -> dict[str, str]:
+    """How the gateway finds the speech services: one address list per service."""
+    return {f"GATEWAY_{c.name.upper()}_ADDRS": c.address for c in SPEECH_SERVICES} | {
+        "GATEWAY_REDIS_URL": REDIS_URL,
+    }
+
+
+def by_name(name: str) -> Component:
+    for c in COMPONENTS:
+        if c.name == name:
+            return c
+    raise KeyError(name)
