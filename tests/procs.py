@@ -46,15 +46,23 @@ class ServiceProcess:
         return f"127.0.0.1:{self.port}"
 
     def start(self, timeout: float = 300) -> "ServiceProcess":
+        return self.spawn().wait_ready(timeout)
+
+    def spawn(self) -> "ServiceProcess":
+        """Start the process without waiting (so several models load in parallel)."""
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         env = dict(os.environ) | {
             "PYTHONPATH": f"{ROOT}:{ROOT / 'gen'}", "PYTHONUNBUFFERED": "1", "HF_HUB_OFFLINE": "1",
             f"{self.prefix}HOST": "127.0.0.1", f"{self.prefix}PORT": str(self.port),
             f"{self.prefix}METRICS_PORT": str(self.metrics_port),
         } | self.extra_env
-        self._log = open(self.log_path, "wb")
+        self._log = open(self.log_path, "ab")
         self.proc = subprocess.Popen([sys.executable, "-m", self.module], cwd=ROOT, env=env,
                                      stdout=self._log, stderr=subprocess.STDOUT)
+        return self
+
+    def wait_ready(self, timeout: float = 300) -> "ServiceProcess":
+        assert self.proc is not None, "spawn() first"
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
