@@ -6,7 +6,7 @@ import re
 
 # Strong boundaries always cut; weak ones (comma-like) cut once the clause is
 # long enough to be worth a TTS call, so "Yes, I can." isn't chopped to "Yes,".
-_STRONG = re.compile(r"[.!?;:\n]+[\"')\]]*(?=\s|$)")
+_STRONG = re.compile(r"[.!?;:\n]+[\"')\]]*(?=\s)")
 _WEAK = re.compile(r"[,\u2014\u2013]+(?=\s)")
 MIN_WEAK_CLAUSE_WORDS = 4
 

@@ -1,0 +1,48 @@
+"""Settings resolve flag, then environment, then default, and reject bad values
+with a message naming the setting: a typo in a deployment must not pass silently."""
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+
+from common.config import ServiceSettings, load_settings, setting
+
+
+@dataclasses.dataclass
+class DemoSettings(ServiceSettings):
+    beam_size: int = setting(5, "beam")
+    interim: bool = setting(True, "interims on/off")
+
+
+def test_default_when_nothing_given(monkeypatch):
+    monkeypatch.delenv("DEMO_BEAM_SIZE", raising=False)
+    s = load_settings(DemoSettings, "DEMO_", [])
+    assert s.beam_size == 5 and s.interim is True and s.device == "cpu"
+
+
+def test_env_overrides_default(monkeypatch):
+    monkeypatch.setenv("DEMO_BEAM_SIZE", "2")
+    monkeypatch.setenv("DEMO_INTERIM", "off")
+    s = load_settings(DemoSettings, "DEMO_", [])
+    assert s.beam_size == 2 and s.interim is False
+
+
+def test_flag_overrides_env(monkeypatch):
+    monkeypatch.setenv("DEMO_BEAM_SIZE", "2")
+    s = load_settings(DemoSettings, "DEMO_", ["--beam-size", "7", "--device", "cuda"])
+    assert s.beam_size == 7 and s.device == "cuda"
+
+
+def test_bad_value_names_the_setting(monkeypatch, capsys):
+    monkeypatch.setenv("DEMO_BEAM_SIZE", "five")
+    with pytest.raises(SystemExit):
+        load_settings(DemoSettings, "DEMO_", [])
+    assert "beam_size" in capsys.readouterr().err
+
+
+def test_help_lists_env_and_default(capsys):
+    with pytest.raises(SystemExit):
+        load_settings(DemoSettings, "DEMO_", ["--help"])
+    out = capsys.readouterr().out
+    assert "DEMO_BEAM_SIZE" in out and "default: 5" in out
