@@ -1,0 +1,1 @@
+"""Observability as code: SLOs, generated Prometheus rules, Prometheus config."""

@@ -1,0 +1,154 @@
+"""Plain (non-SLO) alerts: a component down, a model that does not load,
+saturation, gRPC errors, gateway dependencies. The SLO burn-rate alerts are
+generated from observability/slo.py; these cover causes the SLOs would only
+show late (a canary pod that cannot load its model serves nothing, so the
+turn-error SLO never sees it).
+
+Thresholds are module constants so a deployment can tune them in one place;
+each says why it has its value."""
+from __future__ import annotations
+
+import dataclasses
+
+from stack.components import COMPONENTS, SPEECH_SERVICES
+
+# Jobs are named after components in prometheus.yml (job="asr", ...).
+ALL_JOBS = "|".join(c.name for c in COMPONENTS)
+SPEECH_JOBS = "|".join(c.name for c in SPEECH_SERVICES)
+
+# A speech process runs inference on `threads` cores (default 2); more than
+# 90 % of that for 10 minutes means requests queue behind each other.
+CPU_CORES_PER_PROCESS = 2.0
+# The largest model process (LLM, ~1.5 GiB of weights plus KV cache) stays
+# well below this; above it the node starts swapping or OOM-kills.
+MEMORY_BYTES_LIMIT = 6 * 1024**3
+# The gateway's per-session queues are bounded; a queue this deep for a
+# minute means a consumer (TTS playback, ASR feed) has stalled.
+QUEUE_DEPTH_LIMIT = 50
+# More than 5 % of RPCs of one method failing (CANCELLED excluded) is a
+# backend problem, not a client one.
+GRPC_ERROR_RATIO_LIMIT = 0.05
+# A canary is judged against stable, but only once it errs noticeably at all.
+CANARY_MIN_ERROR_RATIO = 0.01
+
+
+def _ratio(variant: str) -> str:
+    """Per-service RPC error ratio of one variant over 10 minutes."""
+    sel = f'{{variant="{variant}"}}'
+    return (f"(sum by (service) (rate(voice_rpc_errors_total{sel}[10m]))"
+            f" / sum by (service) (rate(voice_rpc_requests_total{sel}[10m])))")
+
+
+@dataclasses.dataclass(frozen=True)
+class Alert:
+    name: str
+    expr: str
+    for_: str
+    severity: str
+    summary: str
+    description: str
+
+    @property
+    def runbook(self) -> str:
+        """docs/runbooks/<name>.md: what to look at first and how to mitigate."""
+        return f"{self.name}.md"
+
+
+PLAIN_ALERTS: tuple[Alert, ...] = (
+    Alert(
+        name="VoiceComponentDown",
+        expr=f'up{{job=~"{ALL_JOBS}"}} == 0',
+        for_="1m",
+        severity="page",
+        summary="{{ $labels.job }} on {{ $labels.instance }} is down",
+        description="Prometheus cannot scrape {{ $labels.job }} ({{ $labels.instance }}) "
+                    "for 1 minute: the process is dead, restarting or unreachable.",
+    ),
+    Alert(
+        # The gauge is 0 from start until the model is loaded; a load that
+        # fails exits the process (then VoiceComponentDown fires too).
+        name="VoiceModelNotLoaded",
+        expr="voice_model_loaded == 0",
+        for_="5m",
+        severity="page",
+        summary="{{ $labels.service }} ({{ $labels.variant }}) has not loaded model {{ $labels.model }}",
+        description="voice_model_loaded has been 0 for 5 minutes on {{ $labels.instance }}: "
+                    "the model is missing, corrupt or does not fit; the process is NOT_SERVING.",
+    ),
+    Alert(
+        name="VoiceStreamsSaturated",
+        expr=("sum by (job, instance, service, variant) (voice_rpc_in_flight)\n"
+              "  / on (job, instance, service, variant)\n"
+              "max by (job, instance, service, variant) (voice_stream_capacity) > 0.9"),
+        for_="5m",
+        severity="ticket",
+        summary="{{ $labels.service }} ({{ $labels.variant }}) serves over 90 % of its stream slots",
+        description="In-flight streams on {{ $labels.instance }} are at {{ $value | humanizePercentage }} "
+                    "of max_streams; new streams get RESOURCE_EXHAUSTED.",
+    ),
+    Alert(
+        name="VoiceCPUSaturated",
+        expr=f'rate(process_cpu_seconds_total{{job=~"{ALL_JOBS}"}}[5m]) > {0.9 * CPU_CORES_PER_PROCESS}',
+        for_="10m",
+        severity="ticket",
+        summary="{{ $labels.job }} on {{ $labels.instance }} uses {{ $value | humanize }} CPU cores",
+        description=f"The process has used more than {0.9 * CPU_CORES_PER_PROCESS:g} cores for 10 "
+                    "minutes: inference queues and latency grows.",
+    ),
+    Alert(
+        name="VoiceMemoryHigh",
+        expr=f'process_resident_memory_bytes{{job=~"{ALL_JOBS}"}} > {MEMORY_BYTES_LIMIT}',
+        for_="10m",
+        severity="ticket",
+        summary="{{ $labels.job }} on {{ $labels.instance }} holds {{ $value | humanize1024 }}B resident",
+        description="Resident memory has stayed above the limit for 10 minutes (leak or oversized model).",
+    ),
+    Alert(
+        name="VoiceGatewayQueueBacklog",
+        expr=f"max by (job, instance, queue) (voice_gateway_queue_depth) > {QUEUE_DEPTH_LIMIT}",
+        for_="1m",
+        severity="page",
+        summary="Gateway queue {{ $labels.queue }} is {{ $value }} deep on {{ $labels.instance }}",
+        description="A per-session queue stays deep: its consumer has stalled and replies arrive late.",
+    ),
+    Alert(
+        name="VoiceGrpcErrorRatioHigh",
+        expr=("sum by (job, service, method) (rate(voice_rpc_errors_total[5m]))\n"
+              "  / sum by (job, service, method) (rate(voice_rpc_requests_total[5m])) "
+              f"> {GRPC_ERROR_RATIO_LIMIT}"),
+        for_="5m",
+        severity="page",
+        summary="{{ $labels.service }} {{ $labels.method }}: {{ $value | humanizePercentage }} of RPCs fail",
+        description="RPC errors (CANCELLED from barge-in excluded) above 5 % for 5 minutes.",
+    ),
+    Alert(
+        # Canary and stable serve side by side; a canary failing twice as
+        # often as stable (and noticeably) should be rolled back before the
+        # SLO notices. Stable with no errors has no error series: `or` fills 0.
+        name="VoiceCanaryErrorRatioHigh",
+        expr=(f"{_ratio('canary')} > {CANARY_MIN_ERROR_RATIO}\n"
+              f"and on (service)\n{_ratio('canary')} > 2 * ({_ratio('stable')}\n"
+              "  or on (service) 0 * sum by (service) (rate(voice_rpc_requests_total{variant=\"stable\"}[10m])))"),
+        for_="10m",
+        severity="page",
+        summary="Canary {{ $labels.service }} fails {{ $value | humanizePercentage }} of RPCs, "
+                "over twice stable",
+        description="The canary release of {{ $labels.service }} errs more than stable: roll it back.",
+    ),
+    Alert(
+        name="VoiceGatewayBackendErrors",
+        expr="sum by (job, backend) (rate(voice_gateway_backend_errors_total[5m])) > 0.1",
+        for_="5m",
+        severity="ticket",
+        summary="Gateway calls to {{ $labels.backend }} fail ({{ $value | humanize }}/s)",
+        description="The gateway sees its calls to a backend fail (down, timeout) for 5 minutes.",
+    ),
+    Alert(
+        name="VoiceRedisFailures",
+        expr="sum by (job, op) (rate(voice_gateway_redis_failures_total[5m])) > 0",
+        for_="10m",
+        severity="ticket",
+        summary="Gateway Redis {{ $labels.op }} operations fail",
+        description="Session state cannot be stored: reconnecting clients lose their conversation.",
+    ),
+)
