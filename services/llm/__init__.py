@@ -1,0 +1,1 @@
+"""LLM service: streaming, cancellable chat generation over gRPC (llama-cpp-python)."""

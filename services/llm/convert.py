@@ -1,0 +1,46 @@
+"""Protobuf <-> engine types for the LLM service: the only module besides
+the servicer and __main__ that touches llm_pb2."""
+from __future__ import annotations
+
+from common.stubs import common_pb2, llm_pb2
+from services.llm.schema import (
+    ChatMessage, Event, GenerateDone, GenerateRequest, Passage, Sampling, TokenDelta,
+)
+
+
+def _opt(msg, field: str):
+    return getattr(msg, field) if msg.HasField(field) else None
+
+
+def request_from_pb(req: llm_pb2.GenerateRequest) -> GenerateRequest:
+    s = req.sampling
+    return GenerateRequest(
+        messages=tuple(ChatMessage(role=m.role, content=m.content, name=m.name,
+                                   tool_call_id=m.tool_call_id) for m in req.messages),
+        passages=tuple(Passage(source=p.source, title=p.title, text=p.text, score=p.score)
+                       for p in req.passages),
+        sampling=Sampling(temperature=_opt(s, "temperature"), top_p=_opt(s, "top_p"),
+                          top_k=_opt(s, "top_k"), repeat_penalty=_opt(s, "repeat_penalty"),
+                          seed=_opt(s, "seed")),
+        max_tokens=req.max_tokens,
+        request_id=req.request_id,
+    )
+
+
+def event_to_pb(ev: Event) -> llm_pb2.GenerateResponse:
+    if isinstance(ev, TokenDelta):
+        return llm_pb2.GenerateResponse(delta=llm_pb2.TokenDelta(text=ev.text, index=ev.index))
+    if isinstance(ev, GenerateDone):
+        return llm_pb2.GenerateResponse(done=llm_pb2.GenerateDone(
+            finish_reason=ev.finish_reason, prompt_tokens=ev.prompt_tokens,
+            completion_tokens=ev.completion_tokens,
+            time_to_first_token_ms=ev.time_to_first_token_ms,
+            tokens_per_second=ev.tokens_per_second))
+    raise TypeError(f"not an LLM event: {ev!r}")
+
+
+def status_to_pb(stats) -> common_pb2.ServiceStatus:
+    return common_pb2.ServiceStatus(
+        service=stats.service, model=stats.model, active_streams=stats.active,
+        completed_streams=stats.completed, cancelled_streams=stats.cancelled,
+        failed_streams=stats.failed)

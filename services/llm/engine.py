@@ -1,0 +1,207 @@
+"""The LLM engine: validation, prompt building, an instance pool and a
+token loop in a worker thread, with no gRPC in sight.
+
+``generate()`` is an async generator of ``TokenDelta``s then one
+``GenerateDone``. The token loop runs in a dedicated thread pool; it checks a
+``threading.Event`` before emitting each sampled token, so closing or
+cancelling the generator stops the model within one token. The instance goes
+back to the pool when the worker has really stopped (a done-callback on the
+worker's future), never while it may still be decoding."""
+from __future__ import annotations
+
+import asyncio
+import codecs
+import concurrent.futures
+import dataclasses
+import logging
+import threading
+import time
+from typing import AsyncIterator, Callable, Optional, Sequence
+
+from services.llm import validate
+from services.llm.model import ChatTokenizer, ModelInstance
+from services.llm.pool import InstancePool, common_prefix
+from services.llm.prompt import DEFAULT_SYSTEM_PROMPT, build_messages
+from services.llm.schema import (
+    Event, GenerateDone, GenerateRequest, ResolvedSampling, TokenDelta,
+)
+
+log = logging.getLogger(__name__)
+
+
+@dataclasses.dataclass(frozen=True)
+class EngineConfig:
+    limits: validate.Limits = validate.Limits()
+    system_prompt: str = DEFAULT_SYSTEM_PROMPT
+    max_waiting: int = 8          # requests queued for an instance before Busy
+    wait_timeout_s: float = 30.0  # longest wait for an instance before Busy
+    stop_wait_s: float = 5.0      # bounded wait for a cancelled worker to stop
+
+
+@dataclasses.dataclass(frozen=True)
+class Prepared:
+    """A validated request, ready to run."""
+    prompt: list[int]
+    sampling: ResolvedSampling
+    max_tokens: int
+    request_id: str
+
+
+class _Failed:
+    """Carries a worker exception to the consumer."""
+
+    def __init__(self, exc: BaseException) -> None:
+        self.exc = exc
+
+
+class LlmEngine:
+    def __init__(self, tokenizer: ChatTokenizer, instances: Sequence[ModelInstance],
+                 config: EngineConfig = EngineConfig(),
+                 on_done: Optional[Callable[[GenerateDone], None]] = None) -> None:
+        self.tokenizer = tokenizer
+        self.config = config
+        self.pool: InstancePool[ModelInstance] = InstancePool(
+            list(instances), config.max_waiting, config.wait_timeout_s)
+        self._on_done = on_done
+        self._executor = concurrent.futures.ThreadPoolExecutor(
+            max_workers=len(instances), thread_name_prefix="llm-gen")
+        self._count_lock = threading.Lock()
+        self.workers_running = 0   # token loops alive right now (tests and logs)
+
+    @property
+    def n_ctx(self) -> int:
+        return self.tokenizer.n_ctx
+
+    def prepare(self, req: GenerateRequest) -> Prepared:
+        """Validate and tokenize; raises InvalidRequest with a precise message."""
+        limits = self.config.limits
+        validate.check_messages(req, limits)
+        max_tokens = validate.resolve_max_tokens(req, limits)
+        sampling = validate.resolve_sampling(req, limits)
+        prompt = self.tokenizer.encode_chat(
+            build_messages(req.messages, req.passages, self.config.system_prompt))
+        validate.check_context(len(prompt), self.n_ctx)
+        # The answer may not run past the context window: clip, finish "length".
+        max_tokens = min(max_tokens, self.n_ctx - len(prompt))
+        return Prepared(prompt, sampling, max_tokens, req.request_id)
+
+    async def generate(self, req: GenerateRequest) -> AsyncIterator[Event]:
+        t0 = time.perf_counter()
+        prep = await asyncio.to_thread(self.prepare, req)
+        inst = await self.pool.checkout(prep.prompt)
+        loop = asyncio.get_running_loop()
+        queue: asyncio.Queue = asyncio.Queue()
+        cancel = threading.Event()
+
+        def emit(ev: object) -> None:
+            try:
+                loop.call_soon_threadsafe(queue.put_nowait, ev)
+            except RuntimeError:  # loop closed during shutdown: nobody is listening
+                pass
+
+        try:
+            fut = loop.run_in_executor(self._executor, self._run, inst, prep, cancel, emit, t0)
+        except BaseException:
+            self.pool.release(inst)
+            raise
+        fut.add_done_callback(lambda f: self._worker_done(inst, f, prep))
+        try:
+            while True:
+                ev = await queue.get()
+                if isinstance(ev, _Failed):
+                    raise ev.exc
+                yield ev
+                if isinstance(ev, GenerateDone):
+                    return
+        finally:
+            cancel.set()
+            if not fut.done():
+                # Bounded: a worker stuck in one huge prompt decode must not
+                # hang the stream's cleanup; the instance still returns to the
+                # pool when the worker ends (done-callback).
+                done, _ = await asyncio.wait({fut}, timeout=self.config.stop_wait_s)
+                if not done:
+                    log.warning("request %s: worker still running %.1f s after cancel",
+                                prep.request_id, self.config.stop_wait_s)
+
+    def _worker_done(self, inst: ModelInstance, fut: asyncio.Future, prep: Prepared) -> None:
+        self.pool.release(inst)
+        if fut.cancelled():
+            return
+        exc = fut.exception()
+        if exc is not None:
+            log.error("request %s: generation failed: %r", prep.request_id, exc)
+            return
+        done: GenerateDone = fut.result()
+        if self._on_done is not None:
+            self._on_done(done)
+
+    def _run(self, inst: ModelInstance, prep: Prepared, cancel: threading.Event,
+             emit: Callable[[object], None], t0: float) -> GenerateDone:
+        """The token loop (worker thread). Returns the final event, which it
+        also emits, so the done-callback sees cancelled generations too."""
+        with self._count_lock:
+            self.workers_running += 1
+        try:
+            done = self._loop(inst, prep, cancel, emit, t0)
+        except BaseException as exc:
+            emit(_Failed(exc))
+            raise
+        finally:
+            with self._count_lock:
+                self.workers_running -= 1
+        emit(done)
+        return done
+
+    def _loop(self, inst: ModelInstance, prep: Prepared, cancel: threading.Event,
+              emit: Callable[[object], None], t0: float) -> GenerateDone:
+        cached = common_prefix(inst.cached_tokens(), prep.prompt)
+        decoder = codecs.getincrementaldecoder("utf-8")("replace")
+        n = 0
+        finish = "stop"
+        t_first = t_last = 0.0
+        it = inst.tokens(prep.prompt, prep.sampling)
+        try:
+            if cancel.is_set():
+                finish = "cancelled"
+            else:
+                for token in it:
+                    # Checked before using each sampled token: after a cancel
+                    # at most the token being decoded is wasted, none is sent.
+                    if cancel.is_set():
+                        finish = "cancelled"
+                        break
+                    if inst.is_stop(token):
+                        finish = "stop"
+                        break
+                    n += 1
+                    t_last = time.perf_counter()
+                    if n == 1:
+                        t_first = t_last
+                    text = decoder.decode(inst.piece(token))
+                    if text:
+                        emit(TokenDelta(text=text, index=n - 1))
+                    if n >= prep.max_tokens:
+                        finish = "length"
+                        break
+        finally:
+            close = getattr(it, "close", None)
+            if callable(close):
+                close()
+        tail = decoder.decode(b"", final=True)
+        if tail and finish != "cancelled":
+            emit(TokenDelta(text=tail, index=max(n - 1, 0)))
+        ttft_ms = (t_first - t0) * 1000.0 if n else 0.0
+        tps = (n - 1) / (t_last - t_first) if n > 1 and t_last > t_first else 0.0
+        log.info("request %s: %s after %d tokens (prompt %d, %d from cache), ttft %.0f ms, %.1f tok/s",
+                 prep.request_id or "-", finish, n, len(prep.prompt), cached, ttft_ms, tps)
+        return GenerateDone(finish_reason=finish, prompt_tokens=len(prep.prompt),
+                            completion_tokens=n, time_to_first_token_ms=ttft_ms,
+                            tokens_per_second=tps, cached_prompt_tokens=cached)
+
+    def close(self) -> None:
+        self._executor.shutdown(wait=True, cancel_futures=True)
+        for inst in self.pool.idle():
+            close = getattr(inst, "close", None)
+            if callable(close):
+                close()

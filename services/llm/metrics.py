@@ -1,0 +1,23 @@
+"""The LLM service's own metrics (names from docs/metrics.md)."""
+from __future__ import annotations
+
+from common import metrics
+from services.llm.schema import GenerateDone
+
+TTFT = metrics.histogram("voice_llm_ttft_seconds", "Request received to first token")
+TOKENS_PER_SECOND = metrics.histogram(
+    "voice_llm_tokens_per_second", "Decode speed per request (completion tokens / s)",
+    buckets=(1, 2, 5, 10, 20, 35, 50, 75, 100, 150, 200, 300, 500))
+TOKENS = metrics.counter("voice_llm_tokens_total", "Prompt (in) and completion (out) tokens",
+                         ("direction",))
+
+
+def record(done: GenerateDone) -> None:
+    """Observe one finished generation, cancelled ones included (their tokens were spent)."""
+    b = metrics.base()
+    TOKENS.labels(**b, direction="in").inc(done.prompt_tokens)
+    TOKENS.labels(**b, direction="out").inc(done.completion_tokens)
+    if done.completion_tokens:
+        TTFT.labels(**b).observe(done.time_to_first_token_ms / 1000.0)
+    if done.tokens_per_second > 0:
+        TOKENS_PER_SECOND.labels(**b).observe(done.tokens_per_second)

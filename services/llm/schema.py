@@ -1,0 +1,81 @@
+"""The LLM engine's own request and event types. The wire (protobuf) types are
+converted to and from these in convert.py, so the engine never sees protobuf."""
+from __future__ import annotations
+
+import dataclasses
+from typing import Optional, Union
+
+ROLES = ("system", "user", "assistant", "tool")
+
+
+@dataclasses.dataclass(frozen=True)
+class ChatMessage:
+    role: str
+    content: str
+    name: str = ""           # optional speaker or tool name
+    tool_call_id: str = ""   # for role "tool"
+
+
+@dataclasses.dataclass(frozen=True)
+class Passage:
+    """A retrieved piece of a local document, used as grounding."""
+    source: str
+    title: str
+    text: str
+    score: float = 0.0
+
+
+@dataclasses.dataclass(frozen=True)
+class Sampling:
+    """Sampling overrides; ``None`` means "use the server default"."""
+    temperature: Optional[float] = None
+    top_p: Optional[float] = None
+    top_k: Optional[int] = None
+    repeat_penalty: Optional[float] = None
+    seed: Optional[int] = None
+
+
+@dataclasses.dataclass(frozen=True)
+class GenerateRequest:
+    messages: tuple[ChatMessage, ...]
+    passages: tuple[Passage, ...] = ()
+    sampling: Sampling = Sampling()
+    max_tokens: int = 0      # 0 = server default
+    request_id: str = ""
+
+
+@dataclasses.dataclass(frozen=True)
+class ResolvedSampling:
+    """Sampling with every default filled in: what the model actually runs with."""
+    temperature: float
+    top_p: float
+    top_k: int
+    repeat_penalty: float
+    seed: Optional[int]
+
+
+@dataclasses.dataclass(frozen=True)
+class TokenDelta:
+    text: str
+    index: int               # token index within the completion
+
+
+@dataclasses.dataclass(frozen=True)
+class GenerateDone:
+    finish_reason: str       # "stop" | "length" | "cancelled"
+    prompt_tokens: int
+    completion_tokens: int
+    time_to_first_token_ms: float
+    tokens_per_second: float
+    cached_prompt_tokens: int = 0   # prompt tokens reused from the instance's KV cache
+
+
+Event = Union[TokenDelta, GenerateDone]
+
+
+class InvalidRequest(ValueError):
+    """The request is malformed; the message says exactly what is wrong."""
+
+
+class Busy(RuntimeError):
+    """Every model instance is busy and the wait queue is full (or timed out)."""
