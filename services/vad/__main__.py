@@ -1,0 +1,43 @@
+"""`python -m services.vad`: settings (flag, then VAD_* env, then default),
+model load and the gRPC server."""
+from __future__ import annotations
+
+import dataclasses
+
+from common.config import ServiceSettings, load_settings, setting
+from common.server import run, serve
+from common.stubs import vad_pb2, vad_pb2_grpc
+from services.vad.engine import VadEngine
+from services.vad.servicer import VadServicer
+from stack.components import by_name
+
+COMPONENT = by_name("vad")
+
+
+@dataclasses.dataclass
+class Settings(ServiceSettings):
+    port: int = setting(COMPONENT.port, "gRPC port")
+    metrics_port: int = setting(COMPONENT.metrics_port, "Prometheus /metrics port (0 = off)")
+    # One 512-sample frame is far too small to split across threads; concurrent
+    # streams use the cores instead.
+    threads: int = setting(1, "onnxruntime intra-op threads of the shared model")
+    max_streams: int = setting(32, "streams served at once; further ones get RESOURCE_EXHAUSTED")
+    model_path: str = setting("", "silero VAD ONNX file (empty = silero_vad.onnx from the silero-vad package)")
+
+
+async def main() -> None:
+    s = load_settings(Settings, COMPONENT.env_prefix, description=__doc__)
+    label = s.model_path.rsplit("/", 1)[-1] if s.model_path else "silero_vad.onnx"
+
+    def load() -> VadEngine:
+        return VadEngine(s.model_path or None, threads=s.threads, device=s.device)
+
+    def add(server, engine) -> None:
+        vad_pb2_grpc.add_VoiceActivityServicer_to_server(VadServicer(engine, label, s.max_streams), server)
+
+    service_name = vad_pb2.DESCRIPTOR.services_by_name["VoiceActivity"].full_name
+    await serve("vad", [service_name], s, label, load, add)
+
+
+if __name__ == "__main__":
+    run(main)

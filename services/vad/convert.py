@@ -1,0 +1,44 @@
+"""Protobuf <-> VAD engine types. The only module besides the servicer and
+__main__ that touches vad_pb2; defaults for 0-valued fields live here."""
+from __future__ import annotations
+
+from common.stubs import common_pb2, vad_pb2
+from common.status import StreamStats
+from services.vad.engine import SAMPLE_RATE
+from services.vad.segmenter import Event, SegmenterParams, SpeechStart, SpeechStop
+
+DEFAULTS = SegmenterParams()
+
+
+def params_from_config(cfg: vad_pb2.VadConfig) -> SegmenterParams:
+    """VadConfig -> validated params (0 = default); ValueError says what is wrong."""
+    if cfg.sample_rate_hz not in (0, SAMPLE_RATE):
+        raise ValueError(f"sample_rate_hz must be {SAMPLE_RATE} (or 0 for {SAMPLE_RATE}), "
+                         f"got {cfg.sample_rate_hz}")
+    return SegmenterParams(
+        threshold=cfg.threshold if cfg.threshold != 0 else DEFAULTS.threshold,
+        min_speech_ms=cfg.min_speech_ms if cfg.min_speech_ms != 0 else DEFAULTS.min_speech_ms,
+        min_silence_ms=cfg.min_silence_ms if cfg.min_silence_ms != 0 else DEFAULTS.min_silence_ms,
+        prefix_padding_ms=(cfg.prefix_padding_ms if cfg.prefix_padding_ms != 0
+                           else DEFAULTS.prefix_padding_ms),
+    )
+
+
+def event_to_pb(ev: Event, audio_processed_ms: int) -> vad_pb2.DetectResponse:
+    if isinstance(ev, SpeechStart):
+        return vad_pb2.DetectResponse(
+            speech_started=vad_pb2.SpeechStarted(
+                audio_ms=ev.audio_ms, padded_start_ms=ev.padded_start_ms,
+                decided_at_ms=ev.decided_at_ms),
+            audio_processed_ms=audio_processed_ms)
+    assert isinstance(ev, SpeechStop)
+    return vad_pb2.DetectResponse(
+        speech_stopped=vad_pb2.SpeechStopped(audio_ms=ev.audio_ms, decided_at_ms=ev.decided_at_ms),
+        audio_processed_ms=audio_processed_ms)
+
+
+def status_to_pb(stats: StreamStats) -> common_pb2.ServiceStatus:
+    return common_pb2.ServiceStatus(
+        service=stats.service, model=stats.model, active_streams=stats.active,
+        completed_streams=stats.completed, cancelled_streams=stats.cancelled,
+        failed_streams=stats.failed)

@@ -1,0 +1,126 @@
+"""Silero VAD on onnxruntime: one InferenceSession per process, one
+:class:`VadStream` (recurrent state, 64-sample context, frame buffer and
+segmenter) per audio stream. No gRPC here; tests drive it directly."""
+from __future__ import annotations
+
+import dataclasses
+import importlib.util
+import logging
+import time
+from pathlib import Path
+
+import numpy as np
+
+from common.audio import check_pcm16
+from services.vad.segmenter import Event, Segmenter, SegmenterParams
+
+log = logging.getLogger(__name__)
+
+SAMPLE_RATE = 16000
+FRAME_SAMPLES = 512   # silero's window at 16 kHz: 32 ms
+CONTEXT_SAMPLES = 64  # silero v5+ sees the previous frame's last 64 samples
+FRAME_MS = FRAME_SAMPLES * 1000 / SAMPLE_RATE
+
+
+def default_model_path() -> Path:
+    """silero_vad.onnx inside the silero-vad package, found without importing
+    the package (its __init__ imports torch)."""
+    spec = importlib.util.find_spec("silero_vad")
+    if spec is None or not spec.submodule_search_locations:
+        raise FileNotFoundError("silero-vad is not installed (pip install --no-deps silero-vad)")
+    return Path(list(spec.submodule_search_locations)[0]) / "data" / "silero_vad.onnx"
+
+
+class SileroModel:
+    """The shared ONNX model; ``run`` is thread-safe (onnxruntime sessions are)."""
+
+    def __init__(self, path: str | Path | None = None, threads: int = 1, device: str = "cpu") -> None:
+        import onnxruntime as ort
+
+        self.path = Path(path) if path else default_model_path()
+        opts = ort.SessionOptions()
+        opts.intra_op_num_threads = max(1, threads)
+        # Frames are tiny: a second pool of inter-op threads only adds wake-ups.
+        opts.inter_op_num_threads = 1
+        providers = ["CUDAExecutionProvider", "CPUExecutionProvider"] if device == "cuda" \
+            else ["CPUExecutionProvider"]
+        self.session = ort.InferenceSession(str(self.path), sess_options=opts, providers=providers)
+        self._sr = np.array(SAMPLE_RATE, dtype=np.int64)
+
+    def new_state(self) -> np.ndarray:
+        return np.zeros((2, 1, 128), dtype=np.float32)
+
+    def run(self, window: np.ndarray, state: np.ndarray) -> tuple[float, np.ndarray]:
+        """``window``: (1, 64 + 512) float32 context + frame; returns (prob, next state)."""
+        prob, state = self.session.run(None, {"input": window, "state": state, "sr": self._sr})
+        return float(prob[0, 0]), state
+
+
+@dataclasses.dataclass
+class PushResult:
+    events: list[Event]
+    frame_seconds: list[float]  # inference time of each frame classified
+    audio_processed_ms: int     # audio classified so far (whole frames)
+
+
+class VadStream:
+    """One stream's session: buffers arbitrary chunks into 512-sample frames.
+
+    Not thread-safe on its own: a stream's chunks are pushed one at a time
+    (the servicer awaits each push before reading the next chunk)."""
+
+    def __init__(self, model: SileroModel, params: SegmenterParams) -> None:
+        self.model = model
+        self.segmenter = Segmenter(params, FRAME_MS)
+        self._state = model.new_state()
+        self._context = np.zeros(CONTEXT_SAMPLES, dtype=np.float32)
+        self._pending = np.zeros(0, dtype=np.float32)
+        self.probs: list[float] = []  # kept for tests and debugging; 4 bytes per 32 ms
+
+    @property
+    def audio_processed_ms(self) -> int:
+        return round(self.segmenter.frames * FRAME_MS)
+
+    def push(self, pcm: bytes) -> PushResult:
+        """Classify every whole frame now available (blocking: run off the event loop)."""
+        check_pcm16(pcm)
+        samples = np.frombuffer(pcm, dtype="<i2").astype(np.float32) / 32768.0
+        buf = np.concatenate([self._pending, samples]) if self._pending.size else samples
+        n = buf.size // FRAME_SAMPLES
+        events: list[Event] = []
+        times: list[float] = []
+        for i in range(n):
+            frame = buf[i * FRAME_SAMPLES:(i + 1) * FRAME_SAMPLES]
+            window = np.concatenate([self._context, frame])[None, :]
+            t0 = time.perf_counter()
+            prob, self._state = self.model.run(window, self._state)
+            times.append(time.perf_counter() - t0)
+            self._context = frame[-CONTEXT_SAMPLES:]
+            self.probs.append(prob)
+            ev = self.segmenter.push(prob)
+            if ev is not None:
+                events.append(ev)
+        self._pending = buf[n * FRAME_SAMPLES:].copy()
+        return PushResult(events, times, self.audio_processed_ms)
+
+    def finish(self) -> PushResult:
+        """End of audio: a trailing part-frame is not classified (too short for
+        silero); an open segment is closed at the end of the last voiced frame."""
+        ev = self.segmenter.finish()
+        return PushResult([ev] if ev else [], [], self.audio_processed_ms)
+
+
+class VadEngine:
+    """What the service holds: the model, and a factory for per-stream sessions."""
+
+    def __init__(self, model_path: str | Path | None = None, threads: int = 1, device: str = "cpu") -> None:
+        t0 = time.perf_counter()
+        self.model = SileroModel(model_path, threads, device)
+        log.info("silero VAD loaded from %s in %.2f s", self.model.path, time.perf_counter() - t0)
+
+    @property
+    def model_name(self) -> str:
+        return self.model.path.name
+
+    def open(self, params: SegmenterParams) -> VadStream:
+        return VadStream(self.model, params)

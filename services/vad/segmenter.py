@@ -1,0 +1,129 @@
+"""Turning per-frame speech probabilities into speech start/stop decisions.
+
+Pure logic, no model: tests feed it scripted probability sequences and check
+hysteresis and minimum durations to the millisecond. Times are audio times in
+ms counted from the stream's first sample; frame ``i`` covers
+``[i * frame_ms, (i + 1) * frame_ms)``.
+
+The rules follow silero's own VADIterator so thresholds mean what silero users
+expect:
+
+* idle: a frame with ``prob >= threshold`` opens a candidate whose onset is
+  that frame's start. The candidate survives frames above the lower
+  (hysteresis) threshold ``threshold - 0.15`` and dies on a frame at or below
+  it. As soon as the candidate has lasted ``min_speech_ms`` (counted to the
+  end of the current frame) the start is decided, on that very frame, so a
+  barge-in is seen as early as the settings allow.
+* speech: a frame at or below the lower threshold opens a silence run; only a
+  frame at or above ``threshold`` closes it again (frames in between count as
+  silence, as in silero). Once the run has lasted ``min_silence_ms`` the stop
+  is decided. ``audio_ms`` is the end of the last *voiced* frame, one with
+  ``prob >= threshold``: frames between the two thresholds keep a segment
+  open but are not counted as speech, because silero's recurrent state makes
+  its probability decay for a frame or two after the sound has stopped.
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+
+HYSTERESIS = 0.15
+
+
+@dataclasses.dataclass(frozen=True)
+class SegmenterParams:
+    """Per-stream detection settings (already defaulted and validated)."""
+
+    threshold: float = 0.5
+    min_speech_ms: int = 150
+    min_silence_ms: int = 200
+    prefix_padding_ms: int = 300
+
+    def __post_init__(self) -> None:
+        if not (0.0 < self.threshold < 1.0) or math.isnan(self.threshold):
+            raise ValueError(f"threshold must be between 0 and 1 (exclusive), got {self.threshold}")
+        for name in ("min_speech_ms", "min_silence_ms", "prefix_padding_ms"):
+            value = getattr(self, name)
+            if value < 0:
+                raise ValueError(f"{name} must not be negative, got {value}")
+
+    @property
+    def low_threshold(self) -> float:
+        return max(self.threshold - HYSTERESIS, 0.01)
+
+
+@dataclasses.dataclass(frozen=True)
+class SpeechStart:
+    audio_ms: int         # onset: start of the first voiced frame of the segment
+    padded_start_ms: int  # onset minus prefix padding, clamped at 0
+    decided_at_ms: int    # end of the frame on which the start was decided
+
+
+@dataclasses.dataclass(frozen=True)
+class SpeechStop:
+    audio_ms: int         # end of the last voiced frame
+    decided_at_ms: int    # end of the frame on which the stop was decided
+
+
+Event = SpeechStart | SpeechStop
+
+
+class Segmenter:
+    """One stream's start/stop state machine; feed it one probability per frame."""
+
+    def __init__(self, params: SegmenterParams, frame_ms: float = 32.0) -> None:
+        self.params = params
+        self.frame_ms = frame_ms
+        self.frames = 0
+        self.in_speech = False
+        self._onset: float | None = None        # candidate or confirmed onset
+        self._silence_from: float | None = None  # start of the current silence run
+        self._voiced_end: float = 0.0            # end of the last frame >= threshold
+
+    def _ms(self, frames: int) -> float:
+        return frames * self.frame_ms
+
+    def push(self, prob: float) -> Event | None:
+        """Classify the next frame; return the event decided on it, if any."""
+        p = self.params
+        start, end = self._ms(self.frames), self._ms(self.frames + 1)
+        self.frames += 1
+        if not self.in_speech:
+            if self._onset is None:
+                if prob < p.threshold:
+                    return None
+                self._onset = start
+                self._voiced_end = end
+            elif prob <= p.low_threshold:
+                self._onset = None
+                return None
+            elif prob >= p.threshold:
+                self._voiced_end = end
+            if end - self._onset >= p.min_speech_ms:
+                self.in_speech = True
+                onset = round(self._onset)
+                return SpeechStart(onset, max(0, onset - p.prefix_padding_ms), round(end))
+            return None
+        if self._silence_from is None:
+            if prob >= p.threshold:
+                self._voiced_end = end
+            if prob > p.low_threshold:
+                return None
+            self._silence_from = start
+        elif prob >= p.threshold:
+            self._silence_from = None
+            self._voiced_end = end
+            return None
+        if end - self._silence_from >= p.min_silence_ms:
+            return self._stop(round(end))
+        return None
+
+    def finish(self) -> SpeechStop | None:
+        """End of stream: close an open segment so every start has its stop."""
+        if not self.in_speech:
+            return None
+        return self._stop(round(self._ms(self.frames)))
+
+    def _stop(self, decided_at: int) -> SpeechStop:
+        self.in_speech, self._onset, self._silence_from = False, None, None
+        return SpeechStop(round(self._voiced_end), decided_at)

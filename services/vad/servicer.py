@@ -1,0 +1,84 @@
+"""gRPC face of the VAD: a thin state machine over :mod:`services.vad.engine`.
+
+Config first, then audio; each audio message's whole frames are classified
+in one worker-thread call, so the event loop never runs the model."""
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import AsyncIterator
+
+import grpc
+
+from common import metrics as common_metrics
+from common.status import StreamStats
+from common.stubs import common_pb2, vad_pb2, vad_pb2_grpc
+from services.vad import convert
+from services.vad import metrics as m
+from services.vad.engine import PushResult, VadEngine
+from services.vad.segmenter import SpeechStart
+
+log = logging.getLogger(__name__)
+
+
+class VadServicer(vad_pb2_grpc.VoiceActivityServicer):
+    def __init__(self, engine: VadEngine, model_label: str, max_streams: int) -> None:
+        self.engine = engine
+        self.max_streams = max_streams
+        self.stats = StreamStats("vad", model_label)
+
+    async def StreamingDetect(self, request_iterator: AsyncIterator[vad_pb2.DetectRequest],
+                              context: grpc.aio.ServicerContext) -> AsyncIterator[vad_pb2.DetectResponse]:
+        if self.stats.active >= self.max_streams:
+            await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED,
+                                f"VAD is serving {self.stats.active} streams, its limit (VAD_MAX_STREAMS)")
+        async with self.stats.track():
+            stream = None
+            async for req in request_iterator:
+                kind = req.WhichOneof("request")
+                if kind == "config":
+                    if stream is not None:
+                        await _invalid(context, "config sent twice: send it once, as the first message")
+                    try:
+                        params = convert.params_from_config(req.config)
+                    except ValueError as exc:
+                        await _invalid(context, f"bad config: {exc}")
+                    stream = self.engine.open(params)
+                elif kind == "audio":
+                    if stream is None:
+                        await _invalid(context, "first message must be config (a VadConfig), got audio")
+                    if len(req.audio) % 2:
+                        await _invalid(context, f"audio chunk has {len(req.audio)} bytes, an odd count: "
+                                                "PCM16 needs 2 bytes per sample")
+                    result = await asyncio.to_thread(stream.push, req.audio)
+                    for resp in self._responses(result):
+                        yield resp
+                else:
+                    await _invalid(context, "empty DetectRequest: set config or audio")
+            if stream is None:
+                await _invalid(context, "first message must be config: the stream ended without one")
+            for resp in self._responses(stream.finish()):
+                yield resp
+
+    def _responses(self, result: PushResult) -> list[vad_pb2.DetectResponse]:
+        b = common_metrics.base()
+        if result.frame_seconds:
+            m.FRAMES.labels(**b).inc(len(result.frame_seconds))
+            hist = m.FRAME_SECONDS.labels(**b)
+            for t in result.frame_seconds:
+                hist.observe(t)
+        out = []
+        for ev in result.events:
+            if isinstance(ev, SpeechStart):
+                m.SEGMENTS.labels(**b).inc()
+            out.append(convert.event_to_pb(ev, result.audio_processed_ms))
+        return out
+
+    async def GetStatus(self, request: common_pb2.StatusRequest,
+                        context: grpc.aio.ServicerContext) -> common_pb2.ServiceStatus:
+        return convert.status_to_pb(self.stats)
+
+
+async def _invalid(context: grpc.aio.ServicerContext, message: str) -> None:
+    """Reject this stream only; abort raises, so callers never continue."""
+    await context.abort(grpc.StatusCode.INVALID_ARGUMENT, message)
