@@ -1,0 +1,101 @@
+"""The VAD segmenter turns per-frame probabilities into start/stop events at
+exact audio times: onset = start of the first voiced frame, stop = end of the
+last frame at or above the threshold, each decided on the first frame the
+minimum durations allow, with silero's hysteresis (threshold - 0.15)."""
+from __future__ import annotations
+
+import pytest
+
+from services.vad.segmenter import Segmenter, SegmenterParams, SpeechStart, SpeechStop
+
+F = 32  # ms per frame
+
+
+def run(probs: list[float], **kw) -> list:
+    seg = Segmenter(SegmenterParams(**kw), frame_ms=F)
+    events = []
+    for p in probs:
+        ev = seg.push(p)
+        if ev is not None:
+            events.append(ev)
+    tail = seg.finish()
+    return events + ([tail] if tail else [])
+
+
+def test_start_and_stop_times_are_frame_exact():
+    # 10 silent frames, 20 voiced, 10 silent.
+    probs = [0.05] * 10 + [0.9] * 20 + [0.05] * 10
+    ev = run(probs, min_speech_ms=150, min_silence_ms=200, prefix_padding_ms=300)
+    onset = 10 * F
+    # 150 ms needs 5 frames (160 ms): decided at the end of the 5th voiced frame.
+    assert ev[0] == SpeechStart(onset, onset - 300, onset + 5 * F)
+    end = 30 * F
+    # 200 ms of silence needs 7 frames (224 ms).
+    assert ev[1] == SpeechStop(end, end + 7 * F)
+    assert len(ev) == 2
+
+
+def test_padding_is_clamped_at_zero():
+    ev = run([0.9] * 10 + [0.0] * 10, prefix_padding_ms=300)
+    assert ev[0].audio_ms == 0 and ev[0].padded_start_ms == 0
+
+
+def test_short_blip_is_not_speech():
+    # 4 voiced frames = 128 ms < 150 ms: never starts.
+    assert run([0.0] * 5 + [0.9] * 4 + [0.0] * 20, min_speech_ms=150) == []
+
+
+def test_candidate_dies_on_a_frame_below_the_low_threshold():
+    probs = [0.9] * 3 + [0.3] + [0.9] * 3 + [0.0] * 20
+    assert run(probs, min_speech_ms=150) == []
+    # The same pattern with the dip above threshold - 0.15 (0.35) keeps going.
+    probs2 = [0.9] * 3 + [0.4] + [0.9] * 3 + [0.0] * 20
+    ev = run(probs2, min_speech_ms=150)
+    assert ev[0].audio_ms == 0 and ev[0].decided_at_ms == 5 * F
+
+
+def test_hysteresis_keeps_speech_between_thresholds():
+    # After the start, frames at 0.4 (between 0.35 and 0.5) keep the segment
+    # open, but the reported end is the last frame >= threshold.
+    probs = [0.9] * 10 + [0.4] * 20 + [0.0] * 10
+    ev = run(probs, min_silence_ms=200)
+    assert len(ev) == 2
+    assert ev[1] == SpeechStop(10 * F, 30 * F + 7 * F)
+
+
+def test_silence_run_resets_only_on_a_frame_at_threshold():
+    # Silence starts at 0.2; a 0.45 frame (middle band) counts as silence
+    # (as in silero), a 0.8 frame ends the silence run.
+    probs = [0.9] * 10 + [0.2] * 3 + [0.45] * 3 + [0.2] * 2 + [0.0] * 5
+    ev = run(probs, min_silence_ms=200)
+    assert ev[1] == SpeechStop(10 * F, 10 * F + 7 * F)
+    probs2 = [0.9] * 10 + [0.2] * 3 + [0.8] + [0.0] * 20
+    ev2 = run(probs2, min_silence_ms=200)
+    assert ev2[1] == SpeechStop(14 * F, 14 * F + 7 * F)
+
+
+def test_two_segments():
+    probs = ([0.0] * 5 + [0.9] * 10) * 2 + [0.0] * 10
+    ev = run(probs, min_silence_ms=100)
+    assert [type(e) for e in ev] == [SpeechStart, SpeechStop, SpeechStart, SpeechStop]
+    assert [e.audio_ms for e in ev] == [5 * F, 15 * F, 20 * F, 30 * F]
+
+
+def test_end_of_stream_closes_an_open_segment():
+    ev = run([0.9] * 10)
+    assert ev[-1] == SpeechStop(10 * F, 10 * F)
+
+
+def test_zero_minimums_decide_on_the_first_frame():
+    ev = run([0.0, 0.9, 0.0], min_speech_ms=0, min_silence_ms=0)
+    assert ev == [SpeechStart(F, 0, 2 * F), SpeechStop(2 * F, 3 * F)]
+
+
+@pytest.mark.parametrize("kw, word", [
+    ({"threshold": 0.0}, "threshold"), ({"threshold": 1.0}, "threshold"),
+    ({"threshold": float("nan")}, "threshold"), ({"min_speech_ms": -1}, "min_speech_ms"),
+    ({"min_silence_ms": -5}, "min_silence_ms"), ({"prefix_padding_ms": -1}, "prefix_padding_ms"),
+])
+def test_bad_params_say_which_field(kw, word):
+    with pytest.raises(ValueError, match=word):
+        SegmenterParams(**kw)
