@@ -1,0 +1,1 @@
+"""Deployment: compose variants, Kubernetes manifests and their generator (python -m deploy.generate)."""
