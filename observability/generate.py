@@ -7,7 +7,8 @@ writes, into observability/prometheus/ by default:
                          stack/components.py, rule_files -> rules/*.yml;
   rules/slo_<name>.yml   per SLO: error ratio over every window, burn rates,
                          budget left, and the page/ticket burn-rate alerts;
-  rules/voice_alerts.yml the plain alerts (down, model not loaded, saturation).
+  rules/voice_alerts.yml the plain alerts (down, model not loaded, saturation);
+  tests/slo_<name>_test.yml  promtool tests of each SLO's burn-rate alerts.
 
 The output is committed; tests/unit/test_obs_generated.py regenerates into a
 temporary directory and fails when the committed files are stale."""
@@ -20,6 +21,7 @@ from typing import Any
 import yaml
 
 from observability.alerts import PLAIN_ALERTS, Alert
+from observability.promtests import promtool_files
 from observability.slo import BUDGET_WINDOW, BURN_ALERTS, SLOS, WINDOWS, SLO
 from stack.components import COMPONENTS
 
@@ -95,8 +97,11 @@ def burn_alerts(slo: SLO, runbook_base: str) -> list[dict[str, Any]]:
             "annotations": {
                 "summary": f"SLO {slo.name} ({slo.description}) burns its 30-day error budget "
                            f"too fast ({alert.severity})",
-                "description": f"Error ratio above the burn-rate threshold on both windows ({windows}). "
-                               "Long-window error ratio now: {{ $value | humanizePercentage }}.",
+                # No $value here: the long-window ratio is on the SLO panel,
+                # and a static text keeps the promtool expectations exact.
+                "description": f"Error ratio above the burn-rate threshold on both windows of a pair "
+                               f"({windows}); budget {_num(slo.budget * 100)} % of events over "
+                               f"{BUDGET_WINDOW}.",
                 "runbook_url": f"{runbook_base}{name}.md",
             },
         })
@@ -172,6 +177,12 @@ def write(out: Path = PROM_DIR, runbook_base: str = DEFAULT_RUNBOOK_BASE) -> lis
     written = []
     for name, doc in rule_files(runbook_base).items():
         path = out / "rules" / name
+        path.write_text(render(doc))
+        written.append(path)
+    # The SLO promtool tests follow the SLOs; tests/voice_alerts_test.yml is by hand.
+    (out / "tests").mkdir(exist_ok=True)
+    for name, doc in promtool_files(rule_files(runbook_base)).items():
+        path = out / "tests" / name
         path.write_text(render(doc))
         written.append(path)
     config = out / "prometheus.yml"
