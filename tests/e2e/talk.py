@@ -1,0 +1,70 @@
+"""Helpers the e2e tests share: real clips at the session's rate with their
+energy-based speech span, transcript scoring, the timings metadata, and the
+speech services' own GetStatus counters (over gRPC, as an operator sees them)."""
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+from typing import Any
+
+import grpc
+import jiwer
+
+from clients.eventlog import ServerEvent
+from clients.speech import VoicedSpan, voiced_span
+from common.audio import read_wav, resample_pcm16
+from common.stubs import common_pb2, llm_pb2_grpc, tts_pb2_grpc
+from tests.procs import clips
+
+TIMING_KEYS = ("speech_end_ms", "endpoint_ms", "asr_final_ms", "retrieval_ms",
+               "llm_first_token_ms", "tts_first_audio_ms", "voice_to_voice_ms")
+
+# A tiny LLM stops early unless asked for length; barge-in tests need a reply
+# that is still playing when the user cuts in.
+LONG_REPLY_INSTRUCTIONS = ("You are a storyteller. Answer every message with a long story of "
+                           "at least eight full sentences. Never answer briefly.")
+
+
+def clip(name: str, rate: int) -> tuple[bytes, VoicedSpan, str]:
+    """(pcm at ``rate``, its voiced span, reference text) of a project clip by stem suffix."""
+    for path, ref in clips():
+        if path.stem.endswith(name):
+            return load(path, rate) + (ref,)
+    raise KeyError(f"no clip named *{name}")
+
+
+def load(path: Path, rate: int) -> tuple[bytes, VoicedSpan]:
+    pcm, src = read_wav(path)
+    pcm = resample_pcm16(pcm, src, rate)
+    return pcm, voiced_span(pcm, rate)
+
+
+def normalise(text: str) -> str:
+    return " ".join(re.sub(r"[^a-z0-9' ]+", " ", text.lower()).split())
+
+
+def wer(reference: str, hypothesis: str) -> float:
+    return jiwer.wer(normalise(reference), normalise(hypothesis) or "<empty>")
+
+
+def metadata(done: ServerEvent) -> dict[str, Any]:
+    return (done.get("response") or {}).get("metadata") or {}
+
+
+def timings(done: ServerEvent) -> dict[str, float]:
+    raw = metadata(done).get("timings")
+    assert raw, f"response.done without metadata.timings: {done}"
+    return json.loads(raw)
+
+
+def status_of(done: ServerEvent) -> tuple[str, str | None]:
+    resp = done.get("response") or {}
+    return resp.get("status"), (resp.get("status_details") or {}).get("reason")
+
+
+async def service_status(address: str, service: str) -> Any:
+    """A speech service's ServiceStatus (stream counts) via its GetStatus RPC."""
+    stub_cls = {"llm": llm_pb2_grpc.ChatStub, "tts": tts_pb2_grpc.SynthesizerStub}[service]
+    async with grpc.aio.insecure_channel(address) as ch:
+        return await stub_cls(ch).GetStatus(common_pb2.StatusRequest(), timeout=10)
