@@ -1,0 +1,211 @@
+"""End-to-end figures over the project's real clips sent at real time, as a
+client sees them (clients/realtime.py; nothing from services/ is imported):
+
+- voice-to-voice latency: from the last voiced sample of the user's audio
+  (found from the clip's energy, independent of the VAD under test) to the
+  first ``response.output_audio.delta`` received; with the per-stage breakdown
+  the gateway reports in ``response.metadata.timings``;
+- barge-in reaction: from the first voiced sample of speech that interrupts a
+  playing reply to ``output_audio_buffer.cleared`` received;
+- endpointing split rate: turns committed per clip (must be exactly 1).
+
+Each turn runs in a fresh session at the protocol's default 24 kHz input.
+
+    python -m bench e2e                       # starts the stack itself
+    python -m bench.bench_e2e --rounds 3 --interruptions 8 [--url ws://127.0.0.1:8000/v1/realtime]
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import dataclasses
+import json
+import os
+import statistics
+from typing import Sequence
+
+import numpy as np
+
+from clients import events
+from clients.realtime import RealtimeClient
+from clients.speech import VoicedSpan, voiced_span
+from common.audio import read_wav, resample_pcm16
+
+RATE = 24000
+V2V_TARGET_P50_MS, V2V_TARGET_P95_MS = 800.0, 1200.0
+BARGE_TARGET_P95_MS = 300.0
+STAGES = ("endpoint_ms", "asr_final_ms", "retrieval_ms", "llm_first_token_ms",
+          "tts_first_audio_ms", "voice_to_voice_ms")
+LONG_REPLY = ("You are a storyteller. Answer every message with a long story of at least "
+              "eight full sentences. Never answer briefly.")
+TURN_TIMEOUT = 120
+
+
+@dataclasses.dataclass
+class Clip:
+    name: str
+    pcm: bytes
+    span: VoicedSpan
+
+
+@dataclasses.dataclass
+class Turn:
+    clip: str
+    v2v_ms: float | None          # None: no audio reply
+    turns_committed: int
+    timings: dict[str, float]
+    status: str | None
+
+
+@dataclasses.dataclass
+class BargeIn:
+    clip: str
+    reaction_ms: float | None     # None: never cleared
+    status: str | None
+    reason: str | None
+
+
+def load_clips() -> list[Clip]:
+    from tests.procs import clips  # the project's clip list (tests/data/speech)
+    out = []
+    for path, _ in clips():
+        pcm, src = read_wav(path)
+        pcm = resample_pcm16(pcm, src, RATE)
+        out.append(Clip(path.stem, pcm, voiced_span(pcm, RATE)))
+    return out
+
+
+def pct(values: Sequence[float], q: float) -> float:
+    return float(np.percentile(np.asarray(values, dtype=float), q)) if values else float("nan")
+
+
+def _response(ev) -> dict:
+    return ev.get("response") or {}
+
+
+async def one_turn(url: str, clip: Clip, trailing_s: float = 1.5) -> Turn:
+    async with RealtimeClient(url, keep_audio=False) as rt:
+        await rt.update_session(events.session_config(input_rate=RATE, output_rate=RATE))
+        mic = rt.start_microphone(RATE)
+        utt = mic.play(clip.pcm)
+        done = await rt.wait_for("response.done", timeout=TURN_TIMEOUT)
+        # keep listening a little: a split utterance would commit a second turn
+        await asyncio.sleep(trailing_s)
+        first = rt.log.find("response.output_audio.delta")
+        v2v = (first.t - utt.time_of(clip.span.last_sample)) * 1000 if first else None
+        raw = (_response(done).get("metadata") or {}).get("timings")
+        return Turn(clip.name, v2v, len(rt.log.all("input_audio_buffer.committed")),
+                    json.loads(raw) if raw else {}, _response(done).get("status"))
+
+
+async def one_barge_in(url: str, opener: Clip, interrupter: Clip, listen_s: float = 0.5) -> BargeIn:
+    async with RealtimeClient(url, keep_audio=False) as rt:
+        await rt.update_session(events.session_config(input_rate=RATE, output_rate=RATE,
+                                                      instructions=LONG_REPLY))
+        mic = rt.start_microphone(RATE)
+        mic.play(opener.pcm)
+        first = await rt.wait_for("response.output_audio.delta", timeout=TURN_TIMEOUT)
+        rid = first.get("response_id")
+        await asyncio.sleep(listen_s)
+        mark = rt.mark()
+        utt = mic.play(interrupter.pcm)
+        try:
+            cleared = await rt.wait_for("output_audio_buffer.cleared", since=mark, timeout=30)
+        except TimeoutError:
+            return BargeIn(interrupter.name, None, None, None)
+        await rt.truncate(first.get("item_id"))
+        done = await rt.wait_for("response.done", timeout=30,
+                                 where=lambda e: _response(e).get("id") == rid)
+        r = _response(done)
+        return BargeIn(interrupter.name, (cleared.t - utt.time_of(interrupter.span.first_sample)) * 1000,
+                       r.get("status"), (r.get("status_details") or {}).get("reason"))
+
+
+async def run(url: str, rounds: int, interruptions: int) -> tuple[list[Turn], list[BargeIn]]:
+    clips = load_clips()
+    turns = []
+    for r in range(rounds):
+        for c in clips:
+            t = await one_turn(url, c)
+            turns.append(t)
+            print(f"  v2v {c.name} round {r + 1}: "
+                  f"{'-' if t.v2v_ms is None else f'{t.v2v_ms:.0f} ms'}, turns {t.turns_committed}, "
+                  f"{t.status}", flush=True)
+    by_len = sorted(clips, key=lambda c: len(c.pcm))
+    openers, interrupters = by_len[:2], by_len[::-1]
+    barges = []
+    for i in range(interruptions):
+        b = await one_barge_in(url, openers[i % len(openers)], interrupters[i % len(interrupters)])
+        barges.append(b)
+        print(f"  barge-in {b.clip}: "
+              f"{'-' if b.reaction_ms is None else f'{b.reaction_ms:.0f} ms'}, {b.status}/{b.reason}",
+              flush=True)
+    return turns, barges
+
+
+def verdict(value: float, target: float) -> str:
+    if value != value:
+        return "no data"
+    return "meets" if value <= target else f"MISSES by {value - target:.0f} ms"
+
+
+def report(turns: list[Turn], barges: list[BargeIn], n_clips: int) -> str:
+    v2v = [t.v2v_ms for t in turns if t.v2v_ms is not None]
+    lines = ["", f"{'figure':<34}{'n':>4}{'p50 ms':>9}{'p95 ms':>9}   target"]
+    p50, p95 = pct(v2v, 50), pct(v2v, 95)
+    lines.append(f"{'voice-to-voice (client)':<34}{len(v2v):>4}{p50:>9.0f}{p95:>9.0f}   "
+                 f"p50 ≤ {V2V_TARGET_P50_MS:.0f}: {verdict(p50, V2V_TARGET_P50_MS)}; "
+                 f"p95 ≤ {V2V_TARGET_P95_MS:.0f}: {verdict(p95, V2V_TARGET_P95_MS)}")
+    for k in STAGES:
+        vals = [t.timings[k] for t in turns if isinstance(t.timings.get(k), (int, float))]
+        lines.append(f"{'  ' + k + ' (gateway)':<34}{len(vals):>4}{pct(vals, 50):>9.0f}{pct(vals, 95):>9.0f}")
+    react = [b.reaction_ms for b in barges if b.reaction_ms is not None]
+    b95 = pct(react, 95)
+    lines.append(f"{'barge-in reaction':<34}{len(react):>4}{pct(react, 50):>9.0f}{b95:>9.0f}   "
+                 f"p95 ≤ {BARGE_TARGET_P95_MS:.0f}: {verdict(b95, BARGE_TARGET_P95_MS)}")
+    split = [t for t in turns if t.turns_committed != 1]
+    lines.append(f"endpointing: {len(split)} of {len(turns)} clip turns committed != 1 turn "
+                 f"(split rate {len(split) / max(1, len(turns)):.0%}; {n_clips} distinct clips)")
+    missing = len(turns) - len(v2v)
+    if missing:
+        lines.append(f"!! {missing} turns got no audio reply")
+    bad = [b for b in barges if (b.status, b.reason) != ("cancelled", "turn_detected")]
+    if bad:
+        lines.append(f"!! {len(bad)} of {len(barges)} interrupted replies not cancelled/turn_detected: "
+                     + ", ".join(f"{b.status}/{b.reason}" for b in bad))
+    if v2v:
+        lines.append(f"voice-to-voice mean {statistics.fmean(v2v):.0f} ms, min {min(v2v):.0f}, "
+                     f"max {max(v2v):.0f}")
+    return "\n".join(lines)
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    p = argparse.ArgumentParser(description="End-to-end voice-to-voice and barge-in figures.")
+    p.add_argument("--url", default=os.environ.get("BENCH_E2E_URL", ""),
+                   help="gateway WebSocket URL (default: start the whole stack)")
+    p.add_argument("--rounds", type=int, default=int(os.environ.get("BENCH_E2E_ROUNDS", "2")),
+                   help="passes over all clips for voice-to-voice (default 2)")
+    p.add_argument("--interruptions", type=int,
+                   default=int(os.environ.get("BENCH_E2E_INTERRUPTIONS", "6")),
+                   help="barge-ins measured (default 6)")
+    args = p.parse_args(list(argv or []))
+    stack = None
+    url = args.url
+    if not url:
+        from tests.stack import start_stack
+        print("starting the stack (5 services + gateway)...", flush=True)
+        stack = start_stack()
+        url = stack.ws_url
+    try:
+        turns, barges = asyncio.run(run(url, args.rounds, args.interruptions))
+    finally:
+        if stack is not None:
+            stack.stop()
+    print(report(turns, barges, len(load_clips())))
+    print(f"(real clips at real time, {RATE} Hz input; percentiles interpolated over n samples; "
+          f"taken on {os.cpu_count()} CPU cores shared with other work unless stated otherwise)")
+
+
+if __name__ == "__main__":
+    import sys
+    main(sys.argv[1:])
