@@ -23,7 +23,10 @@ class StreamStats:
         self.active += 1
         try:
             yield
-        except asyncio.CancelledError:
+        except (asyncio.CancelledError, GeneratorExit):
+            # A streaming handler that the client cancels while grpc is sending
+            # (outside the handler) is closed later with GeneratorExit, not
+            # CancelledError: both mean the client went away.
             self.cancelled += 1
             raise
         except Exception:
