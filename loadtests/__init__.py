@@ -1,0 +1,1 @@
+"""Load tests (Locust): Realtime voice sessions against a local gateway."""
