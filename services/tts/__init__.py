@@ -1,0 +1,3 @@
+"""Speech synthesis service: piper-tts voices over a server-streaming gRPC
+call, synthesised clause by clause so the first audio leaves early, and
+cancellable between clauses."""

@@ -1,0 +1,48 @@
+"""`python -m services.tts`: settings (flag, then TTS_* env, then default),
+voice loading and the gRPC server."""
+from __future__ import annotations
+
+import dataclasses
+
+from common.config import ServiceSettings, load_settings, setting
+from common.server import run, serve
+from common.stubs import tts_pb2, tts_pb2_grpc
+from services.tts.engine import TtsEngine
+from services.tts.servicer import TtsServicer
+from services.tts.voices import default_voice_files, load_voices
+from stack.components import by_name
+
+COMPONENT = by_name("tts")
+
+
+@dataclasses.dataclass
+class Settings(ServiceSettings):
+    port: int = setting(COMPONENT.port, "gRPC port")
+    metrics_port: int = setting(COMPONENT.metrics_port, "Prometheus /metrics port (0 = off)")
+    voices_dir: str = setting("", "folder of extra piper voices (NAME.onnx + NAME.onnx.json); empty = none")
+    default_voice: str = setting("", "voice used when a request names none (empty = en_US-joe-medium)")
+    max_chars: int = setting(4000, "longest text accepted in one request, in characters")
+    chunk_ms: int = setting(200, "longest audio chunk sent, in ms")
+
+
+async def main() -> None:
+    s = load_settings(Settings, COMPONENT.env_prefix, description=__doc__)
+    label = s.default_voice or default_voice_files()[0].name[: -len(".onnx")]
+
+    def load() -> TtsEngine:
+        voices = load_voices(s.voices_dir, threads=s.threads, device=s.device)
+        engine = TtsEngine(voices, s.default_voice, max_chars=s.max_chars, chunk_ms=s.chunk_ms)
+        # Warm the voice (espeak init, onnx first run) so the first request is not the slow one.
+        for _ in engine.voices[engine.default_voice].synthesize("Ready.", 1.0):
+            pass
+        return engine
+
+    def add(server, engine) -> None:
+        tts_pb2_grpc.add_SynthesizerServicer_to_server(TtsServicer(engine, label, s.max_streams), server)
+
+    service_name = tts_pb2.DESCRIPTOR.services_by_name["Synthesizer"].full_name
+    await serve("tts", [service_name], s, label, load, add)
+
+
+if __name__ == "__main__":
+    run(main)
