@@ -4,14 +4,21 @@ canary can be compared with stable on the same panels.
 
 Service-specific figures (ASR real-time factor, LLM time to first token, ...)
 are declared next to the service with ``histogram``/``counter``/``gauge`` from
-here, so they share labels and buckets."""
+here, so they share labels and buckets.
+
+Latency observations made inside a traced turn carry the trace id as an
+exemplar (``observe_with_trace``); exemplars only exist in the OpenMetrics
+text format, which /metrics serves when the scraper asks for it (Prometheus
+does), so a slow point on a graph links to its trace."""
 from __future__ import annotations
 
+import asyncio
 import time
 from typing import Any, Callable
 
 import grpc
 from prometheus_client import REGISTRY, Counter, Gauge, Histogram, start_http_server
+from prometheus_client.exposition import choose_encoder
 
 # Voice latencies live between tens of milliseconds and a few seconds.
 VOICE_BUCKETS = (0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5, 0.65, 0.8,
@@ -27,8 +34,12 @@ class _Base:
 
 
 def init(service: str, model: str, variant: str) -> None:
-    """Set the labels every series of this process carries; call once at start."""
+    """Set the labels every series of this process carries; call once at start.
+
+    ``voice_model_loaded`` starts at 0 here, so a model that never finishes
+    loading shows up as a 0 (the VoiceModelNotLoaded alert), not as nothing."""
     _Base.service, _Base.model, _Base.variant = service, model, variant
+    MODEL_LOADED.labels(**base()).set(0)
 
 
 def base() -> dict[str, str]:
@@ -36,7 +47,44 @@ def base() -> dict[str, str]:
 
 
 def set_model(model: str) -> None:
+    """Relabel the process with the model it actually loaded."""
+    old = base()
     _Base.model = model
+    if old["model"] != model:
+        # Carry the loaded flag over so no stale series with the old model stays behind.
+        try:
+            value = MODEL_LOADED.labels(**old)._value.get()
+            MODEL_LOADED.remove(*old.values())
+        except KeyError:
+            return
+        MODEL_LOADED.labels(**base()).set(value)
+
+
+def set_capacity(max_streams: int) -> None:
+    """Export the stream limit, so saturation is in-flight / capacity."""
+    STREAM_CAPACITY.labels(**base()).set(max_streams)
+
+
+def observe_with_trace(hist_labels: Any, value: float) -> None:
+    """``hist_labels.observe(value)`` with the current trace id as exemplar.
+
+    ``hist_labels`` is a labelled histogram child (``HIST.labels(**base(), ...)``).
+    Outside a sampled span it is a plain observation."""
+    from common.tracing import current_trace_id  # tracing imports nothing from here
+
+    trace_id = current_trace_id()
+    if trace_id:
+        hist_labels.observe(value, exemplar={"trace_id": trace_id})
+    else:
+        hist_labels.observe(value)
+
+
+def exposition(accept_header: str | None) -> tuple[bytes, str]:
+    """(body, content type) for a /metrics response: OpenMetrics (with
+    exemplars) when the scraper accepts it, the classic text format otherwise.
+    The gateway's HTTP app uses this; the side port server negotiates alike."""
+    encoder, content_type = choose_encoder(accept_header or "")
+    return encoder(REGISTRY), content_type
 
 
 def histogram(name: str, doc: str, labels: tuple[str, ...] = (), buckets=VOICE_BUCKETS) -> Histogram:
@@ -62,9 +110,12 @@ RPC_DURATION = histogram("voice_rpc_duration_seconds", "RPC duration, start to e
 RPC_IN_FLIGHT = gauge("voice_rpc_in_flight", "RPCs (streams) being served now", ("method",))
 MODEL_LOAD_SECONDS = gauge("voice_model_load_seconds", "Time the model took to load")
 MODEL_LOADED = gauge("voice_model_loaded", "1 once the model is loaded and serving, else 0")
+STREAM_CAPACITY = gauge("voice_stream_capacity", "Streams this process serves at once (max_streams)")
 
 
 def start_metrics_server(port: int, host: str = "0.0.0.0") -> None:
+    """Serve /metrics on a side port (0 = off). prometheus_client's server
+    picks OpenMetrics from the Accept header, so exemplars reach Prometheus."""
     if port:
         start_http_server(port, addr=host, registry=REGISTRY)
 
@@ -107,11 +158,17 @@ class _Tracker:
             RPC_ERRORS.labels(**b, method=self.method, code=name).inc()
 
 
-def _code_of(context: Any, exc: BaseException | None) -> grpc.StatusCode | None:
-    import asyncio
-
-    if isinstance(exc, asyncio.CancelledError):
+def grpc_status(context: Any, exc: BaseException | None) -> grpc.StatusCode | None:
+    """The status the RPC ended with. A client that hung up (barge-in) shows
+    as CancelledError/GeneratorExit in the handler or as a cancelled context,
+    even when the servicer swallowed it and returned normally."""
+    if isinstance(exc, (asyncio.CancelledError, GeneratorExit)):
         return grpc.StatusCode.CANCELLED
+    try:
+        if context.cancelled():
+            return grpc.StatusCode.CANCELLED
+    except Exception:  # a context without cancelled() (tests' fakes)
+        pass
     try:
         code = context.code()
     except Exception:  # older grpc without ServicerContext.code()
@@ -121,6 +178,9 @@ def _code_of(context: Any, exc: BaseException | None) -> grpc.StatusCode | None:
     if exc is not None:
         return grpc.StatusCode.UNKNOWN
     return grpc.StatusCode.OK
+
+
+_code_of = grpc_status  # the name this had before tracing shared it
 
 
 def _wrap_unary(fn: Callable, method: str) -> Callable:
@@ -133,20 +193,26 @@ def _wrap_unary(fn: Callable, method: str) -> Callable:
             exc = e
             raise
         finally:
-            t.finish(_code_of(context, exc))
+            t.finish(grpc_status(context, exc))
     return wrapper
 
 
 def _wrap_stream(fn: Callable, method: str) -> Callable:
     async def wrapper(request: Any, context: Any) -> Any:
         t = _Tracker(method)
+        inner = fn(request, context)
         exc: BaseException | None = None
         try:
-            async for item in fn(request, context):
+            async for item in inner:
                 yield item
         except BaseException as e:
             exc = e
             raise
         finally:
-            t.finish(_code_of(context, exc))
+            try:
+                # Closed by grpc (GeneratorExit at our yield): close the
+                # servicer's generator now so its cleanup runs, not at GC time.
+                await inner.aclose()
+            finally:
+                t.finish(grpc_status(context, exc))
     return wrapper

@@ -40,6 +40,7 @@ async def serve(
     setup_logging(settings.log_level, name)
     log_settings(name, settings)
     metrics.init(name, model_label, settings.variant)
+    metrics.set_capacity(settings.max_streams)
     setup_tracing(name, settings.otlp_endpoint, settings.variant)
     metrics.start_metrics_server(settings.metrics_port)
 

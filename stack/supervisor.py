@@ -167,7 +167,9 @@ class Supervisor:
         data = ROOT / "var" / "prometheus"
         data.mkdir(parents=True, exist_ok=True)
         await self._spawn("prom", [exe, f"--config.file={cfg}", f"--storage.tsdb.path={data}",
-                                   "--web.listen-address=127.0.0.1:9090"], {}, "34")
+                                   "--web.listen-address=127.0.0.1:9090",
+                                   # trace-id exemplars on latency histograms link graphs to traces
+                                   "--enable-feature=exemplar-storage"], {}, "34")
         log.info("Prometheus on http://127.0.0.1:9090")
 
     async def _stop_all(self) -> None:

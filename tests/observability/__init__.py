@@ -1,0 +1,1 @@
+"""Observability tier: promtool rule tests, OTLP export, Prometheus against the live stack."""
