@@ -1,0 +1,63 @@
+"""`python -m services.asr`: the streaming speech recognition service
+(faster-whisper) on its gRPC port. Settings: flag, then ASR_* env, then default."""
+from __future__ import annotations
+
+import dataclasses
+
+import grpc
+
+from common.config import ServiceSettings, load_settings, setting
+from common.server import run, serve
+from common.stubs import asr_pb2_grpc
+from stack.components import by_name
+
+_COMPONENT = by_name("asr")
+
+
+@dataclasses.dataclass
+class Settings(ServiceSettings):
+    port: int = setting(_COMPONENT.port, "gRPC port")
+    metrics_port: int = setting(_COMPONENT.metrics_port, "Prometheus /metrics port (0 = off)")
+    model: str = setting("base", "Whisper model: 'base', 'tiny.en' or a CTranslate2 Whisper directory")
+    num_workers: int = setting(2, "concurrent model passes (a final never waits behind an interim)")
+    language: str = setting("en", "language when the client sends none ('auto' = detect)")
+    beam_size: int = setting(5, "beam size of final passes when the client sends 0")
+    interim_interval_ms: int = setting(400, "new audio between interims when the client sends 0 (max 500)")
+    interim_trim: bool = setting(True, "interim passes encode only the audio (+pad), not a 30 s window")
+    interim_pad_s: float = setting(3.0, "silence the trimmed interim encoder sees after the audio")
+    final_vad_filter: bool = setting(False, "run Silero VAD inside final passes (drops silence)")
+    max_utterance_s: float = setting(30.0, "an utterance this long gets a final without force_eou")
+    warmup: bool = setting(True, "run one pass of each kind before reporting SERVING")
+
+
+def _load(s: Settings):
+    from services.asr import models
+    from services.asr.engine import EngineOptions, WhisperEngine
+
+    engine = WhisperEngine(str(models.resolve(s.model)), EngineOptions(
+        device=s.device, compute_type=s.compute_type, threads=s.threads, num_workers=s.num_workers,
+        interim_trim=s.interim_trim, interim_pad_s=s.interim_pad_s,
+        final_vad_filter=s.final_vad_filter, max_streams=s.max_streams))
+    if s.warmup:
+        engine.warmup()
+    return engine
+
+
+async def main() -> None:
+    from services.asr.servicer import RecognizerServicer
+    from services.asr.session import SessionLimits
+    from services.asr.validate import Defaults
+
+    s = load_settings(Settings, "ASR_", description=__doc__)
+    limits = SessionLimits(Defaults(language=s.language, beam_size=s.beam_size,
+                                    interim_interval_ms=s.interim_interval_ms), s.max_utterance_s)
+
+    def add(server: grpc.aio.Server, engine) -> None:
+        asr_pb2_grpc.add_RecognizerServicer_to_server(
+            RecognizerServicer(engine, limits, s.model, s.max_streams), server)
+
+    await serve("asr", ["voice.v1.Recognizer"], s, s.model, lambda: _load(s), add)
+
+
+if __name__ == "__main__":
+    run(main)

@@ -1,0 +1,52 @@
+"""grpc.aio servicer for voice.v1.Recognizer: a thin layer that converts
+messages and maps errors to status codes; the protocol lives in session.py."""
+from __future__ import annotations
+
+import logging
+from typing import AsyncIterator
+
+import grpc
+
+from common.status import StreamStats
+from common.stubs import asr_pb2, asr_pb2_grpc, common_pb2
+from services.asr.convert import events_from_pb, result_to_pb
+from services.asr.engine import Transcriber
+from services.asr.metrics import PrometheusObserver
+from services.asr.results import InvalidRequest
+from services.asr.session import RecognitionSession, SessionLimits
+
+log = logging.getLogger(__name__)
+
+
+class RecognizerServicer(asr_pb2_grpc.RecognizerServicer):
+    def __init__(self, engine: Transcriber, limits: SessionLimits, model_label: str,
+                 max_streams: int) -> None:
+        self.engine, self.limits, self.max_streams = engine, limits, max_streams
+        self.stats = StreamStats(service="asr", model=model_label)
+        self.observer = PrometheusObserver()
+
+    async def StreamingRecognize(self, request_iterator: AsyncIterator[asr_pb2.RecognizeRequest],
+                                 context: grpc.aio.ServicerContext
+                                 ) -> AsyncIterator[asr_pb2.RecognizeResponse]:
+        if self.stats.active >= self.max_streams:
+            await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED,
+                                f"ASR is serving its maximum of {self.max_streams} streams; retry later")
+        async with self.stats.track():
+            session = RecognitionSession(self.engine, self.limits, self.observer)
+            try:
+                async for result in session.run(events_from_pb(request_iterator)):
+                    yield result_to_pb(result)
+            except InvalidRequest as exc:
+                await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
+            except grpc.aio.AbortError:
+                raise
+            except Exception as exc:  # an engine failure: this stream fails, others go on
+                log.exception("recognition stream failed")
+                await context.abort(grpc.StatusCode.INTERNAL, f"recognition failed: {exc}")
+
+    async def GetStatus(self, request: common_pb2.StatusRequest,
+                        context: grpc.aio.ServicerContext) -> common_pb2.ServiceStatus:
+        s = self.stats
+        return common_pb2.ServiceStatus(service=s.service, model=s.model, active_streams=s.active,
+                                        completed_streams=s.completed, cancelled_streams=s.cancelled,
+                                        failed_streams=s.failed)

@@ -1,0 +1,265 @@
+"""One recognition stream: the protocol state machine between the client's
+events and the model (no gRPC, no model code: tests drive it with a fake).
+
+Requests are read by one task that never waits for inference, so a
+force_eou is acted on as soon as it arrives (control overtakes data). Per
+utterance: audio is buffered; every ``interim_interval_ms`` of new audio an
+interim pass starts in a worker thread unless one is already running (never
+more than one per stream); on end of utterance the final pass starts at once
+on its own worker, the buffer resets for the next utterance, and interims
+that finish after the final started are discarded. Finals are sent in
+utterance order, and interims of the next utterance wait until the previous
+final has been sent. Closing the stream cancels every pass it owns."""
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import logging
+import threading
+from typing import AsyncIterator, Awaitable, Protocol
+
+import numpy as np
+
+from common.audio import AudioFormatError, pcm16_to_float
+from common.clock import Clock, MonotonicClock
+from services.asr.agreement import LocalAgreement
+from services.asr.engine import Cancelled, Transcriber, Unreliable
+from services.asr.results import (Audio, EndOfUtterance, Event, InvalidRequest, ResolvedConfig,
+                                  Result, StreamConfig, Transcript)
+from services.asr.validate import SAMPLE_RATE, Defaults, resolve_config
+
+log = logging.getLogger(__name__)
+
+
+class Observer(Protocol):
+    """Where the session reports its figures (metrics.py; a no-op in tests)."""
+
+    def audio(self, seconds: float) -> None: ...
+    def interim(self, rtf: float, churn: int, interval_s: float | None) -> None: ...
+    def final(self, rtf: float, eou_to_final_s: float) -> None: ...
+
+
+class NullObserver:
+    def audio(self, seconds: float) -> None:
+        pass
+
+    def interim(self, rtf: float, churn: int, interval_s: float | None) -> None:
+        pass
+
+    def final(self, rtf: float, eou_to_final_s: float) -> None:
+        pass
+
+
+@dataclasses.dataclass(frozen=True)
+class SessionLimits:
+    defaults: Defaults = Defaults()
+    max_utterance_s: float = 30.0   # auto-final: Whisper sees 30 s at most
+
+
+_DONE = object()
+
+
+def _running(task: asyncio.Task | None) -> bool:
+    """Still busy, not counting the task asking (a pass that just finished and is
+    about to end may start the next one)."""
+    return task is not None and not task.done() and task is not asyncio.current_task()
+
+
+class RecognitionSession:
+    """Turns a stream of events (config first) into a stream of results."""
+
+    def __init__(self, engine: Transcriber, limits: SessionLimits = SessionLimits(),
+                 observer: Observer | None = None, clock: Clock | None = None) -> None:
+        self.engine, self.limits = engine, limits
+        self.observer = observer or NullObserver()
+        self.clock = clock or MonotonicClock()
+        self.config: ResolvedConfig | None = None
+        self._cancel = threading.Event()
+        self._out: asyncio.Queue[object] = asyncio.Queue()
+        self._tasks: set[asyncio.Task] = set()
+        # Current utterance.
+        self._chunks: list[np.ndarray] = []
+        self._samples = 0
+        self._utterance = 0
+        self._agreement = LocalAgreement()
+        self._interim_at = 0               # samples covered when the last interim started
+        self._interim_task: asyncio.Task | None = None
+        self._last_interim_sent: float | None = None
+        self._final_task: asyncio.Task | None = None
+
+    @property
+    def buffered_ms(self) -> int:
+        return self._samples * 1000 // SAMPLE_RATE
+
+    @property
+    def utterance_index(self) -> int:
+        return self._utterance
+
+    async def run(self, events: AsyncIterator[Event]) -> AsyncIterator[Result]:
+        """Results in order; raises InvalidRequest on a client mistake."""
+        reader = asyncio.create_task(self._guard(self._read(events)))
+        try:
+            while True:
+                item = await self._out.get()
+                if item is _DONE:
+                    return
+                if isinstance(item, BaseException):
+                    raise item
+                yield item  # type: ignore[misc]
+        finally:
+            await self._shutdown(reader)
+
+    # -- reading requests ----------------------------------------------------------------
+
+    async def _read(self, events: AsyncIterator[Event]) -> None:
+        first = True
+        async for ev in events:
+            if first:
+                if not isinstance(ev, StreamConfig):
+                    raise InvalidRequest("the first message must be a RecognitionConfig "
+                                         "(config), before any audio or control")
+                self.config = resolve_config(ev, self.engine.languages, self.limits.defaults)
+                first = False
+            elif isinstance(ev, StreamConfig):
+                raise InvalidRequest("RecognitionConfig sent twice: send config once, "
+                                     "as the first message of the stream")
+            elif isinstance(ev, Audio):
+                self._add_audio(ev.pcm)
+            elif isinstance(ev, EndOfUtterance):
+                self._end_utterance()
+        if first:
+            raise InvalidRequest("stream closed without a RecognitionConfig: send config first")
+        if self._samples:  # half-close with pending audio still deserves a final
+            self._end_utterance()
+        if self._final_task is not None:
+            await self._final_task
+        await self._out.put(_DONE)
+
+    def _add_audio(self, pcm: bytes) -> None:
+        if not pcm:
+            return
+        try:
+            samples = pcm16_to_float(pcm)
+        except AudioFormatError as exc:
+            raise InvalidRequest(f"{exc} (send 16000 Hz PCM16 mono)") from None
+        max_samples = int(self.limits.max_utterance_s * SAMPLE_RATE)
+        while samples.size:
+            room = max_samples - self._samples
+            part, samples = samples[:room], samples[room:]
+            self._chunks.append(part)
+            self._samples += part.size
+            self.observer.audio(part.size / SAMPLE_RATE)
+            if self._samples >= max_samples:
+                log.info("utterance %d reached %.0f s: final without force_eou",
+                         self._utterance, self.limits.max_utterance_s)
+                self._end_utterance()
+        self._maybe_interim()
+
+    # -- interims ------------------------------------------------------------------------
+
+    def _maybe_interim(self) -> None:
+        cfg = self.config
+        assert cfg is not None
+        if not cfg.interim_results or not self._samples or self._cancel.is_set():
+            return
+        if _running(self._interim_task):
+            return  # one at a time per stream: the next one will cover this audio too
+        if _running(self._final_task):
+            return  # the previous utterance's final goes out first
+        if (self._samples - self._interim_at) * 1000 < cfg.interim_interval_ms * SAMPLE_RATE:
+            return
+        self._interim_at = self._samples
+        audio = np.concatenate(self._chunks)
+        self._interim_task = self._spawn(self._interim(audio, self._utterance))
+
+    async def _interim(self, audio: np.ndarray, utterance: int) -> None:
+        cfg = self.config
+        assert cfg is not None
+        loop = asyncio.get_running_loop()
+        try:
+            tr: Transcript = await loop.run_in_executor(
+                self.engine.interim_pool, self.engine.transcribe_interim, audio, cfg.language,
+                self._cancel)
+        except Cancelled:
+            return
+        except Unreliable:
+            log.debug("interim of utterance %d skipped: looping text", utterance)
+            self._maybe_interim()
+            return
+        if utterance != self._utterance:
+            return  # the final of this utterance has started: it supersedes us
+        agreed = self._agreement.update(tr.text)
+        now = self.clock.now()
+        seconds = audio.size / SAMPLE_RATE
+        interval = None if self._last_interim_sent is None else now - self._last_interim_sent
+        self._last_interim_sent = now
+        self.observer.interim(tr.model_seconds / seconds if seconds else 0.0,
+                              agreed.changed_words, interval)
+        await self._out.put(Result(
+            text=agreed.text, is_final=False, utterance_index=utterance,
+            audio_processed_ms=audio.size * 1000 // SAMPLE_RATE, stability=agreed.stability,
+            changed_words=agreed.changed_words, processing_ms=tr.model_seconds * 1000))
+        # Audio that arrived while we ran may already be due (fast senders).
+        self._maybe_interim()
+
+    # -- finals --------------------------------------------------------------------------
+
+    def _end_utterance(self) -> None:
+        eou_at = self.clock.now()
+        audio = np.concatenate(self._chunks) if self._chunks else np.zeros(0, np.float32)
+        utterance = self._utterance
+        self._chunks, self._samples, self._interim_at = [], 0, 0
+        self._utterance += 1
+        self._agreement = LocalAgreement()
+        self._last_interim_sent = None
+        previous = self._final_task
+        self._final_task = self._spawn(self._final(audio, utterance, previous, eou_at))
+
+    async def _final(self, audio: np.ndarray, utterance: int, previous: asyncio.Task | None,
+                     eou_at: float) -> None:
+        cfg = self.config
+        assert cfg is not None
+        if audio.size:
+            loop = asyncio.get_running_loop()
+            tr: Transcript = await loop.run_in_executor(
+                self.engine.final_pool, self.engine.transcribe_final, audio, cfg.language,
+                cfg.beam_size, self._cancel)
+        else:
+            tr = Transcript(text="")  # force_eou with nothing sent: an empty final, no model call
+        if previous is not None:
+            await previous   # keep finals in utterance order
+        seconds = audio.size / SAMPLE_RATE
+        self.observer.final(tr.model_seconds / seconds if seconds else 0.0, self.clock.now() - eou_at)
+        await self._out.put(Result(
+            text=tr.text, is_final=True, utterance_index=utterance,
+            audio_processed_ms=audio.size * 1000 // SAMPLE_RATE, stability=1.0, words=tr.words,
+            processing_ms=tr.model_seconds * 1000))
+        self._maybe_interim()   # interims of the next utterance were held back for us
+
+    # -- task ownership ------------------------------------------------------------------
+
+    def _spawn(self, coro: Awaitable[None]) -> asyncio.Task:
+        task = asyncio.create_task(self._guard(coro))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return task
+
+    async def _guard(self, coro: Awaitable[None]) -> None:
+        """Deliver a task's failure to the stream (the consumer raises it) instead of
+        losing it in a task nobody awaits."""
+        try:
+            await coro
+        except Cancelled:
+            return  # our own stop flag: the stream is closing and wants no more results
+        except Exception as exc:
+            await self._out.put(exc)
+
+    async def _shutdown(self, reader: asyncio.Task) -> None:
+        self._cancel.set()   # passes in worker threads stop at their next check
+        owned = {reader, *self._tasks}
+        for t in owned:
+            t.cancel()
+        # Failures were delivered through the queue by _guard; here we only wait for the
+        # tasks to finish, so nothing outlives the stream.
+        await asyncio.gather(*owned, return_exceptions=True)
+
