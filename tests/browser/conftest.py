@@ -1,0 +1,91 @@
+"""Browser-tier fixtures: Debian's Chromium driven by Playwright (never a
+downloaded browser), launched with a fake microphone that plays a WAV file,
+plus a screenshot helper writing artifacts/browser/*.png."""
+from __future__ import annotations
+
+import contextlib
+import shutil
+from pathlib import Path
+from typing import Callable, Iterator
+
+import pytest
+
+from tests.procs import ROOT
+
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+ARTIFACTS = ROOT / "artifacts" / "browser"
+BASE_FLAGS = [
+    "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+    "--disable-component-update", "--no-first-run", "--disable-sync",
+    # audio keeps running in a background/headless tab
+    "--autoplay-policy=no-user-gesture-required",
+    "--disable-background-timer-throttling", "--disable-renderer-backgrounding",
+]
+
+if not Path(CHROMIUM).exists():
+    pytest.skip("chromium is not installed (apt-get install chromium)", allow_module_level=True)
+
+sync_api = pytest.importorskip("playwright.sync_api")
+
+
+@pytest.fixture(scope="session")
+def playwright_instance():
+    with sync_api.sync_playwright() as p:
+        yield p
+
+
+@pytest.fixture(scope="session")
+def artifacts() -> Path:
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    return ARTIFACTS
+
+
+@pytest.fixture
+def launch(playwright_instance) -> Iterator[Callable]:
+    """launch(mic_wav=None, allow_mic=True) -> page. `allow_mic=False` starts
+    Chromium without the auto-accepting permission UI and with the permission
+    denied, as a person who clicked "Block" would."""
+    opened = []
+
+    def _launch(url: str, mic_wav: Path | None = None, allow_mic: bool = True):
+        flags = list(BASE_FLAGS) + ["--use-fake-device-for-media-stream"]
+        if allow_mic:
+            flags.append("--use-fake-ui-for-media-stream")
+        if mic_wav is not None:
+            flags.append(f"--use-file-for-fake-audio-capture={mic_wav}")
+        browser = playwright_instance.chromium.launch(executable_path=CHROMIUM, headless=True, args=flags)
+        context = browser.new_context(viewport={"width": 1280, "height": 820},
+                                      permissions=["microphone"] if allow_mic else [])
+        page = context.new_page()
+        logs: list[str] = []
+        page.on("console", lambda m: logs.append(f"{m.type}: {m.text}"))
+        page.on("pageerror", lambda e: logs.append(f"pageerror: {e}"))
+        page.console_log = logs
+        opened.append(browser)
+        page.goto(url)
+        page.wait_for_function("window.__voiceTest && window.__voiceTest.connection === 'open'", timeout=20000)
+        return page
+
+    yield _launch
+    for b in opened:
+        with contextlib.suppress(Exception):
+            b.close()
+
+
+def hook(page, path: str = ""):
+    """Read window.__voiceTest (or one dotted path in it)."""
+    expr = "window.__voiceTest" + (f".{path}" if path else "")
+    return page.evaluate(f"JSON.parse(JSON.stringify({expr}))")
+
+
+def wait_hook(page, condition: str, timeout_s: float = 30) -> None:
+    """Wait until a JS condition on `t` (= window.__voiceTest) holds."""
+    page.wait_for_function(f"(() => {{ const t = window.__voiceTest; return {condition}; }})()",
+                           timeout=timeout_s * 1000)
+
+
+def shot(page, name: str) -> Path:
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    path = ARTIFACTS / f"{name}.png"
+    page.screenshot(path=str(path))
+    return path

@@ -1,0 +1,119 @@
+/**
+ * The `/v1/realtime` WebSocket: JSON events in and out, the session id kept from
+ * `session.created`, and automatic reconnection with capped exponential backoff
+ * to the same session (`?session_id=`), so a dropped connection or a restarted
+ * gateway continues the conversation instead of starting a new one.
+ *
+ * Emits (as DOM events on the client):
+ *   "status"  {state: "connecting"|"open"|"reconnecting"|"closed", attempt, delayMs, reason}
+ *   "server"  {event}  every server event, parsed
+ */
+
+const BACKOFF_MS = [500, 1000, 2000, 4000, 8000];
+const MAX_BACKOFF_MS = 10000;
+
+export function defaultRealtimeUrl() {
+  const override = new URLSearchParams(location.search).get("ws");
+  if (override) return override;
+  const scheme = location.protocol === "https:" ? "wss" : "ws";
+  return `${scheme}://${location.host}/v1/realtime`;
+}
+
+export class RealtimeClient extends EventTarget {
+  constructor(url) {
+    super();
+    this.url = url;
+    this.ws = null;
+    this.sessionId = null;
+    this.attempt = 0;
+    this.timer = null;
+    this.stopped = false;
+    this.state = "closed";
+    this.eventSeq = 0;
+  }
+
+  get isOpen() {
+    return this.ws !== null && this.ws.readyState === WebSocket.OPEN;
+  }
+
+  connect() {
+    this.stopped = false;
+    clearTimeout(this.timer);
+    this.timer = null;
+    const url = new URL(this.url, location.href);
+    if (this.sessionId) url.searchParams.set("session_id", this.sessionId);
+    this.setState(this.attempt ? "reconnecting" : "connecting");
+    let ws;
+    try {
+      ws = new WebSocket(url.toString());
+    } catch (err) {
+      this.scheduleReconnect(`cannot open ${url}: ${err.message}`);
+      return;
+    }
+    this.ws = ws;
+    ws.onopen = () => {
+      this.attempt = 0;
+      this.setState("open");
+    };
+    ws.onmessage = (m) => {
+      let event;
+      try {
+        event = JSON.parse(m.data);
+      } catch {
+        event = { type: "error", error: { message: "The server sent a message that is not JSON." } };
+      }
+      this.dispatchEvent(new CustomEvent("server", { detail: event }));
+    };
+    ws.onclose = (e) => {
+      if (this.ws !== ws) return; // an old socket closing after we moved on
+      this.ws = null;
+      if (this.stopped) {
+        this.setState("closed");
+        return;
+      }
+      const why = e.reason || (e.code === 1006 ? "the connection dropped" : `closed (code ${e.code})`);
+      this.scheduleReconnect(why);
+    };
+    // onerror is always followed by onclose, which does the reconnecting
+    ws.onerror = () => {};
+  }
+
+  scheduleReconnect(reason) {
+    const base = BACKOFF_MS[Math.min(this.attempt, BACKOFF_MS.length - 1)];
+    // jitter so many tabs don't reconnect in lockstep after a gateway restart
+    const delayMs = Math.min(MAX_BACKOFF_MS, Math.round(base * (0.8 + Math.random() * 0.4)));
+    this.attempt += 1;
+    this.setState("reconnecting", { delayMs, reason });
+    this.timer = setTimeout(() => this.connect(), delayMs);
+  }
+
+  /** Reconnect now instead of waiting for the backoff timer ("Retry now"). */
+  retryNow() {
+    if (this.isOpen) return;
+    if (this.ws) {
+      this.ws.onclose = null;
+      this.ws.close();
+      this.ws = null;
+    }
+    this.connect();
+  }
+
+  close() {
+    this.stopped = true;
+    clearTimeout(this.timer);
+    if (this.ws) this.ws.close(1000, "page closed");
+  }
+
+  /** Send one client event; returns false (and sends nothing) while disconnected. */
+  send(event) {
+    if (!this.isOpen) return false;
+    if (!event.event_id) event.event_id = `evt_c${Date.now().toString(36)}_${++this.eventSeq}`;
+    this.ws.send(JSON.stringify(event));
+    return true;
+  }
+
+  setState(state, extra = {}) {
+    this.state = state;
+    this.dispatchEvent(new CustomEvent("status", { detail: { state, attempt: this.attempt, ...extra } }));
+  }
+}
