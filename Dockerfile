@@ -75,7 +75,10 @@ RUN --mount=type=cache,target=/root/.cache/pip \
 FROM os-${FLAVOR} AS runtime
 ARG FLAVOR
 RUN groupadd --system --gid 10001 voice \
- && useradd --system --uid 10001 --gid voice --home-dir /home/voice --create-home voice
+ && useradd --system --uid 10001 --gid voice --home-dir /home/voice --create-home voice \
+ && mkdir -p /var/lib/voice/rag && chown -R 10001:10001 /var/lib/voice
+# /var/lib/voice/rag: the RAG index volume; an empty named volume takes this
+# directory's owner, so the service user can write its index there.
 COPY --from=deps /opt/venv /opt/venv
 ENV PATH=/opt/venv/bin:$PATH \
     PYTHONPATH=/app:/app/gen \

@@ -7,6 +7,8 @@ reads; sizes follow deploy/sizing.py; the infrastructure is healthy-gated."""
 from __future__ import annotations
 
 import re
+import shutil
+import subprocess
 
 import pytest
 import yaml
@@ -193,3 +195,14 @@ def test_compose_env_files_are_not_needed():
     """Defaults live in the files: a bare `docker compose config` has no unset variable."""
     out = run_compose(COMPOSE, *VARIANTS["gpu+canary"], args=("config", "--format", "json"))
     assert out.returncode == 0 and not re.search(r"variable is not set", out.stderr), out.stderr
+
+
+@pytest.mark.skipif(shutil.which("promtool") is None, reason="promtool not installed")
+def test_compose_prometheus_config_and_its_rules_load(tmp_path):
+    """The container's layout: config at /etc/prometheus, observability's rules under rules/."""
+    shutil.copy(ROOT / "deploy" / "compose" / "prometheus.yml", tmp_path / "prometheus.yml")
+    shutil.copytree(ROOT / "observability" / "prometheus" / "rules", tmp_path / "rules")
+    out = subprocess.run(["promtool", "check", "config", str(tmp_path / "prometheus.yml")],
+                         capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert out.stdout.count("SUCCESS") >= 1 + len(list((tmp_path / "rules").glob("*.yml")))
