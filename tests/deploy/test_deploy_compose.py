@@ -206,3 +206,24 @@ def test_compose_prometheus_config_and_its_rules_load(tmp_path):
                          capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stdout + out.stderr
     assert out.stdout.count("SUCCESS") >= 1 + len(list((tmp_path / "rules").glob("*.yml")))
+
+
+def test_grafana_loads_the_provisioned_dashboards():
+    """Grafana mounts dashboards/ where its provider looks, and every ${VAR} the
+    provisioning files use is set, so the datasource and trace links resolve."""
+    graf = compose_config("cpu")["services"]["grafana"]
+    mounts = {v["target"]: v["source"] for v in graf["volumes"]}
+    prov_dir = ROOT / "dashboards" / "provisioning"
+    assert mounts["/etc/grafana/provisioning"] == str(prov_dir)
+    providers = [p for f in (prov_dir / "dashboards").glob("*.y*ml")
+                 for p in yaml.safe_load(f.read_text())["providers"]]
+    assert providers
+    for p in providers:
+        path = p["options"]["path"]
+        assert mounts.get(path) == str(ROOT / "dashboards"), f"provider path {path} not mounted"
+    assert list((ROOT / "dashboards").glob("*.json")), "no dashboards to load"
+    used = set()
+    for f in prov_dir.rglob("*.y*ml"):
+        used |= set(re.findall(r"(?<!\$)\$\{(\w+)\}", f.read_text()))
+    assert used <= set(graf["environment"]), f"unset in grafana: {used - set(graf['environment'])}"
+    assert graf["environment"]["PROMETHEUS_URL"] == "http://prometheus:9090"
