@@ -50,7 +50,10 @@ class LocalAgreement:
         changed = 0
         if self._tail is not None:
             k = _common_prefix(self._tail, tail)
-            self.committed.extend(_settled(w) for w in tail[:k])
+            agreed = tail[:k]
+            if agreed and k == len(tail):
+                agreed[-1] = _settled(agreed[-1])
+            self.committed.extend(agreed)
             rest_prev, tail = self._tail[k:], tail[k:]
             changed = sum(1 for i, w in enumerate(rest_prev)
                           if i >= len(tail) or norm(tail[i]) != norm(w))
@@ -78,8 +81,9 @@ class LocalAgreement:
 
 
 def _settled(word: str) -> str:
-    """A committed word without the sentence end Whisper puts after the last word it
-    heard ("how." while the speaker is mid-sentence); the final has real punctuation."""
+    """The last word of a hypothesis, without the sentence end Whisper puts after the
+    last word it heard ("how." while the speaker is mid-sentence). Only that word:
+    "Mr." inside the text is real. The final has real punctuation anyway."""
     return word.rstrip(".?!-…") or word
 
 

@@ -189,8 +189,17 @@ class WhisperEngine:
                 _check(cancel)
                 texts.append(seg.text.strip())
                 for w in seg.words or ():
-                    found.append(Word(word=w.word.strip(), start_ms=int(round(w.start * 1000)),
-                                      end_ms=int(round(w.end * 1000)), probability=float(w.probability)))
+                    word = Word(word=w.word.strip(), start_ms=int(round(w.start * 1000)),
+                                end_ms=int(round(w.end * 1000)), probability=float(w.probability))
+                    if found and not w.word.startswith(" "):
+                        # A piece without a leading space continues the previous word
+                        # ("ill" + "-disposed"): one word per word of the text.
+                        prev = found[-1]
+                        word = Word(prev.word + word.word, prev.start_ms, word.end_ms,
+                                    min(prev.probability, word.probability))
+                        found[-1] = word
+                    else:
+                        found.append(word)
             return Transcript(text=" ".join(t for t in texts if t), words=tuple(found),
                               model_seconds=time.perf_counter() - t0)
         finally:

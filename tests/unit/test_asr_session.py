@@ -1,0 +1,300 @@
+"""Invariants of one recognition stream (session state machine, fake model):
+config comes first and once, and bad input is rejected with a message that
+says what was wrong; audio is buffered per utterance and the buffer resets
+at each end of utterance; interims come every interim_interval of new audio,
+never more than one in flight per stream; a final starts at once even while
+an interim runs, and interims that finish after it are dropped; finals keep
+utterance order; closing the stream cancels the model work it owns."""
+from __future__ import annotations
+
+import asyncio
+import threading
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+import pytest
+
+from services.asr.results import (Audio, EndOfUtterance, InvalidRequest, Result, StreamConfig,
+                                  Transcript, Word)
+from services.asr.session import RecognitionSession, SessionLimits
+from services.asr.engine import Cancelled
+
+RATE = 16000
+
+
+def pcm(ms: int, value: int = 1000) -> bytes:
+    return np.full(RATE * ms // 1000, value, dtype="<i2").tobytes()
+
+
+def words_for(audio: np.ndarray) -> list[str]:
+    """The fake model 'hears' one word per 250 ms."""
+    return [f"w{i}" for i in range(int(audio.size / RATE * 4))]
+
+
+class FakeEngine:
+    """Implements the Transcriber interface; gates let a test hold a pass mid-flight."""
+
+    languages = frozenset({"en", "de"})
+
+    def __init__(self) -> None:
+        self.interim_pool = ThreadPoolExecutor(4)
+        self.final_pool = ThreadPoolExecutor(4)
+        self.interim_gate = threading.Event()
+        self.interim_gate.set()
+        self.final_gates: dict[int, threading.Event] = {}   # by final call number
+        self.interim_started = threading.Event()
+        self.lock = threading.Lock()
+        self.active_interims = self.max_active_interims = 0
+        self.interim_sizes: list[int] = []
+        self.final_sizes: list[int] = []
+        self.cancelled = threading.Event()
+        self.fail_final = False
+
+    def transcribe_interim(self, audio, language, cancel) -> Transcript:
+        with self.lock:
+            self.active_interims += 1
+            self.max_active_interims = max(self.max_active_interims, self.active_interims)
+            self.interim_sizes.append(audio.size)
+        self.interim_started.set()
+        try:
+            while not self.interim_gate.wait(0.005):
+                if cancel.is_set():
+                    self.cancelled.set()
+                    raise Cancelled()
+            return Transcript(" ".join(words_for(audio)), model_seconds=0.01)
+        finally:
+            with self.lock:
+                self.active_interims -= 1
+
+    def transcribe_final(self, audio, language, beam_size, cancel) -> Transcript:
+        with self.lock:
+            n = len(self.final_sizes)
+            self.final_sizes.append(audio.size)
+        gate = self.final_gates.get(n)
+        while gate is not None and not gate.wait(0.005):
+            if cancel.is_set():
+                self.cancelled.set()
+                raise Cancelled()
+        if self.fail_final:
+            raise RuntimeError("model exploded")
+        ws = words_for(audio)
+        return Transcript(" ".join(ws), tuple(Word(w, i * 250, i * 250 + 200, 0.9) for i, w in enumerate(ws)),
+                          model_seconds=0.02)
+
+
+class Stream:
+    """Drives a session like a client: send events, read results as they come."""
+
+    def __init__(self, engine: FakeEngine, limits: SessionLimits = SessionLimits()) -> None:
+        self.session = RecognitionSession(engine, limits)
+        self.inbox: asyncio.Queue = asyncio.Queue()
+        self.results: list[Result] = []
+        self.error: BaseException | None = None
+        self._gen = self.session.run(self._events())
+        self.task = asyncio.create_task(self._consume())
+
+    async def _events(self):
+        while (ev := await self.inbox.get()) is not None:
+            yield ev
+
+    async def _consume(self) -> None:
+        try:
+            async for r in self._gen:
+                self.results.append(r)
+        except InvalidRequest as exc:
+            self.error = exc
+
+    def send(self, *events) -> None:
+        for ev in events:
+            self.inbox.put_nowait(ev)
+
+    async def settle(self, engine: FakeEngine) -> None:
+        """Let queued events and in-flight passes finish (no timing asserted)."""
+        for _ in range(400):
+            await asyncio.sleep(0.002)
+            if self.inbox.empty() and engine.active_interims == 0 and not _busy(self.session):
+                await asyncio.sleep(0.002)
+                if engine.active_interims == 0 and not _busy(self.session):
+                    return
+
+    async def close(self) -> list[Result]:
+        self.inbox.put_nowait(None)
+        await asyncio.wait_for(self.task, 10)
+        return self.results
+
+
+def _busy(session: RecognitionSession) -> bool:
+    return any(not t.done() for t in session._tasks)
+
+
+CFG = StreamConfig(language="en", interim_results=True, interim_interval_ms=400)
+
+
+async def test_interims_every_interval_of_new_audio_with_agreement_fields() -> None:
+    eng = FakeEngine()
+    s = Stream(eng)
+    s.send(CFG)
+    for _ in range(100):                     # 2 s in 20 ms chunks
+        s.send(Audio(pcm(20)))
+        await s.settle(eng)
+    results = await s.close()
+    interims = [r for r in results if not r.is_final]
+    assert [r.audio_processed_ms for r in interims] == [400, 800, 1200, 1600, 2000]
+    assert interims[1].text == "w0 w1 w2"
+    assert interims[2].changed_words == 0 and interims[2].stability > 0
+    final = results[-1]
+    assert final.is_final and final.text == " ".join(f"w{i}" for i in range(8))
+    assert final.words[1] == Word("w1", 250, 450, 0.9)
+    assert eng.max_active_interims == 1
+
+
+async def test_no_interims_unless_asked() -> None:
+    eng = FakeEngine()
+    s = Stream(eng)
+    s.send(StreamConfig(language="en"), Audio(pcm(1500)), EndOfUtterance())
+    results = await s.close()
+    assert [r.is_final for r in results] == [True]
+    assert eng.interim_sizes == []
+
+
+async def test_one_interim_in_flight_per_stream() -> None:
+    eng = FakeEngine()
+    eng.interim_gate.clear()
+    s = Stream(eng)
+    s.send(CFG)
+    for _ in range(50):
+        s.send(Audio(pcm(40)))
+    await asyncio.to_thread(eng.interim_started.wait, 5)
+    await asyncio.sleep(0.05)
+    assert len(eng.interim_sizes) == 1       # later audio did not queue more passes
+    eng.interim_gate.set()
+    await s.settle(eng)
+    await s.close()
+    assert eng.max_active_interims == 1
+    # The pass after the blocked one covered everything that arrived meanwhile.
+    assert eng.interim_sizes[1] == 2 * RATE
+
+
+async def test_final_does_not_wait_for_a_running_interim_and_stale_interims_are_dropped() -> None:
+    eng = FakeEngine()
+    eng.interim_gate.clear()
+    s = Stream(eng)
+    s.send(CFG, Audio(pcm(1000)))
+    await asyncio.to_thread(eng.interim_started.wait, 5)
+    s.send(EndOfUtterance())
+    for _ in range(500):
+        if s.results:
+            break
+        await asyncio.sleep(0.002)
+    assert s.results and s.results[0].is_final     # arrived while the interim was still held
+    assert s.results[0].audio_processed_ms == 1000
+    eng.interim_gate.set()
+    await s.settle(eng)
+    results = await s.close()
+    assert all(r.is_final for r in results if r.utterance_index == 0)
+
+
+async def test_buffer_resets_at_each_end_of_utterance() -> None:
+    eng = FakeEngine()
+    s = Stream(eng)
+    s.send(StreamConfig(), Audio(pcm(1000)), EndOfUtterance(), Audio(pcm(500)), EndOfUtterance())
+    results = await s.close()
+    assert [(r.utterance_index, r.audio_processed_ms, r.is_final) for r in results] == [
+        (0, 1000, True), (1, 500, True)]
+    assert eng.final_sizes == [RATE, RATE // 2]
+    assert results[1].text == "w0 w1"
+
+
+async def test_half_close_with_pending_audio_gives_a_final() -> None:
+    eng = FakeEngine()
+    s = Stream(eng)
+    s.send(StreamConfig(), Audio(pcm(750)))
+    results = await s.close()
+    assert [(r.is_final, r.audio_processed_ms) for r in results] == [(True, 750)]
+
+
+async def test_empty_utterance_gives_an_empty_final_without_a_model_call() -> None:
+    eng = FakeEngine()
+    s = Stream(eng)
+    s.send(StreamConfig(), EndOfUtterance())
+    results = await s.close()
+    assert [(r.is_final, r.text, r.utterance_index) for r in results] == [(True, "", 0)]
+    assert eng.final_sizes == []
+
+
+async def test_long_utterance_is_finalised_at_the_limit() -> None:
+    eng = FakeEngine()
+    s = Stream(eng, SessionLimits(max_utterance_s=1.0))
+    s.send(StreamConfig(), Audio(pcm(1200)), Audio(pcm(1300)))
+    results = await s.close()
+    assert [(r.utterance_index, r.audio_processed_ms) for r in results] == [
+        (0, 1000), (1, 1000), (2, 500)]
+
+
+async def test_finals_keep_utterance_order_when_a_later_one_is_faster() -> None:
+    eng = FakeEngine()
+    slow = threading.Event()
+    eng.final_gates[0] = slow
+    s = Stream(eng)
+    s.send(StreamConfig(), Audio(pcm(1000)), EndOfUtterance(), Audio(pcm(500)), EndOfUtterance())
+    for _ in range(500):
+        if len(eng.final_sizes) == 2:
+            break
+        await asyncio.sleep(0.002)
+    await asyncio.sleep(0.05)
+    assert s.results == []                   # the second final waits for the first
+    slow.set()
+    results = await s.close()
+    assert [r.utterance_index for r in results] == [0, 1]
+
+
+async def test_closing_the_stream_cancels_the_model_work() -> None:
+    eng = FakeEngine()
+    eng.interim_gate.clear()
+    s = Stream(eng)
+    s.send(CFG, Audio(pcm(1000)))
+    await asyncio.to_thread(eng.interim_started.wait, 5)
+    s.task.cancel()                          # the client went away
+    with pytest.raises(asyncio.CancelledError):
+        await s.task
+    await s._gen.aclose()
+    assert await asyncio.to_thread(eng.cancelled.wait, 5)
+
+
+async def test_model_failure_ends_the_stream_with_the_error() -> None:
+    eng = FakeEngine()
+    eng.fail_final = True
+    s = Stream(eng)
+    s.send(StreamConfig(), Audio(pcm(500)), EndOfUtterance())
+    with pytest.raises(RuntimeError, match="model exploded"):
+        await s.close()
+
+
+@pytest.mark.parametrize("events, message", [
+    ([Audio(pcm(20))], "first message must be a RecognitionConfig"),
+    ([EndOfUtterance()], "first message must be a RecognitionConfig"),
+    ([StreamConfig(), StreamConfig()], "sent twice"),
+    ([StreamConfig(), Audio(b"\x00\x01\x02")], "odd count"),
+    ([StreamConfig(sample_rate_hz=8000)], "send 16000 Hz PCM16 mono"),
+    ([StreamConfig(beam_size=11)], "beam_size 11 is out of range"),
+    ([StreamConfig(beam_size=-1)], "beam_size -1 is out of range"),
+    ([StreamConfig(language="xx")], "unknown language code 'xx'"),
+    ([StreamConfig(interim_interval_ms=501)], "interim_interval_ms 501 is out of range"),
+    ([], "without a RecognitionConfig"),
+])
+async def test_bad_input_is_rejected_with_what_was_wrong(events, message) -> None:
+    eng = FakeEngine()
+    s = Stream(eng)
+    s.send(*events)
+    await s.close()
+    assert s.error is not None and message in str(s.error)
+
+
+async def test_valid_config_values_are_accepted() -> None:
+    eng = FakeEngine()
+    s = Stream(eng)
+    s.send(StreamConfig(language="de", beam_size=10, sample_rate_hz=16000, interim_interval_ms=500),
+           Audio(pcm(300)), EndOfUtterance())
+    results = await s.close()
+    assert s.error is None and results[-1].is_final
+    assert s.session.config is not None and s.session.config.beam_size == 10
