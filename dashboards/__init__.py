@@ -1,0 +1,1 @@
+"""Grafana dashboards as code: boards.py defines them, generate.py writes the JSON."""
