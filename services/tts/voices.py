@@ -43,6 +43,9 @@ class PiperVoiceAdapter:
         cfg = json.loads(config.read_text(encoding="utf-8"))
         opts = ort.SessionOptions()
         opts.intra_op_num_threads = max(1, threads)
+        # Spinning worker threads burn the cores that concurrent streams (and
+        # the other services on the box) need; waiting costs little per call.
+        opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
         providers = ["CUDAExecutionProvider", "CPUExecutionProvider"] if device == "cuda" \
             else ["CPUExecutionProvider"]
         self._voice = PiperVoice(
