@@ -114,10 +114,10 @@ class RealtimeVoiceUser(User):
         try:
             done = rt.wait_for("response.done", where=self._is(rid), timeout=TURN_TIMEOUT)
         except Exception as exc:
-            self._fire("voice", "response", t_start, exc=exc)
+            self._fire("voice", "turn", t_start, exc=exc)
             return
         status = (done.get("response") or {}).get("status")
-        self._fire("voice", "response", t_start,
+        self._fire("voice", "turn", t_start,
                    exc=None if status == "completed" else RuntimeError(f"response {status}"))
         errors = rt.log.errors(since=mark)
         if errors:

@@ -1,0 +1,35 @@
+"""The load-test runner measures and judges real sessions: against a scripted
+Realtime server, Locust users stream clips, get voice-to-voice figures
+recorded as requests, and the runner exits 0 only when requests ran and the
+failure ratio is under the threshold; a server that never answers makes it
+fail; a non-loopback target is refused before anything runs."""
+from __future__ import annotations
+
+import pytest
+
+from loadtests import run
+from tests.unit.realtime_fake import fake_gateway
+
+
+def test_runner_records_voice_to_voice_and_passes(monkeypatch):
+    monkeypatch.setenv("LOAD_BARGE_IN_SHARE", "0.5")
+    with fake_gateway() as base:
+        rc = run.main(["--url", base, "--users", "2", "--run-time", "12s"])
+    rows = {r["Name"]: r for r in run.read_stats(run.OUT / "locust")}
+    assert rc == 0
+    assert int(rows["voice_to_voice"]["Request Count"]) >= 2
+    assert int(rows["voice_to_voice"]["Failure Count"]) == 0
+
+
+def test_runner_fails_when_no_reply_comes(monkeypatch):
+    monkeypatch.setenv("LOAD_TURN_TIMEOUT_S", "3")
+    monkeypatch.setattr("tests.unit.realtime_fake.END_SILENCE_MS", 10**9)  # never ends a turn
+    # the fake runs in this process, so the patched constant applies to it
+    with fake_gateway() as base:
+        rc = run.main(["--url", base, "--users", "1", "--run-time", "8s"])
+    assert rc == 1
+
+
+def test_non_loopback_target_refused():
+    with pytest.raises(SystemExit):
+        run.parse_args(["--url", "ws://example.com:8000"])
