@@ -63,9 +63,10 @@ async def test_spoken_turn_transcribed_answered_and_timed(stack):
     t = timings(done)
     assert set(TIMING_KEYS) <= set(t), t
     assert all(isinstance(t[k], (int, float)) and t[k] >= 0 for k in TIMING_KEYS), t
-    # the gateway's own voice-to-voice can't exceed what the client measured
+    # the gateway's own figure (its VAD's speech end → first delta sent) tells the
+    # same story as the client's (energy speech end → first delta received)
     client_v2v_ms = (rt.log.find("response.output_audio.delta").t - utt.time_of(span.last_sample)) * 1000
-    assert t["voice_to_voice_ms"] <= client_v2v_ms + 50, (t, client_v2v_ms)
+    assert abs(t["voice_to_voice_ms"] - client_v2v_ms) <= 400, (t, client_v2v_ms)
 
 
 async def test_barge_in_cancels_clears_truncates_and_reaches_services(stack):
