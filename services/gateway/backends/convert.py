@@ -1,0 +1,89 @@
+"""Protobuf ↔ the gateway's dataclasses: the only module of the gateway besides
+grpc_clients.py that touches *_pb2."""
+from __future__ import annotations
+
+from typing import Sequence
+
+from common.stubs import asr_pb2, common_pb2, llm_pb2, rag_pb2, tts_pb2, vad_pb2
+from services.gateway.backends.types import (
+    AsrParams, AsrResult, AudioPiece, ChatMessage, LlmUsage, Passage, VadEvent, VadParams,
+)
+
+
+def vad_config(p: VadParams) -> vad_pb2.DetectRequest:
+    return vad_pb2.DetectRequest(config=vad_pb2.VadConfig(
+        threshold=p.threshold, min_speech_ms=p.min_speech_ms, min_silence_ms=p.min_silence_ms,
+        prefix_padding_ms=p.prefix_padding_ms, sample_rate_hz=16000))
+
+
+def vad_audio(pcm: bytes) -> vad_pb2.DetectRequest:
+    return vad_pb2.DetectRequest(audio=pcm)
+
+
+def vad_event(resp: vad_pb2.DetectResponse) -> VadEvent | None:
+    which = resp.WhichOneof("event")
+    if which == "speech_started":
+        s = resp.speech_started
+        return VadEvent("started", int(s.audio_ms), int(s.padded_start_ms), int(s.decided_at_ms))
+    if which == "speech_stopped":
+        s = resp.speech_stopped
+        return VadEvent("stopped", int(s.audio_ms), 0, int(s.decided_at_ms))
+    return None
+
+
+def asr_config(p: AsrParams) -> asr_pb2.RecognizeRequest:
+    return asr_pb2.RecognizeRequest(config=asr_pb2.RecognitionConfig(
+        language=p.language, interim_results=True, sample_rate_hz=16000,
+        interim_interval_ms=p.interim_interval_ms))
+
+
+def asr_audio(pcm: bytes) -> asr_pb2.RecognizeRequest:
+    return asr_pb2.RecognizeRequest(audio=pcm)
+
+
+def asr_eou() -> asr_pb2.RecognizeRequest:
+    return asr_pb2.RecognizeRequest(control=asr_pb2.Control(force_eou=True))
+
+
+def asr_result(resp: asr_pb2.RecognizeResponse) -> AsrResult:
+    return AsrResult(resp.text, resp.is_final, int(resp.utterance_index), int(resp.audio_processed_ms))
+
+
+def generate_request(messages: Sequence[ChatMessage], passages: Sequence[Passage],
+                     max_tokens: int, request_id: str) -> llm_pb2.GenerateRequest:
+    return llm_pb2.GenerateRequest(
+        messages=[llm_pb2.ChatMessage(role=m.role, content=m.content) for m in messages],
+        passages=[common_pb2.Passage(source=p.source, title=p.title, text=p.text, score=p.score)
+                  for p in passages],
+        max_tokens=max_tokens, request_id=request_id)
+
+
+def generate_event(resp: llm_pb2.GenerateResponse, usage: LlmUsage) -> str | None:
+    """The delta text, or None for the final message (which fills ``usage``)."""
+    if resp.WhichOneof("event") == "delta":
+        return resp.delta.text
+    if resp.WhichOneof("event") == "done":
+        usage.prompt_tokens = resp.done.prompt_tokens
+        usage.completion_tokens = resp.done.completion_tokens
+        usage.finish_reason = resp.done.finish_reason
+    return None
+
+
+def search_request(query: str, k: int, min_score: float) -> rag_pb2.SearchRequest:
+    return rag_pb2.SearchRequest(query=query, k=k, min_score=min_score)
+
+
+def passages(resp: rag_pb2.SearchResponse) -> list[Passage]:
+    return [Passage(p.source, p.title, p.text, p.score) for p in resp.passages]
+
+
+def synthesize_request(text: str, voice: str, speed: float) -> tts_pb2.SynthesizeRequest:
+    return tts_pb2.SynthesizeRequest(text=text, voice=voice, speaking_rate=speed)
+
+
+def audio_piece(chunk: tts_pb2.AudioChunk) -> AudioPiece:
+    return AudioPiece(chunk.audio, chunk.sample_rate_hz or 22050)
+
+
+def status_request() -> common_pb2.StatusRequest:
+    return common_pb2.StatusRequest()

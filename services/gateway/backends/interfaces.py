@@ -1,0 +1,84 @@
+"""What the gateway needs from each speech service. The gRPC clients and the
+scripted fakes both implement these, so turn-taking is tested without a port."""
+from __future__ import annotations
+
+from typing import AsyncIterator, Protocol, Sequence
+
+from services.gateway.backends.types import (
+    AsrParams, AsrResult, AudioPiece, ChatMessage, LlmUsage, Passage, VadEvent, VadParams,
+)
+
+
+class VadStream(Protocol):
+    async def send(self, pcm16k: bytes) -> None:
+        """Audio at 16 kHz; raises BackendError when the service is gone."""
+
+    def events(self) -> AsyncIterator[VadEvent]:
+        """Decisions as they are made; ends or raises BackendError when the stream dies."""
+
+    async def close(self) -> None: ...
+
+
+class AsrStream(Protocol):
+    async def send(self, pcm16k: bytes) -> None: ...
+
+    async def end_utterance(self) -> None:
+        """force_eou: transcribe what was sent since the last one and reset."""
+
+    def results(self) -> AsyncIterator[AsrResult]: ...
+
+    async def close(self) -> None: ...
+
+
+class VadClient(Protocol):
+    name: str
+    address: str
+
+    async def ready(self) -> bool:
+        """True when the service reports SERVING (checked before opening a stream)."""
+
+    async def open(self, params: VadParams) -> VadStream: ...
+
+
+class AsrClient(Protocol):
+    name: str
+    address: str
+
+    async def ready(self) -> bool: ...
+
+    async def open(self, params: AsrParams) -> AsrStream: ...
+
+
+class LlmClient(Protocol):
+    name: str
+    address: str
+
+    def generate(self, messages: Sequence[ChatMessage], passages: Sequence[Passage],
+                 max_tokens: int, request_id: str, usage: LlmUsage) -> AsyncIterator[str]:
+        """Text deltas; fills ``usage`` at the end. Cancelling the iteration cancels the RPC."""
+
+
+class RagClient(Protocol):
+    name: str
+    address: str
+
+    async def search(self, query: str, k: int, min_score: float) -> list[Passage]: ...
+
+
+class TtsClient(Protocol):
+    name: str
+    address: str
+
+    def synthesize(self, text: str, voice: str, speed: float) -> AsyncIterator[AudioPiece]:
+        """Audio of one clause as it is made. Cancelling the iteration cancels the RPC."""
+
+
+class Backends(Protocol):
+    """The engines one session uses for its whole life (routing decided at creation)."""
+
+    vad: VadClient
+    asr: AsrClient
+    llm: LlmClient
+    rag: RagClient
+    tts: TtsClient
+    variants: dict[str, str]   # service -> "stable" | "canary"

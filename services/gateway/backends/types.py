@@ -1,0 +1,78 @@
+"""Plain dataclasses the gateway's logic works with; protobuf stays in convert.py."""
+from __future__ import annotations
+
+import dataclasses
+
+
+@dataclasses.dataclass(frozen=True)
+class VadParams:
+    threshold: float
+    min_speech_ms: int
+    min_silence_ms: int
+    prefix_padding_ms: int
+
+
+@dataclasses.dataclass(frozen=True)
+class VadEvent:
+    """A VAD decision, in ms of the VAD stream's own audio (from its first sample)."""
+
+    kind: str                 # "started" | "stopped"
+    audio_ms: int             # onset (started) or end of speech (stopped)
+    padded_start_ms: int = 0  # started only: onset minus prefix padding
+    decided_at_ms: int = 0    # audio time at which the VAD decided
+
+
+@dataclasses.dataclass(frozen=True)
+class AsrParams:
+    language: str
+    interim_interval_ms: int = 0
+
+
+@dataclasses.dataclass(frozen=True)
+class AsrResult:
+    text: str
+    is_final: bool
+    utterance_index: int
+    audio_processed_ms: int = 0
+
+
+@dataclasses.dataclass(frozen=True)
+class ChatMessage:
+    role: str
+    content: str
+
+
+@dataclasses.dataclass(frozen=True)
+class Passage:
+    source: str
+    title: str
+    text: str
+    score: float
+
+
+@dataclasses.dataclass(frozen=True)
+class AudioPiece:
+    """A chunk of synthesised PCM16 mono audio."""
+
+    pcm: bytes
+    rate: int
+
+
+@dataclasses.dataclass
+class LlmUsage:
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    finish_reason: str = ""
+
+
+class BackendError(Exception):
+    """A speech service could not be reached or failed; names it for the client."""
+
+    def __init__(self, backend: str, address: str, detail: str = "") -> None:
+        self.backend, self.address, self.detail = backend, address, detail
+        super().__init__(self.message)
+
+    @property
+    def message(self) -> str:
+        msg = f"{self.backend} at {self.address} is unavailable"
+        return f"{msg}: {self.detail}" if self.detail else msg

@@ -1,0 +1,75 @@
+"""GatewaySettings: every knob of the gateway, resolved flag → env GATEWAY_* →
+default by common.config.load_settings (re-exported from ``__main__``).
+
+Default turn-taking values and why:
+- ``silence_duration_ms`` 700: the longest within-utterance pause the VAD finds
+  in the project's clips (tests/data/speech) is shorter than this, so none of
+  them is split into two turns; measured by bench/bench_gateway_endpointing.py
+  (see docs/gateway.md for the figures).
+- ``vad_min_silence_ms`` 160: the VAD reports "silence began" after this much
+  silence, so the final transcription starts while the window is still open.
+- ``min_interrupt_ms`` 300 and ``false_interruption_timeout_ms`` 800: a crisp
+  "stop" (~350 ms) confirms a barge-in; a cough (empty transcript) never does,
+  and the paused reply resumes 0.8 s after the noise ends."""
+from __future__ import annotations
+
+import dataclasses
+
+from common.config import setting
+from stack.components import GATEWAY, REDIS_URL, by_name
+
+
+def _addr(name: str) -> str:
+    return by_name(name).address
+
+
+@dataclasses.dataclass
+class GatewaySettings:
+    host: str = setting("127.0.0.1", "address to listen on")
+    port: int = setting(GATEWAY.port, "HTTP/WebSocket port")
+    vad_addrs: str = setting(_addr("vad"), "comma-separated VAD service addresses")
+    asr_addrs: str = setting(_addr("asr"), "comma-separated ASR service addresses")
+    llm_addrs: str = setting(_addr("llm"), "comma-separated LLM service addresses")
+    rag_addrs: str = setting(_addr("rag"), "comma-separated RAG service addresses")
+    tts_addrs: str = setting(_addr("tts"), "comma-separated TTS service addresses")
+    vad_canary_addrs: str = setting("", "canary VAD addresses (empty = no canary)")
+    asr_canary_addrs: str = setting("", "canary ASR addresses (empty = no canary)")
+    llm_canary_addrs: str = setting("", "canary LLM addresses (empty = no canary)")
+    rag_canary_addrs: str = setting("", "canary RAG addresses (empty = no canary)")
+    tts_canary_addrs: str = setting("", "canary TTS addresses (empty = no canary)")
+    canary_percent: float = setting(0.0, "share of new sessions (0-100) routed to canary backends")
+    redis_url: str = setting(REDIS_URL, "Redis URL for session state (empty = memory only)")
+    session_ttl_s: int = setting(3600, "seconds a stored session outlives its last change")
+    max_message_bytes: int = setting(1 << 20, "largest client WebSocket message accepted")
+    input_queue_ms: int = setting(4000, "input audio queued ahead of processing before appends are refused")
+    outbox_max_events: int = setting(1024, "server events queued for a client that is not reading before it is disconnected")
+    audio_lead_ms: int = setting(1000, "how far output audio is sent ahead of real-time playback")
+    silence_duration_ms: int = setting(700, "default end-of-turn silence (chosen by measurement)")
+    prefix_padding_ms: int = setting(300, "default audio kept before speech onset")
+    vad_threshold: float = setting(0.5, "default VAD speech probability threshold")
+    vad_min_silence_ms: int = setting(160, "VAD silence before it reports speech stopped")
+    vad_min_speech_ms: int = setting(120, "VAD speech before it reports speech started")
+    min_interrupt_ms: int = setting(300, "default speech needed to confirm a barge-in")
+    false_interruption_timeout_ms: int = setting(800, "default wait before a paused reply resumes after non-speech")
+    asr_language: str = setting("en", "ASR language code (empty = auto-detect)")
+    asr_interim_interval_ms: int = setting(0, "ASR interim interval (0 = server default)")
+    final_timeout_s: float = setting(5.0, "longest wait for a final transcript once a turn has ended")
+    instructions: str = setting(
+        "You are a helpful voice assistant. Answer in one to three short spoken sentences, "
+        "without lists or markdown.", "default system instructions")
+    voice: str = setting("", "default TTS voice id (empty = the service's default)")
+    llm_max_tokens: int = setting(160, "maximum tokens per reply")
+    history_items: int = setting(24, "conversation items given to the LLM (most recent)")
+    retrieval: bool = setting(True, "retrieval on by default when the RAG service has documents")
+    rag_k: int = setting(3, "passages retrieved per turn")
+    rag_min_score: float = setting(0.3, "passages below this cosine score are not used")
+    cancel_wait_s: float = setting(2.0, "bounded wait for cancelled backend calls to stop")
+    backend_timeout_s: float = setting(30.0, "deadline of one LLM/TTS/RAG call")
+    variant: str = setting("stable", "release variant label for metrics")
+    otlp_endpoint: str = setting("", "OTLP/gRPC trace endpoint (empty = tracing off)")
+    web_dir: str = setting("web", "static browser client folder (relative to the repo root)")
+    log_level: str = setting("INFO", "log level")
+
+    def addrs(self, service: str, canary: bool = False) -> list[str]:
+        raw = getattr(self, f"{service}_canary_addrs" if canary else f"{service}_addrs")
+        return [a.strip() for a in raw.split(",") if a.strip()]

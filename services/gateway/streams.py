@@ -1,0 +1,83 @@
+"""Keeps a session's long-lived VAD or ASR stream open. When the service goes
+away the session gets one ``error`` event naming it (code backend_unavailable),
+audio meant for it is dropped (turn-taking degrades, the session stays usable),
+and the stream is reopened with backoff until the service is back."""
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any, Awaitable, Callable
+
+from services.gateway import metrics
+from services.gateway.backends.types import BackendError
+
+log = logging.getLogger(__name__)
+
+
+class StreamKeeper:
+    def __init__(self, client: Any, open_stream: Callable[[], Awaitable[Any]],
+                 read: Callable[[Any], Any], on_item: Callable[[Any], Awaitable[None]],
+                 on_up: Callable[[Any], None], on_down: Callable[[BackendError, bool], None],
+                 clock: Any, max_backoff_s: float = 4.0) -> None:
+        self.client, self._open, self._read = client, open_stream, read
+        self._on_item, self._on_up, self._on_down = on_item, on_up, on_down
+        self._clock, self._max_backoff = clock, max_backoff_s
+        self.stream: Any = None
+        self.down = False
+        self._restart = False
+
+    async def run(self) -> None:
+        backoff = 0.25
+        while True:
+            stream = None
+            try:
+                if not await self.client.ready():
+                    raise BackendError(self.client.name, self.client.address, "not SERVING")
+                stream = await self._open()
+                self.stream, self._restart = stream, False
+                if self.down:
+                    log.info("%s at %s is back", self.client.name, self.client.address)
+                self.down, backoff = False, 0.25
+                self._on_up(stream)
+                async for item in self._read(stream):
+                    await self._on_item(item)
+                if self._restart:
+                    continue  # closed on purpose (new config): reopen at once
+                raise BackendError(self.client.name, self.client.address, "stream ended")
+            except BackendError as exc:
+                if self._restart:
+                    continue
+                first = not self.down
+                self.down, self.stream = True, None
+                metrics.BACKEND_ERRORS.labels(**metrics.base(), backend=self.client.name).inc()
+                (log.warning if first else log.debug)("%s", exc.message)
+                self._on_down(exc, first)
+                await self._clock.sleep(backoff)
+                backoff = min(backoff * 2, self._max_backoff)
+            finally:
+                if stream is not None:
+                    self.stream = None if self.stream is stream else self.stream
+                    await stream.close()
+
+    async def send(self, method: str, *args: Any) -> bool:
+        """Call ``stream.<method>(*args)``; False if there is no live stream."""
+        stream = self.stream
+        if stream is None:
+            return False
+        try:
+            await getattr(stream, method)(*args)
+            return True
+        except BackendError:
+            # The reader sees the same failure and reports it; just stop using it.
+            if self.stream is stream:
+                self.stream = None
+            await stream.close()
+            return False
+
+    async def restart(self) -> None:
+        """Reopen with the current parameters (e.g. after session.update)."""
+        stream = self.stream
+        if stream is not None:
+            self._restart = True
+            self.stream = None
+            await stream.close()

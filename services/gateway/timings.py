@@ -1,0 +1,63 @@
+"""One turn's measured timings, reported in response.done's metadata
+("timings", a JSON string of milliseconds) and as gateway metrics.
+
+Definitions (all from the injected clock; "last voiced sample" is the wall time
+the sample at the VAD's speech end arrived, for a client sending in real time):
+- speech_end_ms: last voiced sample → the VAD reporting speech stopped
+- endpoint_ms: last voiced sample → end of turn decided (the silence window)
+- asr_final_ms: force_eou sent → final transcript received (the last segment)
+- asr_wait_ms: end of turn → final transcript, when the window did not hide it
+- retrieval_ms: RAG search
+- llm_first_token_ms: LLM request → first token
+- tts_first_audio_ms: first clause sent to TTS → its first audio
+- voice_to_voice_ms: last voiced sample → first response.output_audio.delta sent"""
+from __future__ import annotations
+
+import dataclasses
+import json
+
+from services.gateway import metrics
+
+
+@dataclasses.dataclass
+class TurnTimings:
+    speech_end: float | None = None
+    vad_stopped: float | None = None
+    eou_sent: float | None = None
+    final: float | None = None
+    turn_end: float | None = None
+    retrieval_s: float | None = None
+    llm_start: float | None = None
+    llm_first_token: float | None = None
+    tts_start: float | None = None
+    tts_first_audio: float | None = None
+    first_audio_sent: float | None = None
+
+    @staticmethod
+    def _ms(a: float | None, b: float | None) -> float | None:
+        return None if a is None or b is None else round(max(0.0, b - a) * 1000.0, 1)
+
+    def as_ms(self) -> dict[str, float | None]:
+        return {
+            "speech_end_ms": self._ms(self.speech_end, self.vad_stopped),
+            "endpoint_ms": self._ms(self.speech_end, self.turn_end),
+            "asr_final_ms": self._ms(self.eou_sent, self.final),
+            "asr_wait_ms": self._ms(self.turn_end, self.final) if self.final and self.turn_end
+            and self.final > self.turn_end else (0.0 if self.final is not None else None),
+            "retrieval_ms": None if self.retrieval_s is None else round(self.retrieval_s * 1000.0, 1),
+            "llm_first_token_ms": self._ms(self.llm_start, self.llm_first_token),
+            "tts_first_audio_ms": self._ms(self.tts_start, self.tts_first_audio),
+            "voice_to_voice_ms": self._ms(self.speech_end, self.first_audio_sent),
+        }
+
+    def metadata(self) -> str:
+        return json.dumps({k: v for k, v in self.as_ms().items() if v is not None})
+
+    def observe(self, trace_id: str | None) -> None:
+        ms = self.as_ms()
+        for stage in ("endpoint", "asr_final", "retrieval", "llm_first_token", "tts_first_audio"):
+            v = ms.get(f"{stage}_ms")
+            if v is not None:
+                metrics.observe(metrics.STAGE, v / 1000.0, trace_id, stage=stage)
+        if ms["voice_to_voice_ms"] is not None:
+            metrics.observe(metrics.VOICE_TO_VOICE, ms["voice_to_voice_ms"] / 1000.0, trace_id)

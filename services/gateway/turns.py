@@ -1,0 +1,376 @@
+"""Turn-taking: from input audio and the VAD/ASR streams to user turns.
+
+All audio goes to a per-session VAD stream configured with a short
+min_silence, so "silence began" is known early. On speech_started the audio
+from the padded start is sent to the ASR stream and streaming continues while
+speech lasts; interims become transcription deltas. On speech_stopped the
+ASR utterance is ended at once (force_eou: the final transcription runs while
+the silence window is still open) and a timer of silence_duration_ms (minus
+the silence already elapsed) starts. Speech before the timer fires continues
+the same turn: its final is appended, so a pause inside a sentence gives one
+turn and one answer. When the timer fires the turn ends (Conversation.end_turn).
+
+Barge-in: speech that starts while a response is thinking or speaking pauses
+it at once (output_audio_buffer.cleared). It is confirmed — the response is
+cancelled — once the speech reached min_interrupt_ms AND the transcript holds
+a real word (not a backchannel, not a cough's empty text). If the speech ends
+without that, the paused reply resumes after false_interruption_timeout_ms.
+Every time here is read from the injected clock."""
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import logging
+from typing import TYPE_CHECKING
+
+from services.gateway import backchannel, events
+from services.gateway.backends.types import AsrParams, AsrResult, BackendError, VadEvent, VadParams
+from services.gateway.protocol import ProtocolError, new_id
+from services.gateway.streams import StreamKeeper
+from services.gateway.timings import TurnTimings
+
+if TYPE_CHECKING:
+    from services.gateway.conversation import Conversation
+
+log = logging.getLogger(__name__)
+MIN_COMMIT_MS = 100
+
+
+@dataclasses.dataclass
+class Segment:
+    """One stretch of speech (VAD start → stop), one ASR utterance."""
+
+    onset_ms: float
+    padded_ms: float
+    end_ms: float | None = None
+    interim: str = ""
+    final: str | None = None
+    done: asyncio.Event = dataclasses.field(default_factory=asyncio.Event)
+
+    def text(self) -> str:
+        return (self.final if self.final is not None else self.interim).strip()
+
+
+@dataclasses.dataclass
+class UserTurn:
+    item_id: str
+    start_ms: float
+    onset_wall: float
+    manual: bool = False
+    segments: list[Segment] = dataclasses.field(default_factory=list)
+    barge_in: bool = False
+    confirmed: bool = False
+    ended: bool = False
+    interrupt_task: asyncio.Task | None = None
+    sent_transcript: str = ""
+    timings: TurnTimings = dataclasses.field(default_factory=TurnTimings)
+
+    def text(self) -> str:
+        return " ".join(t for t in (s.text() for s in self.segments) if t)
+
+    def speech_ms(self, now_ms: float) -> float:
+        return sum((s.end_ms if s.end_ms is not None else now_ms) - s.onset_ms for s in self.segments)
+
+    def end_ms(self) -> float:
+        ends = [s.end_ms for s in self.segments if s.end_ms is not None]
+        return max(ends) if ends else self.start_ms
+
+    async def wait_finals(self, timeout: float) -> bool:
+        pending = [s.done.wait() for s in self.segments if not s.done.is_set()]
+        if not pending:
+            return True
+        try:
+            await asyncio.wait_for(asyncio.gather(*pending), timeout)
+            return True
+        except asyncio.TimeoutError:
+            return False
+
+
+class TurnTaker:
+    def __init__(self, conv: "Conversation") -> None:
+        self.conv = conv
+        self.turn: UserTurn | None = None
+        self.segment: Segment | None = None
+        self._vad_base_ms = 0.0
+        self._asr_index = 0
+        self._asr_segments: dict[int, Segment] = {}
+        self._asr_sent_to = 0.0
+        self._endpoint_task: asyncio.Task | None = None
+        self._resume_task: asyncio.Task | None = None
+        b = conv.backends
+        self.vad = StreamKeeper(b.vad, self._open_vad, lambda s: s.events(), self._on_vad,
+                                self._vad_up, lambda e, first: self._down(e, first), conv.clock)
+        self.asr = StreamKeeper(b.asr, self._open_asr, lambda s: s.results(), self._on_asr,
+                                self._asr_up, self._asr_down, conv.clock)
+        self._vad_task: asyncio.Task | None = None
+
+    # -- streams ------------------------------------------------------------------
+    @property
+    def td(self):
+        return self.conv.state.config.turn_detection
+
+    def start(self) -> None:
+        self.conv.spawn(self.asr.run(), "asr-stream")
+        self.sync_vad()
+
+    def sync_vad(self) -> None:
+        """Run the VAD stream only in server_vad mode."""
+        if self.td is not None and self._vad_task is None:
+            self._vad_task = self.conv.spawn(self.vad.run(), "vad-stream")
+        elif self.td is None and self._vad_task is not None:
+            self._vad_task.cancel()
+            self._vad_task = None
+            self._drop_turn()
+
+    async def reconfigure_vad(self) -> None:
+        await self.vad.restart()
+
+    async def _open_vad(self):
+        s, td = self.conv.settings, self.td
+        return await self.conv.backends.vad.open(VadParams(
+            threshold=td.threshold if td else s.vad_threshold, min_speech_ms=s.vad_min_speech_ms,
+            min_silence_ms=s.vad_min_silence_ms,
+            prefix_padding_ms=td.prefix_padding_ms if td else s.prefix_padding_ms))
+
+    async def _open_asr(self):
+        s = self.conv.settings
+        return await self.conv.backends.asr.open(AsrParams(s.asr_language, s.asr_interim_interval_ms))
+
+    def _vad_up(self, stream) -> None:
+        # The new stream's first sample is the next one we send.
+        self._vad_base_ms = self.conv.ring.end_ms
+
+    def _asr_up(self, stream) -> None:
+        self._asr_index = 0
+        self._asr_segments.clear()
+        if self.segment is not None:
+            self._asr_segments[0] = self.segment  # the open segment continues on the new stream
+            self._asr_index = 1
+            self._asr_sent_to = self.conv.ring.end_ms
+
+    def _asr_down(self, exc: BackendError, first: bool) -> None:
+        for seg in self._asr_segments.values():
+            if seg.final is None:
+                seg.final = seg.interim   # best effort: the last interim
+            seg.done.set()
+        self._asr_segments.clear()
+        self._down(exc, first)
+
+    def _down(self, exc: BackendError, first: bool) -> None:
+        if first:
+            self.conv.emit(events.error("backend_unavailable", exc.message, type="server_error"))
+        if exc.backend == "vad" and self.segment is not None:
+            # Without VAD the open segment cannot end by itself: end it here.
+            self.conv.spawn(self._speech_stopped(self.conv.ring.end_ms), "vad-lost-stop")
+
+    # -- audio ----------------------------------------------------------------------
+    async def feed(self, pcm16k: bytes) -> None:
+        """Audio just added to the ring buffer."""
+        if self._vad_task is not None:
+            await self.vad.send("send", pcm16k)
+        if self.td is None and self.segment is None and pcm16k:
+            await self._open_manual_segment(len(pcm16k) / 32.0)
+        elif self.segment is not None:
+            await self._asr_send_upto()
+        if self.turn is not None and self.turn.barge_in and not self.turn.confirmed:
+            self._maybe_confirm(self.turn)
+
+    async def _asr_send_upto(self) -> None:
+        pcm = self.conv.ring.slice(self._asr_sent_to)
+        self._asr_sent_to = self.conv.ring.end_ms
+        if pcm:
+            await self.asr.send("send", pcm)
+
+    async def _open_segment(self, onset_ms: float, padded_ms: float) -> Segment:
+        seg = Segment(onset_ms, max(padded_ms, self._asr_sent_to))
+        self.segment = seg
+        assert self.turn is not None
+        self.turn.segments.append(seg)
+        if self.asr.stream is not None:
+            self._asr_segments[self._asr_index] = seg
+            self._asr_index += 1
+        else:
+            seg.done.set()  # no ASR: this segment will have no text
+        self._asr_sent_to = seg.padded_ms
+        await self._asr_send_upto()
+        return seg
+
+    async def _close_segment(self, end_ms: float) -> Segment | None:
+        seg = self.segment
+        if seg is None:
+            return None
+        seg.end_ms = end_ms
+        self.segment = None
+        await self._asr_send_upto()
+        if not seg.done.is_set():
+            if await self.asr.send("end_utterance"):
+                if self.turn is not None:
+                    self.turn.timings.eou_sent = self.conv.clock.now()
+            else:
+                seg.final = seg.interim
+                seg.done.set()
+        return seg
+
+    # -- VAD events -------------------------------------------------------------------
+    async def _on_vad(self, ev: VadEvent) -> None:
+        if self.td is None:
+            return
+        if ev.kind == "started":
+            await self._speech_started(ev.audio_ms + self._vad_base_ms, ev.padded_start_ms + self._vad_base_ms)
+        elif ev.kind == "stopped":
+            await self._speech_stopped(ev.audio_ms + self._vad_base_ms)
+
+    async def _speech_started(self, onset_ms: float, padded_ms: float) -> None:
+        if self.segment is not None:
+            return
+        conv, now = self.conv, self.conv.clock.now()
+        if self.turn is None or self.turn.ended:
+            turn = UserTurn(new_id("item"), padded_ms, conv.ring.wall_of(onset_ms) or now)
+            self.turn = turn
+            self._cancel(self._resume_task)
+            conv.emit(events.ev("input_audio_buffer.speech_started", audio_start_ms=int(padded_ms),
+                                item_id=turn.item_id))
+            resp = conv.interruptible_response()
+            if resp is not None and self.td.interrupt_response:
+                turn.barge_in = True
+                conv.pause_response(resp, turn.onset_wall)
+        else:
+            # Speech again inside the silence window: the same turn goes on.
+            self._cancel(self._endpoint_task)
+            self._cancel(self._resume_task)
+        await self._open_segment(onset_ms, padded_ms)
+
+    async def _speech_stopped(self, end_ms: float) -> None:
+        seg = await self._close_segment(end_ms)
+        turn = self.turn
+        if seg is None or turn is None or turn.manual:
+            return
+        clock = self.conv.clock
+        now = clock.now()
+        wall_end = self.conv.ring.wall_of(end_ms)
+        turn.timings.speech_end = wall_end if wall_end is not None else now
+        turn.timings.vad_stopped = now
+        remaining = self.td.silence_duration_ms / 1000.0 - (now - turn.timings.speech_end)
+        self._endpoint_task = self.conv.spawn(self._endpoint(turn, remaining), "endpoint")
+        if turn.barge_in and not turn.confirmed:
+            self._resume_task = self.conv.spawn(self._resume_later(turn), "false-interruption")
+
+    async def _endpoint(self, turn: UserTurn, remaining: float) -> None:
+        await self.conv.clock.sleep(max(0.0, remaining))
+        if self.turn is not turn or self.segment is not None or turn.ended:
+            return
+        turn.ended = True
+        turn.timings.turn_end = self.conv.clock.now()
+        await self.conv.end_turn(turn)
+
+    # -- ASR results ----------------------------------------------------------------------
+    async def _on_asr(self, r: AsrResult) -> None:
+        seg = self._asr_segments.get(r.utterance_index)
+        if seg is None:
+            return
+        if seg.done.is_set():   # cleared or given up on: its text is not used
+            if r.is_final:
+                del self._asr_segments[r.utterance_index]
+            return
+        if r.is_final:
+            seg.final = r.text.strip()
+            seg.done.set()
+            del self._asr_segments[r.utterance_index]
+            if self.turn is not None and seg in self.turn.segments:
+                self.turn.timings.final = self.conv.clock.now()
+        else:
+            seg.interim = r.text.strip()
+        turn = self.turn
+        if turn is None or seg not in turn.segments:
+            return
+        self._send_delta(turn)
+        if turn.barge_in and not turn.confirmed:
+            self._maybe_confirm(turn)
+
+    def _send_delta(self, turn: UserTurn) -> None:
+        text = turn.text()
+        if text == turn.sent_transcript or turn.ended:
+            return
+        if turn.barge_in and not turn.confirmed and not backchannel.is_real(text):
+            return  # a cough or "mm-hm" over the reply: not shown as a user turn
+        prev = turn.sent_transcript
+        common = 0
+        while common < min(len(prev), len(text)) and prev[common] == text[common]:
+            common += 1
+        turn.sent_transcript = text
+        self.conv.emit(events.ev("conversation.item.input_audio_transcription.delta",
+                                 item_id=turn.item_id, content_index=0, delta=text[common:],
+                                 transcript=text))
+
+    # -- barge-in ---------------------------------------------------------------------------
+    def _maybe_confirm(self, turn: UserTurn) -> bool:
+        td = self.td
+        if turn.confirmed:
+            return True
+        min_ms = td.min_interrupt_ms if td else 0
+        if turn.speech_ms(self.conv.ring.end_ms) >= min_ms and backchannel.is_real(turn.text()):
+            turn.confirmed = True
+            self._cancel(self._resume_task)
+            turn.interrupt_task = self.conv.spawn(self.conv.interrupt(turn), "interrupt")
+            self._send_delta(turn)
+            return True
+        return False
+
+    async def _resume_later(self, turn: UserTurn) -> None:
+        td = self.td
+        await self.conv.clock.sleep((td.false_interruption_timeout_ms if td else 0) / 1000.0)
+        if turn.confirmed or self.segment is not None:
+            return
+        await turn.wait_finals(self.conv.settings.final_timeout_s)
+        if turn.confirmed or self.segment is not None or self._maybe_confirm(turn):
+            return
+        self.conv.resume_response()
+
+    # -- client commands -------------------------------------------------------------------
+    async def _open_manual_segment(self, ms: float) -> None:
+        if self.turn is None or self.turn.ended:
+            start = self.conv.ring.end_ms - ms
+            self.turn = UserTurn(new_id("item"), start, self.conv.clock.now(), manual=True)
+        await self._open_segment(self.conv.ring.end_ms - ms, self.conv.ring.end_ms - ms)
+
+    async def commit(self, event_id: str | None) -> None:
+        turn = self.turn
+        if turn is None or turn.ended:
+            raise ProtocolError("input_audio_buffer_commit_empty",
+                                "input_audio_buffer.commit: the input audio buffer is empty: "
+                                f"expected at least {MIN_COMMIT_MS} ms of audio", event_id=event_id)
+        seg = self.segment
+        if turn.manual and seg is not None and self.conv.ring.end_ms - seg.padded_ms < MIN_COMMIT_MS:
+            raise ProtocolError("input_audio_buffer_commit_empty",
+                                f"input_audio_buffer.commit: buffer too small: expected at least "
+                                f"{MIN_COMMIT_MS} ms of audio, got {self.conv.ring.end_ms - seg.padded_ms:.0f} ms",
+                                event_id=event_id)
+        self._cancel(self._endpoint_task)
+        now = self.conv.clock.now()
+        if seg is not None:
+            await self._close_segment(self.conv.ring.end_ms)
+            turn.timings.speech_end = now
+        turn.ended = True
+        turn.timings.turn_end = now
+        # Waiting for the final must not hold up the audio behind this command.
+        self.conv.spawn(self.conv.end_turn(turn), "commit")
+
+    async def clear(self) -> None:
+        self._drop_turn()
+        seg = self.segment
+        if seg is not None:
+            self.segment = None
+            seg.final = ""
+            seg.done.set()
+            await self.asr.send("end_utterance")  # resets the ASR utterance; its text is ignored
+
+    def _drop_turn(self) -> None:
+        self._cancel(self._endpoint_task)
+        if self.turn is not None:
+            self.turn.ended = True
+        self.turn = None
+
+    @staticmethod
+    def _cancel(task: asyncio.Task | None) -> None:
+        if task is not None and not task.done():
+            task.cancel()
