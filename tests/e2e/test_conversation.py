@@ -164,6 +164,10 @@ async def test_each_bad_input_gets_a_precise_error_and_the_session_lives_on(stac
             if isinstance(msg, str):
                 await rt.send_raw(msg)
                 err = await rt.wait_for("error", since=mark, timeout=10)
+            elif what == "oversized message":
+                # a server may refuse to parse an oversized message, so it can't know its event_id
+                await rt.send(msg)
+                err = await rt.wait_for("error", since=mark, timeout=10)
             else:
                 eid = await rt.send(msg)
                 err = await rt.error_for(eid, since=mark, timeout=10)
