@@ -191,9 +191,10 @@ class WhisperEngine:
                 for w in seg.words or ():
                     word = Word(word=w.word.strip(), start_ms=int(round(w.start * 1000)),
                                 end_ms=int(round(w.end * 1000)), probability=float(w.probability))
-                    if found and not w.word.startswith(" "):
-                        # A piece without a leading space continues the previous word
-                        # ("ill" + "-disposed"): one word per word of the text.
+                    if found and w.word[:1] not in " " and not w.word[:1].isalnum():
+                        # A piece like "-disposed" continues the previous word ("ill"):
+                        # one word per word of the text. (Languages without spaces
+                        # come as one character per piece and are left alone.)
                         prev = found[-1]
                         word = Word(prev.word + word.word, prev.start_ms, word.end_ms,
                                     min(prev.probability, word.probability))

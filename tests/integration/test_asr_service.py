@@ -1,0 +1,183 @@
+"""Invariants of the real ASR service process (Whisper base on CPU), driven
+through gRPC with real human speech: every LibriVox clip is transcribed with
+WER <= 10 % overall; interim results arrive while audio is still streaming,
+at most ~500 ms of audio apart, and never revise committed words; one stream
+carries several utterances; every malformed request gets INVALID_ARGUMENT
+with a message saying what was wrong, while a concurrent good stream is
+unaffected; a client cancel is seen by the server as a cancelled stream."""
+from __future__ import annotations
+
+import asyncio
+import re
+
+import grpc
+import jiwer
+import pytest
+
+from common.audio import read_wav
+from common.stubs import asr_pb2, asr_pb2_grpc
+from services.asr.client import SAMPLE_RATE, chunks, recognize, status
+from tests.procs import clips, running
+
+pytestmark = pytest.mark.slow
+
+
+def norm(text: str) -> str:
+    return " ".join(re.sub(r"[^a-z' ]", " ", text.lower()).split())
+
+
+@pytest.fixture(scope="module")
+def asr():
+    with running("services.asr", "ASR_") as svc:
+        yield svc
+
+
+@pytest.fixture(scope="module")
+def speech() -> list[tuple[bytes, str]]:
+    out = []
+    for wav, ref in clips():
+        pcm, rate = read_wav(wav)
+        assert rate == SAMPLE_RATE
+        out.append((pcm, ref))
+    assert len(out) >= 5
+    return out
+
+
+async def test_every_clip_is_transcribed_within_10_percent_wer(asr, speech) -> None:
+    refs, hyps = [], []
+    for i, (pcm, ref) in enumerate(speech):
+        rec = await recognize(asr.address, [pcm], chunk_ms=(20, 30, 40)[i % 3])
+        finals = rec.finals
+        assert len(finals) == 1 and finals[0].utterance_index == 0
+        assert finals[0].audio_processed_ms == len(pcm) * 1000 // (2 * SAMPLE_RATE)
+        assert finals[0].words and finals[0].words[-1].end_ms <= finals[0].audio_processed_ms + 100
+        refs.append(norm(ref))
+        hyps.append(norm(finals[0].text))
+    wer = jiwer.wer(refs, hyps)
+    print(f"WER over {len(refs)} clips: {wer:.3f}")
+    assert wer <= 0.10, list(zip(refs, hyps))
+
+
+async def test_interims_arrive_while_streaming_and_do_not_churn(asr, speech) -> None:
+    pcm, ref = max(speech, key=lambda s: len(s[0]))        # the ~7 s clip, at real-time pace
+    rec = await recognize(asr.address, [pcm], chunk_ms=20, realtime=True)
+    interims = rec.interims(0)
+    early = [r for r in interims if r.at < rec.last_chunk_at[0]]
+    assert len(early) >= 5, "interims must arrive while the audio is still being sent"
+    covered = [r.response.audio_processed_ms for r in early]
+    assert covered == sorted(covered)
+    # At least every ~500 ms of new speech (+ one chunk of slack for chunk boundaries).
+    gaps = [b - a for a, b in zip([0] + covered, covered)]
+    assert max(gaps) <= 520, gaps
+    # Committed words (stability * words) are never revised by a later interim.
+    prev: list[str] = []
+    for r in interims:
+        words = r.response.text.split()
+        assert [norm(w) for w in words[:len(prev)]] == [norm(w) for w in prev], (prev, words)
+        prev = words[:round(r.response.stability * len(words))]
+    assert jiwer.wer(norm(ref), norm(rec.finals[0].text)) <= 0.10
+
+
+async def test_two_utterances_on_one_stream(asr, speech) -> None:
+    (a, ref_a), (b, ref_b) = speech[1], speech[4]
+    rec = await recognize(asr.address, [a, b], chunk_ms=40)
+    finals = rec.finals
+    assert [f.utterance_index for f in finals] == [0, 1]
+    assert jiwer.wer(norm(ref_a), norm(finals[0].text)) <= 0.15
+    assert jiwer.wer(norm(ref_b), norm(finals[1].text)) <= 0.15
+    # Word times count from each utterance's own first sample.
+    assert finals[1].words[0].start_ms < 1000
+    assert all(r.response.utterance_index == 1 for r in rec.received[rec.received.index(
+        next(r for r in rec.received if r.response.is_final)) + 1:])
+
+
+async def test_half_close_without_force_eou_still_gives_a_final(asr, speech) -> None:
+    pcm, ref = speech[3]
+    rec = await recognize(asr.address, [pcm], force_eou=False,
+                          config=asr_pb2.RecognitionConfig(language="en", beam_size=1))
+    assert len(rec.finals) == 1
+    assert jiwer.wer(norm(ref), norm(rec.finals[0].text)) <= 0.15
+
+
+def _req(**kw) -> asr_pb2.RecognizeRequest:
+    return asr_pb2.RecognizeRequest(**kw)
+
+
+CFG = _req(config=asr_pb2.RecognitionConfig(language="en"))
+AUDIO = _req(audio=b"\x00\x00" * 320)
+EOU = _req(control=asr_pb2.Control(force_eou=True))
+BAD = {
+    "missing config": ([AUDIO, EOU], "first message must be a RecognitionConfig"),
+    "config twice": ([CFG, AUDIO, CFG], "sent twice"),
+    "sample rate": ([_req(config=asr_pb2.RecognitionConfig(sample_rate_hz=44100))],
+                    "send 16000 Hz PCM16 mono"),
+    "odd byte count": ([CFG, _req(audio=b"\x00" * 641)], "641 bytes, an odd count"),
+    "beam size": ([_req(config=asr_pb2.RecognitionConfig(beam_size=12))], "beam_size 12 is out of range"),
+    "language": ([_req(config=asr_pb2.RecognitionConfig(language="klingon"))],
+                 "unknown language code 'klingon'"),
+    "interim interval": ([_req(config=asr_pb2.RecognitionConfig(interim_interval_ms=800))],
+                         "interim_interval_ms 800 is out of range"),
+    "empty request": ([CFG, _req()], "set one of config, audio or control"),
+}
+
+
+async def _run_raw(address: str, requests: list[asr_pb2.RecognizeRequest]) -> list:
+    async def gen():
+        for r in requests:
+            yield r
+    async with grpc.aio.insecure_channel(address) as ch:
+        return [r async for r in asr_pb2_grpc.RecognizerStub(ch).StreamingRecognize(gen(), timeout=60)]
+
+
+@pytest.mark.parametrize("case", sorted(BAD))
+async def test_malformed_request_gets_invalid_argument(asr, case) -> None:
+    requests, message = BAD[case]
+    with pytest.raises(grpc.aio.AioRpcError) as err:
+        await _run_raw(asr.address, requests)
+    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert message in err.value.details()
+
+
+async def test_a_bad_stream_does_not_disturb_a_concurrent_good_one(asr, speech) -> None:
+    pcm, ref = speech[0]
+    before = await status(asr.address)
+
+    async def bad() -> grpc.StatusCode:
+        await asyncio.sleep(0.3)      # while the good stream is mid-way
+        try:
+            await _run_raw(asr.address, [CFG, AUDIO, _req(audio=b"\x01")])
+        except grpc.aio.AioRpcError as e:
+            return e.code()
+        return grpc.StatusCode.OK
+
+    good, code = await asyncio.gather(recognize(asr.address, [pcm], chunk_ms=20, realtime=True), bad())
+    assert code == grpc.StatusCode.INVALID_ARGUMENT
+    assert jiwer.wer(norm(ref), norm(good.finals[0].text)) <= 0.10
+    after = await status(asr.address)
+    assert after.failed_streams == before.failed_streams + 1
+    assert after.completed_streams == before.completed_streams + 1
+    assert after.active_streams == 0
+
+
+async def test_client_cancel_reaches_the_server(asr, speech) -> None:
+    before = await status(asr.address)
+    pcm, _ = speech[0]
+
+    async def gen():
+        yield asr_pb2.RecognizeRequest(config=asr_pb2.RecognitionConfig(language="en", interim_results=True))
+        for c in chunks(pcm, 20):
+            yield asr_pb2.RecognizeRequest(audio=c)
+            await asyncio.sleep(0.02)
+
+    async with grpc.aio.insecure_channel(asr.address) as ch:
+        call = asr_pb2_grpc.RecognizerStub(ch).StreamingRecognize(gen())
+        async for _ in call:          # first interim: the server is working on this stream
+            break
+        call.cancel()
+    for _ in range(100):
+        after = await status(asr.address)
+        if after.cancelled_streams > before.cancelled_streams and after.active_streams == 0:
+            break
+        await asyncio.sleep(0.05)
+    assert after.cancelled_streams == before.cancelled_streams + 1
+    assert after.active_streams == 0
