@@ -38,7 +38,7 @@ UID = 10001                  # the image's non-root user (Dockerfile)
 REDIS_IMAGE = "redis:7.4.1-alpine"
 REDIS_UID = 999              # the redis user of the official image
 HPA_MAX = {"vad": 4, "asr": 6, "llm": 6, "rag": 4, "tts": 6}
-CANARY_PERCENT = 10
+RAG_INDEX_DIR = "/var/lib/voice/rag"   # the Dockerfile creates it, owned by the service user
 
 
 # ------------------------------------------------------------------ helpers
@@ -115,7 +115,7 @@ def container(c: Component, variant: str) -> dict[str, Any]:
             "readOnlyRootFilesystem": True,
             "capabilities": {"drop": ["ALL"]},
         },
-        "volumeMounts": [{"name": "tmp", "mountPath": "/tmp"}],
+        "volumeMounts": [{"name": v["name"], "mountPath": path} for v, path in volumes(c)],
         # Endpoints are removed asynchronously: keep serving a moment after
         # SIGTERM is due so no new stream lands on a closing server.
         "lifecycle": {"preStop": {"exec": {"command": ["sleep", "5"]}}},
@@ -137,13 +137,23 @@ def container(c: Component, variant: str) -> dict[str, Any]:
     return spec
 
 
+def volumes(c: Component) -> list[tuple[dict[str, Any], str]]:
+    """(volume, mount path): the only writable places under a read-only root."""
+    out = [({"name": "tmp", "emptyDir": {}}, "/tmp")]
+    if c.name == "rag":
+        # Per pod, like compose's rag-index volume: with an HPA, replicas cannot
+        # share one ReadWriteOnce claim, and each builds the same index.
+        out.append(({"name": "rag-index", "emptyDir": {}}, RAG_INDEX_DIR))
+    return out
+
+
 def pod_spec(c: Component, variant: str) -> dict[str, Any]:
     return {
         "terminationGracePeriodSeconds": 30,   # > preStop 5 s + DRAIN_SECONDS 10 s
         "securityContext": {"runAsNonRoot": True, "runAsUser": UID, "runAsGroup": UID,
                             "fsGroup": UID, "seccompProfile": {"type": "RuntimeDefault"}},
         "containers": [container(c, variant)],
-        "volumes": [{"name": "tmp", "emptyDir": {}}],
+        "volumes": [v for v, _ in volumes(c)],
         # Spread replicas over hosts: losing one host must not take a whole stage.
         "topologySpreadConstraints": [{
             "maxSkew": 1, "topologyKey": "kubernetes.io/hostname",

@@ -297,3 +297,14 @@ def test_prometheus_rule_groups_pass_promtool(tmp_path):
         path.write_text(yaml.safe_dump({"groups": rule["spec"]["groups"]}))
         out = subprocess.run(["promtool", "check", "rules", str(path)], capture_output=True, text=True)
         assert out.returncode == 0, out.stdout + out.stderr
+
+
+def test_rag_index_is_writable_where_compose_keeps_it():
+    """Under a read-only root the index directory must be a volume, at compose's path."""
+    from tests.deploy.deploy_helpers import compose_config
+
+    compose_rag = compose_config("cpu")["services"]["rag"]
+    [path] = [v["target"] for v in compose_rag["volumes"] if v["source"] == "rag-index"]
+    ctr = container(objs("base", "Deployment")["rag"])
+    assert ctr["securityContext"]["readOnlyRootFilesystem"] is True
+    assert path in {m["mountPath"] for m in ctr["volumeMounts"]}
