@@ -31,7 +31,8 @@ async def main() -> None:
 
     def load() -> TtsEngine:
         voices = load_voices(s.voices_dir, threads=s.threads, device=s.device)
-        engine = TtsEngine(voices, s.default_voice, max_chars=s.max_chars, chunk_ms=s.chunk_ms)
+        engine = TtsEngine(voices, s.default_voice, max_chars=s.max_chars, chunk_ms=s.chunk_ms,
+                           workers=s.max_streams)
         # Warm the voice (espeak init, onnx first run) so the first request is not the slow one.
         for _ in engine.voices[engine.default_voice].synthesize("Ready.", 1.0):
             pass

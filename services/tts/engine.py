@@ -15,6 +15,7 @@ import logging
 import math
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from typing import AsyncIterator, Callable, Mapping
 
 from common.audio import StreamResampler
@@ -74,7 +75,7 @@ class _End:
 
 class TtsEngine:
     def __init__(self, voices: Mapping[str, Voice], default_voice: str = "", max_chars: int = 4000,
-                 chunk_ms: int = 200, cancel_wait_s: float = 5.0) -> None:
+                 chunk_ms: int = 200, cancel_wait_s: float = 5.0, workers: int = 8) -> None:
         if not voices:
             raise ValueError("no voices loaded")
         self.voices = dict(voices)
@@ -84,6 +85,12 @@ class TtsEngine:
         self.max_chars = max_chars
         self.chunk_ms = chunk_ms
         self.cancel_wait_s = cancel_wait_s
+        # One worker thread per concurrent synthesis: the default executor is
+        # shared with everything else and too small to hold max_streams workers.
+        self._pool = ThreadPoolExecutor(max_workers=max(1, workers), thread_name_prefix="tts")
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=False, cancel_futures=True)
 
     def list_voices(self) -> list[VoiceInfo]:
         return [v.info for v in self.voices.values()]
@@ -126,7 +133,7 @@ class TtsEngine:
             except RuntimeError:  # the loop is gone: nobody will read further audio
                 cancel.set()
 
-        worker = asyncio.ensure_future(asyncio.to_thread(self._produce, job, cancel, emit, report))
+        worker = loop.run_in_executor(self._pool, self._produce, job, cancel, emit, report)
         try:
             while True:
                 item = await queue.get()
