@@ -58,5 +58,8 @@ bench: install-dev
 rules: install-dev
 	$(PY) -m observability.generate
 
+dashboards: install-dev
+	$(PY) -m dashboards.generate
+
 clean:
 	rm -rf gen var artifacts .pytest_cache
