@@ -227,3 +227,25 @@ def test_grafana_loads_the_provisioned_dashboards():
         used |= set(re.findall(r"(?<!\$)\$\{(\w+)\}", f.read_text()))
     assert used <= set(graf["environment"]), f"unset in grafana: {used - set(graf['environment'])}"
     assert graf["environment"]["PROMETHEUS_URL"] == "http://prometheus:9090"
+
+
+def test_rag_index_setting_points_at_the_index_volume():
+    """Compose keeps the RAG index on the rag-index volume and Kubernetes on a
+    volume at the same path: the RAG service's index path setting must point there."""
+    from deploy.configdoc import fields
+    from tests.deploy.deploy_kustomize import render
+
+    fs = fields(by_name("rag"))
+    if fs is None:
+        pytest.skip("services/rag has no settings dataclass yet")
+    paths = [f for f in fs if "INDEX" in f.env and f.type == "str"]
+    if not paths:
+        pytest.skip("the RAG service has no index path setting")
+    rag = compose_config("cpu")["services"]["rag"]
+    [mount] = [v["target"] for v in rag["volumes"] if v["source"] == "rag-index"]
+    [dep] = [o for o in render(ROOT / "deploy" / "k8s" / "base")
+             if o["kind"] == "Deployment" and o["metadata"]["name"] == "rag"]
+    k8s_env = {e["name"]: e.get("value") for e in dep["spec"]["template"]["spec"]["containers"][0]["env"]}
+    for f in paths:
+        assert rag["environment"].get(f.env, "").startswith(mount), f"compose: {f.env}"
+        assert (k8s_env.get(f.env) or "").startswith(mount), f"k8s: {f.env}"
