@@ -70,17 +70,28 @@ class AudioQueue:
 
 
 class Resampler:
-    """Input rate → 16 kHz, rebuilt when the session's input rate changes."""
+    """Input rate → 16 kHz, rebuilt when the session's input rate changes.
+    The stream resampler holds back a little audio (its filter delay and
+    burst output, ~20 ms for 24 kHz); ``delay_ms`` says how much, so the
+    ring buffer can stamp its output with the wall time it was recorded."""
 
     def __init__(self) -> None:
         self._rate = 0
         self._rs: StreamResampler | None = None
+        self._in = self._out = 0
+
+    @property
+    def delay_ms(self) -> float:
+        return max(0.0, self._in * 1000.0 / self._rate - self._out / 16.0) if self._rate else 0.0
 
     def to16k(self, pcm: bytes, rate: int) -> bytes:
         if rate != self._rate:
-            self._rate, self._rs = rate, StreamResampler(rate, RATE)
+            self._rate, self._rs, self._in, self._out = rate, StreamResampler(rate, RATE), 0, 0
         assert self._rs is not None
-        return self._rs.process(pcm)
+        out = self._rs.process(pcm)
+        self._in += len(pcm) // 2
+        self._out += len(out) // 2
+        return out
 
 
 class RingBuffer:

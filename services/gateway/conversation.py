@@ -110,7 +110,8 @@ class Conversation:
             kind, pcm, arg, at = await self.audio_q.get()
             if kind == "audio":
                 pcm16 = self.resampler.to16k(pcm, arg)
-                self.ring.append(pcm16, at)
+                # The newest 16 kHz sample was recorded delay_ms before this chunk's end.
+                self.ring.append(pcm16, at - self.resampler.delay_ms / 1000.0)
                 await self.turns.feed(pcm16)
             else:
                 await self._command(kind, arg)
@@ -227,7 +228,7 @@ class Conversation:
         if resp is not None and resp.item.id == iid:
             resp.truncate(end)   # clamped to the audio sent, never rejected for being too large
         else:
-            used = max(0.0, min(float(end), item.audio_ms))
+            used = float(int(max(0.0, min(float(end), item.audio_ms))))
             truncate_item(item, used)
             self.emit(events.ev("conversation.item.truncated", item_id=iid, content_index=ci,
                                 audio_end_ms=int(used)))

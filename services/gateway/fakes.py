@@ -72,7 +72,9 @@ class FakeVadStream(_FakeStream):
     def __init__(self, owner: "FakeVad", params: VadParams) -> None:
         super().__init__()
         self.owner, self.p = owner, params
-        self.base_ms = owner.position_ms
+        # A real-time client: the stream's first sample is the audio of "now".
+        self.base_ms = round(owner.clock.now() * 1000 / FRAME_MS) * FRAME_MS
+        self._received = self._classified = 0.0
         self._speech_run = self._silence_run = 0
         self._in_speech = False
         self._onset = self._last_voiced_end = 0.0
@@ -80,11 +82,11 @@ class FakeVadStream(_FakeStream):
     async def send(self, pcm16k: bytes) -> None:
         if self.closed or not self.owner.up:
             raise BackendError("vad", self.owner.address, "unavailable: stream closed")
-        self.owner.received_ms += len(pcm16k) / 32
-        while self.owner.position_ms + FRAME_MS <= self.owner.received_ms + 1e-9:
-            start = self.owner.position_ms
-            self.owner.position_ms += FRAME_MS
-            self._frame(start, self.owner.speaking(start + FRAME_MS / 2))
+        self._received += len(pcm16k) / 32
+        while self._classified + FRAME_MS <= self._received + 1e-9:
+            start = self._classified
+            self._classified += FRAME_MS
+            self._frame(start, self.owner.speaking(self.base_ms + start + FRAME_MS / 2))
 
     def _frame(self, start: float, voiced: bool) -> None:
         rel = start - self.base_ms
@@ -116,8 +118,6 @@ class FakeVad(_Fake):
     def __init__(self, clock, speech: Sequence[tuple[float, float]] = ()) -> None:
         super().__init__("vad", clock)
         self.speech = list(speech)
-        self.position_ms = 0.0      # session audio classified so far (across streams)
-        self.received_ms = 0.0
         self.params: list[VadParams] = []
 
     def speaking(self, ms: float) -> bool:

@@ -371,7 +371,7 @@ class Response:
     def truncate(self, audio_end_ms: float, emit: bool = True) -> float:
         """Cut the item to ``audio_end_ms`` (clamped to the audio sent, never
         rejected for being too large); returns the value used."""
-        end = max(0.0, min(float(audio_end_ms), self.sent_ms if self.started else 0.0))
+        end = float(int(max(0.0, min(float(audio_end_ms), self.sent_ms if self.started else 0.0))))
         truncate_item(self.item, end)
         if emit:
             self.conv.emit(events.ev("conversation.item.truncated", item_id=self.item.id,

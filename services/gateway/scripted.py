@@ -31,12 +31,15 @@ class Timed:
 
 class ScriptedSession:
     def __init__(self, backends: FakeBackends | None = None, clock: VirtualClock | None = None,
-                 settings: GatewaySettings | None = None, **fake_script: Any) -> None:
+                 settings: GatewaySettings | None = None, input_rate: int = 16000,
+                 **fake_script: Any) -> None:
         self.clock = clock or VirtualClock()
         self.settings = settings or GatewaySettings(redis_url="")
         self.b = backends or FakeBackends.create(self.clock, **fake_script)
         self.store = SessionStore("", self.settings.session_ttl_s)
         state = SessionState(id="sess_test", config=default_config(self.settings))
+        # 16 kHz input needs no resampling, so audio positions are exact to the sample.
+        state.config.input_rate = input_rate
         self.conv = Conversation(state, self.settings, self.b, self.clock, self.store)
         self.events: list[Timed] = []
         self._drain: asyncio.Task | None = None
