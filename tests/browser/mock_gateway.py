@@ -290,7 +290,7 @@ class MockGateway:
             Mount("/", StaticFiles(directory=WEB, html=True)),
         ])
         self.server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=self.port,
-                                                    log_level="warning", ws="websockets"))
+                                                    log_level="warning", ws="websockets-sansio"))
         self.thread = threading.Thread(target=self.server.run, daemon=True)
 
     @property

@@ -10,6 +10,7 @@ import { sessionUpdate } from "./settings.js";
 
 const INPUT_RATE = 24000;
 const MIN_PTT_MS = 200; // a shorter press is a slip, not an utterance
+const CANCEL_WAIT_MS = 3000; // longest wait for a cancelled response's response.done
 
 export class Controller {
   constructor({ client, capture, playback, transcript, stateView, meter, banner, latencyRoot, settings, hook }) {
@@ -213,6 +214,12 @@ export class Controller {
     }
     const r = this.responses.get(this.itemResponse.get(ev.item_id));
     if (r) r.audio = true;
+    if (this.truncated.has(ev.item_id) && r && !r.done) {
+      // audio again for a truncated item: a false interruption, the reply resumes
+      this.truncated.delete(ev.item_id);
+      this.transcript.resumed(ev.item_id);
+      this.hook.resumes += 1;
+    }
     this.transcript.assistant(ev.item_id);
     this.lastAudioItem = ev.item_id;
     this.hook.audioDeltas += 1;
@@ -255,6 +262,7 @@ export class Controller {
     } else if (resp.status === "incomplete") {
       if (last) this.transcript.status(last, "Incomplete", "warn", details.reason ? `Stopped early: ${details.reason}.` : undefined);
     }
+    if (r.onDone) r.onDone();
     const meta = resp.metadata || {};
     r.timings = parseTimings(meta);
     r.sources = parseSources(meta);
@@ -345,11 +353,23 @@ export class Controller {
     this.hook.truncates.push({ item_id: item, audio_end_ms: playedMs, reason, at: Date.now() });
   }
 
-  /** The user asked to stop the answer (Esc, the Stop button, typing, push-to-talk). */
+  /**
+   * The user asked to stop the answer (Esc, the Stop button, typing, push-to-talk).
+   * Resolves once the server has closed the response (bounded), so a following
+   * response.create is not refused as "already has an active response".
+   */
   async stopAnswer() {
     const active = this.activeResponse && this.responses.get(this.activeResponse);
-    if (active && !active.done) this.client.send({ type: "response.cancel" });
+    let closed = Promise.resolve();
+    if (active && !active.done) {
+      closed = new Promise((resolve) => {
+        active.onDone = resolve;
+        setTimeout(resolve, CANCEL_WAIT_MS);
+      });
+      this.client.send({ type: "response.cancel", response_id: active.id });
+    }
     await this.interrupt("user");
+    await closed;
   }
 
   // ---- user actions -------------------------------------------------------

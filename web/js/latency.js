@@ -4,12 +4,15 @@
  * so a person sees at a glance where the time went.
  */
 
+// [key, short label, what it measures] (definitions from the gateway's timings)
 export const STAGES = [
-  ["endpoint_ms", "End of turn detected"],
-  ["asr_final_ms", "Final transcript"],
-  ["retrieval_ms", "Retrieval"],
-  ["llm_first_token_ms", "First token (LLM)"],
-  ["tts_first_audio_ms", "First audio (TTS)"],
+  ["speech_end_ms", "Speech end (VAD)", "last voiced sample until the VAD reported silence"],
+  ["endpoint_ms", "End of turn", "last voiced sample until the turn was judged over (silence window)"],
+  ["asr_final_ms", "Final transcript", "end of turn signalled to ASR until its final text"],
+  ["asr_wait_ms", "Waiting for ASR", "time the turn waited for the final text after the silence window"],
+  ["retrieval_ms", "Retrieval", "knowledge-base search"],
+  ["llm_first_token_ms", "LLM first token", "request to the language model until its first token"],
+  ["tts_first_audio_ms", "TTS first audio", "first clause sent to speech synthesis until its first audio"],
 ];
 
 /** metadata.timings may be a JSON string or (from other servers) already an object. */
@@ -53,9 +56,10 @@ export function stageRows(timings, clientMs) {
   const present = STAGES.filter(([k]) => typeof timings[k] === "number");
   const total = timings.voice_to_voice_ms;
   const scale = Math.max(1, total || 0, ...present.map(([k]) => timings[k]));
-  for (const [key, label] of present) {
+  for (const [key, label, help] of present) {
     const row = el("div", "stage");
     row.dataset.stage = key;
+    row.title = help;
     row.append(el("dt", null, label));
     const dd = el("dd");
     const bar = el("span", "bar");
@@ -68,7 +72,8 @@ export function stageRows(timings, clientMs) {
   if (typeof clientMs === "number") {
     const row = el("div", "stage client");
     row.dataset.stage = "client";
-    row.append(el("dt", null, "Heard in this browser"));
+    row.title = "measured here: end of your turn (or sending a message) until the first sound played";
+    row.append(el("dt", null, "First sound here"));
     const dd = el("dd");
     const bar = el("span", "bar");
     bar.style.setProperty("--w", `${Math.min(100, Math.max(1.5, (clientMs / scale) * 100))}%`);

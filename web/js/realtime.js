@@ -12,6 +12,15 @@
 const BACKOFF_MS = [500, 1000, 2000, 4000, 8000];
 const MAX_BACKOFF_MS = 10000;
 
+// what a person should read for the usual WebSocket close codes
+const CLOSE_REASONS = {
+  1001: "the server is shutting down",
+  1006: "the connection dropped",
+  1011: "the server hit an internal error",
+  1012: "the server is restarting",
+  1013: "the server is busy",
+};
+
 export function defaultRealtimeUrl() {
   const override = new URLSearchParams(location.search).get("ws");
   if (override) return override;
@@ -71,7 +80,7 @@ export class RealtimeClient extends EventTarget {
         this.setState("closed");
         return;
       }
-      const why = e.reason || (e.code === 1006 ? "the connection dropped" : `closed (code ${e.code})`);
+      const why = e.reason || CLOSE_REASONS[e.code] || `the connection closed (code ${e.code})`;
       this.scheduleReconnect(why);
     };
     // onerror is always followed by onclose, which does the reconnecting

@@ -11,7 +11,7 @@ export const VOICES = [{ id: "en_US-joe-medium", label: "Joe (US English)" }];
 export const DEFAULTS = Object.freeze({
   mode: "vad",             // "vad": the server detects turns; "ptt": push-to-talk
   voice: "en_US-joe-medium",
-  silenceMs: 500,          // silence that ends a turn
+  silenceMs: 700,          // silence that ends a turn (the gateway's measured default)
   bargeIn: true,           // speaking over the assistant interrupts it
   retrieval: true,
   retrievalK: 3,
@@ -62,6 +62,7 @@ export function bindSettingsForm(form, settings, onChange) {
   const f = form.elements;
   const voiceSelect = f.namedItem("voice");
   const ensureVoice = (id) => {
+    if (!id || id === "default") return; // the server's own default: nothing to add
     if (![...voiceSelect.options].some((o) => o.value === id)) {
       voiceSelect.append(new Option(id, id));
     }

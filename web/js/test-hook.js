@@ -19,6 +19,7 @@ export function createTestHook() {
     audioDeltas: 0,
     playback: { framesReceived: 0, samplesReceived: 0, samplesPlayed: 0, underruns: 0, clears: 0, playing: false },
     truncates: [],
+    resumes: 0,
     truncatedConfirmed: [],
     clears: [],
     userTranscripts: [],

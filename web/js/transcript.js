@@ -171,10 +171,11 @@ export class Transcript {
     e.segments.push({ start: e.value.length, audio: audioAt });
     e.value += delta;
     if (e.heardNode) {
-      // text resumed after a truncation mark (false interruption): start over plainly
+      // text resumed after a truncation mark (false interruption): redraw it plainly
       this.clearUnheard(e);
+    } else {
+      e.text.append(document.createTextNode(delta));
     }
-    e.text.append(document.createTextNode(delta));
     this.scroll();
   }
 
@@ -210,6 +211,17 @@ export class Transcript {
     if (!e.truncBadge) e.truncBadge = this.badge(e, "Interrupted", "warn");
     e.li.classList.remove("streaming");
     return { heard, unheard };
+  }
+
+  /** The reply resumed after a pause that was not an interruption: un-mark it. */
+  resumed(id) {
+    const e = this.get(id);
+    if (!e || e.cut === undefined) return;
+    this.clearUnheard(e);
+    e.cut = undefined;
+    if (e.truncBadge) e.truncBadge.remove();
+    e.truncBadge = null;
+    e.li.classList.add("streaming");
   }
 
   clearUnheard(e) {
