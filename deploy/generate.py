@@ -72,10 +72,20 @@ def component_env(c: Component, variant: str) -> list[dict[str, Any]]:
     else:
         env += env_list(k8s_backend_env())
     env += env_list({f"{c.env_prefix}VARIANT": variant})
+    if c.name == "rag":
+        env += env_list({name: RAG_INDEX_DIR for name in rag_index_settings()})
     # One ConfigMap key turns tracing on for every component at once.
     env.append({"name": f"{c.env_prefix}OTLP_ENDPOINT",
                 "valueFrom": {"configMapKeyRef": {"name": "voice-common", "key": "otlp_endpoint"}}})
     return env
+
+
+def rag_index_settings() -> list[str]:
+    """RAG's index path settings (RAG_INDEX_*), once services/rag defines them."""
+    from deploy.configdoc import fields
+    from stack.components import by_name
+
+    return [f.env for f in fields(by_name("rag")) or () if "INDEX" in f.env and f.type == "str"]
 
 
 def k8s_backend_env() -> dict[str, str]:
