@@ -80,6 +80,8 @@ class FakeVadStream(_FakeStream):
         self._onset = self._last_voiced_end = 0.0
 
     async def send(self, pcm16k: bytes) -> None:
+        while self.owner.stalled:       # a slow VAD: input audio backs up in the gateway
+            await self.owner.clock.sleep(0.01)
         if self.closed or not self.owner.up:
             raise BackendError("vad", self.owner.address, "unavailable: stream closed")
         self._received += len(pcm16k) / 32
@@ -118,6 +120,7 @@ class FakeVad(_Fake):
     def __init__(self, clock, speech: Sequence[tuple[float, float]] = ()) -> None:
         super().__init__("vad", clock)
         self.speech = list(speech)
+        self.stalled = False
         self.params: list[VadParams] = []
 
     def speaking(self, ms: float) -> bool:

@@ -58,14 +58,18 @@ def parse(raw: str | bytes, max_bytes: int) -> dict[str, Any]:
 
 
 def _peek_event_id(raw: str | bytes) -> str | None:
-    """The event_id of an oversized message, without parsing all of it."""
-    text = raw[:4096] if isinstance(raw, str) else raw[:4096].decode(errors="replace")
-    key = text.find('"event_id"')
-    if key < 0:
-        return None
-    start = text.find('"', text.find(":", key) + 1)
-    end = text.find('"', start + 1)
-    return text[start + 1:end] if start > 0 and end > start else None
+    """The event_id of an oversized message, without parsing all of it (it is
+    near the start or near the end, depending on the client's key order)."""
+    text = raw if isinstance(raw, str) else raw.decode(errors="replace")
+    for part in (text[:4096], text[-4096:]):
+        key = part.find('"event_id"')
+        if key < 0:
+            continue
+        start = part.find('"', part.find(":", key) + 1)
+        end = part.find('"', start + 1)
+        if start > 0 and end > start:
+            return part[start + 1:end]
+    return None
 
 
 def _err(ev: dict, code: str, message: str, param: str | None = None) -> ProtocolError:

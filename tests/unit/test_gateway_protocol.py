@@ -1,0 +1,220 @@
+"""The Realtime protocol through the real FastAPI app (fake engines).
+
+Invariants: every malformed or invalid client event gets an ``error`` event
+that names what was wrong and echoes the offending event_id, and the session
+stays usable afterwards; input audio beyond the queue bound is refused, not
+buffered; a client that stops reading is cut off at the outbox bound;
+/healthz names the backends that are not SERVING; a text conversation runs
+the full response event sequence."""
+from __future__ import annotations
+
+import base64
+import json
+
+import pytest
+from fastapi.testclient import TestClient
+
+from common.clock import MonotonicClock
+from services.gateway.app import create_app
+from services.gateway.fakes import FakeBackends, FakeProvider
+from services.gateway.scripted import ScriptedSession
+from services.gateway.settings import GatewaySettings
+
+MAX = 64 * 1024
+
+
+@pytest.fixture
+def provider():
+    clock = MonotonicClock()
+    return FakeProvider(lambda sid: FakeBackends.create(clock, replies=("Hello there. How are you?",)))
+
+
+@pytest.fixture
+def client(provider):
+    app = create_app(GatewaySettings(redis_url="", max_message_bytes=MAX, input_queue_ms=500,
+                                     web_dir="/nonexistent"), backends=provider)
+    with TestClient(app) as c:
+        yield c
+
+
+def recv_until(ws, type_: str, limit: int = 500) -> list[dict]:
+    out = []
+    for _ in range(limit):
+        ev = ws.receive_json()
+        out.append(ev)
+        if ev["type"] == type_:
+            return out
+    raise AssertionError(f"no {type_} in {[e['type'] for e in out][:50]}")
+
+
+def still_usable(ws) -> None:
+    ws.send_json({"type": "conversation.item.create", "item": {
+        "type": "message", "role": "user", "content": [{"type": "input_text", "text": "ping"}]}})
+    assert recv_until(ws, "conversation.item.added")[-1]["item"]["content"][0]["text"] == "ping"
+
+
+def b64(n_bytes: int) -> str:
+    return base64.b64encode(b"\x00" * n_bytes).decode()
+
+
+BAD = [
+    ("{not json", "invalid_json", "not valid JSON"),
+    ("[1, 2]", "invalid_event", "JSON object"),
+    (json.dumps({"event_id": "e1"}), "missing_required_parameter", "'type'"),
+    (json.dumps({"type": "session.fly", "event_id": "e2"}), "unknown_event_type", "session.fly"),
+    (json.dumps({"type": "input_audio_buffer.append", "event_id": "e3"}), "missing_required_parameter", "'audio'"),
+    (json.dumps({"type": "input_audio_buffer.append", "audio": "@@@not base64", "event_id": "e4"}),
+     "invalid_base64", "base64"),
+    (json.dumps({"type": "input_audio_buffer.append", "audio": b64(3), "event_id": "e5"}),
+     "invalid_audio_format", "odd count"),
+    (json.dumps({"type": "input_audio_buffer.append", "audio": b64(MAX), "event_id": "e6"}),
+     "message_too_large", "over the limit"),
+    (json.dumps({"type": "session.update", "event_id": "e7",
+                 "session": {"audio": {"input": {"format": {"type": "audio/pcm", "rate": 44100}}}}}),
+     "unsupported_audio_format", "44100"),
+    (json.dumps({"type": "session.update", "event_id": "e8",
+                 "session": {"audio": {"input": {"format": {"type": "audio/pcmu"}}}}}),
+     "unsupported_audio_format", "audio/pcmu"),
+    (json.dumps({"type": "session.update", "event_id": "e9",
+                 "session": {"audio": {"input": {"turn_detection": {"type": "server_vad", "threshold": 7}}}}}),
+     "invalid_value", "threshold"),
+    (json.dumps({"type": "session.update", "event_id": "e10", "session": {"output_modalities": ["video"]}}),
+     "invalid_value", "output_modalities"),
+    (json.dumps({"type": "conversation.item.truncate", "item_id": "item_x", "audio_end_ms": 10,
+                 "event_id": "e11"}), "item_not_found", "item_x"),
+    (json.dumps({"type": "conversation.item.truncate", "item_id": "item_x", "audio_end_ms": "ten",
+                 "event_id": "e12"}), "invalid_type", "audio_end_ms"),
+    (json.dumps({"type": "conversation.item.delete", "item_id": "item_y", "event_id": "e13"}),
+     "item_not_found", "item_y"),
+    (json.dumps({"type": "conversation.item.create", "event_id": "e14",
+                 "item": {"type": "message", "role": "robot", "content": []}}), "invalid_value", "robot"),
+    (json.dumps({"type": "response.cancel", "event_id": "e15"}), "response_cancel_not_active", "no response"),
+    (json.dumps({"type": "input_audio_buffer.commit", "event_id": "e16"}),
+     "input_audio_buffer_commit_empty", "empty"),
+]
+
+
+@pytest.mark.parametrize("raw,code,words", BAD, ids=[b[1] + "-" + str(i) for i, b in enumerate(BAD)])
+def test_bad_input_gets_an_error_and_the_session_goes_on(client, raw, code, words):
+    with client.websocket_connect("/v1/realtime?model=local") as ws:
+        assert ws.receive_json()["type"] == "session.created"
+        ws.send_text(raw)
+        err = recv_until(ws, "error")[-1]["error"]
+        assert err["code"] == code
+        assert words in err["message"]
+        sent = json.loads(raw) if raw.startswith("{") and "not json" not in raw else None
+        if isinstance(sent, dict) and sent.get("event_id"):
+            assert err["event_id"] == sent["event_id"]
+        still_usable(ws)
+
+
+def test_text_conversation_runs_the_full_response_sequence(client):
+    with client.websocket_connect("/v1/realtime", headers={"Authorization": "Bearer anything"}) as ws:
+        created = ws.receive_json()
+        assert created["session"]["type"] == "realtime"
+        assert created["session"]["audio"]["input"]["format"] == {"type": "audio/pcm", "rate": 24000}
+        ws.send_json({"type": "session.update", "session": {"type": "realtime", "output_modalities": ["text"],
+                                                            "instructions": "Be brief."}})
+        upd = recv_until(ws, "session.updated")[-1]["session"]
+        assert upd["output_modalities"] == ["text"] and upd["instructions"] == "Be brief."
+        still_usable(ws)
+        ws.send_json({"type": "response.create"})
+        evs = recv_until(ws, "response.done")
+        evs = evs[[e["type"] for e in evs].index("response.created"):]
+        types = [e["type"] for e in evs]
+        assert types.index("response.output_item.added") < types.index("response.output_text.delta") \
+            < types.index("response.output_text.done") < types.index("response.done")
+        assert "response.output_audio.delta" not in types
+        text = "".join(e["delta"] for e in evs if e["type"] == "response.output_text.delta")
+        assert text == "Hello there. How are you?"
+        done = evs[-1]["response"]
+        assert done["status"] == "completed" and done["object"] == "realtime.response"
+        assert done["output"][0]["content"][0] == {"type": "output_text", "text": text}
+        assert all("event_id" in e for e in evs)
+
+
+def test_audio_response_is_resampled_to_the_session_rate(client):
+    with client.websocket_connect("/v1/realtime") as ws:
+        ws.receive_json()
+        ws.send_json({"type": "session.update", "session": {
+            "audio": {"output": {"format": {"type": "audio/pcm", "rate": 16000}}}}})
+        recv_until(ws, "session.updated")
+        still_usable(ws)
+        ws.send_json({"type": "response.create"})
+        evs = recv_until(ws, "response.done")
+        pcm = b"".join(base64.b64decode(e["delta"]) for e in evs if e["type"] == "response.output_audio.delta")
+        # The fake speaks 60 ms per character; at 16 kHz that is 1920 bytes per character.
+        chars = len("Hello there.") + len("How are you?")
+        assert abs(len(pcm) / 32 - chars * 60) < 60
+        transcript = [e for e in evs if e["type"] == "response.output_audio_transcript.done"][0]["transcript"]
+        assert transcript == "Hello there. How are you?"
+        assert recv_until(ws, "output_audio_buffer.stopped")
+
+
+def test_input_faster_than_real_time_is_refused_beyond_the_queue(client, provider):
+    with client.websocket_connect("/v1/realtime") as ws:
+        sid = ws.receive_json()["session"]["id"]
+        provider.sessions[sid].vad.stalled = True        # the VAD stops keeping up
+        chunk = b64(4800)                                # 100 ms at 24 kHz
+        for i in range(20):
+            ws.send_json({"type": "input_audio_buffer.append", "audio": chunk, "event_id": f"a{i}"})
+        errs = []
+        while len(errs) < 5:
+            ev = ws.receive_json()
+            if ev["type"] == "error":
+                errs.append(ev["error"])
+        assert all(e["code"] == "input_audio_queue_full" for e in errs)
+        assert "limit 500 ms" in errs[0]["message"]
+        provider.sessions[sid].vad.stalled = False
+        still_usable(ws)
+
+
+async def test_a_client_that_never_reads_is_cut_off_at_the_outbox_bound():
+    s = ScriptedSession(settings=GatewaySettings(redis_url="", outbox_max_events=40), replies=(
+        "One two three four five six seven eight nine ten. " * 6,))
+    s.conv.start()
+    try:
+        await s.conv.handle({"type": "conversation.item.create", "item": {
+            "type": "message", "role": "user", "content": [{"type": "input_text", "text": "count"}]}})
+        await s.conv.handle({"type": "response.create"})
+        await s.wait(30.0)
+        assert len(s.conv.outbox) <= 40
+        assert s.conv.outbox.overflowed
+        assert await s.conv.outbox.get() is None   # the writer stops and closes the socket
+    finally:
+        await s.conv.close()
+
+
+def test_healthz_names_backends_that_are_not_serving():
+    app = create_app(GatewaySettings(redis_url="", vad_addrs="127.0.0.1:1", asr_addrs="127.0.0.1:2",
+                                     llm_addrs="127.0.0.1:3", rag_addrs="127.0.0.1:4", tts_addrs="127.0.0.1:5",
+                                     web_dir="/nonexistent"))
+    with TestClient(app) as c:
+        r = c.get("/healthz")
+        assert r.status_code == 503
+        body = r.json()
+        assert set(body["not_serving"]) == {"vad", "asr", "llm", "rag", "tts"}
+        assert body["not_serving"]["asr"] == {"127.0.0.1:2": "UNAVAILABLE"}
+
+
+def test_healthz_ok_and_metrics(client):
+    assert client.get("/healthz").status_code == 200
+    with client.websocket_connect("/v1/realtime") as ws:
+        ws.receive_json()
+        ws.send_text("{oops")
+        recv_until(ws, "error")
+    text = client.get("/metrics").text
+    for name in ("voice_gateway_active_sessions", "voice_gateway_ws_messages_total",
+                 "voice_gateway_errors_total", "voice_gateway_canary_sessions_total"):
+        assert name in text
+    assert 'voice_gateway_errors_total{code="invalid_json"' in text
+
+
+def test_static_client_is_served_at_root(tmp_path, provider):
+    (tmp_path / "index.html").write_text("<html>voice</html>")
+    (tmp_path / "app.js").write_text("console.log(1)")
+    app = create_app(GatewaySettings(redis_url="", web_dir=str(tmp_path)), backends=provider)
+    with TestClient(app) as c:
+        assert c.get("/").text == "<html>voice</html>"
+        assert c.get("/app.js").status_code == 200
+        assert c.get("/healthz").status_code == 200
