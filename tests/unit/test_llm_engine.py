@@ -1,0 +1,200 @@
+"""Invariant: the LLM engine streams the model's tokens in order and ends
+with one done event whose counts match; a cancelled or closed stream stops
+the model within one token, frees its instance for the next request and is
+still accounted (on_done sees "cancelled"); requests beyond the pool wait in
+a bounded queue and then get Busy. Driven with the scripted fake model."""
+from __future__ import annotations
+
+import asyncio
+import threading
+
+import pytest
+
+from services.llm.engine import EngineConfig, LlmEngine
+from services.llm.fake import ScriptedInstance, ScriptedTokenizer
+from services.llm.schema import Busy, ChatMessage, GenerateDone, GenerateRequest, TokenDelta
+
+REQ = GenerateRequest(messages=(ChatMessage("user", "tell me something"),))
+SCRIPT = ["Hello", ",", " I", " am", " a", " tiny", " model", "."]
+
+
+def make(instances, **cfg):
+    done: list[GenerateDone] = []
+    eng = LlmEngine(ScriptedTokenizer(), instances, EngineConfig(**cfg), on_done=done.append)
+    return eng, done
+
+
+async def collect(eng, req=REQ):
+    deltas, final = [], None
+    async for ev in eng.generate(req):
+        if isinstance(ev, TokenDelta):
+            deltas.append(ev)
+        else:
+            final = ev
+    return deltas, final
+
+
+async def wait_for(pred, timeout=5.0):
+    end = asyncio.get_running_loop().time() + timeout
+    while not pred():
+        assert asyncio.get_running_loop().time() < end, "condition not reached"
+        await asyncio.sleep(0.005)
+
+
+async def test_tokens_stream_in_order_then_done_with_counts():
+    eng, done = make([ScriptedInstance(SCRIPT)])
+    deltas, final = await collect(eng)
+    assert "".join(d.text for d in deltas) == "".join(SCRIPT)
+    assert [d.index for d in deltas] == list(range(len(SCRIPT)))
+    assert final.finish_reason == "stop"
+    assert final.completion_tokens == len(SCRIPT)
+    assert final.prompt_tokens == len(eng.prepare(REQ).prompt)
+    assert final.time_to_first_token_ms > 0
+    await wait_for(lambda: done)
+    assert done == [final]
+    eng.close()
+
+
+async def test_max_tokens_ends_with_length():
+    eng, _ = make([ScriptedInstance(SCRIPT)])
+    deltas, final = await collect(eng, GenerateRequest(messages=REQ.messages, max_tokens=3))
+    assert len(deltas) == 3 and final.finish_reason == "length" and final.completion_tokens == 3
+    eng.close()
+
+
+async def test_utf8_split_across_tokens_is_reassembled():
+    snow = "☃".encode()  # three bytes, sent as three tokens
+    eng, _ = make([ScriptedInstance([b"a ", snow[:1], snow[1:2], snow[2:], b" b"])])
+    deltas, final = await collect(eng)
+    assert "".join(d.text for d in deltas) == "a ☃ b"
+    assert all("\ufffd" not in d.text for d in deltas)
+    assert final.completion_tokens == 5
+    eng.close()
+
+
+async def test_cancel_stops_the_model_within_one_token_and_frees_the_instance():
+    gate = threading.Semaphore(0)
+    inst = ScriptedInstance(["w"] * 100, gate=gate)
+    eng, done = make([inst])
+    got: list[TokenDelta] = []
+
+    async def consume():
+        async for ev in eng.generate(REQ):
+            got.append(ev)
+
+    task = asyncio.create_task(consume())
+    for _ in range(3):
+        gate.release()
+    await wait_for(lambda: len(got) == 3)
+    assert inst.produced == 3
+    task.cancel()
+    await asyncio.sleep(0.01)  # let the cancel land (ordering, not a timing assert)
+    # The model is mid-decode of token 4 when the cancel lands; let it finish
+    # that token and offer it plenty more: it must take at most one.
+    for _ in range(50):
+        gate.release()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert inst.produced <= 4
+    assert inst.closed == 1 and eng.workers_running == 0
+    assert eng.pool.busy == 0
+    await wait_for(lambda: done)
+    assert done[0].finish_reason == "cancelled" and done[0].completion_tokens <= 4
+    # The freed instance serves the next request normally.
+    inst.gate = None
+    deltas, final = await collect(eng)
+    assert final.finish_reason == "stop" and len(deltas) == 100
+    eng.close()
+
+
+async def test_closing_the_stream_early_also_stops_the_worker():
+    gate = threading.Semaphore(0)
+    inst = ScriptedInstance(["w"] * 100, gate=gate)
+    eng, done = make([inst])
+    gen = eng.generate(REQ)
+    gate.release()
+    first = await gen.__anext__()
+    assert isinstance(first, TokenDelta)
+    closing = asyncio.create_task(gen.aclose())
+    await asyncio.sleep(0.01)  # let aclose() set the cancel flag first
+    for _ in range(20):
+        gate.release()
+    await closing
+    assert inst.produced <= 2 and eng.workers_running == 0 and eng.pool.busy == 0
+    await wait_for(lambda: done)
+    assert done[0].finish_reason == "cancelled"
+    eng.close()
+
+
+async def test_requests_beyond_the_pool_wait_then_queue_full_is_busy():
+    gate = threading.Semaphore(0)
+    inst = ScriptedInstance(["x", "y"], gate=gate)
+    eng, _ = make([inst], max_waiting=1, wait_timeout_s=10)
+    first = asyncio.create_task(collect(eng))
+    await wait_for(lambda: eng.pool.busy == 1)
+    second = asyncio.create_task(collect(eng))     # waits in the queue
+    await wait_for(lambda: eng.pool.waiting == 1)
+    with pytest.raises(Busy) as err:
+        await collect(eng)                         # queue full
+    assert "queue limit 1" in str(err.value)
+    for _ in range(4):
+        gate.release()
+    (d1, f1), (d2, f2) = await asyncio.gather(first, second)
+    assert f1.finish_reason == f2.finish_reason == "stop"
+    assert eng.pool.busy == 0 and eng.pool.waiting == 0
+    eng.close()
+
+
+async def test_waiting_past_the_timeout_is_busy_and_leaves_the_pool_whole():
+    gate = threading.Semaphore(0)
+    inst = ScriptedInstance(["x"], gate=gate)
+    eng, _ = make([inst], max_waiting=4, wait_timeout_s=0.05)
+    first = asyncio.create_task(collect(eng))
+    await wait_for(lambda: eng.pool.busy == 1)
+    with pytest.raises(Busy) as err:
+        await collect(eng)
+    assert "0.05 s" in str(err.value)
+    gate.release()
+    await first
+    assert eng.pool.busy == 0 and eng.pool.waiting == 0
+    eng.close()
+
+
+async def test_two_instances_generate_concurrently():
+    gate = threading.Semaphore(0)
+    a, b = ScriptedInstance(["a"] * 5, gate=gate), ScriptedInstance(["b"] * 5, gate=gate)
+    eng, _ = make([a, b])
+    tasks = [asyncio.create_task(collect(eng)) for _ in range(2)]
+    await wait_for(lambda: eng.pool.busy == 2)   # both checked out before any token
+    for _ in range(10):
+        gate.release()
+    results = await asyncio.gather(*tasks)
+    assert sorted("".join(d.text for d in r[0]) for r in results) == ["aaaaa", "bbbbb"]
+    eng.close()
+
+
+async def test_a_conversation_returns_to_the_instance_holding_its_prefix():
+    a, b = ScriptedInstance(["ok"]), ScriptedInstance(["ok"])
+    eng, _ = make([a, b])
+    turn1 = GenerateRequest(messages=(ChatMessage("user", "my name is Ada"),))
+    other = GenerateRequest(messages=(ChatMessage("user", "unrelated question here"),))
+    await collect(eng, turn1)
+    first = a if a.generations else b
+    await collect(eng, other)  # goes to whichever instance; we only care about turn 2
+    turn2 = GenerateRequest(messages=turn1.messages + (
+        ChatMessage("assistant", "ok"), ChatMessage("user", "what is my name?")))
+    before = first.generations
+    await collect(eng, turn2)
+    assert first.generations == before + 1
+    eng.close()
+
+
+async def test_sampling_overrides_reach_the_model():
+    from services.llm.schema import Sampling
+    inst = ScriptedInstance(["x"])
+    eng, _ = make([inst])
+    await collect(eng, GenerateRequest(messages=REQ.messages,
+                                       sampling=Sampling(temperature=0.0, top_k=5, seed=9)))
+    s = inst.last_sampling
+    assert (s.temperature, s.top_k, s.seed) == (0.0, 5, 9)
+    eng.close()
