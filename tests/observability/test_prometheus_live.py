@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import importlib.util
 import json
 import shutil
 import subprocess
@@ -30,8 +31,7 @@ from tests.observability.otlp_sink import OtlpSink
 from tests.procs import ROOT, free_port
 
 PROMETHEUS = shutil.which("prometheus")
-MISSING = [c.module for c in COMPONENTS
-           if not (ROOT / c.module.replace(".", "/") / "__main__.py").exists()]
+MISSING = [c.module for c in COMPONENTS if importlib.util.find_spec(c.module + ".__main__") is None]
 pytestmark = [
     pytest.mark.slow,
     pytest.mark.skipif(PROMETHEUS is None, reason="Debian prometheus not installed (make install-dev)"),
