@@ -89,3 +89,19 @@ def shot(page, name: str) -> Path:
     path = ARTIFACTS / f"{name}.png"
     page.screenshot(path=str(path))
     return path
+
+
+@pytest.fixture(scope="session")
+def real_stack():
+    """The five speech services and the gateway as real processes (tests/stack.py)."""
+    root = ROOT / "services"
+    missing = [s for s in ("vad", "asr", "llm", "rag", "tts", "gateway") if not (root / s / "__main__.py").exists()]
+    if missing:
+        pytest.skip(f"services not built yet: {', '.join(missing)}")
+    from tests.stack import start_stack
+
+    st = start_stack()
+    try:
+        yield st
+    finally:
+        st.stop()
