@@ -17,7 +17,7 @@ import pytest
 
 from clients import events
 from clients.realtime import RealtimeClient
-from tests.e2e.talk import (LONG_REPLY_INSTRUCTIONS, TIMING_KEYS, clip, service_status, status_of,
+from tests.e2e.talk import (LONG_REPLY_INSTRUCTIONS, OPTIONAL_TIMING_KEYS, TIMING_KEYS, clip, service_status, status_of,
                             timings, wer)
 
 pytestmark = pytest.mark.slow
@@ -62,7 +62,8 @@ async def test_spoken_turn_transcribed_answered_and_timed(stack):
 
     t = timings(done)
     assert set(TIMING_KEYS) <= set(t), t
-    assert all(isinstance(t[k], (int, float)) and t[k] >= 0 for k in TIMING_KEYS), t
+    present = [k for k in TIMING_KEYS + OPTIONAL_TIMING_KEYS if k in t]
+    assert all(isinstance(t[k], (int, float)) and t[k] >= 0 for k in present), t
     # the gateway's own figure (its VAD's speech end → first delta sent) tells the
     # same story as the client's (energy speech end → first delta received)
     client_v2v_ms = (rt.log.find("response.output_audio.delta").t - utt.time_of(span.last_sample)) * 1000
@@ -193,7 +194,7 @@ async def test_dead_backend_is_named_and_recovered_from(stack):
     async with RealtimeClient(stack.ws_url) as rt:
         await rt.update_session(events.session_config(turn_detection=None))
         await rt.create_user_text("Tell me about the moon.")
-        tts.stop()
+        await asyncio.to_thread(tts.stop)   # process control blocks: keep the loop free
         try:
             mark = rt.mark()
             await rt.create_response()
@@ -204,7 +205,7 @@ async def test_dead_backend_is_named_and_recovered_from(stack):
             done = await rt.wait_for("response.done", since=mark, timeout=TURN_TIMEOUT)
             assert status_of(done)[0] in ("failed", "incomplete", "cancelled"), done
         finally:
-            tts.start(timeout=300)
+            await asyncio.to_thread(tts.start, 300)
         # the same session recovers once the service is back (channel reconnects)
         deadline = time.monotonic() + 60
         while True:
