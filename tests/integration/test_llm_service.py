@@ -1,0 +1,189 @@
+"""Invariant: the real LLM service (SmolLM2 GGUF via llama-cpp-python)
+streams token deltas then one done message with its counts; a stream the
+client cancels stops server-side (GetStatus: cancelled +1, active back to 0;
+the out-token counter stops far short of max_tokens) and the service then
+serves the next request; requests beyond instances + queue get
+RESOURCE_EXHAUSTED; each malformed request gets INVALID_ARGUMENT saying what
+was wrong. Checks streaming, cancellation and non-empty answers, not wisdom."""
+from __future__ import annotations
+
+import asyncio
+import re
+import urllib.request
+
+import grpc
+import pytest
+
+from common.stubs import common_pb2, llm_pb2, llm_pb2_grpc
+from tests.procs import running
+
+pytestmark = pytest.mark.slow
+
+LONG = "Write a very long story about a dragon who travels around the world, with many chapters."
+
+
+@pytest.fixture(scope="module")
+def llm():
+    with running("services.llm", "LLM_", {"LLM_INSTANCES": "2", "LLM_QUEUE": "4"}) as svc:
+        yield svc
+
+
+def user(text: str) -> llm_pb2.ChatMessage:
+    return llm_pb2.ChatMessage(role="user", content=text)
+
+
+async def status(addr: str) -> common_pb2.ServiceStatus:
+    async with grpc.aio.insecure_channel(addr) as ch:
+        return await llm_pb2_grpc.ChatStub(ch).GetStatus(common_pb2.StatusRequest())
+
+
+def out_tokens(metrics_port: int) -> float:
+    body = urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=5).read().decode()
+    m = re.search(r'^voice_llm_tokens_total\{[^}]*direction="out"[^}]*\} (\S+)$', body, re.M)
+    return float(m.group(1)) if m else 0.0
+
+
+async def generate(addr: str, req: llm_pb2.GenerateRequest):
+    async with grpc.aio.insecure_channel(addr) as ch:
+        deltas, done = [], None
+        async for r in llm_pb2_grpc.ChatStub(ch).Generate(req, timeout=120):
+            if r.HasField("delta"):
+                assert done is None, "delta after done"
+                deltas.append(r.delta)
+            else:
+                done = r.done
+        return deltas, done
+
+
+async def test_tokens_stream_then_done_with_counts(llm):
+    req = llm_pb2.GenerateRequest(messages=[user("What is the capital of France? Answer briefly.")],
+                                  max_tokens=40, request_id="it-stream")
+    deltas, done = await generate(llm.address, req)
+    text = "".join(d.text for d in deltas)
+    assert text.strip(), "empty answer"
+    assert len(deltas) >= 2, "answer came in one piece, not streamed"
+    assert [d.index for d in deltas] == sorted(d.index for d in deltas)
+    assert done is not None and done.finish_reason in ("stop", "length")
+    assert done.prompt_tokens > 10
+    assert len(deltas) <= done.completion_tokens <= 40
+    assert 0 < done.time_to_first_token_ms < 30_000
+    assert done.tokens_per_second > 0
+
+
+async def test_max_tokens_limits_the_answer(llm):
+    req = llm_pb2.GenerateRequest(messages=[user(LONG)], max_tokens=5)
+    deltas, done = await generate(llm.address, req)
+    assert done.finish_reason == "length" and done.completion_tokens == 5
+
+
+async def test_passages_ground_the_answer_and_still_stream(llm):
+    passage = common_pb2.Passage(
+        source="user-guide.md", title="Interrupting the assistant",
+        text="To interrupt the assistant, just start speaking while it talks. It stops at once.")
+    req = llm_pb2.GenerateRequest(messages=[user("How do I interrupt the assistant?")],
+                                  passages=[passage], max_tokens=60,
+                                  sampling=llm_pb2.SamplingParams(temperature=0.0))
+    deltas, done = await generate(llm.address, req)
+    plain = llm_pb2.GenerateRequest(messages=[user("How do I interrupt the assistant?")],
+                                    max_tokens=60, sampling=llm_pb2.SamplingParams(temperature=0.0))
+    _, done_plain = await generate(llm.address, plain)
+    assert "".join(d.text for d in deltas).strip()
+    # The passage really went into the prompt.
+    assert done.prompt_tokens > done_plain.prompt_tokens + 15
+
+
+async def test_cancelled_stream_stops_server_side_and_service_recovers(llm):
+    before = await status(llm.address)
+    out_before = out_tokens(llm.metrics_port)
+    async with grpc.aio.insecure_channel(llm.address) as ch:
+        call = llm_pb2_grpc.ChatStub(ch).Generate(llm_pb2.GenerateRequest(
+            messages=[user(LONG)], max_tokens=1000,
+            sampling=llm_pb2.SamplingParams(temperature=0.8, seed=7)))
+        seen = 0
+        async for r in call:
+            assert r.HasField("delta"), "finished before we could cancel"
+            seen += 1
+            if seen == 3:
+                call.cancel()
+                break
+    after = before
+    for _ in range(100):
+        after = await status(llm.address)
+        if after.cancelled_streams == before.cancelled_streams + 1 and after.active_streams == 0:
+            break
+        await asyncio.sleep(0.05)
+    assert after.cancelled_streams == before.cancelled_streams + 1
+    assert after.active_streams == 0
+    assert after.failed_streams == before.failed_streams
+    # The worker really stopped: its tokens were counted, and far fewer than max_tokens.
+    spent = 0.0
+    for _ in range(50):
+        spent = out_tokens(llm.metrics_port) - out_before
+        if spent >= 3:
+            break
+        await asyncio.sleep(0.05)
+    assert 3 <= spent < 100
+    # And the service serves the next request.
+    _, done = await generate(llm.address, llm_pb2.GenerateRequest(messages=[user("Say hello.")],
+                                                                 max_tokens=10))
+    assert done.finish_reason in ("stop", "length") and done.completion_tokens > 0
+    assert (await status(llm.address)).completed_streams > after.completed_streams
+
+
+async def test_concurrent_streams_beyond_the_pool_all_complete(llm):
+    reqs = [llm_pb2.GenerateRequest(messages=[user(f"Count from one to {n}.")], max_tokens=20)
+            for n in (3, 4, 5)]
+    results = await asyncio.gather(*(generate(llm.address, r) for r in reqs))
+    for deltas, done in results:
+        assert done.completion_tokens > 0 and "".join(d.text for d in deltas).strip()
+
+
+@pytest.mark.parametrize("req, needle", [
+    (llm_pb2.GenerateRequest(), "messages is empty"),
+    (llm_pb2.GenerateRequest(messages=[llm_pb2.ChatMessage(role="robot", content="hi")]),
+     "messages[0].role 'robot'"),
+    (llm_pb2.GenerateRequest(messages=[llm_pb2.ChatMessage(role="user", content="")]),
+     "messages[0] is a user message with empty content"),
+    (llm_pb2.GenerateRequest(messages=[user("hi")], max_tokens=100000), "max_tokens 100000"),
+    (llm_pb2.GenerateRequest(messages=[user("hi")], max_tokens=-5), "max_tokens -5"),
+    (llm_pb2.GenerateRequest(messages=[user("hi")],
+                             sampling=llm_pb2.SamplingParams(temperature=9)), "sampling.temperature"),
+    (llm_pb2.GenerateRequest(messages=[user("hi")],
+                             sampling=llm_pb2.SamplingParams(top_p=0)), "sampling.top_p"),
+    (llm_pb2.GenerateRequest(messages=[user("hi")],
+                             sampling=llm_pb2.SamplingParams(top_k=-1)), "sampling.top_k"),
+    (llm_pb2.GenerateRequest(messages=[user("hi")],
+                             sampling=llm_pb2.SamplingParams(repeat_penalty=-1)), "sampling.repeat_penalty"),
+    (llm_pb2.GenerateRequest(messages=[user("word " * 3000)]), "context window is 2048 tokens"),
+])
+async def test_malformed_request_is_invalid_argument(llm, req, needle):
+    before = await status(llm.address)
+    with pytest.raises(grpc.aio.AioRpcError) as err:
+        await generate(llm.address, req)
+    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert needle in err.value.details()
+    if "context" in needle:
+        assert re.search(r"prompt is \d{4} tokens", err.value.details())
+    assert (await status(llm.address)).active_streams == before.active_streams
+
+
+@pytest.fixture
+def llm_one_slot():
+    with running("services.llm", "LLM_", {"LLM_INSTANCES": "1", "LLM_QUEUE": "0",
+                                          "LLM_WARMUP": "false"}) as svc:
+        yield svc
+
+
+async def test_requests_beyond_instances_and_queue_are_resource_exhausted(llm_one_slot):
+    svc = llm_one_slot
+    async with grpc.aio.insecure_channel(svc.address) as ch:
+        stub = llm_pb2_grpc.ChatStub(ch)
+        hog = stub.Generate(llm_pb2.GenerateRequest(messages=[user(LONG)], max_tokens=1000))
+        first = await hog.read()
+        assert first.HasField("delta")
+        with pytest.raises(grpc.aio.AioRpcError) as err:
+            async for _ in stub.Generate(llm_pb2.GenerateRequest(messages=[user("hi")])):
+                pass
+        assert err.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+        assert "busy" in err.value.details()
+        hog.cancel()
