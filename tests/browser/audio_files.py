@@ -52,5 +52,12 @@ def interruption_wav(path: Path, gap_s: float, lead_s: float = 0.8, tail_s: floa
                      + clip(INTERRUPT_CLIP) + silence(tail_s))
 
 
+def cough_wav(path: Path, gap_s: float, lead_s: float = 0.8, tail_s: float = 60.0) -> Path:
+    """A question, then a short noise burst (a cough, not words) during the reply."""
+    rng = np.random.default_rng(7)
+    burst = (rng.standard_normal(int(RATE * 0.25)) * 0.15 * 32767).astype("<i2").tobytes()
+    return write_wav(path, silence(lead_s) + clip(QUESTION_CLIP) + silence(gap_s) + burst + silence(tail_s))
+
+
 def seconds(name: str) -> float:
     return len(clip(name)) / 2 / RATE

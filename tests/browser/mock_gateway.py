@@ -77,6 +77,8 @@ class Conn:
         self.audio_ms = 0.0
         self.item_id: str | None = None
         self.response_task: asyncio.Task | None = None
+        self.unpaused = asyncio.Event()     # cleared while a reply is paused (possible false interruption)
+        self.unpaused.set()
         self.playing_until = 0.0        # server's estimate of when the client stops playing
         self.send_lock = asyncio.Lock()
 
@@ -119,12 +121,20 @@ class Conn:
         await self.send({"type": "input_audio_buffer.speech_started", "item_id": self.item_id,
                          "audio_start_ms": int(self.audio_ms)})
         if td.get("interrupt_response", True) and self.busy():
-            await self.cancel_response(cleared=True)
+            if self.gw.pause_on_speech:
+                self.unpaused.clear()   # pause, as the gateway does until the barge-in is confirmed
+                await self.send({"type": "output_audio_buffer.cleared", "response_id": self.gw.last_response_id})
+            else:
+                await self.cancel_response(cleared=True)
 
     async def speech_stopped(self, td: dict) -> None:
         self.in_speech = False
         await self.send({"type": "input_audio_buffer.speech_stopped", "item_id": self.item_id,
                          "audio_end_ms": int(self.audio_ms)})
+        if not self.unpaused.is_set():
+            # not words, just noise: a false interruption; the paused reply goes on
+            self.unpaused.set()
+            return
         await self.user_turn(self.item_id)
         if td.get("create_response", True):
             self.start_response()
@@ -190,6 +200,7 @@ class Conn:
                 audio = tone(len(clause) * MS_PER_CHAR, seed=int(sent_ms * RATE / 1000))
                 step = int(RATE * CHUNK_MS / 1000) * 2
                 for off in range(0, len(audio), step):
+                    await self.unpaused.wait()
                     chunk = audio[off:off + step]
                     if first_audio is None:
                         first_audio = time.monotonic()
@@ -275,6 +286,7 @@ class MockGateway:
         self.think_s = 0.2
         self.refuse_until = 0.0
         self.fail_next = False
+        self.pause_on_speech = False   # True: speech pauses the reply and silence resumes it
         self.last_response_id: str | None = None
         self._n = 0
         self.loop: asyncio.AbstractEventLoop | None = None

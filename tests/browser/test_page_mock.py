@@ -239,3 +239,23 @@ def test_keyboard_alone_drives_the_page(launch, mock):
     page.keyboard.press("Escape")
     assert not page.is_visible("#settings")
     assert page.get_attribute("#transcript", "aria-live") == "polite"
+
+
+def test_false_interruption_pauses_then_resumes_the_same_reply(launch, mock, tmp_path):
+    mock.pause_on_speech = True
+    page = launch(mock.url, audio_files.cough_wav(tmp_path / "cough.wav", gap_s=2.5))
+    page.click("#mic-btn")
+    wait_hook(page, "t.truncates.length > 0", 20)
+    item = hook(page, "truncates")[0]["item_id"]
+    played_at_pause = hook(page, "clears")[0]["playedMs"]
+    wait_hook(page, "t.resumes === 1", 10)
+    wait_hook(page, "t.responses.length > 0 && t.state === 'listening'", 40)
+    t = hook(page)
+    assert t["responses"][0]["status"] == "completed"
+    # the same item kept playing after the pause, to its end
+    assert t["playback"]["samplesPlayed"] / 24 > played_at_pause + 2000
+    # everything that arrived was played, except what the pause dropped
+    assert t["playback"]["samplesPlayed"] == t["playback"]["samplesReceived"] - t["clears"][0]["dropped"]
+    assert len(page.locator(f"li.msg.assistant[data-item='{item}']").all()) == 1
+    assert page.locator("li.msg.assistant .unheard").count() == 0
+    assert page.locator("li.msg.assistant .badge", has_text="Interrupted").count() == 0
