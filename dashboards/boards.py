@@ -12,6 +12,7 @@ from stack.components import COMPONENTS, SPEECH_SERVICES
 
 GREEN, YELLOW, RED = "green", "yellow", "red"
 JOBS = "|".join(c.name for c in COMPONENTS)
+SPEECH_JOBS = "|".join(c.name for c in SPEECH_SERVICES)
 
 
 def _process(job: str) -> list[Panel]:
@@ -114,8 +115,11 @@ def gateway_board() -> dict[str, Any]:
         Panel("Error events by code", [t(rare_rate("voice_gateway_errors_total", by="code",
                                                    zero_from="voice_gateway_ws_messages_total"),
                                          "{{code}}")]),
-        Panel("Backend failures", [t(rare_rate("voice_gateway_backend_errors_total", by="backend"),
-                                     "{{backend}}")]),
+        Panel("Backend failures", [t(
+            rate("voice_gateway_backend_errors_total", by="backend")
+            # one zero line per speech service (backend names are the job names)
+            + f' or 0 * max by (backend) (label_replace(up{{job=~"{SPEECH_JOBS}"}}, "backend", "$1", "job", "(.*)"))',
+            "{{backend}}")]),
         Panel("Redis failures", [t(rare_rate("voice_gateway_redis_failures_total"), "failures/s")]),
         Panel("Queue depth", [t("max by (queue) (voice_gateway_queue_depth)", "{{queue}}")],
               description="Saturation: bounded per-session queues; deep means a consumer stalled."),

@@ -83,7 +83,9 @@ SLOS: tuple[SLO, ...] = (
         alert_prefix="VoiceTurnErrors",
         objective=0.995,
         description="99.5 % of turns complete without error",
-        bad='sum(rate(voice_gateway_turns_total{{outcome="failed"}}[{w}]))',
+        # No turn has failed yet means no "failed" series at all: count it as 0
+        # (with no turns at all the ratio stays empty, and alerts quiet).
+        bad='(sum(rate(voice_gateway_turns_total{{outcome="failed"}}[{w}])) or vector(0))',
         total="sum(rate(voice_gateway_turns_total[{w}]))",
     ),
     SLO(
