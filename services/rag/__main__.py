@@ -1,0 +1,62 @@
+"""`python -m services.rag`: the Retriever (RAG) gRPC service.
+
+Settings come from flags, then RAG_* environment variables, then defaults."""
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+from common import server
+from common.config import ServiceSettings, load_settings, setting
+from common.status import StreamStats
+from common.stubs import rag_pb2_grpc
+from services.rag.chunking import ChunkingConfig
+from services.rag.embedder import (
+    MiniLmEmbedder, OnnxOptions, default_model_path, default_tokenizer_path,
+)
+from services.rag.engine import MAX_K, RagConfig, RagEngine
+from services.rag.servicer import RetrieverServicer
+from stack.components import by_name
+
+ROOT = Path(__file__).resolve().parent.parent.parent
+
+COMPONENT = by_name("rag")
+
+
+@dataclasses.dataclass
+class Settings(ServiceSettings):
+    port: int = setting(COMPONENT.port, "gRPC port")
+    metrics_port: int = setting(COMPONENT.metrics_port, "Prometheus /metrics port (0 = off)")
+    docs_dir: str = setting(str(ROOT / "docs"), "documents folder (.md and .txt, searched recursively)")
+    index_dir: str = setting(str(ROOT / "var" / "rag"), "where the index is persisted")
+    model: str = setting(default_model_path(), "embedding ONNX model (all-MiniLM-L6-v2 int8)")
+    tokenizer: str = setting(default_tokenizer_path(), "tokenizer.json of the embedding model")
+    default_k: int = setting(3, f"passages returned when a request says k=0 (at most {MAX_K})")
+    max_query_chars: int = setting(1000, "longest query accepted")
+    chunk_min_words: int = setting(60, "shorter section tails merge into the previous chunk")
+    chunk_target_words: int = setting(120, "a chunk closes once it reaches this many words")
+    chunk_max_words: int = setting(200, "a chunk never grows past this many words")
+
+
+def build_engine(s: Settings) -> RagEngine:
+    embedder = MiniLmEmbedder(OnnxOptions(model_path=s.model, tokenizer_path=s.tokenizer,
+                                          threads=s.threads, device=s.device))
+    cfg = RagConfig(docs_dir=Path(s.docs_dir), index_dir=Path(s.index_dir), default_k=s.default_k,
+                    max_query_chars=s.max_query_chars,
+                    chunking=ChunkingConfig(s.chunk_min_words, s.chunk_target_words, s.chunk_max_words))
+    return RagEngine(embedder, cfg)
+
+
+async def main() -> None:
+    s = load_settings(Settings, "RAG_", description=__doc__)
+    label = Path(s.model).parent.name or "none"
+    stats = StreamStats(service="rag", model=label)
+
+    def add(srv, engine) -> None:
+        rag_pb2_grpc.add_RetrieverServicer_to_server(RetrieverServicer(engine, stats), srv)
+
+    await server.serve("rag", ["voice.v1.Retriever"], s, label, lambda: build_engine(s), add)
+
+
+if __name__ == "__main__":
+    server.run(main)

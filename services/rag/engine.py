@@ -1,0 +1,77 @@
+"""The RAG engine: validation, query embedding and search over the current
+index, and rebuilds. Synchronous and gRPC-free; the servicer calls it from a
+worker thread."""
+from __future__ import annotations
+
+import dataclasses
+import logging
+import threading
+import time
+from pathlib import Path
+
+from services.rag.chunking import ChunkingConfig
+from services.rag.embedder import Embedder
+from services.rag.index import BuildStats, VectorIndex, load_or_build
+from services.rag.schema import Hit, InvalidRequest, ReindexResult, SearchRequest
+
+log = logging.getLogger(__name__)
+
+MAX_K = 20
+
+
+@dataclasses.dataclass(frozen=True)
+class RagConfig:
+    docs_dir: Path
+    index_dir: Path
+    default_k: int = 3
+    max_query_chars: int = 1000
+    chunking: ChunkingConfig = ChunkingConfig()
+
+
+class RagEngine:
+    def __init__(self, embedder: Embedder, config: RagConfig) -> None:
+        self.embedder = embedder
+        self.config = config
+        self._rebuild_lock = threading.Lock()
+        self.index, self.last_build = self._load(force=False)
+
+    def _load(self, force: bool) -> tuple[VectorIndex, BuildStats]:
+        index, stats = load_or_build(self.config.docs_dir, self.config.index_dir, self.embedder,
+                                     self.config.chunking, force=force)
+        log.info("index of %s: %d documents, %d chunks (%s, %d embedded) in %.2f s",
+                 self.config.docs_dir, stats.documents, stats.chunks,
+                 "reloaded from disk" if stats.reloaded else "built", stats.embedded, stats.seconds)
+        return index, stats
+
+    def validate(self, req: SearchRequest) -> tuple[str, int]:
+        query = req.query.strip()
+        if not query:
+            raise InvalidRequest("query is empty")
+        if len(query) > self.config.max_query_chars:
+            raise InvalidRequest(f"query is {len(query)} characters; the limit is "
+                                 f"{self.config.max_query_chars}")
+        k = req.k or self.config.default_k
+        if not 1 <= k <= MAX_K:
+            raise InvalidRequest(f"k {req.k} is out of range 1..{MAX_K} "
+                                 f"(0 = server default {self.config.default_k})")
+        if not -1.0 <= req.min_score <= 1.0:  # NaN fails this too
+            raise InvalidRequest(f"min_score {req.min_score} is out of range [-1, 1]")
+        return query, k
+
+    def search(self, req: SearchRequest) -> list[Hit]:
+        """Best passages first; blocking (embeds the query)."""
+        query, k = self.validate(req)
+        index = self.index  # one consistent snapshot even if a rebuild swaps it
+        vec = self.embedder.embed([query])[0]
+        return index.search(vec, k, req.min_score)
+
+    def reindex(self) -> ReindexResult:
+        """Rebuild from the documents folder, re-embedding everything, and persist.
+        Concurrent calls run one after the other; searches keep using the old
+        index until the new one is complete."""
+        t0 = time.perf_counter()
+        with self._rebuild_lock:
+            index, stats = self._load(force=True)
+            self.index, self.last_build = index, stats
+        return ReindexResult(documents=stats.documents, chunks=stats.chunks,
+                             embedded=stats.embedded, duration_ms=(time.perf_counter() - t0) * 1000)
