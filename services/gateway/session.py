@@ -18,7 +18,7 @@ class TurnDetection:
 
     threshold: float = 0.5
     prefix_padding_ms: int = 300
-    silence_duration_ms: int = 700
+    silence_duration_ms: int = 500
     create_response: bool = True
     interrupt_response: bool = True
     min_interrupt_ms: int = 300

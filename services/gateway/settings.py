@@ -1,13 +1,17 @@
 """GatewaySettings: every knob of the gateway, resolved flag → env GATEWAY_* →
 default by common.config.load_settings (re-exported from ``__main__``).
 
-Default turn-taking values and why:
-- ``silence_duration_ms`` 700: the longest within-utterance pause the VAD finds
-  in the project's clips (tests/data/speech) is shorter than this, so none of
-  them is split into two turns; measured by bench/bench_gateway_endpointing.py
-  (see docs/gateway.md for the figures).
-- ``vad_min_silence_ms`` 160: the VAD reports "silence began" after this much
-  silence, so the final transcription starts while the window is still open.
+Default turn-taking values and why (measured by bench/bench_gateway_endpointing.py
+on the project's clips with the real VAD service; figures in docs/gateway.md):
+- ``silence_duration_ms`` 500: the longest pause the VAD finds inside any of
+  the clips is 96 ms, and with the gateway's VAD settings no clip is split at
+  any window from 300 ms up (split rate 0/5). 500 ms is five times that
+  longest pause and longer than the 200-400 ms comma pauses of conversational
+  speech, while leaving room in the 800 ms voice-to-voice budget; the
+  mid-sentence-pause test (turns) checks the continuation logic itself.
+- ``vad_min_silence_ms`` 128 (4 VAD frames): longer than any pause inside the
+  clips, and short, so "silence began" — and with it the final transcription
+  — comes early, hidden by the rest of the window.
 - ``min_interrupt_ms`` 300 and ``false_interruption_timeout_ms`` 800: a crisp
   "stop" (~350 ms) confirms a barge-in; a cough (empty transcript) never does,
   and the paused reply resumes 0.8 s after the noise ends."""
@@ -44,10 +48,10 @@ class GatewaySettings:
     input_queue_ms: int = setting(4000, "input audio queued ahead of processing before appends are refused")
     outbox_max_events: int = setting(1024, "server events queued for a client that is not reading before it is disconnected")
     audio_lead_ms: int = setting(1000, "how far output audio is sent ahead of real-time playback")
-    silence_duration_ms: int = setting(700, "default end-of-turn silence (chosen by measurement)")
+    silence_duration_ms: int = setting(500, "default end-of-turn silence (chosen by measurement)")
     prefix_padding_ms: int = setting(300, "default audio kept before speech onset")
     vad_threshold: float = setting(0.5, "default VAD speech probability threshold")
-    vad_min_silence_ms: int = setting(160, "VAD silence before it reports speech stopped")
+    vad_min_silence_ms: int = setting(128, "VAD silence before it reports speech stopped")
     vad_min_speech_ms: int = setting(120, "VAD speech before it reports speech started")
     min_interrupt_ms: int = setting(300, "default speech needed to confirm a barge-in")
     false_interruption_timeout_ms: int = setting(800, "default wait before a paused reply resumes after non-speech")
