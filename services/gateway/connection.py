@@ -12,7 +12,7 @@ from fastapi import WebSocket
 from starlette.websockets import WebSocketDisconnect
 
 from services.gateway import events, metrics, protocol
-from services.gateway.conversation import Conversation, default_config
+from services.gateway.conversation import Conversation, default_config, rag_has_documents
 from services.gateway.protocol import ProtocolError, new_id
 from services.gateway.session import SessionState
 
@@ -28,8 +28,12 @@ async def serve(ws: WebSocket, ctx: Any) -> None:
     resumed = state is not None
     if state is None:
         state = SessionState(id=new_id("sess"), config=default_config(settings, ws.query_params.get("model")))
-        ctx.store.save(state)
     backends = ctx.backends.for_session(state.id)
+    if not resumed:
+        # Retrieval is on by default only when the RAG service has documents.
+        if state.config.retrieval_enabled and await rag_has_documents(backends.rag, ctx.clock) is False:
+            state.config.retrieval_enabled = False
+        ctx.store.save(state)
     if not resumed:
         for svc, variant in backends.variants.items():
             metrics.count_routing(svc, variant)

@@ -33,6 +33,24 @@ def default_turn_detection(s: GatewaySettings) -> TurnDetection:
                          false_interruption_timeout_ms=s.false_interruption_timeout_ms)
 
 
+_DOCS_CACHE: dict[str, tuple[float, bool]] = {}
+DOCS_CACHE_S = 30.0
+
+
+async def rag_has_documents(rag: Any, clock: Any) -> bool | None:
+    """Whether the retrieval service has any passage (cached per address for
+    30 s); None when it cannot be asked (then the session default stands)."""
+    hit = _DOCS_CACHE.get(rag.address)
+    if hit and clock.now() - hit[0] < DOCS_CACHE_S:
+        return hit[1]
+    try:
+        found = bool(await rag.search("hello", 1, 0.0))
+    except BackendError:
+        return None
+    _DOCS_CACHE[rag.address] = (clock.now(), found)
+    return found
+
+
 class Conversation:
     def __init__(self, state: SessionState, settings: GatewaySettings, backends: Any, clock: Any,
                  store: Any, load_session: Callable[[str], Coroutine[Any, Any, SessionState | None]] | None = None) -> None:

@@ -218,3 +218,32 @@ def test_static_client_is_served_at_root(tmp_path, provider):
         assert c.get("/").text == "<html>voice</html>"
         assert c.get("/app.js").status_code == 200
         assert c.get("/healthz").status_code == 200
+
+
+@pytest.mark.parametrize("has_docs", [True, False])
+def test_retrieval_is_on_by_default_only_when_documents_exist(has_docs):
+    from services.gateway.backends.types import Passage
+    from services.gateway import conversation
+
+    conversation._DOCS_CACHE.clear()
+    clock = MonotonicClock()
+    docs = [Passage("faq.md", "Opening hours", "We open at nine.", 0.8),
+            Passage("faq.md", "Parking", "Park behind the shop.", 0.1)] if has_docs else []
+    provider = FakeProvider(lambda sid: FakeBackends.create(clock, passages=docs, replies=("We open at nine.",)))
+    app = create_app(GatewaySettings(redis_url="", web_dir="/nonexistent"), backends=provider)
+    with TestClient(app) as c, c.websocket_connect("/v1/realtime") as ws:
+        session = ws.receive_json()["session"]
+        assert session["retrieval"]["enabled"] is has_docs
+        still_usable(ws)
+        ws.send_json({"type": "response.create"})
+        done = recv_until(ws, "response.done")[-1]["response"]
+        b = provider.sessions[session["id"]]
+        if has_docs:
+            # Passages under the score floor are not given to the LLM.
+            assert [p.title for p in b.llm.passages[-1]] == ["Opening hours"]
+            assert json.loads(done["metadata"]["sources"]) == [
+                {"source": "faq.md", "title": "Opening hours", "score": 0.8}]
+        else:
+            assert "sources" not in (done["metadata"] or {})
+            assert b.llm.passages[-1] == []
+    conversation._DOCS_CACHE.clear()
