@@ -25,7 +25,9 @@ class Settings(ServiceSettings):
     interim_interval_ms: int = setting(400, "new audio between interims when the client sends 0 (max 500)")
     interim_trim: bool = setting(True, "interim passes encode only the audio (+pad), not a 30 s window")
     interim_pad_s: float = setting(3.0, "silence the trimmed interim encoder sees after the audio")
-    final_vad_filter: bool = setting(False, "run Silero VAD inside final passes (drops silence)")
+    final_trim: bool = setting(True, "final passes encode only the audio (+pad); off = faster-whisper's 30 s window")
+    final_pad_s: float = setting(3.0, "silence the trimmed final encoder sees after the audio")
+    final_vad_filter: bool = setting(False, "run Silero VAD inside final passes (implies the 30 s window)")
     max_utterance_s: float = setting(30.0, "an utterance this long gets a final without force_eou")
     warmup: bool = setting(True, "run one pass of each kind before reporting SERVING")
 
@@ -37,6 +39,7 @@ def _load(s: Settings):
     engine = WhisperEngine(str(models.resolve(s.model)), EngineOptions(
         device=s.device, compute_type=s.compute_type, threads=s.threads, num_workers=s.num_workers,
         interim_trim=s.interim_trim, interim_pad_s=s.interim_pad_s,
+        final_trim=s.final_trim, final_pad_s=s.final_pad_s,
         final_vad_filter=s.final_vad_filter, max_streams=s.max_streams))
     if s.warmup:
         engine.warmup()

@@ -2,19 +2,23 @@
 by every stream, no gRPC. Two kinds of pass:
 
 - interim: one fast greedy decode of the utterance so far (beam 1, no
-  timestamps, no conditioning, no VAD). Whisper's encoder is trained on 30 s
-  windows and faster-whisper always pads to 30 s, which makes the encoder cost
-  the same for 1 s as for 30 s; CTranslate2 also accepts shorter inputs, so
-  the interim pass pads only to the audio length + ``interim_pad_s`` (about
-  4x faster here, same WER on the test clips). ``interim_trim=False`` falls
-  back to faster-whisper's own full-window pass.
-- final: faster-whisper's transcribe with the stream's beam size and word
-  timestamps.
+  timestamps, no conditioning, no VAD), no word timings.
+- final: beam search with the stream's beam size, then word timings from
+  Whisper's cross-attention alignment (faster-whisper's own code).
 
-Interims hold at most ``num_workers - 1`` of the model's workers (a process-
-wide slot), so a final always finds a free worker instead of queueing behind
-interims of other streams: end-of-utterance latency is what the user waits on.
-Passes check a cancel flag between steps, so a cancelled stream stops work.
+Whisper's encoder is trained on 30 s windows and faster-whisper always pads
+to 30 s, so encoding 1 s costs as much as 30 s (about 0.4 s on 2 CPU cores).
+CTranslate2 also takes shorter inputs, so both passes encode only the audio
+plus a few seconds of padding (``*_pad_s``): 3-10x less encoder time for
+short utterances, the same WER and word times on the test clips. A final
+whose decode looks unreliable (looping or low log-probability) is redone
+with faster-whisper's full-window transcribe and its temperature fallback;
+``interim_trim``/``final_trim`` off always use that path.
+
+Scheduling: interims hold at most ``num_workers - 1`` of the model's workers
+(a process-wide slot) and do not start while a final runs, so the pass the
+user is waiting for never queues behind other streams' interims. Passes check
+a cancel flag between steps, so a cancelled stream stops its work.
 """
 from __future__ import annotations
 
@@ -71,6 +75,8 @@ class EngineOptions:
     num_workers: int = 2
     interim_trim: bool = True
     interim_pad_s: float = 3.0
+    final_trim: bool = True
+    final_pad_s: float = 3.0
     final_vad_filter: bool = False
     max_streams: int = 8
 
@@ -93,6 +99,8 @@ class WhisperEngine:
         self._tok_lock = threading.Lock()
         # Interims may use every worker but one (at least one), finals never wait for a slot.
         self._interim_slots = threading.BoundedSemaphore(max(1, options.num_workers - 1))
+        self._final_cond = threading.Condition()
+        self._finals_running = 0
         # Own pools, sized for every stream's in-flight pass: the default executor is
         # small (cores + 4) and a final must not queue behind other streams' interims.
         self.interim_pool = ThreadPoolExecutor(options.max_streams, thread_name_prefix="asr-interim")
@@ -106,6 +114,7 @@ class WhisperEngine:
 
     def transcribe_interim(self, audio: np.ndarray, language: str | None,
                            cancel: threading.Event) -> Transcript:
+        self._yield_to_finals(cancel)
         if not self.options.interim_trim or language is None or audio.size > 30 * SAMPLE_RATE:
             return self._transcribe(audio, language, beam_size=1, words=False, cancel=cancel,
                                     slot=self._interim_slots)
@@ -117,7 +126,20 @@ class WhisperEngine:
 
     def transcribe_final(self, audio: np.ndarray, language: str | None, beam_size: int,
                          cancel: threading.Event) -> Transcript:
-        return self._transcribe(audio, language, beam_size=beam_size, words=True, cancel=cancel)
+        self._finals_started()
+        try:
+            if self.options.final_trim and language is not None and audio.size <= 29 * SAMPLE_RATE \
+                    and not self.options.final_vad_filter:
+                _check(cancel)
+                t0 = time.perf_counter()
+                try:
+                    text, words = self._final_trimmed(audio, language, beam_size, cancel)
+                    return Transcript(text, words, time.perf_counter() - t0)
+                except Unreliable:
+                    log.info("trimmed final pass unreliable: redoing it on the full 30 s window")
+            return self._transcribe(audio, language, beam_size=beam_size, words=True, cancel=cancel)
+        finally:
+            self._finals_done()
 
     def warmup(self) -> None:
         """One pass of each kind, so the first user does not pay for lazy init."""
@@ -144,16 +166,10 @@ class WhisperEngine:
             return tok
 
     def _greedy_trimmed(self, audio: np.ndarray, language: str, cancel: threading.Event) -> str:
-        from faster_whisper.audio import pad_or_trim
         from faster_whisper.transcribe import get_suppressed_tokens
 
         tok = self._tokenizer(language)
-        feats = self.model.feature_extractor(audio)
-        pad = int(self.options.interim_pad_s * FRAMES_PER_SECOND)
-        # Whole seconds of input so CTranslate2 sees a few distinct shapes, not one per call.
-        target = min(WINDOW_FRAMES, int(math.ceil((feats.shape[-1] + pad) / FRAMES_PER_SECOND))
-                     * FRAMES_PER_SECOND)
-        encoded = self.model.encode(pad_or_trim(feats, target))
+        encoded, _ = self._encode_trimmed(audio, self.options.interim_pad_s)
         _check(cancel)
         prompt = list(tok.sot_sequence) + [tok.no_timestamps]
         # Greedy decoding on a short window can loop ("Mr. Chair and Mr. Chair ..."): cap
@@ -172,6 +188,70 @@ class WhisperEngine:
             raise Unreliable(text)
         return text
 
+    def _encode_trimmed(self, audio: np.ndarray, pad_s: float):
+        """(encoder output, content frames) for the audio plus ``pad_s`` of padding."""
+        from faster_whisper.audio import pad_or_trim
+
+        feats = self.model.feature_extractor(audio)
+        content = min(feats.shape[-1] - 1, WINDOW_FRAMES)
+        pad = int(pad_s * FRAMES_PER_SECOND)
+        # Whole seconds of input so CTranslate2 sees a few distinct shapes, not one per call.
+        target = min(WINDOW_FRAMES, int(math.ceil((content + pad) / FRAMES_PER_SECOND))
+                     * FRAMES_PER_SECOND)
+        return self.model.encode(pad_or_trim(feats, target)), content
+
+    def _final_trimmed(self, audio: np.ndarray, language: str, beam_size: int,
+                       cancel: threading.Event) -> tuple[str, tuple[Word, ...]]:
+        """Beam search on the trimmed encoder, then Whisper's cross-attention word
+        alignment (faster-whisper's own add_word_timestamps). Raises Unreliable
+        where faster-whisper would fall back to sampling: the caller then runs
+        the full-window pass with its temperature fallback."""
+        from faster_whisper.transcribe import get_suppressed_tokens
+
+        tok = self._tokenizer(language)
+        encoded, content = self._encode_trimmed(audio, self.options.final_pad_s)
+        _check(cancel)
+        prompt = list(tok.sot_sequence) + [tok.no_timestamps]
+        result = self.model.model.generate(
+            encoded, [prompt], beam_size=beam_size, patience=1.0, length_penalty=1.0,
+            max_length=self.model.max_length // 2, return_scores=True, return_no_speech_prob=True,
+            suppress_blank=True, suppress_tokens=get_suppressed_tokens(tok, [-1]))[0]
+        ids = [t for t in result.sequences_ids[0] if t < tok.eot]
+        avg_logprob = result.scores[0] * len(ids) / (len(ids) + 1)
+        if result.no_speech_prob > 0.6 and avg_logprob < -1.0:   # faster-whisper's silence rule
+            return "", ()
+        text = tok.decode(ids).strip()
+        if _compression_ratio(text) > 2.4 or avg_logprob < -1.0:
+            raise Unreliable(text)
+        if not ids:
+            return "", ()
+        _check(cancel)
+        seconds = audio.size / SAMPLE_RATE
+        segments = [[{"tokens": ids, "seek": 0, "start": 0.0, "end": seconds}]]
+        self.model.add_word_timestamps(segments, tok, encoded, content, "\"'“¿([{-",
+                                       "\"'.。,，!！?？:：”)]}、", 0.0)
+        words: list[Word] = []
+        for w in segments[0][0].get("words", ()):
+            words.append(Word(word=w["word"], start_ms=int(round(w["start"] * 1000)),
+                              end_ms=int(round(w["end"] * 1000)), probability=float(w["probability"])))
+        return text, _join_pieces(words)
+
+    def _finals_started(self) -> None:
+        with self._final_cond:
+            self._finals_running += 1
+
+    def _finals_done(self) -> None:
+        with self._final_cond:
+            self._finals_running -= 1
+            self._final_cond.notify_all()
+
+    def _yield_to_finals(self, cancel: threading.Event) -> None:
+        """Interims wait while any final runs: on a saturated CPU they would slow
+        down the pass the user is waiting for."""
+        with self._final_cond:
+            while self._finals_running and not cancel.is_set():
+                self._final_cond.wait(0.05)
+
     def _transcribe(self, audio: np.ndarray, language: str | None, *, beam_size: int, words: bool,
                     cancel: threading.Event, slot: threading.BoundedSemaphore | None = None) -> Transcript:
         if slot is not None:
@@ -189,23 +269,30 @@ class WhisperEngine:
                 _check(cancel)
                 texts.append(seg.text.strip())
                 for w in seg.words or ():
-                    word = Word(word=w.word.strip(), start_ms=int(round(w.start * 1000)),
-                                end_ms=int(round(w.end * 1000)), probability=float(w.probability))
-                    if found and w.word[:1] not in " " and not w.word[:1].isalnum():
-                        # A piece like "-disposed" continues the previous word ("ill"):
-                        # one word per word of the text. (Languages without spaces
-                        # come as one character per piece and are left alone.)
-                        prev = found[-1]
-                        word = Word(prev.word + word.word, prev.start_ms, word.end_ms,
-                                    min(prev.probability, word.probability))
-                        found[-1] = word
-                    else:
-                        found.append(word)
-            return Transcript(text=" ".join(t for t in texts if t), words=tuple(found),
+                    found.append(Word(word=w.word, start_ms=int(round(w.start * 1000)),
+                                      end_ms=int(round(w.end * 1000)), probability=float(w.probability)))
+            return Transcript(text=" ".join(t for t in texts if t), words=_join_pieces(found),
                               model_seconds=time.perf_counter() - t0)
         finally:
             if slot is not None:
                 slot.release()
+
+
+def _join_pieces(raw: list[Word]) -> tuple[Word, ...]:
+    """Whisper's words keep their leading space; a piece without one that starts
+    with punctuation ("-disposed") continues the previous word ("ill"), so there is
+    one Word per word of the text. (Languages written without spaces come one
+    character per piece and are left alone.)"""
+    out: list[Word] = []
+    for w in raw:
+        first = w.word[:1]
+        if out and first not in (" ", "") and not first.isalnum():
+            prev = out[-1]
+            out[-1] = Word(prev.word + w.word.strip(), prev.start_ms, w.end_ms,
+                           min(prev.probability, w.probability))
+        else:
+            out.append(Word(w.word.strip(), w.start_ms, w.end_ms, w.probability))
+    return tuple(w for w in out if w.word)
 
 
 def _compression_ratio(text: str) -> float:

@@ -57,14 +57,21 @@ def test_interim_pass_hears_the_same_words(engine, short_clip) -> None:
     assert tr.words == ()       # interims carry no word timings
 
 
-def test_untrimmed_interim_fallback_also_works(short_clip) -> None:
+def test_full_window_passes_agree_with_the_trimmed_ones(engine, short_clip) -> None:
     audio, ref = short_clip
-    e = WhisperEngine(str(models.resolve("base")), EngineOptions(interim_trim=False, num_workers=1))
+    full = WhisperEngine(str(models.resolve("base")),
+                         EngineOptions(interim_trim=False, final_trim=False, num_workers=1))
     try:
-        tr = e.transcribe_interim(audio, "en", threading.Event())
+        interim = full.transcribe_interim(audio, "en", threading.Event())
+        final = full.transcribe_final(audio, "en", 5, threading.Event())
     finally:
-        e.close()
-    assert jiwer.wer(norm(ref), norm(tr.text)) <= 0.25
+        full.close()
+    assert jiwer.wer(norm(ref), norm(interim.text)) <= 0.25
+    trimmed = engine.transcribe_final(audio, "en", 5, threading.Event())
+    assert [w.word for w in final.words] == [w.word for w in trimmed.words]
+    # Word times from the short encoder window stay within 100 ms of the 30 s window's.
+    assert all(abs(a.start_ms - b.start_ms) <= 100 and abs(a.end_ms - b.end_ms) <= 100
+               for a, b in zip(final.words, trimmed.words))
 
 
 def test_a_cancelled_stream_runs_no_pass(engine, short_clip) -> None:
@@ -106,3 +113,16 @@ def test_prepare_joins_the_parts_once_and_atomically(tmp_path) -> None:
 def test_model_setting_rejects_a_directory_without_a_model(tmp_path) -> None:
     with pytest.raises(FileNotFoundError, match="CTranslate2 Whisper"):
         models.resolve(str(tmp_path))
+
+
+def test_word_pieces_join_into_the_words_of_the_text() -> None:
+    from services.asr.engine import _join_pieces
+    from services.asr.results import Word
+
+    raw = [Word(" He", 0, 300, 0.9), Word(" ill", 300, 500, 0.8), Word("-disposed", 500, 900, 0.7),
+           Word(" man.", 900, 1200, 0.95)]
+    assert _join_pieces(raw) == (Word("He", 0, 300, 0.9), Word("ill-disposed", 300, 900, 0.7),
+                                 Word("man.", 900, 1200, 0.95))
+    # Without spaces (e.g. Chinese, one character per piece) nothing is joined.
+    cjk = [Word("你", 0, 100, 0.9), Word("好", 100, 200, 0.9)]
+    assert [w.word for w in _join_pieces(cjk)] == ["你", "好"]
