@@ -79,9 +79,16 @@ def hook(page, path: str = ""):
 
 
 def wait_hook(page, condition: str, timeout_s: float = 30) -> None:
-    """Wait until a JS condition on `t` (= window.__voiceTest) holds."""
-    page.wait_for_function(f"(() => {{ const t = window.__voiceTest; return {condition}; }})()",
-                           timeout=timeout_s * 1000)
+    """Wait until a JS condition on `t` (= window.__voiceTest) holds; on timeout
+    the failure shows the hook's state, so it says what did happen instead."""
+    try:
+        page.wait_for_function(f"(() => {{ const t = window.__voiceTest; return {condition}; }})()",
+                               timeout=timeout_s * 1000)
+    except sync_api.TimeoutError:
+        state = {k: v for k, v in hook(page).items() if k != "serverEvents"}
+        events = hook(page, "serverEvents")
+        raise AssertionError(f"timed out after {timeout_s} s waiting for: {condition}\n"
+                             f"page state: {state}\nserver events: {events}") from None
 
 
 def shot(page, name: str) -> Path:
@@ -98,9 +105,14 @@ def real_stack():
     missing = [s for s in ("vad", "asr", "llm", "rag", "tts", "gateway") if not (root / s / "__main__.py").exists()]
     if missing:
         pytest.skip(f"services not built yet: {', '.join(missing)}")
+    from concurrent.futures import ThreadPoolExecutor
+
     from tests.stack import start_stack
 
-    st = start_stack()
+    # Playwright's sync API keeps an event loop running in this thread, and the
+    # gRPC readiness probe uses asyncio.run(): start the stack from another thread.
+    with ThreadPoolExecutor(1) as pool:
+        st = pool.submit(start_stack).result()
     try:
         yield st
     finally:

@@ -10,6 +10,7 @@ reconnects by itself to the same session; a blocked microphone is explained.
 """
 from __future__ import annotations
 
+import re
 import time
 
 import jiwer
@@ -38,7 +39,8 @@ def test_spoken_question_gets_a_spoken_answer(launch, real_stack, tmp_path):
     wait_hook(page, "t.userTranscripts.length > 0", 90)
     heard = hook(page, "userTranscripts")[0]
     ref = audio_files.reference(audio_files.QUESTION_CLIP)
-    assert jiwer.wer(ref, heard.lower().strip(" .?!")) < 0.5, heard
+    words = re.sub(r"[^a-z' ]", " ", heard.lower()).split()
+    assert jiwer.wer(ref, " ".join(words)) < 0.5, heard   # the browser's noise suppression costs a little
     assert page.locator("li.msg.user .text").first.inner_text().strip()
     wait_hook(page, "t.playback.samplesPlayed > 12000", 90)
     shot(page, "stack-01-speaking")

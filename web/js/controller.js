@@ -4,7 +4,7 @@
  * interrupting) into client events. All protocol knowledge of the page lives
  * here; the views and audio classes know nothing about the wire format.
  */
-import { base64ToBytes, bytesToBase64 } from "./pcm.js";
+import { base64ToBytes, bytesToBase64, samplesToMs } from "./pcm.js";
 import { parseSources, parseTimings, renderLatencyPanel } from "./latency.js";
 import { sessionUpdate } from "./settings.js";
 
@@ -346,7 +346,7 @@ export class Controller {
     const r = this.responses.get(this.itemResponse.get(item));
     const streaming = r && !r.done;
     if (!unplayedBefore && !res.dropped && !streaming) return; // everything was heard
-    const playedMs = Math.round(((this.playback.played[item] || 0) * 1000) / this.playback.rate);
+    const playedMs = samplesToMs(this.playback.played[item] || 0, this.playback.rate);
     if (this.truncated.get(item) === playedMs) return; // already told the server exactly this
     this.truncated.set(item, playedMs);
     this.client.send({ type: "conversation.item.truncate", item_id: item, content_index: 0, audio_end_ms: playedMs });

@@ -20,5 +20,5 @@ export function base64ToBytes(b64) {
 }
 
 export function samplesToMs(samples, rate) {
-  return Math.round((samples * 1000) / rate);
+  return Math.floor((samples * 1000) / rate); // never claim more than was played
 }
