@@ -42,8 +42,8 @@ class TurnTimings:
             "speech_end_ms": self._ms(self.speech_end, self.vad_stopped),
             "endpoint_ms": self._ms(self.speech_end, self.turn_end),
             "asr_final_ms": self._ms(self.eou_sent, self.final),
-            "asr_wait_ms": self._ms(self.turn_end, self.final) if self.final and self.turn_end
-            and self.final > self.turn_end else (0.0 if self.final is not None else None),
+            # _ms clamps at 0: a final that came before the window closed cost nothing.
+            "asr_wait_ms": self._ms(self.turn_end, self.final),
             "retrieval_ms": None if self.retrieval_s is None else round(self.retrieval_s * 1000.0, 1),
             "llm_first_token_ms": self._ms(self.llm_start, self.llm_first_token),
             "tts_first_audio_ms": self._ms(self.tts_start, self.tts_first_audio),

@@ -164,6 +164,24 @@ async def test_a_clip_then_silence_gets_a_spoken_answer(stack):
         print("timings:", timings)
 
 
+async def test_no_clip_is_split_into_two_turns(stack):
+    """The endpointing split rate on the project's clips, measured through the
+    real gateway, VAD and ASR: every clip must be exactly one user turn."""
+    turn = {"type": "server_vad", "create_response": False}
+    async with connect(stack, audio={"input": {"turn_detection": turn}}) as c:
+        refs = []
+        for i in range(len(clips())):
+            pcm, ref = clip24k(i)
+            refs.append(ref)
+            await c.stream(pcm + silence(1500, RATE))
+        await c.wait_for("conversation.item.input_audio_transcription.completed", count=len(refs), timeout=60)
+        committed = c.of("input_audio_buffer.committed")
+        print(f"split rate: {len(committed) - len(refs)} extra turns over {len(refs)} clips")
+        assert len(c.of("input_audio_buffer.speech_started")) == len(refs)
+        assert len(committed) == len(refs)
+        assert not c.of("response.created")
+
+
 async def test_second_clip_while_the_reply_plays_interrupts_it(stack):
     first, _ = clip24k(1)
     second, second_ref = clip24k(2)
