@@ -55,7 +55,7 @@ class OnnxOptions:
     tokenizer_path: str
     threads: int = 2
     max_tokens: int = 256   # the model was trained on 256-token inputs
-    batch_size: int = 8     # larger batches pad more and were no faster on 2 cores
+    batch_size: int = 1     # larger batches were no faster on 2 cores, and peak memory grows with batch x length
     device: str = "cpu"
 
 
