@@ -38,7 +38,8 @@ class Settings(ServiceSettings):
     queue: int = setting(8, "requests that may wait for a free instance; more get RESOURCE_EXHAUSTED")
     queue_timeout_s: float = setting(30.0, "longest wait for a free instance before RESOURCE_EXHAUSTED")
     max_tokens: int = setting(120, "answer length when a request says 0 (voice answers are short)")
-    max_tokens_limit: int = setting(1024, "largest max_tokens a request may ask for")
+    max_tokens_limit: int = setting(4096, "largest max_tokens a request may ask for (the Realtime "
+                                          "API's limit; answers are clipped to the context window)")
     temperature: float = setting(0.7, "default sampling temperature (0 = greedy)")
     top_p: float = setting(0.9, "default nucleus sampling top_p")
     top_k: int = setting(40, "default top_k (0 = off)")

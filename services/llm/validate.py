@@ -12,7 +12,7 @@ MAX_SEED = 2**32 - 1   # llama.cpp seeds are uint32
 @dataclasses.dataclass(frozen=True)
 class Limits:
     default_max_tokens: int = 120
-    max_tokens_limit: int = 1024
+    max_tokens_limit: int = 4096
     temperature: float = 0.7
     top_p: float = 0.9
     top_k: int = 40
