@@ -156,7 +156,8 @@ def report(turns: list[Turn], barges: list[BargeIn], n_clips: int) -> str:
     lines.append(f"{'voice-to-voice (client)':<34}{len(v2v):>4}{p50:>9.0f}{p95:>9.0f}   "
                  f"p50 ≤ {V2V_TARGET_P50_MS:.0f}: {verdict(p50, V2V_TARGET_P50_MS)}; "
                  f"p95 ≤ {V2V_TARGET_P95_MS:.0f}: {verdict(p95, V2V_TARGET_P95_MS)}")
-    for k in STAGES:
+    extra = sorted({k for t in turns for k in t.timings} - set(STAGES) - {"speech_end_ms"})
+    for k in STAGES + tuple(extra):   # the gateway's own extra stages too, if it reports any
         vals = [t.timings[k] for t in turns if isinstance(t.timings.get(k), (int, float))]
         lines.append(f"{'  ' + k + ' (gateway)':<34}{len(vals):>4}{pct(vals, 50):>9.0f}{pct(vals, 95):>9.0f}")
     react = [b.reaction_ms for b in barges if b.reaction_ms is not None]
