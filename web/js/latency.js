@@ -85,12 +85,21 @@ export function stageRows(timings, clientMs) {
   return rows;
 }
 
+/** The headline: voice-to-voice from the gateway, or for a typed message
+ * (no voice in) the time to first sound measured here. */
+function headline(timings, clientMs) {
+  if (typeof timings.voice_to_voice_ms === "number") return ["Voice to voice", timings.voice_to_voice_ms];
+  if (typeof clientMs === "number") return ["Message to first sound", clientMs];
+  return ["Answer", null];
+}
+
 /** Compact, expandable latency line under one answer. */
 export function renderTurnLatency(timings, clientMs) {
   if (!timings) return null;
   const d = el("details", "turn-latency");
   const s = el("summary");
-  s.append(el("span", "label", "Voice to voice"), el("strong", null, fmtMs(timings.voice_to_voice_ms)));
+  const [label, ms] = headline(timings, clientMs);
+  s.append(el("span", "label", label), el("strong", null, fmtMs(ms)));
   d.append(s, stageRows(timings, clientMs));
   return d;
 }
@@ -103,6 +112,7 @@ export function renderLatencyPanel(root, timings, clientMs) {
     return;
   }
   const big = el("div", "v2v");
-  big.append(el("span", "num", fmtMs(timings.voice_to_voice_ms)), el("span", "cap", "voice to voice"));
+  const [label, ms] = headline(timings, clientMs);
+  big.append(el("span", "num", fmtMs(ms)), el("span", "cap", label.toLowerCase()));
   root.append(big, stageRows(timings, clientMs));
 }
