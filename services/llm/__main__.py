@@ -35,7 +35,8 @@ class Settings(ServiceSettings):
     n_gpu_layers: int = setting(0, "layers offloaded to the GPU; with device=cuda, 0 means all "
                                    "(needs a CUDA build of llama-cpp-python)")
     instances: int = setting(2, "model instances, i.e. generations that run at once")
-    queue: int = setting(8, "requests that may wait for a free instance; more get RESOURCE_EXHAUSTED")
+    queue: int = setting(8, "requests that may wait for a free instance (and at most max_streams "
+                            "minus instances); more get RESOURCE_EXHAUSTED")
     queue_timeout_s: float = setting(30.0, "longest wait for a free instance before RESOURCE_EXHAUSTED")
     max_tokens: int = setting(120, "answer length when a request says 0 (voice answers are short)")
     max_tokens_limit: int = setting(4096, "largest max_tokens a request may ask for (the Realtime "
@@ -62,7 +63,10 @@ def build_engine(s: Settings) -> LlmEngine:
     limits = Limits(default_max_tokens=s.max_tokens, max_tokens_limit=s.max_tokens_limit,
                     temperature=s.temperature, top_p=s.top_p, top_k=s.top_k,
                     repeat_penalty=s.repeat_penalty)
-    cfg = EngineConfig(limits=limits, system_prompt=s.system_prompt, max_waiting=s.queue,
+    # max_streams (every service's cap on streams at once) also bounds the
+    # queue: running + waiting never exceeds it.
+    waiting = max(0, min(s.queue, s.max_streams - len(instances)))
+    cfg = EngineConfig(limits=limits, system_prompt=s.system_prompt, max_waiting=waiting,
                        wait_timeout_s=s.queue_timeout_s)
     return LlmEngine(tok, instances, cfg, on_done=llm_metrics.record)
 

@@ -198,3 +198,35 @@ async def test_sampling_overrides_reach_the_model():
     s = inst.last_sampling
     assert (s.temperature, s.top_k, s.seed) == (0.0, 5, 9)
     eng.close()
+
+
+async def test_many_streams_with_random_cancels_never_leak_an_instance():
+    import random
+
+    rng = random.Random(5)
+    instances = [ScriptedInstance(["t"] * 30) for _ in range(2)]
+    eng, done = make(instances, max_waiting=64, wait_timeout_s=30)
+    outcomes = {"done": 0, "cancelled": 0}
+
+    async def client(i: int) -> None:
+        task = asyncio.create_task(collect(eng))
+        if rng.random() < 0.5:
+            await asyncio.sleep(rng.random() * 0.003)
+            task.cancel()
+        try:
+            await task
+            outcomes["done"] += 1
+        except asyncio.CancelledError:
+            outcomes["cancelled"] += 1
+
+    await asyncio.gather(*(client(i) for i in range(40)))
+    assert outcomes["done"] + outcomes["cancelled"] == 40
+    assert outcomes["done"] > 0 and outcomes["cancelled"] > 0
+    await wait_for(lambda: eng.workers_running == 0)
+    assert eng.pool.busy == 0 and eng.pool.waiting == 0
+    assert len(eng.pool.idle()) == 2
+    # Every generation that started was accounted exactly once.
+    assert len(done) == sum(i.generations for i in instances)
+    deltas, final = await collect(eng)
+    assert final.finish_reason == "stop" and len(deltas) == 30
+    eng.close()
