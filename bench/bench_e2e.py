@@ -160,6 +160,12 @@ def report(turns: list[Turn], barges: list[BargeIn], n_clips: int) -> str:
     for k in STAGES + tuple(extra):   # the gateway's own extra stages too, if it reports any
         vals = [t.timings[k] for t in turns if isinstance(t.timings.get(k), (int, float))]
         lines.append(f"{'  ' + k + ' (gateway)':<34}{len(vals):>4}{pct(vals, 50):>9.0f}{pct(vals, 95):>9.0f}")
+    medians = {k: pct([t.timings[k] for t in turns if isinstance(t.timings.get(k), (int, float))], 50)
+               for k in STAGES[:-1] + tuple(extra)}
+    medians = {k: v for k, v in medians.items() if v == v}
+    if medians:
+        worst = max(medians, key=medians.get)
+        lines.append(f"  largest stage at p50: {worst} ({medians[worst]:.0f} ms)")
     react = [b.reaction_ms for b in barges if b.reaction_ms is not None]
     b95 = pct(react, 95)
     lines.append(f"{'barge-in reaction':<34}{len(react):>4}{pct(react, 50):>9.0f}{b95:>9.0f}   "
