@@ -3,12 +3,16 @@ status codes; client cancellation arrives as CancelledError in the stream and
 reaches the engine by closing its generator."""
 from __future__ import annotations
 
+import logging
+
 import grpc
 
 from common.status import StreamStats
 from common.stubs import llm_pb2_grpc
 from services.llm import convert
 from services.llm.schema import Busy, GenerateDone, InvalidRequest
+
+log = logging.getLogger(__name__)
 
 
 class ChatServicer(llm_pb2_grpc.ChatServicer):
@@ -32,6 +36,10 @@ class ChatServicer(llm_pb2_grpc.ChatServicer):
                 await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
             except Busy as exc:
                 await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, str(exc))
+            except (RuntimeError, OSError, ValueError) as exc:
+                # A model failure ends this stream only; the instance went back to the pool.
+                log.exception("request %s: generation failed", req.request_id or "-")
+                await context.abort(grpc.StatusCode.INTERNAL, f"generation failed: {exc}")
 
     async def GetStatus(self, request, context: grpc.aio.ServicerContext):
         return convert.status_to_pb(self.stats)

@@ -162,6 +162,8 @@ def load_or_build(docs_dir: Path, index_dir: Path, embedder: Embedder,
                   force: bool = False) -> tuple[VectorIndex, BuildStats]:
     """The index for ``docs_dir``: the persisted one if still current, else rebuilt and saved."""
     t0 = time.perf_counter()
+    if not docs_dir.is_dir():
+        log.warning("documents folder %s does not exist: the index is empty", docs_dir)
     docs = scan(docs_dir, exclude=index_dir)
     hashes = {rel: file_hash(p) for rel, p in docs.items()}
     previous = VectorIndex.load(index_dir)
