@@ -109,8 +109,12 @@ def _req(**kw) -> asr_pb2.RecognizeRequest:
 CFG = _req(config=asr_pb2.RecognitionConfig(language="en"))
 AUDIO = _req(audio=b"\x00\x00" * 320)
 EOU = _req(control=asr_pb2.Control(force_eou=True))
+# The offending message is the last one each client sends: a grpc.aio client that
+# writes after the server has ended the call reports INTERNAL "Internal error from
+# Core" instead of the server's status (grpc/grpc#36066), a client-side bug.
 BAD = {
-    "missing config": ([AUDIO, EOU], "first message must be a RecognitionConfig"),
+    "missing config": ([AUDIO], "first message must be a RecognitionConfig"),
+    "control before config": ([EOU], "first message must be a RecognitionConfig"),
     "config twice": ([CFG, AUDIO, CFG], "sent twice"),
     "sample rate": ([_req(config=asr_pb2.RecognitionConfig(sample_rate_hz=44100))],
                     "send 16000 Hz PCM16 mono"),
