@@ -282,7 +282,7 @@ export class Controller {
 
   /** Render a turn's latency once both the timings and the first sound are known. */
   maybeShowLatency(r) {
-    if (r.latencyShown || !r.done || !r.timings) return;
+    if (r.latencyShown || !r.done || !r.timings || r.status === "failed") return; // no answer, no latency
     if (r.audio && r.firstPlayedAt == null && r.status === "completed") return;
     r.latencyShown = true;
     const clientMs = r.firstPlayedAt != null && r.startedAt != null ? r.firstPlayedAt - r.startedAt : undefined;
