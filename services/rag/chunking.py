@@ -16,6 +16,7 @@ FENCE = re.compile(r"^\s*(```|~~~)")
 LINK = re.compile(r"!?\[([^\]]*)\]\([^)]*\)")
 EMPHASIS = re.compile(r"(\*\*|__|`)")
 SENTENCE_END = re.compile(r"(?<=[.!?])\s+")
+BLOCK_START = re.compile(r"^\s*([-*+]\s|\d+[.)]\s|\|)")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -30,6 +31,22 @@ def plain(text: str) -> str:
     return EMPHASIS.sub("", LINK.sub(r"\1", text)).strip()
 
 
+def unwrap(lines: list[str]) -> str:
+    """Join hard-wrapped lines into one line per paragraph, list item or table
+    row: passages are read by a model and spoken, not laid out."""
+    out: list[str] = []
+    for line in lines:
+        if out and not in_code(line) and not BLOCK_START.match(line):
+            out[-1] = f"{out[-1]} {line.strip()}"
+        else:
+            out.append(line.strip())
+    return "\n".join(out)
+
+
+def in_code(line: str) -> bool:
+    return line.startswith("    ") and not line.strip().startswith(("-", "*", "+"))
+
+
 def _words(text: str) -> int:
     return len(text.split())
 
@@ -42,23 +59,34 @@ def sections(text: str, default_title: str, markdown: bool) -> list[tuple[str, l
 
     def end_paragraph() -> None:
         if para:
-            p = plain("\n".join(para)) if markdown else "\n".join(para).strip()
+            p = plain(unwrap(para)) if markdown else unwrap(para).strip()
             if p:
                 out[-1][1].append(p)
             para.clear()
 
+    code: list[str] = []
     for line in text.splitlines():
         if markdown and FENCE.match(line):
+            # Code is kept line by line as its own paragraph; the fence markers go.
+            end_paragraph()
+            if in_fence and code:
+                out[-1][1].append("\n".join(code).strip("\n"))
+            code.clear()
             in_fence = not in_fence
-            continue  # keep code lines as text, drop the fence markers
-        m = HEADING.match(line) if markdown and not in_fence else None
+            continue
+        if in_fence:
+            code.append(line.rstrip())
+            continue
+        m = HEADING.match(line) if markdown else None
         if m:
             end_paragraph()
             out.append((plain(m.group(2)), []))
-        elif not line.strip() and not in_fence:
+        elif not line.strip():
             end_paragraph()
         else:
             para.append(line.rstrip())
+    if code:  # an unclosed fence still counts as text
+        out[-1][1].append("\n".join(code).strip("\n"))
     end_paragraph()
     return [(t, ps) for t, ps in out if ps]
 

@@ -26,7 +26,7 @@ async def run(args: argparse.Namespace) -> int:
                 r = await stub.Search(rag_pb2.SearchRequest(query=" ".join(args.query), k=args.k),
                                       timeout=args.timeout)
                 for p in r.passages:
-                    print(f"{p.score:.3f}  {p.source} › {p.title}\n       {p.text[:160]!s}")
+                    print(f"{p.score:.3f}  {p.source} › {p.title}\n       {' '.join(p.text.split())[:160]}")
                 print(f"({len(r.passages)} passages in {r.latency_ms:.1f} ms)")
             else:
                 s = await stub.GetStatus(common_pb2.StatusRequest(), timeout=args.timeout)

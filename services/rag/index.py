@@ -24,7 +24,7 @@ from services.rag.schema import Chunk, Hit
 
 log = logging.getLogger(__name__)
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2   # bump when chunking or the file layout changes: old indexes rebuild
 SUFFIXES = (".md", ".markdown", ".txt")
 VECTORS, META = "vectors.npy", "meta.json"
 

@@ -66,7 +66,7 @@ def test_heading_like_lines_inside_code_fences_are_not_headings():
     doc = "# Real\n\nRun this:\n\n```\n# not a heading\nmake run\n```\n\nThen open the page.\n"
     chunks = chunk_document(doc, "c.md", CFG)
     assert [c.title for c in chunks] == ["Real"]
-    assert "make run" in chunks[0].text and "```" not in chunks[0].text
+    assert "# not a heading\nmake run" in chunks[0].text and "```" not in chunks[0].text
 
 
 def test_markdown_links_and_emphasis_become_plain_text():
@@ -82,3 +82,10 @@ def test_plain_text_files_use_a_short_first_line_as_title():
 
 def test_empty_sections_produce_no_chunks():
     assert chunk_document("# A\n\n## B\n\n", "e.md", CFG) == []
+
+
+def test_hard_wrapped_lines_are_unwrapped_but_list_items_stay_separate():
+    doc = "# Wrap\n\nThis sentence is\nwrapped over\nthree lines.\n\n- first item\n  continues here\n- second item\n"
+    [chunk] = chunk_document(doc, "w.md", CFG)
+    assert "This sentence is wrapped over three lines." in chunk.text
+    assert "- first item continues here\n- second item" in chunk.text
