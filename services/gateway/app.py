@@ -9,12 +9,13 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from fastapi import FastAPI, WebSocket
+from fastapi import FastAPI, Request, WebSocket
 from fastapi.responses import JSONResponse, Response
-from prometheus_client import REGISTRY, generate_latest
+from prometheus_client import REGISTRY
 from prometheus_client.openmetrics.exposition import CONTENT_TYPE_LATEST as OPENMETRICS
 from prometheus_client.openmetrics.exposition import generate_latest as generate_openmetrics
 
+from common import metrics as common_metrics
 from common.clock import MonotonicClock
 from services.gateway import backends as _backends  # noqa: F401  (package docstring)
 from services.gateway import connection
@@ -86,8 +87,10 @@ def create_app(settings: GatewaySettings, *, backends: Any = None, clock: Any = 
         return JSONResponse({"status": "ok", "backends": status})
 
     @app.get("/metrics")
-    async def metrics_endpoint(request: Any = None) -> Response:
-        return Response(generate_latest(REGISTRY), media_type="text/plain; version=0.0.4; charset=utf-8")
+    async def metrics_endpoint(request: Request) -> Response:
+        # OpenMetrics (with trace-id exemplars) when Prometheus asks for it.
+        body, content_type = common_metrics.exposition(request.headers.get("accept"))
+        return Response(body, media_type=content_type)
 
     @app.get("/metrics/openmetrics")
     async def openmetrics() -> Response:

@@ -238,12 +238,16 @@ class Conversation:
     async def _on_conversation_item_truncate(self, ev: dict) -> None:
         iid, ci, end = protocol.truncate(ev)
         item = self._item(ev, iid)
-        if item.role != "assistant" or not any(c.get("type") == "output_audio" for c in item.content):
+        resp = self.response
+        # The item of the response in flight gets its output_audio part only when
+        # the response ends, so it is recognised by id: a barge-in truncates it.
+        in_flight = resp is not None and resp.item.id == iid
+        if not in_flight and (item.role != "assistant"
+                              or not any(c.get("type") == "output_audio" for c in item.content)):
             raise ProtocolError("invalid_value", f"conversation.item.truncate: item '{iid}' is not an "
                                 "assistant audio message; only those can be truncated", "item_id",
                                 ev.get("event_id"))
-        resp = self.response
-        if resp is not None and resp.item.id == iid:
+        if in_flight:
             resp.truncate(end)   # clamped to the audio sent, never rejected for being too large
         else:
             used = float(int(max(0.0, min(float(end), item.audio_ms))))

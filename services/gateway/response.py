@@ -327,6 +327,11 @@ class Response:
         if not self.paused:
             return
         self.paused = False
+        if self.item.truncated_ms is not None:
+            # The client said exactly what it played before the pause: resume
+            # there, and the item is whole again (the rest will be heard).
+            self.frozen_ms = min(self.frozen_ms, self.item.truncated_ms)
+            self.item.truncated_ms = None
         self.sent = int(self.frozen_ms * self.bpm) & ~1
         if self.started:
             self.play_origin = self.clock.now() - self.frozen_ms / 1000.0

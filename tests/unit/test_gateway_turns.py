@@ -253,3 +253,41 @@ async def test_vad_restart_recovers_turn_taking():
         assert len(s.of("error")) == 1, "one error per outage"
         assert s.first("input_audio_buffer.speech_started")
         assert s.first("response.done").event["response"]["status"] == "completed"
+
+
+async def test_client_truncate_of_the_reply_in_flight_is_accepted():
+    """A browser truncates the playing reply as soon as it sees `cleared`, before
+    the response has ended: that truncate must be honoured, not rejected."""
+    async with session([(0.5, 2.5), (5.0, 5.4)], [QUESTION, "stop"]) as s:
+        await s.run_audio(5.2)
+        cleared = s.first("output_audio_buffer.cleared")
+        rid = cleared.event["response_id"]
+        iid = s.first("response.output_item.added").event["item"]["id"]
+        first_audio = audio_of(s, rid)[0].at
+        played = int((cleared.at - first_audio) * 1000) - 40   # the client played a little less
+        await s.send({"type": "conversation.item.truncate", "item_id": iid, "content_index": 0,
+                      "audio_end_ms": played, "event_id": "tr1"})
+        await s.run_audio(2.0)
+        assert not s.of("error"), [e.event for e in s.of("error")]
+        truncs = [e.event for e in s.of("conversation.item.truncated") if e.event["item_id"] == iid]
+        assert truncs and truncs[0]["audio_end_ms"] == played
+        item = s.conv.state.find(iid)
+        assert item.truncated_ms is not None and REPLY.startswith(item.text())
+
+
+async def test_false_interruption_after_client_truncate_resumes_whole_item():
+    """After a cough the reply resumes from what the client really played, and the
+    item is no longer truncated: the rest of the answer is heard after all."""
+    async with session([(0.5, 2.5), (5.0, 5.25)], [QUESTION, ""]) as s:
+        await s.run_audio(5.2)
+        cleared = s.first("output_audio_buffer.cleared")
+        iid = s.first("response.output_item.added").event["item"]["id"]
+        first_audio = audio_of(s, cleared.event["response_id"])[0].at
+        played = int((cleared.at - first_audio) * 1000) - 40
+        await s.send({"type": "conversation.item.truncate", "item_id": iid, "content_index": 0,
+                      "audio_end_ms": played})
+        await s.run_audio(14.0)
+        assert not s.of("error")
+        assert s.first("response.done").event["response"]["status"] == "completed"
+        item = s.conv.state.find(iid)
+        assert item.truncated_ms is None and item.text() == REPLY
