@@ -9,7 +9,7 @@ export HF_HUB_OFFLINE := 1
 RUN_FLAGS ?=
 
 .PHONY: install install-dev proto run test test-unit test-integration test-e2e \
-        test-observability test-deploy test-browser test-load bench rules dashboards clean
+        test-observability test-deploy test-browser test-load bench rules dashboards generate clean
 
 install:
 	scripts/install.sh
@@ -60,6 +60,15 @@ rules: install-dev
 
 dashboards: install-dev
 	$(PY) -m dashboards.generate
+
+## Regenerate every generated file (rules, dashboards, deploy manifests, the
+## configuration doc) after changing SLOs, settings or stack/components.py.
+## tests/ check that the committed copies are current.
+generate: install-dev
+	$(PY) -m observability.generate
+	$(PY) -m dashboards.generate
+	$(PY) -m deploy.generate
+	$(PY) scripts/gen_config_doc.py
 
 clean:
 	rm -rf gen var artifacts .pytest_cache

@@ -57,6 +57,10 @@ class GatewaySettings:
     false_interruption_timeout_ms: int = setting(800, "default wait before a paused reply resumes after non-speech")
     asr_language: str = setting("en", "ASR language code (empty = auto-detect)")
     asr_interim_interval_ms: int = setting(0, "ASR interim interval (0 = server default)")
+    # Beam 1 halves end-of-utterance → final time against beam 5 for about one
+    # more error per 70 words (services/asr/README.md): for a voice turn the
+    # latency is worth more. 0 = the ASR service's default (5).
+    asr_beam_size: int = setting(1, "ASR final-pass beam size for voice turns (0 = service default)")
     final_timeout_s: float = setting(5.0, "longest wait for a final transcript once a turn has ended")
     instructions: str = setting(
         "You are a helpful voice assistant. Answer in one to three short spoken sentences, "

@@ -134,7 +134,7 @@ class TurnTaker:
 
     async def _open_asr(self):
         s = self.conv.settings
-        return await self.conv.backends.asr.open(AsrParams(s.asr_language, s.asr_interim_interval_ms))
+        return await self.conv.backends.asr.open(AsrParams(s.asr_language, s.asr_interim_interval_ms, s.asr_beam_size))
 
     def _vad_up(self, stream) -> None:
         # The new stream's first sample is the next one we send.

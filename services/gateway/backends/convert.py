@@ -34,7 +34,7 @@ def vad_event(resp: vad_pb2.DetectResponse) -> VadEvent | None:
 def asr_config(p: AsrParams) -> asr_pb2.RecognizeRequest:
     return asr_pb2.RecognizeRequest(config=asr_pb2.RecognitionConfig(
         language=p.language, interim_results=True, sample_rate_hz=16000,
-        interim_interval_ms=p.interim_interval_ms))
+        interim_interval_ms=p.interim_interval_ms, beam_size=p.beam_size))
 
 
 def asr_audio(pcm: bytes) -> asr_pb2.RecognizeRequest:

@@ -26,6 +26,7 @@ class VadEvent:
 class AsrParams:
     language: str
     interim_interval_ms: int = 0
+    beam_size: int = 0        # final pass beam (0 = the ASR service's default)
 
 
 @dataclasses.dataclass(frozen=True)
