@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import asyncio
+import inspect
 import time
 import urllib.request
 
@@ -30,7 +31,9 @@ def http_ok(url: str, timeout: float = 1.0) -> bool:
 async def wait_until(check, deadline_s: float, interval: float = 0.2) -> bool:
     end = time.monotonic() + deadline_s
     while time.monotonic() < end:
-        ok = await check() if asyncio.iscoroutinefunction(check) else check()
+        ok = check()
+        if inspect.isawaitable(ok):  # a coroutine function, or a lambda returning one
+            ok = await ok
         if ok:
             return True
         await asyncio.sleep(interval)

@@ -3,6 +3,7 @@ them the way production does (SIGTERM, drain)."""
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
 import os
 import signal
@@ -62,20 +63,27 @@ class ServiceProcess:
         return self
 
     def wait_ready(self, timeout: float = 300) -> "ServiceProcess":
+        """Wait for SERVING; on any failure (even an exception from the probe)
+        the process is stopped, so no test leaves a service running."""
         assert self.proc is not None, "spawn() first"
         deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"{self.module} exited with {self.proc.returncode}:\n{self.log()}")
-            if self.ready():
-                return self
-            time.sleep(0.2)
-        self.stop()
-        raise RuntimeError(f"{self.module} not ready in {timeout} s:\n{self.log()}")
+        try:
+            while time.monotonic() < deadline:
+                if self.proc.poll() is not None:
+                    raise RuntimeError(f"{self.module} exited with {self.proc.returncode}:\n{self.log()}")
+                if self.ready():
+                    return self
+                time.sleep(0.2)
+            raise RuntimeError(f"{self.module} not ready in {timeout} s:\n{self.log()}")
+        except BaseException:
+            self.stop()
+            raise
 
     def ready(self) -> bool:
         if self.grpc_service:
-            return asyncio.run(health.grpc_serving(self.address))
+            # Callable from async tests too: the probe runs on its own loop in a thread.
+            with concurrent.futures.ThreadPoolExecutor(1) as ex:
+                return ex.submit(asyncio.run, health.grpc_serving(self.address)).result()
         return health.http_ok(f"http://{self.address}/healthz")
 
     def log(self) -> str:
