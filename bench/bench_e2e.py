@@ -55,6 +55,7 @@ class Turn:
     turns_committed: int
     timings: dict[str, float]
     status: str | None
+    vad_end_offset_ms: float | None = None   # server's audio_end_ms minus the energy speech end
 
 
 @dataclasses.dataclass
@@ -94,8 +95,11 @@ async def one_turn(url: str, clip: Clip, trailing_s: float = 1.5) -> Turn:
         first = rt.log.find("response.output_audio.delta")
         v2v = (first.t - utt.time_of(clip.span.last_sample)) * 1000 if first else None
         raw = (_response(done).get("metadata") or {}).get("timings")
+        stopped = rt.log.find("input_audio_buffer.speech_stopped")
+        offset = (stopped.get("audio_end_ms") - utt.stream_ms(clip.span.last_sample)
+                  if stopped and isinstance(stopped.get("audio_end_ms"), (int, float)) else None)
         return Turn(clip.name, v2v, len(rt.log.all("input_audio_buffer.committed")),
-                    json.loads(raw) if raw else {}, _response(done).get("status"))
+                    json.loads(raw) if raw else {}, _response(done).get("status"), offset)
 
 
 async def one_barge_in(url: str, opener: Clip, interrupter: Clip, listen_s: float = 0.5) -> BargeIn:
@@ -166,6 +170,13 @@ def report(turns: list[Turn], barges: list[BargeIn], n_clips: int) -> str:
     if medians:
         worst = max(medians, key=medians.get)
         lines.append(f"  largest stage at p50: {worst} ({medians[worst]:.0f} ms)")
+    # where client and gateway disagree: the VAD's idea of the speech end vs the
+    # energy's, and the rest (delivery to the client, microphone framing)
+    offs = [t.vad_end_offset_ms for t in turns if t.vad_end_offset_ms is not None]
+    lines.append(f"{'  speech end: VAD minus energy':<34}{len(offs):>4}{pct(offs, 50):>9.0f}{pct(offs, 95):>9.0f}")
+    gap = [t.v2v_ms - t.timings["voice_to_voice_ms"] for t in turns
+           if t.v2v_ms is not None and isinstance(t.timings.get("voice_to_voice_ms"), (int, float))]
+    lines.append(f"{'  client minus gateway v2v':<34}{len(gap):>4}{pct(gap, 50):>9.0f}{pct(gap, 95):>9.0f}")
     react = [b.reaction_ms for b in barges if b.reaction_ms is not None]
     b95 = pct(react, 95)
     lines.append(f"{'barge-in reaction':<34}{len(react):>4}{pct(react, 50):>9.0f}{b95:>9.0f}   "
