@@ -84,9 +84,15 @@ def _response(ev) -> dict:
     return ev.get("response") or {}
 
 
-async def one_turn(url: str, clip: Clip, trailing_s: float = 1.5) -> Turn:
+def _session(silence_ms: int | None, instructions: str | None = None) -> dict:
+    td = events.server_vad(silence_duration_ms=silence_ms) if silence_ms else True
+    return events.session_config(input_rate=RATE, output_rate=RATE, turn_detection=td,
+                                 instructions=instructions)
+
+
+async def one_turn(url: str, clip: Clip, silence_ms: int | None = None, trailing_s: float = 1.5) -> Turn:
     async with RealtimeClient(url, keep_audio=False) as rt:
-        await rt.update_session(events.session_config(input_rate=RATE, output_rate=RATE))
+        await rt.update_session(_session(silence_ms))
         mic = rt.start_microphone(RATE)
         utt = mic.play(clip.pcm)
         done = await rt.wait_for("response.done", timeout=TURN_TIMEOUT)
@@ -102,10 +108,10 @@ async def one_turn(url: str, clip: Clip, trailing_s: float = 1.5) -> Turn:
                     json.loads(raw) if raw else {}, _response(done).get("status"), offset)
 
 
-async def one_barge_in(url: str, opener: Clip, interrupter: Clip, listen_s: float = 0.5) -> BargeIn:
+async def one_barge_in(url: str, opener: Clip, interrupter: Clip, silence_ms: int | None = None,
+                       listen_s: float = 0.5) -> BargeIn:
     async with RealtimeClient(url, keep_audio=False) as rt:
-        await rt.update_session(events.session_config(input_rate=RATE, output_rate=RATE,
-                                                      instructions=LONG_REPLY))
+        await rt.update_session(_session(silence_ms, LONG_REPLY))
         mic = rt.start_microphone(RATE)
         mic.play(opener.pcm)
         first = await rt.wait_for("response.output_audio.delta", timeout=TURN_TIMEOUT)
@@ -125,12 +131,13 @@ async def one_barge_in(url: str, opener: Clip, interrupter: Clip, listen_s: floa
                        r.get("status"), (r.get("status_details") or {}).get("reason"))
 
 
-async def run(url: str, rounds: int, interruptions: int) -> tuple[list[Turn], list[BargeIn]]:
+async def run(url: str, rounds: int, interruptions: int,
+              silence_ms: int | None = None) -> tuple[list[Turn], list[BargeIn]]:
     clips = load_clips()
     turns = []
     for r in range(rounds):
         for c in clips:
-            t = await one_turn(url, c)
+            t = await one_turn(url, c, silence_ms)
             turns.append(t)
             print(f"  v2v {c.name} round {r + 1}: "
                   f"{'-' if t.v2v_ms is None else f'{t.v2v_ms:.0f} ms'}, turns {t.turns_committed}, "
@@ -139,7 +146,8 @@ async def run(url: str, rounds: int, interruptions: int) -> tuple[list[Turn], li
     openers, interrupters = by_len[:2], by_len[::-1]
     barges = []
     for i in range(interruptions):
-        b = await one_barge_in(url, openers[i % len(openers)], interrupters[i % len(interrupters)])
+        b = await one_barge_in(url, openers[i % len(openers)], interrupters[i % len(interrupters)],
+                               silence_ms)
         barges.append(b)
         print(f"  barge-in {b.clip}: "
               f"{'-' if b.reaction_ms is None else f'{b.reaction_ms:.0f} ms'}, {b.status}/{b.reason}",
@@ -206,6 +214,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     p.add_argument("--interruptions", type=int,
                    default=int(os.environ.get("BENCH_E2E_INTERRUPTIONS", "6")),
                    help="barge-ins measured (default 6)")
+    p.add_argument("--silence-ms", type=int, default=None,
+                   help="session silence_duration_ms (default: the gateway's own default)")
     args = p.parse_args(list(argv or []))
     stack = None
     url = args.url
@@ -215,12 +225,12 @@ def main(argv: Sequence[str] | None = None) -> None:
         stack = start_stack()
         url = stack.ws_url
     try:
-        turns, barges = asyncio.run(run(url, args.rounds, args.interruptions))
+        turns, barges = asyncio.run(run(url, args.rounds, args.interruptions, args.silence_ms))
     finally:
         if stack is not None:
             stack.stop()
     print(report(turns, barges, len(load_clips())))
-    print(f"(real clips at real time, {RATE} Hz input; percentiles interpolated over n samples; "
+    print(f"(silence_duration_ms: {args.silence_ms or 'gateway default'}; real clips at real time, {RATE} Hz input; percentiles interpolated over n samples; "
           f"taken on {os.cpu_count()} CPU cores shared with other work unless stated otherwise)")
 
 
