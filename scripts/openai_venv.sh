@@ -14,6 +14,9 @@ stamp="$VENV/.installed-$(printf '%s' "$REQ" | sha1sum | cut -c1-12)"
 if [ ! -f "$stamp" ]; then
   [ -x "$VENV/bin/python" ] || "$PYTHON" -m venv "$VENV" >&2
   "$VENV/bin/pip" install -q --disable-pip-version-check "$REQ" >&2
+  # should a release drop the extra, pip only warns: install its transport by hand
+  "$VENV/bin/python" -c 'import websockets' 2>/dev/null ||
+    "$VENV/bin/pip" install -q --disable-pip-version-check 'websockets>=13,<16' >&2
   "$VENV/bin/python" -c 'import openai, websockets; from openai.resources.realtime import realtime' >&2
   rm -f "$VENV"/.installed-*; touch "$stamp"
 fi
