@@ -19,6 +19,13 @@ class Component:
     def address(self) -> str:
         return f"127.0.0.1:{self.port}"
 
+    def resolved(self, environ: dict[str, str]) -> "Component":
+        """This component with the ports a user overrode in the environment
+        (``VAD_PORT=6001 make run``), so the supervisor probes where it listens."""
+        port = int(environ.get(f"{self.env_prefix}PORT", self.port))
+        metrics_port = int(environ.get(f"{self.env_prefix}METRICS_PORT", self.metrics_port))
+        return dataclasses.replace(self, port=port, metrics_port=port if not self.grpc else metrics_port)
+
     def env(self, host: str = "127.0.0.1") -> dict[str, str]:
         """Settings the supervisor passes; the same names are set in compose/k8s."""
         e = {f"{self.env_prefix}HOST": host, f"{self.env_prefix}PORT": str(self.port)}
@@ -39,9 +46,9 @@ COMPONENTS: tuple[Component, ...] = SPEECH_SERVICES + (GATEWAY,)
 REDIS_URL = "redis://127.0.0.1:6379/0"
 
 
-def gateway_backend_env() -> dict[str, str]:
+def gateway_backend_env(services: tuple[Component, ...] = SPEECH_SERVICES) -> dict[str, str]:
     """How the gateway finds the speech services: one address list per service."""
-    return {f"GATEWAY_{c.name.upper()}_ADDRS": c.address for c in SPEECH_SERVICES} | {
+    return {f"GATEWAY_{c.name.upper()}_ADDRS": c.address for c in services} | {
         "GATEWAY_REDIS_URL": REDIS_URL,
     }
 

@@ -90,7 +90,12 @@ class Supervisor:
         self._watchers: list[asyncio.Task] = []
 
     def _components(self) -> list[Component]:
-        return [c for c in COMPONENTS if not self.only or c.name in self.only]
+        env = dict(os.environ)
+        return [c.resolved(env) for c in COMPONENTS if not self.only or c.name in self.only]
+
+    def _speech_addresses(self) -> tuple[Component, ...]:
+        env = dict(os.environ)
+        return tuple(c.resolved(env) for c in COMPONENTS if c.grpc)
 
     async def run(self) -> int:
         loop = asyncio.get_running_loop()
@@ -99,8 +104,9 @@ class Supervisor:
         try:
             await self._start_all()
             if not self._stop.is_set():
-                print(f"\n  assistant ready: open http://127.0.0.1:{GATEWAY.port}/ "
-                      f"(Realtime API at ws://127.0.0.1:{GATEWAY.port}/v1/realtime). Ctrl-C stops.\n",
+                port = GATEWAY.resolved(dict(os.environ)).port
+                print(f"\n  assistant ready: open http://127.0.0.1:{port}/ "
+                      f"(Realtime API at ws://127.0.0.1:{port}/v1/realtime). Ctrl-C stops.\n",
                       flush=True)
             await self._stop.wait()
         finally:
@@ -119,10 +125,12 @@ class Supervisor:
             if not ok:
                 raise SystemExit(f"{c.name} did not report SERVING on {c.address}")
             log.info("%s SERVING on %s", c.name, c.address)
-        if any(c.name == "gateway" for c in self._components()):
-            await self._spawn("gateway", [_python(), "-m", GATEWAY.module],
-                              GATEWAY.env() | gateway_backend_env(), "37")
-            url = f"http://127.0.0.1:{GATEWAY.port}/healthz"
+        gateways = [c for c in self._components() if c.name == "gateway"]
+        if gateways:
+            gw = gateways[0]
+            await self._spawn("gateway", [_python(), "-m", gw.module],
+                              gw.env() | gateway_backend_env(self._speech_addresses()), "37")
+            url = f"http://127.0.0.1:{gw.port}/healthz"
             if not await health.wait_until(lambda: health.http_ok(url), 120):
                 raise SystemExit(f"gateway did not become healthy at {url}")
         if self.prometheus:
