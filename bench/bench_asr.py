@@ -20,10 +20,10 @@ import asyncio
 import re
 import statistics
 import time
-from pathlib import Path
 
 import jiwer
 
+from bench.stats import peak_rss_mb
 from common.audio import read_wav
 from common.stubs import asr_pb2
 from services.asr.client import SAMPLE_RATE, StreamRecord, recognize
@@ -45,13 +45,6 @@ def _ms(xs: list[float]) -> str:
     xs = sorted(xs)
     p90 = xs[min(len(xs) - 1, int(round(0.9 * (len(xs) - 1))))]
     return f"median {statistics.median(xs) * 1000:.0f} ms, p90 {p90 * 1000:.0f} ms, n={len(xs)}"
-
-
-def _vmhwm_mb(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) / 1024
-    return float("nan")
 
 
 async def _accuracy(address: str, speech: list[tuple[bytes, str]]) -> None:
@@ -138,7 +131,7 @@ def main(model: str = "base", runs: int = 5) -> None:
         print(f"model {model}: SERVING {time.perf_counter() - t0:.1f} s after start "
               f"(process start, model load, warm-up)")
         asyncio.run(_bench(svc.address, runs))
-        print(f"peak RSS of the service (VmHWM): {_vmhwm_mb(svc.proc.pid):.0f} MB")
+        print(f"peak RSS of the service (VmHWM): {peak_rss_mb(svc.proc.pid):.0f} MB")
 
 
 if __name__ == "__main__":

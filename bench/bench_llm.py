@@ -17,10 +17,10 @@ import argparse
 import asyncio
 import statistics
 import time
-from pathlib import Path
 
 import grpc
 
+from bench.stats import peak_rss_mb, percentile
 from common.stubs import common_pb2, llm_pb2, llm_pb2_grpc
 from tests.procs import running
 
@@ -28,20 +28,8 @@ TOPICS = ["the moon", "bicycles", "tea", "rain", "libraries", "trains", "owls", 
           "bread", "chess", "rivers", "music", "snow", "bees", "maps", "clocks"]
 
 
-def _vmhwm_mb(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) / 1024
-    return float("nan")
-
-
-def _pct(xs: list[float], q: float) -> float:
-    xs = sorted(xs)
-    return xs[min(len(xs) - 1, int(round(q * (len(xs) - 1))))]
-
-
 def _fmt(xs: list[float], unit: str = "ms") -> str:
-    return f"median {statistics.median(xs):.1f} {unit}, p90 {_pct(xs, 0.9):.1f} {unit}, n={len(xs)}"
+    return f"median {statistics.median(xs):.1f} {unit}, p90 {percentile(xs, 0.9):.1f} {unit}, n={len(xs)}"
 
 
 def user(text: str) -> llm_pb2.ChatMessage:
@@ -143,7 +131,7 @@ def main(argv: list[str] | None = None) -> None:
         print(f"service ready in {time.perf_counter() - t0:.1f} s ({args.instances} instances, "
               f"load + warm-up, process start included)")
         asyncio.run(bench(svc.address, args.runs))
-        print(f"peak RSS of the LLM service: {_vmhwm_mb(svc.proc.pid):.0f} MB")
+        print(f"peak RSS of the LLM service: {peak_rss_mb(svc.proc.pid):.0f} MB")
 
 
 if __name__ == "__main__":

@@ -13,13 +13,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import statistics
 import tempfile
 import time
 from pathlib import Path
 
 import grpc
 
+from bench.stats import peak_rss_mb, percentile
 from common.stubs import rag_pb2, rag_pb2_grpc
 from tests.procs import running
 
@@ -30,18 +30,6 @@ QUESTIONS = [
     "What does the silence setting mean?", "Can I type instead of talking?", "Memory is high",
     "The canary has errors", "What is barge-in?", "How long until my turn ends?",
 ]
-
-
-def _vmhwm_mb(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) / 1024
-    return float("nan")
-
-
-def _pct(xs: list[float], q: float) -> float:
-    xs = sorted(xs)
-    return xs[min(len(xs) - 1, int(round(q * (len(xs) - 1))))]
 
 
 async def bench(address: str, runs: int) -> None:
@@ -57,8 +45,8 @@ async def bench(address: str, runs: int) -> None:
                 resp = await stub.Search(rag_pb2.SearchRequest(query=q, k=3))
                 client.append((time.perf_counter() - t0) * 1000)
                 server.append(resp.latency_ms)
-        print(f"search latency (server): p50 {_pct(server, 0.5):.1f} ms, p95 {_pct(server, 0.95):.1f} ms; "
-              f"client-seen p50 {_pct(client, 0.5):.1f} ms, p95 {_pct(client, 0.95):.1f} ms; n={len(server)}")
+        print(f"search latency (server): p50 {percentile(server, 0.5):.1f} ms, p95 {percentile(server, 0.95):.1f} ms; "
+              f"client-seen p50 {percentile(client, 0.5):.1f} ms, p95 {percentile(client, 0.95):.1f} ms; n={len(server)}")
 
         for n in (1, 4):
             async def worker(j: int) -> int:
@@ -87,7 +75,7 @@ def main(argv: list[str] | None = None) -> None:
         with running("services.rag", "RAG_", env) as svc:
             print(f"restart reloading the persisted index: {time.perf_counter() - t0:.1f} s")
             asyncio.run(bench(svc.address, args.runs))
-            print(f"peak RSS of the RAG service: {_vmhwm_mb(svc.proc.pid):.0f} MB")
+            print(f"peak RSS of the RAG service: {peak_rss_mb(svc.proc.pid):.0f} MB")
 
 
 if __name__ == "__main__":

@@ -9,6 +9,7 @@ import time
 
 import grpc
 
+from bench.stats import peak_rss_mb
 from common.stubs import tts_pb2, tts_pb2_grpc
 from tests.procs import running
 
@@ -58,13 +59,6 @@ async def _run(address: str) -> None:
                   f"TTFA median {statistics.median(r[0] for r in res) * 1000:.0f} ms, "
                   f"max {max(r[0] for r in res) * 1000:.0f} ms, per-stream RTF "
                   f"{statistics.median(r[1] / r[2] for r in res):.3f}")
-
-
-def peak_rss_mb(pid: int) -> float:
-    for line in open(f"/proc/{pid}/status"):
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) / 1024
-    return float("nan")
 
 
 def main() -> None:

@@ -9,6 +9,7 @@ import time
 
 import grpc
 
+from bench.stats import peak_rss_mb
 from common.audio import read_wav, silence
 from common.stubs import vad_pb2, vad_pb2_grpc
 from tests.procs import clips, running
@@ -55,13 +56,6 @@ async def _concurrent(address: str, audio: bytes, n: int) -> tuple[float, float]
     wall = time.perf_counter() - t0
     frames = n * (len(audio) // FRAME_BYTES)
     return frames / wall, max(r[0] for r in results)
-
-
-def peak_rss_mb(pid: int) -> float:
-    for line in open(f"/proc/{pid}/status"):
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) / 1024
-    return float("nan")
 
 
 def main() -> None:
