@@ -1,7 +1,8 @@
 """A simulated loudspeaker: what a real client would have *played* of the
 assistant's audio by a given time. Audio plays from its arrival at real time,
 back to back; ``output_audio_buffer.cleared`` (or a local stop) drops what
-was still queued. The played milliseconds are what a client sends in
+was still queued, and audio that arrives after a clear (the server resuming
+after a false interruption) plays on from what had been heard. The played milliseconds are what a client sends in
 ``conversation.item.truncate`` so the server can cut the history to what the
 user heard."""
 from __future__ import annotations

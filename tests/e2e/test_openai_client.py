@@ -40,6 +40,7 @@ def test_openai_package_holds_a_conversation_with_a_cancelled_turn(stack, openai
         cwd=ROOT, text=True, capture_output=True, timeout=400)
     assert run.returncode == 0, f"openai conversation failed:\n{run.stderr[-4000:]}"
     summary = json.loads(run.stdout.strip().splitlines()[-1])
+    print(json.dumps(summary, indent=1))   # shown with -s, and kept in the report on failure
 
     turn1, turn2 = summary["turns"]
     assert wer(ref_a, turn1["transcript"]) <= 0.25, turn1
