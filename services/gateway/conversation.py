@@ -1,7 +1,15 @@
 """One Realtime session at run time: it dispatches client events, pumps input
 audio through turn-taking (turns.py), runs responses (response.py), keeps the
 session state (session.py) saved in the store, and owns every task it starts
-(closed together with the session)."""
+(closed together with the session).
+
+Preemptive generation: once a voice turn's text is final inside its silence
+window, ``preempt`` starts a held response for it (its history is the
+history the turn will have once committed). At the end of the turn the held
+run is released if it was built from exactly what a response created then
+would be built from; otherwise (history or settings changed, or it failed)
+it is replaced by a fresh one. If the user goes on, ``discard_preempt``
+drops it: nothing reached the client, no turn outcome is counted."""
 from __future__ import annotations
 
 import asyncio
@@ -16,6 +24,7 @@ from services.gateway.protocol import ProtocolError
 from services.gateway.response import Response, truncate_item
 from services.gateway.session import Item, SessionConfig, SessionState, TurnDetection
 from services.gateway.settings import GatewaySettings
+from services.gateway.timings import TurnTimings
 from services.gateway.turns import TurnTaker, UserTurn
 
 log = logging.getLogger(__name__)
@@ -30,7 +39,8 @@ def default_config(s: GatewaySettings, model: str | None = None) -> SessionConfi
 def default_turn_detection(s: GatewaySettings) -> TurnDetection:
     return TurnDetection(threshold=s.vad_threshold, prefix_padding_ms=s.prefix_padding_ms,
                          silence_duration_ms=s.silence_duration_ms, min_interrupt_ms=s.min_interrupt_ms,
-                         false_interruption_timeout_ms=s.false_interruption_timeout_ms)
+                         false_interruption_timeout_ms=s.false_interruption_timeout_ms,
+                         preemptive_generation=s.preemptive_generation)
 
 
 _DOCS_CACHE: dict[str, tuple[float, bool]] = {}
@@ -62,6 +72,7 @@ class Conversation:
         self.resampler = Resampler()
         self.turns = TurnTaker(self)
         self.response: Response | None = None
+        self.preempted: Response | None = None    # held run for the turn in its silence window
         self._tasks: set[asyncio.Task] = set()
         self.closed = False
 
@@ -311,6 +322,15 @@ class Conversation:
         await resp.cancel("turn_detected")
 
     async def end_turn(self, turn: UserTurn) -> None:
+        try:
+            await self._end_turn(turn)
+        finally:
+            # A turn that ended without an answer (dropped, no words, a response
+            # already running) leaves no held run behind.
+            if self.preempted is not None and self.preempted.turn_id == turn.item_id:
+                self.discard_preempt("discarded")
+
+    async def _end_turn(self, turn: UserTurn) -> None:
         td = self.state.config.turn_detection
         if not turn.manual:
             self.emit(events.ev("input_audio_buffer.speech_stopped", audio_end_ms=int(turn.end_ms()),
@@ -344,12 +364,71 @@ class Conversation:
         self.emit(events.ev("conversation.item.done", previous_item_id=prev, item=item.wire()))
         self.save()
         if not turn.manual and td is not None and td.create_response and not self.generating():
-            self.create_response(protocol.ResponseOptions(), turn)
+            if not self._release_preempt(turn):
+                self.create_response(protocol.ResponseOptions(), turn)
+
+    # -- preemptive generation ------------------------------------------------------------------
+    def preempt(self, turn: UserTurn) -> None:
+        """The turn's text is final while its silence window is open: start its
+        answer now, held. Only when the history cannot change before the turn
+        ends (no response running or being interrupted), so the LLM sees what it
+        would see without preemption."""
+        td = self.state.config.turn_detection
+        if (self.closed or td is None or not td.preemptive_generation or not td.create_response
+                or turn.manual or turn.ended):
+            return
+        if turn.barge_in and not (turn.confirmed and turn.interrupt_task is not None
+                                  and turn.interrupt_task.done()):
+            return   # may still be a cough or backchannel, or the reply is being cut
+        if self.generating() or self.interruptible_response() is not None:
+            return
+        text = turn.text()
+        if not text:
+            return
+        if self.preempted is not None:
+            if self.preempted.turn_id == turn.item_id and self.preempted.query == text:
+                return
+            self.discard_preempt("discarded")
+        pending = Item(id=turn.item_id, role="user", content=[{"type": "input_audio", "transcript": text}])
+        timings = TurnTimings(preempt_start=self.clock.now())
+        resp = self._new_response(protocol.ResponseOptions(), timings, pending=pending, held=True)
+        resp.turn_id = turn.item_id
+        self.preempted = resp
+        resp.task = self.spawn(resp.run(), f"preempt-{resp.id}")
+
+    def discard_preempt(self, outcome: str) -> None:
+        """Drop the held run: cancel its LLM/TTS calls; the client never hears of it."""
+        resp, self.preempted = self.preempted, None
+        if resp is None:
+            return
+        metrics.PREEMPTIVE_RUNS.labels(**metrics.base(), outcome=outcome).inc()
+        resp.abandon()
+        if not self.closed:
+            # Bounded wait for the cancelled calls, owned like every task here.
+            self.spawn(resp.stop_tasks(), f"preempt-stop-{resp.id}")
+
+    def _release_preempt(self, turn: UserTurn) -> bool:
+        resp = self.preempted
+        if resp is None or resp.turn_id != turn.item_id:
+            return False
+        if resp.failure is not None or resp.plan != self._plan(protocol.ResponseOptions()):
+            log.info("session %s: preemptive response %s replaced (%s)", self.state.id, resp.id,
+                     "it failed" if resp.failure is not None else "its inputs changed")
+            self.discard_preempt("replaced")
+            return False
+        self.preempted = None
+        metrics.PREEMPTIVE_RUNS.labels(**metrics.base(), outcome="released").inc()
+        resp.timings.adopt(turn.timings)
+        self.response = resp
+        resp.release()
+        return True
 
     # -- responses ---------------------------------------------------------------------------
-    def history(self, instructions: str) -> list[ChatMessage]:
+    def history(self, instructions: str, pending: Item | None = None) -> list[ChatMessage]:
+        """What the LLM sees; ``pending`` is a user item not committed yet (preemption)."""
         msgs = [ChatMessage("system", instructions)] if instructions else []
-        for it in self.state.items[-self.settings.history_items:]:
+        items = self.state.items + ([pending] if pending is not None else [])
+        for it in items[-self.settings.history_items:]:
             text = it.text()
             if not text:
                 continue
@@ -361,16 +440,31 @@ class Conversation:
                 msgs.append(ChatMessage(it.role, text))
         return msgs
 
-    def create_response(self, opts: protocol.ResponseOptions, turn: UserTurn | None = None) -> Response:
+    def _plan(self, opts: protocol.ResponseOptions, pending: Item | None = None) -> tuple:
+        """Everything a response is built from: equal plans give identical responses."""
         cfg = self.state.config
         instructions = opts.instructions if opts.instructions is not None else (cfg.instructions or self.settings.instructions)
-        query = next((it.text() for it in reversed(self.state.items) if it.role == "user" and it.text()), "")
+        items = self.state.items + ([pending] if pending is not None else [])
+        query = next((it.text() for it in reversed(items) if it.role == "user" and it.text()), "")
         max_tokens = opts.max_output_tokens or (cfg.max_output_tokens if isinstance(cfg.max_output_tokens, int)
                                                 else self.settings.llm_max_tokens)
-        resp = Response(self, messages=self.history(instructions), query=query,
-                        modalities=opts.modalities or cfg.output_modalities,
-                        timings=turn.timings if turn else None, metadata=opts.metadata,
-                        in_conversation=opts.in_conversation, max_tokens=max_tokens)
+        return (tuple(self.history(instructions, pending)), query,
+                tuple(opts.modalities or cfg.output_modalities), tuple(sorted(opts.metadata.items())),
+                opts.in_conversation, max_tokens, cfg.output_rate, cfg.voice, cfg.speed,
+                cfg.retrieval_enabled, cfg.retrieval_k)
+
+    def _new_response(self, opts: protocol.ResponseOptions, timings: TurnTimings | None,
+                      pending: Item | None = None, held: bool = False) -> Response:
+        plan = self._plan(opts, pending)
+        messages, query, modalities, metadata, in_conversation, max_tokens = plan[:6]
+        resp = Response(self, messages=list(messages), query=query, modalities=list(modalities),
+                        timings=timings, metadata=dict(metadata), in_conversation=in_conversation,
+                        max_tokens=max_tokens, held=held)
+        resp.plan = plan
+        return resp
+
+    def create_response(self, opts: protocol.ResponseOptions, turn: UserTurn | None = None) -> Response:
+        resp = self._new_response(opts, turn.timings if turn else None)
         self.response = resp
         resp.task = self.spawn(resp.run(), f"response-{resp.id}")
         return resp

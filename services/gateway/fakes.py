@@ -7,9 +7,10 @@ microseconds, and protocol tests run the real app without speech services.
 - FakeAsr: utterance k of a stream transcribes to texts[k]; interims reveal
   one word per ``ms_per_word`` of audio received; the final comes
   ``final_latency_s`` after force_eou.
-- FakeLlm: streams the scripted reply word by word; records every request.
+- FakeLlm: streams the scripted reply word by word; records every request
+  and when it came.
 - FakeTts: ``ms_per_char`` of audio per character of each clause, produced
-  faster than real time; records cancellations.
+  faster than real time; records each clause, when it came, and cancellations.
 Any fake can be taken down (``up = False``): it stops answering, and streams
 it serves fail with BackendError, like a killed service."""
 from __future__ import annotations
@@ -205,6 +206,7 @@ class FakeLlm(_Fake):
         self.replies = list(replies)
         self.first_token_s, self.token_s = first_token_s, token_s
         self.requests: list[list[ChatMessage]] = []
+        self.requested_at: list[float] = []
         self.passages: list[list[Passage]] = []
         self.cancelled = self.completed = 0
 
@@ -213,6 +215,7 @@ class FakeLlm(_Fake):
         self._check()
         reply = self.replies[min(len(self.requests), len(self.replies) - 1)]
         self.requests.append(list(messages))
+        self.requested_at.append(self.clock.now())
         self.passages.append(list(passages))
         words = reply.split(" ")
         try:
@@ -239,11 +242,13 @@ class FakeTts(_Fake):
         super().__init__("tts", clock)
         self.ms_per_char, self.first_audio_s, self.chunk_ms, self.rtf = ms_per_char, first_audio_s, chunk_ms, rtf
         self.clauses: list[str] = []
+        self.requested_at: list[float] = []
         self.cancelled = self.completed = 0
 
     async def synthesize(self, text: str, voice: str, speed: float) -> AsyncIterator[AudioPiece]:
         self._check()
         self.clauses.append(text)
+        self.requested_at.append(self.clock.now())
         total = len(text) * self.ms_per_char / (speed or 1.0)
         try:
             await self.clock.sleep(self.first_audio_s)

@@ -16,6 +16,8 @@ STAGE = histogram("voice_gateway_stage_seconds", "per-stage latency of a turn", 
 BARGE_INS = counter("voice_gateway_barge_ins_total", "responses interrupted by user speech")
 FALSE_INTERRUPTIONS = counter("voice_gateway_false_interruptions_total",
                               "pauses that resumed (cough, backchannel)")
+PREEMPTIVE_RUNS = counter("voice_gateway_preemptive_runs_total",
+                          "answers started inside the end-of-turn window, by outcome", ("outcome",))
 BARGE_IN_REACTION = histogram("voice_gateway_barge_in_reaction_seconds",
                               "speech onset -> output_audio_buffer.cleared")
 ERRORS = counter("voice_gateway_errors_total", "error events sent, by code", ("code",))

@@ -191,7 +191,7 @@ def _turn_detection(ev: dict, td: Any, base: TurnDetection) -> TurnDetection | N
         if (v := _get(ev, td, key, (int,), f"{path}.{key}")) is not None:
             _range(ev, v, f"{path}.{key}", lo, hi)
             setattr(out, key, v)
-    for key in ("create_response", "interrupt_response"):
+    for key in ("create_response", "interrupt_response", "preemptive_generation"):
         if (v := _get(ev, td, key, (bool,), f"{path}.{key}")) is not None:
             setattr(out, key, v)
     return out

@@ -8,6 +8,15 @@ clause speaks while the rest still generates) → resampled to the session rate
 of the listener. Every clause is placed on the item's audio timeline, so a
 played position maps back to the words heard.
 
+Preemptive runs (``held=True``): the conversation may start a response for a
+user turn that is not confirmed yet (its silence window is still open). Such
+a run generates and synthesises, but nothing reaches the client: its events
+are kept in order, audio is not sent, its item is not in the conversation.
+``release()`` (the turn was confirmed) then emits exactly what a response
+started at that moment would have: response.created, the output item, the
+kept events, and the audio, which is usually ready by then. ``abandon()``
+(the user went on) drops it all; the caller then cancels the tasks.
+
 Played position: the client plays what it receives as it arrives, so the
 position is min(audio sent, wall time since audio started), rewound on
 underrun. A pause (barge-in) freezes it and drops the unsent queued audio;
@@ -18,7 +27,7 @@ import asyncio
 import base64
 import json
 import logging
-from typing import TYPE_CHECKING, Sequence
+from typing import TYPE_CHECKING, Callable, Sequence
 
 from common.audio import StreamResampler
 from common.text import ClauseSplitter
@@ -40,7 +49,7 @@ CLAUSE_QUEUE = 32       # clauses generated ahead of synthesis
 class Response:
     def __init__(self, conv: "Conversation", *, messages: Sequence[ChatMessage], query: str,
                  modalities: list[str], timings: TurnTimings | None, metadata: dict[str, str],
-                 in_conversation: bool, max_tokens: int) -> None:
+                 in_conversation: bool, max_tokens: int, held: bool = False) -> None:
         cfg = conv.state.config
         self.conv, self.clock = conv, conv.clock
         self.id = new_id("resp")
@@ -72,6 +81,15 @@ class Response:
         self.trace_id: str | None = None
         self._wake = asyncio.Event()
         self.task: asyncio.Task | None = None
+        # Preemptive run: what it would have emitted, in order, until released.
+        self.held = held
+        self._held_actions: list[Callable[[], None]] = []
+        self._released = asyncio.Event()
+        if not held:
+            self._released.set()
+        self.failure: BackendError | None = None
+        self.plan: tuple = ()              # what it was built from (set by the conversation)
+        self.turn_id: str | None = None    # the user turn a preemptive run answers
 
     # -- positions ---------------------------------------------------------------------
     @property
@@ -116,7 +134,9 @@ class Response:
         with tracer("gateway").start_as_current_span("turn") as span:
             self.trace_id = current_trace_id()
             span.set_attribute("response.id", self.id)
-            self._start()
+            span.set_attribute("response.preemptive", self.held)
+            if not self.held:
+                self._start()
             failure: BackendError | None = None
             try:
                 async with asyncio.TaskGroup() as tg:
@@ -127,6 +147,9 @@ class Response:
                         tg.create_task(self._send(), name=f"{self.id}-send")
             except* BackendError as eg:
                 failure = eg.exceptions[0]
+            # A held run that failed is seen (and replaced) at release time.
+            self.failure = failure
+            await self._released.wait()
             if failure is not None:
                 self._fail(failure)
                 return
@@ -134,6 +157,33 @@ class Response:
             if self.audio_out and self.started:
                 await self._playout()
             self.phase = "done"
+
+    # -- holding (preemptive runs) --------------------------------------------------------
+    def _emit(self, event: dict, **kw) -> None:
+        if self.held:
+            self._held_actions.append(lambda: self.conv.emit(event, **kw))
+        else:
+            self.conv.emit(event, **kw)
+
+    def release(self) -> None:
+        """The turn is confirmed: from now on the client sees this response as
+        if it had been created now (the held events follow response.created)."""
+        if not self.held:
+            return
+        self.held = False
+        self._start()
+        actions, self._held_actions = self._held_actions, []
+        for act in actions:
+            act()
+        self._released.set()
+        self._wake.set()
+
+    def abandon(self) -> None:
+        """The turn went on: nothing this run did may reach the client. The
+        caller cancels its tasks (stop_tasks)."""
+        self._held_actions.clear()
+        if self.task is not None and not self.task.done():
+            self.task.cancel()
 
     def _start(self) -> None:
         c = self.conv
@@ -155,7 +205,10 @@ class Response:
                     self.passages = [p for p in hits if p.score >= self.conv.settings.rag_min_score]
                 except BackendError as exc:
                     # Retrieval is an aid: answer without it, but say so.
-                    self.conv.backend_error(exc)
+                    if self.held:
+                        self._held_actions.append(lambda e=exc: self.conv.backend_error(e))
+                    else:
+                        self.conv.backend_error(exc)
             self.timings.retrieval_s = self.clock.now() - t0
         splitter = ClauseSplitter()
         self.timings.llm_start = self.clock.now()
@@ -169,7 +222,7 @@ class Response:
                     for clause in splitter.push(delta):
                         await q.put(clause)
                 else:
-                    self.conv.emit(self._ev("response.output_text.delta", delta=delta))
+                    self._emit(self._ev("response.output_text.delta", delta=delta))
         if self.audio_out:
             tail = splitter.flush()
             if tail:
@@ -209,6 +262,9 @@ class Response:
         lead = self.conv.settings.audio_lead_ms
         chunk = int(CHUNK_MS * self.bpm) & ~1
         while True:
+            if self.held:          # a preemptive run sends nothing before its release
+                await self._wait_wake()
+                continue
             if self.paused or self.sent >= len(self.audio):
                 if self.gen_done and not self.paused and self.sent >= len(self.audio):
                     break

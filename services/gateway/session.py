@@ -14,7 +14,8 @@ SUPPORTED_OUTPUT_RATES = (16000, 22050, 24000)
 
 @dataclasses.dataclass
 class TurnDetection:
-    """server_vad settings plus our two barge-in extensions."""
+    """server_vad settings plus our extensions: two for barge-in, one for
+    preemptive generation (start the answer inside the silence window)."""
 
     threshold: float = 0.5
     prefix_padding_ms: int = 300
@@ -23,6 +24,7 @@ class TurnDetection:
     interrupt_response: bool = True
     min_interrupt_ms: int = 300
     false_interruption_timeout_ms: int = 800
+    preemptive_generation: bool = True
 
     def wire(self) -> dict[str, Any]:
         return {"type": "server_vad", **dataclasses.asdict(self)}

@@ -55,6 +55,10 @@ class GatewaySettings:
     vad_min_speech_ms: int = setting(120, "VAD speech before it reports speech started")
     min_interrupt_ms: int = setting(300, "default speech needed to confirm a barge-in")
     false_interruption_timeout_ms: int = setting(800, "default wait before a paused reply resumes after non-speech")
+    # Start retrieval → LLM → TTS as soon as the turn's final transcript is in,
+    # inside the silence window; everything is held until the turn is confirmed
+    # and dropped silently if the user goes on (docs/gateway.md).
+    preemptive_generation: bool = setting(True, "default: start the answer inside the end-of-turn window")
     asr_language: str = setting("en", "ASR language code (empty = auto-detect)")
     asr_interim_interval_ms: int = setting(0, "ASR interim interval (0 = server default)")
     # Beam 1 halves end-of-utterance → final time against beam 5 for about one

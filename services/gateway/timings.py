@@ -10,7 +10,13 @@ the sample at the VAD's speech end arrived, for a client sending in real time):
 - retrieval_ms: RAG search
 - llm_first_token_ms: LLM request → first token
 - tts_first_audio_ms: first clause sent to TTS → its first audio
-- voice_to_voice_ms: last voiced sample → first response.output_audio.delta sent"""
+- voice_to_voice_ms: last voiced sample → first response.output_audio.delta sent
+- preempt_lead_ms: preemptive run started → end of turn (how much of the
+  answer's pipeline ran inside the silence window; absent without preemption)
+
+A preemptive run measures its own stages (retrieval, LLM, TTS) from when it
+started and takes the turn's stages (speech end, final, end of turn) when it
+is released (``adopt``)."""
 from __future__ import annotations
 
 import dataclasses
@@ -32,6 +38,14 @@ class TurnTimings:
     tts_start: float | None = None
     tts_first_audio: float | None = None
     first_audio_sent: float | None = None
+    preempt_start: float | None = None
+
+    TURN_FIELDS = ("speech_end", "vad_stopped", "eou_sent", "final", "turn_end")
+
+    def adopt(self, turn: "TurnTimings") -> None:
+        """Take the user turn's own times (a preemptive run started before they were all known)."""
+        for f in self.TURN_FIELDS:
+            setattr(self, f, getattr(turn, f))
 
     @staticmethod
     def _ms(a: float | None, b: float | None) -> float | None:
@@ -48,6 +62,7 @@ class TurnTimings:
             "llm_first_token_ms": self._ms(self.llm_start, self.llm_first_token),
             "tts_first_audio_ms": self._ms(self.tts_start, self.tts_first_audio),
             "voice_to_voice_ms": self._ms(self.speech_end, self.first_audio_sent),
+            "preempt_lead_ms": self._ms(self.preempt_start, self.turn_end),
         }
 
     def metadata(self) -> str:

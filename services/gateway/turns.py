@@ -10,6 +10,12 @@ the silence already elapsed) starts. Speech before the timer fires continues
 the same turn: its final is appended, so a pause inside a sentence gives one
 turn and one answer. When the timer fires the turn ends (Conversation.end_turn).
 
+Preemptive generation: when the last segment's final arrives while the
+window is still open (every segment final, no speech going on), the
+conversation starts the answer for the turn's text, held; speech starting
+again inside the window discards it, and the next final starts a new one
+with the longer text.
+
 Barge-in: speech that starts while a response is thinking or speaking pauses
 it at once (output_audio_buffer.cleared). It is confirmed — the response is
 cancelled — once the speech reached min_interrupt_ms AND the transcript holds
@@ -235,9 +241,11 @@ class TurnTaker:
                 turn.barge_in = True
                 conv.pause_response(resp, turn.onset_wall)
         else:
-            # Speech again inside the silence window: the same turn goes on.
+            # Speech again inside the silence window: the same turn goes on,
+            # and an answer started for its shorter text is dropped unheard.
             self._cancel(self._endpoint_task)
             self._cancel(self._resume_task)
+            self.conv.discard_preempt("discarded")
         await self._open_segment(onset_ms, padded_ms)
 
     async def _speech_stopped(self, end_ms: float) -> None:
@@ -286,6 +294,14 @@ class TurnTaker:
         self._send_delta(turn)
         if turn.barge_in and not turn.confirmed:
             self._maybe_confirm(turn)
+        if r.is_final and self._in_window(turn):
+            self.conv.preempt(turn)
+
+    def _in_window(self, turn: UserTurn) -> bool:
+        """The turn's text is complete and only the end-of-turn timer is running."""
+        return (self.segment is None and not turn.ended and not turn.manual
+                and self._endpoint_task is not None and not self._endpoint_task.done()
+                and all(s.done.is_set() for s in turn.segments))
 
     def _send_delta(self, turn: UserTurn) -> None:
         text = turn.text()
@@ -366,6 +382,7 @@ class TurnTaker:
 
     def _drop_turn(self) -> None:
         self._cancel(self._endpoint_task)
+        self.conv.discard_preempt("discarded")
         if self.turn is not None:
             self.turn.ended = True
         self.turn = None

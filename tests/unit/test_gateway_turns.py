@@ -151,7 +151,9 @@ async def test_pause_longer_than_the_window_gives_two_turns():
 
 
 async def test_final_transcription_starts_when_silence_begins():
-    async with session([(0.5, 2.5)], [QUESTION], replies=("Fine.",)) as s:
+    # Without preemption the answer starts at the end of the turn, so voice-to-voice
+    # exceeds the window (test_gateway_preempt.py covers the preemptive path).
+    async with session([(0.5, 2.5)], [QUESTION], replies=("Fine.",), preemptive_generation=False) as s:
         await s.run_audio(4.0)
         done = s.first("response.done")
         timings = __import__("json").loads(done.event["response"]["metadata"]["timings"])
