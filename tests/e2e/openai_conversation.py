@@ -25,8 +25,9 @@ from openai import AsyncOpenAI
 
 RATE = 16000          # the clips' rate; the gateway accepts 16 kHz input
 FRAME_MS = 20
-INSTRUCTIONS = ("You are a storyteller. Answer every message with a long story of at least "
-                "eight full sentences. Never answer briefly.")
+# Short answers keep turn 1 (played out in full, at real time) brief; turn 2 is
+# cancelled at its first audio delta, long before even a short answer is sent.
+INSTRUCTIONS = "You are a helpful voice assistant. Answer in one or two short sentences."
 
 
 def read_clip(path: str) -> bytes:
