@@ -13,12 +13,10 @@ A client of the protocol only: it imports nothing from services/."""
 from __future__ import annotations
 
 import asyncio
-import bisect
 import contextlib
 import dataclasses
 import itertools
 import json
-import logging
 import time
 from typing import Any
 
@@ -29,7 +27,6 @@ from clients import events
 from clients.eventlog import EventLog, Predicate, ServerEvent
 from clients.player import Player
 
-log = logging.getLogger(__name__)
 DEFAULT_FRAME_MS = 20
 
 
