@@ -2,7 +2,7 @@
 audio, and can be paused, resumed, cancelled and truncated.
 
 Pipeline: retrieval (optional) → LLM token stream → incremental clause
-splitter → TTS per clause, one after another so audio order holds (the first
+splitter (the first clause cut early, clauses.py) → TTS per clause, one after another so audio order holds (the first
 clause speaks while the rest still generates) → resampled to the session rate
 → paced out as response.output_audio.delta, at most ``audio_lead_ms`` ahead
 of the listener. Every clause is placed on the item's audio timeline, so a
@@ -30,10 +30,10 @@ import logging
 from typing import TYPE_CHECKING, Callable, Sequence
 
 from common.audio import StreamResampler
-from common.text import ClauseSplitter
 from common.tracing import current_trace_id, tracer
 from services.gateway import events, metrics
 from services.gateway.backends.types import BackendError, ChatMessage, LlmUsage, Passage
+from services.gateway.clauses import FastFirstClauseSplitter
 from services.gateway.protocol import new_id
 from services.gateway.session import Clause, Item, heard_text
 from services.gateway.timings import TurnTimings
@@ -210,7 +210,8 @@ class Response:
                     else:
                         self.conv.backend_error(exc)
             self.timings.retrieval_s = self.clock.now() - t0
-        splitter = ClauseSplitter()
+        s = self.conv.settings
+        splitter = FastFirstClauseSplitter(s.first_clause_weak_words, s.first_clause_max_words)
         self.timings.llm_start = self.clock.now()
         with tracer("gateway").start_as_current_span("llm"):
             async for delta in self.conv.backends.llm.generate(

@@ -59,6 +59,10 @@ class GatewaySettings:
     # inside the silence window; everything is held until the turn is confirmed
     # and dropped silently if the user goes on (docs/gateway.md).
     preemptive_generation: bool = setting(True, "default: start the answer inside the end-of-turn window")
+    # The first clause is cut early so TTS starts sooner (services/gateway/clauses.py);
+    # later clauses keep the usual rules. 0 = the usual rules for the first clause too.
+    first_clause_weak_words: int = setting(2, "words before a comma may end the first clause (0 = usual rule)")
+    first_clause_max_words: int = setting(6, "first clause cut after this many words without punctuation (0 = off)")
     asr_language: str = setting("en", "ASR language code (empty = auto-detect)")
     asr_interim_interval_ms: int = setting(0, "ASR interim interval (0 = server default)")
     # Beam 1 halves end-of-utterance → final time against beam 5 for about one
