@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 from typing import Any, Callable, Coroutine
 
 from services.gateway import backchannel, events, metrics, protocol
@@ -41,6 +42,11 @@ def default_turn_detection(s: GatewaySettings) -> TurnDetection:
                          silence_duration_ms=s.silence_duration_ms, min_interrupt_ms=s.min_interrupt_ms,
                          false_interruption_timeout_ms=s.false_interruption_timeout_ms,
                          preemptive_generation=s.preemptive_generation)
+
+
+def same_words(a: str, b: str) -> bool:
+    """Equal once case and punctuation are set aside ("What's up?" == "what's up")."""
+    return re.sub(r"[^\w']+", " ", a.lower()).split() == re.sub(r"[^\w']+", " ", b.lower()).split()
 
 
 _DOCS_CACHE: dict[str, tuple[float, bool]] = {}
@@ -386,9 +392,9 @@ class Conversation:
         if not text:
             return
         if self.preempted is not None:
-            if self.preempted.turn_id == turn.item_id and self.preempted.query == text:
-                return
-            self.discard_preempt("discarded")
+            if self.preempted.turn_id == turn.item_id and same_words(self.preempted.query, text):
+                return   # started from an interim that the final confirms
+            self.discard_preempt("replaced" if self.preempted.turn_id == turn.item_id else "discarded")
         pending = Item(id=turn.item_id, role="user", content=[{"type": "input_audio", "transcript": text}])
         timings = TurnTimings(preempt_start=self.clock.now())
         resp = self._new_response(protocol.ResponseOptions(), timings, pending=pending, held=True)
@@ -411,7 +417,11 @@ class Conversation:
         resp = self.preempted
         if resp is None or resp.turn_id != turn.item_id:
             return False
-        if resp.failure is not None or resp.plan != self._plan(protocol.ResponseOptions()):
+        # A run started from an interim the final confirmed answered the interim's
+        # wording: compare with the plan that wording gives.
+        heard_as = {turn.item_id: resp.query}
+        if (resp.failure is not None or not same_words(resp.query, turn.text())
+                or resp.plan != self._plan(protocol.ResponseOptions(), heard_as=heard_as)):
             log.info("session %s: preemptive response %s replaced (%s)", self.state.id, resp.id,
                      "it failed" if resp.failure is not None else "its inputs changed")
             self.discard_preempt("replaced")
@@ -424,12 +434,14 @@ class Conversation:
         return True
 
     # -- responses ---------------------------------------------------------------------------
-    def history(self, instructions: str, pending: Item | None = None) -> list[ChatMessage]:
-        """What the LLM sees; ``pending`` is a user item not committed yet (preemption)."""
+    def history(self, instructions: str, pending: Item | None = None,
+                heard_as: dict[str, str] | None = None) -> list[ChatMessage]:
+        """What the LLM sees; ``pending`` is a user item not committed yet and
+        ``heard_as`` another wording of an item's text (preemption)."""
         msgs = [ChatMessage("system", instructions)] if instructions else []
         items = self.state.items + ([pending] if pending is not None else [])
         for it in items[-self.settings.history_items:]:
-            text = it.text()
+            text = (heard_as or {}).get(it.id) or it.text()
             if not text:
                 continue
             if it.type == "function_call_output":
@@ -440,15 +452,17 @@ class Conversation:
                 msgs.append(ChatMessage(it.role, text))
         return msgs
 
-    def _plan(self, opts: protocol.ResponseOptions, pending: Item | None = None) -> tuple:
+    def _plan(self, opts: protocol.ResponseOptions, pending: Item | None = None,
+              heard_as: dict[str, str] | None = None) -> tuple:
         """Everything a response is built from: equal plans give identical responses."""
         cfg = self.state.config
         instructions = opts.instructions if opts.instructions is not None else (cfg.instructions or self.settings.instructions)
         items = self.state.items + ([pending] if pending is not None else [])
-        query = next((it.text() for it in reversed(items) if it.role == "user" and it.text()), "")
+        texts = [(heard_as or {}).get(it.id) or it.text() for it in items if it.role == "user"]
+        query = next((t for t in reversed(texts) if t), "")
         max_tokens = opts.max_output_tokens or (cfg.max_output_tokens if isinstance(cfg.max_output_tokens, int)
                                                 else self.settings.llm_max_tokens)
-        return (tuple(self.history(instructions, pending)), query,
+        return (tuple(self.history(instructions, pending, heard_as)), query,
                 tuple(opts.modalities or cfg.output_modalities), tuple(sorted(opts.metadata.items())),
                 opts.in_conversation, max_tokens, cfg.output_rate, cfg.voice, cfg.speed,
                 cfg.retrieval_enabled, cfg.retrieval_k)

@@ -5,8 +5,10 @@ microseconds, and protocol tests run the real app without speech services.
 - FakeVad: speech wherever the script says (intervals in seconds of session
   audio), decided with min_speech/min_silence like the real VAD.
 - FakeAsr: utterance k of a stream transcribes to texts[k]; interims reveal
-  one word per ``ms_per_word`` of audio received; the final comes
-  ``final_latency_s`` after force_eou.
+  one word per ``ms_per_word`` of audio received (with ``every_chunk``, an
+  interim for every chunk, like a real ASR re-decoding as audio comes); the
+  final (``finals[k]`` if given, else texts[k]) comes ``final_latency_s``
+  after force_eou.
 - FakeLlm: streams the scripted reply word by word; records every request
   and when it came.
 - FakeTts: ``ms_per_char`` of audio per character of each clause, produced
@@ -154,14 +156,16 @@ class FakeAsrStream(_FakeStream):
         self._ms += len(pcm16k) / 32
         words = self._words()
         n = min(len(words), int(self._ms // self.owner.ms_per_word))
-        if n > self._shown:
+        if n > self._shown or (self.owner.every_chunk and n):
             self._shown = n
             self._out.put_nowait(AsrResult(" ".join(words[:n]), False, self.index, int(self._ms)))
 
     async def end_utterance(self) -> None:
         if self.closed or not self.owner.up:
             raise BackendError("asr", self.owner.address, "unavailable: stream closed")
-        text = " ".join(self._words())
+        k = self.owner.utterances_started
+        finals = self.owner.finals
+        text = finals[k] if k < len(finals) else " ".join(self._words())
         idx, ms = self.index, self._ms
         self.owner.utterances_started += 1
         self.index += 1
@@ -190,6 +194,8 @@ class FakeAsr(_Fake):
         super().__init__("asr", clock)
         self.texts = list(texts)
         self.ms_per_word, self.final_latency_s = ms_per_word, final_latency_s
+        self.every_chunk = False
+        self.finals: list[str] = []
         self.utterances_started = 0
 
     async def open(self, params: AsrParams) -> FakeAsrStream:

@@ -417,16 +417,17 @@ class Response:
             heard = min(self.frozen_ms, self.sent_ms)
         await self.stop_tasks()
         self.paused, self.phase = False, "done"
+        client_said = self.item.truncated_ms   # a client truncate knows what was really played
         if phase == "generating":
             self.status = "cancelled"
             self.item.audio_ms = self.sent_ms if self.audio_out else 0.0
-            if self.audio_out:
+            if self.audio_out and client_said is None:
                 self.truncate(heard, emit=self.started)
             self._finish_item("incomplete")
             self.conv.emit(events.ev("response.done", response=self._response(
                 "cancelled", {"type": "cancelled", "reason": reason})))
             metrics.TURNS.labels(**metrics.base(), outcome="cancelled").inc()
-        elif self.audio_out and heard < self.total_ms - 0.5:
+        elif self.audio_out and client_said is None and heard < self.total_ms - 0.5:
             self.truncate(heard, emit=True)   # interrupted while the tail was playing
         self.conv.save()
 

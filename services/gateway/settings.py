@@ -63,6 +63,7 @@ class GatewaySettings:
     # later clauses keep the usual rules. 0 = the usual rules for the first clause too.
     first_clause_weak_words: int = setting(2, "words before a comma may end the first clause (0 = usual rule)")
     first_clause_max_words: int = setting(6, "first clause cut after this many words without punctuation (0 = off)")
+    preempt_from_interim: bool = setting(True, "start the preemptive answer from an ASR interim that covers the speech end")
     asr_language: str = setting("en", "ASR language code (empty = auto-detect)")
     asr_interim_interval_ms: int = setting(0, "ASR interim interval (0 = server default)")
     # Beam 1 halves end-of-utterance → final time against beam 5 for about one

@@ -13,6 +13,8 @@ the sample at the VAD's speech end arrived, for a client sending in real time):
 - voice_to_voice_ms: last voiced sample → first response.output_audio.delta sent
 - preempt_lead_ms: preemptive run started → end of turn (how much of the
   answer's pipeline ran inside the silence window; absent without preemption)
+- interim_gap_ms: the VAD's speech end minus the end of the audio the last
+  ASR interim of the last segment covered (0 = that interim heard it all)
 
 A preemptive run measures its own stages (retrieval, LLM, TTS) from when it
 started and takes the turn's stages (speech end, final, end of turn) when it
@@ -39,8 +41,9 @@ class TurnTimings:
     tts_first_audio: float | None = None
     first_audio_sent: float | None = None
     preempt_start: float | None = None
+    interim_gap_ms: float | None = None
 
-    TURN_FIELDS = ("speech_end", "vad_stopped", "eou_sent", "final", "turn_end")
+    TURN_FIELDS = ("speech_end", "vad_stopped", "eou_sent", "final", "turn_end", "interim_gap_ms")
 
     def adopt(self, turn: "TurnTimings") -> None:
         """Take the user turn's own times (a preemptive run started before they were all known)."""
@@ -63,6 +66,7 @@ class TurnTimings:
             "tts_first_audio_ms": self._ms(self.tts_start, self.tts_first_audio),
             "voice_to_voice_ms": self._ms(self.speech_end, self.first_audio_sent),
             "preempt_lead_ms": self._ms(self.preempt_start, self.turn_end),
+            "interim_gap_ms": None if self.interim_gap_ms is None else round(self.interim_gap_ms, 1),
         }
 
     def metadata(self) -> str:

@@ -14,7 +14,10 @@ Preemptive generation: when the last segment's final arrives while the
 window is still open (every segment final, no speech going on), the
 conversation starts the answer for the turn's text, held; speech starting
 again inside the window discards it, and the next final starts a new one
-with the longer text.
+with the longer text. Earlier still, when the segment's latest interim
+already covers the audio up to the VAD's speech end, the run starts from it at
+speech_stopped; the final then keeps it if the texts are equal once
+normalised (case, punctuation), and restarts it otherwise.
 
 Barge-in: speech that starts while a response is thinking or speaking pauses
 it at once (output_audio_buffer.cleared). It is confirmed — the response is
@@ -50,6 +53,7 @@ class Segment:
     padded_ms: float
     end_ms: float | None = None
     interim: str = ""
+    interim_end_ms: float | None = None   # session audio the latest interim covers
     final: str | None = None
     done: asyncio.Event = dataclasses.field(default_factory=asyncio.Event)
 
@@ -260,6 +264,12 @@ class TurnTaker:
         turn.timings.vad_stopped = now
         remaining = self.td.silence_duration_ms / 1000.0 - (now - turn.timings.speech_end)
         self._endpoint_task = self.conv.spawn(self._endpoint(turn, remaining), "endpoint")
+        if seg.interim_end_ms is not None:
+            turn.timings.interim_gap_ms = max(0.0, end_ms - seg.interim_end_ms)
+        if (self.conv.settings.preempt_from_interim and not seg.done.is_set() and seg.interim
+                and seg.interim_end_ms is not None and seg.interim_end_ms >= end_ms
+                and all(s.done.is_set() for s in turn.segments if s is not seg)):
+            self.conv.preempt(turn)   # the interim already heard all of it
         if turn.barge_in and not turn.confirmed:
             self._resume_task = self.conv.spawn(self._resume_later(turn), "false-interruption")
 
@@ -288,6 +298,8 @@ class TurnTaker:
                 self.turn.timings.final = self.conv.clock.now()
         else:
             seg.interim = r.text.strip()
+            if r.audio_processed_ms:
+                seg.interim_end_ms = seg.padded_ms + r.audio_processed_ms
         turn = self.turn
         if turn is None or seg not in turn.segments:
             return

@@ -213,3 +213,45 @@ async def test_manual_turns_are_not_preempted():
         await s.send({"type": "input_audio_buffer.commit"})
         await s.wait(0.5)
         assert s.b.llm.requests == [] and not s.of("response.created")
+
+
+async def test_an_interim_that_heard_it_all_starts_the_run_and_a_confirming_final_keeps_it():
+    released = metric("voice_gateway_preemptive_runs_total", outcome="released")
+    async with session([(0.5, 2.5)], [QUESTION]) as s:
+        s.b.asr.every_chunk = True                    # interims up to the VAD stop (2.66 s)
+        s.b.asr.finals = ["What is the weather like today?"]
+        await s.run_audio(6.0)
+        # Started at the VAD's stop, 0.1 s before the final; the final (same
+        # words once case and punctuation are set aside) kept it.
+        assert s.b.llm.requested_at == [approx(2.66 + s.b.rag.latency_s)]
+        assert s.b.llm.cancelled == 0
+        assert s.b.llm.requests[0][-1].content == QUESTION
+        assert s.first("conversation.item.input_audio_transcription.completed").event["transcript"] \
+            == "What is the weather like today?"
+        assert s.first("response.created").at == approx(WINDOW_CLOSES)
+        assert s.first("response.done").event["response"]["status"] == "completed"
+        timings = json.loads(s.first("response.done").event["response"]["metadata"]["timings"])
+        assert timings["interim_gap_ms"] == 0.0
+    assert metric("voice_gateway_preemptive_runs_total", outcome="released") == released + 1
+
+
+async def test_a_final_that_differs_from_the_interim_restarts_the_run():
+    replaced = metric("voice_gateway_preemptive_runs_total", outcome="replaced")
+    async with session([(0.5, 2.5)], [QUESTION], replies=("Fine, thanks. It is sunny and warm all day long.",)) as s:
+        s.b.asr.every_chunk = True
+        s.b.asr.finals = ["what is the weather like tonight"]
+        await s.run_audio(6.0)
+        assert s.b.llm.requested_at == [approx(2.66 + s.b.rag.latency_s), approx(FINAL_AT + s.b.rag.latency_s)]
+        assert s.b.llm.cancelled == 1
+        assert s.b.llm.requests[1][-1].content == "what is the weather like tonight"
+        assert len(s.of("response.created")) == 1
+        assert s.first("response.done").event["response"]["status"] == "completed"
+    assert metric("voice_gateway_preemptive_runs_total", outcome="replaced") == replaced + 1
+
+
+async def test_an_interim_short_of_the_speech_end_does_not_start_the_run():
+    async with session([(0.5, 2.5)], [QUESTION]) as s:   # the last interim covers audio up to 1.7 s
+        await s.run_audio(6.0)
+        assert s.b.llm.requested_at == [approx(FINAL_AT + s.b.rag.latency_s)]
+        timings = json.loads(s.first("response.done").event["response"]["metadata"]["timings"])
+        assert timings["interim_gap_ms"] == approx(800.0)
