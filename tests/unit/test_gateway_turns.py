@@ -293,3 +293,21 @@ async def test_false_interruption_after_client_truncate_resumes_whole_item():
         assert s.first("response.done").event["response"]["status"] == "completed"
         item = s.conv.state.find(iid)
         assert item.truncated_ms is None and item.text() == REPLY
+
+
+async def test_client_truncate_before_cancel_completes_is_kept():
+    """response.cancel then an immediate truncate (what the openai client does):
+    the client's played position wins over the gateway's wall-clock estimate."""
+    async with session([(0.5, 2.5)], [QUESTION]) as s:
+        await s.run_audio(4.5)
+        rid = s.first("response.created").event["response"]["id"]
+        iid = s.first("response.output_item.added").event["item"]["id"]
+        assert audio_of(s, rid), "the reply should be playing"
+        await s.conv.handle({"type": "response.cancel"})
+        await s.conv.handle({"type": "conversation.item.truncate", "item_id": iid,
+                             "content_index": 0, "audio_end_ms": 200})
+        await s.wait(1.0)
+        assert s.first("response.done").event["response"]["status"] == "cancelled"
+        truncs = [e.event["audio_end_ms"] for e in s.of("conversation.item.truncated")]
+        assert truncs and truncs[-1] == 200, truncs
+        assert s.conv.state.find(iid).truncated_ms == 200
