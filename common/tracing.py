@@ -211,3 +211,40 @@ def client_interceptors() -> list[grpc.aio.ClientInterceptor]:
     """``grpc.aio.insecure_channel(addr, interceptors=client_interceptors())``:
     every call on the channel gets a CLIENT span and carries its context."""
     return [_UnaryUnary(), _UnaryStream(), _StreamUnary(), _StreamStream()]
+
+
+def traceparent() -> dict[str, str]:
+    """The current span's W3C context as {"traceparent": …, "tracestate": …}
+    (empty when tracing is off), for an in-band TraceContext message."""
+    carrier: dict[str, str] = {}
+    propagate.inject(carrier)
+    return carrier
+
+
+class StretchSpans:
+    """One span per stretch of a long-lived stream (a VAD speech segment, an
+    ASR utterance), never per audio frame. The parent is the trace context the
+    client last sent in-band (the user turn); without one, the stream's own
+    server span."""
+
+    def __init__(self, tracer_name: str, span_name: str) -> None:
+        self._tracer = tracer(tracer_name)
+        self._name = span_name
+        self._parent: Any = None
+        self._span: trace.Span | None = None
+
+    def set_parent(self, traceparent_: str, tracestate: str = "") -> None:
+        carrier = {"traceparent": traceparent_} | ({"tracestate": tracestate} if tracestate else {})
+        self._parent = propagate.extract(carrier)
+
+    def start(self, **attributes: Any) -> None:
+        if self._span is None:
+            self._span = self._tracer.start_span(self._name, context=self._parent,
+                                                 attributes=attributes or None)
+
+    def end(self, **attributes: Any) -> None:
+        span, self._span = self._span, None
+        if span is not None:
+            for k, v in attributes.items():
+                span.set_attribute(k, v)
+            span.end()

@@ -8,6 +8,7 @@ from typing import AsyncIterator
 import grpc
 
 from common.status import StreamStats
+from common.tracing import StretchSpans
 from common.stubs import asr_pb2, asr_pb2_grpc, common_pb2
 from services.asr.convert import events_from_pb, result_to_pb
 from services.asr.engine import Transcriber
@@ -33,8 +34,12 @@ class RecognizerServicer(asr_pb2_grpc.RecognizerServicer):
                                 f"ASR is serving its maximum of {self.max_streams} streams; retry later")
         async with self.stats.track():
             session = RecognitionSession(self.engine, self.limits, self.observer)
+            spans = StretchSpans("asr", "asr.utterance")   # one span per utterance, per turn trace
             try:
-                async for result in session.run(events_from_pb(request_iterator)):
+                async for result in session.run(events_from_pb(_traced(request_iterator, spans))):
+                    if result.is_final:
+                        spans.end(**{"asr.utterance_index": result.utterance_index,
+                                     "asr.words": len(result.words)})
                     yield result_to_pb(result)
             except InvalidRequest as exc:
                 await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
@@ -43,6 +48,8 @@ class RecognizerServicer(asr_pb2_grpc.RecognizerServicer):
             except Exception as exc:  # an engine failure: this stream fails, others go on
                 log.exception("recognition stream failed")
                 await context.abort(grpc.StatusCode.INTERNAL, f"recognition failed: {exc}")
+            finally:
+                spans.end()
 
     async def GetStatus(self, request: common_pb2.StatusRequest,
                         context: grpc.aio.ServicerContext) -> common_pb2.ServiceStatus:
@@ -50,3 +57,17 @@ class RecognizerServicer(asr_pb2_grpc.RecognizerServicer):
         return common_pb2.ServiceStatus(service=s.service, model=s.model, active_streams=s.active,
                                         completed_streams=s.completed, cancelled_streams=s.cancelled,
                                         failed_streams=s.failed)
+
+
+async def _traced(requests: AsyncIterator[asr_pb2.RecognizeRequest],
+                  spans: StretchSpans) -> AsyncIterator[asr_pb2.RecognizeRequest]:
+    """Take the in-band trace context out of the stream; an utterance's span
+    starts with its first audio and ends with its final."""
+    async for req in requests:
+        kind = req.WhichOneof("request")
+        if kind == "trace":
+            spans.set_parent(req.trace.traceparent, req.trace.tracestate)
+            continue
+        if kind == "audio":
+            spans.start()
+        yield req

@@ -12,11 +12,12 @@ import grpc
 
 from common import metrics as common_metrics
 from common.status import StreamStats
+from common.tracing import StretchSpans
 from common.stubs import common_pb2, vad_pb2, vad_pb2_grpc
 from services.vad import convert
 from services.vad import metrics as m
 from services.vad.engine import PushResult, VadEngine
-from services.vad.segmenter import SpeechStart
+from services.vad.segmenter import SpeechStart, SpeechStop
 
 log = logging.getLogger(__name__)
 
@@ -33,34 +34,46 @@ class VadServicer(vad_pb2_grpc.VoiceActivityServicer):
             await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED,
                                 f"VAD is serving {self.stats.active} streams, its limit (VAD_MAX_STREAMS)")
         async with self.stats.track():
-            stream = None
-            async for req in request_iterator:
-                kind = req.WhichOneof("request")
-                if kind == "config":
-                    if stream is not None:
-                        await _invalid(context, "config sent twice: send it once, as the first message")
-                    try:
-                        params = convert.params_from_config(req.config)
-                    except ValueError as exc:
-                        await _invalid(context, f"bad config: {exc}")
-                    stream = self.engine.open(params)
-                elif kind == "audio":
-                    if stream is None:
-                        await _invalid(context, "first message must be config (a VadConfig), got audio")
-                    if len(req.audio) % 2:
-                        await _invalid(context, f"audio chunk has {len(req.audio)} bytes, an odd count: "
-                                                "PCM16 needs 2 bytes per sample")
-                    result = await asyncio.to_thread(stream.push, req.audio)
-                    for resp in self._responses(result):
-                        yield resp
-                else:
-                    await _invalid(context, "empty DetectRequest: set config or audio")
-            if stream is None:
-                await _invalid(context, "first message must be config: the stream ended without one")
-            for resp in self._responses(stream.finish()):
-                yield resp
+            spans = StretchSpans("vad", "vad.speech_segment")   # one span per segment, per turn trace
+            try:
+                async for resp in self._serve(request_iterator, context, spans):
+                    yield resp
+            finally:
+                spans.end()
 
-    def _responses(self, result: PushResult) -> list[vad_pb2.DetectResponse]:
+    async def _serve(self, request_iterator: AsyncIterator[vad_pb2.DetectRequest],
+                     context: grpc.aio.ServicerContext,
+                     spans: StretchSpans) -> AsyncIterator[vad_pb2.DetectResponse]:
+        stream = None
+        async for req in request_iterator:
+            kind = req.WhichOneof("request")
+            if kind == "trace":
+                spans.set_parent(req.trace.traceparent, req.trace.tracestate)
+            elif kind == "config":
+                if stream is not None:
+                    await _invalid(context, "config sent twice: send it once, as the first message")
+                try:
+                    params = convert.params_from_config(req.config)
+                except ValueError as exc:
+                    await _invalid(context, f"bad config: {exc}")
+                stream = self.engine.open(params)
+            elif kind == "audio":
+                if stream is None:
+                    await _invalid(context, "first message must be config (a VadConfig), got audio")
+                if len(req.audio) % 2:
+                    await _invalid(context, f"audio chunk has {len(req.audio)} bytes, an odd count: "
+                                            "PCM16 needs 2 bytes per sample")
+                result = await asyncio.to_thread(stream.push, req.audio)
+                for resp in self._responses(result, spans):
+                    yield resp
+            else:
+                await _invalid(context, "empty DetectRequest: set config, audio or trace")
+        if stream is None:
+            await _invalid(context, "first message must be config: the stream ended without one")
+        for resp in self._responses(stream.finish(), spans):
+            yield resp
+
+    def _responses(self, result: PushResult, spans: StretchSpans) -> list[vad_pb2.DetectResponse]:
         b = common_metrics.base()
         if result.frame_seconds:
             m.FRAMES.labels(**b).inc(len(result.frame_seconds))
@@ -71,6 +84,9 @@ class VadServicer(vad_pb2_grpc.VoiceActivityServicer):
         for ev in result.events:
             if isinstance(ev, SpeechStart):
                 m.SEGMENTS.labels(**b).inc()
+                spans.start(**{"vad.onset_ms": ev.audio_ms})
+            elif isinstance(ev, SpeechStop):
+                spans.end(**{"vad.end_ms": ev.audio_ms})
             out.append(convert.event_to_pb(ev, result.audio_processed_ms))
         return out
 
