@@ -12,6 +12,7 @@ keeps an unset status and gets ``rpc.cancelled = true``."""
 from __future__ import annotations
 
 import logging
+import time
 from typing import Any, AsyncIterator, Callable, Iterable
 
 import grpc
@@ -225,26 +226,33 @@ class StretchSpans:
     """One span per stretch of a long-lived stream (a VAD speech segment, an
     ASR utterance), never per audio frame. The parent is the trace context the
     client last sent in-band (the user turn); without one, the stream's own
-    server span."""
+    server span.
+
+    The span is created when the stretch ends, with the start time recorded
+    when it began: the VAD decides that speech started before the client can
+    answer with the new turn's context, and the context that arrived by the
+    end is the one the stretch belongs to."""
 
     def __init__(self, tracer_name: str, span_name: str) -> None:
         self._tracer = tracer(tracer_name)
         self._name = span_name
         self._parent: Any = None
-        self._span: trace.Span | None = None
+        self._started_ns: int | None = None
+        self._attributes: dict[str, Any] = {}
 
     def set_parent(self, traceparent_: str, tracestate: str = "") -> None:
         carrier = {"traceparent": traceparent_} | ({"tracestate": tracestate} if tracestate else {})
         self._parent = propagate.extract(carrier)
 
     def start(self, **attributes: Any) -> None:
-        if self._span is None:
-            self._span = self._tracer.start_span(self._name, context=self._parent,
-                                                 attributes=attributes or None)
+        if self._started_ns is None:
+            self._started_ns = time.time_ns()
+            self._attributes = dict(attributes)
 
     def end(self, **attributes: Any) -> None:
-        span, self._span = self._span, None
-        if span is not None:
-            for k, v in attributes.items():
-                span.set_attribute(k, v)
-            span.end()
+        if self._started_ns is None:
+            return
+        span = self._tracer.start_span(self._name, context=self._parent, start_time=self._started_ns,
+                                       attributes=self._attributes | attributes)
+        span.end()
+        self._started_ns, self._attributes = None, {}
