@@ -222,6 +222,18 @@ def traceparent() -> dict[str, str]:
     return carrier
 
 
+def new_root_span(tracer_name: str, name: str, attributes: dict[str, Any] | None = None) -> trace.Span:
+    """A span that starts a new trace (a user turn), whatever is current."""
+    return tracer(tracer_name).start_span(name, context=otel_context.Context(), attributes=attributes)
+
+
+def traceparent_of(span: trace.Span) -> dict[str, str]:
+    """``span``'s W3C context as a carrier dict (empty when tracing is off)."""
+    carrier: dict[str, str] = {}
+    propagate.inject(carrier, context=trace.set_span_in_context(span))
+    return carrier
+
+
 class StretchSpans:
     """One span per stretch of a long-lived stream (a VAD speech segment, an
     ASR utterance), never per audio frame. The parent is the trace context the

@@ -332,9 +332,11 @@ class Conversation:
             await self._end_turn(turn)
         finally:
             # A turn that ended without an answer (dropped, no words, a response
-            # already running) leaves no held run behind.
+            # already running) leaves no held run behind, and its trace ends here.
             if self.preempted is not None and self.preempted.turn_id == turn.item_id:
                 self.discard_preempt("discarded")
+            if not turn.span_handed_over:
+                turn.end_span()
 
     async def _end_turn(self, turn: UserTurn) -> None:
         td = self.state.config.turn_detection
@@ -399,6 +401,7 @@ class Conversation:
         timings = TurnTimings(preempt_start=self.clock.now())
         resp = self._new_response(protocol.ResponseOptions(), timings, pending=pending, held=True)
         resp.turn_id = turn.item_id
+        resp.turn_span = turn.span   # its spans join the turn's trace; it ends it only if released
         self.preempted = resp
         resp.task = self.spawn(resp.run(), f"preempt-{resp.id}")
 
@@ -430,8 +433,15 @@ class Conversation:
         metrics.PREEMPTIVE_RUNS.labels(**metrics.base(), outcome="released").inc()
         resp.timings.adopt(turn.timings)
         self.response = resp
+        self._hand_turn_span(turn, resp)
         resp.release()
         return True
+
+    @staticmethod
+    def _hand_turn_span(turn: UserTurn, resp: Response) -> None:
+        """The response answering a turn ends the turn's trace when it ends."""
+        resp.turn_span, resp.owns_turn_span = turn.span, True
+        turn.span_handed_over = True
 
     # -- responses ---------------------------------------------------------------------------
     def history(self, instructions: str, pending: Item | None = None,
@@ -479,6 +489,8 @@ class Conversation:
 
     def create_response(self, opts: protocol.ResponseOptions, turn: UserTurn | None = None) -> Response:
         resp = self._new_response(opts, turn.timings if turn else None)
+        if turn is not None:
+            self._hand_turn_span(turn, resp)
         self.response = resp
         resp.task = self.spawn(resp.run(), f"response-{resp.id}")
         return resp

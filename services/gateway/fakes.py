@@ -52,6 +52,10 @@ class _FakeStream:
     def __init__(self) -> None:
         self._out: asyncio.Queue = asyncio.Queue()
         self.closed = False
+        self.traces: list[dict[str, str]] = []   # in-band trace contexts received
+
+    async def send_trace(self, carrier: dict[str, str]) -> None:
+        self.traces.append(dict(carrier))
 
     def fail(self, exc: BackendError) -> None:
         self._out.put_nowait(exc)

@@ -27,7 +27,9 @@ import asyncio
 import base64
 import json
 import logging
-from typing import TYPE_CHECKING, Callable, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Sequence
+
+from opentelemetry import trace
 
 from common.audio import StreamResampler
 from common.tracing import current_trace_id, tracer
@@ -90,6 +92,10 @@ class Response:
         self.failure: BackendError | None = None
         self.plan: tuple = ()              # what it was built from (set by the conversation)
         self.turn_id: str | None = None    # the user turn a preemptive run answers
+        # Tracing: this response's span is a child of the user turn's span; the
+        # response that answers the turn (not a discarded preemptive run) ends it.
+        self.turn_span: Any = None
+        self.owns_turn_span = False
 
     # -- positions ---------------------------------------------------------------------
     @property
@@ -131,7 +137,15 @@ class Response:
 
     # -- the run --------------------------------------------------------------------------
     async def run(self) -> None:
-        with tracer("gateway").start_as_current_span("turn") as span:
+        parent = trace.set_span_in_context(self.turn_span) if self.turn_span is not None else None
+        try:
+            await self._run(parent)
+        finally:
+            if self.owns_turn_span and self.turn_span is not None:
+                self.turn_span.end()
+
+    async def _run(self, parent: Any) -> None:
+        with tracer("gateway").start_as_current_span("response", context=parent) as span:
             self.trace_id = current_trace_id()
             span.set_attribute("response.id", self.id)
             span.set_attribute("response.preemptive", self.held)

@@ -30,8 +30,9 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
+from common.tracing import new_root_span, traceparent_of
 from services.gateway import backchannel, events
 from services.gateway.backends.types import AsrParams, AsrResult, BackendError, VadEvent, VadParams
 from services.gateway.protocol import ProtocolError, new_id
@@ -74,6 +75,16 @@ class UserTurn:
     interrupt_task: asyncio.Task | None = None
     sent_transcript: str = ""
     timings: TurnTimings = dataclasses.field(default_factory=TurnTimings)
+    # The root of this turn's trace: VAD segment, ASR utterance and the
+    # response's spans all hang off it. Ended by the response that answers
+    # the turn, or by the conversation when the turn gets no answer.
+    span: Any = None
+    span_handed_over: bool = False
+
+    def end_span(self) -> None:
+        span, self.span = self.span, None
+        if span is not None:
+            span.end()
 
     def text(self) -> str:
         return " ".join(t for t in (s.text() for s in self.segments) if t)
@@ -237,6 +248,7 @@ class TurnTaker:
         if self.turn is None or self.turn.ended:
             turn = UserTurn(new_id("item"), padded_ms, conv.ring.wall_of(onset_ms) or now)
             self.turn = turn
+            await self._trace_turn(turn)
             self._cancel(self._resume_task)
             conv.emit(events.ev("input_audio_buffer.speech_started", audio_start_ms=int(padded_ms),
                                 item_id=turn.item_id))
@@ -359,6 +371,7 @@ class TurnTaker:
         if self.turn is None or self.turn.ended:
             start = self.conv.ring.end_ms - ms
             self.turn = UserTurn(new_id("item"), start, self.conv.clock.now(), manual=True)
+            await self._trace_turn(self.turn)
         await self._open_segment(self.conv.ring.end_ms - ms, self.conv.ring.end_ms - ms)
 
     async def commit(self, event_id: str | None) -> None:
@@ -397,7 +410,18 @@ class TurnTaker:
         self.conv.discard_preempt("discarded")
         if self.turn is not None:
             self.turn.ended = True
+            if not self.turn.span_handed_over:
+                self.turn.end_span()
         self.turn = None
+
+    async def _trace_turn(self, turn: UserTurn) -> None:
+        """Open the turn's trace and tell the long-lived VAD and ASR streams, so
+        this turn's speech segment and utterance spans join it (not per frame)."""
+        turn.span = new_root_span("gateway", "turn", {"turn.item_id": turn.item_id})
+        carrier = traceparent_of(turn.span)
+        if carrier:   # tracing on
+            await self.vad.send("send_trace", carrier)
+            await self.asr.send("send_trace", carrier)
 
     @staticmethod
     def _cancel(task: asyncio.Task | None) -> None:

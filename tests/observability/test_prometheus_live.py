@@ -221,8 +221,7 @@ def test_latency_exemplars_lead_to_traces(live):
 
 
 def _turn_traces(live: Live) -> list[list]:
-    """Traces holding a gateway turn span (the gateway may root them at the
-    WebSocket session, so one trace can hold several turns)."""
+    """Traces rooted at a gateway turn span (one trace per user turn)."""
     spans = live.sink.spans()
     with_turn = {s.trace_id for s in spans if s.service == "gateway" and s.name == "turn"}
     return [[s for s in spans if s.trace_id == t] for t in with_turn]
@@ -234,14 +233,29 @@ def test_a_turn_trace_has_spans_from_every_service(live):
                               timeout=20), [sorted({s.service for s in tr}) for tr in _turn_traces(live)]
     trace = next(tr for tr in _turn_traces(live) if every <= {s.service for s in tr})
     by_id = {s.span_id: s for s in trace}
-    # Every speech service's span hangs off a gateway span: the context went
-    # through gRPC metadata, not by accident of timing.
+    turns = [s for s in trace if s.name == "turn"]
+    assert len(turns) == 1 and not turns[0].parent_span_id, "one root turn span per trace"
+    turn = turns[0]
+
+    def ancestors(s):
+        while s.parent_span_id in by_id:
+            s = by_id[s.parent_span_id]
+            yield s
+
+    # Every span of the trace descends from the turn, and every speech
+    # service's span hangs off a gateway span: the context went through gRPC
+    # metadata (or, for the long-lived VAD/ASR streams, in-band), not by
+    # accident of timing.
     for s in trace:
+        if s is not turn:
+            assert turn in list(ancestors(s)), s
         if s.service != "gateway":
             assert by_id[s.parent_span_id].service == "gateway", s
-    # The per-turn calls hang off the turn's stage spans (the gateway may call
-    # a service outside a turn too, e.g. to ask RAG whether it has documents).
-    turn_ids = {s.span_id for s in trace if s.name == "turn"}
-    in_turn = {s.service for s in trace if s.service in ("rag", "llm", "tts")
-               and by_id[s.parent_span_id].parent_span_id in turn_ids}
-    assert in_turn == {"rag", "llm", "tts"}, in_turn
+    # VAD's speech segment and ASR's utterance sit right under the turn; RAG,
+    # LLM and TTS under the response's stage spans.
+    under_turn = {s.name for s in trace if s.parent_span_id == turn.span_id}
+    assert {"vad.speech_segment", "asr.utterance", "response"} <= under_turn, under_turn
+    response = next(s for s in trace if s.name == "response")
+    in_response = {s.service for s in trace if s.service in ("rag", "llm", "tts")
+                   and response in list(ancestors(s))}
+    assert in_response == {"rag", "llm", "tts"}, in_response

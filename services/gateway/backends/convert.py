@@ -41,6 +41,19 @@ def asr_audio(pcm: bytes) -> asr_pb2.RecognizeRequest:
     return asr_pb2.RecognizeRequest(audio=pcm)
 
 
+def _trace(carrier: dict[str, str]) -> common_pb2.TraceContext:
+    return common_pb2.TraceContext(traceparent=carrier.get("traceparent", ""),
+                                   tracestate=carrier.get("tracestate", ""))
+
+
+def vad_trace(carrier: dict[str, str]) -> vad_pb2.DetectRequest:
+    return vad_pb2.DetectRequest(trace=_trace(carrier))
+
+
+def asr_trace(carrier: dict[str, str]) -> asr_pb2.RecognizeRequest:
+    return asr_pb2.RecognizeRequest(trace=_trace(carrier))
+
+
 def asr_eou() -> asr_pb2.RecognizeRequest:
     return asr_pb2.RecognizeRequest(control=asr_pb2.Control(force_eou=True))
 

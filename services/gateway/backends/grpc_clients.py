@@ -70,6 +70,10 @@ class GrpcVadStream(_Duplex):
     async def send(self, pcm16k: bytes) -> None:
         await self._write(convert.vad_audio(pcm16k))
 
+    async def send_trace(self, carrier: dict[str, str]) -> None:
+        """The user turn the next speech segments belong to (W3C context)."""
+        await self._write(convert.vad_trace(carrier))
+
     async def events(self) -> AsyncIterator[VadEvent]:
         async for resp in self._read():
             ev = convert.vad_event(resp)
@@ -83,6 +87,9 @@ class GrpcAsrStream(_Duplex):
 
     async def end_utterance(self) -> None:
         await self._write(convert.asr_eou())
+
+    async def send_trace(self, carrier: dict[str, str]) -> None:
+        await self._write(convert.asr_trace(carrier))
 
     async def results(self) -> AsyncIterator[AsrResult]:
         async for resp in self._read():
