@@ -106,18 +106,24 @@ async def test_barge_in_cancels_clears_truncates_and_reaches_services(stack):
     assert wer(b_ref, final_b.get("transcript", "")) <= 0.25, final_b
     assert status_of(done2)[0] == "completed", done2
 
-    # the cancel reached the services: their own counters show cancelled streams
+    # The cancel reached the services: their own counters show the call(s)
+    # that were in flight cancelled. TTS works clause by clause, so at the
+    # instant of a barge-in it may be between two calls (waiting for the next
+    # clause from the LLM): then only the LLM has something to cancel. Either
+    # way nothing of the interrupted answer may go on running on either service.
     deadline = time.monotonic() + 10
     while True:
         llm1, tts1 = await service_status(llm_addr, "llm"), await service_status(tts_addr, "tts")
         cancelled = (llm1.cancelled_streams > llm0.cancelled_streams,
                      tts1.cancelled_streams > tts0.cancelled_streams)
-        if all(cancelled) or time.monotonic() > deadline:
+        if any(cancelled) or time.monotonic() > deadline:
             break
         await asyncio.sleep(0.5)
-    assert cancelled == (True, True), (
+    assert any(cancelled), (
         f"llm cancelled {llm0.cancelled_streams}->{llm1.cancelled_streams}, "
         f"tts cancelled {tts0.cancelled_streams}->{tts1.cancelled_streams}")
+    # Once the interrupting turn's own answer is done, nothing is left running.
+    assert (llm1.active_streams, tts1.active_streams) == (0, 0), (llm1, tts1)
 
 
 async def test_text_turn_answers_in_text(stack):
