@@ -11,7 +11,7 @@ export const VOICES = [{ id: "en_US-joe-medium", label: "Joe (US English)" }];
 export const DEFAULTS = Object.freeze({
   mode: "vad",             // "vad": the server detects turns; "ptt": push-to-talk
   voice: "en_US-joe-medium",
-  silenceMs: 700,          // silence that ends a turn (the gateway's measured default)
+  silenceMs: 500,          // silence that ends a turn: the gateway's measured default (docs/gateway.md)
   bargeIn: true,           // speaking over the assistant interrupts it
   retrieval: true,
   retrievalK: 3,
