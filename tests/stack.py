@@ -5,16 +5,43 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import shutil
+import subprocess
+import time
 from typing import Iterator
 
+import redis
+
 from stack.components import GATEWAY, SPEECH_SERVICES
-from tests.procs import ServiceProcess
+from tests.procs import ServiceProcess, free_port
+
+
+def start_redis() -> tuple[subprocess.Popen, str]:
+    """A Redis of the stack's own on a free port: sessions survive a gateway
+    restart without depending on (or touching) a system Redis."""
+    exe = shutil.which("redis-server")
+    if not exe:
+        raise RuntimeError("redis-server is not installed: run scripts/install.sh --dev")
+    port = free_port()
+    proc = subprocess.Popen([exe, "--port", str(port), "--bind", "127.0.0.1", "--save", "",
+                             "--appendonly", "no"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    url = f"redis://127.0.0.1:{port}/0"
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        try:
+            if redis.Redis.from_url(url, socket_connect_timeout=0.2).ping():
+                return proc, url
+        except redis.RedisError:
+            time.sleep(0.05)
+    proc.kill()
+    raise RuntimeError("redis-server did not start")
 
 
 @dataclasses.dataclass
 class Stack:
     services: dict[str, ServiceProcess]
     gateway: ServiceProcess
+    redis: subprocess.Popen | None = None
 
     @property
     def ws_url(self) -> str:
@@ -39,6 +66,9 @@ class Stack:
         self.gateway.stop()
         for s in self.services.values():
             s.stop()
+        if self.redis is not None:
+            self.redis.terminate()
+            self.redis.wait(10)
 
 
 def start_stack(service_env: dict[str, str] | None = None,
@@ -47,6 +77,7 @@ def start_stack(service_env: dict[str, str] | None = None,
     OTLP endpoint), ``gateway_env`` to the gateway."""
     service_env = service_env or {}
     started: dict[str, ServiceProcess] = {}
+    redis_proc = None
     try:
         procs = {}
         for c in SPEECH_SERVICES:
@@ -57,15 +88,20 @@ def start_stack(service_env: dict[str, str] | None = None,
         for p in procs.values():
             p.wait_ready()
         genv = {f"GATEWAY_{n.upper()}_ADDRS": p.address for n, p in started.items()}
-        genv["GATEWAY_REDIS_URL"] = os.environ.get("GATEWAY_REDIS_URL", "redis://127.0.0.1:6379/0")
+        if "GATEWAY_REDIS_URL" in os.environ:
+            genv["GATEWAY_REDIS_URL"] = os.environ["GATEWAY_REDIS_URL"]
+        else:
+            redis_proc, genv["GATEWAY_REDIS_URL"] = start_redis()
         genv |= {k.replace("SVC_", "GATEWAY_"): v for k, v in service_env.items()}
         genv |= gateway_env or {}
         gw = ServiceProcess(GATEWAY.module, GATEWAY.env_prefix, genv, grpc_service=False)
         gw.start(timeout=120)
-        return Stack(started, gw)
+        return Stack(started, gw, redis_proc)
     except Exception:
         for p in started.values():
             p.stop()
+        if redis_proc is not None:
+            redis_proc.kill()
         raise
 
 

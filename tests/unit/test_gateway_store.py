@@ -25,14 +25,30 @@ from services.gateway.settings import GatewaySettings
 from services.gateway.store import KEY
 from tests.procs import free_port
 
-REDIS = "redis://127.0.0.1:6379/0"
-
-
 def redis_up(url: str) -> bool:
     try:
         return redis.Redis.from_url(url, socket_connect_timeout=0.5).ping()
     except redis.RedisError:
         return False
+
+
+@pytest.fixture
+def private_redis():
+    """A Redis of the test's own on a free port (scripts/install.sh installs
+    redis-server), so the test needs no system Redis and touches none."""
+    if not shutil.which("redis-server"):
+        pytest.fail("redis-server is not installed: run scripts/install.sh --dev")
+    port = free_port()
+    server = subprocess.Popen(["redis-server", "--port", str(port), "--bind", "127.0.0.1",
+                               "--save", "", "--appendonly", "no"],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    url = f"redis://127.0.0.1:{port}/0"
+    try:
+        assert wait_for(lambda: redis_up(url), 10), "private redis-server did not start"
+        yield url
+    finally:
+        server.terminate()
+        server.wait(10)
 
 
 def gateway(url: str):
@@ -72,20 +88,19 @@ def failures(op: str) -> float:
                                       "op": op}) or 0.0
 
 
-@pytest.mark.skipif(not redis_up(REDIS), reason="no Redis on 127.0.0.1:6379")
-def test_reconnect_with_session_id_continues_on_another_gateway():
-    a, pa = gateway(REDIS)
+def test_reconnect_with_session_id_continues_on_another_gateway(private_redis):
+    a, pa = gateway(private_redis)
     with a:
         with a.websocket_connect("/v1/realtime") as ws:
             sid = ws.receive_json()["session"]["id"]
             say(ws, "My name is Ada.")
             ws.send_json({"type": "response.create"})
             assert recv_until(ws, "response.done")[-1]["response"]["status"] == "completed"
-        r = redis.Redis.from_url(REDIS)
+        r = redis.Redis.from_url(private_redis)
         assert wait_for(lambda: (raw := r.get(KEY.format(sid))) and len(json.loads(raw)["items"]) == 2)
         assert 0 < r.ttl(KEY.format(sid)) <= 3600
 
-    b, pb = gateway(REDIS)          # another gateway process, sharing only Redis
+    b, pb = gateway(private_redis)  # another gateway process, sharing only Redis
     with b:
         with b.websocket_connect(f"/v1/realtime?session_id={sid}") as ws:
             created = ws.receive_json()
