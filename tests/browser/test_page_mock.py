@@ -205,6 +205,12 @@ def test_settings_are_sent_and_remembered(launch, mock):
     page.uncheck("input[name=retrieval]")
     page.fill("#instructions", "Answer briefly.")
     page.dispatch_event("#instructions", "change")
+    # Each change sends a session.update over the WebSocket: wait for the last one.
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and not (
+            mock.events("session.update")
+            and mock.events("session.update")[-1]["session"].get("instructions") == "Answer briefly."):
+        time.sleep(0.05)
     s = mock.events("session.update")[-1]["session"]
     td = s["audio"]["input"]["turn_detection"]
     assert td["silence_duration_ms"] == 900 and td["interrupt_response"] is False
