@@ -36,3 +36,13 @@ class StreamStats:
             self.completed += 1
         finally:
             self.active -= 1
+
+
+def status_to_pb(stats: StreamStats):
+    """The GetStatus reply every service sends (voice.v1.ServiceStatus)."""
+    from common.stubs import common_pb2
+
+    return common_pb2.ServiceStatus(
+        service=stats.service, model=stats.model, active_streams=stats.active,
+        completed_streams=stats.completed, cancelled_streams=stats.cancelled,
+        failed_streams=stats.failed)

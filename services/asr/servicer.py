@@ -7,7 +7,7 @@ from typing import AsyncIterator
 
 import grpc
 
-from common.status import StreamStats
+from common.status import StreamStats, status_to_pb
 from common.tracing import StretchSpans
 from common.stubs import asr_pb2, asr_pb2_grpc, common_pb2
 from services.asr.convert import events_from_pb, result_to_pb
@@ -53,10 +53,7 @@ class RecognizerServicer(asr_pb2_grpc.RecognizerServicer):
 
     async def GetStatus(self, request: common_pb2.StatusRequest,
                         context: grpc.aio.ServicerContext) -> common_pb2.ServiceStatus:
-        s = self.stats
-        return common_pb2.ServiceStatus(service=s.service, model=s.model, active_streams=s.active,
-                                        completed_streams=s.completed, cancelled_streams=s.cancelled,
-                                        failed_streams=s.failed)
+        return status_to_pb(self.stats)
 
 
 async def _traced(requests: AsyncIterator[asr_pb2.RecognizeRequest],

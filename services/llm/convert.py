@@ -2,7 +2,7 @@
 the servicer and __main__ that touches llm_pb2."""
 from __future__ import annotations
 
-from common.stubs import common_pb2, llm_pb2
+from common.stubs import llm_pb2
 from services.llm.schema import (
     ChatMessage, Event, GenerateDone, GenerateRequest, Passage, Sampling, TokenDelta,
 )
@@ -37,10 +37,3 @@ def event_to_pb(ev: Event) -> llm_pb2.GenerateResponse:
             time_to_first_token_ms=ev.time_to_first_token_ms,
             tokens_per_second=ev.tokens_per_second))
     raise TypeError(f"not an LLM event: {ev!r}")
-
-
-def status_to_pb(stats) -> common_pb2.ServiceStatus:
-    return common_pb2.ServiceStatus(
-        service=stats.service, model=stats.model, active_streams=stats.active,
-        completed_streams=stats.completed, cancelled_streams=stats.cancelled,
-        failed_streams=stats.failed)

@@ -7,7 +7,7 @@ import logging
 
 import grpc
 
-from common.status import StreamStats
+from common.status import StreamStats, status_to_pb
 from common.stubs import llm_pb2_grpc
 from services.llm import convert
 from services.llm.schema import Busy, GenerateDone, InvalidRequest
@@ -42,4 +42,4 @@ class ChatServicer(llm_pb2_grpc.ChatServicer):
                 await context.abort(grpc.StatusCode.INTERNAL, f"generation failed: {exc}")
 
     async def GetStatus(self, request, context: grpc.aio.ServicerContext):
-        return convert.status_to_pb(self.stats)
+        return status_to_pb(self.stats)

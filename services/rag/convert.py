@@ -18,10 +18,3 @@ def hits_to_pb(hits: list[Hit], latency_ms: float) -> rag_pb2.SearchResponse:
 
 def reindex_to_pb(r: ReindexResult) -> rag_pb2.ReindexResponse:
     return rag_pb2.ReindexResponse(documents=r.documents, chunks=r.chunks, duration_ms=r.duration_ms)
-
-
-def status_to_pb(stats) -> common_pb2.ServiceStatus:
-    return common_pb2.ServiceStatus(
-        service=stats.service, model=stats.model, active_streams=stats.active,
-        completed_streams=stats.completed, cancelled_streams=stats.cancelled,
-        failed_streams=stats.failed)

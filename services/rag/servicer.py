@@ -7,7 +7,7 @@ import time
 
 import grpc
 
-from common.status import StreamStats
+from common.status import StreamStats, status_to_pb
 from common.stubs import rag_pb2_grpc
 from services.rag import convert
 from services.rag import metrics as rag_metrics
@@ -37,4 +37,4 @@ class RetrieverServicer(rag_pb2_grpc.RetrieverServicer):
             return convert.reindex_to_pb(result)
 
     async def GetStatus(self, request, context: grpc.aio.ServicerContext):
-        return convert.status_to_pb(self.stats)
+        return status_to_pb(self.stats)

@@ -2,8 +2,7 @@
 __main__ that touches tts_pb2."""
 from __future__ import annotations
 
-from common.status import StreamStats
-from common.stubs import common_pb2, tts_pb2
+from common.stubs import tts_pb2
 from services.tts.engine import AudioPiece, SynthesisRequest
 from services.tts.voices import VoiceInfo
 
@@ -23,10 +22,3 @@ def voices_to_pb(voices: list[VoiceInfo], default: str) -> tts_pb2.ListVoicesRes
         voices=[tts_pb2.Voice(id=v.id, language=v.language, sample_rate_hz=v.sample_rate,
                               description=v.description) for v in voices],
         default_voice=default)
-
-
-def status_to_pb(stats: StreamStats) -> common_pb2.ServiceStatus:
-    return common_pb2.ServiceStatus(
-        service=stats.service, model=stats.model, active_streams=stats.active,
-        completed_streams=stats.completed, cancelled_streams=stats.cancelled,
-        failed_streams=stats.failed)

@@ -10,7 +10,7 @@ from typing import AsyncIterator
 import grpc
 
 from common import metrics as common_metrics
-from common.status import StreamStats
+from common.status import StreamStats, status_to_pb
 from common.stubs import common_pb2, tts_pb2, tts_pb2_grpc
 from services.tts import convert
 from services.tts import metrics as m
@@ -61,4 +61,4 @@ class TtsServicer(tts_pb2_grpc.SynthesizerServicer):
 
     async def GetStatus(self, request: common_pb2.StatusRequest,
                         context: grpc.aio.ServicerContext) -> common_pb2.ServiceStatus:
-        return convert.status_to_pb(self.stats)
+        return status_to_pb(self.stats)

@@ -2,8 +2,7 @@
 __main__ that touches vad_pb2; defaults for 0-valued fields live here."""
 from __future__ import annotations
 
-from common.stubs import common_pb2, vad_pb2
-from common.status import StreamStats
+from common.stubs import vad_pb2
 from services.vad.engine import SAMPLE_RATE
 from services.vad.segmenter import Event, SegmenterParams, SpeechStart, SpeechStop
 
@@ -35,10 +34,3 @@ def event_to_pb(ev: Event, audio_processed_ms: int) -> vad_pb2.DetectResponse:
     return vad_pb2.DetectResponse(
         speech_stopped=vad_pb2.SpeechStopped(audio_ms=ev.audio_ms, decided_at_ms=ev.decided_at_ms),
         audio_processed_ms=audio_processed_ms)
-
-
-def status_to_pb(stats: StreamStats) -> common_pb2.ServiceStatus:
-    return common_pb2.ServiceStatus(
-        service=stats.service, model=stats.model, active_streams=stats.active,
-        completed_streams=stats.completed, cancelled_streams=stats.cancelled,
-        failed_streams=stats.failed)

@@ -11,7 +11,7 @@ from typing import AsyncIterator
 import grpc
 
 from common import metrics as common_metrics
-from common.status import StreamStats
+from common.status import StreamStats, status_to_pb
 from common.tracing import StretchSpans
 from common.stubs import common_pb2, vad_pb2, vad_pb2_grpc
 from services.vad import convert
@@ -92,7 +92,7 @@ class VadServicer(vad_pb2_grpc.VoiceActivityServicer):
 
     async def GetStatus(self, request: common_pb2.StatusRequest,
                         context: grpc.aio.ServicerContext) -> common_pb2.ServiceStatus:
-        return convert.status_to_pb(self.stats)
+        return status_to_pb(self.stats)
 
 
 async def _invalid(context: grpc.aio.ServicerContext, message: str) -> None:
