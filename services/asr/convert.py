@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import AsyncIterator
 
 from common.stubs import asr_pb2
-from services.asr.results import (Audio, EndOfUtterance, Event, InvalidRequest, Result,
+from services.asr.results import (Audio, EndOfUtterance, Event, Flush, InvalidRequest, Result,
                                   StreamConfig)
 
 
@@ -16,11 +16,20 @@ def event_from_pb(req: asr_pb2.RecognizeRequest) -> Event | None:
         c = req.config
         return StreamConfig(language=c.language, interim_results=c.interim_results,
                             beam_size=c.beam_size, sample_rate_hz=c.sample_rate_hz,
-                            interim_interval_ms=c.interim_interval_ms)
+                            interim_interval_ms=c.interim_interval_ms, omit_words=c.omit_words)
     if kind == "audio":
         return Audio(req.audio)
     if kind == "control":
-        return EndOfUtterance() if req.control.force_eou else None
+        c = req.control
+        if c.force_eou and c.flush:
+            raise InvalidRequest("Control sets both force_eou and flush: send one "
+                                 "(force_eou ends the utterance, flush keeps it open)")
+        if c.use_provisional and not c.force_eou:
+            raise InvalidRequest("Control.use_provisional needs force_eou: it says what the "
+                                 "final of the ending utterance is")
+        if c.force_eou:
+            return EndOfUtterance(use_provisional=c.use_provisional)
+        return Flush() if c.flush else None
     raise InvalidRequest("empty RecognizeRequest: set one of config, audio or control")
 
 
@@ -37,11 +46,13 @@ def result_to_pb(r: Result) -> asr_pb2.RecognizeResponse:
         audio_processed_ms=r.audio_processed_ms, changed_words=r.changed_words,
         words=[asr_pb2.WordInfo(word=w.word, start_ms=w.start_ms, end_ms=w.end_ms,
                                 probability=w.probability) for w in r.words],
-        utterance_index=r.utterance_index, processing_ms=r.processing_ms)
+        utterance_index=r.utterance_index, processing_ms=r.processing_ms,
+        provisional=r.provisional)
 
 
 def config_to_pb(c: StreamConfig) -> asr_pb2.RecognitionConfig:
     """For clients written against our types (tests, benchmarks)."""
     return asr_pb2.RecognitionConfig(language=c.language, interim_results=c.interim_results,
                                      beam_size=c.beam_size, sample_rate_hz=c.sample_rate_hz,
-                                     interim_interval_ms=c.interim_interval_ms)
+                                     interim_interval_ms=c.interim_interval_ms,
+                                     omit_words=c.omit_words)

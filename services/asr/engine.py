@@ -64,7 +64,7 @@ class Transcriber(Protocol):
                            cancel: threading.Event) -> Transcript: ...
 
     def transcribe_final(self, audio: np.ndarray, language: str | None, beam_size: int,
-                         cancel: threading.Event) -> Transcript: ...
+                         cancel: threading.Event, words: bool = True) -> Transcript: ...
 
 
 @dataclasses.dataclass(frozen=True)
@@ -125,7 +125,8 @@ class WhisperEngine:
             return Transcript(text=text, model_seconds=time.perf_counter() - t0)
 
     def transcribe_final(self, audio: np.ndarray, language: str | None, beam_size: int,
-                         cancel: threading.Event) -> Transcript:
+                         cancel: threading.Event, words: bool = True) -> Transcript:
+        """``words``: word timings (a second, alignment pass over the text)."""
         self._finals_started()
         try:
             if self.options.final_trim and language is not None and audio.size <= 29 * SAMPLE_RATE \
@@ -133,11 +134,11 @@ class WhisperEngine:
                 _check(cancel)
                 t0 = time.perf_counter()
                 try:
-                    text, words = self._final_trimmed(audio, language, beam_size, cancel)
-                    return Transcript(text, words, time.perf_counter() - t0)
+                    text, found = self._final_trimmed(audio, language, beam_size, cancel, words)
+                    return Transcript(text, found, time.perf_counter() - t0)
                 except Unreliable:
                     log.info("trimmed final pass unreliable: redoing it on the full 30 s window")
-            return self._transcribe(audio, language, beam_size=beam_size, words=True, cancel=cancel)
+            return self._transcribe(audio, language, beam_size=beam_size, words=words, cancel=cancel)
         finally:
             self._finals_done()
 
@@ -201,7 +202,7 @@ class WhisperEngine:
         return self.model.encode(pad_or_trim(feats, target)), content
 
     def _final_trimmed(self, audio: np.ndarray, language: str, beam_size: int,
-                       cancel: threading.Event) -> tuple[str, tuple[Word, ...]]:
+                       cancel: threading.Event, want_words: bool = True) -> tuple[str, tuple[Word, ...]]:
         """Beam search on the trimmed encoder, then Whisper's cross-attention word
         alignment (faster-whisper's own add_word_timestamps). Raises Unreliable
         where faster-whisper would fall back to sampling: the caller then runs
@@ -223,8 +224,8 @@ class WhisperEngine:
         text = tok.decode(ids).strip()
         if _compression_ratio(text) > 2.4 or avg_logprob < -1.0:
             raise Unreliable(text)
-        if not ids:
-            return "", ()
+        if not ids or not want_words:
+            return text if ids else "", ()
         _check(cancel)
         seconds = audio.size / SAMPLE_RATE
         segments = [[{"tokens": ids, "seek": 0, "start": 0.0, "end": seconds}]]

@@ -20,6 +20,7 @@ class StreamConfig:
     beam_size: int = 0
     sample_rate_hz: int = 0
     interim_interval_ms: int = 0
+    omit_words: bool = False
 
 
 @dataclasses.dataclass(frozen=True)
@@ -30,6 +31,7 @@ class ResolvedConfig:
     interim_results: bool
     beam_size: int
     interim_interval_ms: int
+    words: bool = True          # word timings on finals
 
 
 @dataclasses.dataclass(frozen=True)
@@ -41,10 +43,18 @@ class Audio:
 
 @dataclasses.dataclass(frozen=True)
 class EndOfUtterance:
-    """Control{force_eou}: transcribe what was sent since the last end, then reset."""
+    """Control{force_eou}: transcribe what was sent since the last end, then reset.
+    With ``use_provisional`` the latest Flush's pass is the final instead."""
+
+    use_provisional: bool = False
 
 
-Event = Union[StreamConfig, Audio, EndOfUtterance]
+@dataclasses.dataclass(frozen=True)
+class Flush:
+    """Control{flush}: a final-quality pass over the utterance so far, which stays open."""
+
+
+Event = Union[StreamConfig, Audio, EndOfUtterance, Flush]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -76,3 +86,4 @@ class Result:
     changed_words: int = 0
     words: tuple[Word, ...] = ()
     processing_ms: float = 0.0
+    provisional: bool = False   # a Flush's result (is_final is False)

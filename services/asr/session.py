@@ -9,7 +9,15 @@ more than one per stream); on end of utterance the final pass starts at once
 on its own worker, the buffer resets for the next utterance, and interims
 that finish after the final started are discarded. Finals are sent in
 utterance order, and interims of the next utterance wait until the previous
-final has been sent. Closing the stream cancels every pass it owns."""
+final has been sent. Closing the stream cancels every pass it owns.
+
+Flush (a client that thinks speech may have ended): the final pass starts on
+the utterance so far, which stays open; its result goes out as a provisional
+result. One flush pass runs at a time per stream: a flush that has not
+started when a newer one (or the end of its utterance) comes is skipped. An
+end of utterance with ``use_provisional`` takes the latest flush's result as
+its final, waiting for the pass if it still runs, instead of transcribing
+everything again; without a usable flush it is a plain final."""
 from __future__ import annotations
 
 import asyncio
@@ -24,8 +32,8 @@ from common.audio import AudioFormatError, pcm16_to_float
 from common.clock import Clock, MonotonicClock
 from services.asr.agreement import LocalAgreement
 from services.asr.engine import Cancelled, Transcriber, Unreliable
-from services.asr.results import (Audio, EndOfUtterance, Event, InvalidRequest, ResolvedConfig,
-                                  Result, StreamConfig, Transcript)
+from services.asr.results import (Audio, EndOfUtterance, Event, Flush, InvalidRequest,
+                                  ResolvedConfig, Result, StreamConfig, Transcript)
 from services.asr.validate import SAMPLE_RATE, Defaults, resolve_config
 
 log = logging.getLogger(__name__)
@@ -59,6 +67,16 @@ class SessionLimits:
 _DONE = object()
 
 
+@dataclasses.dataclass
+class _Flush:
+    """One flush pass: the audio of its utterance up to ``samples``."""
+
+    utterance: int
+    samples: int
+    result: asyncio.Future            # Transcript, or None when skipped or failed
+    adopted: bool = False             # an end of utterance took it as its final
+
+
 def _running(task: asyncio.Task | None) -> bool:
     """Still busy, not counting the task asking (a pass that just finished and is
     about to end may start the next one)."""
@@ -86,6 +104,8 @@ class RecognitionSession:
         self._interim_task: asyncio.Task | None = None
         self._last_interim_sent: float | None = None
         self._final_task: asyncio.Task | None = None
+        self._flush: _Flush | None = None           # latest flush of the current utterance
+        self._flush_task: asyncio.Task | None = None
 
     @property
     def buffered_ms(self) -> int:
@@ -126,7 +146,9 @@ class RecognitionSession:
             elif isinstance(ev, Audio):
                 self._add_audio(ev.pcm)
             elif isinstance(ev, EndOfUtterance):
-                self._end_utterance()
+                self._end_utterance(ev.use_provisional)
+            elif isinstance(ev, Flush):
+                self._start_flush()
         if first:
             raise InvalidRequest("stream closed without a RecognitionConfig: send config first")
         if self._samples:  # half-close with pending audio still deserves a final
@@ -204,27 +226,32 @@ class RecognitionSession:
 
     # -- finals --------------------------------------------------------------------------
 
-    def _end_utterance(self) -> None:
+    def _end_utterance(self, use_provisional: bool = False) -> None:
         eou_at = self.clock.now()
         audio = np.concatenate(self._chunks) if self._chunks else np.zeros(0, np.float32)
         utterance = self._utterance
+        adopt, self._flush = (self._flush if use_provisional else None), None
+        if adopt is not None:
+            adopt.adopted = True
         self._chunks, self._samples, self._interim_at = [], 0, 0
         self._utterance += 1
         self._agreement = LocalAgreement()
         self._last_interim_sent = None
         previous = self._final_task
-        self._final_task = self._spawn(self._final(audio, utterance, previous, eou_at))
+        self._final_task = self._spawn(self._final(audio, utterance, previous, eou_at, adopt))
 
     async def _final(self, audio: np.ndarray, utterance: int, previous: asyncio.Task | None,
-                     eou_at: float) -> None:
+                     eou_at: float, adopt: _Flush | None = None) -> None:
         cfg = self.config
         assert cfg is not None
-        if audio.size:
-            loop = asyncio.get_running_loop()
-            tr: Transcript = await loop.run_in_executor(
-                self.engine.final_pool, self.engine.transcribe_final, audio, cfg.language,
-                cfg.beam_size, self._cancel)
-        else:
+        tr: Transcript | None = None
+        if adopt is not None:
+            tr = await adopt.result          # None: skipped or failed, so transcribe here
+            if tr is not None:
+                audio = audio[:adopt.samples]
+        if tr is None and audio.size:
+            tr = await self._pass(audio)
+        elif tr is None:
             tr = Transcript(text="")  # force_eou with nothing sent: an empty final, no model call
         if previous is not None:
             await previous   # keep finals in utterance order
@@ -235,6 +262,42 @@ class RecognitionSession:
             audio_processed_ms=audio.size * 1000 // SAMPLE_RATE, stability=1.0, words=tr.words,
             processing_ms=tr.model_seconds * 1000))
         self._maybe_interim()   # interims of the next utterance were held back for us
+
+    async def _pass(self, audio: np.ndarray) -> Transcript:
+        cfg = self.config
+        assert cfg is not None
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(
+            self.engine.final_pool, self.engine.transcribe_final, audio, cfg.language,
+            cfg.beam_size, self._cancel, cfg.words)
+
+    # -- flushes -------------------------------------------------------------------------
+
+    def _start_flush(self) -> None:
+        if not self._samples or self._cancel.is_set():
+            return
+        fl = _Flush(self._utterance, self._samples, asyncio.get_running_loop().create_future())
+        self._flush = fl
+        self._interim_at = self._samples   # this pass covers the audio an interim would
+        audio = np.concatenate(self._chunks)
+        self._flush_task = self._spawn(self._run_flush(fl, audio, self._flush_task))
+
+    async def _run_flush(self, fl: _Flush, audio: np.ndarray, previous: asyncio.Task | None) -> None:
+        tr: Transcript | None = None
+        try:
+            if previous is not None:
+                await asyncio.wait([previous])   # one flush pass at a time per stream
+            if fl is self._flush or fl.adopted:  # else a newer flush or a plain final replaced it
+                tr = await self._pass(audio)
+        finally:
+            if not fl.result.done():
+                fl.result.set_result(tr)
+        if tr is None or fl.adopted or fl.utterance != self._utterance:
+            return   # the final carries this text, or the utterance has ended without it
+        await self._out.put(Result(
+            text=tr.text, is_final=False, provisional=True, utterance_index=fl.utterance,
+            audio_processed_ms=fl.samples * 1000 // SAMPLE_RATE, stability=1.0,
+            processing_ms=tr.model_seconds * 1000))
 
     # -- task ownership ------------------------------------------------------------------
 

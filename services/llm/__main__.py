@@ -48,6 +48,8 @@ class Settings(ServiceSettings):
     system_prompt: str = setting(DEFAULT_SYSTEM_PROMPT,
                                  "system prompt used when a request sends none")
     warmup: bool = setting(True, "run one token through every instance before SERVING")
+    decode_threads: int = setting(0, "CPU threads for token-by-token decoding (0 = same as threads); "
+                                  "prompt processing always uses threads")
 
 
 def build_engine(s: Settings) -> LlmEngine:
@@ -55,7 +57,8 @@ def build_engine(s: Settings) -> LlmEngine:
     if s.device == "cuda" and gpu_layers == 0:
         gpu_layers = -1
     opts = LlamaOptions(model_path=s.model, n_ctx=s.n_ctx, n_batch=s.n_batch,
-                        n_threads=s.threads, n_gpu_layers=gpu_layers)
+                        n_threads=s.threads, n_gpu_layers=gpu_layers,
+                        n_decode_threads=s.decode_threads or s.threads)
     tok, instances = load_llama(opts, max(1, s.instances))
     if s.warmup:
         for inst in instances:

@@ -55,8 +55,9 @@ class LlamaOptions:
     model_path: str
     n_ctx: int = 2048
     n_batch: int = 512
-    n_threads: int = 2
+    n_threads: int = 2          # prompt processing (batches)
     n_gpu_layers: int = 0
+    n_decode_threads: int = 0   # one token at a time; 0 = n_threads
 
 
 class LlamaChatTokenizer:
@@ -111,7 +112,7 @@ class LlamaInstance:
         from llama_cpp import Llama
 
         self._llm = Llama(opts.model_path, n_ctx=opts.n_ctx, n_batch=opts.n_batch,
-                          n_threads=opts.n_threads, n_threads_batch=opts.n_threads,
+                          n_threads=opts.n_decode_threads or opts.n_threads, n_threads_batch=opts.n_threads,
                           n_gpu_layers=opts.n_gpu_layers, verbose=False)
         self._stop = frozenset(stop_ids)
 

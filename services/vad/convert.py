@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from common.stubs import vad_pb2
 from services.vad.engine import SAMPLE_RATE
-from services.vad.segmenter import Event, SegmenterParams, SpeechStart, SpeechStop
+from services.vad.segmenter import Event, SegmenterParams, SpeechPaused, SpeechStart, SpeechStop
 
 DEFAULTS = SegmenterParams()
 
@@ -20,6 +20,7 @@ def params_from_config(cfg: vad_pb2.VadConfig) -> SegmenterParams:
         min_silence_ms=cfg.min_silence_ms if cfg.min_silence_ms != 0 else DEFAULTS.min_silence_ms,
         prefix_padding_ms=(cfg.prefix_padding_ms if cfg.prefix_padding_ms != 0
                            else DEFAULTS.prefix_padding_ms),
+        pause_events=cfg.pause_events,
     )
 
 
@@ -29,6 +30,10 @@ def event_to_pb(ev: Event, audio_processed_ms: int) -> vad_pb2.DetectResponse:
             speech_started=vad_pb2.SpeechStarted(
                 audio_ms=ev.audio_ms, padded_start_ms=ev.padded_start_ms,
                 decided_at_ms=ev.decided_at_ms),
+            audio_processed_ms=audio_processed_ms)
+    if isinstance(ev, SpeechPaused):
+        return vad_pb2.DetectResponse(
+            speech_paused=vad_pb2.SpeechPaused(audio_ms=ev.audio_ms, decided_at_ms=ev.decided_at_ms),
             audio_processed_ms=audio_processed_ms)
     assert isinstance(ev, SpeechStop)
     return vad_pb2.DetectResponse(

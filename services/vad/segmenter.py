@@ -21,6 +21,13 @@ expect:
   ``prob >= threshold``: frames between the two thresholds keep a segment
   open but are not counted as speech, because silero's recurrent state makes
   its probability decay for a frame or two after the sound has stopped.
+* pause (only with ``pause_events``): in speech, the first frame below
+  ``threshold`` after a voiced frame gives a SpeechPaused at the voiced end:
+  the speech may have ended there. It decides nothing (a voiced frame
+  before the stop just continues the segment); a client may start work
+  that needs the end of speech (a provisional transcription) a
+  min_silence_ms earlier than the stop. The stop that follows without a
+  voiced frame in between has the same ``audio_ms``.
 """
 from __future__ import annotations
 
@@ -38,6 +45,7 @@ class SegmenterParams:
     min_speech_ms: int = 150
     min_silence_ms: int = 200
     prefix_padding_ms: int = 300
+    pause_events: bool = False
 
     def __post_init__(self) -> None:
         if not (0.0 < self.threshold < 1.0) or math.isnan(self.threshold):
@@ -65,7 +73,13 @@ class SpeechStop:
     decided_at_ms: int    # end of the frame on which the stop was decided
 
 
-Event = SpeechStart | SpeechStop
+@dataclasses.dataclass(frozen=True)
+class SpeechPaused:
+    audio_ms: int         # end of the last voiced frame: speech may have ended here
+    decided_at_ms: int    # end of the first unvoiced frame after it
+
+
+Event = SpeechStart | SpeechStop | SpeechPaused
 
 
 class Segmenter:
@@ -79,6 +93,7 @@ class Segmenter:
         self._onset: float | None = None        # candidate or confirmed onset
         self._silence_from: float | None = None  # start of the current silence run
         self._voiced_end: float = 0.0            # end of the last frame >= threshold
+        self._paused = False                      # a pause was reported since the last voiced frame
 
     def _ms(self, frames: int) -> float:
         return frames * self.frame_ms
@@ -104,18 +119,16 @@ class Segmenter:
                 onset = round(self._onset)
                 return SpeechStart(onset, max(0, onset - p.prefix_padding_ms), round(end))
             return None
-        if self._silence_from is None:
-            if prob >= p.threshold:
-                self._voiced_end = end
-            if prob > p.low_threshold:
-                return None
-            self._silence_from = start
-        elif prob >= p.threshold:
-            self._silence_from = None
-            self._voiced_end = end
+        if prob >= p.threshold:
+            self._voiced_end, self._paused, self._silence_from = end, False, None
             return None
-        if end - self._silence_from >= p.min_silence_ms:
+        if self._silence_from is None and prob <= p.low_threshold:
+            self._silence_from = start
+        if self._silence_from is not None and end - self._silence_from >= p.min_silence_ms:
             return self._stop(round(end))
+        if p.pause_events and not self._paused:
+            self._paused = True
+            return SpeechPaused(round(self._voiced_end), round(end))
         return None
 
     def finish(self) -> SpeechStop | None:
@@ -125,5 +138,5 @@ class Segmenter:
         return self._stop(round(self._ms(self.frames)))
 
     def _stop(self, decided_at: int) -> SpeechStop:
-        self.in_speech, self._onset, self._silence_from = False, None, None
+        self.in_speech, self._onset, self._silence_from, self._paused = False, None, None, False
         return SpeechStop(round(self._voiced_end), decided_at)

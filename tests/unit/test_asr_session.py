@@ -14,8 +14,8 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 import pytest
 
-from services.asr.results import (Audio, EndOfUtterance, InvalidRequest, Result, StreamConfig,
-                                  Transcript, Word)
+from services.asr.results import (Audio, EndOfUtterance, Flush, InvalidRequest, Result,
+                                  StreamConfig, Transcript, Word)
 from services.asr.session import RecognitionSession, SessionLimits
 from services.asr.engine import Cancelled
 
@@ -47,6 +47,7 @@ class FakeEngine:
         self.active_interims = self.max_active_interims = 0
         self.interim_sizes: list[int] = []
         self.final_sizes: list[int] = []
+        self.final_words: list[bool] = []
         self.cancelled = threading.Event()
         self.fail_final = False
 
@@ -66,10 +67,11 @@ class FakeEngine:
             with self.lock:
                 self.active_interims -= 1
 
-    def transcribe_final(self, audio, language, beam_size, cancel) -> Transcript:
+    def transcribe_final(self, audio, language, beam_size, cancel, words=True) -> Transcript:
         with self.lock:
             n = len(self.final_sizes)
             self.final_sizes.append(audio.size)
+            self.final_words.append(words)
         gate = self.final_gates.get(n)
         while gate is not None and not gate.wait(0.005):
             if cancel.is_set():
@@ -298,3 +300,77 @@ async def test_valid_config_values_are_accepted() -> None:
     results = await s.close()
     assert s.error is None and results[-1].is_final
     assert s.session.config is not None and s.session.config.beam_size == 10
+
+
+# -- flush: a provisional final while the utterance stays open ------------------------------
+
+NO_INTERIMS = StreamConfig(language="en", interim_results=False)
+
+
+async def test_flush_sends_a_provisional_result_and_keeps_the_utterance_open() -> None:
+    eng = FakeEngine()
+    s = Stream(eng)
+    s.send(NO_INTERIMS, Audio(pcm(1000)), Flush())
+    await s.settle(eng)
+    s.send(Audio(pcm(500)), EndOfUtterance())
+    results = await s.close()
+    prov, final = results
+    assert prov.provisional and not prov.is_final and prov.text == "w0 w1 w2 w3"
+    assert prov.audio_processed_ms == 1000 and prov.utterance_index == 0
+    # a plain end of utterance transcribes everything again, the flush's audio and what came after
+    assert final.is_final and not final.provisional and final.audio_processed_ms == 1500
+    assert eng.final_sizes == [RATE, RATE * 3 // 2]
+
+
+async def test_end_of_utterance_with_use_provisional_adopts_the_running_flush() -> None:
+    eng = FakeEngine()
+    eng.final_gates[0] = threading.Event()        # the flush pass is held mid-flight
+    s = Stream(eng)
+    s.send(NO_INTERIMS, Audio(pcm(1000)), Flush(), Audio(pcm(200)), EndOfUtterance(use_provisional=True))
+    await asyncio.sleep(0.05)
+    assert s.results == []                        # the final waits for the flush pass
+    eng.final_gates[0].set()
+    results = await s.close()
+    assert len(results) == 1                      # no provisional result: the final carries the text
+    assert results[0].is_final and results[0].text == "w0 w1 w2 w3"
+    assert results[0].audio_processed_ms == 1000  # what the flush covered
+    assert eng.final_sizes == [RATE]              # one model pass, not two
+
+
+async def test_a_newer_flush_replaces_one_that_has_not_started() -> None:
+    eng = FakeEngine()
+    eng.final_gates[0] = threading.Event()
+    s = Stream(eng)
+    s.send(NO_INTERIMS, Audio(pcm(500)), Flush())
+    await asyncio.sleep(0.05)                     # its pass is running (held)
+    s.send(Audio(pcm(500)), Flush(), Audio(pcm(500)), Flush())
+    await asyncio.sleep(0.05)
+    eng.final_gates[0].set()                      # the first pass ends; only the latest runs next
+    await s.settle(eng)
+    s.send(EndOfUtterance(use_provisional=True))
+    results = await s.close()
+    assert eng.final_sizes == [RATE // 2, RATE * 3 // 2]
+    # the pass that ran is still sent (true text for the audio it covered), the skipped one is not
+    assert [(r.provisional, r.audio_processed_ms) for r in results] == [(True, 500), (True, 1500), (False, 1500)]
+    assert results[-1].is_final and results[-1].audio_processed_ms == 1500
+
+
+async def test_use_provisional_without_a_flush_is_a_plain_final_and_words_can_be_omitted() -> None:
+    eng = FakeEngine()
+    s = Stream(eng)
+    s.send(StreamConfig(language="en", omit_words=True), Audio(pcm(1000)),
+           EndOfUtterance(use_provisional=True))
+    results = await s.close()
+    assert results[0].is_final and results[0].audio_processed_ms == 1000
+    assert eng.final_words == [False]
+
+
+async def test_a_flush_from_an_ended_utterance_is_not_sent_or_used() -> None:
+    eng = FakeEngine()
+    eng.final_gates[0] = threading.Event()
+    s = Stream(eng)
+    s.send(NO_INTERIMS, Audio(pcm(1000)), Flush(), Audio(pcm(1000)), EndOfUtterance())
+    await asyncio.sleep(0.05)
+    eng.final_gates[0].set()
+    results = await s.close()
+    assert [(r.is_final, r.provisional, r.audio_processed_ms) for r in results] == [(True, False, 2000)]

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 
-from services.vad.segmenter import Segmenter, SegmenterParams, SpeechStart, SpeechStop
+from services.vad.segmenter import Segmenter, SegmenterParams, SpeechPaused, SpeechStart, SpeechStop
 
 F = 32  # ms per frame
 
@@ -72,6 +72,24 @@ def test_silence_run_resets_only_on_a_frame_at_threshold():
     probs2 = [0.9] * 10 + [0.2] * 3 + [0.8] + [0.0] * 20
     ev2 = run(probs2, min_silence_ms=200)
     assert ev2[1] == SpeechStop(14 * F, 14 * F + 7 * F)
+
+
+def test_pause_comes_on_the_first_unvoiced_frame_and_the_stop_keeps_its_time():
+    probs = [0.05] * 5 + [0.9] * 10 + [0.4] + [0.05] * 10
+    ev = run(probs, min_silence_ms=128, pause_events=True)
+    end = 15 * F
+    assert ev[1] == SpeechPaused(end, end + F)          # a 0.4 frame (middle band) is unvoiced
+    assert ev[2] == SpeechStop(end, 16 * F + 4 * F)     # silence run from the 0.05 frames
+    assert len(ev) == 3
+
+
+def test_one_pause_per_voiced_run_and_none_by_default():
+    # voiced, two unvoiced frames, voiced again, then the end: two pauses, one stop.
+    probs = [0.9] * 10 + [0.1] * 2 + [0.9] * 5 + [0.0] * 10
+    ev = run(probs, min_silence_ms=128, pause_events=True)
+    assert [type(e) for e in ev] == [SpeechStart, SpeechPaused, SpeechPaused, SpeechStop]
+    assert ev[1].audio_ms == 10 * F and ev[2].audio_ms == 17 * F == ev[3].audio_ms
+    assert [type(e) for e in run(probs, min_silence_ms=128)] == [SpeechStart, SpeechStop]
 
 
 def test_two_segments():
