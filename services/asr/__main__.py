@@ -19,6 +19,9 @@ class Settings(ServiceSettings):
     port: int = setting(_COMPONENT.port, "gRPC port")
     metrics_port: int = setting(_COMPONENT.metrics_port, "Prometheus /metrics port (0 = off)")
     model: str = setting("base", "Whisper model: 'base', 'tiny.en' or a CTranslate2 Whisper directory")
+    # One thread per pass: a lone final is as fast as with two (Whisper base's decoder steps are
+    # too small to split), and an interim and a final then run side by side on two cores.
+    threads: int = setting(1, "CPU threads per model pass (num_workers passes may run at once)")
     num_workers: int = setting(2, "concurrent model passes (a final never waits behind an interim)")
     language: str = setting("en", "language when the client sends none ('auto' = detect)")
     beam_size: int = setting(5, "beam size of final passes when the client sends 0")

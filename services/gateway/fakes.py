@@ -3,12 +3,15 @@ injected clock: turn-taking and barge-in tests run on a VirtualClock in
 microseconds, and protocol tests run the real app without speech services.
 
 - FakeVad: speech wherever the script says (intervals in seconds of session
-  audio), decided with min_speech/min_silence like the real VAD.
+  audio), decided with min_speech/min_silence like the real VAD (and a
+  "paused" on the first unvoiced frame after speech when asked for).
 - FakeAsr: utterance k of a stream transcribes to texts[k]; interims reveal
   one word per ``ms_per_word`` of audio received (with ``every_chunk``, an
   interim for every chunk, like a real ASR re-decoding as audio comes); the
   final (``finals[k]`` if given, else texts[k]) comes ``final_latency_s``
-  after force_eou.
+  after force_eou. A flush gives that text (the words heard so far when the
+  audio does not cover them all) ``final_latency_s`` later as a provisional
+  result; force_eou with use_provisional makes it the final.
 - FakeLlm: streams the scripted reply word by word; records every request
   and when it came.
 - FakeTts: ``ms_per_char`` of audio per character of each clause, produced
@@ -84,6 +87,7 @@ class FakeVadStream(_FakeStream):
         self._received = self._classified = 0.0
         self._speech_run = self._silence_run = 0
         self._in_speech = False
+        self._paused = False
         self._onset = self._last_voiced_end = 0.0
 
     async def send(self, pcm16k: bytes) -> None:
@@ -104,6 +108,7 @@ class FakeVadStream(_FakeStream):
                 self._onset = rel
             self._speech_run += FRAME_MS
             self._silence_run = 0
+            self._paused = False
             self._last_voiced_end = rel + FRAME_MS
             if not self._in_speech and self._speech_run >= self.p.min_speech_ms:
                 self._in_speech = True
@@ -118,6 +123,9 @@ class FakeVadStream(_FakeStream):
                 self._in_speech = False
                 self._speech_run = 0
                 self._out.put_nowait(VadEvent("stopped", int(self._last_voiced_end), 0, int(rel + FRAME_MS)))
+            elif self.p.pause_events and not self._paused:
+                self._paused = True
+                self._out.put_nowait(VadEvent("paused", int(self._last_voiced_end), 0, int(rel + FRAME_MS)))
 
     def events(self) -> AsyncIterator[VadEvent]:
         return self._iter()
@@ -149,6 +157,7 @@ class FakeAsrStream(_FakeStream):
         self._ms = 0.0
         self._shown = 0
         self._tasks: set[asyncio.Task] = set()
+        self._flush: dict | None = None
 
     def _words(self) -> list[str]:
         texts = self.owner.texts
@@ -164,19 +173,56 @@ class FakeAsrStream(_FakeStream):
             self._shown = n
             self._out.put_nowait(AsrResult(" ".join(words[:n]), False, self.index, int(self._ms)))
 
-    async def end_utterance(self) -> None:
+    def _final_text(self) -> str:
+        k, finals = self.owner.utterances_started, self.owner.finals
+        return finals[k] if k < len(finals) else " ".join(self._words())
+
+    def _spawn(self, coro) -> None:
+        t = asyncio.get_running_loop().create_task(coro)
+        self._tasks.add(t)
+        t.add_done_callback(self._tasks.discard)
+
+    async def flush(self) -> None:
         if self.closed or not self.owner.up:
             raise BackendError("asr", self.owner.address, "unavailable: stream closed")
-        k = self.owner.utterances_started
-        finals = self.owner.finals
-        text = finals[k] if k < len(finals) else " ".join(self._words())
+        words = self._words()
+        heard = int(self._ms // self.owner.ms_per_word)
+        text = self._final_text() if heard >= len(words) else " ".join(words[:heard])
+        fl = {"text": text, "idx": self.index, "ms": self._ms, "adopted": False,
+              "done": asyncio.get_running_loop().create_future()}
+        self._flush = fl
+        self.owner.flushes += 1
+        self._spawn(self._run_flush(fl))
+
+    async def _run_flush(self, fl: dict) -> None:
+        await self.owner.clock.sleep(self.owner.final_latency_s)
+        fl["done"].set_result(None)
+        if not self.closed and not fl["adopted"] and fl["idx"] == self.index:
+            self._out.put_nowait(AsrResult(fl["text"], False, fl["idx"], int(fl["ms"]), True))
+
+    async def _adopted_final(self, fl: dict) -> None:
+        await fl["done"]
+        if not self.closed:
+            self._out.put_nowait(AsrResult(fl["text"], True, fl["idx"], int(fl["ms"])))
+
+    async def end_utterance(self, use_provisional: bool = False) -> None:
+        if self.closed or not self.owner.up:
+            raise BackendError("asr", self.owner.address, "unavailable: stream closed")
+        fl, self._flush = (self._flush if use_provisional else None), None
+        if fl is not None:
+            fl["adopted"] = True
+            self.owner.adopted += 1
+            self.owner.utterances_started += 1
+            self.index += 1
+            self._ms, self._shown = 0.0, 0
+            self._spawn(self._adopted_final(fl))
+            return
+        text = self._final_text()
         idx, ms = self.index, self._ms
         self.owner.utterances_started += 1
         self.index += 1
         self._ms, self._shown = 0.0, 0
-        t = asyncio.get_running_loop().create_task(self._final(text, idx, ms))
-        self._tasks.add(t)
-        t.add_done_callback(self._tasks.discard)
+        self._spawn(self._final(text, idx, ms))
 
     async def _final(self, text: str, idx: int, ms: float) -> None:
         await self.owner.clock.sleep(self.owner.final_latency_s)
@@ -201,6 +247,8 @@ class FakeAsr(_Fake):
         self.every_chunk = False
         self.finals: list[str] = []
         self.utterances_started = 0
+        self.flushes = 0      # flush requests received
+        self.adopted = 0      # finals that took a flush's result
 
     async def open(self, params: AsrParams) -> FakeAsrStream:
         self._check()

@@ -64,6 +64,9 @@ class GatewaySettings:
     first_clause_weak_words: int = setting(2, "words before a comma may end the first clause (0 = usual rule)")
     first_clause_max_words: int = setting(6, "first clause cut after this many words without punctuation (0 = off)")
     preempt_from_interim: bool = setting(True, "start the preemptive answer from an ASR interim that covers the speech end")
+    asr_flush_on_pause: bool = setting(True, "start the final transcription at the VAD's first unvoiced frame "
+                                       "(a flush), not min_silence later at its stop; the stop keeps it when "
+                                       "no speech came in between")
     asr_language: str = setting("en", "ASR language code (empty = auto-detect)")
     asr_interim_interval_ms: int = setting(0, "ASR interim interval (0 = server default)")
     # Beam 1 halves end-of-utterance → final time against beam 5 for about one

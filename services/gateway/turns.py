@@ -6,7 +6,12 @@ from the padded start is sent to the ASR stream and streaming continues while
 speech lasts; interims become transcription deltas. On speech_stopped the
 ASR utterance is ended at once (force_eou: the final transcription runs while
 the silence window is still open) and a timer of silence_duration_ms (minus
-the silence already elapsed) starts. Speech before the timer fires continues
+the silence already elapsed) starts. Earlier still (asr_flush_on_pause), the
+VAD's "paused" — the first unvoiced frame after speech, a min_silence before
+its stop — flushes the ASR: the final pass starts on the utterance so far,
+which stays open. When the stop then has the same speech end (nothing voiced
+in between), the utterance is ended with use_provisional and that pass is
+its final; otherwise it is ended as usual. Speech before the timer fires continues
 the same turn: its final is appended, so a pause inside a sentence gives one
 turn and one answer. When the timer fires the turn ends (Conversation.end_turn).
 
@@ -55,6 +60,8 @@ class Segment:
     end_ms: float | None = None
     interim: str = ""
     interim_end_ms: float | None = None   # session audio the latest interim covers
+    flush_end_ms: float | None = None     # speech end of the latest flush (VAD pause)
+    flush_at: float | None = None         # clock time of that flush
     final: str | None = None
     done: asyncio.Event = dataclasses.field(default_factory=asyncio.Event)
 
@@ -151,11 +158,13 @@ class TurnTaker:
         return await self.conv.backends.vad.open(VadParams(
             threshold=td.threshold if td else s.vad_threshold, min_speech_ms=s.vad_min_speech_ms,
             min_silence_ms=s.vad_min_silence_ms,
-            prefix_padding_ms=td.prefix_padding_ms if td else s.prefix_padding_ms))
+            prefix_padding_ms=td.prefix_padding_ms if td else s.prefix_padding_ms,
+            pause_events=s.asr_flush_on_pause))
 
     async def _open_asr(self):
         s = self.conv.settings
-        return await self.conv.backends.asr.open(AsrParams(s.asr_language, s.asr_interim_interval_ms, s.asr_beam_size))
+        return await self.conv.backends.asr.open(AsrParams(s.asr_language, s.asr_interim_interval_ms,
+                                                           s.asr_beam_size, omit_words=True))
 
     def _vad_up(self, stream) -> None:
         # The new stream's first sample is the next one we send.
@@ -224,9 +233,12 @@ class TurnTaker:
         self.segment = None
         await self._asr_send_upto()
         if not seg.done.is_set():
-            if await self.asr.send("end_utterance"):
+            # The flush heard everything when no voiced frame came after its speech end.
+            adopt = seg.flush_end_ms is not None and seg.flush_end_ms >= end_ms
+            if await self.asr.send("end_utterance", adopt):
                 if self.turn is not None:
-                    self.turn.timings.eou_sent = self.conv.clock.now()
+                    # asr_final_ms counts from the request of the pass that gives the final
+                    self.turn.timings.eou_sent = seg.flush_at if adopt else self.conv.clock.now()
             else:
                 seg.final = seg.interim
                 seg.done.set()
@@ -238,6 +250,8 @@ class TurnTaker:
             return
         if ev.kind == "started":
             await self._speech_started(ev.audio_ms + self._vad_base_ms, ev.padded_start_ms + self._vad_base_ms)
+        elif ev.kind == "paused":
+            await self._speech_paused(ev.audio_ms + self._vad_base_ms)
         elif ev.kind == "stopped":
             await self._speech_stopped(ev.audio_ms + self._vad_base_ms)
 
@@ -263,6 +277,15 @@ class TurnTaker:
             self._cancel(self._resume_task)
             self.conv.discard_preempt("discarded")
         await self._open_segment(onset_ms, padded_ms)
+
+    async def _speech_paused(self, end_ms: float) -> None:
+        """Speech may have ended at ``end_ms``: start the final pass now."""
+        seg = self.segment
+        if seg is None or seg.done.is_set() or self.asr.stream is None:
+            return
+        await self._asr_send_upto()     # the flush covers every sample received so far
+        if await self.asr.send("flush"):
+            seg.flush_end_ms, seg.flush_at = end_ms, self.conv.clock.now()
 
     async def _speech_stopped(self, end_ms: float) -> None:
         seg = await self._close_segment(end_ms)
@@ -302,6 +325,8 @@ class TurnTaker:
             if r.is_final:
                 del self._asr_segments[r.utterance_index]
             return
+        if r.provisional and seg.end_ms is not None:
+            return   # the segment has ended without this flush: its own final is coming
         if r.is_final:
             seg.final = r.text.strip()
             seg.done.set()

@@ -30,8 +30,11 @@ SHORT = "Fine, thanks. It is sunny and warm all day."
 LONG = ("The weather today is sunny and warm with a light breeze from the west. "
         "Later this afternoon some clouds will roll in, but no rain is expected, "
         "so it is a fine day for a walk.")
+# The final comes from force_eou here (no flush at the VAD's pause): the flush,
+# which only moves the final earlier, has its own tests (test_gateway_flush.py).
 SETTINGS = dict(redis_url="", silence_duration_ms=500, vad_min_silence_ms=160, vad_min_speech_ms=120,
-                prefix_padding_ms=300, min_interrupt_ms=300, false_interruption_timeout_ms=800)
+                prefix_padding_ms=300, min_interrupt_ms=300, false_interruption_timeout_ms=800,
+                asr_flush_on_pause=False)
 # Speech 0.5-2.5 s: the VAD reports the stop at 2.66 s (160 ms of silence), the
 # final comes 0.1 s later (2.76 s), the window closes 500 ms after 2.5 s.
 FINAL_AT, WINDOW_CLOSES = 2.76, 3.0

@@ -13,7 +13,7 @@ from services.gateway.backends.types import (
 def vad_config(p: VadParams) -> vad_pb2.DetectRequest:
     return vad_pb2.DetectRequest(config=vad_pb2.VadConfig(
         threshold=p.threshold, min_speech_ms=p.min_speech_ms, min_silence_ms=p.min_silence_ms,
-        prefix_padding_ms=p.prefix_padding_ms, sample_rate_hz=16000))
+        prefix_padding_ms=p.prefix_padding_ms, sample_rate_hz=16000, pause_events=p.pause_events))
 
 
 def vad_audio(pcm: bytes) -> vad_pb2.DetectRequest:
@@ -25,6 +25,9 @@ def vad_event(resp: vad_pb2.DetectResponse) -> VadEvent | None:
     if which == "speech_started":
         s = resp.speech_started
         return VadEvent("started", int(s.audio_ms), int(s.padded_start_ms), int(s.decided_at_ms))
+    if which == "speech_paused":
+        s = resp.speech_paused
+        return VadEvent("paused", int(s.audio_ms), 0, int(s.decided_at_ms))
     if which == "speech_stopped":
         s = resp.speech_stopped
         return VadEvent("stopped", int(s.audio_ms), 0, int(s.decided_at_ms))
@@ -34,7 +37,7 @@ def vad_event(resp: vad_pb2.DetectResponse) -> VadEvent | None:
 def asr_config(p: AsrParams) -> asr_pb2.RecognizeRequest:
     return asr_pb2.RecognizeRequest(config=asr_pb2.RecognitionConfig(
         language=p.language, interim_results=True, sample_rate_hz=16000,
-        interim_interval_ms=p.interim_interval_ms, beam_size=p.beam_size))
+        interim_interval_ms=p.interim_interval_ms, beam_size=p.beam_size, omit_words=p.omit_words))
 
 
 def asr_audio(pcm: bytes) -> asr_pb2.RecognizeRequest:
@@ -54,12 +57,17 @@ def asr_trace(carrier: dict[str, str]) -> asr_pb2.RecognizeRequest:
     return asr_pb2.RecognizeRequest(trace=_trace(carrier))
 
 
-def asr_eou() -> asr_pb2.RecognizeRequest:
-    return asr_pb2.RecognizeRequest(control=asr_pb2.Control(force_eou=True))
+def asr_eou(use_provisional: bool = False) -> asr_pb2.RecognizeRequest:
+    return asr_pb2.RecognizeRequest(control=asr_pb2.Control(force_eou=True, use_provisional=use_provisional))
+
+
+def asr_flush() -> asr_pb2.RecognizeRequest:
+    return asr_pb2.RecognizeRequest(control=asr_pb2.Control(flush=True))
 
 
 def asr_result(resp: asr_pb2.RecognizeResponse) -> AsrResult:
-    return AsrResult(resp.text, resp.is_final, int(resp.utterance_index), int(resp.audio_processed_ms))
+    return AsrResult(resp.text, resp.is_final, int(resp.utterance_index), int(resp.audio_processed_ms),
+                     resp.provisional)
 
 
 def generate_request(messages: Sequence[ChatMessage], passages: Sequence[Passage],

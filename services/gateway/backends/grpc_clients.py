@@ -85,8 +85,11 @@ class GrpcAsrStream(_Duplex):
     async def send(self, pcm16k: bytes) -> None:
         await self._write(convert.asr_audio(pcm16k))
 
-    async def end_utterance(self) -> None:
-        await self._write(convert.asr_eou())
+    async def end_utterance(self, use_provisional: bool = False) -> None:
+        await self._write(convert.asr_eou(use_provisional))
+
+    async def flush(self) -> None:
+        await self._write(convert.asr_flush())
 
     async def send_trace(self, carrier: dict[str, str]) -> None:
         await self._write(convert.asr_trace(carrier))

@@ -22,8 +22,13 @@ class VadStream(Protocol):
 class AsrStream(Protocol):
     async def send(self, pcm16k: bytes) -> None: ...
 
-    async def end_utterance(self) -> None:
-        """force_eou: transcribe what was sent since the last one and reset."""
+    async def end_utterance(self, use_provisional: bool = False) -> None:
+        """force_eou: transcribe what was sent since the last one and reset; with
+        ``use_provisional`` the latest flush's result is the final."""
+
+    async def flush(self) -> None:
+        """Start the final pass on the utterance so far; it stays open (a
+        provisional result comes back)."""
 
     def results(self) -> AsyncIterator[AsrResult]: ...
 

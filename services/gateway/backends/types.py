@@ -10,14 +10,15 @@ class VadParams:
     min_speech_ms: int
     min_silence_ms: int
     prefix_padding_ms: int
+    pause_events: bool = False   # also report "paused" (first unvoiced frame after speech)
 
 
 @dataclasses.dataclass(frozen=True)
 class VadEvent:
     """A VAD decision, in ms of the VAD stream's own audio (from its first sample)."""
 
-    kind: str                 # "started" | "stopped"
-    audio_ms: int             # onset (started) or end of speech (stopped)
+    kind: str                 # "started" | "paused" | "stopped"
+    audio_ms: int             # onset (started) or end of the last voiced frame (paused, stopped)
     padded_start_ms: int = 0  # started only: onset minus prefix padding
     decided_at_ms: int = 0    # audio time at which the VAD decided
 
@@ -27,6 +28,7 @@ class AsrParams:
     language: str
     interim_interval_ms: int = 0
     beam_size: int = 0        # final pass beam (0 = the ASR service's default)
+    omit_words: bool = True   # the gateway does not use word timings: skip their pass
 
 
 @dataclasses.dataclass(frozen=True)
@@ -35,6 +37,7 @@ class AsrResult:
     is_final: bool
     utterance_index: int
     audio_processed_ms: int = 0
+    provisional: bool = False   # a flush's result: final-quality text, the utterance still open
 
 
 @dataclasses.dataclass(frozen=True)
