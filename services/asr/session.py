@@ -13,11 +13,12 @@ final has been sent. Closing the stream cancels every pass it owns.
 
 Flush (a client that thinks speech may have ended): the final pass starts on
 the utterance so far, which stays open; its result goes out as a provisional
-result. One flush pass runs at a time per stream: a flush that has not
-started when a newer one (or the end of its utterance) comes is skipped. An
-end of utterance with ``use_provisional`` takes the latest flush's result as
-its final, waiting for the pass if it still runs, instead of transcribing
-everything again; without a usable flush it is a plain final."""
+result, after the previous utterance's final (as interims are). One flush
+pass runs at a time per stream: a flush that has not started when a newer
+one (or the end of its utterance) comes is skipped. An end of utterance
+with ``use_provisional`` takes the latest flush's result as its final,
+waiting for the pass if it still runs, instead of transcribing everything
+again; without a usable flush it is a plain final."""
 from __future__ import annotations
 
 import asyncio
@@ -292,8 +293,15 @@ class RecognitionSession:
         finally:
             if not fl.result.done():
                 fl.result.set_result(tr)
-        if tr is None or fl.adopted or fl.utterance != self._utterance:
-            return   # the final carries this text, or the utterance has ended without it
+
+        def unsent() -> bool:   # the final carries this text, or the utterance ended without it
+            return tr is None or fl.adopted or fl.utterance != self._utterance
+
+        if not unsent() and _running(self._final_task):
+            # The previous utterance's final goes out first, as it does before interims.
+            await asyncio.wait([self._final_task])
+        if unsent():
+            return
         await self._out.put(Result(
             text=tr.text, is_final=False, provisional=True, utterance_index=fl.utterance,
             audio_processed_ms=fl.samples * 1000 // SAMPLE_RATE, stability=1.0,

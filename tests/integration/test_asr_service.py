@@ -4,10 +4,14 @@ WER <= 10 % overall; interim results arrive while audio is still streaming,
 at most ~500 ms of audio apart, and never revise committed words; one stream
 carries several utterances; every malformed request gets INVALID_ARGUMENT
 with a message saying what was wrong, while a concurrent good stream is
-unaffected; a client cancel is seen by the server as a cancelled stream."""
+unaffected; a client cancel is seen by the server as a cancelled stream.
+A flush gives a provisional result of the open utterance (after the previous
+final); force_eou with use_provisional makes the flush's pass the one final,
+covering only what the flush saw; omit_words gives finals without words."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import re
 
 import grpc
@@ -125,6 +129,14 @@ BAD = {
     "interim interval": ([_req(config=asr_pb2.RecognitionConfig(interim_interval_ms=800))],
                          "interim_interval_ms 800 is out of range"),
     "empty request": ([CFG, _req()], "set one of config, audio or control"),
+    "force_eou with flush": ([CFG, AUDIO, _req(control=asr_pb2.Control(force_eou=True, flush=True))],
+                             "Control sets both force_eou and flush"),
+    "use_provisional without force_eou": (
+        [CFG, AUDIO, _req(control=asr_pb2.Control(use_provisional=True))],
+        "Control.use_provisional needs force_eou"),
+    "use_provisional with flush": (
+        [CFG, AUDIO, _req(control=asr_pb2.Control(flush=True, use_provisional=True))],
+        "Control.use_provisional needs force_eou"),
 }
 
 
@@ -188,3 +200,122 @@ async def test_client_cancel_reaches_the_server(asr, speech) -> None:
         await asyncio.sleep(0.05)
     assert after.cancelled_streams == before.cancelled_streams + 1
     assert after.active_streams == 0
+
+
+# -- flush: a final-quality pass while the utterance stays open ----------------------------
+
+FLUSH = _req(control=asr_pb2.Control(flush=True))
+
+
+def _ms(pcm: bytes) -> int:
+    return len(pcm) * 1000 // (2 * SAMPLE_RATE)
+
+
+@contextlib.asynccontextmanager
+async def _stepped(address: str, config: asr_pb2.RecognitionConfig | None = None):
+    """A stream the test writes and reads step by step (it must wait for some
+    results before sending more). Every write here comes before the server
+    could end the call: see grpc/grpc#36066 above."""
+    async with grpc.aio.insecure_channel(address) as ch:
+        call = asr_pb2_grpc.RecognizerStub(ch).StreamingRecognize(timeout=120)
+        await call.write(_req(config=config or asr_pb2.RecognitionConfig(
+            language="en", interim_results=True)))
+        yield call
+
+
+async def _send(call, pcm: bytes) -> None:
+    for c in chunks(pcm, 20):      # as fast as the server reads: no real-time pacing
+        await call.write(_req(audio=c))
+
+
+async def _read_until(call, done) -> list[asr_pb2.RecognizeResponse]:
+    """Responses up to and including the first one ``done`` accepts (or the end)."""
+    got = []
+    while True:
+        r = await asyncio.wait_for(call.read(), 60)
+        if r is grpc.aio.EOF:
+            return got
+        got.append(r)
+        if done(r):
+            return got
+
+
+async def test_use_provisional_makes_the_flush_result_the_final(asr, speech) -> None:
+    pcm, ref = speech[0]
+    async with _stepped(asr.address) as call:
+        await _send(call, pcm)
+        await call.write(FLUSH)
+        # Silence after the flush: the client (a VAD) knows it holds no speech,
+        # so the final must be the flush's pass, which did not cover it.
+        await call.write(_req(audio=bytes(SAMPLE_RATE)))   # 500 ms
+        await call.write(_req(control=asr_pb2.Control(force_eou=True, use_provisional=True)))
+        await call.done_writing()
+        got = await _read_until(call, lambda r: False)
+    assert await call.code() == grpc.StatusCode.OK
+    finals = [r for r in got if r.is_final]
+    assert [r for r in got if r.provisional] == [], "the adopted flush is sent once, as the final"
+    assert len(finals) == 1 and finals[0].utterance_index == 0 and not finals[0].provisional
+    assert finals[0].audio_processed_ms == _ms(pcm)
+    assert jiwer.wer(norm(ref), norm(finals[0].text)) <= 0.10, finals[0].text
+    # Word timings come with the adopted final too (the default), inside what it covered.
+    assert finals[0].words and finals[0].words[-1].end_ms <= _ms(pcm) + 100
+    assert got[-1] is finals[0]
+
+
+async def test_flush_gives_a_provisional_result_and_the_utterance_goes_on(asr, speech) -> None:
+    (a, ref_a), (b, ref_b) = speech[1], speech[4]
+    async with _stepped(asr.address) as call:
+        await _send(call, a)
+        await call.write(FLUSH)
+        # A provisional result is only sent while its utterance is open: wait for it.
+        first = await _read_until(call, lambda r: r.provisional or r.is_final)
+        await _send(call, b)
+        await call.write(EOU)
+        await call.done_writing()
+        rest = await _read_until(call, lambda r: False)
+    assert await call.code() == grpc.StatusCode.OK
+    prov = first[-1]
+    assert prov.provisional and not prov.is_final and prov.utterance_index == 0
+    assert prov.audio_processed_ms == _ms(a) and prov.stability == 1.0 and not prov.words
+    assert jiwer.wer(norm(ref_a), norm(prov.text)) <= 0.15, prov.text
+    assert [r for r in rest if r.provisional] == []
+    finals = [r for r in rest if r.is_final]
+    assert len(finals) == 1 and finals[0].utterance_index == 0 and not finals[0].provisional
+    # A plain force_eou transcribes the whole utterance: both clips, the flushed one too.
+    final = finals[0]
+    assert final.audio_processed_ms == _ms(a + b)
+    assert jiwer.wer(norm(ref_a + " " + ref_b), norm(final.text)) <= 0.15, final.text
+    assert final.words[0].start_ms < _ms(a) < final.words[-1].end_ms <= _ms(a + b) + 100
+
+
+async def test_omit_words_gives_finals_without_word_timings(asr, speech) -> None:
+    pcm, ref = speech[4]
+    bare = await recognize(asr.address, [pcm],
+                           config=asr_pb2.RecognitionConfig(language="en", omit_words=True))
+    full = await recognize(asr.address, [pcm], config=asr_pb2.RecognitionConfig(language="en"))
+    assert len(bare.finals) == 1 and len(full.finals) == 1
+    assert list(bare.finals[0].words) == []
+    assert len(full.finals[0].words) == len(norm(full.finals[0].text).split())
+    # Only the alignment pass is skipped: the text is the same beam search's.
+    assert norm(bare.finals[0].text) == norm(full.finals[0].text)
+    assert jiwer.wer(norm(ref), norm(bare.finals[0].text)) <= 0.10
+    assert bare.finals[0].audio_processed_ms == _ms(pcm)
+
+
+async def test_a_provisional_result_comes_after_the_previous_final(asr, speech) -> None:
+    # A flush of a short next utterance finishes before the long previous final:
+    # its result must still wait, so results stay in utterance order.
+    (long, ref), (short, _) = max(speech, key=lambda s: len(s[0])), speech[1]
+    async with _stepped(asr.address, asr_pb2.RecognitionConfig(language="en")) as call:
+        await _send(call, long)
+        await call.write(EOU)
+        await call.write(_req(audio=short[:2 * SAMPLE_RATE]))   # its first second
+        await call.write(FLUSH)
+        got = await _read_until(call, lambda r: r.provisional)
+        await call.write(EOU)
+        await call.done_writing()
+        got += await _read_until(call, lambda r: False)
+    assert [(r.utterance_index, r.is_final, r.provisional) for r in got] == [
+        (0, True, False), (1, False, True), (1, True, False)]
+    assert got[1].audio_processed_ms == got[2].audio_processed_ms == 1000
+    assert jiwer.wer(norm(ref), norm(got[0].text)) <= 0.10

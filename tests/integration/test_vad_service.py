@@ -2,7 +2,10 @@
 exactly one speech segment in each LibriVox clip padded with 1 s of silence,
 with its start and stop within 100 ms of the true boundaries; every malformed
 stream is rejected with INVALID_ARGUMENT and a message naming the problem,
-while another stream running at the same time is unaffected.
+while another stream running at the same time is unaffected. With
+pause_events, speech_paused events come inside the segment, the last one
+naming the stop's end of speech before the stop is decided; without them
+(the default) there are none.
 
 The true boundaries come from the waveform, not from the VAD: a two-level
 energy endpointer in the style of Rabiner & Sambur (1975). Per 20 ms window
@@ -114,6 +117,44 @@ def test_speech_found_within_100ms_of_true_boundaries(vad, clip):
     assert stop.audio_ms + 200 <= stop.decided_at_ms <= stop.audio_ms + 200 + 32 * 4
     # The stop was decided while the trailing silence was streaming, not at the end.
     assert stop.decided_at_ms < PAD_MS + clip_ms + PAD_MS
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("clip", clips(), ids=lambda c: c[0].stem)
+def test_pause_events_come_before_the_stop_and_change_nothing_else(vad, clip):
+    """With pause_events the stream gains speech_paused events inside the segment;
+    the last one before the stop names the same end of speech, one silence
+    window earlier. Without them (the default) the stream has none, and the
+    start and stop are the same either way."""
+    pcm, _ = read_wav(clip[0])
+    audio = silence(PAD_MS, 16000) + pcm + silence(PAD_MS, 16000)
+    plain = asyncio.run(detect(vad.address, audio))
+    paused = asyncio.run(detect(vad.address, audio, vad_pb2.VadConfig(pause_events=True)))
+
+    assert [r.WhichOneof("event") for r in plain] == ["speech_started", "speech_stopped"]
+    kinds = [r.WhichOneof("event") for r in paused]
+    print(f"{clip[0].stem}: {kinds}")
+    assert kinds[0] == "speech_started" and kinds[-1] == "speech_stopped"
+    assert set(kinds[1:-1]) == {"speech_paused"}          # at least one, nothing else in between
+    # Pauses only add events: the segment itself is decided exactly as without them.
+    assert paused[0].speech_started == plain[0].speech_started
+    assert paused[-1].speech_stopped == plain[-1].speech_stopped
+
+    start, stop = paused[0].speech_started, paused[-1].speech_stopped
+    pauses = [r.speech_paused for r in paused[1:-1]]
+    for r in paused[1:-1]:
+        assert r.audio_processed_ms >= r.speech_paused.decided_at_ms
+    for p in pauses:
+        # Seen on the first unvoiced frame (32 ms) right after the voiced end.
+        assert p.decided_at_ms == p.audio_ms + 32, p
+        assert start.audio_ms < p.audio_ms <= stop.audio_ms
+    # One pause per voiced run: each names a later end of speech than the one before.
+    assert [p.audio_ms for p in pauses] == sorted({p.audio_ms for p in pauses})
+    last = pauses[-1]
+    assert last.audio_ms == stop.audio_ms
+    # The stop needs min_silence_ms (200 ms, whole 32 ms frames) after the silence
+    # run began, which is at or after the pause frame's start.
+    assert stop.decided_at_ms - last.decided_at_ms >= 200 - 32, (last, stop)
 
 
 async def _expect_invalid(address: str, requests: list[vad_pb2.DetectRequest], needle: str) -> None:

@@ -374,3 +374,19 @@ async def test_a_flush_from_an_ended_utterance_is_not_sent_or_used() -> None:
     eng.final_gates[0].set()
     results = await s.close()
     assert [(r.is_final, r.provisional, r.audio_processed_ms) for r in results] == [(True, False, 2000)]
+
+
+async def test_a_provisional_result_waits_for_the_previous_final() -> None:
+    eng = FakeEngine()
+    eng.final_gates[0] = threading.Event()        # utterance 0's final is held
+    s = Stream(eng)
+    s.send(NO_INTERIMS, Audio(pcm(1000)), EndOfUtterance(), Audio(pcm(500)), Flush())
+    await asyncio.sleep(0.05)
+    assert eng.final_sizes == [RATE, RATE // 2]   # the flush pass ran meanwhile...
+    assert s.results == []                        # ...but its result is not sent before final 0
+    eng.final_gates[0].set()
+    await s.settle(eng)
+    s.send(EndOfUtterance())
+    results = await s.close()
+    assert [(r.utterance_index, r.is_final, r.provisional) for r in results] == [
+        (0, True, False), (1, False, True), (1, True, False)]
