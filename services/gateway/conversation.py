@@ -79,6 +79,8 @@ class Conversation:
         self.turns = TurnTaker(self)
         self.response: Response | None = None
         self.preempted: Response | None = None    # held run for the turn in its silence window
+        self._prefill_task: asyncio.Task | None = None
+        self._prefilled = ""                      # the user text last sent for prefill
         self._tasks: set[asyncio.Task] = set()
         self.closed = False
 
@@ -404,6 +406,36 @@ class Conversation:
         resp.turn_span = turn.span   # its spans join the turn's trace; it ends it only if released
         self.preempted = resp
         resp.task = self.spawn(resp.run(), f"preempt-{resp.id}")
+
+    def prefill(self, turn: UserTurn) -> None:
+        """While the user speaks, warm an LLM instance with the history and the
+        words heard so far (the last one may still change), so the answer's
+        prompt is mostly evaluated before the turn ends. Only when the answer
+        would see exactly this history (no reply running or being cut), one
+        request at a time; the LLM answers at once when no instance is free."""
+        td = self.state.config.turn_detection
+        if (self.closed or not self.settings.llm_prefill or td is None or not td.create_response
+                or turn.manual or turn.ended or turn.barge_in or self.response is not None
+                and self.response.phase != "done"):
+            return
+        if self._prefill_task is not None and not self._prefill_task.done():
+            return
+        words = turn.text().split()[:-1]
+        text = " ".join(words)
+        if len(words) < self.settings.llm_prefill_min_words or text == self._prefilled:
+            return
+        self._prefilled = text
+        pending = Item(id=turn.item_id, role="user", content=[{"type": "input_audio", "transcript": text}])
+        messages = self._plan(protocol.ResponseOptions(), pending)[0]
+        self._prefill_task = self.spawn(self._prefill(list(messages), turn.item_id), "llm-prefill")
+
+    async def _prefill(self, messages: list[ChatMessage], item_id: str) -> None:
+        try:
+            outcome = await self.backends.llm.prefill(messages, f"prefill-{item_id}")
+        except BackendError as exc:
+            outcome = "error"   # an optimisation only: the answer's own request reports a down LLM
+            log.debug("session %s: prefill failed: %s", self.state.id, exc.message)
+        metrics.LLM_PREFILLS.labels(**metrics.base(), outcome=outcome or "unknown").inc()
 
     def discard_preempt(self, outcome: str) -> None:
         """Drop the held run: cancel its LLM/TTS calls; the client never hears of it."""

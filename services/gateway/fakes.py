@@ -266,7 +266,15 @@ class FakeLlm(_Fake):
         self.requests: list[list[ChatMessage]] = []
         self.requested_at: list[float] = []
         self.passages: list[list[Passage]] = []
+        self.prefills: list[list[ChatMessage]] = []
+        self.prefill_s = 0.02
         self.cancelled = self.completed = 0
+
+    async def prefill(self, messages: Sequence[ChatMessage], request_id: str) -> str:
+        self._check()
+        self.prefills.append(list(messages))
+        await self.clock.sleep(self.prefill_s)
+        return "prefill"
 
     async def generate(self, messages: Sequence[ChatMessage], passages: Sequence[Passage],
                        max_tokens: int, request_id: str, usage: LlmUsage) -> AsyncIterator[str]:

@@ -18,6 +18,9 @@ FALSE_INTERRUPTIONS = counter("voice_gateway_false_interruptions_total",
                               "pauses that resumed (cough, backchannel)")
 PREEMPTIVE_RUNS = counter("voice_gateway_preemptive_runs_total",
                           "answers started inside the end-of-turn window, by outcome", ("outcome",))
+LLM_PREFILLS = counter("voice_gateway_llm_prefills_total",
+                       "LLM cache warm-ups while the user speaks, by outcome (prefill, busy, error)",
+                       ("outcome",))
 BARGE_IN_REACTION = histogram("voice_gateway_barge_in_reaction_seconds",
                               "speech onset -> output_audio_buffer.cleared")
 ERRORS = counter("voice_gateway_errors_total", "error events sent, by code", ("code",))

@@ -64,6 +64,9 @@ class GatewaySettings:
     first_clause_weak_words: int = setting(2, "words before a comma may end the first clause (0 = usual rule)")
     first_clause_max_words: int = setting(6, "first clause cut after this many words without punctuation (0 = off)")
     preempt_from_interim: bool = setting(True, "start the preemptive answer from an ASR interim that covers the speech end")
+    llm_prefill: bool = setting(True, "while the user speaks, warm an LLM instance with the history and the "
+                                "words heard so far, so the answer's prompt is mostly evaluated at the end of turn")
+    llm_prefill_min_words: int = setting(3, "words heard before the first prefill of a turn")
     asr_flush_on_pause: bool = setting(True, "start the final transcription at the VAD's first unvoiced frame "
                                        "(a flush), not min_silence later at its stop; the stop keeps it when "
                                        "no speech came in between")

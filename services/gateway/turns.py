@@ -341,6 +341,8 @@ class TurnTaker:
         if turn is None or seg not in turn.segments:
             return
         self._send_delta(turn)
+        if not r.is_final and not r.provisional and self.segment is seg:
+            self.conv.prefill(turn)    # the user is still speaking: warm the LLM with the words so far
         if turn.barge_in and not turn.confirmed:
             self._maybe_confirm(turn)
         if r.is_final and self._in_window(turn):

@@ -24,6 +24,7 @@ def request_from_pb(req: llm_pb2.GenerateRequest) -> GenerateRequest:
                           seed=_opt(s, "seed")),
         max_tokens=req.max_tokens,
         request_id=req.request_id,
+        prefill=req.prefill,
     )
 
 
@@ -35,5 +36,5 @@ def event_to_pb(ev: Event) -> llm_pb2.GenerateResponse:
             finish_reason=ev.finish_reason, prompt_tokens=ev.prompt_tokens,
             completion_tokens=ev.completion_tokens,
             time_to_first_token_ms=ev.time_to_first_token_ms,
-            tokens_per_second=ev.tokens_per_second))
+            tokens_per_second=ev.tokens_per_second, cached_prompt_tokens=ev.cached_prompt_tokens))
     raise TypeError(f"not an LLM event: {ev!r}")

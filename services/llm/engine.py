@@ -23,7 +23,7 @@ from services.llm.model import ChatTokenizer, ModelInstance
 from services.llm.pool import InstancePool, common_prefix
 from services.llm.prompt import DEFAULT_SYSTEM_PROMPT, build_messages
 from services.llm.schema import (
-    Event, GenerateDone, GenerateRequest, ResolvedSampling, TokenDelta,
+    Event, GenerateDone, GenerateRequest, InvalidRequest, ResolvedSampling, TokenDelta,
 )
 
 log = logging.getLogger(__name__)
@@ -85,7 +85,44 @@ class LlmEngine:
         max_tokens = min(max_tokens, self.n_ctx - len(prompt))
         return Prepared(prompt, sampling, max_tokens, req.request_id)
 
+    def prepare_prefill(self, req: GenerateRequest) -> list[int]:
+        validate.check_messages(req, self.config.limits)
+        if req.messages[-1].role != "user":
+            raise InvalidRequest(f"prefill needs a user message last (the turn being spoken), "
+                                 f"got {req.messages[-1].role!r}")
+        prompt = self.tokenizer.encode_chat_open(
+            build_messages(req.messages, req.passages, self.config.system_prompt))
+        if prompt is None:
+            raise InvalidRequest("prefill: the last message's text was not found in the rendered prompt")
+        validate.check_context(len(prompt), self.n_ctx)
+        return prompt
+
+    async def prefill(self, req: GenerateRequest) -> GenerateDone:
+        """Warm a free instance's cache with the open prompt; never waits for one."""
+        t0 = time.perf_counter()
+        prompt = await asyncio.to_thread(self.prepare_prefill, req)
+        inst = self.pool.try_checkout(prompt)
+        if inst is None:
+            return GenerateDone("busy", len(prompt), 0, 0.0, 0.0)
+        cached = common_prefix(inst.cached_tokens(), prompt)
+        loop = asyncio.get_running_loop()
+        try:
+            fut = loop.run_in_executor(self._executor, inst.prefill, prompt)
+        except BaseException:
+            self.pool.release(inst)
+            raise
+        # Back to the pool when the evaluation has really ended, even if we are cancelled.
+        fut.add_done_callback(lambda f: self.pool.release(inst))
+        evaluated = await asyncio.shield(fut)   # a cancel must not cancel fut (it releases)
+        ms = (time.perf_counter() - t0) * 1000.0
+        log.info("request %s: prefill of %d prompt tokens (%d evaluated, %d from cache) in %.0f ms",
+                 req.request_id or "-", len(prompt), evaluated, cached, ms)
+        return GenerateDone("prefill", len(prompt), 0, 0.0, 0.0, cached_prompt_tokens=cached)
+
     async def generate(self, req: GenerateRequest) -> AsyncIterator[Event]:
+        if req.prefill:
+            yield await self.prefill(req)
+            return
         t0 = time.perf_counter()
         prep = await asyncio.to_thread(self.prepare, req)
         inst = await self.pool.checkout(prep.prompt)

@@ -28,6 +28,10 @@ class ScriptedTokenizer:
         with self._lock:
             return [self._ids.setdefault(w, len(self._ids) + 1000) for w in words] + [1]
 
+    def encode_chat_open(self, messages: list[dict[str, str]]) -> list[int] | None:
+        full = self.encode_chat(messages)
+        return full[:-2]   # without the last message's "</s>" and the generation prompt
+
 
 class ScriptedInstance:
     """Yields the scripted pieces as tokens, then a stop token.
@@ -46,9 +50,20 @@ class ScriptedInstance:
         self.last_prompt: list[int] = []
         self.last_sampling: Optional[ResolvedSampling] = None
         self._cache: list[int] = []
+        self.prefills: list[list[int]] = []
 
     def cached_tokens(self) -> Sequence[int]:
         return self._cache
+
+    def prefill(self, prompt: Sequence[int]) -> int:
+        keep = 0
+        for a, b in zip(self._cache, prompt):
+            if a != b:
+                break
+            keep += 1
+        self.prefills.append(list(prompt))
+        self._cache = list(prompt)
+        return len(prompt) - keep
 
     def tokens(self, prompt: Sequence[int], sampling: ResolvedSampling) -> Iterator[int]:
         self.generations += 1

@@ -35,6 +35,9 @@ class ChatTokenizer(Protocol):
     def encode_chat(self, messages: list[dict[str, str]]) -> list[int]:
         """Render the chat template (with the generation prompt) and tokenize it."""
 
+    def encode_chat_open(self, messages: list[dict[str, str]]) -> list[int] | None:
+        """The prompt up to the end of the last message's text (for prefill)."""
+
 
 class ModelInstance(Protocol):
     def cached_tokens(self) -> Sequence[int]:
@@ -42,6 +45,9 @@ class ModelInstance(Protocol):
 
     def tokens(self, prompt: Sequence[int], sampling: ResolvedSampling) -> Iterator[int]:
         """Sample tokens one at a time; closing the iterator stops generation."""
+
+    def prefill(self, prompt: Sequence[int]) -> int:
+        """Evaluate ``prompt`` into the cache (reusing a shared prefix); returns tokens evaluated."""
 
     def is_stop(self, token: int) -> bool:
         """End of turn (EOS / end-of-generation or the start of a new turn)."""
@@ -90,6 +96,19 @@ class LlamaChatTokenizer:
             return self._vocab.tokenize(rendered.prompt.encode("utf-8"),
                                         add_bos=not rendered.added_special, special=True)
 
+    def encode_chat_open(self, messages: list[dict[str, str]]) -> list[int] | None:
+        """The prompt cut right after the last message's text (its end-of-turn
+        and the assistant opener left out): a prefix of the prompt of the same
+        chat once that message is complete. None if the text is not found."""
+        rendered = self._formatter(messages=messages)
+        last = messages[-1]["content"].strip()
+        cut = rendered.prompt.rfind(last) if last else -1
+        if cut < 0:
+            return None
+        with self._lock:
+            return self._vocab.tokenize(rendered.prompt[:cut + len(last)].encode("utf-8"),
+                                        add_bos=not rendered.added_special, special=True)
+
     def stop_token_ids(self) -> set[int]:
         """End-of-generation tokens plus the template's turn opener (a model
         that starts a new turn has finished its own)."""
@@ -127,6 +146,21 @@ class LlamaInstance:
         return self._llm.generate(
             list(prompt), top_k=sampling.top_k, top_p=sampling.top_p, temp=sampling.temperature,
             repeat_penalty=sampling.repeat_penalty, reset=True)
+
+    def prefill(self, prompt: Sequence[int]) -> int:
+        """Evaluate ``prompt`` into the KV cache, reusing the prefix it shares
+        with what is cached (as generate does); returns the tokens evaluated."""
+        llm = self._llm
+        keep = 0
+        for a, b in zip(llm.input_ids[:llm.n_tokens].tolist(), prompt):
+            if a != b:
+                break
+            keep += 1
+        llm.n_tokens = keep          # eval() drops the KV cache past n_tokens
+        rest = list(prompt[keep:])
+        if rest:
+            llm.eval(rest)
+        return len(rest)
 
     def is_stop(self, token: int) -> bool:
         return token in self._stop

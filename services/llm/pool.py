@@ -51,6 +51,12 @@ class InstancePool(Generic[T]):
                    key=lambda i: common_prefix(_cached(self._free[i]), prompt))
         return self._free.pop(best)
 
+    def try_checkout(self, prompt: Sequence[int] = ()) -> T | None:
+        """A free instance now, or None (never ahead of a waiting request)."""
+        if self._free and not self.waiting:
+            return self._best_free(prompt)
+        return None
+
     async def checkout(self, prompt: Sequence[int] = ()) -> T:
         if self._free and not self.waiting:
             return self._best_free(prompt)

@@ -42,6 +42,7 @@ class GenerateRequest:
     sampling: Sampling = Sampling()
     max_tokens: int = 0      # 0 = server default
     request_id: str = ""
+    prefill: bool = False    # only warm an instance's cache with the prompt so far (see llm.proto)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -62,7 +63,7 @@ class TokenDelta:
 
 @dataclasses.dataclass(frozen=True)
 class GenerateDone:
-    finish_reason: str       # "stop" | "length" | "cancelled"
+    finish_reason: str       # "stop" | "length" | "cancelled" | "prefill" | "busy" (prefill only)
     prompt_tokens: int
     completion_tokens: int
     time_to_first_token_ms: float

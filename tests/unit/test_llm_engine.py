@@ -230,3 +230,53 @@ async def test_many_streams_with_random_cancels_never_leak_an_instance():
     deltas, final = await collect(eng)
     assert final.finish_reason == "stop" and len(deltas) == 30
     eng.close()
+
+
+# -- prefill: warm an instance with a turn that is still being spoken ------------------------
+
+def spoken(text: str) -> GenerateRequest:
+    return GenerateRequest(messages=(ChatMessage("system", "be brief"), ChatMessage("user", text)),
+                           prefill=True)
+
+
+async def test_prefill_warms_an_instance_that_the_full_request_then_reuses():
+    a, b = ScriptedInstance(["ok"]), ScriptedInstance(["ok"])
+    eng, done = make([a, b])
+    _, first = await collect(eng, spoken("what is the"))
+    assert first.finish_reason == "prefill" and first.completion_tokens == 0
+    warmed = a if a.prefills else b
+    assert len(warmed.prefills) == 1 and not warmed.generations
+    # The prompt grows as the user goes on: the same instance, only the new words evaluated.
+    _, second = await collect(eng, spoken("what is the weather like"))
+    assert len(warmed.prefills) == 2 and second.cached_prompt_tokens == len(warmed.prefills[0])
+    # The complete turn goes to that instance and finds the spoken part in its cache.
+    full = GenerateRequest(messages=spoken("what is the weather like today").messages)
+    _, final = await collect(eng, full)
+    assert warmed.generations == 1 and final.finish_reason == "stop"
+    assert final.cached_prompt_tokens == len(warmed.prefills[1])
+    await wait_for(lambda: len(done) == 1)   # on_done runs when the worker has ended
+    assert done == [final]   # prefills are not generations: on_done sees only the answer
+    eng.close()
+
+
+async def test_prefill_never_waits_for_a_busy_instance():
+    gate = threading.Semaphore(0)
+    inst = ScriptedInstance(["w"] * 3, gate=gate)
+    eng, _ = make([inst])
+    answer = asyncio.create_task(collect(eng))
+    await wait_for(lambda: inst.generations == 1)
+    _, pre = await asyncio.wait_for(collect(eng, spoken("hello there")), 1.0)
+    assert pre.finish_reason == "busy" and not inst.prefills
+    for _ in range(4):
+        gate.release()
+    await answer
+    eng.close()
+
+
+async def test_prefill_needs_a_user_message_last():
+    eng, _ = make([ScriptedInstance(["ok"])])
+    bad = GenerateRequest(messages=(ChatMessage("user", "hi"), ChatMessage("assistant", "hello")),
+                          prefill=True)
+    with pytest.raises(Exception, match="prefill needs a user message last"):
+        await collect(eng, bad)
+    eng.close()

@@ -71,12 +71,12 @@ def asr_result(resp: asr_pb2.RecognizeResponse) -> AsrResult:
 
 
 def generate_request(messages: Sequence[ChatMessage], passages: Sequence[Passage],
-                     max_tokens: int, request_id: str) -> llm_pb2.GenerateRequest:
+                     max_tokens: int, request_id: str, prefill: bool = False) -> llm_pb2.GenerateRequest:
     return llm_pb2.GenerateRequest(
         messages=[llm_pb2.ChatMessage(role=m.role, content=m.content) for m in messages],
         passages=[common_pb2.Passage(source=p.source, title=p.title, text=p.text, score=p.score)
                   for p in passages],
-        max_tokens=max_tokens, request_id=request_id)
+        max_tokens=max_tokens, request_id=request_id, prefill=prefill)
 
 
 def generate_event(resp: llm_pb2.GenerateResponse, usage: LlmUsage) -> str | None:

@@ -135,6 +135,23 @@ class GrpcLlm(_Client):
                 call.cancel()
 
 
+    async def prefill(self, messages: Sequence[ChatMessage], request_id: str) -> str:
+        """Warm an instance with a turn still being spoken; the finish reason."""
+        stub = llm_pb2_grpc.ChatStub(self._channel)
+        call = stub.Generate(convert.generate_request(messages, (), 0, request_id, prefill=True),
+                             metadata=inject_metadata(), timeout=min(self._timeout, 5.0))
+        usage = LlmUsage()
+        try:
+            async for resp in call:
+                convert.generate_event(resp, usage)
+        except grpc.aio.AioRpcError as exc:
+            raise _error(self.name, self.address, exc) from exc
+        finally:
+            if not call.done():
+                call.cancel()
+        return usage.finish_reason
+
+
 class GrpcRag(_Client):
     async def search(self, query: str, k: int, min_score: float) -> list[Passage]:
         stub = rag_pb2_grpc.RetrieverStub(self._channel)

@@ -62,6 +62,10 @@ class LlmClient(Protocol):
                  max_tokens: int, request_id: str, usage: LlmUsage) -> AsyncIterator[str]:
         """Text deltas; fills ``usage`` at the end. Cancelling the iteration cancels the RPC."""
 
+    async def prefill(self, messages: Sequence[ChatMessage], request_id: str) -> str:
+        """Warm a model instance with this history, whose last user message is
+        still being spoken (nothing generated); returns the finish reason."""
+
 
 class RagClient(Protocol):
     name: str
