@@ -36,6 +36,8 @@ V2V_TARGET_P50_MS, V2V_TARGET_P95_MS = 800.0, 1200.0
 BARGE_TARGET_P95_MS = 300.0
 STAGES = ("endpoint_ms", "asr_final_ms", "retrieval_ms", "llm_first_token_ms",
           "tts_first_audio_ms", "voice_to_voice_ms")
+# per-turn timeline printed as the turns run (gateway's timings, see services/gateway/timings.py)
+PER_TURN = ("speech_end_ms", "transcript_ms", "audio_ready_ms", "voice_to_voice_ms")
 LONG_REPLY = ("You are a storyteller. Answer every message with a long story of at least "
               "eight full sentences. Never answer briefly.")
 TURN_TIMEOUT = 120
@@ -139,9 +141,11 @@ async def run(url: str, rounds: int, interruptions: int,
         for c in clips:
             t = await one_turn(url, c, silence_ms)
             turns.append(t)
+            stages = " ".join(f"{k.removesuffix('_ms')} {t.timings[k]:.0f}" for k in PER_TURN
+                              if isinstance(t.timings.get(k), (int, float)))
             print(f"  v2v {c.name} round {r + 1}: "
                   f"{'-' if t.v2v_ms is None else f'{t.v2v_ms:.0f} ms'}, turns {t.turns_committed}, "
-                  f"{t.status}", flush=True)
+                  f"{t.status} (gateway, ms after the VAD's speech end: {stages})", flush=True)
     by_len = sorted(clips, key=lambda c: len(c.pcm))
     openers, interrupters = by_len[:2], by_len[::-1]
     barges = []

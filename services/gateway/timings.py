@@ -11,6 +11,11 @@ the sample at the VAD's speech end arrived, for a client sending in real time):
 - llm_first_token_ms: LLM request → first token
 - tts_first_audio_ms: first clause sent to TTS → its first audio
 - voice_to_voice_ms: last voiced sample → first response.output_audio.delta sent
+- transcript_ms: last voiced sample → the turn's final transcript received
+- first_clause_ms: LLM first token → first clause sent to TTS (the rest of
+  that clause's tokens)
+- audio_ready_ms: last voiced sample → first audio synthesized (less than
+  voice_to_voice_ms when a preemptive answer waited for the window to close)
 - preempt_lead_ms: preemptive run started → end of turn (how much of the
   answer's pipeline ran inside the silence window; absent without preemption)
 - interim_gap_ms: the VAD's speech end minus the end of the audio the last
@@ -65,6 +70,9 @@ class TurnTimings:
             "llm_first_token_ms": self._ms(self.llm_start, self.llm_first_token),
             "tts_first_audio_ms": self._ms(self.tts_start, self.tts_first_audio),
             "voice_to_voice_ms": self._ms(self.speech_end, self.first_audio_sent),
+            "transcript_ms": self._ms(self.speech_end, self.final),
+            "first_clause_ms": self._ms(self.llm_first_token, self.tts_start),
+            "audio_ready_ms": self._ms(self.speech_end, self.tts_first_audio),
             "preempt_lead_ms": self._ms(self.preempt_start, self.turn_end),
             "interim_gap_ms": None if self.interim_gap_ms is None else round(self.interim_gap_ms, 1),
         }
