@@ -216,6 +216,9 @@ class FakeAsrStream(_FakeStream):
             self.index += 1
             self._ms, self._shown = 0.0, 0
             self._spawn(self._adopted_final(fl))
+            # Like a network write: the reader may get the (ready) final before we return.
+            for _ in range(3):
+                await asyncio.sleep(0)
             return
         text = self._final_text()
         idx, ms = self.index, self._ms

@@ -299,6 +299,10 @@ class TurnTaker:
         turn.timings.vad_stopped = now
         remaining = self.td.silence_duration_ms / 1000.0 - (now - turn.timings.speech_end)
         self._endpoint_task = self.conv.spawn(self._endpoint(turn, remaining), "endpoint")
+        if self._in_window(turn):
+            # The final came while the utterance was being ended (a flush that
+            # finished before the stop): the answer can start now.
+            self.conv.preempt(turn)
         if seg.interim_end_ms is not None:
             turn.timings.interim_gap_ms = max(0.0, end_ms - seg.interim_end_ms)
         if (self.conv.settings.preempt_from_interim and not seg.done.is_set() and seg.interim
