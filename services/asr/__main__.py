@@ -26,6 +26,10 @@ class Settings(ServiceSettings):
     language: str = setting("en", "language when the client sends none ('auto' = detect)")
     beam_size: int = setting(5, "beam size of final passes when the client sends 0")
     interim_interval_ms: int = setting(400, "new audio between interims when the client sends 0 (max 500)")
+    interim_max_duty: float = setting(0.5, "share of the time one stream's interims may keep a core busy "
+                                      "(after a pass of d s the next waits d*(1/duty-1); 1 = back to back)")
+    interim_nice: int = setting(10, "CPU priority (nice) of interim passes, on their own copy of the model "
+                                "(0 = same model and priority as finals)")
     interim_trim: bool = setting(True, "interim passes encode only the audio (+pad), not a 30 s window")
     interim_pad_s: float = setting(3.0, "silence the trimmed interim encoder sees after the audio")
     final_trim: bool = setting(True, "final passes encode only the audio (+pad); off = faster-whisper's 30 s window")
@@ -43,7 +47,7 @@ def _load(s: Settings):
         device=s.device, compute_type=s.compute_type, threads=s.threads, num_workers=s.num_workers,
         interim_trim=s.interim_trim, interim_pad_s=s.interim_pad_s,
         final_trim=s.final_trim, final_pad_s=s.final_pad_s,
-        final_vad_filter=s.final_vad_filter, max_streams=s.max_streams))
+        final_vad_filter=s.final_vad_filter, max_streams=s.max_streams, interim_nice=s.interim_nice))
     if s.warmup:
         engine.warmup()
     return engine
@@ -56,7 +60,8 @@ async def main() -> None:
 
     s = load_settings(Settings, "ASR_", description=__doc__)
     limits = SessionLimits(Defaults(language=s.language, beam_size=s.beam_size,
-                                    interim_interval_ms=s.interim_interval_ms), s.max_utterance_s)
+                                    interim_interval_ms=s.interim_interval_ms), s.max_utterance_s,
+                           s.interim_max_duty)
 
     def add(server: grpc.aio.Server, engine) -> None:
         asr_pb2_grpc.add_RecognizerServicer_to_server(

@@ -18,13 +18,18 @@ with faster-whisper's full-window transcribe and its temperature fallback;
 Scheduling: interims hold at most ``num_workers - 1`` of the model's workers
 (a process-wide slot) and do not start while a final runs, so the pass the
 user is waiting for never queues behind other streams' interims. Passes check
-a cancel flag between steps, so a cancelled stream stops its work.
+a cancel flag between steps, so a cancelled stream stops its work. With
+``interim_nice`` > 0 (CPU), interims run on a second copy of the model whose
+worker thread has that lower CPU priority: an interim still decoding when the
+user stops speaking (a pass cannot be interrupted) then yields the cores to
+the final, the LLM and the speech synthesis instead of sharing them.
 """
 from __future__ import annotations
 
 import dataclasses
 import logging
 import math
+import os
 import threading
 import time
 import zlib
@@ -79,6 +84,7 @@ class EngineOptions:
     final_pad_s: float = 3.0
     final_vad_filter: bool = False
     max_streams: int = 8
+    interim_nice: int = 10      # CPU priority of interim passes (0 = share the final passes' model)
 
 
 class WhisperEngine:
@@ -92,6 +98,11 @@ class WhisperEngine:
         t0 = time.perf_counter()
         self.model = WhisperModel(model_path, device=options.device, compute_type=options.compute_type,
                                   cpu_threads=options.threads, num_workers=options.num_workers)
+        self.interim_model = self.model
+        if options.interim_nice > 0 and options.device == "cpu":
+            self.interim_model = _load_niced(options.interim_nice, lambda: WhisperModel(
+                model_path, device=options.device, compute_type=options.compute_type,
+                cpu_threads=options.threads, num_workers=1))
         self.load_seconds = time.perf_counter() - t0
         self.multilingual = bool(self.model.model.is_multilingual)
         self.languages = frozenset(_LANGUAGE_CODES) if self.multilingual else frozenset({"en"})
@@ -170,14 +181,15 @@ class WhisperEngine:
         from faster_whisper.transcribe import get_suppressed_tokens
 
         tok = self._tokenizer(language)
-        encoded, _ = self._encode_trimmed(audio, self.options.interim_pad_s)
+        model = self.interim_model
+        encoded, _ = self._encode_trimmed(audio, self.options.interim_pad_s, model)
         _check(cancel)
         prompt = list(tok.sot_sequence) + [tok.no_timestamps]
         # Greedy decoding on a short window can loop ("Mr. Chair and Mr. Chair ..."): cap
         # the tokens at what fast speech could need, and drop repetitive text below.
         seconds = audio.size / SAMPLE_RATE
-        max_tokens = min(self.model.max_length // 2, int(MAX_TOKENS_PER_SECOND * seconds) + 8)
-        result = self.model.model.generate(
+        max_tokens = min(model.max_length // 2, int(MAX_TOKENS_PER_SECOND * seconds) + 8)
+        result = model.model.generate(
             encoded, [prompt], beam_size=1, max_length=len(prompt) + max_tokens,
             suppress_blank=True, suppress_tokens=get_suppressed_tokens(tok, [-1]),
             return_no_speech_prob=True)[0]
@@ -189,17 +201,18 @@ class WhisperEngine:
             raise Unreliable(text)
         return text
 
-    def _encode_trimmed(self, audio: np.ndarray, pad_s: float):
+    def _encode_trimmed(self, audio: np.ndarray, pad_s: float, model=None):
         """(encoder output, content frames) for the audio plus ``pad_s`` of padding."""
         from faster_whisper.audio import pad_or_trim
 
-        feats = self.model.feature_extractor(audio)
+        model = model or self.model
+        feats = model.feature_extractor(audio)
         content = min(feats.shape[-1] - 1, WINDOW_FRAMES)
         pad = int(pad_s * FRAMES_PER_SECOND)
         # Whole seconds of input so CTranslate2 sees a few distinct shapes, not one per call.
         target = min(WINDOW_FRAMES, int(math.ceil((content + pad) / FRAMES_PER_SECOND))
                      * FRAMES_PER_SECOND)
-        return self.model.encode(pad_or_trim(feats, target)), content
+        return model.encode(pad_or_trim(feats, target)), content
 
     def _final_trimmed(self, audio: np.ndarray, language: str, beam_size: int,
                        cancel: threading.Event, want_words: bool = True) -> tuple[str, tuple[Word, ...]]:
@@ -277,6 +290,26 @@ class WhisperEngine:
         finally:
             if slot is not None:
                 slot.release()
+
+
+def _load_niced(nice: int, load):
+    """Build a model on a thread with a lower CPU priority: the model's worker
+    threads are created there and inherit it (Linux priorities are per thread)."""
+    box: dict[str, object] = {}
+
+    def run() -> None:
+        try:
+            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), nice)
+            box["model"] = load()
+        except BaseException as exc:   # handed to the caller below
+            box["error"] = exc
+
+    t = threading.Thread(target=run, name="asr-interim-load")
+    t.start()
+    t.join()
+    if "error" in box:
+        raise box["error"]  # type: ignore[misc]
+    return box["model"]
 
 
 def _join_pieces(raw: list[Word]) -> tuple[Word, ...]:

@@ -63,6 +63,11 @@ class NullObserver:
 class SessionLimits:
     defaults: Defaults = Defaults()
     max_utterance_s: float = 30.0   # auto-final: Whisper sees 30 s at most
+    # Share of wall time one stream's interims may keep a core busy: after a pass
+    # of d seconds the next waits d * (1/duty - 1). Interims re-decode the whole
+    # utterance, so on long ones they would otherwise run back to back, and one
+    # is then always still running when speech ends, beside the final.
+    interim_max_duty: float = 0.5
 
 
 _DONE = object()
@@ -104,6 +109,8 @@ class RecognitionSession:
         self._interim_at = 0               # samples covered when the last interim started
         self._interim_task: asyncio.Task | None = None
         self._last_interim_sent: float | None = None
+        self._interim_rest_until = 0.0     # clock time before which no interim starts (duty)
+        self._rest_task: asyncio.Task | None = None
         self._final_task: asyncio.Task | None = None
         self._flush: _Flush | None = None           # latest flush of the current utterance
         self._flush_task: asyncio.Task | None = None
@@ -191,6 +198,11 @@ class RecognitionSession:
             return  # the previous utterance's final goes out first
         if (self._samples - self._interim_at) * 1000 < cfg.interim_interval_ms * SAMPLE_RATE:
             return
+        wait = self._interim_rest_until - self.clock.now()
+        if wait > 0:
+            if not _running(self._rest_task):   # due audio gets its interim after the rest
+                self._rest_task = self._spawn(self._interim_after(wait))
+            return
         self._interim_at = self._samples
         audio = np.concatenate(self._chunks)
         self._interim_task = self._spawn(self._interim(audio, self._utterance))
@@ -209,6 +221,9 @@ class RecognitionSession:
             log.debug("interim of utterance %d skipped: looping text", utterance)
             self._maybe_interim()
             return
+        duty = self.limits.interim_max_duty
+        if 0 < duty < 1:
+            self._interim_rest_until = self.clock.now() + tr.model_seconds * (1 / duty - 1)
         if utterance != self._utterance:
             return  # the final of this utterance has started: it supersedes us
         agreed = self._agreement.update(tr.text)
@@ -225,6 +240,10 @@ class RecognitionSession:
         # Audio that arrived while we ran may already be due (fast senders).
         self._maybe_interim()
 
+    async def _interim_after(self, seconds: float) -> None:
+        await self.clock.sleep(seconds)
+        self._maybe_interim()
+
     # -- finals --------------------------------------------------------------------------
 
     def _end_utterance(self, use_provisional: bool = False) -> None:
@@ -238,6 +257,7 @@ class RecognitionSession:
         self._utterance += 1
         self._agreement = LocalAgreement()
         self._last_interim_sent = None
+        self._interim_rest_until = 0.0
         previous = self._final_task
         self._final_task = self._spawn(self._final(audio, utterance, previous, eou_at, adopt))
 

@@ -87,8 +87,8 @@ class FakeEngine:
 class Stream:
     """Drives a session like a client: send events, read results as they come."""
 
-    def __init__(self, engine: FakeEngine, limits: SessionLimits = SessionLimits()) -> None:
-        self.session = RecognitionSession(engine, limits)
+    def __init__(self, engine: FakeEngine, limits: SessionLimits = SessionLimits(), clock=None) -> None:
+        self.session = RecognitionSession(engine, limits, clock=clock)
         self.inbox: asyncio.Queue = asyncio.Queue()
         self.results: list[Result] = []
         self.error: BaseException | None = None
@@ -390,3 +390,26 @@ async def test_a_provisional_result_waits_for_the_previous_final() -> None:
     results = await s.close()
     assert [(r.utterance_index, r.is_final, r.provisional) for r in results] == [
         (0, True, False), (1, False, True), (1, True, False)]
+
+
+async def test_interims_rest_after_a_pass_so_they_keep_at_most_half_a_core_busy() -> None:
+    from common.clock import VirtualClock
+
+    class SlowInterims(FakeEngine):
+        def transcribe_interim(self, audio, language, cancel) -> Transcript:
+            tr = super().transcribe_interim(audio, language, cancel)
+            return Transcript(tr.text, model_seconds=0.3)   # "took" 300 ms
+
+    eng, clock = SlowInterims(), VirtualClock()
+    s = Stream(eng, SessionLimits(interim_max_duty=0.5), clock=clock)
+    s.send(CFG)
+    for _ in range(30):                       # 1.2 s of audio arrives with no time passing
+        s.send(Audio(pcm(40)))
+    await s.settle(eng)
+    assert len(eng.interim_sizes) == 1        # one pass; the next rests 0.3 s (duty 0.5)
+    await clock.advance(0.29)
+    assert len(eng.interim_sizes) == 1
+    await clock.advance(0.02)                 # rest over: the due audio gets its interim, no new audio needed
+    await s.settle(eng)
+    assert eng.interim_sizes == [int(0.4 * RATE), int(1.2 * RATE)]
+    await s.close()
