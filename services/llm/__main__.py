@@ -50,6 +50,9 @@ class Settings(ServiceSettings):
     warmup: bool = setting(True, "run one token through every instance before SERVING")
     # One: a token step of a 135M model gains little from a second thread, and the
     # speech synthesis of the reply's first clause runs on the other core meanwhile.
+    urgent_tokens: int = setting(10, "tokens of an answer decoded at normal CPU priority (its first words)")
+    tail_nice: int = setting(5, "CPU priority (nice) of the rest of an answer, so the speech synthesis of "
+                             "the first words keeps its cores (0 = no change)")
     decode_threads: int = setting(1, "CPU threads for token-by-token decoding (0 = same as threads); "
                                   "prompt processing always uses threads")
 
@@ -72,7 +75,8 @@ def build_engine(s: Settings) -> LlmEngine:
     # queue: running + waiting never exceeds it.
     waiting = max(0, min(s.queue, s.max_streams - len(instances)))
     cfg = EngineConfig(limits=limits, system_prompt=s.system_prompt, max_waiting=waiting,
-                       wait_timeout_s=s.queue_timeout_s)
+                       wait_timeout_s=s.queue_timeout_s, urgent_tokens=s.urgent_tokens,
+                       tail_nice=s.tail_nice)
     return LlmEngine(tok, instances, cfg, on_done=llm_metrics.record)
 
 

@@ -4,7 +4,11 @@ token loop in a worker thread, with no gRPC in sight.
 ``generate()`` is an async generator of ``TokenDelta``s then one
 ``GenerateDone``. The token loop runs in a dedicated thread pool; it checks a
 ``threading.Event`` before emitting each sampled token, so closing or
-cancelling the generator stops the model within one token. The instance goes
+cancelling the generator stops the model within one token. After the first
+``urgent_tokens`` tokens (what the listener hears first) the loop goes on in
+a thread with a lower CPU priority (``tail_nice``): the rest of the answer is
+needed only as fast as it is spoken, and meanwhile the speech synthesis of
+the first words must not share a core with it. The instance goes
 back to the pool when the worker has really stopped (a done-callback on the
 worker's future), never while it may still be decoding."""
 from __future__ import annotations
@@ -14,6 +18,7 @@ import codecs
 import concurrent.futures
 import dataclasses
 import logging
+import os
 import threading
 import time
 from typing import AsyncIterator, Callable, Optional, Sequence
@@ -36,6 +41,8 @@ class EngineConfig:
     max_waiting: int = 8          # requests queued for an instance before Busy
     wait_timeout_s: float = 30.0  # longest wait for an instance before Busy
     stop_wait_s: float = 5.0      # bounded wait for a cancelled worker to stop
+    urgent_tokens: int = 10       # tokens decoded at normal priority, the rest at tail_nice
+    tail_nice: int = 0            # CPU priority (nice) of the rest of an answer; 0 = no change
 
 
 @dataclasses.dataclass(frozen=True)
@@ -54,6 +61,23 @@ class _Failed:
         self.exc = exc
 
 
+@dataclasses.dataclass
+class _LoopState:
+    """One answer's token loop, carried from its urgent part to its tail."""
+    cached: int = 0
+    n: int = 0
+    finish: str = "stop"
+    t_first: float = 0.0
+    t_last: float = 0.0
+    ended: bool = False
+    decoder: codecs.IncrementalDecoder = dataclasses.field(
+        default_factory=lambda: codecs.getincrementaldecoder("utf-8")("replace"))
+
+
+def _nice_this_thread(nice: int) -> None:
+    os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), nice)
+
+
 class LlmEngine:
     def __init__(self, tokenizer: ChatTokenizer, instances: Sequence[ModelInstance],
                  config: EngineConfig = EngineConfig(),
@@ -65,6 +89,11 @@ class LlmEngine:
         self._on_done = on_done
         self._executor = concurrent.futures.ThreadPoolExecutor(
             max_workers=len(instances), thread_name_prefix="llm-gen")
+        # Linux priorities are per thread and cannot be raised again without
+        # privileges: the tails get threads of their own, niced once at start.
+        self._tail_executor = concurrent.futures.ThreadPoolExecutor(
+            max_workers=len(instances), thread_name_prefix="llm-tail",
+            initializer=_nice_this_thread, initargs=(config.tail_nice,)) if config.tail_nice > 0 else None
         self._count_lock = threading.Lock()
         self.workers_running = 0   # token loops alive right now (tests and logs)
 
@@ -192,52 +221,65 @@ class LlmEngine:
 
     def _loop(self, inst: ModelInstance, prep: Prepared, cancel: threading.Event,
               emit: Callable[[object], None], t0: float) -> GenerateDone:
-        cached = common_prefix(inst.cached_tokens(), prep.prompt)
-        decoder = codecs.getincrementaldecoder("utf-8")("replace")
-        n = 0
-        finish = "stop"
-        t_first = t_last = 0.0
+        st = _LoopState(cached=common_prefix(inst.cached_tokens(), prep.prompt))
         it = inst.tokens(prep.prompt, prep.sampling)
         try:
             if cancel.is_set():
-                finish = "cancelled"
-            else:
-                for token in it:
-                    # Checked before using each sampled token: after a cancel
-                    # at most the token being decoded is wasted, none is sent.
-                    if cancel.is_set():
-                        finish = "cancelled"
-                        break
-                    if inst.is_stop(token):
-                        finish = "stop"
-                        break
-                    n += 1
-                    t_last = time.perf_counter()
-                    if n == 1:
-                        t_first = t_last
-                    text = decoder.decode(inst.piece(token))
-                    if text:
-                        emit(TokenDelta(text=text, index=n - 1))
-                    if n >= prep.max_tokens:
-                        finish = "length"
-                        break
+                st.finish = "cancelled"
+            elif not self._steps(inst, it, prep, cancel, emit, st, self.config.urgent_tokens) \
+                    and self._tail_executor is not None:
+                # The first words are out: the rest at the tail's lower priority.
+                self._tail_executor.submit(self._steps, inst, it, prep, cancel, emit, st, None).result()
+            elif not st.ended:
+                self._steps(inst, it, prep, cancel, emit, st, None)
         finally:
             close = getattr(it, "close", None)
             if callable(close):
                 close()
-        tail = decoder.decode(b"", final=True)
-        if tail and finish != "cancelled":
-            emit(TokenDelta(text=tail, index=max(n - 1, 0)))
-        ttft_ms = (t_first - t0) * 1000.0 if n else 0.0
-        tps = (n - 1) / (t_last - t_first) if n > 1 and t_last > t_first else 0.0
+        tail = st.decoder.decode(b"", final=True)
+        if tail and st.finish != "cancelled":
+            emit(TokenDelta(text=tail, index=max(st.n - 1, 0)))
+        n = st.n
+        ttft_ms = (st.t_first - t0) * 1000.0 if n else 0.0
+        tps = (n - 1) / (st.t_last - st.t_first) if n > 1 and st.t_last > st.t_first else 0.0
         log.info("request %s: %s after %d tokens (prompt %d, %d from cache), ttft %.0f ms, %.1f tok/s",
-                 prep.request_id or "-", finish, n, len(prep.prompt), cached, ttft_ms, tps)
-        return GenerateDone(finish_reason=finish, prompt_tokens=len(prep.prompt),
+                 prep.request_id or "-", st.finish, n, len(prep.prompt), st.cached, ttft_ms, tps)
+        return GenerateDone(finish_reason=st.finish, prompt_tokens=len(prep.prompt),
                             completion_tokens=n, time_to_first_token_ms=ttft_ms,
-                            tokens_per_second=tps, cached_prompt_tokens=cached)
+                            tokens_per_second=tps, cached_prompt_tokens=st.cached)
+
+    @staticmethod
+    def _steps(inst: ModelInstance, it, prep: Prepared, cancel: threading.Event,
+               emit: Callable[[object], None], st: "_LoopState", upto: int | None) -> bool:
+        """Sample until the answer ends (True) or ``upto`` tokens were sent (False)."""
+        for token in it:
+            # Checked before using each sampled token: after a cancel
+            # at most the token being decoded is wasted, none is sent.
+            if cancel.is_set():
+                st.finish = "cancelled"
+                break
+            if inst.is_stop(token):
+                st.finish = "stop"
+                break
+            st.n += 1
+            st.t_last = time.perf_counter()
+            if st.n == 1:
+                st.t_first = st.t_last
+            text = st.decoder.decode(inst.piece(token))
+            if text:
+                emit(TokenDelta(text=text, index=st.n - 1))
+            if st.n >= prep.max_tokens:
+                st.finish = "length"
+                break
+            if upto is not None and st.n >= upto:
+                return False
+        st.ended = True
+        return True
 
     def close(self) -> None:
         self._executor.shutdown(wait=True, cancel_futures=True)
+        if self._tail_executor is not None:
+            self._tail_executor.shutdown(wait=True, cancel_futures=True)
         for inst in self.pool.idle():
             close = getattr(inst, "close", None)
             if callable(close):

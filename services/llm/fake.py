@@ -4,6 +4,7 @@ anyone wiring the engine without a GGUF) drive the engine with these: the
 token stream is known in advance and can be paced one token at a time."""
 from __future__ import annotations
 
+import os
 import threading
 from typing import Iterator, Optional, Sequence, Union
 
@@ -51,6 +52,7 @@ class ScriptedInstance:
         self.last_sampling: Optional[ResolvedSampling] = None
         self._cache: list[int] = []
         self.prefills: list[list[int]] = []
+        self.token_threads: list[tuple[str, int]] = []   # (thread name, nice) per sampled token
 
     def cached_tokens(self) -> Sequence[int]:
         return self._cache
@@ -79,6 +81,8 @@ class ScriptedInstance:
                 if self.gate is not None:
                     self.gate.acquire()
                 self.produced += 1
+                self.token_threads.append((threading.current_thread().name,
+                                           os.getpriority(os.PRIO_PROCESS, threading.get_native_id())))
                 self._cache.append(100 + i)
                 yield 100 + i
             if self.stop_at_end:

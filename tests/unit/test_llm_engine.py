@@ -280,3 +280,42 @@ async def test_prefill_needs_a_user_message_last():
     with pytest.raises(Exception, match="prefill needs a user message last"):
         await collect(eng, bad)
     eng.close()
+
+
+async def test_the_answer_tail_runs_at_the_lower_priority_and_streams_on():
+    inst = ScriptedInstance(SCRIPT)
+    eng, _ = make([inst], urgent_tokens=3, tail_nice=7)
+    deltas, final = await collect(eng)
+    assert "".join(d.text for d in deltas) == "".join(SCRIPT) and final.finish_reason == "stop"
+    names = [name.split("_")[0] for name, _ in inst.token_threads]
+    nices = [nice for _, nice in inst.token_threads]
+    assert names[:3] == ["llm-gen"] * 3 and set(names[3:]) == {"llm-tail"}
+    assert nices[:3] == [nices[0]] * 3 and set(nices[3:]) == {min(19, nices[0] + 7)}
+    eng.close()
+
+
+async def test_cancel_during_the_tail_still_stops_within_one_token():
+    gate = threading.Semaphore(0)
+    inst = ScriptedInstance(["w"] * 100, gate=gate)
+    eng, done = make([inst], urgent_tokens=2, tail_nice=5)
+    got: list[TokenDelta] = []
+
+    async def consume():
+        async for ev in eng.generate(REQ):
+            got.append(ev)
+
+    task = asyncio.create_task(consume())
+    for _ in range(5):
+        gate.release()
+    await wait_for(lambda: len(got) == 5)     # tokens 3-5 came from the tail thread
+    task.cancel()
+    await asyncio.sleep(0.01)
+    for _ in range(50):
+        gate.release()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert inst.produced <= 6 and inst.token_threads[-1][0].startswith("llm-tail")
+    assert eng.workers_running == 0 and eng.pool.busy == 0
+    await wait_for(lambda: done)
+    assert done[0].finish_reason == "cancelled"
+    eng.close()
