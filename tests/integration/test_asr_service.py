@@ -319,3 +319,32 @@ async def test_a_provisional_result_comes_after_the_previous_final(asr, speech) 
         (0, True, False), (1, False, True), (1, True, False)]
     assert got[1].audio_processed_ms == got[2].audio_processed_ms == 1000
     assert jiwer.wer(norm(ref), norm(got[0].text)) <= 0.10
+
+
+async def test_the_gateway_client_serialises_writes_from_several_tasks(asr, speech) -> None:
+    """The gateway writes to one ASR stream from several tasks (audio from its
+    input task; flush and end of utterance from its VAD reader). grpc.aio fails
+    the whole call when two writes overlap (INTERNAL "Internal error from
+    Core"); the client's writes must queue instead, and the stream go on."""
+    from services.gateway.backends.grpc_clients import GrpcAsr
+    from services.gateway.backends.types import AsrParams
+
+    pcm, ref = speech[1]
+    async with grpc.aio.insecure_channel(asr.address) as ch:
+        stream = await GrpcAsr("asr", asr.address, ch, 30.0).open(AsrParams("en", 0, 1))
+        pieces = [pcm[i:i + 640] for i in range(0, len(pcm), 640)]
+        # every chunk, a flush and the trace context written at once from separate tasks
+        await asyncio.gather(*(stream.send(p) for p in pieces[: len(pieces) // 2]),
+                             stream.flush(), stream.send_trace({"traceparent": ""}))
+        for p in pieces[len(pieces) // 2:]:
+            await stream.send(p)
+        await stream.end_utterance()
+        final = None
+        async for r in stream.results():
+            if r.is_final:
+                final = r
+                break
+        await stream.close()
+    assert final is not None and final.utterance_index == 0
+    # the chunks were written in an arbitrary order, so only check that speech came through
+    assert len(norm(final.text).split()) >= len(norm(ref).split()) // 2

@@ -4,6 +4,7 @@ and address; cancelling an iteration cancels the RPC (so the server sees
 CANCELLED and stops its work)."""
 from __future__ import annotations
 
+import asyncio
 import logging
 from typing import AsyncIterator, Sequence
 
@@ -41,10 +42,16 @@ class _Duplex:
 
     def __init__(self, name: str, address: str, call: grpc.aio.StreamStreamCall) -> None:
         self.name, self.address, self._call = name, address, call
+        # grpc.aio allows one write in flight per call: a second concurrent
+        # write() fails the whole call with INTERNAL ("Internal error from
+        # Core", grpc/grpc#36066). Audio (the input task), flush and end of
+        # utterance (the VAD reader) and trace contexts come from different tasks.
+        self._write_lock = asyncio.Lock()
 
     async def _write(self, req) -> None:
         try:
-            await self._call.write(req)
+            async with self._write_lock:
+                await self._call.write(req)
         except grpc.aio.AioRpcError as exc:
             raise _error(self.name, self.address, exc) from exc
         except (grpc.aio.UsageError, RuntimeError) as exc:  # stream already finished
