@@ -41,7 +41,7 @@ class EngineConfig:
     max_waiting: int = 8          # requests queued for an instance before Busy
     wait_timeout_s: float = 30.0  # longest wait for an instance before Busy
     stop_wait_s: float = 5.0      # bounded wait for a cancelled worker to stop
-    urgent_tokens: int = 10       # tokens decoded at normal priority, the rest at tail_nice
+    urgent_tokens: int = 4        # tokens decoded at normal priority, the rest at tail_nice
     tail_nice: int = 0            # CPU priority (nice) of the rest of an answer; 0 = no change
 
 
