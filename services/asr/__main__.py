@@ -26,8 +26,10 @@ class Settings(ServiceSettings):
     language: str = setting("en", "language when the client sends none ('auto' = detect)")
     beam_size: int = setting(5, "beam size of final passes when the client sends 0")
     interim_interval_ms: int = setting(400, "new audio between interims when the client sends 0 (max 500)")
-    interim_max_duty: float = setting(0.5, "share of the time one stream's interims may keep a core busy "
-                                      "(after a pass of d s the next waits d*(1/duty-1); 1 = back to back)")
+    interim_max_duty: float = setting(1.0, "share of the time one stream's interims may keep a core busy "
+                                      "(after a pass of d s the next waits d*(1/duty-1); 1 = back to back, "
+                                      "the default: below 1, long utterances get interims less often than "
+                                      "every 500 ms of speech)")
     interim_nice: int = setting(10, "CPU priority (nice) of interim passes, on their own copy of the model "
                                 "(0 = same model and priority as finals)")
     interim_trim: bool = setting(True, "interim passes encode only the audio (+pad), not a 30 s window")

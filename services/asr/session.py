@@ -65,9 +65,10 @@ class SessionLimits:
     max_utterance_s: float = 30.0   # auto-final: Whisper sees 30 s at most
     # Share of wall time one stream's interims may keep a core busy: after a pass
     # of d seconds the next waits d * (1/duty - 1). Interims re-decode the whole
-    # utterance, so on long ones they would otherwise run back to back, and one
-    # is then always still running when speech ends, beside the final.
-    interim_max_duty: float = 0.5
+    # utterance, so on long ones they run back to back, and one is then always
+    # still running when speech ends, beside the final. 1 (off) by default: the
+    # service promises an interim at least every 500 ms of speech.
+    interim_max_duty: float = 1.0
 
 
 _DONE = object()
