@@ -84,7 +84,7 @@ class EngineOptions:
     final_pad_s: float = 3.0
     final_vad_filter: bool = False
     max_streams: int = 8
-    interim_nice: int = 10      # CPU priority of interim passes (0 = share the final passes' model)
+    interim_nice: int = 19      # CPU priority of interim passes (0 = share the final passes' model)
 
 
 class WhisperEngine:
