@@ -187,3 +187,29 @@ async def test_requests_beyond_instances_and_queue_are_resource_exhausted(llm_on
         assert err.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
         assert "busy" in err.value.details()
         hog.cancel()
+
+
+async def test_prefill_warms_the_cache_that_the_complete_turn_then_reuses(llm):
+    """A turn still being spoken is evaluated into an instance's cache (nothing
+    generated); the complete turn's answer finds that prompt there."""
+    system = llm_pb2.ChatMessage(role="system", content="You answer in one short sentence.")
+    spoken = "Tell me something interesting about the history of the lighthouse"
+    pre = llm_pb2.GenerateRequest(messages=[system, user(spoken)], prefill=True, request_id="it-prefill")
+    deltas, done = await generate(llm.address, pre)
+    assert deltas == [] and done.finish_reason == "prefill" and done.completion_tokens == 0
+    assert done.prompt_tokens > 10
+    full = llm_pb2.GenerateRequest(messages=[system, user(spoken + " in Alexandria?")], max_tokens=8)
+    deltas, answer = await generate(llm.address, full)
+    assert "".join(d.text for d in deltas).strip()
+    # Everything the prefill evaluated (the open prompt) is reused; only the rest is new.
+    assert answer.cached_prompt_tokens >= done.prompt_tokens
+    assert answer.prompt_tokens > answer.cached_prompt_tokens
+
+
+async def test_prefill_without_a_user_message_last_is_invalid(llm):
+    req = llm_pb2.GenerateRequest(messages=[user("hi"), llm_pb2.ChatMessage(role="assistant", content="hello")],
+                                  prefill=True)
+    with pytest.raises(grpc.aio.AioRpcError) as err:
+        await generate(llm.address, req)
+    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "prefill needs a user message last" in err.value.details()
