@@ -184,6 +184,23 @@ async def test_no_clip_is_split_into_two_turns(stack):
 
 
 async def test_second_clip_while_the_reply_plays_interrupts_it(stack):
+    # The cancel must reach the services and stop their work, which can only be
+    # seen while they still work: an attempt counts when the LLM or TTS still
+    # had a stream open as the interruption began. The tiny model sometimes
+    # ends its "long story" early (sampling), and then synthesis, 30x faster
+    # than real time, is done too: such an attempt is repeated, at most 3 times.
+    for attempt in range(3):
+        busy, cancelled = await _interrupt_once(stack)
+        print(f"attempt {attempt + 1}: backend streams open at the interruption {busy}, "
+              f"cancelled (llm, tts) {cancelled}")
+        if busy:
+            assert sum(cancelled) >= 1, "no backend stream saw the cancellation"
+            return
+    pytest.fail("in 3 attempts the reply was always fully generated and synthesised before the "
+                "user cut in: nothing left to cancel (the model wrote short stories)")
+
+
+async def _interrupt_once(stack) -> tuple[int, tuple[int, int]]:
     first, _ = clip24k(1)
     second, second_ref = clip24k(2)
     llm_before = await status(stack["llm"].address, llm_pb2_grpc.ChatStub)
@@ -196,8 +213,11 @@ async def test_second_clip_while_the_reply_plays_interrupts_it(stack):
         rid = created["response"]["id"]
         await c.wait_for("response.output_audio.delta", timeout=60)
         await asyncio.sleep(0.5)                      # the listener hears a little of it
-        await c.stream(second + silence(1500, RATE))  # and talks over it
+        talk = asyncio.create_task(c.stream(second + silence(1500, RATE)))  # and talks over it
         cleared = await c.wait_for("output_audio_buffer.cleared", timeout=30)
+        busy = sum([(await status(stack["llm"].address, llm_pb2_grpc.ChatStub)).active_streams,
+                    (await status(stack["tts"].address, tts_pb2_grpc.SynthesizerStub)).active_streams])
+        await talk
         assert cleared["response_id"] == rid
         done = await c.wait_for("response.done", pred=lambda e: e["response"]["id"] == rid, timeout=30)
         assert done["response"]["status"] == "cancelled", done["response"]["status"]
@@ -216,6 +236,7 @@ async def test_second_clip_while_the_reply_plays_interrupts_it(stack):
         second_tr = await c.wait_for("conversation.item.input_audio_transcription.completed", count=2, timeout=30)
         assert jiwer.wer(norm(second_ref), norm(second_tr["transcript"])) <= 0.5
         await c.wait_for("response.created", count=2, timeout=30)
+    cancelled = (0, 0)
     for _ in range(20):   # the services count the cancel once their handlers unwind
         await asyncio.sleep(0.5)
         llm_after = await status(stack["llm"].address, llm_pb2_grpc.ChatStub)
@@ -224,8 +245,7 @@ async def test_second_clip_while_the_reply_plays_interrupts_it(stack):
                      tts_after.cancelled_streams - tts_before.cancelled_streams)
         if sum(cancelled):
             break
-    print("cancelled streams (llm, tts):", cancelled)
-    assert sum(cancelled) >= 1, "no backend stream saw the cancellation"
+    return busy, cancelled
 
 
 async def test_a_killed_backend_is_named_and_the_session_recovers(stack):
