@@ -62,7 +62,7 @@ class GatewaySettings:
     # The first clause is cut early so TTS starts sooner (services/gateway/clauses.py);
     # later clauses keep the usual rules. 0 = the usual rules for the first clause too.
     first_clause_weak_words: int = setting(2, "words before a comma may end the first clause (0 = usual rule)")
-    first_clause_max_words: int = setting(6, "first clause cut after this many words without punctuation (0 = off)")
+    first_clause_max_words: int = setting(4, "first clause cut after this many words without punctuation (0 = off)")
     preempt_from_interim: bool = setting(True, "start the preemptive answer from an ASR interim that covers the speech end")
     llm_prefill: bool = setting(True, "while the user speaks, warm an LLM instance with the history and the "
                                 "words heard so far, so the answer's prompt is mostly evaluated at the end of turn")
