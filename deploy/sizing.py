@@ -40,8 +40,10 @@ def to_bytes(quantity: str) -> int:
 SIZES: dict[str, Size] = {
     # Silero is 0.12 ms a frame: one core serves many streams.
     "vad": Size("250m", "1", "256Mi", "512Mi", threads=1),
-    # Whisper base int8: ~350 MB peak; decoding is the CPU-heaviest stage.
-    "asr": Size("1", "2", "512Mi", "2Gi", threads=2),
+    # Whisper base int8, twice (finals, and interims at low priority): ~490 MB
+    # peak; decoding is the CPU-heaviest stage. One thread per pass: two passes
+    # (num_workers) fill the two CPUs, and a lone pass is no faster with two.
+    "asr": Size("1", "2", "640Mi", "2Gi", threads=1),
     # SmolLM2 Q4_1: ~210 MB per instance, two instances + KV cache.
     "llm": Size("1", "2", "512Mi", "2Gi", threads=2),
     # MiniLM int8 embeddings: ~5 ms a sentence.
