@@ -8,6 +8,7 @@ import os
 import threading
 from typing import Iterator, Optional, Sequence, Union
 
+from services.llm.pool import common_prefix
 from services.llm.schema import ResolvedSampling
 
 STOP = 0
@@ -58,11 +59,7 @@ class ScriptedInstance:
         return self._cache
 
     def prefill(self, prompt: Sequence[int]) -> int:
-        keep = 0
-        for a, b in zip(self._cache, prompt):
-            if a != b:
-                break
-            keep += 1
+        keep = common_prefix(self._cache, prompt)
         self.prefills.append(list(prompt))
         self._cache = list(prompt)
         return len(prompt) - keep

@@ -12,6 +12,7 @@ import threading
 from pathlib import Path
 from typing import Iterator, Optional, Protocol, Sequence
 
+from services.llm.pool import common_prefix
 from services.llm.schema import ResolvedSampling
 
 log = logging.getLogger(__name__)
@@ -151,11 +152,7 @@ class LlamaInstance:
         """Evaluate ``prompt`` into the KV cache, reusing the prefix it shares
         with what is cached (as generate does); returns the tokens evaluated."""
         llm = self._llm
-        keep = 0
-        for a, b in zip(llm.input_ids[:llm.n_tokens].tolist(), prompt):
-            if a != b:
-                break
-            keep += 1
+        keep = common_prefix(self.cached_tokens(), prompt)
         llm.n_tokens = keep          # eval() drops the KV cache past n_tokens
         rest = list(prompt[keep:])
         if rest:
