@@ -93,7 +93,7 @@ COPY . /app
 # root and only readable by the service user: nothing is written at run time.
 RUN PY=python scripts/gen_protos.sh \
  && python -m services.asr.models --prepare \
- && python -m compileall -q common stack services gen
+ && python -m compileall -q common stack services release gen
 USER 10001:10001
 
 # ---------------------------------------------- one thin target per component

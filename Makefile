@@ -7,9 +7,18 @@ PYTEST := $(PY) -m pytest
 export PYTHONPATH := $(CURDIR):$(CURDIR)/gen
 export HF_HUB_OFFLINE := 1
 RUN_FLAGS ?=
+# make load: a bounded steady load against the stack `make run` started.
+USERS ?= 2
+DURATION ?= 60s
+HOST ?= ws://127.0.0.1:8000
+# make capacity: user counts stepped through, seconds per step.
+CAPACITY_USERS ?= 1,2,3,4,6,8
+STEP_SECONDS ?= 120
 
 .PHONY: install install-dev proto run test test-unit test-integration test-e2e \
-        test-observability test-deploy test-browser test-load bench rules dashboards generate clean
+        test-observability test-deploy test-browser test-fuzz test-load load capacity bench drill eval-answers \
+        rules dashboards generate clean release-start release-status release-promote release-abort release-events \
+        release-run
 
 install:
 	scripts/install.sh
@@ -25,10 +34,10 @@ proto:
 run: install
 	$(PY) -m stack $(if $(PROMETHEUS),--prometheus) $(RUN_FLAGS)
 
+## Every tier runs even when an earlier one fails; the failed tiers are listed
+## at the end and the exit status is non-zero if any failed.
 test: install-dev
-	$(PYTEST) tests/unit tests/integration tests/e2e tests/observability tests/deploy
-	@if command -v chromium >/dev/null 2>&1; then $(MAKE) --no-print-directory test-browser; \
-	 else echo "chromium not installed: browser tier skipped"; fi
+	PY=$(PY) scripts/test_tiers.sh
 
 test-unit: install-dev
 	$(PYTEST) tests/unit
@@ -48,12 +57,39 @@ test-deploy: install-dev
 test-browser: install-dev
 	$(PYTEST) tests/browser
 
+## The protocol fuzzer: FUZZ_EVENTS (default 100,000) seeded client messages.
+test-fuzz: install-dev
+	$(PYTEST) tests/fuzz
+
+## The smoke load (2 users, ~60 s, real stack started by the test, SLO gate).
 test-load: install-dev
-	$(PY) -m loadtests.run
+	$(PYTEST) tests/load
+
+## Bounded steady load on a running `make run` stack; exits 1 when the SLO gate fails.
+load: install-dev
+	$(PY) -m loadtests.run --host $(HOST) --users $(USERS) --run-time $(DURATION) $(LOAD_FLAGS)
+
+## Step users up until the SLO breaks; writes docs/capacity.md and docs/capacity.png.
+## Starts its own stack unless HOST is given (make capacity HOST=ws://127.0.0.1:8000).
+capacity: install-dev
+	$(PY) -m loadtests.capacity --users $(CAPACITY_USERS) --step-seconds $(STEP_SECONDS) \
+	  $(if $(filter command line environment,$(origin HOST)),--host $(HOST)) $(CAPACITY_FLAGS)
+
+## An on-call drill against the stack `make run` started (docs/drills.md):
+##   make drill NAME=tts-errors DRILL_ADMIN_KEY=... [DRILL_PROMETHEUS=http://127.0.0.1:9090]
+## `make drill` alone lists the drills.
+drill: install-dev
+	$(PY) -m drills $(if $(NAME),$(NAME),--list) $(DRILL_FLAGS)
 
 ## Benchmarks print numbers; docs/benchmarks.md records them with this command.
 bench: install-dev
 	$(PY) -m bench $(BENCH_FLAGS)
+
+## Answers from docs/: retrieval recall@k, key facts stated, "I don't know" outside
+## the documents, unsupported claims, latency; docs/answers.md records them.
+## EVAL_FLAGS="--gateway ws://127.0.0.1:8000/v1/realtime --rag 127.0.0.1:50054" asks a running stack.
+eval-answers: install-dev
+	$(PY) -m eval.answers $(EVAL_FLAGS)
 
 rules: install-dev
 	$(PY) -m observability.generate
@@ -69,6 +105,32 @@ generate: install-dev
 	$(PY) -m dashboards.generate
 	$(PY) -m deploy.generate
 	$(PY) scripts/gen_config_doc.py
+
+## Canary releases (docs/releases.md), on the Redis the gateways share
+## (RELEASE_REDIS_URL). Needs the environment `make install` made.
+##   make release-start SERVICE=tts [STEPS=5,25,50,100 INTERVAL=300 HOLD_LIMIT=1800]
+##   make release-run     the control loop that judges and steps (keep it running)
+SERVICE ?=
+STEPS ?= 5,25,50,100
+INTERVAL ?= 300
+HOLD_LIMIT ?= 1800
+release-start:
+	$(PY) -m release start --service $(SERVICE) --steps $(STEPS) --interval $(INTERVAL) --hold-limit $(HOLD_LIMIT)
+
+release-status:
+	$(PY) -m release status
+
+release-promote:
+	$(PY) -m release promote --service $(SERVICE)
+
+release-abort:
+	$(PY) -m release abort --service $(SERVICE)
+
+release-events:
+	$(PY) -m release events $(if $(SERVICE),--service $(SERVICE))
+
+release-run:
+	$(PY) -m release run $(RELEASE_FLAGS)
 
 clean:
 	rm -rf gen var artifacts .pytest_cache

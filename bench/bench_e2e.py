@@ -13,6 +13,7 @@ Each turn runs in a fresh session at the protocol's default 24 kHz input.
 
     python -m bench e2e                       # starts the stack itself
     python -m bench.bench_e2e --rounds 3 --interruptions 8 [--url ws://127.0.0.1:8000/v1/realtime]
+    python -m bench.bench_e2e --semantic auto --pause-clips   # semantic_vad, + clips with a pause cut in
 """
 from __future__ import annotations
 
@@ -68,13 +69,21 @@ class BargeIn:
     reason: str | None
 
 
-def load_clips() -> list[Clip]:
+def load_clips(pauses: bool = False) -> list[Clip]:
+    """The project's clips; with ``pauses`` also each clip with one 600-1200 ms
+    pause cut in at a word boundary (bench/bench_turn_model.py, every fifth case)."""
     from tests.procs import clips  # the project's clip list (tests/data/speech)
     out = []
     for path, _ in clips():
         pcm, src = read_wav(path)
         pcm = resample_pcm16(pcm, src, RATE)
         out.append(Clip(path.stem, pcm, voiced_span(pcm, RATE)))
+    if pauses:
+        from bench.bench_turn_model import LEAD_MS, TAIL_MS, cases
+        for name, audio, cuts, _ in cases()[1::5]:
+            if cuts:
+                pcm = resample_pcm16(audio[LEAD_MS * 32:len(audio) - TAIL_MS * 32], 16000, RATE)
+                out.append(Clip(name, pcm, voiced_span(pcm, RATE)))
     return out
 
 
@@ -86,8 +95,13 @@ def _response(ev) -> dict:
     return ev.get("response") or {}
 
 
+SEMANTIC: str | None = None   # eagerness: the sessions use semantic_vad (--semantic)
+
+
 def _session(silence_ms: int | None, instructions: str | None = None) -> dict:
     td = events.server_vad(silence_duration_ms=silence_ms) if silence_ms else True
+    if SEMANTIC:
+        td = events.semantic_vad(SEMANTIC)
     return events.session_config(input_rate=RATE, output_rate=RATE, turn_detection=td,
                                  instructions=instructions)
 
@@ -133,9 +147,9 @@ async def one_barge_in(url: str, opener: Clip, interrupter: Clip, silence_ms: in
                        r.get("status"), (r.get("status_details") or {}).get("reason"))
 
 
-async def run(url: str, rounds: int, interruptions: int,
-              silence_ms: int | None = None) -> tuple[list[Turn], list[BargeIn]]:
-    clips = load_clips()
+async def run(url: str, rounds: int, interruptions: int, silence_ms: int | None = None,
+              pauses: bool = False) -> tuple[list[Turn], list[BargeIn]]:
+    clips = load_clips(pauses)
     turns = []
     for r in range(rounds):
         for c in clips:
@@ -146,7 +160,7 @@ async def run(url: str, rounds: int, interruptions: int,
             print(f"  v2v {c.name} round {r + 1}: "
                   f"{'-' if t.v2v_ms is None else f'{t.v2v_ms:.0f} ms'}, turns {t.turns_committed}, "
                   f"{t.status} (gateway, ms after the VAD's speech end: {stages})", flush=True)
-    by_len = sorted(clips, key=lambda c: len(c.pcm))
+    by_len = sorted(clips[:5], key=lambda c: len(c.pcm))
     openers, interrupters = by_len[:2], by_len[::-1]
     barges = []
     for i in range(interruptions):
@@ -165,8 +179,15 @@ def verdict(value: float, target: float) -> str:
     return "meets" if value <= target else f"MISSES by {value - target:.0f} ms"
 
 
+def split(t: Turn) -> bool:
+    """Answered as more than one turn, or answered (or cancelled) before the
+    speech ended: a turn ended at a pause and the rest of the sentence then
+    interrupted its answer. One sentence's answer is never cancelled."""
+    return t.turns_committed != 1 or (t.v2v_ms is not None and t.v2v_ms < 0) or t.status == "cancelled"
+
+
 def report(turns: list[Turn], barges: list[BargeIn], n_clips: int) -> str:
-    v2v = [t.v2v_ms for t in turns if t.v2v_ms is not None]
+    v2v = [t.v2v_ms for t in turns if t.v2v_ms is not None and not split(t)]
     lines = ["", f"{'figure':<34}{'n':>4}{'p50 ms':>9}{'p95 ms':>9}   target"]
     p50, p95 = pct(v2v, 50), pct(v2v, 95)
     lines.append(f"{'voice-to-voice (client)':<34}{len(v2v):>4}{p50:>9.0f}{p95:>9.0f}   "
@@ -193,10 +214,13 @@ def report(turns: list[Turn], barges: list[BargeIn], n_clips: int) -> str:
     b95 = pct(react, 95)
     lines.append(f"{'barge-in reaction':<34}{len(react):>4}{pct(react, 50):>9.0f}{b95:>9.0f}   "
                  f"p95 ≤ {BARGE_TARGET_P95_MS:.0f}: {verdict(b95, BARGE_TARGET_P95_MS)}")
-    split = [t for t in turns if t.turns_committed != 1]
-    lines.append(f"endpointing: {len(split)} of {len(turns)} clip turns committed != 1 turn "
-                 f"(split rate {len(split) / max(1, len(turns)):.0%}; {n_clips} distinct clips)")
-    missing = len(turns) - len(v2v)
+    splits = [t for t in turns if split(t)]
+    lines.append(f"endpointing: {len(splits)} of {len(turns)} clip turns split (committed != 1 turn, or "
+                 f"answered before the speech ended; split rate {len(splits) / max(1, len(turns)):.0%}; "
+                 f"{n_clips} distinct clips; voice-to-voice above is over the other turns)")
+    if splits:
+        lines.append("   split: " + ", ".join(t.clip for t in splits))
+    missing = len(turns) - len(v2v) - len(splits)
     if missing:
         lines.append(f"!! {missing} turns got no audio reply")
     bad = [b for b in barges if (b.status, b.reason) != ("cancelled", "turn_detected")]
@@ -220,7 +244,13 @@ def main(argv: Sequence[str] | None = None) -> None:
                    help="barge-ins measured (default 6)")
     p.add_argument("--silence-ms", type=int, default=None,
                    help="session silence_duration_ms (default: the gateway's own default)")
+    p.add_argument("--semantic", choices=("low", "medium", "high", "auto"), default=None,
+                   help="sessions use turn_detection semantic_vad with this eagerness (default: server_vad)")
+    p.add_argument("--pause-clips", action="store_true",
+                   help="also speak each clip with a 600-1200 ms pause cut in (one turn expected)")
     args = p.parse_args(list(argv or []))
+    global SEMANTIC
+    SEMANTIC = args.semantic
     stack = None
     url = args.url
     if not url:
@@ -229,12 +259,14 @@ def main(argv: Sequence[str] | None = None) -> None:
         stack = start_stack()
         url = stack.ws_url
     try:
-        turns, barges = asyncio.run(run(url, args.rounds, args.interruptions, args.silence_ms))
+        turns, barges = asyncio.run(run(url, args.rounds, args.interruptions, args.silence_ms,
+                                        args.pause_clips))
     finally:
         if stack is not None:
             stack.stop()
-    print(report(turns, barges, len(load_clips())))
-    print(f"(silence_duration_ms: {args.silence_ms or 'gateway default'}; real clips at real time, {RATE} Hz input; percentiles interpolated over n samples; "
+    print(report(turns, barges, len({t.clip for t in turns})))
+    print(f"(turn_detection: {'semantic_vad ' + args.semantic if args.semantic else 'server_vad'}; "
+          f"silence_duration_ms: {args.silence_ms or 'gateway default'}; real clips at real time, {RATE} Hz input; percentiles interpolated over n samples; "
           f"taken on {os.cpu_count()} CPU cores shared with other work unless stated otherwise)")
 
 

@@ -28,6 +28,13 @@ def server_vad(threshold: float | None = None, prefix_padding_ms: int | None = N
     return td
 
 
+def semantic_vad(eagerness: str = "auto", create_response: bool = True,
+                 interrupt_response: bool = True) -> dict[str, Any]:
+    """A ``turn_detection`` block asking for semantic end-of-turn detection."""
+    return {"type": "semantic_vad", "eagerness": eagerness, "create_response": create_response,
+            "interrupt_response": interrupt_response}
+
+
 def session_config(*, input_rate: int = DEFAULT_RATE, output_rate: int = DEFAULT_RATE,
                    instructions: str | None = None, output_modalities: list[str] | None = None,
                    turn_detection: dict[str, Any] | None | bool = True,

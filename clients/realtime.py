@@ -18,7 +18,7 @@ import dataclasses
 import itertools
 import json
 import time
-from typing import Any
+from typing import Any, Callable
 
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
@@ -85,6 +85,9 @@ class Microphone:
         self._finished: list[Utterance] = []   # clips whose last sample is in the frame being sent
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
+        # What else the microphone picks up, added to each frame: f(first sample
+        # index, frame) → frame (clients/echo.py: the assistant's voice from the speakers).
+        self.mix: Callable[[int, bytes], bytes] | None = None
 
     def start(self) -> "Microphone":
         self._task = asyncio.create_task(self._run(), name="microphone")
@@ -163,6 +166,8 @@ class Microphone:
                 await asyncio.sleep(delay)
             else:
                 self.max_lag_s = max(self.max_lag_s, -delay)
+            if self.mix is not None:
+                frame = self.mix(self.samples_sent, frame)
             await self.client.send(events.append(frame))
             self.samples_sent += len(frame) // 2
             for u in self._finished:
@@ -188,6 +193,9 @@ class RealtimeClient:
         self.closed: str | None = None        # why the connection ended, once it has
         self.mic: Microphone | None = None
         self.session: dict[str, Any] = {}
+        # Called with each server event (audio included) and its arrival time,
+        # before the log may drop the audio (clients/echo.py listens here).
+        self.taps: list[Callable[[dict[str, Any], float], None]] = []
 
     # -- connection -----------------------------------------------------------------
     async def __aenter__(self) -> "RealtimeClient":
@@ -240,6 +248,8 @@ class RealtimeClient:
 
     def _on_event(self, data: dict[str, Any], t: float) -> None:
         typ = data.get("type")
+        for tap in self.taps:
+            tap(data, t)
         if typ == "response.output_audio.delta":
             n = len(data.get("delta", "")) * 3 // 4
             self.player.on_audio(str(data.get("item_id")), n, t)

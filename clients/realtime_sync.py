@@ -33,6 +33,9 @@ class SyncMicrophone:
 
     def __init__(self, client: "SyncRealtimeClient", rate: int, frame_ms: int = 20) -> None:
         self.client, self.rate = client, rate
+        self.speed = 1.0
+        # What else the microphone picks up (clients/echo.py), as in realtime.Microphone.
+        self.mix = None
         self.frame_samples = rate * frame_ms // 1000
         self.samples_sent = 0
         self.t0 = 0.0
@@ -88,6 +91,8 @@ class SyncMicrophone:
                 time.sleep(delay)
             else:
                 self.max_lag_s = max(self.max_lag_s, -delay)
+            if self.mix is not None:
+                out = self.mix(self.samples_sent, out)
             try:
                 self.client.send(events.append(out))
             except Exception:  # socket gone: the session is over, the reader reports why
@@ -110,6 +115,7 @@ class SyncRealtimeClient:
         self._reader: threading.Thread | None = None
         self.closed: str | None = None
         self.mic: SyncMicrophone | None = None
+        self.taps: list = []      # called with each server event and its arrival time (clients/echo.py)
 
     def connect(self) -> ServerEvent:
         self._ws = websocket.create_connection(self.url, timeout=self.timeout,
@@ -147,6 +153,8 @@ class SyncRealtimeClient:
                     break
                 t = time.monotonic()
                 data = json.loads(msg)
+                for tap in self.taps:
+                    tap(data, t)
                 if data.get("type") == "response.output_audio.delta":
                     n = len(data.get("delta", "")) * 3 // 4
                     self.player.on_audio(str(data.get("item_id")), n, t)

@@ -24,6 +24,18 @@ class MonotonicClock:
         await asyncio.sleep(seconds)
 
 
+class WallClock:
+    """Epoch seconds: for times compared across processes and hosts (a
+    release's step times in Redis, turn samples), where monotonic time of one
+    process means nothing to another."""
+
+    def now(self) -> float:
+        return time.time()
+
+    async def sleep(self, seconds: float) -> None:
+        await asyncio.sleep(seconds)
+
+
 class VirtualClock:
     """A clock that only moves when a test advances it.
 

@@ -7,6 +7,7 @@ import argparse
 import dataclasses
 import logging
 import os
+import re
 import typing
 from typing import Any, Sequence, TypeVar
 
@@ -33,6 +34,8 @@ class ServiceSettings:
     variant: str = setting("stable", "release variant label for metrics: stable or canary")
     otlp_endpoint: str = setting("", "OTLP/gRPC trace endpoint, e.g. http://127.0.0.1:4317 (empty = tracing off)")
     drain_seconds: float = setting(10.0, "grace period for in-flight streams on SIGTERM")
+    max_connection_age_s: float = setting(300.0, "a client connection gets GOAWAY after this long, so clients "
+                                          "reconnect and spread over replicas; running calls finish (0 = never)")
     log_level: str = setting("INFO", "log level")
 
 
@@ -80,14 +83,33 @@ def load_settings(cls: type[T], prefix: str, argv: Sequence[str] | None = None,
     return cls(**values)
 
 
+SECRET_NAMES = re.compile(r"(^|_)(api_keys?|secret|password|token)($|_)")
+URL_PASSWORD = re.compile(r"(://[^/:@\s]*:)[^@/\s]+@")
+
+
+def shown(field: str, value: Any) -> Any:
+    """A setting as it may be logged: secrets (keys, passwords, tokens) hidden,
+    and a URL's password (redis://:pw@host) masked, so logs never hold them."""
+    if SECRET_NAMES.search(field) and not field.endswith("_file") and value:
+        return "<redacted>"
+    if isinstance(value, str):
+        return URL_PASSWORD.sub(r"\1***@", value)
+    return value
+
+
 def log_settings(name: str, settings: Any) -> None:
     """Log the resolved settings once at start, one line, so a run is reproducible."""
-    pairs = ", ".join(f"{k}={v!r}" for k, v in dataclasses.asdict(settings).items())
+    pairs = ", ".join(f"{k}={shown(k, v)!r}" for k, v in dataclasses.asdict(settings).items())
     logging.getLogger(name).info("settings: %s", pairs)
 
 
 def setup_logging(level: str, name: str) -> None:
+    """Root logging for a process; every record is redacted (common/redact.py)
+    before it is written, so no log holds personal data or credentials."""
+    from common import redact
+
     logging.basicConfig(
         level=getattr(logging, level.upper(), logging.INFO),
         format=f"%(asctime)s %(levelname)s {name} %(name)s: %(message)s",
     )
+    redact.install()

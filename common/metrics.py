@@ -33,13 +33,17 @@ class _Base:
     variant = "stable"
 
 
-def init(service: str, model: str, variant: str) -> None:
+def init(service: str, model: str, variant: str, *, serves_model: bool = True) -> None:
     """Set the labels every series of this process carries; call once at start.
 
-    ``voice_model_loaded`` starts at 0 here, so a model that never finishes
-    loading shows up as a 0 (the VoiceModelNotLoaded alert), not as nothing."""
+    A model server's ``voice_model_loaded`` starts at 0 here, so a model that
+    never finishes loading shows up as a 0 (the VoiceModelNotLoaded alert), not
+    as nothing. A process that loads no model (the gateway) passes
+    ``serves_model=False`` and exports no such series: a 0 that nothing ever
+    sets to 1 would page on a healthy system."""
     _Base.service, _Base.model, _Base.variant = service, model, variant
-    MODEL_LOADED.labels(**base()).set(0)
+    if serves_model:
+        MODEL_LOADED.labels(**base()).set(0)
 
 
 def base() -> dict[str, str]:

@@ -3,7 +3,15 @@
 Order matters: the port opens and health answers NOT_SERVING at once (so a
 supervisor can tell "loading" from "dead"), the model loads in a thread, then
 health flips to SERVING. SIGTERM flips it back to NOT_SERVING and drains
-in-flight streams for ``drain_seconds`` before exiting."""
+in-flight streams for ``drain_seconds`` before exiting.
+
+Connections are kept honest (``server_options``): keepalive pings find a
+client that vanished without closing its socket, and ``max_connection_age``
+sends each connection a GOAWAY after a while, so clients open a new one and
+new calls spread over replicas added since (a long-lived channel otherwise
+stays on the replica it first reached). Calls already running on the old
+connection finish: there is no grace limit, a session's ASR stream is not
+cut mid-utterance."""
 from __future__ import annotations
 
 import asyncio
@@ -22,6 +30,26 @@ from common.tracing import TracingInterceptor, setup_tracing
 log = logging.getLogger(__name__)
 
 MAX_MESSAGE_BYTES = 4 * 1024 * 1024
+# The gateway pings every 10 s (services/gateway/backends/deadlines.py); a
+# ping more often than min_recv_ping_interval is a strike, and strikes close
+# the connection with GOAWAY "too_many_pings".
+KEEPALIVE_TIME_MS = 20_000
+KEEPALIVE_TIMEOUT_MS = 10_000
+MIN_CLIENT_PING_INTERVAL_MS = 5_000
+
+
+def server_options(settings: ServiceSettings) -> list[tuple[str, int]]:
+    """The gRPC server's channel arguments (message sizes, keepalive, connection age)."""
+    opts = [("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+            ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+            ("grpc.keepalive_time_ms", KEEPALIVE_TIME_MS),
+            ("grpc.keepalive_timeout_ms", KEEPALIVE_TIMEOUT_MS),
+            ("grpc.keepalive_permit_without_calls", 1),
+            ("grpc.http2.min_recv_ping_interval_without_data_ms", MIN_CLIENT_PING_INTERVAL_MS),
+            ("grpc.http2.max_ping_strikes", 2)]
+    if settings.max_connection_age_s > 0:
+        opts.append(("grpc.max_connection_age_ms", int(settings.max_connection_age_s * 1000)))
+    return opts
 
 
 async def serve(
@@ -46,8 +74,7 @@ async def serve(
 
     server = grpc.aio.server(
         interceptors=[TracingInterceptor(name), metrics.MetricsInterceptor()],
-        options=[("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
-                 ("grpc.max_send_message_length", MAX_MESSAGE_BYTES)],
+        options=server_options(settings),
     )
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)

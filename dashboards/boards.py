@@ -59,7 +59,20 @@ STAGE_PANELS: dict[str, list[Panel]] = {
         Panel("Real-time factor", quantiles("voice_asr_rtf", by="kind", qs=(0.5, 0.95)),
               unit="short", description="model time / audio time; above 1 the recognizer falls behind"),
         Panel("End of utterance to final", quantiles("voice_asr_eou_to_final_seconds"), unit="s"),
-        Panel("Interim cadence", quantiles("voice_asr_interim_interval_seconds", qs=(0.5, 0.95)), unit="s"),
+        Panel("Interim cadence (speech and wall time between interims)", [
+            t(quantile(0.5, "voice_asr_interim_audio_interval_seconds"), "speech p50"),
+            t(quantile(0.95, "voice_asr_interim_audio_interval_seconds"), "speech p95"),
+            t(quantile(0.5, "voice_asr_interim_interval_seconds"), "wall p50"),
+            t(quantile(0.95, "voice_asr_interim_interval_seconds"), "wall p95"),
+        ], unit="s", description="A lone stream on an idle host gets an interim every 400 ms of speech "
+              "(at most 500 ms, the contract); under load interims take turns across streams and this "
+              "stretches. Finals are never delayed by it."),
+        Panel("Interim queue", [
+            t("sum(voice_asr_interim_queued)", "streams waiting"),
+            t("sum(voice_asr_interim_running)", "passes running"),
+            t(quantile(0.95, "voice_asr_interim_wait_seconds"), "wait p95 (s)"),
+        ], description="Saturation of the interim slots: streams waiting while the slots are busy "
+              "or a final runs; the wait is what stretches the cadence."),
         Panel("Interim churn (words revised)", quantiles("voice_asr_interim_churn_words", qs=(0.5, 0.95))),
         Panel("Audio received", [t(rate("voice_asr_audio_seconds_total"), "audio s / s")],
               description="Seconds of audio per second: the number of users speaking."),
@@ -70,6 +83,8 @@ STAGE_PANELS: dict[str, list[Panel]] = {
               description="tokens per second per request; p5 is the slow tail"),
         Panel("Tokens", [t(rate("voice_llm_tokens_total", by="direction"), "{{direction}}")],
               unit="short"),
+        Panel("Waiting for an instance", [t("sum by (priority) (voice_llm_queue_depth)", "{{priority}}")],
+              description="Saturation: urgent requests queued for a model instance (background ones never wait)"),
     ],
     "rag": [
         Panel("Search latency", quantiles("voice_rag_search_seconds"), unit="s"),
@@ -81,6 +96,11 @@ STAGE_PANELS: dict[str, list[Panel]] = {
         Panel("Real-time factor", quantiles("voice_tts_rtf", qs=(0.5, 0.95)),
               description="synthesis time / audio time"),
         Panel("Characters synthesised", [t(rate("voice_tts_characters_total"), "chars/s")]),
+        Panel("Clauses queued for a worker", [t("sum by (priority) (voice_tts_queue_depth)", "{{priority}}")],
+              description="Saturation: urgent clauses queued mean the workers (TTS_WORKERS) are too few"),
+        Panel("Queue wait", quantiles("voice_tts_queue_wait_seconds", by="priority", qs=(0.5, 0.95)), unit="s",
+              description="urgent should stay near one clause's synthesis; background is bounded by "
+                          "TTS_BACKGROUND_MAX_WAIT_S"),
     ],
 }
 
@@ -96,7 +116,11 @@ def stage_board(service: str) -> dict[str, Any]:
 
 def gateway_board() -> dict[str, Any]:
     turns = [
-        Panel("Active sessions", [t("sum(voice_gateway_active_sessions)", "sessions")]),
+        Panel("Sessions and limit", [
+            t("sum(voice_gateway_active_sessions)", "sessions"),
+            # 0 = unlimited on a pod; summed, the limits are the fleet's capacity
+            t("sum(voice_gateway_session_limit)", "limit"),
+        ], description="Saturation: at the limit new sessions get server_busy and /readyz is 503."),
         Panel("Turns by outcome", [t(rate("voice_gateway_turns_total", by="outcome"), "{{outcome}}")],
               unit="short"),
         Panel("Voice to voice", quantiles("voice_gateway_voice_to_voice_seconds"), unit="s",
@@ -107,7 +131,21 @@ def gateway_board() -> dict[str, Any]:
             t(rate("voice_gateway_barge_ins_total"), "barge-ins"),
             t(rare_rate("voice_gateway_false_interruptions_total"), "false interruptions"),
         ]),
-        Panel("Barge-in reaction", quantiles("voice_gateway_barge_in_reaction_seconds"), unit="s"),
+        Panel("Barge-in reaction", quantiles("voice_gateway_barge_in_reaction_seconds"), unit="s",
+              description="speech onset to the reply's audio cleared (paused)"),
+        Panel("Barge-in confirmation", quantiles("voice_gateway_barge_in_confirm_seconds"), unit="s",
+              description="speech onset to a real word heard and the reply cancelled"),
+        Panel("Echo cancellation", [
+            # seconds of mic audio per second = sessions whose answer is playing
+            t(rare_rate("voice_gateway_echo_cancel_seconds_total"), "sessions cancelling echo"),
+            t(rare_rate("voice_gateway_echo_cancel_cpu_seconds_total"), "CPU cores"),
+            t(rare_rate("voice_gateway_echo_transcripts_total"), "echo transcripts/s"),
+        ], unit="short", description="the assistant's voice removed from the mic while it plays "
+              "(GATEWAY_ECHO_CANCEL); echo transcripts: the reply's own words heard back, no barge-in"),
+        Panel("Echo return loss enhancement", [t(quantile(0.5, "voice_gateway_echo_erle_db"), "p50"),
+                                               t(quantile(0.05, "voice_gateway_echo_erle_db"), "p5")],
+              unit="dB", description="mic energy in / out per answer played; low while users talk over "
+              "answers, ~25 dB for echo alone"),
     ]
     health = [
         Panel("Realtime events", [t(rate("voice_gateway_ws_messages_total", by="direction"),
@@ -120,7 +158,22 @@ def gateway_board() -> dict[str, Any]:
             # one zero line per speech service (backend names are the job names)
             + f' or 0 * max by (backend) (label_replace(up{{job=~"{SPEECH_JOBS}"}}, "backend", "$1", "job", "(.*)"))',
             "{{backend}}")]),
-        Panel("Redis failures", [t(rare_rate("voice_gateway_redis_failures_total"), "failures/s")]),
+        Panel("Redis failures", [t(rare_rate("voice_gateway_redis_failures_total"), "failures/s"),
+                                 # Not yet in Redis: falls back to 0 once an outage's writes are back.
+                                 t("sum(voice_gateway_store_pending_sessions)", "sessions pending"),
+                                 t(rare_rate("voice_gateway_sessions_lost_total"), "sessions lost/s")]),
+        Panel("Session task failures (bugs)", [
+            t(rare_rate("voice_gateway_task_failures_total", 'action="restart"'), "restarted"),
+            t(rare_rate("voice_gateway_task_failures_total", 'action="close"'), "session closed"),
+        ], unit="short", description="Unexpected exceptions in a session's audio pump or VAD/ASR stream "
+                                     "keeper: each is an error event to the client and a restart, or "
+                                     "after repeated failures a closed session (1011). Any is a bug: "
+                                     "the gateway log has the traceback."),
+        Panel("Sessions refused (server_busy)", [t(rare_rate("voice_gateway_sessions_refused_total", by="reason",
+                                                              zero_from="voice_gateway_ws_messages_total"),
+                                                    "{{reason}}")],
+              unit="short", description="Connections refused at the session limit or while draining: "
+                                        "more than a trickle means too few gateways (or a too low limit)."),
         Panel("Queue depth", [t("max by (queue) (voice_gateway_queue_depth)", "{{queue}}")],
               description="Saturation: bounded per-session queues; deep means a consumer stalled."),
     ]
@@ -181,7 +234,24 @@ def canary_board() -> dict[str, Any]:
         "vad": "voice_vad_frame_seconds", "asr": "voice_asr_eou_to_final_seconds",
         "llm": "voice_llm_ttft_seconds", "rag": "voice_rag_search_seconds", "tts": "voice_tts_ttfa_seconds",
     }
-    sections = []
+    # The release controller's decisions (docs/releases.md), as the gateways
+    # read them from Redis: every gateway exports the same, hence max. Verdicts
+    # and fallbacks may never have happened: 0 per backend from the weight.
+    zero = " or 0 * max by (backend) (voice_release_weight))"
+    sections = [("releases: weight, state and the judge's decisions", [
+        Panel("Release weight (% of new sessions on canary)",
+              [t("max by (backend) (voice_release_weight)", "{{backend}}")], unit="percent", width=6,
+              min=0, max=100),
+        Panel("Release state", [t("max by (backend, state) (voice_release_state) > 0", "{{backend}} {{state}}")],
+              width=6, description="1 while the release is in that state: progressing, holding "
+              "(inconclusive), promoted, rolled_back (the judge failed it), aborted."),
+        Panel("Judge verdicts (15 m)", [t("(max by (backend, verdict) (increase(voice_release_decisions_total[15m]))"
+                                          + zero, "{{backend}} {{verdict}}")], width=6,
+              description="`python -m release events` lists each with the rule that decided and its values."),
+        Panel("Canary sessions sent to stable (canary not serving)",
+              [t("(sum by (backend) (rate(voice_gateway_canary_fallbacks_total[5m]))" + zero, "{{backend}}")],
+              unit="reqps", width=6),
+    ])]
     for c in SPEECH_SERVICES:
         sel = f'service="{c.name}"'
         sections.append((f"{c.name}: stable vs canary", [
@@ -208,8 +278,9 @@ def canary_board() -> dict[str, Any]:
                                             zero_sel=""), "{{variant}}")], width=8),
     ]))
     return dashboard("voice-canary", "Voice / canary vs stable", sections,
-                     description="Stable and canary on the same panels (variant label): roll back a "
-                                 "canary whose errors or latency sit above stable's.")
+                     description="The release controller's weights and verdicts, then stable and canary on "
+                                 "the same panels (variant label): the judge rolls back a canary whose "
+                                 "errors or latency sit above stable's (docs/releases.md).")
 
 
 def boards() -> dict[str, dict[str, Any]]:

@@ -4,6 +4,9 @@ observability rules, so they cannot drift from `make run`:
   deploy/compose/prometheus.yml           observability's scrape config with compose
                                           DNS names (and <svc>-canary) as targets
   deploy/k8s/base/<component>.yaml        Deployment, Service, HPA, PDB per component
+                                          (the gateway's HPA on sessions per pod)
+  deploy/k8s/prometheus-adapter/values.yaml   the prometheus-adapter rule that serves
+                                          that metric to the HPA (Helm values)
   deploy/k8s/base/redis.yaml              the gateway's Redis (StatefulSet + Service)
   deploy/k8s/base/monitoring.yaml         ServiceMonitors for every /metrics port
   deploy/k8s/base/prometheusrules.yaml    one PrometheusRule per observability rule file
@@ -37,8 +40,16 @@ VERSION = "0.1.0"
 UID = 10001                  # the image's non-root user (Dockerfile)
 REDIS_IMAGE = "redis:7.4.1-alpine"
 REDIS_UID = 999              # the redis user of the official image
-HPA_MAX = {"vad": 4, "asr": 6, "llm": 6, "rag": 4, "tts": 6}
+HPA_MAX = {"vad": 4, "asr": 6, "llm": 6, "rag": 4, "tts": 6, "gateway": 10}
+# The gateway scales on open sessions per pod (a custom metric served by
+# prometheus-adapter), not CPU: the speech stages saturate long before the
+# gateway's CPU does, and the session limit is what admission enforces.
+SESSIONS_METRIC = "voice_gateway_active_sessions"
 RAG_INDEX_DIR = "/var/lib/voice/rag"   # the Dockerfile creates it, owned by the service user
+API_KEYS_SECRET = "gateway-api-keys"      # created by the operator, never committed
+API_KEYS_DIR = "/etc/voice/api-keys"
+REDIS_SECRET = "redis-password"           # key "password"; created by the operator too
+REDIS_SECRET_DIR = "/etc/voice/redis"
 
 
 # ------------------------------------------------------------------ helpers
@@ -71,6 +82,12 @@ def component_env(c: Component, variant: str) -> list[dict[str, Any]]:
         env += env_list({f"{c.env_prefix}THREADS": str(size.threads)})
     else:
         env += env_list(k8s_backend_env())
+        # Explicit, next to the HPA whose target is 3/4 of it: change both together.
+        env += env_list({"GATEWAY_MAX_SESSIONS": str(gateway_max_sessions())})
+        # Off loopback the gateway does not start without keys (docs/security.md);
+        # they come from the Secret mounted by volumes().
+        env += env_list({"GATEWAY_API_KEYS_FILE": f"{API_KEYS_DIR}/keys",
+                         "GATEWAY_REDIS_PASSWORD_FILE": f"{REDIS_SECRET_DIR}/password"})
     env += env_list({f"{c.env_prefix}VARIANT": variant})
     if c.name == "rag":
         env += env_list({name: RAG_INDEX_DIR for name in rag_index_settings()})
@@ -125,7 +142,8 @@ def container(c: Component, variant: str) -> dict[str, Any]:
             "readOnlyRootFilesystem": True,
             "capabilities": {"drop": ["ALL"]},
         },
-        "volumeMounts": [{"name": v["name"], "mountPath": path} for v, path in volumes(c)],
+        "volumeMounts": [{"name": v["name"], "mountPath": path, **({"readOnly": True} if "secret" in v else {})}
+                         for v, path in volumes(c)],
         # Endpoints are removed asynchronously: keep serving a moment after
         # SIGTERM is due so no new stream lands on a closing server.
         "lifecycle": {"preStop": {"exec": {"command": ["sleep", "5"]}}},
@@ -138,9 +156,11 @@ def container(c: Component, variant: str) -> dict[str, Any]:
         spec["readinessProbe"] = grpc_probe(c.port, periodSeconds=5, failureThreshold=2, timeoutSeconds=3)
         spec["livenessProbe"] = grpc_probe(c.port, periodSeconds=10, failureThreshold=3, timeoutSeconds=3)
     else:
-        # /healthz checks the backends: right for readiness, wrong for liveness
-        # (a restarted gateway would not bring a dead ASR back, and drops every session).
-        spec["readinessProbe"] = {"httpGet": {"path": "/healthz", "port": "http"},
+        # /readyz is /healthz (the backends) and room for one more session: a
+        # full gateway leaves the Service's endpoints until a session ends.
+        # Backends are right for readiness, wrong for liveness (a restarted
+        # gateway would not bring a dead ASR back, and drops every session).
+        spec["readinessProbe"] = {"httpGet": {"path": "/readyz", "port": "http"},
                                   "periodSeconds": 5, "failureThreshold": 2, "timeoutSeconds": 3}
         spec["livenessProbe"] = {"tcpSocket": {"port": "http"},
                                  "periodSeconds": 10, "failureThreshold": 3, "timeoutSeconds": 3}
@@ -148,8 +168,13 @@ def container(c: Component, variant: str) -> dict[str, Any]:
 
 
 def volumes(c: Component) -> list[tuple[dict[str, Any], str]]:
-    """(volume, mount path): the only writable places under a read-only root."""
+    """(volume, mount path): the only writable places under a read-only root,
+    and the gateway's API keys (read-only, from a Secret the operator creates:
+    kubectl -n voice-assistant create secret generic gateway-api-keys --from-literal=keys=...)."""
     out = [({"name": "tmp", "emptyDir": {}}, "/tmp")]
+    if not c.grpc:
+        out.append(({"name": "api-keys", "secret": {"secretName": API_KEYS_SECRET}}, API_KEYS_DIR))
+        out.append(({"name": "redis-password", "secret": {"secretName": REDIS_SECRET}}, REDIS_SECRET_DIR))
     if c.name == "rag":
         # Per pod, like compose's rag-index volume: with an HPA, replicas cannot
         # share one ReadWriteOnce claim, and each builds the same index.
@@ -205,7 +230,22 @@ def service(c: Component, track: str = "stable") -> dict[str, Any]:
             "metadata": {"name": name, "labels": labels(c, track)}, "spec": spec}
 
 
+def gateway_max_sessions() -> int:
+    """GATEWAY_MAX_SESSIONS's default: the gateway HPA's target follows it."""
+    from deploy.configdoc import fields
+
+    return next(f.default for f in fields(GATEWAY) or () if f.env == "GATEWAY_MAX_SESSIONS")
+
+
+def sessions_target() -> int:
+    """Average sessions per pod the HPA keeps: 3/4 of the limit, so a new pod
+    (no model to load: seconds) is ready before the others are full."""
+    return max(1, gateway_max_sessions() * 3 // 4)
+
+
 def hpa(c: Component) -> dict[str, Any]:
+    if not c.grpc:
+        return gateway_hpa(c)
     return {
         "apiVersion": "autoscaling/v2", "kind": "HorizontalPodAutoscaler",
         "metadata": {"name": c.name, "labels": labels(c)},
@@ -223,6 +263,38 @@ def hpa(c: Component) -> dict[str, Any]:
     }
 
 
+def gateway_hpa(c: Component) -> dict[str, Any]:
+    return {
+        "apiVersion": "autoscaling/v2", "kind": "HorizontalPodAutoscaler",
+        "metadata": {"name": c.name, "labels": labels(c)},
+        "spec": {
+            "scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": c.name},
+            "minReplicas": 2, "maxReplicas": HPA_MAX[c.name],
+            # Without prometheus-adapter the metric is missing: the HPA then
+            # holds minReplicas and scales nothing (docs/deployment.md).
+            "metrics": [{"type": "Pods", "pods": {
+                "metric": {"name": SESSIONS_METRIC},
+                "target": {"type": "AverageValue", "averageValue": str(sessions_target())}}}],
+            # Removing a gateway pod ends its conversations (clients resume
+            # elsewhere from Redis): scale down rarely and one pod at a time.
+            "behavior": {"scaleDown": {"stabilizationWindowSeconds": 600,
+                                       "policies": [{"type": "Pods", "value": 1, "periodSeconds": 300}]}},
+        },
+    }
+
+
+def prometheus_adapter_values() -> dict[str, Any]:
+    """Helm values (prometheus-community/prometheus-adapter) exposing the
+    sessions gauge as a per-pod custom metric under its own name. The
+    ServiceMonitor's targets carry namespace and pod labels."""
+    return {"rules": {"custom": [{
+        "seriesQuery": f'{SESSIONS_METRIC}{{namespace!="",pod!=""}}',
+        "resources": {"overrides": {"namespace": {"resource": "namespace"}, "pod": {"resource": "pod"}}},
+        "name": {"matches": f"^{SESSIONS_METRIC}$", "as": SESSIONS_METRIC},
+        "metricsQuery": "sum(<<.Series>>{<<.LabelMatchers>>}) by (<<.GroupBy>>)",
+    }]}}
+
+
 def pdb(c: Component) -> dict[str, Any]:
     return {"apiVersion": "policy/v1", "kind": "PodDisruptionBudget",
             "metadata": {"name": c.name, "labels": labels(c)},
@@ -230,15 +302,14 @@ def pdb(c: Component) -> dict[str, Any]:
 
 
 def component_docs(c: Component) -> list[dict[str, Any]]:
-    if c.grpc:
-        return [deployment(c), service(c), hpa(c), pdb(c)]
-    return [deployment(c, replicas=2), service(c), pdb(c)]
+    return [deployment(c), service(c), hpa(c), pdb(c)]
 
 
 def redis_docs() -> list[dict[str, Any]]:
     lab = {"app.kubernetes.io/name": "redis", "app.kubernetes.io/part-of": PART_OF,
            "app.kubernetes.io/component": "session-store"}
-    probe = {"exec": {"command": ["redis-cli", "ping"]}, "periodSeconds": 10, "timeoutSeconds": 3}
+    probe = {"exec": {"command": ["sh", "-c", 'redis-cli --no-auth-warning -a "$REDIS_PASSWORD" ping | grep -q PONG']},
+             "periodSeconds": 10, "timeoutSeconds": 3}
     sts = {
         "apiVersion": "apps/v1", "kind": "StatefulSet",
         "metadata": {"name": "redis", "labels": lab},
@@ -250,7 +321,12 @@ def redis_docs() -> list[dict[str, Any]]:
                                     "fsGroup": REDIS_UID, "seccompProfile": {"type": "RuntimeDefault"}},
                 "containers": [{
                     "name": "redis", "image": REDIS_IMAGE, "imagePullPolicy": "IfNotPresent",
-                    "command": ["redis-server", "--appendonly", "yes", "--save", "60", "1"],
+                    # Stored conversations are behind a password; without one Redis does not start.
+                    "command": ["sh", "-c", '[ -n "$REDIS_PASSWORD" ] || { echo "redis: no password '
+                                f'(Secret {REDIS_SECRET})" >&2; exit 1; }}; exec redis-server --appendonly yes '
+                                '--save 60 1 --requirepass "$REDIS_PASSWORD"'],
+                    "env": [{"name": "REDIS_PASSWORD", "valueFrom": {"secretKeyRef": {
+                        "name": REDIS_SECRET, "key": "password"}}}],
                     "ports": [{"name": "redis", "containerPort": 6379, "protocol": "TCP"}],
                     "readinessProbe": probe, "livenessProbe": probe,
                     "resources": {"requests": {"cpu": "100m", "memory": "128Mi"},
@@ -391,6 +467,7 @@ def files() -> dict[Path, str]:
     out[base / "kustomization.yaml"] = dump_all([{
         "apiVersion": "kustomize.config.k8s.io/v1beta1", "kind": "Kustomization",
         "namespace": NAMESPACE, "resources": resources}])
+    out[Path("k8s/prometheus-adapter/values.yaml")] = dump_all([prometheus_adapter_values()])
     for c in SPEECH_SERVICES:
         d = Path(f"k8s/components/canary-{c.name}")
         out[d / "canary.yaml"] = dump_all([deployment(c, "canary", replicas=1), service(c, "canary")])

@@ -44,8 +44,9 @@ SIZES: dict[str, Size] = {
     # peak; decoding is the CPU-heaviest stage. One thread per pass: two passes
     # (num_workers) fill the two CPUs, and a lone pass is no faster with two.
     "asr": Size("1", "2", "640Mi", "2Gi", threads=1),
-    # SmolLM2 Q4_1: ~210 MB per instance, two instances + KV cache.
-    "llm": Size("1", "2", "512Mi", "2Gi", threads=2),
+    # SmolLM2 Q4_1, four instances (each its own context and KV cache): measured
+    # 776 MiB peak under 4 conversations (docs/capacity.md), 432 MiB with two.
+    "llm": Size("1", "2", "1Gi", "2Gi", threads=2),
     # MiniLM int8 embeddings: ~5 ms a sentence.
     "rag": Size("250m", "1", "256Mi", "1Gi", threads=1),
     # Piper medium voice.

@@ -1,125 +1,148 @@
-"""Locust users that talk to the gateway over the Realtime protocol: each
-holds one WebSocket session, streams real speech at real time (a live
-microphone: clips, and silence between them), waits for the spoken reply and
-records voice-to-voice latency (last voiced sample → first audio delta) as a
-custom request; now and then it barges in on the reply and records the
-barge-in reaction (first voiced sample of the interruption → cleared).
+"""Locust users that talk to the gateway over the Realtime protocol like
+people do (loadtests/conversation.py says how, and what each figure means):
+a live microphone at real time, a real clip per question, the whole answer
+listened to, a truncate as a browser sends it, barge-ins on a share of turns,
+a second of thought. Every figure is a Locust request event (type ``voice``;
+``session``/``connect`` for the connect), so it lands in Locust's stats, CSV
+and HTML report; with ``LOAD_SAMPLES=path`` every figure is also appended
+there as a JSON line, unrounded, for the SLO gate and the capacity report.
 
 Only this machine is a target: a --host that is not loopback is refused.
 
-    locust -f loadtests/locustfile.py --headless -u 3 -r 1 -t 60s --host ws://127.0.0.1:8000
-(loadtests/run.py starts the stack and does this for you.)"""
+    locust -f loadtests/locustfile.py --headless -u 2 -r 0.5 -t 60s --host ws://127.0.0.1:8000
+    LOAD_SHAPE=step LOAD_STEP_USERS=1 LOAD_STEP_SECONDS=60 LOAD_MAX_USERS=4 locust -f ... --headless
+
+Environment: LOAD_BARGE_IN_SHARE (default 0.25), LOAD_TURN_TIMEOUT_S (30),
+LOAD_THINK_S (1.0), LOAD_SHAPE (steady|step), LOAD_STEP_* (see shapes.py),
+LOAD_ECHO ("DELAY_MS,LEVEL_DB", e.g. "120,-10": every user on loudspeakers, the
+answers echoing into the microphone, clients/echo.py; default empty: none)."""
 from __future__ import annotations
 
+import json
 import os
-import random
 import time
 from urllib.parse import urlparse
 
-from locust import User, between, task
+from locust import LoadTestShape, User, constant, events as locust_events, task
 
 from clients import events
+from clients.clips import load_clips
+from clients.echo import attach_echo, room_from_env
 from clients.realtime_sync import SyncRealtimeClient
-from clients.speech import voiced_span
-from common.audio import read_wav
-from tests.procs import clips
+from loadtests.conversation import Pacing, Speaker, connect_failure
+from loadtests.shapes import StepSchedule
 
 RATE = 16000                      # the clips' own rate; no client-side resampling under load
-BARGE_IN_SHARE = float(os.environ.get("LOAD_BARGE_IN_SHARE", "0.25"))
-TURN_TIMEOUT = float(os.environ.get("LOAD_TURN_TIMEOUT_S", "60"))
+OUT_RATE = 24000
 LOOPBACK = {"127.0.0.1", "localhost", "::1"}
+CLIPS = load_clips(rate=RATE)
 
 
-def _load():
-    out = []
-    for path, _ in clips():
-        pcm, rate = read_wav(path)
-        assert rate == RATE, f"{path} is {rate} Hz"
-        out.append((path.stem, pcm, voiced_span(pcm, RATE)))
-    return out
+def pacing_from_env(env: dict[str, str] = os.environ) -> Pacing:  # type: ignore[assignment]
+    think = float(env.get("LOAD_THINK_S", "1.0"))
+    return Pacing(barge_in_share=float(env.get("LOAD_BARGE_IN_SHARE", "0.25")),
+                  turn_timeout_s=float(env.get("LOAD_TURN_TIMEOUT_S", "30")),
+                  think_s=(0.8 * think, 1.2 * think), out_rate=OUT_RATE)
 
 
-CLIPS = _load()
+def check_loopback(host: str) -> None:
+    if urlparse(host).hostname not in LOOPBACK:
+        raise RuntimeError(f"load tests only target this machine, not {host}")
+
+
+class SystemClock:
+    now = staticmethod(time.monotonic)      # the event log's and microphone's clock
+    sleep = staticmethod(time.sleep)        # a greenlet sleep under Locust's gevent
+
+
+class StartedMic:
+    """The sync microphone, returning an utterance only once its first sample
+    is scheduled, so its sample times are known."""
+
+    def __init__(self, mic) -> None:
+        self.mic = mic
+
+    def play(self, pcm: bytes):
+        utt = self.mic.play(pcm)
+        while utt.start_sample is None:
+            time.sleep(0.005)
+        return utt
 
 
 class RealtimeVoiceUser(User):
-    """One spoken conversation per simulated user."""
-    wait_time = between(1, 3)
+    """One person in one spoken conversation."""
+    wait_time = constant(0)   # the pacing (listening, thinking) is the Speaker's own
 
     def on_start(self) -> None:
-        host = self.host or "ws://127.0.0.1:8000"
-        if urlparse(host).hostname not in LOOPBACK:
-            raise RuntimeError(f"load tests only target this machine, not {host}")
-        self.url = host.rstrip("/") + "/v1/realtime"
-        t0 = time.perf_counter()
-        self.rt = SyncRealtimeClient(self.url, timeout=30)
-        try:
-            self.rt.connect()
-            self.rt.update_session(events.session_config(input_rate=RATE, output_rate=24000))
-        except Exception as exc:
-            self._fire("session", "connect", t0, exc=exc)
-            raise
-        self._fire("session", "connect", t0)
-        self.mic = self.rt.start_microphone(RATE)
+        self.url = (self.host or "ws://127.0.0.1:8000").rstrip("/")
+        check_loopback(self.url)
+        self.url += "/v1/realtime"
+        self.rt: SyncRealtimeClient | None = None
+        self.speaker: Speaker | None = None
 
     def on_stop(self) -> None:
-        self.rt.close()
+        if self.rt is not None:
+            self.rt.close()
 
-    def _fire(self, kind: str, name: str, t0: float | None = None, ms: float | None = None,
-              exc: Exception | None = None, length: int = 0) -> None:
-        if ms is None:
-            ms = (time.perf_counter() - (t0 or time.perf_counter())) * 1000
+    def fire(self, name: str, ms: float, exc: Exception | None = None, kind: str = "voice") -> None:
         self.environment.events.request.fire(request_type=kind, name=name, response_time=ms,
-                                             response_length=length, exception=exc, context={})
+                                             response_length=0, exception=exc, context={})
 
-    def _is(self, rid):
-        return lambda e: (e.get("response") or {}).get("id") == rid
+    def connect(self) -> None:
+        """A refused connect (``server_busy``) is a failed ``connect`` named by
+        its code; the person tries again when the server's retry_after_s says (else 5 s)."""
+        t0 = time.monotonic()
+        rt = SyncRealtimeClient(self.url, timeout=30)
+        try:
+            rt.connect()
+            rt.update_session(events.session_config(input_rate=RATE, output_rate=OUT_RATE))
+        except Exception as exc:
+            failure = connect_failure(rt.log, exc)
+            self.fire("connect", (time.monotonic() - t0) * 1000, failure, "session")
+            rt.close()
+            time.sleep(failure.retry_after_s or 5.0)    # as the server hinted (server_busy)
+            return
+        self.fire("connect", (time.monotonic() - t0) * 1000, None, "session")
+        self.rt = rt
+        raw_mic = rt.start_microphone(RATE)
+        room = room_from_env(os.environ.get("LOAD_ECHO", ""))
+        if room is not None:      # every user on loudspeakers: their answers echo into their mics
+            attach_echo(rt, raw_mic, room)
+        mic = StartedMic(raw_mic)
+        self.speaker = Speaker(rt, mic, CLIPS, SystemClock(), self.fire, pacing_from_env())
 
     @task
     def talk(self) -> None:
-        rt = self.rt
-        name, pcm, span = random.choice(CLIPS)
-        mark = rt.mark()
-        utt = self.mic.play(pcm)
-        t_start = time.perf_counter()
-        try:
-            first = rt.wait_for("response.output_audio.delta", since=mark, timeout=TURN_TIMEOUT)
-        except Exception as exc:
-            self._fire("voice", "voice_to_voice", t_start, exc=exc)
+        if self.speaker is None:
+            self.connect()
             return
-        self._fire("voice", "voice_to_voice", ms=(first.t - utt.time_of(span.last_sample)) * 1000)
-        rid = first.get("response_id")
+        self.speaker.turn()
+        if self.rt is not None and self.rt.closed:  # the server hung up (the turn failed): reconnect
+            self.rt.close()
+            self.rt = self.speaker = None
 
-        if random.random() < BARGE_IN_SHARE:
-            time.sleep(0.5)
-            _, pcm2, span2 = random.choice(CLIPS)
-            mark2 = rt.mark()
-            utt2 = self.mic.play(pcm2)
-            try:
-                cleared = rt.wait_for("output_audio_buffer.cleared", since=mark2, timeout=TURN_TIMEOUT)
-                self._fire("voice", "barge_in_reaction",
-                           ms=(cleared.t - utt2.time_of(span2.first_sample)) * 1000)
-                rt.truncate(first.get("item_id"))
-                done = rt.wait_for("response.done", where=self._is(rid), timeout=TURN_TIMEOUT)
-                # the reply may legitimately finish before the user cut in
-                ok = (done.get("response") or {}).get("status") in ("cancelled", "completed")
-                self._fire("voice", "interrupted_response", t_start,
-                           exc=None if ok else RuntimeError(f"interrupted reply ended {done.data}"))
-                # the interruption is a turn of its own: wait for its answer to finish
-                rt.wait_for("response.done", since=done.index + 1, timeout=TURN_TIMEOUT)
-            except Exception as exc:
-                self._fire("voice", "barge_in_reaction", t_start, exc=exc)
-            return
 
-        try:
-            done = rt.wait_for("response.done", where=self._is(rid), timeout=TURN_TIMEOUT)
-        except Exception as exc:
-            self._fire("voice", "turn", t_start, exc=exc)
-            return
-        status = (done.get("response") or {}).get("status")
-        self._fire("voice", "turn", t_start,
-                   exc=None if status == "completed" else RuntimeError(f"response {status}"))
-        errors = rt.log.errors(since=mark)
-        if errors:
-            self._fire("voice", "server_error", ms=0,
-                       exc=RuntimeError(str(errors[0].get("error"))))
+@locust_events.init.add_listener
+def _record_samples(environment, **_kw) -> None:
+    """Every figure, unrounded, as a JSON line (Locust rounds its percentiles)."""
+    path = os.environ.get("LOAD_SAMPLES")
+    if not path:
+        return
+    out = open(path, "a", buffering=1)
+
+    def on_request(request_type, name, response_time, exception=None, **_kw) -> None:
+        users = environment.runner.user_count if environment.runner else 0
+        code = getattr(exception, "code", type(exception).__name__) if exception else None
+        sample = {"t": time.time(), "type": request_type, "name": name,
+                  "ms": round(float(response_time), 1), "ok": exception is None,
+                  "code": code, "users": users}
+        if exception is not None:   # what the server said before the failure (conversation.py)
+            sample["detail"] = " | ".join([str(exception)] + list(getattr(exception, "__notes__", [])))
+        out.write(json.dumps(sample) + "\n")
+
+    environment.events.request.add_listener(on_request)
+
+
+if os.environ.get("LOAD_SHAPE", "steady") == "step":
+    class StepLoad(StepSchedule, LoadTestShape):
+        """Picked up by Locust because it is defined here (LOAD_SHAPE=step)."""

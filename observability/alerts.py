@@ -66,9 +66,12 @@ PLAIN_ALERTS: tuple[Alert, ...] = (
     ),
     Alert(
         # The gauge is 0 from start until the model is loaded; a load that
-        # fails exits the process (then VoiceComponentDown fires too).
+        # fails exits the process (then VoiceComponentDown fires too). Only
+        # the speech services load models: the job selector keeps any other
+        # process that happens to export the gauge (an older gateway did,
+        # as a constant 0) from paging.
         name="VoiceModelNotLoaded",
-        expr="voice_model_loaded == 0",
+        expr=f'voice_model_loaded{{job=~"{SPEECH_JOBS}"}} == 0',
         for_="5m",
         severity="page",
         summary="{{ $labels.service }} ({{ $labels.variant }}) has not loaded model {{ $labels.model }}",
@@ -134,6 +137,20 @@ PLAIN_ALERTS: tuple[Alert, ...] = (
         summary="Canary {{ $labels.service }} fails {{ $value | humanizePercentage }} of RPCs, "
                 "over twice stable",
         description="The canary release of {{ $labels.service }} errs more than stable: roll it back.",
+    ),
+    Alert(
+        # The release controller already set the canary's weight to 0 (users
+        # are protected: a ticket, not a page); someone must read the
+        # decision and tell the release's authors. Gateways mirror the state
+        # from Redis, so it stays firing until the next release starts.
+        name="VoiceReleaseRolledBack",
+        expr='max by (backend) (voice_release_state{state="rolled_back"}) == 1',
+        for_="1m",
+        severity="ticket",
+        summary="The {{ $labels.backend }} canary release was rolled back by the release judge",
+        description="The judge failed the {{ $labels.backend }} canary (latency, failures or quality "
+                    "against stable) and set its weight to 0: `python -m release events --service "
+                    "{{ $labels.backend }}` says which rule and values.",
     ),
     Alert(
         name="VoiceGatewayBackendErrors",

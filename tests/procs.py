@@ -6,6 +6,7 @@ import asyncio
 import concurrent.futures
 import contextlib
 import os
+import random
 import signal
 import socket
 import subprocess
@@ -14,21 +15,47 @@ import time
 from pathlib import Path
 from typing import Iterator
 
+from clients.clips import SPEECH, clips  # noqa: F401  (re-exported for the tests)
 from stack import health
 
 ROOT = Path(__file__).resolve().parent.parent
-SPEECH = ROOT / "tests" / "data" / "speech"
+
+
+_EPHEMERAL_LOW = 32768   # Linux's default ip_local_port_range starts here
+_handed_out: set[int] = set()
+
+
+def _ephemeral_low() -> int:
+    try:
+        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return _EPHEMERAL_LOW
 
 
 def free_port() -> int:
-    with socket.socket() as s:
+    """A port free now and outside the kernel's ephemeral range.
+
+    A port the kernel picked (bind to 0) comes from the ephemeral range, where
+    every outgoing connection of the test run also takes its local port: in a
+    fresh-clone CI run a gRPC client connection took such a port between the
+    test choosing it and the service binding it ("Failed to bind to address").
+    Ports below that range are never handed out to outgoing connections."""
+    high = max(1025, _ephemeral_low() - 1)
+    low = max(1024, high - 20000)
+    for _ in range(200):
+        port = random.randint(low, high)
+        if port in _handed_out:
+            continue
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        _handed_out.add(port)
+        return port
+    with socket.socket() as s:     # a crowded host: fall back to the kernel's choice
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
-
-
-def clips() -> list[tuple[Path, str]]:
-    """(wav path, reference text) for every project clip."""
-    return [(w, w.with_suffix(".txt").read_text().strip()) for w in sorted(SPEECH.glob("*.wav"))]
 
 
 class ServiceProcess:
@@ -40,7 +67,7 @@ class ServiceProcess:
         self.port, self.metrics_port = free_port(), free_port()
         self.extra_env = env or {}
         self.proc: subprocess.Popen | None = None
-        self.log_path = ROOT / "artifacts" / "logs" / f"{module.replace('.', '_')}-{self.port}.log"
+        self.log_path = self._log_path()
 
     @property
     def address(self) -> str:
@@ -51,6 +78,7 @@ class ServiceProcess:
 
     def spawn(self) -> "ServiceProcess":
         """Start the process without waiting (so several models load in parallel)."""
+        self.log_path = self._log_path()
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         env = dict(os.environ) | {
             "PYTHONPATH": f"{ROOT}:{ROOT / 'gen'}", "PYTHONUNBUFFERED": "1", "HF_HUB_OFFLINE": "1",
@@ -68,7 +96,14 @@ class ServiceProcess:
         assert self.proc is not None, "spawn() first"
         deadline = time.monotonic() + timeout
         try:
+            rebinds = 0
             while time.monotonic() < deadline:
+                if self.proc.poll() is not None and rebinds < 3 and self._lost_its_port():
+                    rebinds += 1            # another process took the port first: new ports, again
+                    self._log.close()
+                    self.port, self.metrics_port = free_port(), free_port()
+                    self.spawn()
+                    continue
                 if self.proc.poll() is not None:
                     raise RuntimeError(f"{self.module} exited with {self.proc.returncode}:\n{self.log()}")
                 if self.ready():
@@ -78,6 +113,13 @@ class ServiceProcess:
         except BaseException:
             self.stop()
             raise
+
+    def _log_path(self) -> Path:
+        return ROOT / "artifacts" / "logs" / f"{self.module.replace('.', '_')}-{self.port}.log"
+
+    def _lost_its_port(self) -> bool:
+        text = self.log()
+        return "Failed to bind to address" in text or "Address already in use" in text
 
     def ready(self) -> bool:
         if self.grpc_service:

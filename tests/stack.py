@@ -93,6 +93,9 @@ def start_stack(service_env: dict[str, str] | None = None,
         else:
             redis_proc, genv["GATEWAY_REDIS_URL"] = start_redis()
         genv |= {k.replace("SVC_", "GATEWAY_"): v for k, v in service_env.items()}
+        # Test stacks open sessions freely (a test's session may still be closing
+        # when the next opens); the admission tests set their own limit.
+        genv["GATEWAY_MAX_SESSIONS"] = "0"
         genv |= gateway_env or {}
         gw = ServiceProcess(GATEWAY.module, GATEWAY.env_prefix, genv, grpc_service=False)
         gw.start(timeout=120)

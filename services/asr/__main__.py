@@ -1,17 +1,24 @@
 """`python -m services.asr`: the streaming speech recognition service
-(faster-whisper) on its gRPC port. Settings: flag, then ASR_* env, then default."""
+(faster-whisper) on its gRPC port. Settings: flag, then ASR_* env, then default.
+
+Thread counts default to 0 = from the host's cores (common/cores.py), resolved
+once at start by ``resolve_sizes`` and logged, so one image runs well on the
+2-core laptop and on a 16-core server without retuning."""
 from __future__ import annotations
 
 import dataclasses
+import logging
 
 import grpc
 
 from common.config import ServiceSettings, load_settings, setting
+from common.cores import host_cores
 from common.server import run, serve
 from common.stubs import asr_pb2_grpc
 from stack.components import by_name
 
 _COMPONENT = by_name("asr")
+log = logging.getLogger("asr")
 
 
 @dataclasses.dataclass
@@ -21,8 +28,13 @@ class Settings(ServiceSettings):
     model: str = setting("base", "Whisper model: 'base', 'tiny.en' or a CTranslate2 Whisper directory")
     # One thread per pass: a lone final is as fast as with two (Whisper base's decoder steps are
     # too small to split), and an interim and a final then run side by side on two cores.
-    threads: int = setting(1, "CPU threads per model pass (num_workers passes may run at once)")
-    num_workers: int = setting(2, "concurrent model passes (a final never waits behind an interim)")
+    threads: int = setting(0, "CPU threads per model pass (0 = from the host's cores: cores / "
+                           "num_workers, at least 1; 1 on 2 cores)")
+    num_workers: int = setting(0, "concurrent model passes of the finals' model (0 = from the host: "
+                               "one per core, at least 2; 2 on a GPU)")
+    interim_workers: int = setting(0, "interim passes at once, across all streams (0 = from the host: "
+                                   "1 per 4 cores, at least 1; num_workers - 1 on a GPU); more "
+                                   "streams wanting interims take turns, oldest first")
     language: str = setting("en", "language when the client sends none ('auto' = detect)")
     beam_size: int = setting(5, "beam size of final passes when the client sends 0")
     interim_interval_ms: int = setting(400, "new audio between interims when the client sends 0 (max 500)")
@@ -41,12 +53,36 @@ class Settings(ServiceSettings):
     warmup: bool = setting(True, "run one pass of each kind before reporting SERVING")
 
 
-def _load(s: Settings):
+@dataclasses.dataclass(frozen=True)
+class Sizes:
+    threads: int
+    num_workers: int
+    interim_workers: int
+
+
+def resolve_sizes(s: Settings, cores: int) -> Sizes:
+    """Settings of 0 from ``cores``. Every pass gets one thread on small hosts
+    (Whisper base's decoder steps are too small to split) and the cores go to
+    passes of different streams instead. Interims keep to a quarter of the
+    cores: they are background work, and under load they take turns
+    (interims.py) rather than crowding out finals, the LLM and TTS."""
+    gpu = s.device != "cpu"
+    workers = s.num_workers or (2 if gpu else max(2, cores))
+    threads = s.threads or max(1, cores // workers)
+    interims = s.interim_workers or (max(1, workers - 1) if gpu else max(1, cores // 4))
+    if gpu or s.interim_nice <= 0:
+        # Interims share the finals' model: leave a worker free for a final.
+        interims = min(interims, max(1, workers - 1))
+    return Sizes(threads, workers, interims)
+
+
+def _load(s: Settings, sizes: Sizes):
     from services.asr import models
     from services.asr.engine import EngineOptions, WhisperEngine
 
     engine = WhisperEngine(str(models.resolve(s.model)), EngineOptions(
-        device=s.device, compute_type=s.compute_type, threads=s.threads, num_workers=s.num_workers,
+        device=s.device, compute_type=s.compute_type, threads=sizes.threads,
+        num_workers=sizes.num_workers, interim_workers=sizes.interim_workers,
         interim_trim=s.interim_trim, interim_pad_s=s.interim_pad_s,
         final_trim=s.final_trim, final_pad_s=s.final_pad_s,
         final_vad_filter=s.final_vad_filter, max_streams=s.max_streams, interim_nice=s.interim_nice))
@@ -56,20 +92,37 @@ def _load(s: Settings):
 
 
 async def main() -> None:
+    from services.asr.interims import InterimScheduler
+    from services.asr.metrics import PrometheusObserver
     from services.asr.servicer import RecognizerServicer
     from services.asr.session import SessionLimits
-    from services.asr.validate import Defaults
+    from services.asr.validate import Defaults, InvalidRequest, check_defaults
 
     s = load_settings(Settings, "ASR_", description=__doc__)
-    limits = SessionLimits(Defaults(language=s.language, beam_size=s.beam_size,
-                                    interim_interval_ms=s.interim_interval_ms), s.max_utterance_s,
-                           s.interim_max_duty)
+    cores = host_cores()
+    sizes = resolve_sizes(s, cores)
+    interims = InterimScheduler(sizes.interim_workers, observer=PrometheusObserver())
+    defaults = Defaults(language=s.language, beam_size=s.beam_size,
+                        interim_interval_ms=s.interim_interval_ms)
+    try:
+        check_defaults(defaults)
+    except InvalidRequest as exc:
+        raise SystemExit(f"asr: {exc}") from None
+    limits = SessionLimits(defaults, s.max_utterance_s, s.interim_max_duty)
 
     def add(server: grpc.aio.Server, engine) -> None:
         asr_pb2_grpc.add_RecognizerServicer_to_server(
-            RecognizerServicer(engine, limits, s.model, s.max_streams), server)
+            RecognizerServicer(engine, limits, s.model, s.max_streams, interims), server)
 
-    await serve("asr", ["voice.v1.Recognizer"], s, s.model, lambda: _load(s), add)
+    def load():
+        # Here, not above: serve() sets up logging before it loads the model.
+        log.info("sized for %d cores: %d threads per pass x %d workers, %d interim passes at once "
+                 "(settings threads=%d num_workers=%d interim_workers=%d; 0 = from the host)", cores,
+                 sizes.threads, sizes.num_workers, sizes.interim_workers, s.threads, s.num_workers,
+                 s.interim_workers)
+        return _load(s, sizes)
+
+    await serve("asr", ["voice.v1.Recognizer"], s, s.model, load, add)
 
 
 if __name__ == "__main__":

@@ -15,14 +15,25 @@ whose decode looks unreliable (looping or low log-probability) is redone
 with faster-whisper's full-window transcribe and its temperature fallback;
 ``interim_trim``/``final_trim`` off always use that path.
 
-Scheduling: interims hold at most ``num_workers - 1`` of the model's workers
-(a process-wide slot) and do not start while a final runs, so the pass the
-user is waiting for never queues behind other streams' interims. Passes check
-a cancel flag between steps, so a cancelled stream stops its work. With
-``interim_nice`` > 0 (CPU), interims run on a second copy of the model whose
-worker thread has that lower CPU priority: an interim still decoding when the
-user stops speaking (a pass cannot be interrupted) then yields the cores to
-the final, the LLM and the speech synthesis instead of sharing them.
+On short phrases the trimmed window is less accurate than the 30 s one
+(bench/bench_asr_decoding.py, docs/benchmarks.md), and it fails in one way
+the 30 s window never did there: the decoder, having read the audio, reads
+it again ("have been have been", "for them, for them, for"; issue #13).
+Whisper's own loop test, the compression ratio, cannot see it: "Seven of
+clubs Seven of clubs" compresses 29 to 26 bytes (ratio 1.1, threshold 2.4).
+So a trimmed pass whose text says a run of words twice back to back counts
+as unreliable too: a final is redone on the full window, an interim is
+skipped. The text is never edited: a phrase really said twice is then
+transcribed on the full window, not cut.
+
+Scheduling is not done here: which stream's interim runs, how many at once,
+and that none starts while a final runs is interims.py's job (process-wide,
+on the event loop). Passes check a cancel flag between steps, so a cancelled
+stream stops its work. With ``interim_nice`` > 0 (CPU), interims run on a
+second copy of the model (``interim_workers`` workers) whose worker threads
+have that lower CPU priority: an interim still decoding when the user stops
+speaking (a pass cannot be interrupted) then yields the cores to the final,
+the LLM and the speech synthesis instead of sharing them.
 """
 from __future__ import annotations
 
@@ -30,6 +41,7 @@ import dataclasses
 import logging
 import math
 import os
+import re
 import threading
 import time
 import zlib
@@ -69,7 +81,8 @@ class Transcriber(Protocol):
                            cancel: threading.Event) -> Transcript: ...
 
     def transcribe_final(self, audio: np.ndarray, language: str | None, beam_size: int,
-                         cancel: threading.Event, words: bool = True) -> Transcript: ...
+                         cancel: threading.Event, words: bool = True,
+                         redo: bool = True) -> Transcript: ...
 
 
 @dataclasses.dataclass(frozen=True)
@@ -78,6 +91,7 @@ class EngineOptions:
     compute_type: str = "int8"
     threads: int = 2
     num_workers: int = 2
+    interim_workers: int = 1    # interim passes at once (interims.py grants no more than this)
     interim_trim: bool = True
     interim_pad_s: float = 3.0
     final_trim: bool = True
@@ -102,56 +116,52 @@ class WhisperEngine:
         if options.interim_nice > 0 and options.device == "cpu":
             self.interim_model = _load_niced(options.interim_nice, lambda: WhisperModel(
                 model_path, device=options.device, compute_type=options.compute_type,
-                cpu_threads=options.threads, num_workers=1))
+                cpu_threads=options.threads, num_workers=max(1, options.interim_workers)))
         self.load_seconds = time.perf_counter() - t0
         self.multilingual = bool(self.model.model.is_multilingual)
         self.languages = frozenset(_LANGUAGE_CODES) if self.multilingual else frozenset({"en"})
         self._tokenizers: dict[str | None, object] = {}
         self._tok_lock = threading.Lock()
-        # Interims may use every worker but one (at least one), finals never wait for a slot.
-        self._interim_slots = threading.BoundedSemaphore(max(1, options.num_workers - 1))
-        self._final_cond = threading.Condition()
-        self._finals_running = 0
         # Own pools, sized for every stream's in-flight pass: the default executor is
         # small (cores + 4) and a final must not queue behind other streams' interims.
         self.interim_pool = ThreadPoolExecutor(options.max_streams, thread_name_prefix="asr-interim")
         self.final_pool = ThreadPoolExecutor(options.max_streams, thread_name_prefix="asr-final")
-        log.info("whisper model %s loaded in %.2f s (%s/%s, %d threads x %d workers, %s)",
-                 model_path, self.load_seconds, options.device, options.compute_type,
-                 options.threads, options.num_workers,
-                 "multilingual" if self.multilingual else "English-only")
+        log.info("whisper model %s loaded in %.2f s (%s/%s, %d threads x %d workers; interims: "
+                 "%d at once, %s; %s)", model_path, self.load_seconds, options.device,
+                 options.compute_type, options.threads, options.num_workers, options.interim_workers,
+                 f"own copy at nice {options.interim_nice}" if self.interim_model is not self.model
+                 else "on the finals' model", "multilingual" if self.multilingual else "English-only")
 
     # -- passes --------------------------------------------------------------------------
 
     def transcribe_interim(self, audio: np.ndarray, language: str | None,
                            cancel: threading.Event) -> Transcript:
-        self._yield_to_finals(cancel)
         if not self.options.interim_trim or language is None or audio.size > 30 * SAMPLE_RATE:
-            return self._transcribe(audio, language, beam_size=1, words=False, cancel=cancel,
-                                    slot=self._interim_slots)
-        with self._interim_slots:
-            _check(cancel)
-            t0 = time.perf_counter()
-            text = self._greedy_trimmed(audio, language, cancel)
-            return Transcript(text=text, model_seconds=time.perf_counter() - t0)
+            return self._transcribe(audio, language, beam_size=1, words=False, cancel=cancel)
+        _check(cancel)
+        t0 = time.perf_counter()
+        text = self._greedy_trimmed(audio, language, cancel)
+        return Transcript(text=text, model_seconds=time.perf_counter() - t0)
 
     def transcribe_final(self, audio: np.ndarray, language: str | None, beam_size: int,
-                         cancel: threading.Event, words: bool = True) -> Transcript:
-        """``words``: word timings (a second, alignment pass over the text)."""
-        self._finals_started()
-        try:
-            if self.options.final_trim and language is not None and audio.size <= 29 * SAMPLE_RATE \
-                    and not self.options.final_vad_filter:
-                _check(cancel)
-                t0 = time.perf_counter()
-                try:
-                    text, found = self._final_trimmed(audio, language, beam_size, cancel, words)
-                    return Transcript(text, found, time.perf_counter() - t0)
-                except Unreliable:
-                    log.info("trimmed final pass unreliable: redoing it on the full 30 s window")
-            return self._transcribe(audio, language, beam_size=beam_size, words=words, cancel=cancel)
-        finally:
-            self._finals_done()
+                         cancel: threading.Event, words: bool = True,
+                         redo: bool = True) -> Transcript:
+        """``words``: word timings (a second, alignment pass over the text).
+        ``redo``: an unreliable trimmed pass is redone on the full 30 s window;
+        without it, Unreliable is raised (a flush, whose text is only
+        provisional, should not spend a full-window pass on the final queue)."""
+        if self.options.final_trim and language is not None and audio.size <= 29 * SAMPLE_RATE \
+                and not self.options.final_vad_filter:
+            _check(cancel)
+            t0 = time.perf_counter()
+            try:
+                text, found = self._final_trimmed(audio, language, beam_size, cancel, words)
+                return Transcript(text, found, time.perf_counter() - t0)
+            except Unreliable:
+                if not redo:
+                    raise
+                log.info("trimmed final pass unreliable: redoing it on the full 30 s window")
+        return self._transcribe(audio, language, beam_size=beam_size, words=words, cancel=cancel)
 
     def warmup(self) -> None:
         """One pass of each kind, so the first user does not pay for lazy init."""
@@ -197,7 +207,7 @@ class WhisperEngine:
             return ""
         ids = [t for t in result.sequences_ids[0] if t < tok.eot]
         text = tok.decode(ids).strip()
-        if len(ids) >= max_tokens or _compression_ratio(text) > 2.4:
+        if len(ids) >= max_tokens or _compression_ratio(text) > 2.4 or _says_twice(text):
             raise Unreliable(text)
         return text
 
@@ -235,7 +245,7 @@ class WhisperEngine:
         if result.no_speech_prob > 0.6 and avg_logprob < -1.0:   # faster-whisper's silence rule
             return "", ()
         text = tok.decode(ids).strip()
-        if _compression_ratio(text) > 2.4 or avg_logprob < -1.0:
+        if _compression_ratio(text) > 2.4 or avg_logprob < -1.0 or _says_twice(text):
             raise Unreliable(text)
         if not ids or not want_words:
             return text if ids else "", ()
@@ -250,46 +260,24 @@ class WhisperEngine:
                               end_ms=int(round(w["end"] * 1000)), probability=float(w["probability"])))
         return text, _join_pieces(words)
 
-    def _finals_started(self) -> None:
-        with self._final_cond:
-            self._finals_running += 1
-
-    def _finals_done(self) -> None:
-        with self._final_cond:
-            self._finals_running -= 1
-            self._final_cond.notify_all()
-
-    def _yield_to_finals(self, cancel: threading.Event) -> None:
-        """Interims wait while any final runs: on a saturated CPU they would slow
-        down the pass the user is waiting for."""
-        with self._final_cond:
-            while self._finals_running and not cancel.is_set():
-                self._final_cond.wait(0.05)
-
     def _transcribe(self, audio: np.ndarray, language: str | None, *, beam_size: int, words: bool,
-                    cancel: threading.Event, slot: threading.BoundedSemaphore | None = None) -> Transcript:
-        if slot is not None:
-            slot.acquire()
-        try:
+                    cancel: threading.Event) -> Transcript:
+        _check(cancel)
+        t0 = time.perf_counter()
+        segments, _info = self.model.transcribe(
+            audio, language=language, beam_size=beam_size, word_timestamps=words,
+            without_timestamps=not words, condition_on_previous_text=False,
+            vad_filter=self.options.final_vad_filter and words)
+        texts: list[str] = []
+        found: list[Word] = []
+        for seg in segments:   # lazy: each segment is decoded on iteration
             _check(cancel)
-            t0 = time.perf_counter()
-            segments, _info = self.model.transcribe(
-                audio, language=language, beam_size=beam_size, word_timestamps=words,
-                without_timestamps=not words, condition_on_previous_text=False,
-                vad_filter=self.options.final_vad_filter and words)
-            texts: list[str] = []
-            found: list[Word] = []
-            for seg in segments:   # lazy: each segment is decoded on iteration
-                _check(cancel)
-                texts.append(seg.text.strip())
-                for w in seg.words or ():
-                    found.append(Word(word=w.word, start_ms=int(round(w.start * 1000)),
-                                      end_ms=int(round(w.end * 1000)), probability=float(w.probability)))
-            return Transcript(text=" ".join(t for t in texts if t), words=_join_pieces(found),
-                              model_seconds=time.perf_counter() - t0)
-        finally:
-            if slot is not None:
-                slot.release()
+            texts.append(seg.text.strip())
+            for w in seg.words or ():
+                found.append(Word(word=w.word, start_ms=int(round(w.start * 1000)),
+                                  end_ms=int(round(w.end * 1000)), probability=float(w.probability)))
+        return Transcript(text=" ".join(t for t in texts if t), words=_join_pieces(found),
+                          model_seconds=time.perf_counter() - t0)
 
 
 def _load_niced(nice: int, load):
@@ -333,6 +321,15 @@ def _compression_ratio(text: str) -> float:
     """Whisper's own hallucination test: looping text compresses too well."""
     data = text.encode()
     return len(data) / len(zlib.compress(data)) if data else 0.0
+
+
+def _says_twice(text: str) -> bool:
+    """A run of two or more words said twice back to back ("have been have been"),
+    case and punctuation aside: how a trimmed window's decode loops on a short
+    phrase, where the compression ratio is blind."""
+    words = re.sub(r"[^\w' ]", " ", text.lower()).split()
+    return any(words[i:i + n] == words[i + n:i + 2 * n]
+               for n in range(2, len(words) // 2 + 1) for i in range(len(words) - 2 * n + 1))
 
 
 def _check(cancel: threading.Event) -> None:

@@ -1,34 +1,65 @@
 """The ASR service's own figures (names from docs/metrics.md), reported by
-each stream session through the Observer interface."""
+each stream session through the Observer interface and by the process-wide
+interim scheduler through its QueueObserver interface.
+
+Interim cadence is reported two ways because under load it stretches
+(interims.py): wall time between interims (what a user sees) and seconds of
+new speech between them (what the service promises: at most 500 ms for a lone
+stream on an idle host, README.md); the queue gauges say why it stretched."""
 from __future__ import annotations
 
-from common.metrics import RATIO_BUCKETS, base, counter, histogram
+from common.metrics import RATIO_BUCKETS, base, counter, gauge, histogram
 
 AUDIO_SECONDS = counter("voice_asr_audio_seconds_total", "Audio received, seconds")
 RTF = histogram("voice_asr_rtf", "Model time / audio time of one pass", ("kind",),
                 buckets=RATIO_BUCKETS)
 INTERIM_INTERVAL = histogram("voice_asr_interim_interval_seconds",
                              "Wall time between consecutive interims of an utterance")
+INTERIM_AUDIO_INTERVAL = histogram(
+    "voice_asr_interim_audio_interval_seconds",
+    "Seconds of new speech between consecutive interims of an utterance (the first: since its start)")
 INTERIM_CHURN = histogram("voice_asr_interim_churn_words",
                           "Words of the previous interim revised by the next one",
                           buckets=(0, 1, 2, 3, 5, 8, 13, 21))
+INTERIM_QUEUED = gauge("voice_asr_interim_queued", "Streams waiting for an interim pass")
+INTERIM_RUNNING = gauge("voice_asr_interim_running", "Interim passes running")
+INTERIM_WAIT = histogram("voice_asr_interim_wait_seconds",
+                         "Interim asked for -> pass started (waiting for a slot or a final)")
+FLUSHES_UNRELIABLE = counter(
+    "voice_asr_flushes_unreliable_total",
+    "Flush passes whose trimmed decode looked unreliable: no provisional text, not redone")
 EOU_TO_FINAL = histogram("voice_asr_eou_to_final_seconds", "force_eou received -> final sent")
 
 
 class PrometheusObserver:
-    """session.Observer that records into the process's Prometheus registry."""
+    """session.Observer and interims.QueueObserver that record into the
+    process's Prometheus registry."""
 
     def audio(self, seconds: float) -> None:
         AUDIO_SECONDS.labels(**base()).inc(seconds)
 
-    def interim(self, rtf: float, churn: int, interval_s: float | None) -> None:
+    def interim(self, rtf: float, churn: int, interval_s: float | None,
+                audio_interval_s: float | None = None) -> None:
         b = base()
         RTF.labels(**b, kind="interim").observe(rtf)
         INTERIM_CHURN.labels(**b).observe(churn)
         if interval_s is not None:
             INTERIM_INTERVAL.labels(**b).observe(interval_s)
+        if audio_interval_s is not None:
+            INTERIM_AUDIO_INTERVAL.labels(**b).observe(audio_interval_s)
 
     def final(self, rtf: float, eou_to_final_s: float) -> None:
         b = base()
         RTF.labels(**b, kind="final").observe(rtf)
         EOU_TO_FINAL.labels(**b).observe(eou_to_final_s)
+
+    def flush_unreliable(self) -> None:
+        FLUSHES_UNRELIABLE.labels(**base()).inc()
+
+    def interim_queue(self, queued: int, running: int) -> None:
+        b = base()
+        INTERIM_QUEUED.labels(**b).set(queued)
+        INTERIM_RUNNING.labels(**b).set(running)
+
+    def interim_waited(self, seconds: float) -> None:
+        INTERIM_WAIT.labels(**base()).observe(seconds)

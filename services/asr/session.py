@@ -3,11 +3,14 @@ events and the model (no gRPC, no model code: tests drive it with a fake).
 
 Requests are read by one task that never waits for inference, so a
 force_eou is acted on as soon as it arrives (control overtakes data). Per
-utterance: audio is buffered; every ``interim_interval_ms`` of new audio an
-interim pass starts in a worker thread unless one is already running (never
-more than one per stream); on end of utterance the final pass starts at once
-on its own worker, the buffer resets for the next utterance, and interims
-that finish after the final started are discarded. Finals are sent in
+utterance: audio is buffered; every ``interim_interval_ms`` of new audio the
+stream asks the process-wide interim scheduler (interims.py) for a pass,
+unless one is already running (never more than one per stream); when the
+scheduler grants it, the pass takes all the audio so far and runs in a
+worker thread. On end of utterance the final pass starts at once on its own
+worker (the scheduler holds every interim back while a final runs), the
+buffer resets for the next utterance, and interims that finish after the
+final started are discarded. Finals are sent in
 utterance order, and interims of the next utterance wait until the previous
 final has been sent. Closing the stream cancels every pass it owns.
 
@@ -25,7 +28,7 @@ import asyncio
 import dataclasses
 import logging
 import threading
-from typing import AsyncIterator, Awaitable, Protocol
+from typing import AsyncIterator, Awaitable, Coroutine, Protocol
 
 import numpy as np
 
@@ -33,6 +36,7 @@ from common.audio import AudioFormatError, pcm16_to_float
 from common.clock import Clock, MonotonicClock
 from services.asr.agreement import LocalAgreement
 from services.asr.engine import Cancelled, Transcriber, Unreliable
+from services.asr.interims import InterimScheduler
 from services.asr.results import (Audio, EndOfUtterance, Event, Flush, InvalidRequest,
                                   ResolvedConfig, Result, StreamConfig, Transcript)
 from services.asr.validate import SAMPLE_RATE, Defaults, resolve_config
@@ -44,18 +48,24 @@ class Observer(Protocol):
     """Where the session reports its figures (metrics.py; a no-op in tests)."""
 
     def audio(self, seconds: float) -> None: ...
-    def interim(self, rtf: float, churn: int, interval_s: float | None) -> None: ...
+    def interim(self, rtf: float, churn: int, interval_s: float | None,
+                audio_interval_s: float | None = None) -> None: ...
     def final(self, rtf: float, eou_to_final_s: float) -> None: ...
+    def flush_unreliable(self) -> None: ...
 
 
 class NullObserver:
     def audio(self, seconds: float) -> None:
         pass
 
-    def interim(self, rtf: float, churn: int, interval_s: float | None) -> None:
+    def interim(self, rtf: float, churn: int, interval_s: float | None,
+                audio_interval_s: float | None = None) -> None:
         pass
 
     def final(self, rtf: float, eou_to_final_s: float) -> None:
+        pass
+
+    def flush_unreliable(self) -> None:
         pass
 
 
@@ -94,10 +104,14 @@ class RecognitionSession:
     """Turns a stream of events (config first) into a stream of results."""
 
     def __init__(self, engine: Transcriber, limits: SessionLimits = SessionLimits(),
-                 observer: Observer | None = None, clock: Clock | None = None) -> None:
+                 observer: Observer | None = None, clock: Clock | None = None,
+                 interims: InterimScheduler | None = None) -> None:
+        """``interims``: the process-wide scheduler shared by every stream (the
+        servicer's); a session on its own gets a private one with one slot."""
         self.engine, self.limits = engine, limits
         self.observer = observer or NullObserver()
         self.clock = clock or MonotonicClock()
+        self.interims = interims or InterimScheduler(1, self.clock)
         self.config: ResolvedConfig | None = None
         self._cancel = threading.Event()
         self._out: asyncio.Queue[object] = asyncio.Queue()
@@ -108,8 +122,10 @@ class RecognitionSession:
         self._utterance = 0
         self._agreement = LocalAgreement()
         self._interim_at = 0               # samples covered when the last interim started
+        self._unseen_since = 0.0           # clock time the first audio after _interim_at arrived
         self._interim_task: asyncio.Task | None = None
         self._last_interim_sent: float | None = None
+        self._last_interim_ms: int | None = None   # audio the last sent interim covered
         self._interim_rest_until = 0.0     # clock time before which no interim starts (duty)
         self._rest_task: asyncio.Task | None = None
         self._final_task: asyncio.Task | None = None
@@ -174,6 +190,8 @@ class RecognitionSession:
         except AudioFormatError as exc:
             raise InvalidRequest(f"{exc} (send 16000 Hz PCM16 mono)") from None
         max_samples = int(self.limits.max_utterance_s * SAMPLE_RATE)
+        if self._samples == self._interim_at:
+            self._unseen_since = self.clock.now()
         while samples.size:
             room = max_samples - self._samples
             part, samples = samples[:room], samples[room:]
@@ -184,6 +202,7 @@ class RecognitionSession:
                 log.info("utterance %d reached %.0f s: final without force_eou",
                          self._utterance, self.limits.max_utterance_s)
                 self._end_utterance()
+                self._unseen_since = self.clock.now()
         self._maybe_interim()
 
     # -- interims ------------------------------------------------------------------------
@@ -204,18 +223,25 @@ class RecognitionSession:
             if not _running(self._rest_task):   # due audio gets its interim after the rest
                 self._rest_task = self._spawn(self._interim_after(wait))
             return
+        # Queued, not started: the pass takes the audio when the scheduler grants it,
+        # and asking again (more audio) keeps the one request.
+        self.interims.want(self, self._unseen_since, self._start_interim)
+
+    def _start_interim(self) -> bool:
+        """Granted by the scheduler: run the pass on all the audio so far."""
+        if not self._samples or self._cancel.is_set() or _running(self._interim_task):
+            return False
         self._interim_at = self._samples
         audio = np.concatenate(self._chunks)
         self._interim_task = self._spawn(self._interim(audio, self._utterance))
+        # A done callback, not a finally: a task cancelled before its first step never
+        # runs its finally, and a slot that is never given back stops every stream's interims.
+        self._interim_task.add_done_callback(lambda _: self.interims.finished(self))
+        return True
 
     async def _interim(self, audio: np.ndarray, utterance: int) -> None:
-        cfg = self.config
-        assert cfg is not None
-        loop = asyncio.get_running_loop()
         try:
-            tr: Transcript = await loop.run_in_executor(
-                self.engine.interim_pool, self.engine.transcribe_interim, audio, cfg.language,
-                self._cancel)
+            tr = await self._interim_pass(audio)
         except Cancelled:
             return
         except Unreliable:
@@ -230,16 +256,27 @@ class RecognitionSession:
         agreed = self._agreement.update(tr.text)
         now = self.clock.now()
         seconds = audio.size / SAMPLE_RATE
+        covered_ms = audio.size * 1000 // SAMPLE_RATE
         interval = None if self._last_interim_sent is None else now - self._last_interim_sent
-        self._last_interim_sent = now
+        # The first interim's "interval" is the speech before it: what a user waited for it.
+        audio_interval = (covered_ms - (self._last_interim_ms or 0)) / 1000
+        self._last_interim_sent, self._last_interim_ms = now, covered_ms
         self.observer.interim(tr.model_seconds / seconds if seconds else 0.0,
-                              agreed.changed_words, interval)
+                              agreed.changed_words, interval, audio_interval)
         await self._out.put(Result(
             text=agreed.text, is_final=False, utterance_index=utterance,
-            audio_processed_ms=audio.size * 1000 // SAMPLE_RATE, stability=agreed.stability,
+            audio_processed_ms=covered_ms, stability=agreed.stability,
             changed_words=agreed.changed_words, processing_ms=tr.model_seconds * 1000))
         # Audio that arrived while we ran may already be due (fast senders).
         self._maybe_interim()
+
+    async def _interim_pass(self, audio: np.ndarray) -> Transcript:
+        cfg = self.config
+        assert cfg is not None
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(
+            self.engine.interim_pool, self.engine.transcribe_interim, audio, cfg.language,
+            self._cancel)
 
     async def _interim_after(self, seconds: float) -> None:
         await self.clock.sleep(seconds)
@@ -255,9 +292,10 @@ class RecognitionSession:
         if adopt is not None:
             adopt.adopted = True
         self._chunks, self._samples, self._interim_at = [], 0, 0
+        self.interims.withdraw(self)   # a queued interim of this utterance is moot now
         self._utterance += 1
         self._agreement = LocalAgreement()
-        self._last_interim_sent = None
+        self._last_interim_sent = self._last_interim_ms = None
         self._interim_rest_until = 0.0
         previous = self._final_task
         self._final_task = self._spawn(self._final(audio, utterance, previous, eou_at, adopt))
@@ -285,13 +323,17 @@ class RecognitionSession:
             processing_ms=tr.model_seconds * 1000))
         self._maybe_interim()   # interims of the next utterance were held back for us
 
-    async def _pass(self, audio: np.ndarray) -> Transcript:
+    async def _pass(self, audio: np.ndarray, redo: bool = True) -> Transcript:
         cfg = self.config
         assert cfg is not None
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(
-            self.engine.final_pool, self.engine.transcribe_final, audio, cfg.language,
-            cfg.beam_size, self._cancel, cfg.words)
+        self.interims.final_started()   # no stream's interim starts while this runs
+        try:
+            return await loop.run_in_executor(
+                self.engine.final_pool, self.engine.transcribe_final, audio, cfg.language,
+                cfg.beam_size, self._cancel, cfg.words, redo)
+        finally:
+            self.interims.final_finished()
 
     # -- flushes -------------------------------------------------------------------------
 
@@ -301,6 +343,7 @@ class RecognitionSession:
         fl = _Flush(self._utterance, self._samples, asyncio.get_running_loop().create_future())
         self._flush = fl
         self._interim_at = self._samples   # this pass covers the audio an interim would
+        self.interims.withdraw(self)
         audio = np.concatenate(self._chunks)
         self._flush_task = self._spawn(self._run_flush(fl, audio, self._flush_task))
 
@@ -310,7 +353,14 @@ class RecognitionSession:
             if previous is not None:
                 await asyncio.wait([previous])   # one flush pass at a time per stream
             if fl is self._flush or fl.adopted:  # else a newer flush or a plain final replaced it
-                tr = await self._pass(audio)
+                try:
+                    # Not redone on the 30 s window when unreliable: a flush over a
+                    # fraction of a second (a barge-in's confirmation) often is, and
+                    # a redo would hold the final queue ~1 s ahead of other
+                    # streams' finals. No text: a final adopting it transcribes anew.
+                    tr = await self._pass(audio, redo=False)
+                except Unreliable:
+                    self.observer.flush_unreliable()
         finally:
             if not fl.result.done():
                 fl.result.set_result(tr)
@@ -330,10 +380,13 @@ class RecognitionSession:
 
     # -- task ownership ------------------------------------------------------------------
 
-    def _spawn(self, coro: Awaitable[None]) -> asyncio.Task:
+    def _spawn(self, coro: Coroutine[object, object, None]) -> asyncio.Task:
         task = asyncio.create_task(self._guard(coro))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+        # A task cancelled before its first step never starts ``coro``: close it (a no-op
+        # when it ran), so no "never awaited" warning is left for the garbage collector.
+        task.add_done_callback(lambda _: coro.close())
         return task
 
     async def _guard(self, coro: Awaitable[None]) -> None:
@@ -348,6 +401,7 @@ class RecognitionSession:
 
     async def _shutdown(self, reader: asyncio.Task) -> None:
         self._cancel.set()   # passes in worker threads stop at their next check
+        self.interims.withdraw(self)
         owned = {reader, *self._tasks}
         for t in owned:
             t.cancel()

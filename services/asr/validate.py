@@ -19,6 +19,19 @@ class Defaults:
     interim_interval_ms: int = 400
 
 
+def check_defaults(d: Defaults) -> None:
+    """The server's own defaults must be values a client could send: an
+    out-of-range default would reject every stream that relies on it (each
+    gateway session would hear nothing), so the service refuses to start."""
+    if not BEAM_RANGE[0] <= d.beam_size <= BEAM_RANGE[1]:
+        raise InvalidRequest(f"ASR_BEAM_SIZE {d.beam_size} is out of range: use "
+                             f"{BEAM_RANGE[0]}..{BEAM_RANGE[1]}")
+    if not 0 < d.interim_interval_ms <= MAX_INTERIM_INTERVAL_MS:
+        raise InvalidRequest(f"ASR_INTERIM_INTERVAL_MS {d.interim_interval_ms} is out of range: use "
+                             f"1..{MAX_INTERIM_INTERVAL_MS} (interims at least every "
+                             f"{MAX_INTERIM_INTERVAL_MS} ms of speech is the service's contract)")
+
+
 def resolve_config(cfg: StreamConfig, languages: frozenset[str], defaults: Defaults) -> ResolvedConfig:
     """Validate ``cfg`` against what the loaded model can do; raise InvalidRequest."""
     if cfg.sample_rate_hz not in (0, SAMPLE_RATE):

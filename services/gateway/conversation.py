@@ -1,70 +1,36 @@
-"""One Realtime session at run time: it dispatches client events, pumps input
-audio through turn-taking (turns.py), runs responses (response.py), keeps the
-session state (session.py) saved in the store, and owns every task it starts
-(closed together with the session).
-
-Preemptive generation: once a voice turn's text is final inside its silence
-window, ``preempt`` starts a held response for it (its history is the
-history the turn will have once committed). At the end of the turn the held
-run is released if it was built from exactly what a response created then
-would be built from; otherwise (history or settings changed, or it failed)
-it is replaced by a fresh one. If the user goes on, ``discard_preempt``
-drops it: nothing reached the client, no turn outcome is counted."""
+"""One Realtime session at run time, the coordinator: it dispatches client
+events (the ``_on_*`` handlers), pumps input audio through turn-taking
+(turns.py, barge-in in bargein.py), commits ended turns (``end_turn``), runs
+responses (response.py) built by the planner (planning.py: history, plan,
+LLM prefill) or released by preemption (preempt.py: answers started inside
+the silence window), keeps the session state (session.py) saved in the
+store, and owns every task it starts (closed together with the session)."""
 from __future__ import annotations
 
 import asyncio
 import logging
-import re
 from typing import Any, Callable, Coroutine
 
-from services.gateway import backchannel, events, metrics, protocol
+from services.gateway import events, metrics, protocol
 from services.gateway.audio_in import AudioQueue, Resampler, RingBuffer
-from services.gateway.backends.types import BackendError, ChatMessage
+from services.gateway.backends.types import BackendError
+from services.gateway.defaults import _DOCS_CACHE, default_config, default_turn_detection, rag_has_documents
+from services.gateway.echo_ref import SessionEcho
 from services.gateway.outbox import Outbox
+from services.gateway.planning import Planner, hand_turn_span
+from services.gateway.preempt import Preemption
 from services.gateway.protocol import ProtocolError
-from services.gateway.response import Response, truncate_item
-from services.gateway.session import Item, SessionConfig, SessionState, TurnDetection
+from services.gateway.response import Response
+from services.gateway.response_wire import truncate_item
+from services.gateway.session import Item, SessionState
 from services.gateway.settings import GatewaySettings
-from services.gateway.timings import TurnTimings
-from services.gateway.turns import TurnTaker, UserTurn
+from services.gateway.supervise import Supervisor
+from services.gateway.turn_state import UserTurn
+from services.gateway.turns import TurnTaker
 
 log = logging.getLogger(__name__)
-
-
-def default_config(s: GatewaySettings, model: str | None = None) -> SessionConfig:
-    return SessionConfig(
-        model=model or "local", instructions=s.instructions, voice=s.voice,
-        turn_detection=default_turn_detection(s), retrieval_enabled=s.retrieval, retrieval_k=s.rag_k)
-
-
-def default_turn_detection(s: GatewaySettings) -> TurnDetection:
-    return TurnDetection(threshold=s.vad_threshold, prefix_padding_ms=s.prefix_padding_ms,
-                         silence_duration_ms=s.silence_duration_ms, min_interrupt_ms=s.min_interrupt_ms,
-                         false_interruption_timeout_ms=s.false_interruption_timeout_ms,
-                         preemptive_generation=s.preemptive_generation)
-
-
-def same_words(a: str, b: str) -> bool:
-    """Equal once case and punctuation are set aside ("What's up?" == "what's up")."""
-    return re.sub(r"[^\w']+", " ", a.lower()).split() == re.sub(r"[^\w']+", " ", b.lower()).split()
-
-
-_DOCS_CACHE: dict[str, tuple[float, bool]] = {}
-DOCS_CACHE_S = 30.0
-
-
-async def rag_has_documents(rag: Any, clock: Any) -> bool | None:
-    """Whether the retrieval service has any passage (cached per address for
-    30 s); None when it cannot be asked (then the session default stands)."""
-    hit = _DOCS_CACHE.get(rag.address)
-    if hit and clock.now() - hit[0] < DOCS_CACHE_S:
-        return hit[1]
-    try:
-        found = bool(await rag.search("hello", 1, 0.0))
-    except BackendError:
-        return None
-    _DOCS_CACHE[rag.address] = (clock.now(), found)
-    return found
+# Session defaults live in defaults.py (re-exported: its cache is reached here by tests).
+__all__ = ["Conversation", "default_config", "default_turn_detection", "rag_has_documents", "_DOCS_CACHE"]
 
 
 class Conversation:
@@ -76,12 +42,14 @@ class Conversation:
         self.audio_q = AudioQueue(settings.input_queue_ms)
         self.ring = RingBuffer()
         self.resampler = Resampler()
+        # The assistant's own voice cancelled from the mic audio (echo.py).
+        self.echo = SessionEcho(lambda: self.response) if settings.echo_cancel else None
         self.turns = TurnTaker(self)
         self.response: Response | None = None
-        self.preempted: Response | None = None    # held run for the turn in its silence window
-        self._prefill_task: asyncio.Task | None = None
-        self._prefilled = ""                      # the user text last sent for prefill
+        self.planner = Planner(self)              # what answers are built from; LLM prefill
+        self.preemption = Preemption(self, self.planner)   # the held answer of a turn in its silence window
         self._tasks: set[asyncio.Task] = set()
+        self.supervisor = Supervisor(self)        # critical tasks: restarted or the session closed
         self.closed = False
 
     @property
@@ -104,7 +72,7 @@ class Conversation:
 
     def start(self) -> None:
         self.turns.start()
-        self.spawn(self._pump(), "audio-pump")
+        self.spawn(self.supervisor.run("audio-pump", self._pump), "audio-pump")
 
     async def close(self) -> None:
         self.closed = True
@@ -138,8 +106,15 @@ class Conversation:
 
     def add_item(self, item: Item) -> str | None:
         prev = self.state.insert(item, None)
+        self.bound_items()
         self.save()
         return prev
+
+    def bound_items(self) -> None:
+        """Keep at most settings.max_items: the oldest leave, and the client hears it."""
+        while len(self.state.items) > max(1, self.settings.max_items):
+            old = self.state.items.pop(0)
+            self.emit(events.ev("conversation.item.deleted", item_id=old.id))
 
     # -- input audio ---------------------------------------------------------------------
     async def _pump(self) -> None:
@@ -148,7 +123,10 @@ class Conversation:
             if kind == "audio":
                 pcm16 = self.resampler.to16k(pcm, arg)
                 # The newest 16 kHz sample was recorded delay_ms before this chunk's end.
-                self.ring.append(pcm16, at - self.resampler.delay_ms / 1000.0)
+                wall = at - self.resampler.delay_ms / 1000.0
+                if self.echo is not None:
+                    pcm16, wall = self.echo.clean(pcm16, wall)
+                self.ring.append(pcm16, wall)
                 await self.turns.feed(pcm16)
             else:
                 await self._command(kind, arg)
@@ -170,6 +148,13 @@ class Conversation:
             await handler(ev)
         except ProtocolError as e:
             self.protocol_error(e)
+        except Exception:
+            # A bug met by one event must not close the socket (1011) and lose the
+            # session: the client hears which event failed, the log has the rest.
+            log.exception("session %s: %s failed", self.state.id, ev.get("type"))
+            self.emit(events.error("internal_error", f"{ev.get('type')}: the server failed to handle this "
+                                   "event; the session goes on", event_id=ev.get("event_id"),
+                                   type="server_error"))
 
     async def _on_session_update(self, ev: dict) -> None:
         old = self.state.config
@@ -181,7 +166,8 @@ class Conversation:
         self.state.config = cfg
         self.turns.sync_vad()
         if cfg.turn_detection and old.turn_detection and (
-                cfg.turn_detection.threshold != old.turn_detection.threshold
+                cfg.turn_detection.type != old.turn_detection.type   # semantic_vad asks the VAD for scores
+                or cfg.turn_detection.threshold != old.turn_detection.threshold
                 or cfg.turn_detection.prefix_padding_ms != old.turn_detection.prefix_padding_ms):
             await self.turns.reconfigure_vad()
         self.save()
@@ -224,6 +210,11 @@ class Conversation:
 
     async def _on_conversation_item_create(self, ev: dict) -> None:
         item, prev = protocol.item_create(ev)
+        if item.role == "system" and not self.settings.allow_system_items:
+            # What a client adds is what the user says, not an instruction (docs/security.md).
+            raise ProtocolError("system_items_not_allowed", "conversation.item.create: this gateway does not "
+                                "accept 'system' items (GATEWAY_ALLOW_SYSTEM_ITEMS); use session.instructions",
+                                "item.role", ev.get("event_id"))
         if self.state.find(item.id):
             raise ProtocolError("item_already_exists", f"conversation.item.create: an item with id "
                                 f"'{item.id}' already exists", "item.id", ev.get("event_id"))
@@ -232,6 +223,7 @@ class Conversation:
         except KeyError:
             raise ProtocolError("item_not_found", f"conversation.item.create: previous_item_id '{prev}' "
                                 "is not in the conversation", "previous_item_id", ev.get("event_id")) from None
+        self.bound_items()
         self.save()
         self.emit(events.ev("conversation.item.added", previous_item_id=after, item=item.wire()))
         self.emit(events.ev("conversation.item.done", previous_item_id=after, item=item.wire()))
@@ -335,7 +327,8 @@ class Conversation:
         finally:
             # A turn that ended without an answer (dropped, no words, a response
             # already running) leaves no held run behind, and its trace ends here.
-            if self.preempted is not None and self.preempted.turn_id == turn.item_id:
+            held = self.preemption.held
+            if held is not None and held.turn_id == turn.item_id:
                 self.discard_preempt("discarded")
             if not turn.span_handed_over:
                 turn.end_span()
@@ -349,14 +342,10 @@ class Conversation:
             log.warning("session %s: no final transcript %.1f s after the turn ended; using interims",
                         self.state.id, self.settings.final_timeout_s)
         text = turn.text()
-        if turn.barge_in and not turn.confirmed and not turn.manual:
-            min_ms = td.min_interrupt_ms if td else 0
-            if backchannel.is_real(text) and turn.speech_ms(self.ring.end_ms) >= min_ms:
-                turn.confirmed = True
-                turn.interrupt_task = self.spawn(self.interrupt(turn), "interrupt")
-            else:
-                log.info("session %s: not a real turn (%r) over the reply: dropped", self.state.id, text)
-                return
+        if (turn.barge_in and not turn.confirmed and not turn.manual
+                and not self.turns.bargein.confirm_at_turn_end(turn, td)):
+            log.debug("session %s: not a real turn (%r) over the reply: dropped", self.state.id, text)
+            return
         if turn.interrupt_task is not None:
             await turn.interrupt_task
         if not text and not turn.manual:
@@ -366,6 +355,7 @@ class Conversation:
         self.emit(events.ev("input_audio_buffer.committed", previous_item_id=prev, item_id=turn.item_id))
         item = Item(id=turn.item_id, role="user", content=[{"type": "input_audio", "transcript": None}])
         self.state.insert(item, None)
+        self.bound_items()
         self.emit(events.ev("conversation.item.added", previous_item_id=prev, item=item.wire()))
         item.content = [{"type": "input_audio", "transcript": text}]
         self.emit(events.ev("conversation.item.input_audio_transcription.completed", item_id=item.id,
@@ -374,155 +364,28 @@ class Conversation:
         self.emit(events.ev("conversation.item.done", previous_item_id=prev, item=item.wire()))
         self.save()
         if not turn.manual and td is not None and td.create_response and not self.generating():
-            if not self._release_preempt(turn):
+            held = self.preemption.release(turn)
+            if held is None:
                 self.create_response(protocol.ResponseOptions(), turn)
+            else:
+                self.response = held
+                hand_turn_span(turn, held)
+                held.release()
 
-    # -- preemptive generation ------------------------------------------------------------------
+    # -- answers (planning.py, preempt.py) ----------------------------------------------------
     def preempt(self, turn: UserTurn) -> None:
-        """The turn's text is final while its silence window is open: start its
-        answer now, held. Only when the history cannot change before the turn
-        ends (no response running or being interrupted), so the LLM sees what it
-        would see without preemption."""
-        td = self.state.config.turn_detection
-        if (self.closed or td is None or not td.preemptive_generation or not td.create_response
-                or turn.manual or turn.ended):
-            return
-        if turn.barge_in and not (turn.confirmed and turn.interrupt_task is not None
-                                  and turn.interrupt_task.done()):
-            return   # may still be a cough or backchannel, or the reply is being cut
-        if self.generating() or self.interruptible_response() is not None:
-            return
-        text = turn.text()
-        if not text:
-            return
-        if self.preempted is not None:
-            if self.preempted.turn_id == turn.item_id and same_words(self.preempted.query, text):
-                return   # started from an interim that the final confirms
-            self.discard_preempt("replaced" if self.preempted.turn_id == turn.item_id else "discarded")
-        pending = Item(id=turn.item_id, role="user", content=[{"type": "input_audio", "transcript": text}])
-        timings = TurnTimings(preempt_start=self.clock.now())
-        resp = self._new_response(protocol.ResponseOptions(), timings, pending=pending, held=True)
-        resp.turn_id = turn.item_id
-        resp.turn_span = turn.span   # its spans join the turn's trace; it ends it only if released
-        self.preempted = resp
-        resp.task = self.spawn(resp.run(), f"preempt-{resp.id}")
-
-    def prefill(self, turn: UserTurn) -> None:
-        """While the user speaks, warm an LLM instance with the history and the
-        words heard so far (the last one may still change), so the answer's
-        prompt is mostly evaluated before the turn ends. Only when the answer
-        would see exactly this history (no reply running or being cut), one
-        request at a time; the LLM answers at once when no instance is free."""
-        td = self.state.config.turn_detection
-        if (self.closed or not self.settings.llm_prefill or td is None or not td.create_response
-                or turn.manual or turn.ended or turn.barge_in or self.response is not None
-                and self.response.phase != "done"):
-            return
-        if self._prefill_task is not None and not self._prefill_task.done():
-            return
-        words = turn.text().split()[:-1]
-        text = " ".join(words)
-        if len(words) < self.settings.llm_prefill_min_words or text == self._prefilled:
-            return
-        self._prefilled = text
-        pending = Item(id=turn.item_id, role="user", content=[{"type": "input_audio", "transcript": text}])
-        messages = self._plan(protocol.ResponseOptions(), pending)[0]
-        self._prefill_task = self.spawn(self._prefill(list(messages), turn.item_id), "llm-prefill")
-
-    async def _prefill(self, messages: list[ChatMessage], item_id: str) -> None:
-        try:
-            outcome = await self.backends.llm.prefill(messages, f"prefill-{item_id}")
-        except BackendError as exc:
-            outcome = "error"   # an optimisation only: the answer's own request reports a down LLM
-            log.debug("session %s: prefill failed: %s", self.state.id, exc.message)
-        metrics.LLM_PREFILLS.labels(**metrics.base(), outcome=outcome or "unknown").inc()
+        self.preemption.start(turn)
 
     def discard_preempt(self, outcome: str) -> None:
-        """Drop the held run: cancel its LLM/TTS calls; the client never hears of it."""
-        resp, self.preempted = self.preempted, None
-        if resp is None:
-            return
-        metrics.PREEMPTIVE_RUNS.labels(**metrics.base(), outcome=outcome).inc()
-        resp.abandon()
-        if not self.closed:
-            # Bounded wait for the cancelled calls, owned like every task here.
-            self.spawn(resp.stop_tasks(), f"preempt-stop-{resp.id}")
+        self.preemption.discard(outcome)
 
-    def _release_preempt(self, turn: UserTurn) -> bool:
-        resp = self.preempted
-        if resp is None or resp.turn_id != turn.item_id:
-            return False
-        # A run started from an interim the final confirmed answered the interim's
-        # wording: compare with the plan that wording gives.
-        heard_as = {turn.item_id: resp.query}
-        if (resp.failure is not None or not same_words(resp.query, turn.text())
-                or resp.plan != self._plan(protocol.ResponseOptions(), heard_as=heard_as)):
-            log.info("session %s: preemptive response %s replaced (%s)", self.state.id, resp.id,
-                     "it failed" if resp.failure is not None else "its inputs changed")
-            self.discard_preempt("replaced")
-            return False
-        self.preempted = None
-        metrics.PREEMPTIVE_RUNS.labels(**metrics.base(), outcome="released").inc()
-        resp.timings.adopt(turn.timings)
-        self.response = resp
-        self._hand_turn_span(turn, resp)
-        resp.release()
-        return True
-
-    @staticmethod
-    def _hand_turn_span(turn: UserTurn, resp: Response) -> None:
-        """The response answering a turn ends the turn's trace when it ends."""
-        resp.turn_span, resp.owns_turn_span = turn.span, True
-        turn.span_handed_over = True
-
-    # -- responses ---------------------------------------------------------------------------
-    def history(self, instructions: str, pending: Item | None = None,
-                heard_as: dict[str, str] | None = None) -> list[ChatMessage]:
-        """What the LLM sees; ``pending`` is a user item not committed yet and
-        ``heard_as`` another wording of an item's text (preemption)."""
-        msgs = [ChatMessage("system", instructions)] if instructions else []
-        items = self.state.items + ([pending] if pending is not None else [])
-        for it in items[-self.settings.history_items:]:
-            text = (heard_as or {}).get(it.id) or it.text()
-            if not text:
-                continue
-            if it.type == "function_call_output":
-                msgs.append(ChatMessage("tool", text))
-            elif it.type == "function_call":
-                msgs.append(ChatMessage("assistant", text))
-            else:
-                msgs.append(ChatMessage(it.role, text))
-        return msgs
-
-    def _plan(self, opts: protocol.ResponseOptions, pending: Item | None = None,
-              heard_as: dict[str, str] | None = None) -> tuple:
-        """Everything a response is built from: equal plans give identical responses."""
-        cfg = self.state.config
-        instructions = opts.instructions if opts.instructions is not None else (cfg.instructions or self.settings.instructions)
-        items = self.state.items + ([pending] if pending is not None else [])
-        texts = [(heard_as or {}).get(it.id) or it.text() for it in items if it.role == "user"]
-        query = next((t for t in reversed(texts) if t), "")
-        max_tokens = opts.max_output_tokens or (cfg.max_output_tokens if isinstance(cfg.max_output_tokens, int)
-                                                else self.settings.llm_max_tokens)
-        return (tuple(self.history(instructions, pending, heard_as)), query,
-                tuple(opts.modalities or cfg.output_modalities), tuple(sorted(opts.metadata.items())),
-                opts.in_conversation, max_tokens, cfg.output_rate, cfg.voice, cfg.speed,
-                cfg.retrieval_enabled, cfg.retrieval_k)
-
-    def _new_response(self, opts: protocol.ResponseOptions, timings: TurnTimings | None,
-                      pending: Item | None = None, held: bool = False) -> Response:
-        plan = self._plan(opts, pending)
-        messages, query, modalities, metadata, in_conversation, max_tokens = plan[:6]
-        resp = Response(self, messages=list(messages), query=query, modalities=list(modalities),
-                        timings=timings, metadata=dict(metadata), in_conversation=in_conversation,
-                        max_tokens=max_tokens, held=held)
-        resp.plan = plan
-        return resp
+    def prefill(self, turn: UserTurn) -> None:
+        self.planner.prefill(turn)
 
     def create_response(self, opts: protocol.ResponseOptions, turn: UserTurn | None = None) -> Response:
-        resp = self._new_response(opts, turn.timings if turn else None)
+        resp = self.planner.new_response(opts, turn.timings if turn else None)
         if turn is not None:
-            self._hand_turn_span(turn, resp)
+            hand_turn_span(turn, resp)
         self.response = resp
         resp.task = self.spawn(resp.run(), f"response-{resp.id}")
         return resp

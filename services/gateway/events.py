@@ -16,6 +16,14 @@ def error(code: str, message: str, *, param: str | None = None, event_id: str | 
                               "event_id": event_id})
 
 
+def server_busy(message: str, retry_after_s: float) -> dict[str, Any]:
+    """The one event a refused connection gets. ``retry_after_s`` is our
+    extension (like HTTP's Retry-After): when a retry is worth trying."""
+    event = error("server_busy", message, type="server_error")
+    event["error"]["retry_after_s"] = retry_after_s
+    return event
+
+
 def from_protocol_error(e: ProtocolError) -> dict[str, Any]:
     return error(e.code, e.message, param=e.param, event_id=e.event_id, type=e.type)
 
@@ -40,11 +48,11 @@ def response_obj(response_id: str, status: str, *, output: list[dict[str, Any]] 
     }
 
 
-def usage(input_tokens: int, output_tokens: int) -> dict[str, Any]:
+def usage(input_tokens: int, output_tokens: int, cached_tokens: int = 0) -> dict[str, Any]:
     return {
         "total_tokens": input_tokens + output_tokens,
         "input_tokens": input_tokens,
         "output_tokens": output_tokens,
-        "input_token_details": {"text_tokens": input_tokens, "audio_tokens": 0, "cached_tokens": 0},
+        "input_token_details": {"text_tokens": input_tokens, "audio_tokens": 0, "cached_tokens": cached_tokens},
         "output_token_details": {"text_tokens": output_tokens, "audio_tokens": 0},
     }

@@ -7,11 +7,14 @@ import base64
 import binascii
 import dataclasses
 import json
+import math
+import re
 import secrets
 from typing import Any
 
+from services.gateway import limits
 from services.gateway.session import (
-    SUPPORTED_INPUT_RATES, SUPPORTED_OUTPUT_RATES, Item, SessionConfig, TurnDetection,
+    EAGERNESS, SUPPORTED_INPUT_RATES, SUPPORTED_OUTPUT_RATES, Item, SessionConfig, TurnDetection,
 )
 
 CLIENT_EVENTS = (
@@ -33,43 +36,105 @@ class ProtocolError(Exception):
         self.code, self.message, self.param, self.event_id, self.type = code, message, param, event_id, type
 
 
+# Client JSON is bounded in shape as well as in bytes: deeper nesting crashed
+# the decoder (RecursionError), huge integers crashed it too (Python refuses to
+# convert over 4300 digits) and non-finite numbers (NaN, 1e309) are not JSON.
+MAX_DEPTH = 32
+MAX_INT_DIGITS = 18
+
+
 def parse(raw: str | bytes, max_bytes: int) -> dict[str, Any]:
     size = len(raw.encode() if isinstance(raw, str) else raw)
     if size > max_bytes:
-        eid = _peek_event_id(raw)
         raise ProtocolError("message_too_large",
                             f"message of {size} bytes is over the limit of {max_bytes} bytes; "
-                            "send audio in smaller appends", event_id=eid)
+                            "send audio in smaller appends", event_id=_peek_event_id(raw))
     try:
-        ev = json.loads(raw)
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise ProtocolError("invalid_json", f"message is not valid JSON: {exc}") from exc
+        ev = json.loads(raw, parse_int=_int, parse_float=_float, parse_constant=_constant)
+    except RecursionError:
+        raise ProtocolError("invalid_json", f"message is nested more than {MAX_DEPTH} levels deep",
+                            event_id=_peek_event_id(raw)) from None
+    except _NumberError as exc:
+        raise ProtocolError("invalid_json", f"message has an unsupported number: {exc}",
+                            event_id=_peek_event_id(raw)) from None
+    except (ValueError, UnicodeDecodeError) as exc:   # JSONDecodeError is a ValueError
+        raise ProtocolError("invalid_json", f"message is not valid JSON: {exc}",
+                            event_id=_peek_event_id(raw)) from None
+    if _too_deep(ev):
+        raise ProtocolError("invalid_json", f"message is nested more than {MAX_DEPTH} levels deep",
+                            event_id=_peek_event_id(raw))
     if not isinstance(ev, dict):
         raise ProtocolError("invalid_event", f"an event must be a JSON object, got {type(ev).__name__}")
     eid = ev.get("event_id")
     if eid is not None and not isinstance(eid, str):
         raise ProtocolError("invalid_type", "'event_id' must be a string", "event_id")
+    if eid is not None and len(eid) > limits.MAX_EVENT_ID_CHARS:
+        raise ProtocolError("string_above_max_length", f"'event_id' is {len(eid)} characters long; the limit "
+                            f"is {limits.MAX_EVENT_ID_CHARS}", "event_id", eid[:limits.MAX_EVENT_ID_CHARS])
     typ = ev.get("type")
     if not isinstance(typ, str) or not typ:
         raise ProtocolError("missing_required_parameter", "the event has no 'type' string", "type", eid)
     if typ not in CLIENT_EVENTS:
-        raise ProtocolError("unknown_event_type", f"unknown event type '{typ}'", "type", eid)
+        raise ProtocolError("unknown_event_type", f"unknown event type {_short(typ)}", "type", eid)
     return ev
 
 
+class _NumberError(ValueError):
+    pass
+
+
+def _int(text: str) -> int:
+    if len(text.lstrip("-")) > MAX_INT_DIGITS:
+        raise _NumberError(f"an integer of {len(text.lstrip('-'))} digits (at most {MAX_INT_DIGITS})")
+    return int(text)
+
+
+def _float(text: str) -> float:
+    v = float(text)
+    if not math.isfinite(v):
+        raise _NumberError(f"{text[:40]} is out of range for a number")
+    return v
+
+
+def _constant(text: str) -> float:
+    raise _NumberError(f"{text} is not a JSON number")
+
+
+def _too_deep(value: Any) -> bool:
+    """Whether decoded JSON nests more than MAX_DEPTH levels (without recursion)."""
+    stack = [(value, 1)]
+    while stack:
+        v, d = stack.pop()
+        children = v.values() if isinstance(v, dict) else v if isinstance(v, list) else ()
+        for c in children:
+            if isinstance(c, (dict, list)):
+                if d + 1 > MAX_DEPTH:
+                    return True
+                stack.append((c, d + 1))
+    return False
+
+
+_EVENT_ID = re.compile(r'"event_id"\s*:\s*"((?:[^"\\]|\\.){0,256})"')
+
+
 def _peek_event_id(raw: str | bytes) -> str | None:
-    """The event_id of an oversized message, without parsing all of it (it is
-    near the start or near the end, depending on the client's key order)."""
+    """The event_id of a message that could not be decoded, if it has one near
+    its start or end (where clients put it), so the error can still name it."""
     text = raw if isinstance(raw, str) else raw.decode(errors="replace")
     for part in (text[:4096], text[-4096:]):
-        key = part.find('"event_id"')
-        if key < 0:
-            continue
-        start = part.find('"', part.find(":", key) + 1)
-        end = part.find('"', start + 1)
-        if start > 0 and end > start:
-            return part[start + 1:end]
+        m = _EVENT_ID.search(part)
+        if m:
+            try:
+                return json.loads(f'"{m.group(1)}"')
+            except ValueError:
+                return None
     return None
+
+
+def _short(value: Any, most: int = 80) -> str:
+    """A client value quoted in an error, cut short: errors must not echo megabytes."""
+    text = repr(value)
+    return text if len(text) <= most else text[:most] + "..."
 
 
 def _err(ev: dict, code: str, message: str, param: str | None = None) -> ProtocolError:
@@ -88,6 +153,9 @@ def _get(ev: dict, obj: dict, key: str, types: tuple, path: str, required: bool 
         raise _err(ev, "invalid_type", f"'{path}' must be {_names(types)}, got a boolean", path)
     if not isinstance(v, types):
         raise _err(ev, "invalid_type", f"'{path}' must be {_names(types)}, got {type(v).__name__}", path)
+    if isinstance(v, str) and (most := limits.max_chars(path)) is not None and len(v) > most:
+        raise _err(ev, "string_above_max_length",
+                   f"'{path}' is {len(v)} characters long; the limit is {most}", path)
     return v
 
 
@@ -153,22 +221,58 @@ def session_update(ev: dict, current: SessionConfig, defaults: TurnDetection) ->
         if (v := _get(ev, r, "k", (int,), "session.retrieval.k")) is not None:
             _range(ev, v, "session.retrieval.k", 1, 20)
             cfg.retrieval_k = v
-    if "max_output_tokens" in s and s["max_output_tokens"] is not None:
-        v = s["max_output_tokens"]
-        if v != "inf" and (isinstance(v, bool) or not isinstance(v, int) or not 1 <= v <= 4096):
-            raise _err(ev, "invalid_value", "'session.max_output_tokens' must be 1..4096 or 'inf'",
-                       "session.max_output_tokens")
+    if (v := _max_tokens(ev, s, "session.max_output_tokens")) is not None:
         cfg.max_output_tokens = v
     if (v := _get(ev, s, "tools", (list,), "session.tools")) is not None:
-        cfg.tools = v
+        cfg.tools = _tools(ev, v)
     if (v := _get(ev, s, "tool_choice", (str,), "session.tool_choice")) is not None:
         cfg.tool_choice = v
     return cfg, resume
 
 
+MAX_OUTPUT_TOKENS = 4096
+
+
+def _max_tokens(ev: dict, obj: dict, path: str) -> int | str | None:
+    v = obj.get(path.rsplit(".", 1)[-1])
+    if v is not None and v != "inf" and (isinstance(v, bool) or not isinstance(v, int)
+                                         or not 1 <= v <= MAX_OUTPUT_TOKENS):
+        raise _err(ev, "invalid_value", f"'{path}' must be 1..{MAX_OUTPUT_TOKENS} or 'inf', got {v!r}", path)
+    return v
+
+
+def _tools(ev: dict, tools: list) -> list:
+    path = "session.tools"
+    if len(tools) > limits.MAX_TOOLS:
+        raise _err(ev, "array_above_max_length", f"'{path}' has {len(tools)} tools; the limit is "
+                   f"{limits.MAX_TOOLS}", path)
+    for i, t in enumerate(tools):
+        if not isinstance(t, dict):
+            raise _err(ev, "invalid_type", f"'{path}[{i}]' must be an object", f"{path}[{i}]")
+    size = len(json.dumps(tools))
+    if size > limits.MAX_TOOLS_BYTES:
+        raise _err(ev, "tools_too_large", f"'{path}' is {size} bytes as JSON; the limit is "
+                   f"{limits.MAX_TOOLS_BYTES}", path)
+    return tools
+
+
+def _metadata(ev: dict, md: dict, path: str) -> dict[str, str]:
+    if len(md) > limits.MAX_METADATA_PAIRS:
+        raise _err(ev, "invalid_value", f"'{path}' has {len(md)} pairs; the limit is "
+                   f"{limits.MAX_METADATA_PAIRS}", path)
+    for k, v in md.items():
+        if not isinstance(v, str):
+            raise _err(ev, "invalid_type", f"'{path}' values must be strings", path)
+        if len(k) > limits.MAX_METADATA_KEY_CHARS or len(v) > limits.MAX_METADATA_VALUE_CHARS:
+            raise _err(ev, "string_above_max_length", f"'{path}' keys are limited to "
+                       f"{limits.MAX_METADATA_KEY_CHARS} characters and values to "
+                       f"{limits.MAX_METADATA_VALUE_CHARS}", path)
+    return dict(md)
+
+
 def _modalities(ev: dict, mods: list, path: str) -> list[str]:
     if not mods or any(m not in ("audio", "text") for m in mods):
-        raise _err(ev, "invalid_value", f"'{path}' must be ['audio'] or ['text'], got {mods!r}", path)
+        raise _err(ev, "invalid_value", f"'{path}' must be ['audio'] or ['text'], got {_short(mods)}", path)
     return ["audio"] if "audio" in mods else ["text"]
 
 
@@ -179,10 +283,15 @@ def _turn_detection(ev: dict, td: Any, base: TurnDetection) -> TurnDetection | N
     if not isinstance(td, dict):
         raise _err(ev, "invalid_type", f"'{path}' must be an object or null", path)
     typ = td.get("type", "server_vad")
-    if typ != "server_vad":
-        raise _err(ev, "invalid_value", f"'{path}.type' {typ!r} is not supported; use 'server_vad' or null",
-                   path + ".type")
-    out = dataclasses.replace(base)
+    if typ not in ("server_vad", "semantic_vad"):
+        raise _err(ev, "invalid_value", f"'{path}.type' {_short(typ)} is not supported; use 'server_vad', "
+                   "'semantic_vad' or null", path + ".type")
+    out = dataclasses.replace(base, type=typ)
+    if (v := _get(ev, td, "eagerness", (str,), path + ".eagerness")) is not None:
+        if typ != "semantic_vad" or v not in EAGERNESS:
+            raise _err(ev, "invalid_value", f"'{path}.eagerness' must be one of {list(EAGERNESS)} "
+                       f"with type 'semantic_vad', got {v!r} with {typ!r}", path + ".eagerness")
+        out.eagerness = v
     if (v := _get(ev, td, "threshold", (int, float), path + ".threshold")) is not None:
         _range(ev, v, path + ".threshold", 0.01, 0.99)
         out.threshold = float(v)
@@ -237,6 +346,9 @@ def item_create(ev: dict) -> tuple[Item, str | None]:
             raise _err(ev, "invalid_value", f"'item.role' must be user, assistant or system, got {role!r}",
                        "item.role")
         content = _get(ev, it, "content", (list,), "item.content", required=True)
+        if len(content) > limits.MAX_CONTENT_PARTS:
+            raise _err(ev, "array_above_max_length", f"'item.content' has {len(content)} parts; the limit is "
+                       f"{limits.MAX_CONTENT_PARTS}", "item.content")
         allowed = {"user": ("input_text", "input_audio"), "system": ("input_text",),
                    "assistant": ("output_text", "output_audio", "text")}[role]
         parts = []
@@ -271,7 +383,7 @@ class ResponseOptions:
     modalities: list[str] | None = None
     metadata: dict[str, str] = dataclasses.field(default_factory=dict)
     in_conversation: bool = True
-    max_output_tokens: int | None = None
+    max_output_tokens: int | str | None = None   # None: the session's; "inf": the gateway's limit
 
 
 def response_create(ev: dict) -> ResponseOptions:
@@ -287,10 +399,6 @@ def response_create(ev: dict) -> ResponseOptions:
     opts.in_conversation = conv != "none"
     md = _obj(ev, r, "metadata", "response.metadata")
     if md is not None:
-        if any(not isinstance(v, str) for v in md.values()):
-            raise _err(ev, "invalid_type", "'response.metadata' values must be strings", "response.metadata")
-        opts.metadata = dict(md)
-    mot = r.get("max_output_tokens")
-    if isinstance(mot, int) and not isinstance(mot, bool):
-        opts.max_output_tokens = mot
+        opts.metadata = _metadata(ev, md, "response.metadata")
+    opts.max_output_tokens = _max_tokens(ev, r, "response.max_output_tokens")
     return opts

@@ -10,7 +10,8 @@ import dataclasses
 from typing import Any
 
 from common.clock import VirtualClock
-from services.gateway.conversation import Conversation, default_config
+from services.gateway.conversation import Conversation
+from services.gateway.defaults import default_config
 from services.gateway.fakes import FakeBackends
 from services.gateway.session import SessionState
 from services.gateway.settings import GatewaySettings

@@ -12,11 +12,29 @@ SUPPORTED_INPUT_RATES = (16000, 24000)
 SUPPORTED_OUTPUT_RATES = (16000, 22050, 24000)
 
 
+EAGERNESS = ("low", "medium", "high", "auto")
+# The Realtime API's built-in voices. Clients written for it send one by
+# default (openai-agents' RealtimeAgent: "ash"); they mean "a voice", not a
+# particular local one, so they get the TTS service's default voice.
+OPENAI_VOICES = frozenset(("alloy", "ash", "ballad", "coral", "echo", "fable", "onyx", "nova", "sage",
+                           "shimmer", "verse", "marin", "cedar"))
+
+
+def tts_voice(voice: str) -> str:
+    """The voice id to ask the TTS for ("" = its default)."""
+    return "" if voice in OPENAI_VOICES else voice
+
+
 @dataclasses.dataclass
 class TurnDetection:
     """server_vad settings plus our extensions: two for barge-in, one for
-    preemptive generation (start the answer inside the silence window)."""
+    preemptive generation (start the answer inside the silence window).
+    ``type`` "semantic_vad" makes the silence window depend on the VAD's
+    end-of-turn probability, the wait of an unfinished turn set by
+    ``eagerness`` (services/gateway/semantic.py)."""
 
+    type: str = "server_vad"      # server_vad | semantic_vad
+    eagerness: str = "auto"       # semantic_vad: low | medium | high | auto
     threshold: float = 0.5
     prefix_padding_ms: int = 300
     silence_duration_ms: int = 500
@@ -27,7 +45,10 @@ class TurnDetection:
     preemptive_generation: bool = True
 
     def wire(self) -> dict[str, Any]:
-        return {"type": "server_vad", **dataclasses.asdict(self)}
+        d = dataclasses.asdict(self)
+        if self.type != "semantic_vad":
+            del d["eagerness"]
+        return d
 
 
 @dataclasses.dataclass
@@ -177,6 +198,12 @@ class SessionState:
     config: SessionConfig
     items: list[Item] = dataclasses.field(default_factory=list)
     created_at: float = dataclasses.field(default_factory=time.time)
+    # Who created it (access.Principal.id): only they may resume it. Sessions
+    # stored before owners existed belong to the keyless local principal.
+    owner: str = "local"
+    # Backend variant per service ("stable" | "canary"), decided at creation
+    # (routing.py) and kept for life: a resume on any gateway gets the same.
+    variants: dict[str, str] = dataclasses.field(default_factory=dict)
 
     def find(self, item_id: str) -> Item | None:
         for it in self.items:
@@ -209,10 +236,11 @@ class SessionState:
 
     def to_store(self) -> dict[str, Any]:
         return {"id": self.id, "config": self.config.to_store(), "created_at": self.created_at,
-                "items": [it.to_store() for it in self.items]}
+                "owner": self.owner, "variants": dict(self.variants), "items": [it.to_store() for it in self.items]}
 
     @classmethod
     def from_store(cls, d: dict[str, Any]) -> "SessionState":
         return cls(id=d["id"], config=SessionConfig.from_store(d["config"]),
                    items=[Item.from_store(x) for x in d.get("items", [])],
-                   created_at=d.get("created_at", time.time()))
+                   created_at=d.get("created_at", time.time()), owner=d.get("owner", "local"),
+                   variants=dict(d.get("variants") or {}))

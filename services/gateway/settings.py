@@ -41,9 +41,37 @@ class GatewaySettings:
     llm_canary_addrs: str = setting("", "canary LLM addresses (empty = no canary)")
     rag_canary_addrs: str = setting("", "canary RAG addresses (empty = no canary)")
     tts_canary_addrs: str = setting("", "canary TTS addresses (empty = no canary)")
-    canary_percent: float = setting(0.0, "share of new sessions (0-100) routed to canary backends")
+    # Who may connect (services/gateway/access.py, docs/security.md).
+    api_keys: str = setting("", "comma-separated API keys (16+ characters) clients must present; required "
+                            "when host is not a loopback address (empty = none)")
+    api_keys_file: str = setting("", "file with more API keys, one a line (a mounted secret; empty = none)")
+    allow_insecure: bool = setting(False, "serve a non-loopback host without API keys: anyone who reaches "
+                                   "the port may use the assistant (default false)")
+    allowed_origins: str = setting("", "browser origins that may connect, comma-separated, * = any (empty = "
+                                   "the gateway's own page; with API keys, any page holding a credential)")
+    client_secret_ttl_s: int = setting(600, "lifetime of a client secret from POST /v1/realtime/client_secrets")
+    ssl_certfile: str = setting("", "TLS certificate (PEM) to serve https/wss (empty = plain http/ws)")
+    ssl_keyfile: str = setting("", "TLS private key (PEM) of ssl_certfile")
+    canary_percent: float = setting(0.0, "share of new sessions (0-100) routed to canary backends, for "
+                                    "services without a release record in Redis (docs/releases.md)")
+    release_refresh_s: float = setting(1.0, "seconds between reads of the release weights from Redis and "
+                                       "probes of canary health (routing reads only the last read)")
     redis_url: str = setting(REDIS_URL, "Redis URL for session state (empty = memory only)")
-    session_ttl_s: int = setting(3600, "seconds a stored session outlives its last change")
+    redis_password_file: str = setting("", "file holding the Redis password (a mounted secret; empty = the "
+                                       "URL's own, if any)")
+    session_ttl_s: int = setting(3600, "seconds a stored session outlives its last change: how long a "
+                                 "conversation is kept (retention)")
+    store_redacted: bool = setting(True, "replace card numbers, IBANs, e-mails, phone numbers and street "
+                                   "addresses in what is stored of a conversation (a resumed session remembers "
+                                   "[CARD], not the number; default true)")
+    # Admission control (services/gateway/admission.py). The default comes from
+    # the measured capacity of the 2-core reference host: `make capacity` writes
+    # docs/capacity.md, where 4 conversations met the SLO (2026-12-01, 4 LLM
+    # instances: p95 966 ms at 4 users, 1194 ms at 3, so the margin is thin). A
+    # bigger host measures its own number and sets GATEWAY_MAX_SESSIONS.
+    max_sessions: int = setting(4, "concurrent sessions before new ones get server_busy (0 = unlimited; "
+                                "default: the measured capacity of a 2-core host, docs/capacity.md)")
+    busy_retry_after_s: float = setting(5.0, "retry hint (retry_after_s) sent with server_busy")
     max_message_bytes: int = setting(1 << 20, "largest client WebSocket message accepted")
     input_queue_ms: int = setting(4000, "input audio queued ahead of processing before appends are refused")
     outbox_max_events: int = setting(1024, "server events queued for a client that is not reading before it is disconnected")
@@ -52,7 +80,21 @@ class GatewaySettings:
     prefix_padding_ms: int = setting(300, "default audio kept before speech onset")
     vad_threshold: float = setting(0.5, "default VAD speech probability threshold")
     vad_min_silence_ms: int = setting(128, "VAD silence before it reports speech stopped")
+    # semantic_vad (services/gateway/semantic.py): the end-of-turn silence after
+    # a stop the VAD's Smart Turn model calls complete, and after one it calls
+    # incomplete, by eagerness. Chosen by bench/bench_turn_model.py (docs/benchmarks.md).
+    semantic_threshold: float = setting(0.8, "semantic_vad: end-of-turn probability at which a stop is complete")
+    semantic_complete_ms: int = setting(200, "semantic_vad: end-of-turn silence after a complete stop")
+    semantic_high_ms: int = setting(800, "semantic_vad: silence an incomplete turn waits, eagerness high")
+    semantic_medium_ms: int = setting(1500, "semantic_vad: silence an incomplete turn waits, eagerness "
+                                      "medium and auto")
+    semantic_low_ms: int = setting(3000, "semantic_vad: silence an incomplete turn waits, eagerness low")
     vad_min_speech_ms: int = setting(120, "VAD speech before it reports speech started")
+    # The assistant's own voice, played on speakers, comes back into the
+    # microphone; cancelled with the played audio as reference (echo.py,
+    # measured in docs/benchmarks.md: ~25 dB, ~1% of a core per session while playing).
+    echo_cancel: bool = setting(True, "cancel the assistant's own audio (played on the client's speakers) "
+                                "in the microphone audio before VAD and ASR (default true)")
     min_interrupt_ms: int = setting(300, "default speech needed to confirm a barge-in")
     false_interruption_timeout_ms: int = setting(800, "default wait before a paused reply resumes after non-speech")
     # Start retrieval → LLM → TTS as soon as the turn's final transcript is in,
@@ -66,6 +108,11 @@ class GatewaySettings:
     preempt_from_interim: bool = setting(True, "start the preemptive answer from an ASR interim that covers the speech end")
     llm_prefill: bool = setting(True, "while the user speaks, warm an LLM instance with the history and the "
                                 "words heard so far, so the answer's prompt is mostly evaluated at the end of turn")
+    prefill_retrieval: bool = setting(True, "the prefill while the user speaks also retrieves for the words "
+                                      "so far and quotes the passages (one RAG search per prefill)")
+    llm_warm_after_answer: bool = setting(True, "after each answer, warm the LLM with the prompt the next "
+                                          "turn starts with (a history window move is paid then, in the "
+                                          "background); needs llm_prefill")
     llm_prefill_min_words: int = setting(3, "words heard before the first prefill of a turn")
     asr_flush_on_pause: bool = setting(True, "start the final transcription at the VAD's first unvoiced frame "
                                        "(a flush), not min_silence later at its stop; the stop keeps it when "
@@ -82,16 +129,50 @@ class GatewaySettings:
         "without lists or markdown.", "default system instructions")
     voice: str = setting("", "default TTS voice id (empty = the service's default)")
     llm_max_tokens: int = setting(160, "maximum tokens per reply")
-    history_items: int = setting(24, "conversation items given to the LLM (most recent)")
+    allow_system_items: bool = setting(False, "clients may create 'system' conversation items (default false: "
+                                       "the deployment's instructions are the only system text besides "
+                                       "session.instructions)")
+    max_items: int = setting(200, "conversation items a session keeps; beyond it the oldest are deleted "
+                             "(conversation.item.deleted), which bounds its memory and stored size")
+    history_items: int = setting(24, "conversation items given to the LLM (most recent; the window moves in "
+                                 "blocks of half this, so the prompt prefix stays cached)")
     retrieval: bool = setting(True, "retrieval on by default when the RAG service has documents")
     rag_k: int = setting(3, "passages retrieved per turn")
     rag_min_score: float = setting(0.3, "passages below this cosine score are not used")
     cancel_wait_s: float = setting(2.0, "bounded wait for cancelled backend calls to stop")
     backend_timeout_s: float = setting(30.0, "deadline of one LLM/TTS/RAG call")
+    # Measured first-token times are ~0.05-2 s (docs/capacity.md); 15 s of
+    # silence from a stream that owes a reply is a hang, not load.
+    backend_idle_timeout_s: float = setting(15.0, "a backend stream that owes a reply (the next LLM token or "
+                                            "TTS chunk, an ASR final) and sends nothing for this long hangs: "
+                                            "the call fails with an error naming the service")
+    # Fault tolerance (services/gateway/backends/breaker.py, failover.py).
+    breaker_failures: int = setting(5, "consecutive failed calls to one backend address before its circuit "
+                                    "opens (its sessions then fail over to another replica of their variant)")
+    breaker_cooldown_s: float = setting(10.0, "an open circuit lets one probe call through after this long")
+    retry_budget_ratio: float = setting(0.2, "retries of unary calls (RAG search) allowed per request made, so "
+                                        "retries never multiply the load on a failing backend")
+    # Drills (services/gateway/faults, docs/drills.md).
+    admin_api_keys: str = setting("", "comma-separated keys (16+ characters) for /admin/* (fault injection "
+                                  "for drills); empty = the admin endpoints are refused")
+    fault_max_duration_s: float = setting(900.0, "longest an injected fault may last before it ends by itself")
     variant: str = setting("stable", "release variant label for metrics")
     otlp_endpoint: str = setting("", "OTLP/gRPC trace endpoint (empty = tracing off)")
     web_dir: str = setting("web", "static browser client folder (relative to the repo root)")
     log_level: str = setting("INFO", "log level")
+
+    def redis_password(self) -> str | None:
+        from pathlib import Path
+
+        return (Path(self.redis_password_file).read_text().strip() or None) if self.redis_password_file else None
+
+    def keys(self) -> list[str]:
+        """api_keys plus the lines of api_keys_file."""
+        from pathlib import Path
+        from services.gateway.access import split_list
+
+        extra = Path(self.api_keys_file).read_text() if self.api_keys_file else ""
+        return split_list(self.api_keys) + split_list(extra)
 
     def addrs(self, service: str, canary: bool = False) -> list[str]:
         raw = getattr(self, f"{service}_canary_addrs" if canary else f"{service}_addrs")

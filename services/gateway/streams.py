@@ -25,6 +25,7 @@ class StreamKeeper:
         self.stream: Any = None
         self.down = False
         self._restart = False
+        self._send_error: BackendError | None = None   # why send() gave up on the stream
 
     async def run(self) -> None:
         backoff = 0.25
@@ -34,7 +35,7 @@ class StreamKeeper:
                 if not await self.client.ready():
                     raise BackendError(self.client.name, self.client.address, "not SERVING")
                 stream = await self._open()
-                self.stream, self._restart = stream, False
+                self.stream, self._restart, self._send_error = stream, False, None
                 if self.down:
                     log.info("%s at %s is back", self.client.name, self.client.address)
                 self.down, backoff = False, 0.25
@@ -43,7 +44,8 @@ class StreamKeeper:
                     await self._on_item(item)
                 if self._restart:
                     continue  # closed on purpose (new config): reopen at once
-                raise BackendError(self.client.name, self.client.address, "stream ended")
+                # A failed write closed it: that failure is the reason to report.
+                raise self._send_error or BackendError(self.client.name, self.client.address, "stream ended")
             except BackendError as exc:
                 if self._restart:
                     continue
@@ -67,8 +69,9 @@ class StreamKeeper:
         try:
             await getattr(stream, method)(*args)
             return True
-        except BackendError:
-            # The reader sees the same failure and reports it; just stop using it.
+        except BackendError as exc:
+            # The reader sees the stream end and reports this failure; stop using it.
+            self._send_error = exc
             if self.stream is stream:
                 self.stream = None
             await stream.close()

@@ -20,6 +20,9 @@ the sample at the VAD's speech end arrived, for a client sending in real time):
   answer's pipeline ran inside the silence window; absent without preemption)
 - interim_gap_ms: the VAD's speech end minus the end of the audio the last
   ASR interim of the last segment covered (0 = that interim heard it all)
+- interim_churn: the share of the turn's ASR interims that rewrote words an
+  earlier interim had shown (not only the last, still growing word); what a
+  reader of live captions sees flicker. Judged for ASR releases.
 
 A preemptive run measures its own stages (retrieval, LLM, TTS) from when it
 started and takes the turn's stages (speech end, final, end of turn) when it
@@ -47,8 +50,19 @@ class TurnTimings:
     first_audio_sent: float | None = None
     preempt_start: float | None = None
     interim_gap_ms: float | None = None
+    interims: int = 0
+    interim_rewrites: int = 0
 
-    TURN_FIELDS = ("speech_end", "vad_stopped", "eou_sent", "final", "turn_end", "interim_gap_ms")
+    TURN_FIELDS = ("speech_end", "vad_stopped", "eou_sent", "final", "turn_end", "interim_gap_ms",
+                   "interims", "interim_rewrites")
+
+    def count_interim(self, previous: str, text: str) -> None:
+        self.interims += 1
+        if rewrote(previous, text):
+            self.interim_rewrites += 1
+
+    def churn(self) -> float | None:
+        return self.interim_rewrites / self.interims if self.interims else None
 
     def adopt(self, turn: "TurnTimings") -> None:
         """Take the user turn's own times (a preemptive run started before they were all known)."""
@@ -80,11 +94,23 @@ class TurnTimings:
     def metadata(self) -> str:
         return json.dumps({k: v for k, v in self.as_ms().items() if v is not None})
 
-    def observe(self, trace_id: str | None) -> None:
+    def observe(self, trace_id: str | None, base_labels: dict[str, str] | None = None) -> None:
         ms = self.as_ms()
         for stage in ("endpoint", "asr_final", "retrieval", "llm_first_token", "tts_first_audio"):
             v = ms.get(f"{stage}_ms")
             if v is not None:
-                metrics.observe(metrics.STAGE, v / 1000.0, trace_id, stage=stage)
+                metrics.observe(metrics.STAGE, v / 1000.0, trace_id, base_labels, stage=stage)
         if ms["voice_to_voice_ms"] is not None:
-            metrics.observe(metrics.VOICE_TO_VOICE, ms["voice_to_voice_ms"] / 1000.0, trace_id)
+            metrics.observe(metrics.VOICE_TO_VOICE, ms["voice_to_voice_ms"] / 1000.0, trace_id, base_labels)
+
+
+def _words(text: str) -> list[str]:
+    return [w.strip(".,!?;:\"'").lower() for w in text.split()]
+
+
+def rewrote(previous: str, text: str) -> bool:
+    """``text`` changed a word of ``previous`` other than its last (which may
+    have been cut mid-word and grow): "I want" -> "I went to" rewrote,
+    "I wan" -> "I want to" did not."""
+    before, after = _words(previous)[:-1], _words(text)
+    return after[:len(before)] != before

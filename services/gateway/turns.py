@@ -6,8 +6,9 @@ from the padded start is sent to the ASR stream and streaming continues while
 speech lasts; interims become transcription deltas. On speech_stopped the
 ASR utterance is ended at once (force_eou: the final transcription runs while
 the silence window is still open) and a timer of silence_duration_ms (minus
-the silence already elapsed) starts. Earlier still (asr_flush_on_pause), the
-VAD's "paused" — the first unvoiced frame after speech, a min_silence before
+the silence already elapsed) starts; with semantic_vad the window depends on
+the stop's end-of-turn probability (services/gateway/semantic.py). Earlier
+still (asr_flush_on_pause), the VAD's "paused" — the first unvoiced frame after speech, a min_silence before
 its stop — flushes the ASR: the final pass starts on the utterance so far,
 which stays open. When the stop then has the same speech end (nothing voiced
 in between), the utterance is ended with use_provisional and that pass is
@@ -17,101 +18,36 @@ turn and one answer. When the timer fires the turn ends (Conversation.end_turn).
 
 Preemptive generation: when the last segment's final arrives while the
 window is still open (every segment final, no speech going on), the
-conversation starts the answer for the turn's text, held; speech starting
+conversation starts the answer for the turn's text, held (preempt.py); speech starting
 again inside the window discards it, and the next final starts a new one
 with the longer text. Earlier still, when the segment's latest interim
 already covers the audio up to the VAD's speech end, the run starts from it at
 speech_stopped; the final then keeps it if the texts are equal once
 normalised (case, punctuation), and restarts it otherwise.
 
-Barge-in: speech that starts while a response is thinking or speaking pauses
-it at once (output_audio_buffer.cleared). It is confirmed — the response is
-cancelled — once the speech reached min_interrupt_ms AND the transcript holds
-a real word (not a backchannel, not a cough's empty text). If the speech ends
-without that, the paused reply resumes after false_interruption_timeout_ms.
+Barge-in (speech over a reply: pause, confirm, flush, resume) is decided in
+one place, bargein.py; the turn data (Segment, UserTurn) is in turn_state.py.
 Every time here is read from the injected clock."""
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import logging
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from common.tracing import new_root_span, traceparent_of
-from services.gateway import backchannel, events
+from services.gateway import backchannel, events, metrics, semantic
 from services.gateway.backends.types import AsrParams, AsrResult, BackendError, VadEvent, VadParams
+from services.gateway.bargein import BargeIn
 from services.gateway.protocol import ProtocolError, new_id
 from services.gateway.streams import StreamKeeper
-from services.gateway.timings import TurnTimings
+from services.gateway.turn_state import Segment, UserTurn
 
 if TYPE_CHECKING:
     from services.gateway.conversation import Conversation
 
 log = logging.getLogger(__name__)
 MIN_COMMIT_MS = 100
-
-
-@dataclasses.dataclass
-class Segment:
-    """One stretch of speech (VAD start → stop), one ASR utterance."""
-
-    onset_ms: float
-    padded_ms: float
-    end_ms: float | None = None
-    interim: str = ""
-    interim_end_ms: float | None = None   # session audio the latest interim covers
-    flush_end_ms: float | None = None     # speech end of the latest flush (VAD pause)
-    flush_at: float | None = None         # clock time of that flush
-    final: str | None = None
-    done: asyncio.Event = dataclasses.field(default_factory=asyncio.Event)
-
-    def text(self) -> str:
-        return (self.final if self.final is not None else self.interim).strip()
-
-
-@dataclasses.dataclass
-class UserTurn:
-    item_id: str
-    start_ms: float
-    onset_wall: float
-    manual: bool = False
-    segments: list[Segment] = dataclasses.field(default_factory=list)
-    barge_in: bool = False
-    confirmed: bool = False
-    ended: bool = False
-    interrupt_task: asyncio.Task | None = None
-    sent_transcript: str = ""
-    timings: TurnTimings = dataclasses.field(default_factory=TurnTimings)
-    # The root of this turn's trace: VAD segment, ASR utterance and the
-    # response's spans all hang off it. Ended by the response that answers
-    # the turn, or by the conversation when the turn gets no answer.
-    span: Any = None
-    span_handed_over: bool = False
-
-    def end_span(self) -> None:
-        span, self.span = self.span, None
-        if span is not None:
-            span.end()
-
-    def text(self) -> str:
-        return " ".join(t for t in (s.text() for s in self.segments) if t)
-
-    def speech_ms(self, now_ms: float) -> float:
-        return sum((s.end_ms if s.end_ms is not None else now_ms) - s.onset_ms for s in self.segments)
-
-    def end_ms(self) -> float:
-        ends = [s.end_ms for s in self.segments if s.end_ms is not None]
-        return max(ends) if ends else self.start_ms
-
-    async def wait_finals(self, timeout: float) -> bool:
-        pending = [s.done.wait() for s in self.segments if not s.done.is_set()]
-        if not pending:
-            return True
-        try:
-            await asyncio.wait_for(asyncio.gather(*pending), timeout)
-            return True
-        except asyncio.TimeoutError:
-            return False
+__all__ = ["MIN_COMMIT_MS", "Segment", "TurnTaker", "UserTurn"]   # the turn data lives in turn_state.py
 
 
 class TurnTaker:
@@ -124,7 +60,7 @@ class TurnTaker:
         self._asr_segments: dict[int, Segment] = {}
         self._asr_sent_to = 0.0
         self._endpoint_task: asyncio.Task | None = None
-        self._resume_task: asyncio.Task | None = None
+        self.bargein = BargeIn(self)
         b = conv.backends
         self.vad = StreamKeeper(b.vad, self._open_vad, lambda s: s.events(), self._on_vad,
                                 self._vad_up, lambda e, first: self._down(e, first), conv.clock)
@@ -138,13 +74,14 @@ class TurnTaker:
         return self.conv.state.config.turn_detection
 
     def start(self) -> None:
-        self.conv.spawn(self.asr.run(), "asr-stream")
+        self.conv.spawn(self.conv.supervisor.run("asr-stream", self.asr.run), "asr-stream")
         self.sync_vad()
 
     def sync_vad(self) -> None:
         """Run the VAD stream only in server_vad mode."""
         if self.td is not None and self._vad_task is None:
-            self._vad_task = self.conv.spawn(self.vad.run(), "vad-stream")
+            self._vad_task = self.conv.spawn(self.conv.supervisor.run("vad-stream", self.vad.run),
+                                             "vad-stream")
         elif self.td is None and self._vad_task is not None:
             self._vad_task.cancel()
             self._vad_task = None
@@ -159,7 +96,7 @@ class TurnTaker:
             threshold=td.threshold if td else s.vad_threshold, min_speech_ms=s.vad_min_speech_ms,
             min_silence_ms=s.vad_min_silence_ms,
             prefix_padding_ms=td.prefix_padding_ms if td else s.prefix_padding_ms,
-            pause_events=s.asr_flush_on_pause))
+            pause_events=s.asr_flush_on_pause, end_of_turn=td is not None and td.type == "semantic_vad"))
 
     async def _open_asr(self):
         s = self.conv.settings
@@ -201,11 +138,12 @@ class TurnTaker:
         if self.td is None and self.segment is None and pcm16k:
             await self._open_manual_segment(len(pcm16k) / 32.0)
         elif self.segment is not None:
-            await self._asr_send_upto()
+            await self.asr_send_upto()
         if self.turn is not None and self.turn.barge_in and not self.turn.confirmed:
-            self._maybe_confirm(self.turn)
+            if not self.bargein.confirm(self.turn):
+                await self.bargein.confirm_flush(self.turn)
 
-    async def _asr_send_upto(self) -> None:
+    async def asr_send_upto(self) -> None:
         pcm = self.conv.ring.slice(self._asr_sent_to)
         self._asr_sent_to = self.conv.ring.end_ms
         if pcm:
@@ -222,7 +160,7 @@ class TurnTaker:
         else:
             seg.done.set()  # no ASR: this segment will have no text
         self._asr_sent_to = seg.padded_ms
-        await self._asr_send_upto()
+        await self.asr_send_upto()
         return seg
 
     async def _close_segment(self, end_ms: float) -> Segment | None:
@@ -231,7 +169,7 @@ class TurnTaker:
             return None
         seg.end_ms = end_ms
         self.segment = None
-        await self._asr_send_upto()
+        await self.asr_send_upto()
         if not seg.done.is_set():
             # The flush heard everything when no voiced frame came after its speech end.
             adopt = seg.flush_end_ms is not None and seg.flush_end_ms >= end_ms
@@ -253,7 +191,7 @@ class TurnTaker:
         elif ev.kind == "paused":
             await self._speech_paused(ev.audio_ms + self._vad_base_ms)
         elif ev.kind == "stopped":
-            await self._speech_stopped(ev.audio_ms + self._vad_base_ms)
+            await self._speech_stopped(ev.audio_ms + self._vad_base_ms, ev.turn_probability)
 
     async def _speech_started(self, onset_ms: float, padded_ms: float) -> None:
         if self.segment is not None:
@@ -263,18 +201,15 @@ class TurnTaker:
             turn = UserTurn(new_id("item"), padded_ms, conv.ring.wall_of(onset_ms) or now)
             self.turn = turn
             await self._trace_turn(turn)
-            self._cancel(self._resume_task)
+            self.bargein.cancel_resume()
             conv.emit(events.ev("input_audio_buffer.speech_started", audio_start_ms=int(padded_ms),
                                 item_id=turn.item_id))
-            resp = conv.interruptible_response()
-            if resp is not None and self.td.interrupt_response:
-                turn.barge_in = True
-                conv.pause_response(resp, turn.onset_wall)
+            self.bargein.begin(turn)
         else:
             # Speech again inside the silence window: the same turn goes on,
             # and an answer started for its shorter text is dropped unheard.
             self._cancel(self._endpoint_task)
-            self._cancel(self._resume_task)
+            self.bargein.cancel_resume()
             self.conv.discard_preempt("discarded")
         await self._open_segment(onset_ms, padded_ms)
 
@@ -283,11 +218,11 @@ class TurnTaker:
         seg = self.segment
         if seg is None or seg.done.is_set() or self.asr.stream is None:
             return
-        await self._asr_send_upto()     # the flush covers every sample received so far
+        await self.asr_send_upto()     # the flush covers every sample received so far
         if await self.asr.send("flush"):
             seg.flush_end_ms, seg.flush_at = end_ms, self.conv.clock.now()
 
-    async def _speech_stopped(self, end_ms: float) -> None:
+    async def _speech_stopped(self, end_ms: float, turn_probability: float | None = None) -> None:
         seg = await self._close_segment(end_ms)
         turn = self.turn
         if seg is None or turn is None or turn.manual:
@@ -297,7 +232,8 @@ class TurnTaker:
         wall_end = self.conv.ring.wall_of(end_ms)
         turn.timings.speech_end = wall_end if wall_end is not None else now
         turn.timings.vad_stopped = now
-        remaining = self.td.silence_duration_ms / 1000.0 - (now - turn.timings.speech_end)
+        window_ms = semantic.silence_window_ms(self.td, turn_probability, self.conv.settings)
+        remaining = window_ms / 1000.0 - (now - turn.timings.speech_end)
         self._endpoint_task = self.conv.spawn(self._endpoint(turn, remaining), "endpoint")
         if self._in_window(turn):
             # The final came while the utterance was being ended (a flush that
@@ -310,7 +246,7 @@ class TurnTaker:
                 and all(s.done.is_set() for s in turn.segments if s is not seg)):
             self.conv.preempt(turn)   # the interim already heard all of it
         if turn.barge_in and not turn.confirmed:
-            self._resume_task = self.conv.spawn(self._resume_later(turn), "false-interruption")
+            self.bargein.resume_later(turn)
 
     async def _endpoint(self, turn: UserTurn, remaining: float) -> None:
         await self.conv.clock.sleep(max(0.0, remaining))
@@ -338,17 +274,19 @@ class TurnTaker:
             if self.turn is not None and seg in self.turn.segments:
                 self.turn.timings.final = self.conv.clock.now()
         else:
-            seg.interim = r.text.strip()
+            previous, seg.interim = seg.interim, r.text.strip()
+            if self.turn is not None and seg in self.turn.segments:
+                self.turn.timings.count_interim(previous, seg.interim)
             if r.audio_processed_ms:
                 seg.interim_end_ms = seg.padded_ms + r.audio_processed_ms
         turn = self.turn
         if turn is None or seg not in turn.segments:
             return
-        self._send_delta(turn)
+        self.send_delta(turn)
         if not r.is_final and not r.provisional and self.segment is seg:
             self.conv.prefill(turn)    # the user is still speaking: warm the LLM with the words so far
         if turn.barge_in and not turn.confirmed:
-            self._maybe_confirm(turn)
+            self.bargein.confirm(turn)
         if r.is_final and self._in_window(turn):
             self.conv.preempt(turn)
 
@@ -358,12 +296,12 @@ class TurnTaker:
                 and self._endpoint_task is not None and not self._endpoint_task.done()
                 and all(s.done.is_set() for s in turn.segments))
 
-    def _send_delta(self, turn: UserTurn) -> None:
+    def send_delta(self, turn: UserTurn) -> None:
         text = turn.text()
         if text == turn.sent_transcript or turn.ended:
             return
-        if turn.barge_in and not turn.confirmed and not backchannel.is_real(text):
-            return  # a cough or "mm-hm" over the reply: not shown as a user turn
+        if turn.barge_in and not turn.confirmed and (not backchannel.is_real(text) or self.bargein.is_echo(turn)):
+            return  # a cough, an "mm-hm" or the reply's own echo: not shown as a user turn
         prev = turn.sent_transcript
         common = 0
         while common < min(len(prev), len(text)) and prev[common] == text[common]:
@@ -372,30 +310,6 @@ class TurnTaker:
         self.conv.emit(events.ev("conversation.item.input_audio_transcription.delta",
                                  item_id=turn.item_id, content_index=0, delta=text[common:],
                                  transcript=text))
-
-    # -- barge-in ---------------------------------------------------------------------------
-    def _maybe_confirm(self, turn: UserTurn) -> bool:
-        td = self.td
-        if turn.confirmed:
-            return True
-        min_ms = td.min_interrupt_ms if td else 0
-        if turn.speech_ms(self.conv.ring.end_ms) >= min_ms and backchannel.is_real(turn.text()):
-            turn.confirmed = True
-            self._cancel(self._resume_task)
-            turn.interrupt_task = self.conv.spawn(self.conv.interrupt(turn), "interrupt")
-            self._send_delta(turn)
-            return True
-        return False
-
-    async def _resume_later(self, turn: UserTurn) -> None:
-        td = self.td
-        await self.conv.clock.sleep((td.false_interruption_timeout_ms if td else 0) / 1000.0)
-        if turn.confirmed or self.segment is not None:
-            return
-        await turn.wait_finals(self.conv.settings.final_timeout_s)
-        if turn.confirmed or self.segment is not None or self._maybe_confirm(turn):
-            return
-        self.conv.resume_response()
 
     # -- client commands -------------------------------------------------------------------
     async def _open_manual_segment(self, ms: float) -> None:
@@ -448,7 +362,8 @@ class TurnTaker:
     async def _trace_turn(self, turn: UserTurn) -> None:
         """Open the turn's trace and tell the long-lived VAD and ASR streams, so
         this turn's speech segment and utterance spans join it (not per frame)."""
-        turn.span = new_root_span("gateway", "turn", {"turn.item_id": turn.item_id})
+        turn.span = new_root_span("gateway", "turn", {"turn.item_id": turn.item_id,
+                                                      **metrics.variant_attrs(self.conv.backends.variants)})
         carrier = traceparent_of(turn.span)
         if carrier:   # tracing on
             await self.vad.send("send_trace", carrier)

@@ -12,9 +12,10 @@ from common.config import ServiceSettings, load_settings, setting
 from common.status import StreamStats
 from common.stubs import llm_pb2_grpc
 from services.llm import metrics as llm_metrics
+from services.llm.batched import load_batched
 from services.llm.engine import EngineConfig, LlmEngine
 from services.llm.model import LlamaOptions, default_model_path, load_llama, warm_up
-from services.llm.prompt import DEFAULT_SYSTEM_PROMPT
+from services.llm.prompt import DEFAULT_SYSTEM_PROMPT, PASSAGE_WORDS
 from services.llm.servicer import ChatServicer
 from services.llm.validate import Limits
 from stack.components import by_name
@@ -34,10 +35,31 @@ class Settings(ServiceSettings):
     n_batch: int = setting(512, "prompt tokens decoded per batch")
     n_gpu_layers: int = setting(0, "layers offloaded to the GPU; with device=cuda, 0 means all "
                                    "(needs a CUDA build of llama-cpp-python)")
-    instances: int = setting(2, "model instances, i.e. generations that run at once")
+    # More instances than conversations at once: each conversation's history stays
+    # cached in an instance of its own, and a preemptive run, a prefill or a
+    # cancelled answer finds a spare instead of evicting another conversation's
+    # cache (measured, 3 people talking: voice-to-voice p95 1072 ms with 4, and
+    # 1658-2575 ms with 2, whose first tokens re-evaluated whole histories).
+    # Memory: 776 MiB peak with 4 under load, 432 MiB with 2 (docs/capacity.md).
+    instances: int = setting(4, "model instances, i.e. generations that run at once (each its own "
+                                "context and KV cache; unused when batch_slots > 0)")
+    batch_slots: int = setting(0, "sequences one batched llama.cpp context decodes together (one copy of "
+                                  "the weights, one decode thread; continuous batching): generations that "
+                                  "run at once. 0 = separate instances")
+    batch_contexts: int = setting(1, "batched: llama.cpp contexts sharing the one copy of the weights and "
+                                     "the slots, each with its own decode thread (threads split between "
+                                     "them); more than one pays on a CPU, where a batch of n tokens costs "
+                                     "nearly n steps")
+    batch_step_tokens: int = setting(0, "batched: prompt tokens evaluated per decode step at most, so a "
+                                        "long new prompt doesn't stall the others' answers (0 = n_batch)")
     queue: int = setting(8, "requests that may wait for a free instance (and at most max_streams "
                             "minus instances); more get RESOURCE_EXHAUSTED")
     queue_timeout_s: float = setting(30.0, "longest wait for a free instance before RESOURCE_EXHAUSTED")
+    # A miss re-evaluates the whole conversation (seconds under load) and evicts
+    # another conversation's cache; the instance holding it is usually busy only
+    # with that conversation's own prefill or cancelled preemptive run.
+    affinity_wait_s: float = setting(0.4, "an answer whose conversation is cached in a busy instance "
+                                     "waits this long for it before taking another (0 = never)")
     max_tokens: int = setting(120, "answer length when a request says 0 (voice answers are short)")
     max_tokens_limit: int = setting(4096, "largest max_tokens a request may ask for (the Realtime "
                                           "API's limit; answers are clipped to the context window)")
@@ -47,6 +69,8 @@ class Settings(ServiceSettings):
     repeat_penalty: float = setting(1.1, "default repetition penalty")
     system_prompt: str = setting(DEFAULT_SYSTEM_PROMPT,
                                  "system prompt used when a request sends none")
+    passage_words: int = setting(PASSAGE_WORDS, "words of retrieved passage text the model reads: the "
+                                 "sentences most about the question (0 = whole passages)")
     warmup: bool = setting(True, "run one token through every instance before SERVING")
     # One: a token step of a 135M model gains little from a second thread, and the
     # speech synthesis of the reply's first clause runs on the other core meanwhile.
@@ -55,6 +79,9 @@ class Settings(ServiceSettings):
                              "the first words keeps its cores (0 = no change)")
     decode_threads: int = setting(1, "CPU threads for token-by-token decoding (0 = same as threads); "
                                   "prompt processing always uses threads")
+    kv_shift: bool = setting(True, "when a conversation's history window drops old turns, remove them from "
+                             "the KV cache and shift the rest (llama.cpp context shift) instead of "
+                             "evaluating the remaining history again")
 
 
 def build_engine(s: Settings) -> LlmEngine:
@@ -63,8 +90,11 @@ def build_engine(s: Settings) -> LlmEngine:
         gpu_layers = -1
     opts = LlamaOptions(model_path=s.model, n_ctx=s.n_ctx, n_batch=s.n_batch,
                         n_threads=s.threads, n_gpu_layers=gpu_layers,
-                        n_decode_threads=s.decode_threads or s.threads)
-    tok, instances = load_llama(opts, max(1, s.instances))
+                        n_decode_threads=s.decode_threads or s.threads, kv_shift=s.kv_shift)
+    if s.batch_slots > 0:
+        tok, instances = load_batched(opts, s.batch_slots, s.batch_step_tokens, s.batch_contexts)
+    else:
+        tok, instances = load_llama(opts, max(1, s.instances))
     if s.warmup:
         for inst in instances:
             warm_up(tok, inst, s.system_prompt)
@@ -74,10 +104,15 @@ def build_engine(s: Settings) -> LlmEngine:
     # max_streams (every service's cap on streams at once) also bounds the
     # queue: running + waiting never exceeds it.
     waiting = max(0, min(s.queue, s.max_streams - len(instances)))
-    cfg = EngineConfig(limits=limits, system_prompt=s.system_prompt, max_waiting=waiting,
+    cfg = EngineConfig(limits=limits, system_prompt=s.system_prompt, passage_words=s.passage_words,
+                       max_waiting=waiting,
                        wait_timeout_s=s.queue_timeout_s, urgent_tokens=s.urgent_tokens,
-                       tail_nice=s.tail_nice)
-    return LlmEngine(tok, instances, cfg, on_done=llm_metrics.record)
+                       affinity_wait_s=s.affinity_wait_s,
+                       # Batched, one decode thread does every answer's compute: a niced
+                       # tail thread would only relay tokens from its queue.
+                       tail_nice=0 if s.batch_slots > 0 else s.tail_nice)
+    return LlmEngine(tok, instances, cfg, on_done=llm_metrics.record,
+                     on_queue_depth=llm_metrics.set_queue_depth)
 
 
 async def main() -> None:

@@ -2,14 +2,20 @@
 the servicer and __main__ that touches llm_pb2."""
 from __future__ import annotations
 
-from common.stubs import llm_pb2
+from common.stubs import common_pb2, llm_pb2
 from services.llm.schema import (
-    ChatMessage, Event, GenerateDone, GenerateRequest, Passage, Sampling, TokenDelta,
+    ChatMessage, Event, GenerateDone, GenerateRequest, Passage, Priority, Sampling, TokenDelta,
 )
 
 
 def _opt(msg, field: str):
     return getattr(msg, field) if msg.HasField(field) else None
+
+
+def priority_from_pb(p: int) -> Priority:
+    """Only an explicit BACKGROUND is background: unspecified (older clients)
+    and values from a newer proto keep the latency they always had."""
+    return Priority.BACKGROUND if p == common_pb2.PRIORITY_BACKGROUND else Priority.URGENT
 
 
 def request_from_pb(req: llm_pb2.GenerateRequest) -> GenerateRequest:
@@ -25,6 +31,7 @@ def request_from_pb(req: llm_pb2.GenerateRequest) -> GenerateRequest:
         max_tokens=req.max_tokens,
         request_id=req.request_id,
         prefill=req.prefill,
+        priority=priority_from_pb(req.priority),
     )
 
 

@@ -8,7 +8,9 @@ cancelling the generator stops the model within one token. After the first
 ``urgent_tokens`` tokens (what the listener hears first) the loop goes on in
 a thread with a lower CPU priority (``tail_nice``): the rest of the answer is
 needed only as fast as it is spoken, and meanwhile the speech synthesis of
-the first words must not share a core with it. The instance goes
+the first words must not share a core with it (with batched slots the
+decode thread does all the compute, so the service turns this off: the tail
+thread would only relay tokens). The instance goes
 back to the pool when the worker has really stopped (a done-callback on the
 worker's future), never while it may still be decoding."""
 from __future__ import annotations
@@ -23,23 +25,31 @@ import threading
 import time
 from typing import AsyncIterator, Callable, Optional, Sequence
 
-from services.llm import validate
+from services.llm import budget, validate
 from services.llm.model import ChatTokenizer, ModelInstance
-from services.llm.pool import InstancePool, common_prefix
-from services.llm.prompt import DEFAULT_SYSTEM_PROMPT, build_messages
+from services.llm.pool import InstancePool, reused_tokens
+from services.llm.prompt import DEFAULT_SYSTEM_PROMPT, PASSAGE_WORDS, build_messages
 from services.llm.schema import (
-    Event, GenerateDone, GenerateRequest, InvalidRequest, ResolvedSampling, TokenDelta,
+    Busy, Event, GenerateDone, GenerateRequest, InvalidRequest, Priority, ResolvedSampling, TokenDelta,
 )
 
 log = logging.getLogger(__name__)
+
+
+# A prefill may take a free instance only if that costs another conversation at
+# most this many cached tokens (a system prompt's worth): background work never
+# evicts a history that someone's next answer needs.
+PREFILL_MAX_EVICT = 48
 
 
 @dataclasses.dataclass(frozen=True)
 class EngineConfig:
     limits: validate.Limits = validate.Limits()
     system_prompt: str = DEFAULT_SYSTEM_PROMPT
+    passage_words: int = PASSAGE_WORDS  # passage text the model reads (prompt.py); 0 = whole passages
     max_waiting: int = 8          # requests queued for an instance before Busy
     wait_timeout_s: float = 30.0  # longest wait for an instance before Busy
+    affinity_wait_s: float = 0.0  # an answer waits this long for the busy instance holding its cache
     stop_wait_s: float = 5.0      # bounded wait for a cancelled worker to stop
     urgent_tokens: int = 4        # tokens decoded at normal priority, the rest at tail_nice
     tail_nice: int = 0            # CPU priority (nice) of the rest of an answer; 0 = no change
@@ -81,11 +91,13 @@ def _nice_this_thread(nice: int) -> None:
 class LlmEngine:
     def __init__(self, tokenizer: ChatTokenizer, instances: Sequence[ModelInstance],
                  config: EngineConfig = EngineConfig(),
-                 on_done: Optional[Callable[[GenerateDone], None]] = None) -> None:
+                 on_done: Optional[Callable[[GenerateDone], None]] = None,
+                 on_queue_depth: Optional[Callable[[Priority, int], None]] = None) -> None:
         self.tokenizer = tokenizer
         self.config = config
         self.pool: InstancePool[ModelInstance] = InstancePool(
-            list(instances), config.max_waiting, config.wait_timeout_s)
+            list(instances), config.max_waiting, config.wait_timeout_s, on_queue_depth,
+            affinity_wait_s=config.affinity_wait_s)
         self._on_done = on_done
         self._executor = concurrent.futures.ThreadPoolExecutor(
             max_workers=len(instances), thread_name_prefix="llm-gen")
@@ -107,8 +119,13 @@ class LlmEngine:
         validate.check_messages(req, limits)
         max_tokens = validate.resolve_max_tokens(req, limits)
         sampling = validate.resolve_sampling(req, limits)
-        prompt = self.tokenizer.encode_chat(
-            build_messages(req.messages, req.passages, self.config.system_prompt))
+        msgs = build_messages(req.messages, req.passages, self.config.system_prompt,
+                              self.config.passage_words)
+        room = budget.answer_room(self.n_ctx)
+        msgs, prompt, dropped = budget.fit(msgs, self.tokenizer.encode_chat, self.n_ctx - room)
+        if dropped:
+            log.info("request %s: the %d oldest messages dropped to leave %d tokens for the answer "
+                     "in the %d-token context", req.request_id or "-", dropped, room, self.n_ctx)
         validate.check_context(len(prompt), self.n_ctx)
         # The answer may not run past the context window: clip, finish "length".
         max_tokens = min(max_tokens, self.n_ctx - len(prompt))
@@ -116,11 +133,14 @@ class LlmEngine:
 
     def prepare_prefill(self, req: GenerateRequest) -> list[int]:
         validate.check_messages(req, self.config.limits)
-        if req.messages[-1].role != "user":
-            raise InvalidRequest(f"prefill needs a user message last (the turn being spoken), "
-                                 f"got {req.messages[-1].role!r}")
-        prompt = self.tokenizer.encode_chat_open(
-            build_messages(req.messages, req.passages, self.config.system_prompt))
+        if req.messages[-1].role not in ("user", "assistant"):
+            raise InvalidRequest(f"prefill needs a user message last (the turn being spoken) or an "
+                                 f"assistant message (the answer just given), got {req.messages[-1].role!r}")
+        msgs = build_messages(req.messages, req.passages, self.config.system_prompt,
+                              self.config.passage_words)
+        room = budget.answer_room(self.n_ctx)      # the same cut as the answer will make
+        msgs, _, _ = budget.fit(msgs, self.tokenizer.encode_chat, self.n_ctx - room)
+        prompt = self.tokenizer.encode_chat_open(msgs)
         if prompt is None:
             raise InvalidRequest("prefill: the last message's text was not found in the rendered prompt")
         validate.check_context(len(prompt), self.n_ctx)
@@ -130,10 +150,10 @@ class LlmEngine:
         """Warm a free instance's cache with the open prompt; never waits for one."""
         t0 = time.perf_counter()
         prompt = await asyncio.to_thread(self.prepare_prefill, req)
-        inst = self.pool.try_checkout(prompt)
+        inst = self.pool.try_checkout(prompt, max_evict=PREFILL_MAX_EVICT)
         if inst is None:
             return GenerateDone("busy", len(prompt), 0, 0.0, 0.0)
-        cached = common_prefix(inst.cached_tokens(), prompt)
+        cached = reused_tokens(inst, prompt)
         loop = asyncio.get_running_loop()
         try:
             fut = loop.run_in_executor(self._executor, inst.prefill, prompt)
@@ -154,7 +174,7 @@ class LlmEngine:
             return
         t0 = time.perf_counter()
         prep = await asyncio.to_thread(self.prepare, req)
-        inst = await self.pool.checkout(prep.prompt)
+        inst = await self._checkout(req, prep)
         loop = asyncio.get_running_loop()
         queue: asyncio.Queue = asyncio.Queue()
         cancel = threading.Event()
@@ -190,6 +210,15 @@ class LlmEngine:
                     log.warning("request %s: worker still running %.1f s after cancel",
                                 prep.request_id, self.config.stop_wait_s)
 
+    async def _checkout(self, req: GenerateRequest, prep: Prepared) -> ModelInstance:
+        if not req.background:
+            return await self.pool.checkout(prep.prompt, req.priority)
+        inst = self.pool.try_checkout(prep.prompt)
+        if inst is None:
+            raise Busy(f"background request: all {self.pool.size} model instances are busy or "
+                       f"promised to waiting requests, and background work never queues")
+        return inst
+
     def _worker_done(self, inst: ModelInstance, fut: asyncio.Future, prep: Prepared) -> None:
         self.pool.release(inst)
         if fut.cancelled():
@@ -221,7 +250,7 @@ class LlmEngine:
 
     def _loop(self, inst: ModelInstance, prep: Prepared, cancel: threading.Event,
               emit: Callable[[object], None], t0: float) -> GenerateDone:
-        st = _LoopState(cached=common_prefix(inst.cached_tokens(), prep.prompt))
+        st = _LoopState(cached=reused_tokens(inst, prep.prompt))
         it = inst.tokens(prep.prompt, prep.sampling)
         try:
             if cancel.is_set():

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from common import metrics
-from services.llm.schema import GenerateDone
+from services.llm.schema import GenerateDone, Priority
 
 TTFT = metrics.histogram("voice_llm_ttft_seconds", "Request received to first token")
 TOKENS_PER_SECOND = metrics.histogram(
@@ -10,6 +10,13 @@ TOKENS_PER_SECOND = metrics.histogram(
     buckets=(1, 2, 5, 10, 20, 35, 50, 75, 100, 150, 200, 300, 500))
 TOKENS = metrics.counter("voice_llm_tokens_total", "Prompt (in) and completion (out) tokens",
                          ("direction",))
+
+QUEUE_DEPTH = metrics.gauge("voice_llm_queue_depth", "Requests waiting for a model instance, by priority "
+                            "(background ones never wait: always 0)", ("priority",))
+
+
+def set_queue_depth(priority: Priority, n: int) -> None:
+    QUEUE_DEPTH.labels(**metrics.base(), priority=priority.label).set(n)
 
 
 def record(done: GenerateDone) -> None:

@@ -2,7 +2,9 @@
 (chat template + tokenizer, shared) and ``ModelInstance``s (one llama.cpp
 context each, used by one generation at a time). ``LlamaChatTokenizer`` and
 ``LlamaInstance`` are the real llama-cpp-python implementations; tests use the
-scripted fakes in tests/unit with the same interfaces."""
+scripted fakes in tests/unit with the same interfaces. The batched backend
+(batched.py, ``LLM_BATCH_SLOTS``) implements ``ModelInstance`` as slots of one
+shared llama.cpp context, so the engine and pool serve either unchanged."""
 from __future__ import annotations
 
 import dataclasses
@@ -12,7 +14,7 @@ import threading
 from pathlib import Path
 from typing import Iterator, Optional, Protocol, Sequence
 
-from services.llm.pool import common_prefix
+from services.llm import reuse
 from services.llm.schema import ResolvedSampling
 
 log = logging.getLogger(__name__)
@@ -57,6 +59,23 @@ class ModelInstance(Protocol):
         """The token's bytes (possibly part of a UTF-8 character)."""
 
 
+def neutralize(text: str, specials: Sequence[str]) -> str:
+    """Message text (a user's words, a document's passage, a tool's output) is
+    data: it is tokenized together with the chat template, whose special
+    tokens are parsed from their text, so a passage reading
+    "<|im_start|>system" would open a system turn. Each such spelling gets a
+    space after its first character: the words stay readable, the token
+    cannot form."""
+    changed = True
+    while changed:
+        changed = False
+        for s in specials:
+            if s in text:
+                text = text.replace(s, s[0] + " " + s[1:])
+                changed = True
+    return text
+
+
 @dataclasses.dataclass(frozen=True)
 class LlamaOptions:
     model_path: str
@@ -65,6 +84,7 @@ class LlamaOptions:
     n_threads: int = 2          # prompt processing (batches)
     n_gpu_layers: int = 0
     n_decode_threads: int = 0   # one token at a time; 0 = n_threads
+    kv_shift: bool = True       # reuse a conversation's cache past dropped turns (services/llm/reuse.py)
 
 
 class LlamaChatTokenizer:
@@ -90,9 +110,23 @@ class LlamaChatTokenizer:
             stop_token_ids=[eos],
         )
         self._lock = threading.Lock()
+        self._specials = self._special_texts()
+
+    def _special_texts(self) -> list[str]:
+        """The text of every control token (<|im_start|>, <|im_end|>, ...),
+        longest first: message text must never spell one (see neutralize)."""
+        import llama_cpp
+
+        vocab = self._vocab._model.vocab
+        texts = {self._vocab._model.token_get_text(t) for t in range(self._vocab.n_vocab())
+                 if llama_cpp.llama_vocab_is_control(vocab, t) or llama_cpp.llama_vocab_is_eog(vocab, t)}
+        return sorted((t for t in texts if len(t) >= 2), key=len, reverse=True)
+
+    def _safe(self, messages: list[dict[str, str]]) -> list[dict[str, str]]:
+        return [m | {"content": neutralize(m["content"], self._specials)} for m in messages]
 
     def encode_chat(self, messages: list[dict[str, str]]) -> list[int]:
-        rendered = self._formatter(messages=messages)
+        rendered = self._formatter(messages=self._safe(messages))
         with self._lock:
             return self._vocab.tokenize(rendered.prompt.encode("utf-8"),
                                         add_bos=not rendered.added_special, special=True)
@@ -101,6 +135,7 @@ class LlamaChatTokenizer:
         """The prompt cut right after the last message's text (its end-of-turn
         and the assistant opener left out): a prefix of the prompt of the same
         chat once that message is complete. None if the text is not found."""
+        messages = self._safe(messages)
         rendered = self._formatter(messages=messages)
         last = messages[-1]["content"].strip()
         cut = rendered.prompt.rfind(last) if last else -1
@@ -135,15 +170,43 @@ class LlamaInstance:
                           n_threads=opts.n_decode_threads or opts.n_threads, n_threads_batch=opts.n_threads,
                           n_gpu_layers=opts.n_gpu_layers, verbose=False)
         self._stop = frozenset(stop_ids)
+        self.can_shift = opts.kv_shift and self._memory_can_shift()
+
+    def _memory_can_shift(self) -> bool:
+        import llama_cpp
+
+        return bool(llama_cpp.llama_memory_can_shift(llama_cpp.llama_get_memory(self._llm._ctx.ctx)))
 
     def cached_tokens(self) -> Sequence[int]:
         return self._llm.input_ids[: self._llm.n_tokens].tolist()
 
+    def _reuse(self, prompt: Sequence[int]) -> int:
+        """Make the KV cache hold the part of ``prompt`` it can reuse (the shared
+        prefix, and after it a shifted run of cached tokens when the prompt
+        dropped a span of them: reuse.py); returns the tokens reused."""
+        import llama_cpp
+
+        llm = self._llm
+        cached = self.cached_tokens()
+        r = reuse.plan(cached, prompt, shift=self.can_shift)
+        if r.shifts:
+            mem = llama_cpp.llama_get_memory(llm._ctx.ctx)
+            gap = r.drop_to - r.prefix
+            if not llama_cpp.llama_memory_seq_rm(mem, 0, r.prefix, r.drop_to):
+                llm.n_tokens = r.prefix   # could not remove a partial span: keep the prefix only
+                return r.prefix
+            llama_cpp.llama_memory_seq_add(mem, 0, r.drop_to, -1, -gap)
+            moved = cached[r.drop_to:]
+            llm.input_ids[r.prefix:r.prefix + len(moved)] = moved
+        llm.n_tokens = r.tokens      # eval() drops the KV cache past n_tokens
+        return r.tokens
+
     def tokens(self, prompt: Sequence[int], sampling: ResolvedSampling) -> Iterator[int]:
         if sampling.seed is not None:
             self._llm.set_seed(sampling.seed)
+        self._reuse(prompt)
         # Llama.generate reuses the longest KV-cache prefix shared with the
-        # previous prompt of this instance (reset=True compares them first).
+        # cache as _reuse left it (reset=True compares them first).
         return self._llm.generate(
             list(prompt), top_k=sampling.top_k, top_p=sampling.top_p, temp=sampling.temperature,
             repeat_penalty=sampling.repeat_penalty, reset=True)
@@ -151,12 +214,10 @@ class LlamaInstance:
     def prefill(self, prompt: Sequence[int]) -> int:
         """Evaluate ``prompt`` into the KV cache, reusing the prefix it shares
         with what is cached (as generate does); returns the tokens evaluated."""
-        llm = self._llm
-        keep = common_prefix(self.cached_tokens(), prompt)
-        llm.n_tokens = keep          # eval() drops the KV cache past n_tokens
+        keep = self._reuse(prompt)
         rest = list(prompt[keep:])
         if rest:
-            llm.eval(rest)
+            self._llm.eval(rest)
         return len(rest)
 
     def is_stop(self, token: int) -> bool:

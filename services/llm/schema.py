@@ -3,6 +3,7 @@ converted to and from these in convert.py, so the engine never sees protobuf."""
 from __future__ import annotations
 
 import dataclasses
+import enum
 from typing import Optional, Union
 
 ROLES = ("system", "user", "assistant", "tool")
@@ -35,6 +36,17 @@ class Sampling:
     seed: Optional[int] = None
 
 
+class Priority(enum.IntEnum):
+    """How urgently the caller needs the answer (lower = served first)."""
+
+    URGENT = 0       # a person is waiting for this answer now
+    BACKGROUND = 1   # prefill, or work nobody waits on: never queues for an instance
+
+    @property
+    def label(self) -> str:
+        return self.name.lower()
+
+
 @dataclasses.dataclass(frozen=True)
 class GenerateRequest:
     messages: tuple[ChatMessage, ...]
@@ -43,6 +55,12 @@ class GenerateRequest:
     max_tokens: int = 0      # 0 = server default
     request_id: str = ""
     prefill: bool = False    # only warm an instance's cache with the prompt so far (see llm.proto)
+    priority: Priority = Priority.URGENT
+
+    @property
+    def background(self) -> bool:
+        """Prefill is background whatever the caller said: it only saves later work."""
+        return self.prefill or self.priority is Priority.BACKGROUND
 
 
 @dataclasses.dataclass(frozen=True)

@@ -4,10 +4,12 @@ Settings come from flags, then RAG_* environment variables, then defaults."""
 from __future__ import annotations
 
 import dataclasses
+import logging
 from pathlib import Path
 
 from common import server
 from common.config import ServiceSettings, load_settings, setting
+from common.cores import host_cores
 from common.status import StreamStats
 from common.stubs import rag_pb2_grpc
 from services.rag.chunking import ChunkingConfig
@@ -21,12 +23,19 @@ from stack.components import by_name
 ROOT = Path(__file__).resolve().parent.parent.parent
 
 COMPONENT = by_name("rag")
+log = logging.getLogger("rag")
+
+# One query is a few dozen tokens: beyond a few intra-op threads it only adds wake-ups
+# (not measured past 2 cores; a reindex is the only big batch and is rare).
+MAX_AUTO_THREADS = 4
 
 
 @dataclasses.dataclass
 class Settings(ServiceSettings):
     port: int = setting(COMPONENT.port, "gRPC port")
     metrics_port: int = setting(COMPONENT.metrics_port, "Prometheus /metrics port (0 = off)")
+    threads: int = setting(0, f"onnxruntime intra-op threads of the embedder (0 = from the host's "
+                           f"cores, at most {MAX_AUTO_THREADS})")
     docs_dir: str = setting(str(ROOT / "docs"), "documents folder (.md and .txt, searched recursively)")
     index_dir: str = setting(str(ROOT / "var" / "rag"), "where the index is persisted")
     model: str = setting(default_model_path(), "embedding ONNX model (all-MiniLM-L6-v2 int8)")
@@ -38,9 +47,16 @@ class Settings(ServiceSettings):
     chunk_max_words: int = setting(200, "a chunk never grows past this many words")
 
 
+def resolve_threads(setting_value: int, cores: int) -> int:
+    return setting_value or max(1, min(cores, MAX_AUTO_THREADS))
+
+
 def build_engine(s: Settings) -> RagEngine:
+    cores = host_cores()
+    threads = resolve_threads(s.threads, cores)
+    log.info("embedder threads: %d (setting %d, %d cores; 0 = from the host)", threads, s.threads, cores)
     embedder = MiniLmEmbedder(OnnxOptions(model_path=s.model, tokenizer_path=s.tokenizer,
-                                          threads=s.threads, device=s.device))
+                                          threads=threads, device=s.device))
     cfg = RagConfig(docs_dir=Path(s.docs_dir), index_dir=Path(s.index_dir), default_k=s.default_k,
                     max_query_chars=s.max_query_chars,
                     chunking=ChunkingConfig(s.chunk_min_words, s.chunk_target_words, s.chunk_max_words))

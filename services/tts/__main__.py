@@ -7,7 +7,9 @@ import dataclasses
 from common.config import ServiceSettings, load_settings, setting
 from common.server import run, serve
 from common.stubs import tts_pb2, tts_pb2_grpc
+from services.tts import metrics
 from services.tts.engine import TtsEngine
+from services.tts.scheduler import Scheduler
 from services.tts.servicer import TtsServicer
 from services.tts.voices import default_voice_files, load_voices
 from stack.components import by_name
@@ -23,6 +25,14 @@ class Settings(ServiceSettings):
     default_voice: str = setting("", "voice used when a request names none (empty = en_US-joe-medium)")
     max_chars: int = setting(4000, "longest text accepted in one request, in characters")
     chunk_ms: int = setting(200, "longest audio chunk sent, in ms")
+    # Clauses of all streams share these workers, urgent ones first (scheduler.py);
+    # more workers than cores would only make every clause slower.
+    workers: int = setting(0, "synthesis worker threads shared by all streams (0 = the CPUs this "
+                              "process may use)")
+    background_max_wait_s: float = setting(1.0, "a background clause queued this long goes before "
+                                                 "urgent ones, so it is delayed, never starved")
+    urgent_workers: int = setting(1, "workers kept for urgent clauses (an answer's first audio); "
+                                     "background clauses use the others, at least one")
 
 
 async def main() -> None:
@@ -31,8 +41,10 @@ async def main() -> None:
 
     def load() -> TtsEngine:
         voices = load_voices(s.voices_dir, threads=s.threads, device=s.device)
+        scheduler = Scheduler(s.workers, s.background_max_wait_s, s.urgent_workers,
+                              on_wait=metrics.observe_wait, on_depth=metrics.set_depth)
         engine = TtsEngine(voices, s.default_voice, max_chars=s.max_chars, chunk_ms=s.chunk_ms,
-                           workers=s.max_streams)
+                           scheduler=scheduler)
         # Warm the voice (espeak init, onnx first run) so the first request is not the slow one.
         for _ in engine.voices[engine.default_voice].synthesize("Ready.", 1.0):
             pass

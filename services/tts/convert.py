@@ -2,14 +2,21 @@
 __main__ that touches tts_pb2."""
 from __future__ import annotations
 
-from common.stubs import tts_pb2
+from common.stubs import common_pb2, tts_pb2
 from services.tts.engine import AudioPiece, SynthesisRequest
+from services.tts.scheduler import Priority
 from services.tts.voices import VoiceInfo
+
+
+def priority_from_pb(p: int) -> Priority:
+    """Only an explicit BACKGROUND is background: unspecified (older clients)
+    and values from a newer proto keep the latency they always had."""
+    return Priority.BACKGROUND if p == common_pb2.PRIORITY_BACKGROUND else Priority.URGENT
 
 
 def request_from_pb(req: tts_pb2.SynthesizeRequest) -> SynthesisRequest:
     return SynthesisRequest(text=req.text, voice=req.voice, speaking_rate=req.speaking_rate,
-                            sample_rate_hz=req.sample_rate_hz)
+                            sample_rate_hz=req.sample_rate_hz, priority=priority_from_pb(req.priority))
 
 
 def piece_to_pb(p: AudioPiece) -> tts_pb2.AudioChunk:

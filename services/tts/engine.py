@@ -1,11 +1,13 @@
 """Clause-by-clause synthesis: validation, chunking, resampling and the
-cancellable worker. No gRPC here; tests drive it with a scripted voice.
+cancellable producer. No gRPC here; tests drive it with a scripted voice.
 
-One synthesis = one worker thread that walks the clauses in order and hands
-each clause's audio to the event loop as soon as it exists; the consumer
-streams it on. Cancelling (closing the async iterator, which is what a gRPC
-cancel does) sets a flag the worker checks before every clause and sentence,
-so no further clause is synthesised, and waits (bounded) for the worker to
+One synthesis = one ``_Synthesis`` on the process-wide scheduler
+(scheduler.py): each clause is one piece, run on a worker thread when its turn
+comes (urgent before background, across all streams), and its audio is handed
+to the event loop as soon as it exists; the consumer streams it on.
+Cancelling (closing the async iterator, which is what a gRPC cancel does)
+sets a flag the producer checks before every clause and sentence and takes
+its next clause out of the queue, and waits (bounded) for the worker to
 finish the one piece it may be inside."""
 from __future__ import annotations
 
@@ -15,11 +17,11 @@ import logging
 import math
 import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
 from typing import AsyncIterator, Callable, Mapping
 
 from common.audio import StreamResampler
 from common.text import split_clauses
+from services.tts.scheduler import Priority, Scheduler
 from services.tts.voices import Voice, VoiceInfo
 
 log = logging.getLogger(__name__)
@@ -34,6 +36,7 @@ class SynthesisRequest:
     voice: str = ""             # "" = default voice
     speaking_rate: float = 0.0  # 0 = 1.0
     sample_rate_hz: int = 0     # 0 = the voice's native rate
+    priority: Priority = Priority.URGENT
 
 
 @dataclasses.dataclass(frozen=True)
@@ -44,6 +47,7 @@ class Job:
     voice: Voice
     length_scale: float
     sample_rate: int
+    priority: Priority = Priority.URGENT
 
 
 @dataclasses.dataclass(frozen=True)
@@ -68,14 +72,16 @@ class SynthesisReport:
 
 @dataclasses.dataclass(frozen=True)
 class _End:
-    """Worker finished: ``finished`` is False when it stopped early (cancel, error)."""
+    """Producer finished: ``finished`` is False when it stopped early (cancel, error)."""
 
     finished: bool = False
+    error: BaseException | None = None
 
 
 class TtsEngine:
     def __init__(self, voices: Mapping[str, Voice], default_voice: str = "", max_chars: int = 4000,
-                 chunk_ms: int = 200, cancel_wait_s: float = 5.0, workers: int = 8) -> None:
+                 chunk_ms: int = 200, cancel_wait_s: float = 5.0,
+                 scheduler: Scheduler | None = None) -> None:
         if not voices:
             raise ValueError("no voices loaded")
         self.voices = dict(voices)
@@ -85,13 +91,11 @@ class TtsEngine:
         self.max_chars = max_chars
         self.chunk_ms = chunk_ms
         self.cancel_wait_s = cancel_wait_s
-        # One worker thread per concurrent synthesis: the default executor is
-        # shared with everything else and too small to hold max_streams workers.
-        self._pool = ThreadPoolExecutor(max_workers=max(1, workers), thread_name_prefix="tts")
+        # Shared by every stream of the process: the workers are the CPU budget.
+        self.scheduler = scheduler if scheduler is not None else Scheduler()
 
     def close(self) -> None:
-        self._pool.shutdown(wait=False, cancel_futures=True)
-
+        self.scheduler.close()
     def list_voices(self) -> list[VoiceInfo]:
         return [v.info for v in self.voices.values()]
 
@@ -115,7 +119,8 @@ class TtsEngine:
             raise ValueError(f"sample_rate_hz {req.sample_rate_hz} is not supported: use 0 (the voice's "
                              f"{voice.info.sample_rate} Hz) or {MIN_SAMPLE_RATE}..{MAX_SAMPLE_RATE}")
         return Job(clauses=split_clauses(req.text), voice=voice,
-                   length_scale=voice.default_length_scale / rate, sample_rate=out_rate)
+                   length_scale=voice.default_length_scale / rate, sample_rate=out_rate,
+                   priority=req.priority)
 
     async def stream(self, job: Job, report: SynthesisReport | None = None,
                      cancel: threading.Event | None = None) -> AsyncIterator[AudioPiece]:
@@ -126,65 +131,89 @@ class TtsEngine:
         loop = asyncio.get_running_loop()
         queue: asyncio.Queue[AudioPiece | _End] = asyncio.Queue()
         cancel = cancel if cancel is not None else threading.Event()
+        ended = asyncio.Event()
 
         def emit(item: AudioPiece | _End) -> None:
             try:
                 loop.call_soon_threadsafe(queue.put_nowait, item)
+                if isinstance(item, _End):
+                    loop.call_soon_threadsafe(ended.set)
             except RuntimeError:  # the loop is gone: nobody will read further audio
                 cancel.set()
 
-        worker = loop.run_in_executor(self._pool, self._produce, job, cancel, emit, report)
+        ticket = self.scheduler.submit(_Synthesis(job, cancel, emit, report, self.chunk_ms), job.priority)
         try:
             while True:
                 item = await queue.get()
                 if isinstance(item, _End):
-                    await worker  # re-raises the worker's error, if any
+                    ended.set()   # its own callback may not have run yet
+                    if item.error is not None:
+                        raise item.error
                     report.cancelled = cancel.is_set() and not item.finished
                     return
                 yield item
         finally:
-            if not worker.done():
+            if not ended.is_set():
                 cancel.set()
                 report.cancelled = True
-                await self._wait_worker(worker)
+                self.scheduler.cancel(ticket)
+                await self._wait_end(ended)
 
-    async def _wait_worker(self, worker: asyncio.Future) -> None:
-        """Bounded wait for the worker to leave the piece it is synthesising."""
-        done, _ = await asyncio.wait({worker}, timeout=self.cancel_wait_s)
-        if not done:
+    async def _wait_end(self, ended: asyncio.Event) -> None:
+        """Bounded wait for the producer to leave the piece it is synthesising."""
+        try:
+            await asyncio.wait_for(ended.wait(), self.cancel_wait_s)
+        except asyncio.TimeoutError:
             log.warning("TTS worker still busy %.1f s after cancel: the voice ignored the stop flag",
                         self.cancel_wait_s)
-        elif not worker.cancelled() and worker.exception() is not None:
-            log.warning("TTS worker failed after cancel: %r", worker.exception())
 
-    def _produce(self, job: Job, cancel: threading.Event, emit: Callable[[AudioPiece | _End], None],
-                 report: SynthesisReport) -> None:
-        """Worker thread: synthesise clause after clause until done or cancelled."""
-        rate = job.sample_rate
-        resampler = StreamResampler(job.voice.info.sample_rate, rate)
-        max_bytes = max(2, int(rate * self.chunk_ms / 1000) * 2)
-        index, finished = 0, False
-        try:
-            for index, clause in enumerate(job.clauses):
-                if cancel.is_set():
-                    return
-                first = True
-                t0 = time.perf_counter()
-                for pcm in job.voice.synthesize(clause, job.length_scale):
-                    report.synth_seconds += time.perf_counter() - t0
-                    report.audio_seconds += len(pcm) / 2 / job.voice.info.sample_rate
-                    if cancel.is_set():
-                        return
-                    out = resampler.process(pcm)
-                    for i in range(0, len(out), max_bytes):
-                        emit(AudioPiece(out[i:i + max_bytes], rate, index, clause if first else ""))
-                        first = False
-                    t0 = time.perf_counter()
-                report.clauses_done += 1
-                report.characters += len(clause)
-            if cancel.is_set():
-                return
-            emit(AudioPiece(resampler.process(b"", last=True), rate, index, "", last=True))
-            finished = True
-        finally:
-            emit(_End(finished))
+
+class _Synthesis:
+    """One request's producer: each ``step`` (a worker thread) synthesises one clause."""
+
+    def __init__(self, job: Job, cancel: threading.Event, emit: Callable[[AudioPiece | _End], None],
+                 report: SynthesisReport, chunk_ms: int) -> None:
+        self.job, self.cancel, self.emit, self.report = job, cancel, emit, report
+        self.resampler = StreamResampler(job.voice.info.sample_rate, job.sample_rate)
+        self.max_bytes = max(2, int(job.sample_rate * chunk_ms / 1000) * 2)
+        self.index = 0
+        self.finished = False
+
+    def step(self) -> bool:
+        job = self.job
+        if self.cancel.is_set():
+            return False
+        if self.index < len(job.clauses) and not self._clause(job.clauses[self.index]):
+            return False
+        if self.index < len(job.clauses):
+            return True
+        # The end goes out with the last clause, not after another turn in the queue:
+        # the caller may be waiting for it to send its next clause.
+        if not self.cancel.is_set():
+            self.emit(AudioPiece(self.resampler.process(b"", last=True), job.sample_rate,
+                                 max(self.index - 1, 0), "", last=True))
+            self.finished = True
+        return False
+
+    def _clause(self, clause: str) -> bool:
+        """Synthesise one clause; False when a cancel stopped it."""
+        job, report, rate = self.job, self.report, self.job.sample_rate
+        first = True
+        t0 = time.perf_counter()
+        for pcm in job.voice.synthesize(clause, job.length_scale):
+            report.synth_seconds += time.perf_counter() - t0
+            report.audio_seconds += len(pcm) / 2 / job.voice.info.sample_rate
+            if self.cancel.is_set():
+                return False
+            out = self.resampler.process(pcm)
+            for i in range(0, len(out), self.max_bytes):
+                self.emit(AudioPiece(out[i:i + self.max_bytes], rate, self.index, clause if first else ""))
+                first = False
+            t0 = time.perf_counter()
+        report.clauses_done += 1
+        report.characters += len(clause)
+        self.index += 1
+        return True
+
+    def finish(self, error: BaseException | None) -> None:
+        self.emit(_End(self.finished, error))

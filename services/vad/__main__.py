@@ -9,6 +9,7 @@ from common.server import run, serve
 from common.stubs import vad_pb2, vad_pb2_grpc
 from services.vad.engine import VadEngine
 from services.vad.servicer import VadServicer
+from services.vad.turn_model import SmartTurnModel
 from stack.components import by_name
 
 COMPONENT = by_name("vad")
@@ -23,6 +24,12 @@ class Settings(ServiceSettings):
     threads: int = setting(1, "onnxruntime intra-op threads of the shared model")
     max_streams: int = setting(32, "streams served at once; further ones get RESOURCE_EXHAUSTED")
     model_path: str = setting("", "silero VAD ONNX file (empty = silero_vad.onnx from the silero-vad package)")
+    # The end-of-turn model scores each pause of streams that ask for it
+    # (VadConfig.end_of_turn: the gateway's semantic_vad), ~0.1 s of one core each.
+    turn_model: bool = setting(True, "load the Smart Turn end-of-turn model (off: stops carry no "
+                               "turn_complete_probability)")
+    turn_model_path: str = setting("", "Smart Turn ONNX file (empty = smart-turn-v3.2-cpu.onnx from the "
+                                   "pipecat-ai package)")
 
 
 async def main() -> None:
@@ -30,7 +37,8 @@ async def main() -> None:
     label = s.model_path.rsplit("/", 1)[-1] if s.model_path else "silero_vad.onnx"
 
     def load() -> VadEngine:
-        return VadEngine(s.model_path or None, threads=s.threads, device=s.device)
+        turn = SmartTurnModel(s.turn_model_path or None, threads=1, device=s.device) if s.turn_model else None
+        return VadEngine(s.model_path or None, threads=s.threads, device=s.device, turn_model=turn)
 
     def add(server, engine) -> None:
         vad_pb2_grpc.add_VoiceActivityServicer_to_server(VadServicer(engine, label, s.max_streams), server)

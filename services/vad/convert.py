@@ -21,10 +21,12 @@ def params_from_config(cfg: vad_pb2.VadConfig) -> SegmenterParams:
         prefix_padding_ms=(cfg.prefix_padding_ms if cfg.prefix_padding_ms != 0
                            else DEFAULTS.prefix_padding_ms),
         pause_events=cfg.pause_events,
+        end_of_turn=cfg.end_of_turn,
     )
 
 
-def event_to_pb(ev: Event, audio_processed_ms: int) -> vad_pb2.DetectResponse:
+def event_to_pb(ev: Event, audio_processed_ms: int,
+                turn_probability: float | None = None) -> vad_pb2.DetectResponse:
     if isinstance(ev, SpeechStart):
         return vad_pb2.DetectResponse(
             speech_started=vad_pb2.SpeechStarted(
@@ -36,6 +38,7 @@ def event_to_pb(ev: Event, audio_processed_ms: int) -> vad_pb2.DetectResponse:
             speech_paused=vad_pb2.SpeechPaused(audio_ms=ev.audio_ms, decided_at_ms=ev.decided_at_ms),
             audio_processed_ms=audio_processed_ms)
     assert isinstance(ev, SpeechStop)
-    return vad_pb2.DetectResponse(
-        speech_stopped=vad_pb2.SpeechStopped(audio_ms=ev.audio_ms, decided_at_ms=ev.decided_at_ms),
-        audio_processed_ms=audio_processed_ms)
+    stopped = vad_pb2.SpeechStopped(audio_ms=ev.audio_ms, decided_at_ms=ev.decided_at_ms)
+    if turn_probability is not None:
+        stopped.turn_complete_probability = turn_probability
+    return vad_pb2.DetectResponse(speech_stopped=stopped, audio_processed_ms=audio_processed_ms)

@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from typing import Any
 
 HYSTERESIS = 0.15
 
@@ -46,6 +47,7 @@ class SegmenterParams:
     min_silence_ms: int = 200
     prefix_padding_ms: int = 300
     pause_events: bool = False
+    end_of_turn: bool = False    # score pauses with the end-of-turn model (engine.VadStream)
 
     def __post_init__(self) -> None:
         if not (0.0 < self.threshold < 1.0) or math.isnan(self.threshold):
@@ -71,6 +73,9 @@ class SpeechStart:
 class SpeechStop:
     audio_ms: int         # end of the last voiced frame
     decided_at_ms: int    # end of the frame on which the stop was decided
+    # The end-of-turn score of the pause this stop confirms (a Future of a
+    # probability, computed on a worker thread), when the stream asked for one.
+    turn: Any = dataclasses.field(default=None, compare=False, repr=False)
 
 
 @dataclasses.dataclass(frozen=True)

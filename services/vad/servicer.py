@@ -1,11 +1,15 @@
 """gRPC face of the VAD: a thin state machine over :mod:`services.vad.engine`.
 
 Config first, then audio; each audio message's whole frames are classified
-in one worker-thread call, so the event loop never runs the model."""
+in one worker-thread call, so the event loop never runs the model. A stop
+whose pause was given to the end-of-turn model waits for that score (begun a
+min_silence earlier, so mostly done) at most TURN_WAIT_S, then goes without."""
 from __future__ import annotations
 
 import asyncio
 import logging
+import time
+from concurrent.futures import Future
 from typing import AsyncIterator
 
 import grpc
@@ -20,6 +24,7 @@ from services.vad.engine import PushResult, VadEngine
 from services.vad.segmenter import SpeechStart, SpeechStop
 
 log = logging.getLogger(__name__)
+TURN_WAIT_S = 0.5   # a stop is never held longer than this for its end-of-turn score
 
 
 class VadServicer(vad_pb2_grpc.VoiceActivityServicer):
@@ -64,16 +69,16 @@ class VadServicer(vad_pb2_grpc.VoiceActivityServicer):
                     await _invalid(context, f"audio chunk has {len(req.audio)} bytes, an odd count: "
                                             "PCM16 needs 2 bytes per sample")
                 result = await asyncio.to_thread(stream.push, req.audio)
-                for resp in self._responses(result, spans):
+                for resp in await self._responses(result, spans):
                     yield resp
             else:
                 await _invalid(context, "empty DetectRequest: set config, audio or trace")
         if stream is None:
             await _invalid(context, "first message must be config: the stream ended without one")
-        for resp in self._responses(stream.finish(), spans):
+        for resp in await self._responses(stream.finish(), spans):
             yield resp
 
-    def _responses(self, result: PushResult, spans: StretchSpans) -> list[vad_pb2.DetectResponse]:
+    async def _responses(self, result: PushResult, spans: StretchSpans) -> list[vad_pb2.DetectResponse]:
         b = common_metrics.base()
         if result.frame_seconds:
             m.FRAMES.labels(**b).inc(len(result.frame_seconds))
@@ -82,17 +87,35 @@ class VadServicer(vad_pb2_grpc.VoiceActivityServicer):
                 hist.observe(t)
         out = []
         for ev in result.events:
+            prob = None
             if isinstance(ev, SpeechStart):
                 m.SEGMENTS.labels(**b).inc()
                 spans.start(**{"vad.onset_ms": ev.audio_ms})
             elif isinstance(ev, SpeechStop):
                 spans.end(**{"vad.end_ms": ev.audio_ms})
-            out.append(convert.event_to_pb(ev, result.audio_processed_ms))
+                if ev.turn is not None:
+                    prob = await _turn_score(ev.turn)
+            out.append(convert.event_to_pb(ev, result.audio_processed_ms, prob))
         return out
 
     async def GetStatus(self, request: common_pb2.StatusRequest,
                         context: grpc.aio.ServicerContext) -> common_pb2.ServiceStatus:
         return status_to_pb(self.stats)
+
+
+async def _turn_score(fut: Future) -> float | None:
+    """The pause's end-of-turn probability, or None when it failed or is late."""
+    t0 = time.perf_counter()
+    try:
+        prob = await asyncio.wait_for(asyncio.wrap_future(fut), TURN_WAIT_S)
+    except asyncio.TimeoutError:
+        log.warning("end-of-turn score not ready %.1f s after the stop: sent without it", TURN_WAIT_S)
+        return None
+    except Exception:   # noqa: BLE001 - the stop matters more than its score
+        log.exception("end-of-turn model failed")
+        return None
+    m.TURN_WAIT_SECONDS.labels(**common_metrics.base()).observe(time.perf_counter() - t0)
+    return prob
 
 
 async def _invalid(context: grpc.aio.ServicerContext, message: str) -> None:

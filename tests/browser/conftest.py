@@ -42,12 +42,13 @@ def artifacts() -> Path:
 
 @pytest.fixture
 def launch(playwright_instance) -> Iterator[Callable]:
-    """launch(mic_wav=None, allow_mic=True) -> page. `allow_mic=False` starts
+    """launch(mic_wav=None, allow_mic=True, init_script=None) -> page. `allow_mic=False` starts
     Chromium without the auto-accepting permission UI and with the permission
-    denied, as a person who clicked "Block" would."""
+    denied, as a person who clicked "Block" would; `init_script` runs before
+    the page's own scripts (e.g. to take a browser feature away)."""
     opened = []
 
-    def _launch(url: str, mic_wav: Path | None = None, allow_mic: bool = True):
+    def _launch(url: str, mic_wav: Path | None = None, allow_mic: bool = True, init_script: str | None = None):
         flags = list(BASE_FLAGS) + ["--use-fake-device-for-media-stream"]
         if allow_mic:
             flags.append("--use-fake-ui-for-media-stream")
@@ -57,6 +58,8 @@ def launch(playwright_instance) -> Iterator[Callable]:
         context = browser.new_context(viewport={"width": 1280, "height": 820},
                                       permissions=["microphone"] if allow_mic else [])
         page = context.new_page()
+        if init_script:
+            page.add_init_script(init_script)   # runs before the page's own scripts
         logs: list[str] = []
         page.on("console", lambda m: logs.append(f"{m.type}: {m.text}"))
         page.on("pageerror", lambda e: logs.append(f"pageerror: {e}"))

@@ -2,7 +2,9 @@
 
 Invariants: microphone audio leaves the page as 20 ms PCM16 frames at 24 kHz in
 real time; the user's provisional text becomes the final transcript; reply
-audio reaches the playback worklet and is played; speaking over the reply stops
+audio reaches the playback worklet and is played, through a local WebRTC loop
+into an <audio> element so the browser's echo canceller removes it from the
+microphone (issue #13), or straight to the speakers where WebRTC is missing; speaking over the reply stops
 playback and sends a truncate with the milliseconds actually played, and the
 unheard words are marked; the text box, push-to-talk, settings, reconnection to
 the same session, server errors and a blocked microphone all behave visibly.
@@ -60,6 +62,7 @@ def test_voice_question_shows_transcript_and_plays_reply(launch, mock, wavs):
     assistant = page.locator("li.msg.assistant .text").first.inner_text()
     assert assistant.startswith("Sure. Here is a fairly long answer")
     t = hook(page)
+    assert t["playback"]["route"] == "loopback"      # where Chrome's echo canceller applies
     assert t["playback"]["underruns"] == 0
     assert t["playback"]["samplesPlayed"] == t["playback"]["samplesReceived"]
     # latency and sources from response.done's metadata
@@ -68,6 +71,17 @@ def test_voice_question_shows_transcript_and_plays_reply(launch, mock, wavs):
     assert page.locator("li.msg.assistant .sources li").count() == 2
     shot(page, "mock-03-answered")
     assert not [m for m in page.console_log if m.startswith(("error", "pageerror"))], page.console_log
+
+
+def test_without_webrtc_the_reply_plays_straight_to_the_speakers(launch, mock):
+    page = launch(mock.url, init_script="delete window.RTCPeerConnection;")
+    page.fill("#text-input", "hello")
+    page.press("#text-input", "Enter")
+    wait_hook(page, "t.responses.length > 0 && t.playback.samplesPlayed > 24000 && !t.playback.playing", 30)
+    t = hook(page)
+    assert t["playback"]["route"] == "direct"
+    assert t["playback"]["samplesPlayed"] == t["playback"]["samplesReceived"]
+    assert [m for m in page.console_log if "no WebRTC loopback" in m], page.console_log
 
 
 def test_speaking_over_the_reply_stops_it_and_truncates(launch, mock, wavs):

@@ -113,6 +113,31 @@ def test_gateway_reaches_every_backend_and_waits_for_it():
     assert GATEWAY.port in published
 
 
+def test_gateway_keys_come_from_a_secret_not_from_the_file():
+    """Listening on 0.0.0.0 the gateway needs API keys (docs/security.md): compose
+    hands them over as a secret read from the environment, never a literal."""
+    cfg = compose_config("cpu")
+    gw = cfg["services"]["gateway"]
+    assert gw["environment"]["GATEWAY_HOST"] == "0.0.0.0"
+    assert "GATEWAY_API_KEYS" not in gw["environment"] and "GATEWAY_ALLOW_INSECURE" not in gw["environment"]
+    secrets = {s["source"]: s["target"] for s in gw["secrets"]}
+    assert gw["environment"]["GATEWAY_API_KEYS_FILE"] == secrets["gateway_api_keys"]
+    assert cfg["secrets"]["gateway_api_keys"]["environment"] == "GATEWAY_API_KEYS"
+
+
+def test_redis_has_a_password_the_gateway_reads_from_a_secret():
+    cfg = compose_config("cpu")
+    gw, redis = cfg["services"]["gateway"], cfg["services"]["redis"]
+    assert cfg["secrets"]["redis_password"]["environment"] == "REDIS_PASSWORD"
+    target = {s["source"]: s["target"] for s in gw["secrets"]}["redis_password"]
+    assert gw["environment"]["GATEWAY_REDIS_PASSWORD_FILE"] == target
+    assert ":" not in gw["environment"]["GATEWAY_REDIS_URL"].removeprefix("redis://").split("@")[0] \
+        or "@" not in gw["environment"]["GATEWAY_REDIS_URL"]          # no password in the URL
+    command = " ".join(redis["command"])
+    assert "--requirepass" in command and target in command and "exit 1" in command
+    assert target in " ".join(redis["healthcheck"]["test"])
+
+
 def test_named_volumes_for_redis_prometheus_and_rag_index():
     cfg = compose_config("cpu")
     mounts = {(name, v["source"]) for name, s in cfg["services"].items()

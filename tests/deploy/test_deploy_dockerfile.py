@@ -123,7 +123,7 @@ def test_dockerignore_keeps_the_context_small_but_complete():
     for heavy in (".venv", ".git", "tests", "gen"):
         assert heavy in ignored, f"{heavy} should not be sent to the builder"
     for needed in ("common", "stack", "services", "protos", "scripts", "web", "requirements.txt",
-                   "requirements-nodeps.txt", "observability"):
+                   "requirements-nodeps.txt", "observability", "release"):
         assert needed not in ignored and f"{needed}/" not in ignored, f"the image needs {needed}"
 
 

@@ -4,7 +4,9 @@ overlays, a canary component per speech service) pass the Kubernetes schema
 and describe the system `make run` starts: a Deployment and Service per
 component with its ports, environment names and values, native gRPC probes
 on the gRPC port, requests and limits from deploy/sizing.py, an HPA per
-speech service, PDBs, the gateway's Redis; canaries reachable only through
+speech service on CPU and one for the gateway on sessions per pod (below its
+session limit, on the metric the prometheus-adapter rule serves), gateway
+readiness that includes room for a session, PDBs, the gateway's Redis; canaries reachable only through
 their own Service that the gateway's canary env names; ServiceMonitors on
 every metrics port and PrometheusRules equal to observability's rules.
 Nothing here ran on a real cluster."""
@@ -134,10 +136,26 @@ def test_speech_services_have_native_grpc_probes(c):
     assert start["periodSeconds"] * start["failureThreshold"] >= 120
 
 
-def test_gateway_readiness_is_healthz_and_liveness_does_not_follow_backends():
+def test_gateway_readiness_is_readyz_and_liveness_does_not_follow_backends_or_sessions():
     ctr = container(objs("base", "Deployment")[GATEWAY.name])
-    assert ctr["readinessProbe"]["httpGet"]["path"] == "/healthz"
-    assert "httpGet" not in ctr["livenessProbe"] or ctr["livenessProbe"]["httpGet"]["path"] != "/healthz"
+    assert ctr["readinessProbe"]["httpGet"]["path"] == "/readyz"   # backends + room for a session
+    assert "httpGet" not in ctr["livenessProbe"] or \
+        ctr["livenessProbe"]["httpGet"]["path"] not in ("/healthz", "/readyz")
+
+
+def test_gateway_hpa_scales_on_sessions_per_pod_below_the_limit():
+    hpa = objs("base", "HorizontalPodAutoscaler")[GATEWAY.name]["spec"]
+    [metric] = hpa["metrics"]
+    assert metric["type"] == "Pods" and metric["pods"]["metric"]["name"] == "voice_gateway_active_sessions"
+    limit = int(env_of(objs("base", "Deployment")[GATEWAY.name])["GATEWAY_MAX_SESSIONS"])
+    target = float(metric["pods"]["target"]["averageValue"])
+    assert 0 < target < limit, "scale out before every pod is full (and refusing)"
+    # the adapter rule serves exactly the metric the HPA asks for
+    values = yaml.safe_load((K8S / "prometheus-adapter" / "values.yaml").read_text())
+    [rule] = values["rules"]["custom"]
+    assert rule["name"]["as"] == metric["pods"]["metric"]["name"]
+    assert rule["seriesQuery"].startswith("voice_gateway_active_sessions{")
+    assert set(rule["resources"]["overrides"]) == {"namespace", "pod"}
 
 
 @pytest.mark.parametrize("c", COMPONENTS, ids=lambda c: c.name)
@@ -160,10 +178,10 @@ def test_every_container_has_requests_limits_and_runs_as_non_root():
                 assert ctr["securityContext"]["allowPrivilegeEscalation"] is False
 
 
-def test_hpa_for_every_speech_service_and_pdbs():
+def test_hpa_for_every_component_and_pdbs():
     hpas, pdbs, deps = objs("base", "HorizontalPodAutoscaler"), objs("base", "PodDisruptionBudget"), \
         objs("base", "Deployment")
-    for c in SPEECH_SERVICES:
+    for c in COMPONENTS:
         ref = hpas[c.name]["spec"]["scaleTargetRef"]
         assert (ref["kind"], ref["name"]) == ("Deployment", c.name)
         assert 2 <= hpas[c.name]["spec"]["minReplicas"] < hpas[c.name]["spec"]["maxReplicas"]
@@ -172,7 +190,7 @@ def test_hpa_for_every_speech_service_and_pdbs():
     for c in COMPONENTS:
         pdb = pdbs[c.name]["spec"]
         assert selects(pdb["selector"]["matchLabels"], deps[c.name]["spec"]["template"]["metadata"]["labels"])
-        floor = hpas[c.name]["spec"]["minReplicas"] if c.grpc else deps[c.name]["spec"]["replicas"]
+        floor = hpas[c.name]["spec"]["minReplicas"]
         assert pdb["minAvailable"] < floor, f"{c.name}: the PDB would block every drain"
 
 
@@ -189,6 +207,37 @@ def test_gateway_env_points_at_services_that_exist():
     assert "redis" in services and "redis" in objs("base", "StatefulSet")
     sts = objs("base", "StatefulSet")["redis"]
     assert sts["spec"]["volumeClaimTemplates"], "Redis keeps sessions on a volume"
+
+
+def test_gateway_keys_come_from_a_mounted_secret():
+    """Off loopback the gateway does not start without keys: every gateway pod
+    reads them from the gateway-api-keys Secret (created by the operator)."""
+    for tree in TREES:
+        for name, dep in objs(tree, "Deployment").items():
+            if not name.startswith(GATEWAY.name):
+                continue
+            c, pod = container(dep), dep["spec"]["template"]["spec"]
+            env = env_of(dep)
+            assert "GATEWAY_API_KEYS" not in env and "GATEWAY_ALLOW_INSECURE" not in env
+            vol = next(v for v in pod["volumes"] if "secret" in v)
+            mount = next(m for m in c["volumeMounts"] if m["name"] == vol["name"])
+            assert vol["secret"]["secretName"] == "gateway-api-keys" and mount["readOnly"]
+            assert env["GATEWAY_API_KEYS_FILE"].startswith(mount["mountPath"] + "/")
+
+
+def test_redis_has_a_password_the_gateway_reads_from_a_mounted_secret():
+    sts = objs("base", "StatefulSet")["redis"]
+    redis = sts["spec"]["template"]["spec"]["containers"][0]
+    [env] = [e for e in redis["env"] if e["name"] == "REDIS_PASSWORD"]
+    assert env["valueFrom"]["secretKeyRef"] == {"name": "redis-password", "key": "password"}
+    assert "--requirepass" in redis["command"][-1] and "exit 1" in redis["command"][-1]
+    assert "REDIS_PASSWORD" in redis["readinessProbe"]["exec"]["command"][-1]
+    dep = objs("base", "Deployment")[GATEWAY.name]
+    pod, c = dep["spec"]["template"]["spec"], container(dep)
+    vol = next(v for v in pod["volumes"] if v.get("secret", {}).get("secretName") == "redis-password")
+    mount = next(m for m in c["volumeMounts"] if m["name"] == vol["name"])
+    assert env_of(dep)["GATEWAY_REDIS_PASSWORD_FILE"] == mount["mountPath"] + "/password"
+    assert "@" not in env_of(dep)["GATEWAY_REDIS_URL"]      # never a password in the environment
 
 
 @pytest.mark.parametrize("tree", list(TREES))

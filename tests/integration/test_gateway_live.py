@@ -43,6 +43,8 @@ def stack():
     missing = {"vad", "asr", "llm", "tts"} - set(present)
     if missing:
         pytest.skip(f"speech services not built yet: {sorted(missing)}")
+    # The services run with their defaults (ASR interims at nice 19): a barge-in
+    # is confirmed by an urgent ASR flush, not by waiting for an interim.
     procs = {n: ServiceProcess(m, p) for n, (m, p) in present.items()}
     try:
         for p in procs.values():
@@ -77,6 +79,10 @@ class Client:
 
     async def send(self, **event) -> None:
         await self.ws.send(json.dumps(event))
+
+    def at(self, type_: str, pred=lambda e: True) -> float | None:
+        """Arrival time of the first such event."""
+        return next((t for t, e in self.events if e["type"] == type_ and pred(e)), None)
 
     def of(self, type_: str) -> list[dict]:
         return [e for _, e in self.events if e["type"] == type_]
@@ -222,6 +228,11 @@ async def _interrupt_once(stack) -> tuple[bool, tuple[int, int]]:
         assert cleared["response_id"] == rid
         done = await c.wait_for("response.done", pred=lambda e: e["response"]["id"] == rid, timeout=30)
         llm_was_cut = not (done["response"].get("usage") or {}).get("output_tokens")
+        onset = [t for t, e in c.events if e["type"] == "input_audio_buffer.speech_started"][1]
+        ended = c.at("response.done", lambda e: e["response"]["id"] == rid)
+        print(f"interruption: speech_started -> cleared {1000 * (c.at('output_audio_buffer.cleared') - onset):.0f} ms, "
+              f"-> cancelled {1000 * (ended - onset):.0f} ms; reply tokens "
+              f"{(done['response'].get('usage') or {}).get('output_tokens')}")
         assert done["response"]["status"] == "cancelled", done["response"]["status"]
         assert done["response"]["status_details"]["reason"] == "turn_detected"
         trunc = await c.wait_for("conversation.item.truncated", timeout=10)

@@ -3,8 +3,9 @@ streams token deltas then one done message with its counts; a stream the
 client cancels stops server-side (GetStatus: cancelled +1, active back to 0;
 the out-token counter stops far short of max_tokens) and the service then
 serves the next request; requests beyond instances + queue get
-RESOURCE_EXHAUSTED; each malformed request gets INVALID_ARGUMENT saying what
-was wrong. Checks streaming, cancellation and non-empty answers, not wisdom."""
+RESOURCE_EXHAUSTED; a background request finding no free instance gets
+RESOURCE_EXHAUSTED at once while an urgent one waits for the next free
+instance; each malformed request gets INVALID_ARGUMENT saying what was wrong. Checks streaming, cancellation and non-empty answers, not wisdom."""
 from __future__ import annotations
 
 import asyncio
@@ -167,6 +168,41 @@ async def test_malformed_request_is_invalid_argument(llm, req, needle):
     assert (await status(llm.address)).active_streams == before.active_streams
 
 
+async def test_background_never_queues_and_urgent_gets_the_next_free_instance(llm):
+    """Both instances busy with long answers: a background request is refused at
+    once (the priority field reached the pool), an urgent one waits and gets the
+    first instance to free, long before the other long answer would end."""
+    async with grpc.aio.insecure_channel(llm.address) as ch:
+        stub = llm_pb2_grpc.ChatStub(ch)
+        longs = [stub.Generate(llm_pb2.GenerateRequest(
+            messages=[user(LONG)], max_tokens=400, sampling=llm_pb2.SamplingParams(seed=i)))
+            for i in range(2)]
+        for call in longs:                      # both hold an instance now
+            r = await call.read()
+            assert r.HasField("delta")
+        t_bg = asyncio.get_running_loop().time()
+        with pytest.raises(grpc.aio.AioRpcError) as err:
+            await generate(llm.address, llm_pb2.GenerateRequest(
+                messages=[user("Say hello.")], max_tokens=5, priority=common_pb2.PRIORITY_BACKGROUND))
+        refused_after = asyncio.get_running_loop().time() - t_bg
+        assert err.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+        assert "never queues" in err.value.details()
+        urgent = asyncio.create_task(generate(llm.address, llm_pb2.GenerateRequest(
+            messages=[user("Say hello.")], max_tokens=5, priority=common_pb2.PRIORITY_URGENT)))
+        await asyncio.sleep(0.3)
+        assert not urgent.done(), "urgent request did not wait for an instance"
+        longs[0].cancel()                       # frees one instance
+        t_free = asyncio.get_running_loop().time()
+        _, done = await asyncio.wait_for(urgent, 60)
+        served_after = asyncio.get_running_loop().time() - t_free
+        still_running = not longs[1].done()
+        longs[1].cancel()
+    print(f"background refused after {refused_after * 1000:.0f} ms; urgent served "
+          f"{served_after * 1000:.0f} ms after an instance freed")
+    assert done.finish_reason in ("stop", "length") and done.completion_tokens > 0
+    assert still_running, "the other long answer ended first: nothing was compared"
+
+
 @pytest.fixture
 def llm_one_slot():
     with running("services.llm", "LLM_", {"LLM_INSTANCES": "1", "LLM_QUEUE": "0",
@@ -206,8 +242,59 @@ async def test_prefill_warms_the_cache_that_the_complete_turn_then_reuses(llm):
     assert answer.prompt_tokens > answer.cached_prompt_tokens
 
 
-async def test_prefill_without_a_user_message_last_is_invalid(llm):
-    req = llm_pb2.GenerateRequest(messages=[user("hi"), llm_pb2.ChatMessage(role="assistant", content="hello")],
+async def test_prefill_after_an_answer_warms_the_next_turns_prompt(llm):
+    """The gateway warms the cache with the conversation ending in the answer
+    just given; the next turn's prompt then reuses all of it."""
+    system = llm_pb2.ChatMessage(role="system", content="You answer in one short sentence.")
+    history = [system, user("What is the capital of France?"),
+               llm_pb2.ChatMessage(role="assistant", content="The capital of France is Paris.")]
+    warm = llm_pb2.GenerateRequest(messages=history, prefill=True, request_id="it-warm")
+    deltas, done = await generate(llm.address, warm)
+    assert deltas == [] and done.finish_reason == "prefill" and done.prompt_tokens > 10
+    nxt = llm_pb2.GenerateRequest(messages=history + [user("And of Spain?")], max_tokens=8)
+    deltas, answer = await generate(llm.address, nxt)
+    assert "".join(d.text for d in deltas).strip()
+    assert answer.cached_prompt_tokens >= done.prompt_tokens
+    assert answer.prompt_tokens > answer.cached_prompt_tokens
+
+
+async def test_a_history_window_that_dropped_old_turns_reuses_the_rest_of_the_cache(llm):
+    """Old turns leave the prompt (the gateway's history window moved): the
+    instance shifts them out of its KV cache and reuses the remaining turns
+    instead of evaluating them again (LLM_KV_SHIFT, services/llm/reuse.py)."""
+    system = llm_pb2.ChatMessage(role="system", content="You answer in one short sentence.")
+    facts = ["The lighthouse of Alexandria was one of the seven wonders of the ancient world.",
+             "Bees communicate the direction of flowers to each other with a waggle dance.",
+             "Copper turns green over the years because it slowly reacts with air and water.",
+             "Owls can turn their heads about two hundred and seventy degrees in each direction."]
+    history = []
+    for i, fact in enumerate(facts):
+        history += [user(f"Tell me fact number {i + 1}, please, in one sentence."),
+                    llm_pb2.ChatMessage(role="assistant", content=fact)]
+    first = llm_pb2.GenerateRequest(messages=[system] + history + [user("And another one?")], max_tokens=4)
+    _, done1 = await generate(llm.address, first)
+    moved = [system] + history[4:] + [user("Which of these facts do you like best?")]
+    deltas, done2 = await generate(llm.address, llm_pb2.GenerateRequest(messages=moved, max_tokens=12))
+    assert "".join(d.text for d in deltas).strip()
+    # The system prompt alone is ~15 tokens; the two kept turns are far more.
+    assert done2.cached_prompt_tokens >= done2.prompt_tokens - 20, (done2.cached_prompt_tokens, done2.prompt_tokens)
+    assert done2.prompt_tokens < done1.prompt_tokens
+
+
+async def test_a_conversation_longer_than_the_context_drops_its_oldest_turns(llm):
+    """A token budget, not an item count: the oldest turns go, the answer keeps its room."""
+    history = []
+    for i in range(30):   # ~30 x 75 tokens, more than the 2048-token context
+        history += [user(f"Question {i}: " + "tell me about the sea and the sky " * 4),
+                    llm_pb2.ChatMessage(role="assistant", content="The sea is wide and the sky is high. " * 4)]
+    req = llm_pb2.GenerateRequest(messages=history + [user("What did I ask first?")], max_tokens=8)
+    deltas, done = await generate(llm.address, req)
+    assert "".join(d.text for d in deltas).strip()
+    assert 1000 < done.prompt_tokens <= 2048 - 256
+
+
+async def test_prefill_without_a_user_or_assistant_message_last_is_invalid(llm):
+    req = llm_pb2.GenerateRequest(messages=[user("hi"), llm_pb2.ChatMessage(role="tool", content="22 C")],
                                   prefill=True)
     with pytest.raises(grpc.aio.AioRpcError) as err:
         await generate(llm.address, req)

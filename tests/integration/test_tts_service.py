@@ -6,7 +6,9 @@ cancelling a long text stops synthesis server-side (GetStatus counts the
 stream cancelled with none active, and the service's own character counter
 stops short of the text); ListVoices lists the packaged voice and any voice
 in TTS_VOICES_DIR; every malformed request gets INVALID_ARGUMENT with a
-message naming the problem, while another stream is unaffected."""
+message naming the problem, while another stream is unaffected; the
+priority field reaches the scheduler, and an urgent request issued while
+two long background ones run gets its first audio before they end."""
 from __future__ import annotations
 
 import asyncio
@@ -150,6 +152,65 @@ def test_cancel_stops_synthesis(tts):
     # Server-side proof: synthesis stopped a few clauses in, and stayed stopped.
     assert chars_later == chars_at_cancel
     assert chars_later < len(LONG_TEXT) / 4
+
+
+def queue_waits(metrics_port: int, priority: str) -> float:
+    body = urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=5).read().decode()
+    m = re.search(r'^voice_tts_queue_wait_seconds_count\{[^}]*priority="%s"[^}]*\} (\S+)$' % priority,
+                  body, re.M)
+    return float(m.group(1)) if m else 0.0
+
+
+def test_urgent_synthesis_overtakes_running_background_ones(tts):
+    BG, URGENT = common_pb2.PRIORITY_BACKGROUND, common_pb2.PRIORITY_URGENT
+
+    async def go():
+        waits_before = queue_waits(tts.metrics_port, "background")
+        clauses_after_issue = {0: 0, 1: 0}
+        ended: dict[int, float] = {}
+        urgent_issued = asyncio.Event()
+
+        async def background(i: int, ch) -> None:
+            call = tts_pb2_grpc.SynthesizerStub(ch).Synthesize(
+                tts_pb2.SynthesizeRequest(text=LONG_TEXT, priority=BG))
+            try:
+                async for chunk in call:
+                    if chunk.clause_text and urgent_issued.is_set():
+                        clauses_after_issue[i] += 1
+                    if chunk.last:
+                        ended[i] = time.monotonic()
+            except asyncio.CancelledError:
+                call.cancel()
+                raise
+
+        async with grpc.aio.insecure_channel(tts.address) as ch:
+            stories = [asyncio.create_task(background(i, ch)) for i in range(2)]
+            await asyncio.sleep(1.0)            # both are clauses into their text
+            urgent_issued.set()
+            t0 = time.monotonic()
+            call = tts_pb2_grpc.SynthesizerStub(ch).Synthesize(
+                tts_pb2.SynthesizeRequest(text="Yes, right away.", priority=URGENT))
+            first_audio = None
+            async for chunk in call:
+                if chunk.audio and first_audio is None:
+                    first_audio = time.monotonic()
+            in_between = dict(clauses_after_issue)
+            for t in stories:                    # no need to hear 80 clauses out
+                t.cancel()
+            await asyncio.gather(*stories, return_exceptions=True)
+        return t0, first_audio, ended, in_between, queue_waits(tts.metrics_port, "background") - waits_before
+
+    t0, first_audio, ended, in_between, bg_waits = asyncio.run(go())
+    print(f"urgent first audio after {first_audio - t0:.3f} s; background clauses started meanwhile "
+          f"{in_between}; background ones ended: {ended}")
+    assert first_audio is not None
+    # The two background syntheses were still running when the urgent one was heard...
+    assert all(t > first_audio for t in ended.values())
+    # ... and it went ahead of their queued clauses: at most the ones already on
+    # a worker, plus one per worker finishing meanwhile, started in between.
+    assert sum(in_between.values()) <= 4, in_between
+    # The class reached the server: background clauses went through its queue.
+    assert bg_waits > 0
 
 
 def test_list_voices(tts):

@@ -5,7 +5,8 @@ stream is rejected with INVALID_ARGUMENT and a message naming the problem,
 while another stream running at the same time is unaffected. With
 pause_events, speech_paused events come inside the segment, the last one
 naming the stop's end of speech before the stop is decided; without them
-(the default) there are none.
+(the default) there are none. With end_of_turn, each stop carries the
+end-of-turn model's probability.
 
 The true boundaries come from the waveform, not from the VAD: a two-level
 energy endpointer in the style of Rabiner & Sambur (1975). Per 20 ms window
@@ -155,6 +156,26 @@ def test_pause_events_come_before_the_stop_and_change_nothing_else(vad, clip):
     # The stop needs min_silence_ms (200 ms, whole 32 ms frames) after the silence
     # run began, which is at or after the pause frame's start.
     assert stop.decided_at_ms - last.decided_at_ms >= 200 - 32, (last, stop)
+
+
+@pytest.mark.slow
+def test_end_of_turn_scores_each_stop_and_changes_nothing_else(vad):
+    """With end_of_turn each stop carries the Smart Turn probability of its
+    pause (0-1); the events are the same as without it (pauses stay internal),
+    and a stream without it gets no probability."""
+    pcm, _ = read_wav(clips()[2][0])
+    half = len(pcm) // 4 * 2
+    audio = silence(PAD_MS, 16000) + pcm[:half] + silence(700, 16000) + pcm[half:] + silence(PAD_MS, 16000)
+    plain = asyncio.run(detect(vad.address, audio))
+    scored = asyncio.run(detect(vad.address, audio, vad_pb2.VadConfig(end_of_turn=True)))
+    assert [r.WhichOneof("event") for r in scored] == [r.WhichOneof("event") for r in plain]
+    stops = [r.speech_stopped for r in scored if r.HasField("speech_stopped")]
+    assert len(stops) == 2
+    print("turn_complete_probability:", [round(s.turn_complete_probability, 3) for s in stops])
+    for s in stops:
+        assert s.HasField("turn_complete_probability") and 0.0 <= s.turn_complete_probability <= 1.0
+    assert not any(r.speech_stopped.HasField("turn_complete_probability") for r in plain
+                   if r.HasField("speech_stopped"))
 
 
 async def _expect_invalid(address: str, requests: list[vad_pb2.DetectRequest], needle: str) -> None:

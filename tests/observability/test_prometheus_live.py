@@ -11,13 +11,11 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import importlib.util
-import json
 import shutil
 import subprocess
 import time
 import urllib.parse
 import urllib.request
-from pathlib import Path
 from typing import Any, Iterator
 
 import pytest
@@ -28,6 +26,7 @@ from dashboards.grafana import exprs
 from observability.slo import SLOS
 from stack.components import COMPONENTS, SPEECH_SERVICES
 from tests.observability.otlp_sink import OtlpSink
+from tests.observability.prom import get, query, wait_for
 from tests.procs import ROOT, free_port
 
 PROMETHEUS = shutil.which("prometheus")
@@ -52,17 +51,6 @@ class Live:
     response_ids: list[str]
     trace_ids: list[str]       # from response.done metadata, when the gateway reports it
     config: dict               # the Prometheus config the test runs
-
-
-def _get(url: str, timeout: float = 10) -> Any:
-    with urllib.request.urlopen(url, timeout=timeout) as r:
-        return json.loads(r.read())
-
-
-def query(prom_url: str, expr: str) -> list[dict]:
-    data = _get(f"{prom_url}/api/v1/query?" + urllib.parse.urlencode({"query": expr}))
-    assert data["status"] == "success", data
-    return data["data"]["result"]
 
 
 def prometheus_config(targets: dict[str, str]) -> dict:
@@ -121,15 +109,6 @@ async def _speak_turns(ws_url: str) -> tuple[list[str], list[str]]:
     return rids, tids
 
 
-def _wait_for(pred, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if pred():
-            return
-        time.sleep(0.5)
-    raise AssertionError(f"timed out waiting for {what}")
-
-
 @pytest.fixture(scope="module")
 def live(tmp_path_factory) -> Iterator[Live]:
     from tests.stack import start_stack
@@ -160,10 +139,10 @@ def live(tmp_path_factory) -> Iterator[Live]:
                     assert prom.poll() is None, (tmp / "prometheus.log").read_text()[-3000:]
                     return False
 
-            _wait_for(ready, 60, "Prometheus ready")
+            wait_for(ready, 60, "Prometheus ready")
             rids, tids = asyncio.run(_speak_turns(stack.ws_url))
             # Four responses (two turns, the interrupted one, its successor) and one barge-in scraped.
-            _wait_for(lambda: query(url, "sum(voice_gateway_turns_total) >= 4")
+            wait_for(lambda: query(url, "sum(voice_gateway_turns_total) >= 4")
                       and query(url, "sum(voice_gateway_barge_in_reaction_seconds_count) >= 1"),
                       60, "turns and the barge-in in Prometheus")
             time.sleep(3)  # a few more scrapes so every 5 m rate has two samples after the turns
@@ -190,9 +169,9 @@ def test_every_dashboard_panel_query_returns_data(live):
 
 
 def test_every_rule_evaluates_and_slo_series_exist(live):
-    groups = _get(f"{live.prom_url}/api/v1/rules")["data"]["groups"]
+    groups = get(f"{live.prom_url}/api/v1/rules")["data"]["groups"]
     rules = [r for g in groups for r in g["rules"]]
-    assert sum(r["type"] == "alerting" for r in rules) == 2 * len(SLOS) + 10
+    assert sum(r["type"] == "alerting" for r in rules) == 2 * len(SLOS) + 11
     bad = [(r["name"], r.get("lastError")) for r in rules if r["health"] != "ok"]
     assert not bad, bad
     for name in ("voice_slo:error_ratio:rate5m", "voice_slo:burn_rate:rate1h",
@@ -213,7 +192,7 @@ def test_latency_exemplars_lead_to_traces(live):
             pytest.skip(f"the gateway's {url} ignores Accept and serves text only, so Prometheus gets "
                         "no exemplars: it should return common.metrics.exposition(accept_header)")
     now = time.time()
-    data = _get(f"{live.prom_url}/api/v1/query_exemplars?" + urllib.parse.urlencode(
+    data = get(f"{live.prom_url}/api/v1/query_exemplars?" + urllib.parse.urlencode(
         {"query": "voice_gateway_voice_to_voice_seconds_bucket", "start": now - 600, "end": now}))
     trace_ids = {e["labels"]["trace_id"] for s in data["data"] for e in s["exemplars"]}
     assert trace_ids, data

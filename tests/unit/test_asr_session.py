@@ -4,7 +4,9 @@ says what was wrong; audio is buffered per utterance and the buffer resets
 at each end of utterance; interims come every interim_interval of new audio,
 never more than one in flight per stream; a final starts at once even while
 an interim runs, and interims that finish after it are dropped; finals keep
-utterance order; closing the stream cancels the model work it owns."""
+utterance order; closing the stream cancels the model work it owns. Streams
+share one interim scheduler: another stream's final holds every interim back,
+and a queued interim takes all the audio that arrived while it waited."""
 from __future__ import annotations
 
 import asyncio
@@ -17,7 +19,7 @@ import pytest
 from services.asr.results import (Audio, EndOfUtterance, Flush, InvalidRequest, Result,
                                   StreamConfig, Transcript, Word)
 from services.asr.session import RecognitionSession, SessionLimits
-from services.asr.engine import Cancelled
+from services.asr.engine import Cancelled, Unreliable
 
 RATE = 16000
 
@@ -48,6 +50,8 @@ class FakeEngine:
         self.interim_sizes: list[int] = []
         self.final_sizes: list[int] = []
         self.final_words: list[bool] = []
+        self.final_redo: list[bool] = []
+        self.unreliable_finals: set[int] = set()   # indexes of final passes whose trimmed decode is unreliable
         self.cancelled = threading.Event()
         self.fail_final = False
 
@@ -67,11 +71,16 @@ class FakeEngine:
             with self.lock:
                 self.active_interims -= 1
 
-    def transcribe_final(self, audio, language, beam_size, cancel, words=True) -> Transcript:
+    def transcribe_final(self, audio, language, beam_size, cancel, words=True, redo=True) -> Transcript:
         with self.lock:
             n = len(self.final_sizes)
             self.final_sizes.append(audio.size)
             self.final_words.append(words)
+            self.final_redo.append(redo)
+        if n in self.unreliable_finals:   # the real engine: redone on the full window, or raised
+            if not redo:
+                raise Unreliable()
+            self.final_sizes.append(audio.size)
         gate = self.final_gates.get(n)
         while gate is not None and not gate.wait(0.005):
             if cancel.is_set():
@@ -87,8 +96,9 @@ class FakeEngine:
 class Stream:
     """Drives a session like a client: send events, read results as they come."""
 
-    def __init__(self, engine: FakeEngine, limits: SessionLimits = SessionLimits(), clock=None) -> None:
-        self.session = RecognitionSession(engine, limits, clock=clock)
+    def __init__(self, engine: FakeEngine, limits: SessionLimits = SessionLimits(), clock=None,
+                 interims=None, observer=None) -> None:
+        self.session = RecognitionSession(engine, limits, observer, clock=clock, interims=interims)
         self.inbox: asyncio.Queue = asyncio.Queue()
         self.results: list[Result] = []
         self.error: BaseException | None = None
@@ -322,6 +332,30 @@ async def test_flush_sends_a_provisional_result_and_keeps_the_utterance_open() -
     assert eng.final_sizes == [RATE, RATE * 3 // 2]
 
 
+async def test_an_unreliable_flush_is_not_redone_and_its_final_transcribes_anew() -> None:
+    """Invariant: a flush pass (a barge-in's confirmation, a provisional final)
+    is never redone on the full 30 s window; an unreliable one sends no text,
+    is counted, and a final that would adopt it transcribes the audio itself
+    (with the redo a final is allowed)."""
+    class Counting:
+        unreliable = 0
+        def audio(self, seconds): pass
+        def interim(self, *a, **k): pass
+        def final(self, rtf, eou_to_final_s): pass
+        def flush_unreliable(self): self.unreliable += 1
+    eng, obs = FakeEngine(), Counting()
+    eng.unreliable_finals = {0}
+    s = Stream(eng, observer=obs)
+    s.send(NO_INTERIMS, Audio(pcm(1000)), Flush())
+    await s.settle(eng)
+    s.send(EndOfUtterance(use_provisional=True))
+    results = await s.close()
+    assert [r.provisional for r in results] == [False] and results[0].is_final
+    assert results[0].audio_processed_ms == 1000
+    assert eng.final_redo == [False, True] and obs.unreliable == 1
+    assert eng.final_sizes == [RATE, RATE]   # one trimmed flush pass, one final pass, no redo
+
+
 async def test_end_of_utterance_with_use_provisional_adopts_the_running_flush() -> None:
     eng = FakeEngine()
     eng.final_gates[0] = threading.Event()        # the flush pass is held mid-flight
@@ -413,3 +447,77 @@ async def test_interims_rest_after_a_pass_so_they_keep_at_most_half_a_core_busy(
     await s.settle(eng)
     assert eng.interim_sizes == [int(0.4 * RATE), int(1.2 * RATE)]
     await s.close()
+
+
+# -- streams sharing the process-wide interim scheduler -------------------------------------
+
+async def test_another_streams_final_holds_interims_back_and_they_take_the_audio_at_start() -> None:
+    from services.asr.interims import InterimScheduler
+
+    eng = FakeEngine()
+    eng.final_gates[0] = threading.Event()        # stream a's final is held mid-flight
+    shared = InterimScheduler(1)
+    a, b = Stream(eng, interims=shared), Stream(eng, interims=shared)
+    a.send(NO_INTERIMS, Audio(pcm(1000)), EndOfUtterance())
+    for _ in range(500):
+        if eng.final_sizes:
+            break
+        await asyncio.sleep(0.002)
+    b.send(CFG)
+    for _ in range(25):                            # 1 s of b's speech while a's final runs
+        b.send(Audio(pcm(40)))
+    await asyncio.sleep(0.05)
+    assert eng.interim_sizes == [] and shared.queued == 1   # one request, however much audio came
+    eng.final_gates[0].set()
+    await b.settle(eng)
+    assert eng.interim_sizes == [RATE]             # all of it, taken when the pass started
+    await a.close()
+    await b.close()
+    assert shared.queued == shared.running == shared.finals == 0
+
+
+async def test_the_interim_cadence_is_reported_in_speech_and_wall_time() -> None:
+    from common.clock import VirtualClock
+
+    class Seen:
+        def __init__(self) -> None:
+            self.intervals: list[tuple[float | None, float | None]] = []
+
+        def audio(self, seconds): pass
+        def final(self, rtf, eou_to_final_s): pass
+
+        def interim(self, rtf, churn, interval_s, audio_interval_s=None) -> None:
+            self.intervals.append((interval_s, audio_interval_s))
+
+    eng, clock, seen = FakeEngine(), VirtualClock(), Seen()
+    s = Stream(eng, clock=clock, observer=seen)
+    s.send(CFG)
+    for _ in range(60):                            # 1.2 s in real time
+        s.send(Audio(pcm(20)))
+        await s.settle(eng)
+        await clock.advance(0.02)
+    await s.close()
+    assert [(None if w is None else round(w, 3), a) for w, a in seen.intervals] == [
+        (None, 0.4), (0.4, 0.4), (0.4, 0.4)]
+
+
+async def test_the_interim_slot_is_given_back_when_a_granted_stream_closes_at_once() -> None:
+
+    from services.asr.interims import InterimScheduler
+
+    eng, shared = FakeEngine(), InterimScheduler(1)
+    shared.final_started()                         # another stream's final: a's interim queues
+    a = Stream(eng, interims=shared)
+    a.send(CFG, Audio(pcm(1000)))
+    for _ in range(500):
+        if shared.queued:
+            break
+        await asyncio.sleep(0.002)
+    shared.final_finished()                        # granted: its task is created...
+    for task in list(a.session._tasks):            # ...and cancelled before its first step
+        task.cancel()
+    await asyncio.sleep(0.02)
+    assert shared.running == 0
+    a.task.cancel()
+    await asyncio.gather(a.task, return_exceptions=True)
+    await a._gen.aclose()

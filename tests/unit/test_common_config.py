@@ -46,3 +46,20 @@ def test_help_lists_env_and_default(capsys):
         load_settings(DemoSettings, "DEMO_", ["--help"])
     out = capsys.readouterr().out
     assert "DEMO_BEAM_SIZE" in out and "default: 5" in out
+
+
+def test_logged_settings_never_hold_secrets(caplog):
+    """Keys and passwords are resolved like any setting but never logged."""
+    import logging
+
+    from common.config import log_settings
+    from services.gateway.settings import GatewaySettings
+
+    s = GatewaySettings(api_keys="sk-local-0123456789abcdef", redis_url="redis://:hunter2pass@redis:6379/0",
+                        api_keys_file="/run/secrets/gateway_api_keys")
+    with caplog.at_level(logging.INFO):
+        log_settings("gateway", s)
+    line = caplog.text
+    assert "sk-local-0123456789abcdef" not in line and "hunter2pass" not in line
+    assert "api_keys='<redacted>'" in line and "redis://:***@redis:6379/0" in line
+    assert "/run/secrets/gateway_api_keys" in line and "max_sessions=4" in line

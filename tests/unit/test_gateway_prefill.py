@@ -9,6 +9,7 @@ answer itself sees the complete turn."""
 from __future__ import annotations
 
 from common.clock import VirtualClock
+from services.gateway.backends.types import Passage
 from services.gateway.fakes import FakeBackends
 from services.gateway.scripted import ScriptedSession
 from services.gateway.settings import GatewaySettings
@@ -26,6 +27,15 @@ def session(speech, texts, replies=("Fine, thanks.",), **settings) -> ScriptedSe
     return ScriptedSession(b, clock, GatewaySettings(**(SETTINGS | settings)))
 
 
+def speech_prefills(s: ScriptedSession) -> list:
+    """Prefills of a turn being spoken (not the warm-ups after an answer)."""
+    return [m for m, rid in zip(s.b.llm.prefills, s.b.llm.prefill_ids) if "-warm-" not in rid]
+
+
+def warm_ups(s: ScriptedSession) -> list:
+    return [m for m, rid in zip(s.b.llm.prefills, s.b.llm.prefill_ids) if "-warm-" in rid]
+
+
 def user_texts(messages) -> list[str]:
     return [m.content for m in messages if m.role == "user"]
 
@@ -33,7 +43,7 @@ def user_texts(messages) -> list[str]:
 async def test_the_llm_is_warmed_with_the_growing_turn_and_the_answer_sees_it_whole():
     async with session([(0.5, 3.0)], [QUESTION]) as s:
         await s.run_audio(6.0)
-        prefills = [user_texts(m)[-1] for m in s.b.llm.prefills]
+        prefills = [user_texts(m)[-1] for m in speech_prefills(s)]
         assert prefills, "no prefill while the user spoke"
         # Each is a growing prefix of the question, without the word still being heard.
         words = QUESTION.split()
@@ -45,8 +55,8 @@ async def test_the_llm_is_warmed_with_the_growing_turn_and_the_answer_sees_it_wh
         # The same history as the answer, up to the user's (then complete) turn.
         answer = s.b.llm.requests[0]
         assert user_texts(answer) == [QUESTION]
-        assert [m.role for m in s.b.llm.prefills[-1]] == [m.role for m in answer]
-        assert s.b.llm.prefills[-1][:-1] == answer[:-1]
+        assert [m.role for m in speech_prefills(s)[-1]] == [m.role for m in answer]
+        assert speech_prefills(s)[-1][:-1] == answer[:-1]
 
 
 async def test_no_prefill_when_off_or_while_a_reply_plays():
@@ -57,6 +67,105 @@ async def test_no_prefill_when_off_or_while_a_reply_plays():
     async with session([(0.5, 1.5), (4.0, 6.5)], ["tell me a story", QUESTION],
                        replies=(LONG, "Fine.")) as s:
         await s.run_audio(4.0)
-        before = len(s.b.llm.prefills)
+        before = len(speech_prefills(s))
         await s.run_audio(2.0)      # the barge-in speech, 4.0-6.0 s
-        assert len(s.b.llm.prefills) == before
+        assert len(speech_prefills(s)) == before
+
+
+async def text_turn(s: ScriptedSession, text: str) -> None:
+    await s.send({"type": "conversation.item.create", "item": {
+        "type": "message", "role": "user", "content": [{"type": "input_text", "text": text}]}})
+    await s.send({"type": "response.create"})
+    await s.wait(3.0)
+
+
+async def test_after_each_answer_the_next_turns_prompt_is_warmed():
+    """Invariant: when an answer is generated, the LLM is sent the history the
+    next turn's answer will start with (ending in this answer), so the next
+    first token pays only for the new words; across a window move (history.py)
+    too, so the move is paid in the background and not by the next answer."""
+    replies = tuple(f"Answer number {i}." for i in range(12))
+    async with session([], [], replies=replies, history_items=6) as s:
+        for i in range(8):
+            await text_turn(s, f"question number {i}")
+        answers, warms = s.b.llm.requests, warm_ups(s)
+        assert len(answers) == 8 and len(warms) == 8
+        for i in range(7):
+            # What was warmed after answer i is the prefix of answer i+1's prompt.
+            nxt = answers[i + 1]
+            assert warms[i][-1].role == "assistant" and warms[i][-1].content == replies[i]
+            assert nxt[:len(warms[i])] == warms[i], i
+            assert nxt[len(warms[i]):] == [nxt[-1]] and nxt[-1].role == "user"
+        # The window moved (6 items kept at most, moved by 3): the warm-up saw it first.
+        assert answers[7][1].content != answers[0][1].content
+
+
+async def test_no_warm_up_when_prefill_is_off_or_the_answer_was_out_of_band():
+    async with session([], [], replies=("Fine.",), llm_prefill=False) as s:
+        await text_turn(s, "how are you")
+        assert s.b.llm.prefills == [] and len(s.b.llm.requests) == 1
+    async with session([], [], replies=("Fine.",)) as s:
+        await s.send({"type": "response.create", "response": {"conversation": "none", "input": [
+            {"type": "message", "role": "user", "content": [{"type": "input_text", "text": "hi"}]}]}})
+        await s.wait(3.0)
+        assert len(s.b.llm.requests) == 1 and warm_ups(s) == []
+
+
+async def test_a_cancelled_answer_leaves_no_task_waiting_for_it():
+    """Invariant: the warm-up after an answer is started by the completed answer
+    itself; an answer cancelled before it completes (a barge-in, response.cancel)
+    leaves nothing behind waiting for it until the session closes."""
+    async with session([], [], replies=(LONG,) * 6) as s:
+        s.b.llm.token_s = 0.2
+        for i in range(5):
+            await s.send({"type": "conversation.item.create", "item": {
+                "type": "message", "role": "user", "content": [{"type": "input_text", "text": f"q {i}"}]}})
+            await s.send({"type": "response.create"})
+            await s.wait(0.5)
+            await s.send({"type": "response.cancel"})
+            await s.wait(1.0)
+        assert len(s.of("response.done")) == 5
+        assert all(t.event["response"]["status"] == "cancelled" for t in s.of("response.done"))
+        lingering = [t.get_name() for t in s.conv._tasks if "llm-warm" in t.get_name()]
+        assert lingering == [] and warm_ups(s) == []
+
+
+def doc_session(retrieval: bool = True, **settings) -> ScriptedSession:
+    clock = VirtualClock()
+    docs = [Passage("user-guide.md", "Starting", "Run make run, then open the page.", 0.8),
+            Passage("faq.md", "Parking", "Park behind the shop.", 0.1)]
+    b = FakeBackends.create(clock, speech=[(0.5, 3.0)], texts=[QUESTION], passages=docs)
+    b.llm.token_s = 0.02
+    s = ScriptedSession(b, clock, GatewaySettings(**(SETTINGS | {"retrieval": retrieval} | settings)))
+    s.conv.state.config.retrieval_enabled = retrieval
+    return s
+
+
+async def test_a_question_is_warmed_with_the_passages_its_words_retrieve():
+    """Invariant: while the user speaks, each prefill quotes the passages that
+    retrieval finds for the words so far, with the answer's score floor, so a
+    question about the documents has its passages (most of its prompt) in the
+    LLM's cache when the turn ends; the answer retrieves again for the whole
+    question and is given the same passages."""
+    async with doc_session() as s:
+        await s.run_audio(6.0)
+        warm = [(m, p) for m, p, rid in zip(s.b.llm.prefills, s.b.llm.prefill_passages, s.b.llm.prefill_ids)
+                if "-warm-" not in rid]
+        assert warm, "no prefill while the user spoke"
+        assert all([x.title for x in p] == ["Starting"] for _, p in warm)
+        assert [x.title for x in s.b.llm.passages[0]] == ["Starting"]
+        # Searched with the words of each prefill, then with the whole question.
+        assert s.b.rag.queries[-1] == QUESTION
+        assert s.b.rag.queries[:-1] == [user_texts(m)[-1] for m, _ in warm]
+
+
+async def test_no_retrieval_while_speaking_when_the_session_does_not_retrieve():
+    async with doc_session(retrieval=False) as s:
+        await s.run_audio(6.0)
+        assert speech_prefills(s) and all(p == [] for p in s.b.llm.prefill_passages)
+        assert s.b.rag.queries == [] and s.b.llm.passages[0] == []
+    # The setting off: the prefill quotes nothing, only the answer retrieves.
+    async with doc_session(prefill_retrieval=False) as s:
+        await s.run_audio(6.0)
+        assert speech_prefills(s) and all(p == [] for p in s.b.llm.prefill_passages)
+        assert s.b.rag.queries == [QUESTION] and [x.title for x in s.b.llm.passages[0]] == ["Starting"]

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import json
+import re
 
 import pytest
 from fastapi.testclient import TestClient
@@ -91,6 +92,22 @@ BAD = [
     (json.dumps({"type": "response.cancel", "event_id": "e15"}), "response_cancel_not_active", "no response"),
     (json.dumps({"type": "input_audio_buffer.commit", "event_id": "e16"}),
      "input_audio_buffer_commit_empty", "empty"),
+    # These closed the socket (1011) before: the decoder's RecursionError, Python's
+    # 4300-digit integer limit, a float that overflows to infinity.
+    ('{"type": "session.update", "event_id": "e17", "session": ' + "[" * 20_000 + "]" * 20_000 + "}",
+     "invalid_json", "nested more than 32 levels"),
+    ('{"type": "session.update", "event_id": "e18", "session": {"tools": ' + "[" * 40 + "]" * 40 + "}}",
+     "invalid_json", "nested more than 32 levels"),
+    ('{"type": "conversation.item.truncate", "event_id": "e19", "item_id": "x", "audio_end_ms": '
+     + "9" * 5000 + "}", "invalid_json", "5000 digits"),
+    ('{"type": "conversation.item.truncate", "event_id": "e20", "item_id": "x", "audio_end_ms": 1e309}',
+     "invalid_json", "1e309 is out of range"),
+    ('{"type": "conversation.item.truncate", "event_id": "e21", "item_id": "x", "audio_end_ms": NaN}',
+     "invalid_json", "NaN is not a JSON number"),
+    (json.dumps({"type": "response.create", "event_id": "e22", "response": {"max_output_tokens": 2 ** 40}}),
+     "invalid_value", "response.max_output_tokens"),
+    (json.dumps({"type": "response.create", "event_id": "e23", "response": {"max_output_tokens": "lots"}}),
+     "invalid_value", "response.max_output_tokens"),
 ]
 
 
@@ -102,10 +119,22 @@ def test_bad_input_gets_an_error_and_the_session_goes_on(client, raw, code, word
         err = recv_until(ws, "error")[-1]["error"]
         assert err["code"] == code
         assert words in err["message"]
-        sent = json.loads(raw) if raw.startswith("{") and "not json" not in raw else None
-        if isinstance(sent, dict) and sent.get("event_id"):
-            assert err["event_id"] == sent["event_id"]
+        sent = re.search(r'"event_id": "(\w+)"', raw)
+        if sent:   # named even when the message could not be decoded
+            assert err["event_id"] == sent.group(1)
         still_usable(ws)
+
+
+def test_response_max_output_tokens_reaches_the_llm(client, provider):
+    with client.websocket_connect("/v1/realtime") as ws:
+        sid = ws.receive_json()["session"]["id"]
+        ws.send_json({"type": "session.update", "session": {"output_modalities": ["text"], "max_output_tokens": 20}})
+        recv_until(ws, "session.updated")
+        for mot in (7, None, "inf"):
+            ws.send_json({"type": "response.create", "response": {"max_output_tokens": mot}})
+            assert recv_until(ws, "response.done")[-1]["response"]["status"] == "completed"
+    # None: the session's 20; "inf": the gateway's own limit (llm_max_tokens).
+    assert provider.sessions[sid].llm.max_tokens == [7, 20, GatewaySettings().llm_max_tokens]
 
 
 def test_text_conversation_runs_the_full_response_sequence(client):

@@ -311,3 +311,38 @@ async def test_client_truncate_before_cancel_completes_is_kept():
         truncs = [e.event["audio_end_ms"] for e in s.of("conversation.item.truncated")]
         assert truncs and truncs[-1] == 200, truncs
         assert s.conv.state.find(iid).truncated_ms == 200
+
+
+async def test_barge_in_is_confirmed_by_an_urgent_flush_when_interims_lag():
+    """On a busy host interims are background work and come late; the barge-in
+    asks for a flush (final priority) once the speech has lasted
+    min_interrupt_ms and one interim interval without an interim, so the reply
+    is cancelled a pass later, not a (late) interim later (here interims lag 3 s: without the flush the 10 s reply would play
+    on unheard-over for 3 s and the cancel would come after its synthesis)."""
+    confirms = metric("voice_gateway_barge_in_confirm_seconds_count")
+    async with session([(0.5, 2.5), (5.0, 6.0)], [QUESTION, "stop right now"]) as s:
+        s.b.asr.interim_lag_s = 3.0
+        await s.run_audio(9.0)
+        rid = s.first("response.created").event["response"]["id"]
+        started = s.of("input_audio_buffer.speech_started")[1]
+        done = [e for e in s.of("response.done") if e.event["response"]["id"] == rid][0]
+        assert done.event["response"]["status_details"]["reason"] == "turn_detected"
+        # 300 ms of speech after the onset, one interim interval (0.4 s) for an
+        # interim that does not come, then one 0.1 s flush pass.
+        assert close(done.at, 5.0 + 0.3 + 0.4 + 0.1)
+        assert done.at < started.at + 1.0
+        assert s.b.asr.flushes >= 1
+        assert s.b.tts.cancelled >= 1
+        assert metric("voice_gateway_barge_in_confirm_seconds_count") == confirms + 1
+
+
+async def test_a_cough_under_lagging_interims_flushes_a_bounded_number_of_times_and_resumes():
+    async with session([(0.5, 2.5), (5.0, 6.0)], [QUESTION, ""]) as s:
+        s.b.asr.interim_lag_s = 3.0
+        await s.run_audio(16.0)
+        assert not [e for e in s.of("response.done") if e.event["response"]["status"] == "cancelled"]
+        assert len(s.of("output_audio_buffer.started")) == 2   # the reply resumed
+        # The question's pause flush; for 1 s of coughing one flush per 0.4 s from
+        # 700 ms in (5.7, 6.1 s: the speech is known to have ended only at the
+        # stop) and its own pause flush.
+        assert s.b.asr.flushes == 1 + 2 + 1

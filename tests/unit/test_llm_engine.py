@@ -273,9 +273,9 @@ async def test_prefill_never_waits_for_a_busy_instance():
     eng.close()
 
 
-async def test_prefill_needs_a_user_message_last():
+async def test_prefill_needs_a_user_or_assistant_message_last():
     eng, _ = make([ScriptedInstance(["ok"])])
-    bad = GenerateRequest(messages=(ChatMessage("user", "hi"), ChatMessage("assistant", "hello")),
+    bad = GenerateRequest(messages=(ChatMessage("user", "hi"), ChatMessage("tool", "22 C")),
                           prefill=True)
     with pytest.raises(Exception, match="prefill needs a user message last"):
         await collect(eng, bad)

@@ -1,8 +1,8 @@
 """The load-test runner measures and judges real sessions: against a scripted
 Realtime server, Locust users stream clips, get voice-to-voice figures
-recorded as requests, and the runner exits 0 only when requests ran and the
-failure ratio is under the threshold; a server that never answers makes it
-fail; a non-loopback target is refused before anything runs."""
+recorded as requests, and the runner exits 0 only when turns ran and the SLO
+gate passes; a server that never answers makes it fail; a non-loopback target
+is refused before anything runs."""
 from __future__ import annotations
 
 import pytest
@@ -33,3 +33,13 @@ def test_runner_fails_when_no_reply_comes(monkeypatch):
 def test_non_loopback_target_refused():
     with pytest.raises(SystemExit):
         run.parse_args(["--url", "ws://example.com:8000"])
+
+
+def test_step_shape_runs_through_the_runner():
+    with fake_gateway() as base:
+        rc = run.main(["--url", base, "--shape", "step", "--step-users", "1", "--step-seconds", "6",
+                       "--max-users", "2", "--spawn-rate", "2"])
+    samples = run.slo_gate.read_samples(run.OUT / "samples.jsonl")
+    assert rc == 0
+    assert max(s.users for s in samples) == 2     # the second step added a user
+    assert any(s.name == "voice_to_voice" and s.ok for s in samples)

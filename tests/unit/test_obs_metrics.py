@@ -91,6 +91,36 @@ def test_model_loaded_starts_at_zero_and_follows_the_model_label(labels):
     assert value("voice_model_loaded", **(labels | {"model": "real-model"})) == 1
 
 
+def test_a_process_without_a_model_exports_no_model_loaded_series():
+    """The gateway loads no model: a constant 0 would page VoiceModelNotLoaded
+    on a healthy stack."""
+    metrics.init(f"obs-{uuid.uuid4().hex[:8]}", "pipeline", "stable", serves_model=False)
+    assert metrics.REGISTRY.get_sample_value("voice_model_loaded", metrics.base()) is None
+    body, _ = metrics.exposition("text/plain")
+    assert metrics.base()["service"] not in body.decode()
+
+
+def test_gateway_slo_series_exist_at_zero_before_the_first_event():
+    """rate() cannot see a series' first value: a series created by the first
+    turn would hide that turn from the SLOs."""
+    from services.gateway import metrics as gateway_metrics
+
+    metrics.init(f"obs-{uuid.uuid4().hex[:8]}", "pipeline", "stable", serves_model=False)
+    gateway_metrics.init_series()
+    b = metrics.base()
+    get = metrics.REGISTRY.get_sample_value
+    for outcome in ("completed", "cancelled", "failed"):
+        assert get("voice_gateway_turns_total", b | {"outcome": outcome}) == 0
+    assert get("voice_gateway_voice_to_voice_seconds_count", b) == 0
+    assert get("voice_gateway_voice_to_voice_seconds_bucket", b | {"le": "1.2"}) == 0
+    assert get("voice_gateway_barge_in_reaction_seconds_count", b) == 0
+    assert get("voice_gateway_task_failures_total", b | {"task": "asr-stream", "action": "close"}) == 0
+    # An outage's first failure must reach the rate() alerts (and a drill's time to detect).
+    for backend in ("vad", "asr", "llm", "rag", "tts"):
+        assert get("voice_gateway_backend_errors_total", b | {"backend": backend}) == 0
+    assert get("voice_gateway_redis_failures_total", b | {"op": "write"}) == 0
+
+
 def _traced_observation(hist: metrics.Histogram, labels: dict[str, str]) -> str:
     provider = TracerProvider()  # a private provider: no global state touched
     with provider.get_tracer("t").start_as_current_span("turn") as span:

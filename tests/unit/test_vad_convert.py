@@ -38,3 +38,12 @@ def test_events_carry_exact_times():
             start.speech_started.decided_at_ms, start.audio_processed_ms) == (1248, 948, 1408, 1440)
     stop = event_to_pb(SpeechStop(7872, 8096), 8096)
     assert stop.WhichOneof("event") == "speech_stopped" and stop.speech_stopped.audio_ms == 7872
+
+
+def test_end_of_turn_is_asked_for_and_its_probability_is_set_only_when_computed():
+    assert params_from_config(vad_pb2.VadConfig(end_of_turn=True)).end_of_turn
+    assert not params_from_config(vad_pb2.VadConfig()).end_of_turn
+    scored = event_to_pb(SpeechStop(7872, 8096), 8096, 0.0)
+    assert scored.speech_stopped.HasField("turn_complete_probability")
+    assert scored.speech_stopped.turn_complete_probability == 0.0
+    assert not event_to_pb(SpeechStop(7872, 8096), 8096).speech_stopped.HasField("turn_complete_probability")

@@ -7,7 +7,7 @@
 import { Capture } from "./capture.js";
 import { Controller } from "./controller.js";
 import { Playback } from "./playback.js";
-import { RealtimeClient, defaultRealtimeUrl } from "./realtime.js";
+import { RealtimeClient, isOwnServer, realtimeUrl } from "./realtime.js";
 import { bindSettingsForm, loadSettings } from "./settings.js";
 import { createTestHook } from "./test-hook.js";
 import { Transcript } from "./transcript.js";
@@ -21,7 +21,7 @@ const meter = new Meter($("#meter"));
 const banner = new Banner($("#banner"));
 const transcript = new Transcript($("#transcript"), $("#empty"));
 const stateView = new StateView({ root: $("#voice"), orb: $("#orb"), label: $("#state-label"), hint: $("#state-hint") });
-const client = new RealtimeClient(defaultRealtimeUrl());
+const client = new RealtimeClient(safeUrl(settings.server), settings.credential);
 const playback = new Playback({ rate: 24000, prebufferMs: 80 });
 
 let controller;
@@ -143,7 +143,30 @@ $("#composer").addEventListener("submit", async (e) => {
 
 // settings dialog
 const dialog = $("#settings");
+function safeUrl(server) {
+  try {
+    return realtimeUrl(server);
+  } catch {
+    return realtimeUrl("");   // not a URL: stay on this page's server
+  }
+}
+
+// Another server than the page's own is never silent: it is named at the top.
+function showServer() {
+  const note = $("#server-note");
+  note.hidden = isOwnServer(client.url);
+  note.textContent = note.hidden ? "" : `Connected to ${new URL(client.url).host}`;
+}
+
 const form = bindSettingsForm($("#settings-form"), settings, () => {
+  const url = safeUrl(settings.server);
+  if (url !== client.url || settings.credential !== client.credential) {
+    client.url = url;
+    client.credential = settings.credential;
+    client.sessionId = null;   // a conversation does not move to another server or credential
+    showServer();
+    client.reconnect();
+  }
   controller.applySettings();
   if (settings.mode === "vad") controller.pttUp();
   $("#settings-saved").textContent = "Saved — applies to this conversation now.";
@@ -159,5 +182,6 @@ dialog.addEventListener("click", (e) => {
 });
 
 window.addEventListener("pagehide", () => client.close());
+showServer();
 client.connect();
 controller.render();

@@ -462,7 +462,7 @@ export class Controller {
     h.state = this.state();
     h.connection = this.connection;
     h.micOn = this.micOn;
-    h.playback = { ...this.playback.stats, playing: this.playback.playing };
+    h.playback = { ...this.playback.stats, playing: this.playback.playing, route: this.playback.route };
   }
 }
 

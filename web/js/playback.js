@@ -3,12 +3,19 @@
  * playback worklet (jitter buffer). Keeps, per assistant item, how many samples
  * arrived and how many were actually rendered, which is what a barge-in
  * truncate needs (`audio_end_ms` = what the user heard).
+ *
+ * The output goes through a local WebRTC loop into an <audio> element
+ * (loopback.js), so the browser's echo canceller removes it from the
+ * microphone; `route` says which way it went ("loopback" or "direct").
  */
+import { playThroughLoopback } from "./loopback.js";
 import { samplesToMs } from "./pcm.js";
 
 export class Playback extends EventTarget {
-  constructor({ rate = 24000, prebufferMs = 80 } = {}) {
+  constructor({ rate = 24000, prebufferMs = 80, loopback = true } = {}) {
     super();
+    this.loopback = loopback;
+    this.route = null;    // "loopback" (echo-cancellable) or "direct" (ctx.destination)
     this.rate = rate;
     this.prebufferMs = prebufferMs;
     this.ctx = null;
@@ -37,9 +44,27 @@ export class Playback extends EventTarget {
       processorOptions: { prebufferMs: this.prebufferMs },
     });
     this.node.port.onmessage = (e) => this.onWorklet(e.data);
-    this.node.connect(this.ctx.destination);
+    // Queued audio goes first: pushes made while the output connects go straight to the node.
     for (const [msg, transfer] of this.pending) this.node.port.postMessage(msg, transfer);
     this.pending = [];
+    await this.connectOutput();
+  }
+
+  async connectOutput() {
+    if (this.loopback && typeof this.ctx.createMediaStreamDestination === "function") {
+      const dest = this.ctx.createMediaStreamDestination();
+      this.node.connect(dest);
+      try {
+        this.loop = await playThroughLoopback(dest.stream);
+        this.route = "loopback";
+        return;
+      } catch (err) {
+        this.node.disconnect();
+        console.warn(`playback: no WebRTC loopback (${err.message}); playing directly, without the browser's echo cancellation`);
+      }
+    }
+    this.node.connect(this.ctx.destination);
+    this.route = "direct";
   }
 
   post(msg, transfer = []) {

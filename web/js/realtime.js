@@ -21,17 +21,35 @@ const CLOSE_REASONS = {
   1013: "the server is busy",
 };
 
-export function defaultRealtimeUrl() {
-  const override = new URLSearchParams(location.search).get("ws");
-  if (override) return override;
-  const scheme = location.protocol === "https:" ? "wss" : "ws";
-  return `${scheme}://${location.host}/v1/realtime`;
+/**
+ * Where the page connects: its own server, unless the person typed another one
+ * in the settings (shown on the page while it is used). Nothing in the page's
+ * address can change it: a crafted link must not send the microphone elsewhere.
+ */
+export function realtimeUrl(server = "") {
+  const own = `${location.protocol === "https:" ? "wss" : "ws"}://${location.host}/v1/realtime`;
+  const typed = (server || "").trim();
+  if (!typed) return own;
+  const url = new URL(typed.includes("://") ? typed : `wss://${typed}`);
+  if (url.protocol === "https:") url.protocol = "wss:";
+  if (url.protocol === "http:") url.protocol = "ws:";
+  if (url.pathname === "/" || url.pathname === "") url.pathname = "/v1/realtime";
+  return url.toString();
 }
 
+/** Whether ``url`` is this page's own server. */
+export function isOwnServer(url) {
+  return new URL(url, location.href).host === location.host;
+}
+
+// A credential travels as a WebSocket subprotocol, as browser Realtime clients send it.
+const KEY_PROTOCOL = "openai-insecure-api-key.";
+
 export class RealtimeClient extends EventTarget {
-  constructor(url) {
+  constructor(url, credential = "") {
     super();
     this.url = url;
+    this.credential = credential;   // a client secret or API key; empty for a keyless local server
     this.ws = null;
     this.sessionId = null;
     this.attempt = 0;
@@ -54,7 +72,8 @@ export class RealtimeClient extends EventTarget {
     this.setState(this.attempt ? "reconnecting" : "connecting");
     let ws;
     try {
-      ws = new WebSocket(url.toString());
+      const cred = (this.credential || "").trim();
+      ws = cred ? new WebSocket(url.toString(), ["realtime", KEY_PROTOCOL + cred]) : new WebSocket(url.toString());
     } catch (err) {
       this.scheduleReconnect(`cannot open ${url}: ${err.message}`);
       return;
@@ -104,6 +123,18 @@ export class RealtimeClient extends EventTarget {
       this.ws.close();
       this.ws = null;
     }
+    this.connect();
+  }
+
+  /** Connect again now, to the current url and credential (an open socket is dropped). */
+  reconnect() {
+    clearTimeout(this.timer);
+    if (this.ws) {
+      this.ws.onclose = null;
+      this.ws.close(1000, "changing server");
+      this.ws = null;
+    }
+    this.attempt = 0;
     this.connect();
   }
 

@@ -16,6 +16,8 @@ export const DEFAULTS = Object.freeze({
   retrieval: true,
   retrievalK: 3,
   instructions: "",
+  server: "",              // empty: the server this page came from
+  credential: "",          // a client secret or API key, when the server asks for one
 });
 
 export function loadSettings() {
@@ -78,6 +80,8 @@ export function bindSettingsForm(form, settings, onChange) {
     f.namedItem("bargeIn").checked = settings.bargeIn;
     f.namedItem("retrieval").checked = settings.retrieval;
     f.namedItem("instructions").value = settings.instructions;
+    f.namedItem("server").value = settings.server;
+    f.namedItem("credential").value = settings.credential;
     for (const r of form.querySelectorAll('input[name="mode"]')) r.checked = r.value === settings.mode;
   };
   show();
@@ -90,6 +94,8 @@ export function bindSettingsForm(form, settings, onChange) {
     retrieval: f.namedItem("retrieval").checked,
     retrievalK: settings.retrievalK,
     instructions: f.namedItem("instructions").value,
+    server: f.namedItem("server").value.trim(),
+    credential: f.namedItem("credential").value.trim(),
   });
 
   f.namedItem("silenceMs").addEventListener("input", (e) => {

@@ -17,7 +17,8 @@ export function createTestHook() {
     frameBytes: 0,
     textsSent: 0,
     audioDeltas: 0,
-    playback: { framesReceived: 0, samplesReceived: 0, samplesPlayed: 0, underruns: 0, clears: 0, playing: false },
+    // route: "loopback" (through WebRTC, so the browser's echo canceller sees it) or "direct"
+    playback: { framesReceived: 0, samplesReceived: 0, samplesPlayed: 0, underruns: 0, clears: 0, playing: false, route: null },
     truncates: [],
     resumes: 0,
     truncatedConfirmed: [],

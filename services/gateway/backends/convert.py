@@ -6,14 +6,22 @@ from typing import Sequence
 
 from common.stubs import asr_pb2, common_pb2, llm_pb2, rag_pb2, tts_pb2, vad_pb2
 from services.gateway.backends.types import (
-    AsrParams, AsrResult, AudioPiece, ChatMessage, LlmUsage, Passage, VadEvent, VadParams,
+    AsrParams, AsrResult, AudioPiece, ChatMessage, LlmUsage, Passage, Priority, VadEvent, VadParams,
 )
+
+_PRIORITY = {Priority.URGENT: common_pb2.PRIORITY_URGENT, Priority.BACKGROUND: common_pb2.PRIORITY_BACKGROUND}
+
+
+def priority(p: Priority) -> int:
+    """Always explicit on the wire (never UNSPECIFIED): the gateway decided."""
+    return _PRIORITY[p]
 
 
 def vad_config(p: VadParams) -> vad_pb2.DetectRequest:
     return vad_pb2.DetectRequest(config=vad_pb2.VadConfig(
         threshold=p.threshold, min_speech_ms=p.min_speech_ms, min_silence_ms=p.min_silence_ms,
-        prefix_padding_ms=p.prefix_padding_ms, sample_rate_hz=16000, pause_events=p.pause_events))
+        prefix_padding_ms=p.prefix_padding_ms, sample_rate_hz=16000, pause_events=p.pause_events,
+        end_of_turn=p.end_of_turn))
 
 
 def vad_audio(pcm: bytes) -> vad_pb2.DetectRequest:
@@ -30,7 +38,8 @@ def vad_event(resp: vad_pb2.DetectResponse) -> VadEvent | None:
         return VadEvent("paused", int(s.audio_ms), 0, int(s.decided_at_ms))
     if which == "speech_stopped":
         s = resp.speech_stopped
-        return VadEvent("stopped", int(s.audio_ms), 0, int(s.decided_at_ms))
+        prob = s.turn_complete_probability if s.HasField("turn_complete_probability") else None
+        return VadEvent("stopped", int(s.audio_ms), 0, int(s.decided_at_ms), prob)
     return None
 
 
@@ -71,12 +80,20 @@ def asr_result(resp: asr_pb2.RecognizeResponse) -> AsrResult:
 
 
 def generate_request(messages: Sequence[ChatMessage], passages: Sequence[Passage],
-                     max_tokens: int, request_id: str, prefill: bool = False) -> llm_pb2.GenerateRequest:
+                     max_tokens: int, request_id: str, prefill: bool = False,
+                     prio: Priority = Priority.URGENT) -> llm_pb2.GenerateRequest:
     return llm_pb2.GenerateRequest(
         messages=[llm_pb2.ChatMessage(role=m.role, content=m.content) for m in messages],
         passages=[common_pb2.Passage(source=p.source, title=p.title, text=p.text, score=p.score)
                   for p in passages],
-        max_tokens=max_tokens, request_id=request_id, prefill=prefill)
+        max_tokens=max_tokens, request_id=request_id, prefill=prefill, priority=priority(prio))
+
+
+def prefill_request(messages: Sequence[ChatMessage], request_id: str,
+                    passages: Sequence[Passage] = ()) -> llm_pb2.GenerateRequest:
+    """Prefill only saves the answer time later: background, so it never
+    delays (or waits for) an answer someone is listening for."""
+    return generate_request(messages, passages, 0, request_id, prefill=True, prio=Priority.BACKGROUND)
 
 
 def generate_event(resp: llm_pb2.GenerateResponse, usage: LlmUsage) -> str | None:
@@ -87,6 +104,7 @@ def generate_event(resp: llm_pb2.GenerateResponse, usage: LlmUsage) -> str | Non
         usage.prompt_tokens = resp.done.prompt_tokens
         usage.completion_tokens = resp.done.completion_tokens
         usage.finish_reason = resp.done.finish_reason
+        usage.cached_prompt_tokens = resp.done.cached_prompt_tokens
     return None
 
 
@@ -98,8 +116,9 @@ def passages(resp: rag_pb2.SearchResponse) -> list[Passage]:
     return [Passage(p.source, p.title, p.text, p.score) for p in resp.passages]
 
 
-def synthesize_request(text: str, voice: str, speed: float) -> tts_pb2.SynthesizeRequest:
-    return tts_pb2.SynthesizeRequest(text=text, voice=voice, speaking_rate=speed)
+def synthesize_request(text: str, voice: str, speed: float,
+                       prio: Priority = Priority.URGENT) -> tts_pb2.SynthesizeRequest:
+    return tts_pb2.SynthesizeRequest(text=text, voice=voice, speaking_rate=speed, priority=priority(prio))
 
 
 def audio_piece(chunk: tts_pb2.AudioChunk) -> AudioPiece:

@@ -1,22 +1,26 @@
 """Real gRPC clients of the speech services (grpc.aio). Every call carries the
 current trace context; every failure becomes a BackendError naming the service
 and address; cancelling an iteration cancels the RPC (so the server sees
-CANCELLED and stops its work)."""
+CANCELLED and stops its work). Every call has a deadline (deadlines.py): unary
+ones a gRPC timeout, streams an idle limit on the reply they owe."""
 from __future__ import annotations
 
 import asyncio
 import logging
-from typing import AsyncIterator, Sequence
+import time
+from typing import AsyncIterator, Callable, Sequence
 
 import grpc
 
 from common.stubs import asr_pb2_grpc, llm_pb2_grpc, rag_pb2_grpc, tts_pb2_grpc, vad_pb2_grpc
 from common.tracing import inject_metadata
 from services.gateway.backends import convert, health
+from services.gateway.backends.deadlines import DEFAULT_IDLE_S, ReplyWatch, read_within, wait_reply
 from services.gateway.backends.types import (
-    AsrParams, AsrResult, AudioPiece, BackendError, ChatMessage, LlmUsage, Passage, VadEvent,
-    VadParams,
+    AsrParams, AsrResult, AudioPiece, BackendError, ChatMessage, LlmUsage, Passage, Priority,
+    VadEvent, VadParams,
 )
+from services.gateway.faults.calls import inject, inject_duplex, inject_unary
 
 log = logging.getLogger(__name__)
 
@@ -24,13 +28,16 @@ log = logging.getLogger(__name__)
 def _error(name: str, address: str, exc: grpc.aio.AioRpcError) -> BackendError:
     code = exc.code()
     if code == grpc.StatusCode.INVALID_ARGUMENT:
-        return BackendError(name, address, f"rejected the request: {exc.details()}")
+        return BackendError(name, address, f"rejected the request: {exc.details()}", retryable=False)
     return BackendError(name, address, f"{code.name.lower()}: {exc.details() or ''}".rstrip(": "))
 
 
 class _Client:
-    def __init__(self, name: str, address: str, channel: grpc.aio.Channel, timeout_s: float) -> None:
+    def __init__(self, name: str, address: str, channel: grpc.aio.Channel, timeout_s: float,
+                 idle_s: float = DEFAULT_IDLE_S, faults=None) -> None:
         self.name, self.address, self._channel, self._timeout = name, address, channel, timeout_s
+        self._idle = idle_s
+        self._faults = faults     # a drill's FaultTable (services/gateway/faults), or None
 
     async def ready(self) -> bool:
         """SERVING on grpc.health.v1 (checked before (re)opening a stream)."""
@@ -40,8 +47,10 @@ class _Client:
 class _Duplex:
     """A bidirectional stream driven with write()/read(); closes by cancelling."""
 
-    def __init__(self, name: str, address: str, call: grpc.aio.StreamStreamCall) -> None:
+    def __init__(self, name: str, address: str, call: grpc.aio.StreamStreamCall,
+                 idle_s: float = DEFAULT_IDLE_S, now: Callable[[], float] = time.monotonic) -> None:
         self.name, self.address, self._call = name, address, call
+        self.watch, self._now = ReplyWatch(idle_s), now
         # grpc.aio allows one write in flight per call: a second concurrent
         # write() fails the whole call with INTERNAL ("Internal error from
         # Core", grpc/grpc#36066). Audio (the input task), flush and end of
@@ -57,17 +66,46 @@ class _Duplex:
         except (grpc.aio.UsageError, RuntimeError) as exc:  # stream already finished
             raise BackendError(self.name, self.address, f"stream closed: {exc}") from exc
 
+    def _expect_reply(self) -> None:
+        self.watch.expect(self._now())
+
+    def _replied(self, resp) -> bool:
+        """Whether ``resp`` answers a request that asked for a reply."""
+        return False
+
     async def _read(self):
+        # The read runs as a task so the idle check can look at the clock
+        # without cancelling it (a cancelled read cancels the call).
+        read: asyncio.Future | None = None
         try:
             while True:
-                resp = await self._call.read()
+                read = asyncio.ensure_future(self._call.read())
+                resp = await wait_reply(read, self.watch, self._now, self.name, self.address, "reply")
+                read = None
                 if resp is grpc.aio.EOF:
                     return
+                if self._replied(resp):
+                    self.watch.answered()
+                else:
+                    self.watch.progress(self._now())
                 yield resp
         except grpc.aio.AioRpcError as exc:
             if exc.code() == grpc.StatusCode.CANCELLED and self._call.cancelled():
                 return  # we closed it
             raise _error(self.name, self.address, exc) from exc
+        except asyncio.CancelledError:
+            # A read pending when close() cancels the call raises CancelledError
+            # in the reader although nobody cancelled the reader's task: that is
+            # the stream ending (a restart with new settings reopens it). Seen as
+            # a task cancellation, it silently ended the session's VAD stream
+            # after a session.update to semantic_vad (no speech heard again).
+            task = asyncio.current_task()
+            if self._call.cancelled() and task is not None and not task.cancelling():
+                return
+            raise
+        finally:
+            if read is not None and not read.done():
+                read.cancel()   # hung, or the reader was cancelled: the call goes with it
 
     async def close(self) -> None:
         self._call.cancel()
@@ -93,10 +131,15 @@ class GrpcAsrStream(_Duplex):
         await self._write(convert.asr_audio(pcm16k))
 
     async def end_utterance(self, use_provisional: bool = False) -> None:
+        self._expect_reply()   # a final is owed
         await self._write(convert.asr_eou(use_provisional))
 
     async def flush(self) -> None:
+        self._expect_reply()   # a provisional final is owed
         await self._write(convert.asr_flush())
+
+    def _replied(self, resp) -> bool:
+        return resp.is_final or resp.provisional
 
     async def send_trace(self, carrier: dict[str, str]) -> None:
         await self._write(convert.asr_trace(carrier))
@@ -109,7 +152,8 @@ class GrpcAsrStream(_Duplex):
 class GrpcVad(_Client):
     async def open(self, params: VadParams) -> GrpcVadStream:
         stub = vad_pb2_grpc.VoiceActivityStub(self._channel)
-        s = GrpcVadStream(self.name, self.address, stub.StreamingDetect(metadata=inject_metadata()))
+        call = inject_duplex(self._faults, self.name, stub.StreamingDetect(metadata=inject_metadata()))
+        s = GrpcVadStream(self.name, self.address, call, self._idle)
         await s._write(convert.vad_config(params))
         return s
 
@@ -117,19 +161,23 @@ class GrpcVad(_Client):
 class GrpcAsr(_Client):
     async def open(self, params: AsrParams) -> GrpcAsrStream:
         stub = asr_pb2_grpc.RecognizerStub(self._channel)
-        s = GrpcAsrStream(self.name, self.address, stub.StreamingRecognize(metadata=inject_metadata()))
+        call = inject_duplex(self._faults, self.name, stub.StreamingRecognize(metadata=inject_metadata()))
+        s = GrpcAsrStream(self.name, self.address, call, self._idle)
         await s._write(convert.asr_config(params))
         return s
 
 
 class GrpcLlm(_Client):
     async def generate(self, messages: Sequence[ChatMessage], passages: Sequence[Passage],
-                       max_tokens: int, request_id: str, usage: LlmUsage) -> AsyncIterator[str]:
+                       max_tokens: int, request_id: str, usage: LlmUsage,
+                       priority: Priority = Priority.URGENT) -> AsyncIterator[str]:
         stub = llm_pb2_grpc.ChatStub(self._channel)
-        call = stub.Generate(convert.generate_request(messages, passages, max_tokens, request_id),
-                             metadata=inject_metadata(), timeout=self._timeout)
+        call = inject(self._faults, self.name, stub.Generate(
+            convert.generate_request(messages, passages, max_tokens, request_id, prio=priority),
+            metadata=inject_metadata(), timeout=self._timeout))
         try:
-            async for resp in call:
+            while (resp := await read_within(call, self._idle, self.name, self.address,
+                                             "token")) is not grpc.aio.EOF:
                 text = convert.generate_event(resp, usage)
                 if text:
                     yield text
@@ -142,14 +190,17 @@ class GrpcLlm(_Client):
                 call.cancel()
 
 
-    async def prefill(self, messages: Sequence[ChatMessage], request_id: str) -> str:
+    async def prefill(self, messages: Sequence[ChatMessage], request_id: str,
+                      passages: Sequence[Passage] = ()) -> str:
         """Warm an instance with a turn still being spoken; the finish reason."""
         stub = llm_pb2_grpc.ChatStub(self._channel)
-        call = stub.Generate(convert.generate_request(messages, (), 0, request_id, prefill=True),
-                             metadata=inject_metadata(), timeout=min(self._timeout, 5.0))
+        call = inject(self._faults, self.name, stub.Generate(
+            convert.prefill_request(messages, request_id, passages), metadata=inject_metadata(),
+            timeout=min(self._timeout, 5.0)))
         usage = LlmUsage()
         try:
-            async for resp in call:
+            while (resp := await read_within(call, self._idle, self.name, self.address,
+                                             "reply")) is not grpc.aio.EOF:
                 convert.generate_event(resp, usage)
         except grpc.aio.AioRpcError as exc:
             raise _error(self.name, self.address, exc) from exc
@@ -163,20 +214,25 @@ class GrpcRag(_Client):
     async def search(self, query: str, k: int, min_score: float) -> list[Passage]:
         stub = rag_pb2_grpc.RetrieverStub(self._channel)
         try:
-            resp = await stub.Search(convert.search_request(query, k, min_score),
-                                     metadata=inject_metadata(), timeout=min(self._timeout, 5.0))
+            timeout = min(self._timeout, 5.0)
+            resp = await inject_unary(self._faults, self.name, stub.Search(
+                convert.search_request(query, k, min_score), metadata=inject_metadata(), timeout=timeout),
+                timeout)
         except grpc.aio.AioRpcError as exc:
             raise _error(self.name, self.address, exc) from exc
         return convert.passages(resp)
 
 
 class GrpcTts(_Client):
-    async def synthesize(self, text: str, voice: str, speed: float) -> AsyncIterator[AudioPiece]:
+    async def synthesize(self, text: str, voice: str, speed: float,
+                         priority: Priority = Priority.URGENT) -> AsyncIterator[AudioPiece]:
         stub = tts_pb2_grpc.SynthesizerStub(self._channel)
-        call = stub.Synthesize(convert.synthesize_request(text, voice, speed),
-                               metadata=inject_metadata(), timeout=self._timeout)
+        call = inject(self._faults, self.name, stub.Synthesize(
+            convert.synthesize_request(text, voice, speed, priority), metadata=inject_metadata(),
+            timeout=self._timeout))
         try:
-            async for chunk in call:
+            while (chunk := await read_within(call, self._idle, self.name, self.address,
+                                              "audio")) is not grpc.aio.EOF:
                 if chunk.audio:
                     yield convert.audio_piece(chunk)
         except grpc.aio.AioRpcError as exc:

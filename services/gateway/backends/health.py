@@ -1,5 +1,6 @@
-"""Backend readiness for /healthz: every configured address must answer
-grpc.health.v1 SERVING."""
+"""Backend readiness for /healthz: every stable address must answer
+grpc.health.v1 SERVING (a canary that does not only loses its sessions to
+stable, see routing.py), and the canary probe that routing reads."""
 from __future__ import annotations
 
 import asyncio
@@ -26,3 +27,19 @@ async def check_all(channels: dict[str, dict[str, grpc.aio.Channel]]) -> dict[st
     for (svc, addr, _), status in zip(pairs, results):
         out.setdefault(svc, {})[addr] = status
     return out
+
+
+class CanaryHealth:
+    """Which canary addresses serve, probed in the background (routing must
+    not wait on a probe). An address counts as serving until a probe says
+    otherwise, so a gateway that just started routes as configured."""
+
+    def __init__(self) -> None:
+        self.status: dict[str, str] = {}
+
+    def serving(self, address: str) -> bool:
+        return self.status.get(address, "SERVING") == "SERVING"
+
+    async def refresh(self, channels: dict[str, grpc.aio.Channel], timeout: float = 1.0) -> None:
+        results = await asyncio.gather(*(check(ch, timeout) for ch in channels.values()))
+        self.status = dict(zip(channels, results))

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import AsyncIterator, Protocol, Sequence
 
 from services.gateway.backends.types import (
-    AsrParams, AsrResult, AudioPiece, ChatMessage, LlmUsage, Passage, VadEvent, VadParams,
+    AsrParams, AsrResult, AudioPiece, ChatMessage, LlmUsage, Passage, Priority, VadEvent, VadParams,
 )
 
 
@@ -59,12 +59,17 @@ class LlmClient(Protocol):
     address: str
 
     def generate(self, messages: Sequence[ChatMessage], passages: Sequence[Passage],
-                 max_tokens: int, request_id: str, usage: LlmUsage) -> AsyncIterator[str]:
+                 max_tokens: int, request_id: str, usage: LlmUsage,
+                 priority: Priority = Priority.URGENT) -> AsyncIterator[str]:
         """Text deltas; fills ``usage`` at the end. Cancelling the iteration cancels the RPC."""
 
-    async def prefill(self, messages: Sequence[ChatMessage], request_id: str) -> str:
+    async def prefill(self, messages: Sequence[ChatMessage], request_id: str,
+                      passages: Sequence[Passage] = ()) -> str:
         """Warm a model instance with this history, whose last user message is
-        still being spoken (nothing generated); returns the finish reason."""
+        still being spoken (nothing generated), and the passages retrieved for
+        the words so far (quoted in that message, as the answer will have
+        them); returns the finish reason. Always background: it never waits
+        for an instance ("busy" instead)."""
 
 
 class RagClient(Protocol):
@@ -78,16 +83,26 @@ class TtsClient(Protocol):
     name: str
     address: str
 
-    def synthesize(self, text: str, voice: str, speed: float) -> AsyncIterator[AudioPiece]:
+    def synthesize(self, text: str, voice: str, speed: float,
+                   priority: Priority = Priority.URGENT) -> AsyncIterator[AudioPiece]:
         """Audio of one clause as it is made. Cancelling the iteration cancels the RPC."""
 
 
 class Backends(Protocol):
-    """The engines one session uses for its whole life (routing decided at creation)."""
+    """The engines one session uses for its whole life (routing decided at
+    creation). Read-only members: a session never swaps an engine, and a
+    read-only member may be a subtype (GrpcAsr, FakeAsr) in the implementation."""
 
-    vad: VadClient
-    asr: AsrClient
-    llm: LlmClient
-    rag: RagClient
-    tts: TtsClient
-    variants: dict[str, str]   # service -> "stable" | "canary"
+    @property
+    def vad(self) -> VadClient: ...
+    @property
+    def asr(self) -> AsrClient: ...
+    @property
+    def llm(self) -> LlmClient: ...
+    @property
+    def rag(self) -> RagClient: ...
+    @property
+    def tts(self) -> TtsClient: ...
+    @property
+    def variants(self) -> dict[str, str]:
+        """service -> "stable" | "canary"."""

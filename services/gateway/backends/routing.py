@@ -1,8 +1,19 @@
 """Which backend addresses a session uses. Each service has a stable list and an
 optional canary list; a session is assigned stable or canary per service once,
-at creation, from a hash of its id (so the choice is reproducible and a resumed
-session lands on the same variant), and keeps those backends for its lifetime.
-Within a list, the same hash spreads sessions over the replicas."""
+at creation, from a hash of its id against the service's canary weight (read
+from the release records, services/gateway/release_view.py, or the configured
+canary_percent), and keeps those backends for its lifetime. The variants are
+stored in the session record, so a resume on any gateway gets them back even
+after the weight changed. Since the hash bucket is fixed, raising the weight
+only adds sessions to the canary; none moves back.
+
+Two exceptions send a canary session to stable: its release was withdrawn
+(rolled back or aborted: the canary hurts users, resumed sessions leave it
+too), or no canary replica serves (counted in
+voice_gateway_canary_fallbacks_total; the session stays on stable for life).
+Within a list, the same hash spreads sessions over the (serving) replicas;
+while a replica's circuit is open its sessions' calls fail over to another
+replica of the same variant (failover.py)."""
 from __future__ import annotations
 
 import dataclasses
@@ -10,8 +21,14 @@ import hashlib
 
 import grpc
 
+from common.clock import MonotonicClock
 from common.server import MAX_MESSAGE_BYTES
+from services.gateway import metrics
+from services.gateway.backends.deadlines import CHANNEL_KEEPALIVE
+from services.gateway.backends.failover import ROUTED, Guard
 from services.gateway.backends.grpc_clients import GrpcAsr, GrpcLlm, GrpcRag, GrpcTts, GrpcVad
+from services.gateway.backends.health import CanaryHealth
+from services.gateway.release_view import ReleaseView
 from services.gateway.settings import GatewaySettings
 
 SERVICES = ("vad", "asr", "llm", "rag", "tts")
@@ -22,10 +39,20 @@ def _bucket(session_id: str, salt: str) -> int:
     return int.from_bytes(hashlib.sha256(f"{salt}:{session_id}".encode()).digest()[:8], "big")
 
 
+def in_canary(session_id: str, service: str, canary_percent: float) -> bool:
+    """The session's fixed bucket (0-9999) falls below the weight."""
+    return (_bucket(session_id, "canary:" + service) % 10000) < canary_percent * 100
+
+
 def choose(session_id: str, service: str, stable: list[str], canary: list[str],
-           canary_percent: float) -> tuple[str, str]:
-    """(address, variant) for one service of one session; deterministic in the id."""
-    use_canary = bool(canary) and (_bucket(session_id, "canary:" + service) % 10000) < canary_percent * 100
+           canary_percent: float, decided: str | None = None) -> tuple[str, str]:
+    """(address, variant) for one service of one session; deterministic in the
+    id. ``decided`` is the variant stored with a resumed session: it is kept
+    whatever the weight is now (while a canary list exists)."""
+    if decided is None:
+        use_canary = bool(canary) and in_canary(session_id, service, canary_percent)
+    else:
+        use_canary = decided == "canary" and bool(canary)
     pool = canary if use_canary else stable
     if not pool:
         raise ValueError(f"no {service} address configured")
@@ -45,9 +72,15 @@ class SessionBackends:
 class BackendPool:
     """One gRPC channel per address for the whole process (channels reconnect by themselves)."""
 
-    def __init__(self, settings: GatewaySettings) -> None:
+    def __init__(self, settings: GatewaySettings, release: ReleaseView | None = None,
+                 canary_health: CanaryHealth | None = None, faults=None, clock=None) -> None:
         self.settings = settings
+        self.release = release or ReleaseView(settings.canary_percent)
+        self.canary_health = canary_health or CanaryHealth()
         self._channels: dict[str, grpc.aio.Channel] = {}
+        self.faults = faults        # a drill's FaultTable (services/gateway/faults), or None
+        self.guard = Guard(clock or MonotonicClock(), settings.breaker_failures, settings.breaker_cooldown_s,
+                           settings.retry_budget_ratio, on_open=_count_open)
 
     def channel(self, address: str) -> grpc.aio.Channel:
         ch = self._channels.get(address)
@@ -58,6 +91,7 @@ class BackendPool:
                 # Reconnect quickly after a restarted service: sessions recover by themselves.
                 ("grpc.initial_reconnect_backoff_ms", 200),
                 ("grpc.max_reconnect_backoff_ms", 2000),
+                *CHANNEL_KEEPALIVE,
             ])
             self._channels[address] = ch
         return ch
@@ -66,17 +100,41 @@ class BackendPool:
         s = self.settings
         return {svc: s.addrs(svc) + s.addrs(svc, canary=True) for svc in SERVICES}
 
-    def for_session(self, session_id: str) -> SessionBackends:
+    def canary_addresses(self) -> dict[str, list[str]]:
+        return {svc: self.settings.addrs(svc, canary=True) for svc in SERVICES}
+
+    def for_session(self, session_id: str, decided: dict[str, str] | None = None) -> SessionBackends:
+        """``decided``: the variants stored with a resumed session (None or {} = a new one)."""
         s = self.settings
         clients, variants = {}, {}
         for svc in SERVICES:
-            addr, variant = choose(session_id, svc, s.addrs(svc), s.addrs(svc, canary=True),
-                                   s.canary_percent)
-            clients[svc] = _CLIENTS[svc](svc, addr, self.channel(addr), s.backend_timeout_s)
+            configured = s.addrs(svc, canary=True)
+            serving = [a for a in configured if self.canary_health.serving(a)]
+            want = (decided or {}).get(svc)
+            if want is None:
+                want = "canary" if configured and in_canary(session_id, svc, self.release.weight(svc)) else "stable"
+            if want == "canary" and self.release.withdrawn(svc):
+                want = "stable"
+            if want == "canary" and configured and not serving:
+                metrics.CANARY_FALLBACKS.labels(**metrics.base(), backend=svc).inc()
+                want = "stable"
+            addr, variant = choose(session_id, svc, s.addrs(svc), serving, 0.0, want)
+            replicas = serving if variant == "canary" else s.addrs(svc)
+            clients[svc] = ROUTED[svc](svc, addr, replicas, self.guard, lambda a, svc=svc: self.client(svc, a))
             variants[svc] = variant
         return SessionBackends(variants=variants, **clients)
+
+    def client(self, service: str, address: str):
+        """The plain gRPC client of one address (clients are cheap: the channel is shared)."""
+        s = self.settings
+        return _CLIENTS[service](service, address, self.channel(address), s.backend_timeout_s,
+                                 s.backend_idle_timeout_s, self.faults)
 
     async def close(self) -> None:
         for ch in self._channels.values():
             await ch.close()
         self._channels.clear()
+
+
+def _count_open(service: str, address: str) -> None:
+    metrics.BREAKER_OPENS.labels(**metrics.base(), backend=service).inc()

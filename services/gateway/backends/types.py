@@ -2,6 +2,16 @@
 from __future__ import annotations
 
 import dataclasses
+import enum
+
+
+class Priority(enum.Enum):
+    """How urgently a request's result is needed; the speech services schedule
+    by it across all sessions (the proto's voice.v1.Priority). The gateway
+    decides: it knows whether a person is waiting for this result now."""
+
+    URGENT = "urgent"           # the answer's generation, its first clause's audio
+    BACKGROUND = "background"   # prefill, later clauses (they play after the first ones)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -11,6 +21,7 @@ class VadParams:
     min_silence_ms: int
     prefix_padding_ms: int
     pause_events: bool = False   # also report "paused" (first unvoiced frame after speech)
+    end_of_turn: bool = False    # score each pause: "stopped" then carries turn_probability
 
 
 @dataclasses.dataclass(frozen=True)
@@ -21,6 +32,9 @@ class VadEvent:
     audio_ms: int             # onset (started) or end of the last voiced frame (paused, stopped)
     padded_start_ms: int = 0  # started only: onset minus prefix padding
     decided_at_ms: int = 0    # audio time at which the VAD decided
+    # stopped, with VadParams.end_of_turn: probability that the turn is complete
+    # (None when the VAD has no end-of-turn model or the score was late)
+    turn_probability: float | None = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -67,13 +81,16 @@ class LlmUsage:
     prompt_tokens: int = 0
     completion_tokens: int = 0
     finish_reason: str = ""
+    cached_prompt_tokens: int = 0   # prompt tokens the LLM reused from its KV cache
 
 
 class BackendError(Exception):
-    """A speech service could not be reached or failed; names it for the client."""
+    """A speech service could not be reached or failed; names it for the client.
+    ``retryable`` is False when the service rejected the request itself (a
+    retry would be rejected too, and the service is not failing)."""
 
-    def __init__(self, backend: str, address: str, detail: str = "") -> None:
-        self.backend, self.address, self.detail = backend, address, detail
+    def __init__(self, backend: str, address: str, detail: str = "", retryable: bool = True) -> None:
+        self.backend, self.address, self.detail, self.retryable = backend, address, detail, retryable
         super().__init__(self.message)
 
     @property

@@ -1,0 +1,254 @@
+"""One drill against a running stack, start to end:
+
+  1. brief: what breaks, where to look, which alert, which runbook;
+  2. spoken traffic starts (traffic.py) and runs until one turn has worked
+     (the baseline: a stack that is already broken teaches nothing);
+  3. the fault is set through the gateway's /admin/faults for the
+     scenario's bounded time (it would end by itself even if this process
+     died; it is also ended explicitly);
+  4. meanwhile, if a Prometheus URL is given, its alerts are polled: time to
+     detect = the scenario's alert going pending (and firing) after the
+     fault started, by the alert's own activeAt;
+  5. the fault ends; time to recover = the first completed turn spoken
+     after that;
+  6. every item a client saw done is still in its session (resumed by id).
+
+Times are wall-clock seconds as the team lives them (a drill is a real-time
+exercise), measured here, never assumed."""
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import time
+from collections import Counter
+from typing import Any, Awaitable, Callable
+
+import httpx
+
+from drills.scenarios import Scenario
+from drills.traffic import Traffic, lost_items
+
+Say = Callable[[str], None]
+
+
+@dataclasses.dataclass
+class DrillReport:
+    name: str
+    fault_s: float = 0.0
+    detect_pending_s: float | None = None     # fault start -> alert pending
+    detect_firing_s: float | None = None      # fault start -> alert firing
+    alert: str | None = None                  # which of the scenario's alerts
+    recover_s: float | None = None            # fault end -> first completed turn spoken after it
+    resolved_s: float | None = None           # fault end -> alert no longer active (if seen)
+    outcomes: dict[str, dict[str, int]] = dataclasses.field(default_factory=dict)   # phase -> outcome -> n
+    errors: list[str] = dataclasses.field(default_factory=list)   # distinct error messages seen
+    lost: dict[str, list[str]] = dataclasses.field(default_factory=dict)
+    sessions: dict[str, list[str]] = dataclasses.field(default_factory=dict)   # id -> items seen done
+
+    def lines(self) -> list[str]:
+        def s(v: float | None) -> str:
+            return "not seen" if v is None else f"{v:.1f} s"
+        out = [f"drill {self.name}: fault for {self.fault_s:.1f} s",
+               f"  detected:  alert {self.alert or '-'} pending after {s(self.detect_pending_s)}, "
+               f"firing after {s(self.detect_firing_s)}",
+               f"  recovered: first good turn {s(self.recover_s)} after the fault ended; "
+               f"alert resolved {s(self.resolved_s)} after it"]
+        for phase, counts in self.outcomes.items():
+            out.append(f"  turns {phase}: " + ", ".join(f"{k} {v}" for k, v in sorted(counts.items())))
+        out += [f"  error seen: {e}" for e in self.errors[:8]]
+        out.append("  history: " + ("intact" if not self.lost else f"LOST items in {len(self.lost)} sessions: "
+                                    f"{self.lost}"))
+        return out
+
+
+def briefing(sc: Scenario, fault_s: float) -> list[str]:
+    lines = [f"== drill {sc.name} ==", sc.teaches, ""]
+    if sc.restarts_gateway:
+        lines.append("Fault: the gateway restarts (SIGTERM, then started again); sessions resume by id.")
+    if sc.faults:
+        lines.append(f"Fault ({fault_s:.0f} s, ends by itself): " + "; ".join(
+            ", ".join(f"{k}={v}" for k, v in f.items()) for f in sc.faults))
+    lines += [f"Traffic: {sc.users} people talking with real recorded speech.", "Look at:"]
+    lines += [f"  - {p}" for p in sc.look_at]
+    lines.append("Alert that should fire: " + (" or ".join(sc.alerts) if sc.alerts else
+                                               "none (the protection working is not an incident)"))
+    lines.append(f"Runbook: docs/runbooks/{sc.runbook}.md")
+    return lines
+
+
+class Admin:
+    """The gateway's /admin/faults, with an admin key."""
+
+    def __init__(self, http_url: str, key: str) -> None:
+        self._c = httpx.AsyncClient(base_url=http_url, headers={"Authorization": f"Bearer {key}"}, timeout=10)
+
+    async def set(self, body: dict[str, Any]) -> None:
+        r = await self._c.post("/admin/faults", json=body)
+        if r.status_code != 200:
+            raise RuntimeError(f"/admin/faults refused the fault ({r.status_code}): {r.text}")
+
+    async def clear(self) -> None:
+        try:
+            await self._c.delete("/admin/faults")
+        except httpx.HTTPError:
+            pass      # the gateway is away (a restart): its faults went with it, or expire
+
+    async def gauge(self, name: str) -> float | None:
+        """The sum of a gateway metric's samples on /metrics (None if unreadable)."""
+        try:
+            text = (await self._c.get("/metrics")).text
+        except httpx.HTTPError:
+            return None
+        values = [float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
+                  if line.startswith(name + "{") or line.startswith(name + " ")]
+        return sum(values) if values else None
+
+    async def close(self) -> None:
+        await self._c.aclose()
+
+
+class AlertWatch:
+    """Polls Prometheus' /api/v1/alerts for the scenario's alerts."""
+
+    def __init__(self, prom_url: str, names: tuple[str, ...], since_wall: float) -> None:
+        self._c = httpx.AsyncClient(base_url=prom_url, timeout=5)
+        self.names, self.since = names, since_wall
+        self.pending_at: float | None = None      # wall time (the alert's activeAt)
+        self.firing_at: float | None = None       # wall time first seen firing
+        self.alert: str | None = None
+        self.cleared_at: float | None = None
+
+    async def poll(self) -> None:
+        try:
+            alerts = (await self._c.get("/api/v1/alerts")).json()["data"]["alerts"]
+        except (httpx.HTTPError, KeyError, ValueError):
+            return
+        now = time.time()
+        mine = [a for a in alerts if a["labels"].get("alertname") in self.names
+                and _wall(a.get("activeAt")) >= self.since - 1]
+        for a in mine:
+            if self.pending_at is None:
+                self.pending_at, self.alert = _wall(a["activeAt"]), a["labels"]["alertname"]
+            if a["state"] == "firing" and self.firing_at is None:
+                self.firing_at = now
+        if self.pending_at is not None and not mine and self.cleared_at is None:
+            self.cleared_at = now
+
+    async def close(self) -> None:
+        await self._c.aclose()
+
+
+def _wall(rfc3339: str | None) -> float:
+    if not rfc3339:
+        return 0.0
+    from datetime import datetime
+
+    return datetime.fromisoformat(rfc3339.replace("Z", "+00:00")).timestamp()
+
+
+async def run_drill(sc: Scenario, *, http_url: str, admin_key: str, clips: list, prometheus: str | None = None,
+                    fault_s: float | None = None, users: int | None = None, baseline_timeout_s: float = 180,
+                    recover_timeout_s: float = 180, say: Say = print,
+                    restart: Callable[[], Awaitable[None]] | None = None) -> DrillReport:
+    """``restart``: for a drill that restarts the gateway, how (it returns once
+    the gateway answers again); the drill never kills anything itself."""
+    if sc.restarts_gateway and restart is None:
+        raise ValueError(f"drill {sc.name} restarts the gateway: give the command that does it")
+    fault_s = fault_s or sc.fault_s
+    report = DrillReport(sc.name, fault_s)
+    for line in briefing(sc, fault_s):
+        say(line)
+    ws_url = http_url.replace("http", "ws", 1) + "/v1/realtime"
+    traffic = Traffic(ws_url, clips, users or sc.users)
+    admin = Admin(http_url, admin_key)
+    watch: AlertWatch | None = None
+    try:
+        traffic.start()
+        say("baseline: waiting for a first good turn ...")
+        if not await _until(lambda: traffic.ok_after(0.0) is not None, baseline_timeout_s):
+            raise RuntimeError(f"no turn completed within {baseline_timeout_s:.0f} s before the fault: "
+                               "the stack is not healthy, no drill")
+        t0, wall0 = time.monotonic(), time.time()
+        watch = AlertWatch(prometheus, sc.alerts, wall0) if prometheus and sc.alerts else None
+        if sc.restarts_gateway:
+            say(f"restarting the gateway at {time.strftime('%H:%M:%S')} ...")
+            await restart()
+            report.fault_s = time.monotonic() - t0
+        else:
+            for body in sc.fault_bodies():
+                await admin.set({**body, "duration_s": fault_s})
+            say(f"fault ON at {time.strftime('%H:%M:%S')} for {fault_s:.0f} s")
+            while time.monotonic() < t0 + fault_s:
+                if watch is not None:
+                    await watch.poll()
+                await asyncio.sleep(1.0)
+            await admin.clear()
+        t1 = time.monotonic()
+        say(f"fault OFF at {time.strftime('%H:%M:%S')}; waiting for a good turn ...")
+        deadline = t1 + recover_timeout_s
+        settled_at = None if sc.settled_metric else t1
+        while time.monotonic() < deadline:
+            if watch is not None:
+                await watch.poll()
+            if settled_at is None and await admin.gauge(sc.settled_metric) == 0:
+                settled_at = time.monotonic()
+            if traffic.ok_after(t1) is not None and settled_at is not None:
+                break
+            await asyncio.sleep(1.0)
+        first = traffic.ok_after(t1)
+        if first is not None and settled_at is not None:
+            report.recover_s = max(first.ended_at, settled_at) - t1
+        if watch is not None:
+            report.alert = watch.alert
+            report.detect_pending_s = None if watch.pending_at is None else watch.pending_at - wall0
+            report.detect_firing_s = None if watch.firing_at is None else watch.firing_at - wall0
+            end_wall = wall0 + (t1 - t0)
+            report.resolved_s = None if watch.cleared_at is None else watch.cleared_at - end_wall
+        report.outcomes = _phases(traffic, t0, t1)
+        report.errors = sorted({e for t in traffic.turns for e in t.errors})
+    finally:
+        await admin.clear()
+        await admin.close()
+        await traffic.stop()
+        if watch is not None:
+            await watch.close()
+    report.sessions = {sp.session_id: list(sp.items_done) for sp in traffic.speakers if sp.session_id}
+    if sc.check_history:
+        report.lost = await lost_items(ws_url, traffic.speakers)
+    for line in report.lines():
+        say(line)
+    return report
+
+
+def _phases(traffic: Traffic, t0: float, t1: float) -> dict[str, dict[str, int]]:
+    out: dict[str, Counter] = {"before": Counter(), "during": Counter(), "after": Counter()}
+    for t in traffic.turns:
+        phase = "before" if t.spoken_at < t0 else "during" if t.spoken_at < t1 else "after"
+        out[phase][t.outcome] += 1
+    return {k: dict(v) for k, v in out.items()}
+
+
+async def _until(pred: Callable[[], bool], timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if pred():
+            return True
+        await asyncio.sleep(0.5)
+    return pred()
+
+
+async def restart_with(command: str, http_url: str, timeout_s: float = 300) -> None:
+    """Run the operator's restart command, then wait until /healthz answers 200."""
+    proc = await asyncio.create_subprocess_shell(command)
+    if await proc.wait() != 0:
+        raise RuntimeError(f"the restart command failed: {command}")
+    async with httpx.AsyncClient(base_url=http_url, timeout=2) as c:
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            try:
+                if (await c.get("/healthz")).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            await asyncio.sleep(0.5)
+    raise RuntimeError(f"the gateway did not answer /healthz within {timeout_s:.0f} s of the restart")

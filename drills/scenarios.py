@@ -1,0 +1,120 @@
+"""The drills, as data: what fault each injects (through the gateway's
+/admin/faults, so a `make run` stack is broken only in ways that end by
+themselves), for how long, where on-call should look (dashboard and panel),
+which alert should fire, which runbook applies, and what it teaches.
+
+Nothing here kills a process: a drill against a running stack stops and
+starts nothing it did not start. "Down" is an injected error on every call
+of that backend, which the gateway cannot tell from a dead service."""
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+OVERVIEW = "Voice / overview"
+GATEWAY = "Voice / stage / gateway"
+
+
+@dataclasses.dataclass(frozen=True)
+class Scenario:
+    name: str
+    teaches: str
+    faults: tuple[dict[str, Any], ...]   # /admin/faults bodies, without duration_s
+    fault_s: float                        # how long the fault lasts (it ends by itself)
+    look_at: tuple[str, ...]              # "dashboard: panel"
+    alerts: tuple[str, ...]               # any of these going pending counts as detection
+    runbook: str                          # docs/runbooks/<name>.md
+    users: int = 2                        # spoken conversations kept going meanwhile
+    check_history: bool = True            # every item a client saw done must survive the drill
+    restarts_gateway: bool = False        # the fault is a gateway restart (by the operator's command)
+    settled_metric: str = ""              # recovered only once this gateway gauge is back at 0
+
+    def fault_bodies(self) -> list[dict[str, Any]]:
+        return [{**f, "duration_s": self.fault_s} for f in self.faults]
+
+
+SCENARIOS: dict[str, Scenario] = {s.name: s for s in (
+    Scenario(
+        name="asr-slow",
+        teaches="A slow stage shows in the latency SLO before anything fails: find which stage from the "
+                "stage breakdown, not from the error panels (they stay flat).",
+        faults=({"service": "asr", "kind": "latency", "latency_ms": 1500},),
+        fault_s=120,
+        look_at=(f"{OVERVIEW}: Which stage is slow (p95 by stage)", f"{GATEWAY}: Stage latency p95",
+                 f"{OVERVIEW}: Burn rate (1 h, page at 14.4)"),
+        alerts=("VoiceTurnLatencyErrorBudgetBurnFast",),
+        runbook="VoiceTurnLatencyErrorBudgetBurnFast",
+    ),
+    Scenario(
+        name="asr-down",
+        teaches="Losing the ASR mid-utterance: each session gets one backend_unavailable error naming the "
+                "ASR, its streams reopen with backoff, and turn-taking comes back by itself, without the "
+                "client reconnecting.",
+        faults=({"service": "asr", "kind": "reset", "after_messages": 1},),
+        # Longer than the alert's 5 min `for:`: without words there is no turn,
+        # so the turn SLO does not see this outage; only the backend errors do.
+        fault_s=360,
+        look_at=(f"{GATEWAY}: Backend failures", f"{GATEWAY}: Error events by code"),
+        alerts=("VoiceGatewayBackendErrors",),
+        runbook="VoiceGatewayBackendErrors",
+    ),
+    Scenario(
+        name="llm-hung",
+        teaches="A backend that accepts calls and never answers: nothing is 'down', only the idle deadline "
+                "(GATEWAY_BACKEND_IDLE_TIMEOUT_S) turns the hang into an error; after enough in a row the "
+                "circuit opens and turns fail fast instead of each waiting the deadline out.",
+        faults=({"service": "llm", "kind": "hang"},),
+        fault_s=60,
+        look_at=(f"{GATEWAY}: Turns by outcome", f"{GATEWAY}: Backend failures",
+                 f"{OVERVIEW}: Turn error ratio (5m)"),
+        alerts=("VoiceTurnErrorsErrorBudgetBurnFast", "VoiceGatewayBackendErrors"),
+        runbook="VoiceTurnErrorsErrorBudgetBurnFast",
+    ),
+    Scenario(
+        name="tts-errors",
+        teaches="A partial failure (20 % of TTS calls): most turns work, some end failed with an error "
+                "naming the TTS; the history keeps only what was spoken.",
+        faults=({"service": "tts", "kind": "error", "rate": 0.2},),
+        fault_s=120,
+        look_at=(f"{GATEWAY}: Backend failures", f"{GATEWAY}: Turns by outcome",
+                 f"{OVERVIEW}: Turn error ratio (5m)"),
+        alerts=("VoiceGatewayBackendErrors", "VoiceTurnErrorsErrorBudgetBurnFast"),
+        runbook="VoiceGatewayBackendErrors",
+    ),
+    Scenario(
+        name="redis-down",
+        teaches="The session store lost: conversations carry on from memory, every failed write is "
+                "counted, and what was said meanwhile is written back when Redis answers again.",
+        faults=({"service": "redis", "kind": "error"},),
+        fault_s=660,          # longer than the alert's 10 min `for:` (sessions go on meanwhile)
+        look_at=(f"{GATEWAY}: Redis failures",),
+        alerts=("VoiceRedisFailures",),
+        runbook="VoiceRedisFailures",
+        # Turns work throughout: recovered means everything said meanwhile is in Redis.
+        settled_metric="voice_gateway_store_pending_sessions",
+    ),
+    Scenario(
+        name="gateway-restart",
+        teaches="A gateway restart (a deploy, a crash): open sessions are closed, clients reconnect with "
+                "their session id and carry on with their history (it was in Redis), nothing is lost.",
+        faults=(),
+        fault_s=0,
+        look_at=(f"{GATEWAY}: Sessions and limit", f"{OVERVIEW}: Components up",
+                 f"{GATEWAY}: Redis failures"),
+        alerts=("VoiceComponentDown",),
+        runbook="VoiceComponentDown",
+        restarts_gateway=True,
+    ),
+    Scenario(
+        name="overload",
+        teaches="More people than capacity: the sessions beyond GATEWAY_MAX_SESSIONS get server_busy at "
+                "once (with a retry hint) and the admitted ones keep their latency.",
+        faults=(),
+        fault_s=60,
+        look_at=(f"{GATEWAY}: Sessions refused (server_busy)", f"{GATEWAY}: Sessions and limit",
+                 f"{OVERVIEW}: Voice to voice p50 / p95 / p99"),
+        alerts=(),
+        runbook="VoiceStreamsSaturated",
+        users=6,
+    ),
+)}

@@ -1,0 +1,192 @@
+"""Real spoken traffic for a drill: a few people talking to the assistant over
+the Realtime WebSocket (the project's real clips, streamed at real time by a
+live microphone), each turn's outcome recorded with its times, so a drill
+can tell when things went wrong and when the first turn worked again.
+
+A client of the protocol only (clients/): it imports nothing from services/.
+
+Each speaker keeps one session for the whole drill: surviving a fault means
+the session goes on, so a speaker never reconnects because of an error
+event. It reconnects only when the server closes the socket (a gateway
+restart), resuming its session by id. What it saw done (each
+``conversation.item.done`` id) is what ``lost_items`` later checks the
+gateway still remembers."""
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import itertools
+import logging
+import time
+from typing import Sequence
+
+from clients import events
+from clients.clips import Clip
+from clients.realtime import RealtimeClient
+
+log = logging.getLogger(__name__)
+TURN_TIMEOUT_S = 45.0
+THINK_S = 1.0
+# A turn that got an error event or speech_stopped and, this long after it,
+# no response at all (the ASR lost: no words, so no turn) is over for the
+# person speaking. Normally response.created follows speech_stopped within
+# the final timeout (5 s) at worst.
+GIVE_UP_AFTER_ERROR_S = 10.0
+
+
+@dataclasses.dataclass
+class Turn:
+    speaker: int
+    spoken_at: float             # monotonic: the clip's last sample was sent
+    ended_at: float              # response.done, the error, or the timeout
+    outcome: str                 # completed | failed | cancelled | no_answer | refused | closed
+    errors: list[str] = dataclasses.field(default_factory=list)   # "code: message" of error events
+
+    @property
+    def ok(self) -> bool:
+        return self.outcome == "completed"
+
+
+@dataclasses.dataclass
+class Speaker:
+    index: int
+    session_id: str | None = None
+    items_done: list[str] = dataclasses.field(default_factory=list)
+    refused: int = 0
+
+
+class Traffic:
+    """``users`` speakers talking until ``stop()``; ``turns`` fills as they go."""
+
+    def __init__(self, ws_url: str, clips: Sequence[Clip], users: int = 2, think_s: float = THINK_S) -> None:
+        self.ws_url, self.clips, self.think_s = ws_url, list(clips), think_s
+        self.speakers = [Speaker(i) for i in range(users)]
+        self.turns: list[Turn] = []
+        self._stop = asyncio.Event()
+        self._tasks: list[asyncio.Task] = []
+
+    def start(self) -> None:
+        for sp in self.speakers:
+            self._tasks.append(asyncio.create_task(self._run(sp), name=f"drill-speaker-{sp.index}"))
+
+    async def stop(self, timeout: float = TURN_TIMEOUT_S + 10) -> None:
+        """Let each speaker finish its turn, then close (bounded)."""
+        self._stop.set()
+        if self._tasks:
+            _, pending = await asyncio.wait(self._tasks, timeout=timeout)
+            for t in pending:
+                t.cancel()
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+
+    def ok_after(self, t: float) -> Turn | None:
+        """The first completed turn spoken after ``t``."""
+        return next((x for x in sorted(self.turns, key=lambda x: x.ended_at)
+                     if x.ok and x.spoken_at >= t), None)
+
+    # -- one speaker ------------------------------------------------------------------
+    async def _run(self, sp: Speaker) -> None:
+        clips = itertools.cycle(self.clips[sp.index:] + self.clips[:sp.index])
+        while not self._stop.is_set():
+            url = self.ws_url + (f"?session_id={sp.session_id}" if sp.session_id else "")
+            rt = RealtimeClient(url, keep_audio=False)
+            try:
+                created = await rt.connect()
+            except Exception as exc:  # noqa: BLE001 - refused (server_busy) or gateway away: try again
+                now = time.monotonic()
+                self.turns.append(Turn(sp.index, now, now, "refused", [f"connect: {exc}"]))
+                sp.refused += 1
+                await rt.close()
+                await self._pause(2.0)
+                continue
+            sp.session_id = (created.get("session") or {}).get("id") or sp.session_id
+            try:
+                await self._talk(sp, rt, clips)
+            except Exception as exc:  # noqa: BLE001 - any failure of one connection; cancellation passes
+                # The socket closed or the server was slow to reply mid-setup (a
+                # gateway restarting under load): recorded, then reconnect. An
+                # escaped exception would end this speaker's task, and the
+                # drill would wait for turns nobody speaks any more.
+                now = time.monotonic()
+                self.turns.append(Turn(sp.index, now, now, "closed", [f"session: {exc!r}"]))
+                await self._pause(1.0)
+            finally:
+                await rt.close()
+
+    async def _talk(self, sp: Speaker, rt: RealtimeClient, clips) -> None:
+        rate = self.clips[0].rate
+        await rt.update_session(events.session_config(input_rate=rate, output_rate=24000))
+        mic = rt.start_microphone(rate)
+        seen = 0
+        while not self._stop.is_set():
+            clip = next(clips)
+            mark = rt.mark()
+            spoken_ok = await self._say(rt, mic, clip.pcm)
+            spoken = time.monotonic()
+            outcome = await self._outcome(rt, mark) if spoken_ok else "closed"
+            errors = [f"{(e.get('error') or {}).get('code')}: {(e.get('error') or {}).get('message')}"
+                      for e in rt.log.events[mark:] if e.type == "error"]
+            self.turns.append(Turn(sp.index, spoken, time.monotonic(), outcome, errors))
+            for e in rt.log.events[seen:]:
+                if e.type == "conversation.item.done":
+                    sp.items_done.append((e.get("item") or {}).get("id"))
+            seen = len(rt.log.events)
+            if outcome == "closed":
+                return                      # reconnect and resume
+            await self._pause(self.think_s)
+
+    async def _say(self, rt: RealtimeClient, mic, pcm: bytes) -> bool:
+        """Speak a clip; False if the connection ended meanwhile (the
+        microphone stops with it and the clip would never finish)."""
+        utt = mic.play(pcm)
+        while not utt.done.done():
+            if rt.closed:
+                return False
+            await asyncio.wait({utt.done}, timeout=0.5)
+        return not utt.done.cancelled()
+
+    async def _outcome(self, rt: RealtimeClient, mark: int) -> str:
+        """How the turn just spoken ended: its response.done status, or why none came."""
+        deadline = time.monotonic() + TURN_TIMEOUT_S
+        while True:
+            try:
+                done = await rt.wait_for("response.done", since=mark, timeout=1.0)
+                break
+            except ConnectionError:
+                return "closed"
+            except TimeoutError:
+                now = time.monotonic()
+                # An error, or the end of speech, long ago and no response
+                # started: no turn is coming (an ASR outage reports its error
+                # once, so later turns only show the silence).
+                sign = rt.log.find(("error", "input_audio_buffer.speech_stopped"), since=mark)
+                if now >= deadline or (sign is not None and rt.log.find("response.created", since=mark) is None
+                                       and now - sign.t > GIVE_UP_AFTER_ERROR_S):
+                    return "no_answer"
+        # Playback: a listener hears the whole answer before speaking again.
+        rid = (done.get("response") or {}).get("id")
+        audio_ms = sum(e.get("bytes", 0) for e in rt.log.events[mark:]
+                       if e.type == "response.output_audio.delta" and e.get("response_id") == rid) / 48.0
+        await self._pause(min(audio_ms / 1000, 15.0))
+        return (done.get("response") or {}).get("status") or "unknown"
+
+    async def _pause(self, seconds: float) -> None:
+        try:
+            await asyncio.wait_for(self._stop.wait(), seconds)
+        except TimeoutError:
+            pass
+
+
+async def lost_items(ws_url: str, speakers: Sequence[Speaker]) -> dict[str, list[str]]:
+    """Per session, the item ids its client saw done that the gateway no longer
+    remembers (resumed by id: ``session.created`` lists what it remembers)."""
+    lost: dict[str, list[str]] = {}
+    for sp in speakers:
+        if not sp.session_id:
+            continue
+        async with RealtimeClient(f"{ws_url}?session_id={sp.session_id}", keep_audio=False) as rt:
+            created = rt.log.find("session.created")
+            remembered = {it.get("id") for it in (created.get("session") or {}).get("conversation_items", [])}
+        missing = [i for i in sp.items_done if i not in remembered]
+        if missing:
+            lost[sp.session_id] = missing
+    return lost

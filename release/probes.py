@@ -1,0 +1,115 @@
+"""Quality probes that need no live traffic: the same fixed inputs through
+the canary and through stable, scored by word error rate (clients/wer.py).
+
+- ASR: the project's real clips (tests/data/speech, with reference texts)
+  transcribed by the canary ASR and by the stable ASR.
+- TTS round trip: fixed sentences synthesized by the canary TTS and by the
+  stable TTS, each transcribed back by the *stable* ASR (so only the voice
+  differs): a voice that mumbles or skips words shows as a higher WER.
+
+``quality_checks`` is pure (scores in, judge checks out); ``Prober`` does the
+gRPC calls. A probe that cannot run (no address, a call failing) is an
+inconclusive check, never a pass: the step holds."""
+from __future__ import annotations
+
+import dataclasses
+from typing import Sequence
+
+import grpc
+
+from release.judge import FAIL, INCONCLUSIVE, PASS, Check
+
+# Short, everyday sentences with words a voice can get wrong (numbers, names).
+SENTENCES = (
+    "The meeting starts at half past nine on Tuesday morning.",
+    "Please turn the living room lights off and lock the front door.",
+    "Your package from Berlin should arrive within three business days.",
+    "It will be sunny and warm this afternoon, with a light breeze.",
+)
+
+
+@dataclasses.dataclass(frozen=True)
+class QualityConfig:
+    max_wer: float = 0.25          # absolute ceiling for the canary (either probe)
+    # Canary WER may exceed stable's by this much (absolute). Piper samples
+    # noise, so the same voice twice differs: one run of the round trip gave
+    # 0.000 and 0.023 (1 word of 44) for the same TTS; 0.05 is ~2 words.
+    wer_margin: float = 0.05
+
+
+@dataclasses.dataclass
+class Score:
+    wer: float | None              # None: the probe could not run
+    why: str = ""
+
+
+def quality_check(rule: str, canary: Score, stable: Score, cfg: QualityConfig) -> Check:
+    if canary.wer is None or stable.wer is None:
+        return Check(rule, INCONCLUSIVE, detail={"why": canary.why or stable.why or "probe did not run"})
+    detail = {"wer_canary": canary.wer, "wer_stable": stable.wer, "margin": cfg.wer_margin}
+    if canary.wer > cfg.max_wer:
+        return Check(rule, FAIL, canary.wer, cfg.max_wer, detail)
+    limit = stable.wer + cfg.wer_margin
+    return Check(rule, FAIL if canary.wer > limit else PASS, canary.wer, limit, detail)
+
+
+class Prober:
+    """Runs the probes of one service's release over gRPC (addresses of one
+    stable and one canary replica)."""
+
+    def __init__(self, asr_stable: str = "", asr_canary: str = "", tts_stable: str = "", tts_canary: str = "",
+                 cfg: QualityConfig = QualityConfig(), sentences: Sequence[str] = SENTENCES) -> None:
+        self.asr_stable, self.asr_canary = asr_stable, asr_canary
+        self.tts_stable, self.tts_canary = tts_stable, tts_canary
+        self.cfg, self.sentences = cfg, list(sentences)
+
+    async def __call__(self, service: str) -> list[Check]:
+        if service == "asr":
+            from clients.clips import load_clips
+
+            try:
+                pairs = [(c.pcm, c.text) for c in load_clips(rate=16000)]
+            except FileNotFoundError as exc:   # e.g. an image without tests/data
+                return [quality_check("quality:asr_wer", Score(None, str(exc)), Score(None), self.cfg)]
+            return [quality_check("quality:asr_wer", await self._asr(self.asr_canary, pairs),
+                                  await self._asr(self.asr_stable, pairs), self.cfg)]
+        if service == "tts":
+            return [quality_check("quality:tts_roundtrip_wer", await self._roundtrip(self.tts_canary),
+                                  await self._roundtrip(self.tts_stable), self.cfg)]
+        return []
+
+    async def _asr(self, address: str, pairs: list[tuple[bytes, str]]) -> Score:
+        from clients.wer import wer
+        from common.stubs import asr_pb2
+        from services.asr.client import SAMPLE_RATE, recognize
+
+        if not address:
+            return Score(None, "no ASR address to probe")
+        config = asr_pb2.RecognitionConfig(language="en", interim_results=False, sample_rate_hz=SAMPLE_RATE)
+        try:
+            record = await recognize(address, [pcm for pcm, _ in pairs], config=config, timeout=120.0)
+        except grpc.aio.AioRpcError as exc:
+            return Score(None, f"ASR {address}: {exc.code().name}")
+        # One utterance per input; a missing final is a transcript of nothing (all deletions).
+        texts: dict[int, list[str]] = {}
+        for f in record.finals:
+            texts.setdefault(f.utterance_index, []).append(f.text)
+        hyps = [" ".join(texts.get(i, [])) for i in range(len(pairs))]
+        return Score(wer([t for _, t in pairs], hyps))
+
+    async def _roundtrip(self, tts_address: str) -> Score:
+        from common.stubs import tts_pb2, tts_pb2_grpc
+
+        if not tts_address or not self.asr_stable:
+            return Score(None, "no TTS or stable ASR address to probe")
+        audio = []
+        try:
+            async with grpc.aio.insecure_channel(tts_address) as ch:
+                stub = tts_pb2_grpc.SynthesizerStub(ch)
+                for text in self.sentences:
+                    chunks = [c async for c in stub.Synthesize(
+                        tts_pb2.SynthesizeRequest(text=text, sample_rate_hz=16000), timeout=60)]
+                    audio.append(b"".join(c.audio for c in chunks))
+        except grpc.aio.AioRpcError as exc:
+            return Score(None, f"TTS {tts_address}: {exc.code().name}")
+        return await self._asr(self.asr_stable, list(zip(audio, self.sentences)))

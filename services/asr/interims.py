@@ -1,0 +1,141 @@
+"""Which stream's interim pass runs next, process-wide (sans-IO: no threads,
+no tasks, no model; the clock is injected).
+
+Why: every stream re-decodes its whole growing utterance for each interim, so
+with several people talking the interims alone can fill the cores, and each
+stream queued its own passes behind everyone else's, first come first served,
+on audio that was already stale when the pass finally ran. Here:
+
+- a stream that wants an interim registers a request; it holds at most one
+  (asking again replaces it), and the audio is taken when the pass *starts*,
+  so a late pass covers everything that arrived while it waited;
+- when a slot is free, the stream whose oldest unseen audio is oldest (its
+  last interim is the oldest: the most new speech unseen) goes first, so
+  streams take turns instead of one stream's requests starving another's;
+- at most ``max_running`` interim passes run at once;
+- no interim starts while a final (or flush) pass is waiting or running: the
+  pass the user is waiting for never shares the cores with background work
+  that could have waited. (A pass cannot be interrupted once it runs; the
+  niced interim model copy covers that case, engine.py.)
+
+Under load the cadence stretches by itself: with N streams wanting interims
+and one slot, each gets a turn every N passes. The session reports the
+effective interval (metrics.py), and this module the queue length.
+
+Everything runs on the event loop's thread (the sessions call in, and a
+granted request's ``start`` is called synchronously), so there is no lock.
+"""
+from __future__ import annotations
+
+import dataclasses
+import itertools
+from typing import Callable, Hashable, Protocol
+
+from common.clock import Clock, MonotonicClock
+
+
+class QueueObserver(Protocol):
+    """Where the scheduler reports its figures (metrics.py; a no-op in tests)."""
+
+    def interim_queue(self, queued: int, running: int) -> None: ...
+    def interim_waited(self, seconds: float) -> None: ...
+
+
+class _NullObserver:
+    def interim_queue(self, queued: int, running: int) -> None:
+        pass
+
+    def interim_waited(self, seconds: float) -> None:
+        pass
+
+
+Start = Callable[[], bool]
+"""Called when the request is granted; returns False if the stream no longer
+needs the pass (then the slot is not taken)."""
+
+
+@dataclasses.dataclass
+class _Request:
+    since: float        # when the oldest audio this pass would be the first to see arrived
+    seq: int            # ties: the earlier request first
+    asked_at: float     # clock time of the first ask (queue wait)
+    start: Start
+
+
+class InterimScheduler:
+    """Grants interim passes: one slot per concurrent pass, oldest unseen audio first."""
+
+    def __init__(self, max_running: int = 1, clock: Clock | None = None,
+                 observer: QueueObserver | None = None) -> None:
+        if max_running < 1:
+            raise ValueError(f"max_running must be at least 1, got {max_running}")
+        self.max_running = max_running
+        self.clock = clock or MonotonicClock()
+        self.observer = observer or _NullObserver()
+        self._queue: dict[Hashable, _Request] = {}
+        self._running: set[Hashable] = set()
+        self._finals = 0
+        self._seq = itertools.count()
+
+    # -- what the sessions tell us -------------------------------------------------------
+
+    def want(self, stream: Hashable, since: float, start: Start) -> None:
+        """``stream`` wants an interim of its audio since ``since`` (clock time).
+        Replaces the stream's queued request; a stream whose pass is running
+        may queue its next one (it starts after the running one is finished)."""
+        old = self._queue.get(stream)
+        if old is not None:
+            old.since, old.start = min(old.since, since), start
+        else:
+            self._queue[stream] = _Request(since, next(self._seq), self.clock.now(), start)
+        self._pump()
+
+    def withdraw(self, stream: Hashable) -> None:
+        """The stream's queued request is moot (its utterance ended, it closed)."""
+        if self._queue.pop(stream, None) is not None:
+            self._report()
+
+    def finished(self, stream: Hashable) -> None:
+        """The stream's interim pass is over (sent, failed or cancelled)."""
+        self._running.discard(stream)
+        self._pump()
+
+    def final_started(self) -> None:
+        """A final (or flush) pass was handed to the model: interims wait."""
+        self._finals += 1
+
+    def final_finished(self) -> None:
+        self._finals -= 1
+        assert self._finals >= 0, "final_finished without final_started"
+        self._pump()
+
+    # -- state, for metrics and tests ----------------------------------------------------
+
+    @property
+    def queued(self) -> int:
+        return len(self._queue)
+
+    @property
+    def running(self) -> int:
+        return len(self._running)
+
+    @property
+    def finals(self) -> int:
+        return self._finals
+
+    # -- internals -----------------------------------------------------------------------
+
+    def _pump(self) -> None:
+        while self._finals == 0 and len(self._running) < self.max_running:
+            ready = [(r.since, r.seq, s) for s, r in self._queue.items() if s not in self._running]
+            if not ready:
+                break
+            _, _, stream = min(ready)
+            req = self._queue.pop(stream)
+            if req.start():
+                self._running.add(stream)
+                self.observer.interim_waited(self.clock.now() - req.asked_at)
+        self._report()
+
+    def _report(self) -> None:
+        self.observer.interim_queue(len(self._queue), len(self._running))

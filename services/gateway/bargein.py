@@ -1,0 +1,148 @@
+"""Barge-in: user speech while a response is thinking or speaking. The one
+place where a barge-in starts, is confirmed, or is given up.
+
+- Start (``begin``): speech that starts over an interruptible response pauses
+  it at once (output_audio_buffer.cleared); the turn is marked barge_in.
+- Confirm (``confirm``, ``confirm_at_turn_end``): once the speech reached
+  min_interrupt_ms AND the transcript holds a real word (not a backchannel,
+  not a cough's empty text), the response is cancelled
+  (Conversation.interrupt). Checked on each audio chunk and interim while
+  the speech lasts, and once more when the turn ends (Conversation.end_turn:
+  a turn that still fails it is dropped).
+- Flush (``confirm_flush``): speech that lasted min_interrupt_ms plus
+  CONFIRM_FLUSH_AFTER_MS without a real word yet (the interims lag: a busy
+  host) asks the ASR for a flush, so its words come at final priority.
+- Echo: a transcript that is mostly the words the assistant spoke in the
+  last seconds (its own voice back through the user's speakers, what the
+  echo canceller left) confirms nothing (echo_words.py).
+- Give up (``resume_later``): speech that ends unconfirmed resumes the
+  paused reply after false_interruption_timeout_ms (a false interruption).
+Times are read from the injected clock."""
+from __future__ import annotations
+
+import asyncio
+from typing import TYPE_CHECKING, Any
+
+from services.gateway import backchannel, echo_words, metrics
+from services.gateway.turn_state import UserTurn
+
+if TYPE_CHECKING:
+    from services.gateway.turns import TurnTaker
+
+CONFIRM_FLUSH_EVERY_S = 0.4   # an unconfirmed barge-in's flushes: at most one per interim interval
+# The first flush waits one interim interval past min_interrupt_ms: on a host
+# keeping up, an interim confirms first and no flush is spent; a flush over
+# only 0.3 s of speech was mostly too little audio to decode reliably, and the
+# ASR redid it on the full 30 s window (~1 s of CPU on the final queue, ahead
+# of other people's finals: 4 users' voice-to-voice p50 rose from ~0.7 to
+# 1.15 s, make load USERS=4, 2026-12-01).
+CONFIRM_FLUSH_AFTER_MS = 400
+
+
+def is_real_turn(turn: UserTurn, td: Any, now_ms: float) -> bool:
+    """Long enough (min_interrupt_ms) and a real word: an interruption, not a
+    cough or an "mm-hm" over the reply."""
+    min_ms = td.min_interrupt_ms if td else 0
+    return turn.speech_ms(now_ms) >= min_ms and backchannel.is_real(turn.text())
+
+
+class BargeIn:
+    """Owned by the TurnTaker; holds the false-interruption timer."""
+
+    def __init__(self, turns: "TurnTaker") -> None:
+        self.turns = turns
+        self.conv = turns.conv
+        self._resume_task: asyncio.Task | None = None
+
+    def begin(self, turn: UserTurn) -> None:
+        """A new turn's speech started: pause the reply it talks over, if any."""
+        conv = self.conv
+        resp = conv.interruptible_response()
+        if resp is not None and self.turns.td.interrupt_response:
+            turn.barge_in = True
+            conv.pause_response(resp, turn.onset_wall)
+
+    def confirm(self, turn: UserTurn) -> bool:
+        """While the speech lasts (each audio chunk and transcript): confirm
+        the barge-in if the turn is a real one; the reply is cancelled."""
+        return self._confirm(turn, self.turns.td, during_speech=True)
+
+    def confirm_at_turn_end(self, turn: UserTurn, td: Any) -> bool:
+        """The last check, by the ended turn with its final transcript, against
+        ``td``, the turn detection as the turn ended. The confirmation-time
+        metric, the false-interruption timer and the transcript delta belong
+        to speech still going on: they are left alone."""
+        return self._confirm(turn, td, during_speech=False)
+
+    def _confirm(self, turn: UserTurn, td: Any, during_speech: bool) -> bool:
+        if turn.confirmed:
+            return True
+        if not is_real_turn(turn, td, self.conv.ring.end_ms) or self.is_echo(turn):
+            return False
+        turn.confirmed = True
+        if during_speech:
+            metrics.BARGE_IN_CONFIRM.labels(**metrics.base()).observe(
+                max(0.0, self.conv.clock.now() - turn.onset_wall))
+            self.cancel_resume()
+        turn.interrupt_task = self.conv.spawn(self.conv.interrupt(turn), "interrupt")
+        if during_speech:
+            self.turns.send_delta(turn)
+        return True
+
+    def is_echo(self, turn: UserTurn) -> bool:
+        """The turn's words are the reply's own, heard back through the speakers."""
+        resp = self.conv.response
+        if resp is None or not resp.audio_out or not resp.started:
+            return False
+        # The reply around the turn's speech, not around now: a turn ended (or
+        # confirmed late) after the reply resumed is compared with what it talked over.
+        at = resp.playout.position_at(turn.onset_wall)
+        at = resp.playout.heard_ms() if at is None else at
+        recent = echo_words.spoken_words(resp.item.clauses, at, at + turn.speech_ms(self.conv.ring.end_ms))
+        if not echo_words.is_echo(turn.text(), recent):
+            return False
+        if turn.echo_text != turn.text():
+            turn.echo_text = turn.text()
+            metrics.ECHO_TRANSCRIPTS.labels(**metrics.base()).inc()
+        return True
+
+    async def confirm_flush(self, turn: UserTurn) -> None:
+        """Speech over the reply has lasted min_interrupt_ms (+ CONFIRM_FLUSH_AFTER_MS)
+        and no real word is known yet: ask the ASR for a flush, a pass over the utterance so far at
+        final priority. Interims are background work (on a busy host they wait
+        behind every stream's urgent work), so waiting for one could confirm the
+        interruption only after the reply is done; the flush's words confirm it
+        at once. Repeated at the interim cadence while the speech lasts
+        unconfirmed; the pause flush's adoption is unaffected (the ASR adopts its
+        latest flush, which covers at least the audio of the pause's)."""
+        turns = self.turns
+        seg, td = turns.segment, turns.td
+        if seg is None or seg.done.is_set() or turns.asr.stream is None or td is None:
+            return
+        if turn.speech_ms(self.conv.ring.end_ms) < td.min_interrupt_ms + CONFIRM_FLUSH_AFTER_MS:
+            return
+        now = self.conv.clock.now()
+        if turn.confirm_flush_at is not None and now - turn.confirm_flush_at < CONFIRM_FLUSH_EVERY_S:
+            return
+        turn.confirm_flush_at = now
+        await turns.asr_send_upto()
+        await turns.asr.send("flush")
+
+    def resume_later(self, turn: UserTurn) -> None:
+        """The speech ended unconfirmed: start the false-interruption timer."""
+        self._resume_task = self.conv.spawn(self._resume_later(turn), "false-interruption")
+
+    def cancel_resume(self) -> None:
+        task = self._resume_task
+        if task is not None and not task.done():
+            task.cancel()
+
+    async def _resume_later(self, turn: UserTurn) -> None:
+        td = self.turns.td
+        await self.conv.clock.sleep((td.false_interruption_timeout_ms if td else 0) / 1000.0)
+        if turn.confirmed or self.turns.segment is not None:
+            return
+        await turn.wait_finals(self.conv.settings.final_timeout_s)
+        if turn.confirmed or self.turns.segment is not None or self.confirm(turn):
+            return
+        self.conv.resume_response()

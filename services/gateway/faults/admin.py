@@ -1,0 +1,68 @@
+"""``/admin/faults``: set, list and end injected faults at run time, without
+a restart (drills/, docs/drills.md). Protected by the admin keys
+(``GATEWAY_ADMIN_API_KEYS``, access.check_admin); refused when none is set.
+
+    POST   /admin/faults  {"service": "tts", "kind": "error", "rate": 0.2, "duration_s": 120}
+    GET    /admin/faults                 the active faults, with the seconds each has left
+    DELETE /admin/faults[?service=tts]   end one service's fault, or all
+
+Every change is logged at WARNING with the admin key's fingerprint: an
+injected fault looks like an outage to whoever is on call."""
+from __future__ import annotations
+
+import json
+import logging
+from typing import Sequence
+
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse
+
+from services.gateway.access import Denied, check_admin
+from services.gateway.faults.table import FaultRequestError, FaultTable, parse
+
+log = logging.getLogger(__name__)
+
+
+def install(app: FastAPI, table: FaultTable, admin_keys: Sequence[str], max_duration_s: float) -> None:
+    keys = list(admin_keys)
+
+    def listing() -> dict:
+        now = table.clock.now()
+        return {"faults": [f.wire(now) for f in table.current()]}
+
+    @app.get("/admin/faults")
+    async def get_faults(request: Request) -> JSONResponse:
+        try:
+            check_admin(request.headers, keys)
+        except Denied as d:
+            return JSONResponse(d.body(), d.status)
+        return JSONResponse(listing())
+
+    @app.post("/admin/faults")
+    async def set_fault(request: Request) -> JSONResponse:
+        try:
+            who = check_admin(request.headers, keys)
+            try:
+                body = json.loads(await request.body() or b"null")
+            except ValueError as exc:
+                raise Denied(400, "invalid_json", f"the body is not valid JSON: {exc}") from None
+            try:
+                fault = parse(body, table.clock.now(), max_duration_s)
+            except FaultRequestError as exc:
+                raise Denied(400, "invalid_fault", str(exc)) from None
+        except Denied as d:
+            return JSONResponse(d.body(), d.status)
+        table.set(fault)
+        log.warning("fault injection ON by admin key %s: %s", who, fault.wire(table.clock.now()))
+        return JSONResponse(listing())
+
+    @app.delete("/admin/faults")
+    async def end_faults(request: Request) -> JSONResponse:
+        try:
+            who = check_admin(request.headers, keys)
+        except Denied as d:
+            return JSONResponse(d.body(), d.status)
+        ended = table.clear(request.query_params.get("service"))
+        if ended:
+            log.warning("fault injection OFF by admin key %s: %s", who, ", ".join(ended))
+        return JSONResponse({"ended": ended, **listing()})

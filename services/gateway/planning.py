@@ -1,0 +1,159 @@
+"""What an answer is built from, and warming the LLM before it is asked.
+
+- ``history``: the messages the LLM sees (instructions, then the windowed
+  items, history.py), with a user item not committed yet (``pending``) or
+  another wording of an item's text (``heard_as``) for preemptive runs.
+- ``plan``: everything a response is built from; equal plans give identical
+  responses (a held preemptive run is released only if its plan is still
+  the one a response created now would have, preempt.py).
+- ``new_response``: a Response built from a plan (the Conversation starts it).
+- Prefill: while the user speaks, an LLM instance is warmed with the history
+  and the words heard so far; after an answer, with the prompt the next turn
+  will start with. An optimisation only, one request at a time.
+
+Owned by the Conversation; reads its state at each call (a resumed session
+replaces it)."""
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import TYPE_CHECKING
+
+from services.gateway import metrics, protocol
+from services.gateway.backends.types import BackendError, ChatMessage, Passage
+from services.gateway.history import window_start
+from services.gateway.protocol import new_id
+from services.gateway.response import Response
+from services.gateway.session import Item
+from services.gateway.timings import TurnTimings
+from services.gateway.turn_state import UserTurn
+
+if TYPE_CHECKING:
+    from services.gateway.conversation import Conversation
+
+log = logging.getLogger(__name__)
+
+
+def hand_turn_span(turn: UserTurn, resp: Response) -> None:
+    """The response answering a turn ends the turn's trace when it ends."""
+    resp.turn_span, resp.owns_turn_span = turn.span, True
+    turn.span_handed_over = True
+
+
+class Planner:
+    def __init__(self, conv: "Conversation") -> None:
+        self.conv = conv
+        self._prefill_task: asyncio.Task | None = None
+        self._prefilled = ""                      # the user text last sent for prefill
+
+    def history(self, instructions: str, pending: Item | None = None,
+                heard_as: dict[str, str] | None = None) -> list[ChatMessage]:
+        """What the LLM sees; ``pending`` is a user item not committed yet and
+        ``heard_as`` another wording of an item's text (preemption)."""
+        msgs = [ChatMessage("system", instructions)] if instructions else []
+        items = self.conv.state.items + ([pending] if pending is not None else [])
+        for it in items[window_start(len(items), self.conv.settings.history_items):]:
+            text = (heard_as or {}).get(it.id) or it.text()
+            if not text:
+                continue
+            if it.type == "function_call_output":
+                msgs.append(ChatMessage("tool", text))
+            elif it.type == "function_call":
+                msgs.append(ChatMessage("assistant", text))
+            else:
+                msgs.append(ChatMessage(it.role, text))
+        return msgs
+
+    def plan(self, opts: protocol.ResponseOptions, pending: Item | None = None,
+             heard_as: dict[str, str] | None = None) -> tuple:
+        """Everything a response is built from: equal plans give identical responses."""
+        cfg, settings = self.conv.state.config, self.conv.settings
+        instructions = (opts.instructions if opts.instructions is not None
+                        else (cfg.instructions or settings.instructions))
+        items = self.conv.state.items + ([pending] if pending is not None else [])
+        texts = [(heard_as or {}).get(it.id) or it.text() for it in items if it.role == "user"]
+        query = next((t for t in reversed(texts) if t), "")
+        mot = opts.max_output_tokens if opts.max_output_tokens is not None else cfg.max_output_tokens
+        max_tokens = mot if isinstance(mot, int) else settings.llm_max_tokens
+        return (tuple(self.history(instructions, pending, heard_as)), query,
+                tuple(opts.modalities or cfg.output_modalities), tuple(sorted(opts.metadata.items())),
+                opts.in_conversation, max_tokens, cfg.output_rate, cfg.voice, cfg.speed,
+                cfg.retrieval_enabled, cfg.retrieval_k)
+
+    def new_response(self, opts: protocol.ResponseOptions, timings: TurnTimings | None,
+                     pending: Item | None = None, held: bool = False) -> Response:
+        conv = self.conv
+        plan = self.plan(opts, pending)
+        messages, query, modalities, metadata, in_conversation, max_tokens = plan[:6]
+        resp = Response(conv, messages=list(messages), query=query, modalities=list(modalities),
+                        timings=timings, metadata=dict(metadata), in_conversation=in_conversation,
+                        max_tokens=max_tokens, held=held)
+        resp.plan = plan
+        if in_conversation and conv.settings.llm_prefill and conv.settings.llm_warm_after_answer:
+            # A callback, not a task waiting for the answer: a cancelled, failed or
+            # never-run (held, then dropped) response would leave such a task
+            # waiting until the session closes, one per barge-in.
+            resp.on_completed.append(self._warm_after)
+        return resp
+
+    # -- prefill ------------------------------------------------------------------------
+    def prefill(self, turn: UserTurn) -> None:
+        """While the user speaks, warm an LLM instance with the history and the
+        words heard so far (the last one may still change), so the answer's
+        prompt is mostly evaluated before the turn ends. Only when the answer
+        would see exactly this history (no reply running or being cut), one
+        request at a time; the LLM answers at once when no instance is free."""
+        conv = self.conv
+        td = conv.state.config.turn_detection
+        if (conv.closed or not conv.settings.llm_prefill or td is None or not td.create_response
+                or turn.manual or turn.ended or turn.barge_in or conv.response is not None
+                and conv.response.phase != "done"):
+            return
+        if self._prefill_task is not None and not self._prefill_task.done():
+            return
+        words = turn.text().split()[:-1]
+        text = " ".join(words)
+        if len(words) < conv.settings.llm_prefill_min_words or text == self._prefilled:
+            return
+        self._prefilled = text
+        pending = Item(id=turn.item_id, role="user", content=[{"type": "input_audio", "transcript": text}])
+        messages = self.plan(protocol.ResponseOptions(), pending)[0]
+        self._prefill_task = conv.spawn(self._prefill(list(messages), turn.item_id, text), "llm-prefill")
+
+    async def _passages_for(self, query: str) -> list[Passage]:
+        """What the answer's retrieval would find for these words, when the
+        session retrieves: the prefill quotes them as the answer will, so a
+        question about the documents has its passages (most of its prompt) in
+        the cache before the turn ends. A failed search only costs the warm-up."""
+        cfg, settings = self.conv.state.config, self.conv.settings
+        if not (cfg.retrieval_enabled and settings.retrieval and settings.prefill_retrieval and query.strip()):
+            return []
+        try:
+            hits = await self.conv.backends.rag.search(query, cfg.retrieval_k, settings.rag_min_score)
+        except BackendError as exc:
+            log.debug("session %s: retrieval for the prefill failed: %s", self.conv.state.id, exc.message)
+            return []
+        return [p for p in hits if p.score >= settings.rag_min_score]
+
+    async def _prefill(self, messages: list[ChatMessage], item_id: str, query: str = "") -> None:
+        try:
+            passages = await self._passages_for(query)
+            outcome = await self.conv.backends.llm.prefill(messages, f"prefill-{item_id}", passages)
+        except BackendError as exc:
+            outcome = "error"   # an optimisation only: the answer's own request reports a down LLM
+            log.debug("session %s: prefill failed: %s", self.conv.state.id, exc.message)
+        metrics.LLM_PREFILLS.labels(**metrics.base(), outcome=outcome or "unknown").inc()
+
+    def _warm_after(self, resp: Response) -> None:
+        """When an answer is generated, warm the LLM with the prompt the next turn
+        will start with: the history as it will be windowed then (one item more:
+        a window move, see history.py, is paid here in the background, not by the
+        next answer's first token), ending with this answer. The next answer
+        then evaluates only its own words. One request at a time."""
+        if self.conv.closed or (self._prefill_task is not None and not self._prefill_task.done()):
+            return
+        nxt = Item(id=new_id("item"), role="user", content=[{"type": "input_text", "text": ""}])
+        messages = self.plan(protocol.ResponseOptions(), nxt)[0]
+        if messages and messages[-1].role == "assistant":
+            self._prefilled = ""
+            self._prefill_task = self.conv.spawn(self._prefill(list(messages), f"warm-{resp.id}"), "llm-warm")

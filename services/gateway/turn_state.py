@@ -1,0 +1,81 @@
+"""The user turn as data: a Segment is one stretch of speech (VAD start →
+stop, one ASR utterance); a UserTurn is the segments that make one turn (a
+pause inside a sentence gives two segments, one turn), with its barge-in
+flags, timings and trace. turns.py moves them; conversation.py ends them."""
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+from typing import Any
+
+from services.gateway.timings import TurnTimings
+
+
+@dataclasses.dataclass
+class Segment:
+    """One stretch of speech (VAD start → stop), one ASR utterance."""
+
+    onset_ms: float
+    padded_ms: float
+    end_ms: float | None = None
+    interim: str = ""
+    interim_end_ms: float | None = None   # session audio the latest interim covers
+    flush_end_ms: float | None = None     # speech end of the latest flush (VAD pause)
+    flush_at: float | None = None         # clock time of that flush
+    final: str | None = None
+    done: asyncio.Event = dataclasses.field(default_factory=asyncio.Event)
+
+    def text(self) -> str:
+        return (self.final if self.final is not None else self.interim).strip()
+
+
+@dataclasses.dataclass
+class UserTurn:
+    item_id: str
+    start_ms: float
+    onset_wall: float
+    manual: bool = False
+    segments: list[Segment] = dataclasses.field(default_factory=list)
+    barge_in: bool = False
+    confirmed: bool = False
+    ended: bool = False
+    interrupt_task: asyncio.Task | None = None
+    confirm_flush_at: float | None = None   # clock time of the latest barge-in flush
+    echo_text: str = ""                     # the latest text taken for the reply's echo (counted once)
+    sent_transcript: str = ""
+    timings: TurnTimings = dataclasses.field(default_factory=TurnTimings)
+    # The root of this turn's trace: VAD segment, ASR utterance and the
+    # response's spans all hang off it. Ended by the response that answers
+    # the turn, or by the conversation when the turn gets no answer.
+    span: Any = None
+    span_handed_over: bool = False
+
+    def end_span(self) -> None:
+        span, self.span = self.span, None
+        if span is not None:
+            span.end()
+
+    def text(self) -> str:
+        return " ".join(t for t in (s.text() for s in self.segments) if t)
+
+    def speech_ms(self, now_ms: float) -> float:
+        return sum((s.end_ms if s.end_ms is not None else now_ms) - s.onset_ms for s in self.segments)
+
+    def end_ms(self) -> float:
+        ends = [s.end_ms for s in self.segments if s.end_ms is not None]
+        return max(ends) if ends else self.start_ms
+
+    async def wait_finals(self, timeout: float) -> bool:
+        # One event at a time against one deadline: a gather() cancelled by
+        # wait_for (a barge-in, a closing session) left a _GatheringFuture whose
+        # CancelledError nobody retrieved, logged at ERROR (found by tests/fuzz).
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        for s in self.segments:
+            if s.done.is_set():
+                continue
+            try:
+                await asyncio.wait_for(s.done.wait(), max(0.0, deadline - loop.time()))
+            except asyncio.TimeoutError:
+                return False
+        return True

@@ -1,0 +1,44 @@
+"""A user on loudspeakers (issue #13): the assistant's own voice comes back
+into the microphone (clients/echo.py: 250 ms late, only 6 dB down, with a
+room's reverberation and noise, the worst case the issue names).
+
+Invariants, on the real services with real speech at real time: a long
+answer plays to its end with its echo in the microphone (completed, never
+cancelled, no user turn made of it); a real voice spoken over the answer and
+its echo still interrupts it (turn_detected), promptly."""
+from __future__ import annotations
+
+import pytest
+
+from clients.clips import Clip
+from clients.echo import Room
+from clients.echo_talk import barge_in, listen_through
+from tests.e2e.talk import clip
+
+pytestmark = pytest.mark.slow
+RATE = 24000
+ROOM = Room(delay_ms=250, level_db=-6, reverb_ms=120, noise_dbfs=-60)
+
+
+def _clip(name: str) -> Clip:
+    pcm, span, ref = clip(name, RATE)
+    return Clip(name, pcm, RATE, span, ref)
+
+
+async def test_a_long_answer_with_its_echo_plays_to_the_end(stack):
+    heard = await listen_through(stack.ws_url, RATE, ROOM, _clip("0880"))
+    print(f"echo {ROOM.delay_ms:.0f} ms {ROOM.level_db:.0f} dB: answer {heard.status}, played "
+          f"{heard.played_s:.1f} s, paused {heard.pauses}x, user turns {heard.user_turns}")
+    assert heard.played_s >= 8.0, "the answer is too short to test anything: ask for a longer one"
+    assert heard.status == "completed" and heard.user_turns == 0, heard
+
+
+async def test_a_voice_over_the_answer_and_its_echo_interrupts_it(stack):
+    b = await barge_in(stack.ws_url, RATE, ROOM, _clip("0880"), _clip("0870"), listen_s=3.0)
+    print(f"echo {ROOM.delay_ms:.0f} ms {ROOM.level_db:.0f} dB: barge-in reaction {b.reaction_ms} ms, "
+          f"{b.status}/{b.reason}, paused by the echo first: {b.early}")
+    assert b.reaction_ms is not None, "the answer was never cleared (or ended before the user spoke)"
+    assert (b.status, b.reason) == ("cancelled", "turn_detected"), b
+    # The benchmark measures the p95 (bench_echo.py, target 300 ms); one turn on a
+    # loaded 2-core host gets a margin.
+    assert 0 <= b.reaction_ms <= 1000, b

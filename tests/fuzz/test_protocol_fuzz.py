@@ -1,0 +1,102 @@
+"""The protocol fuzzer: seeded client messages (tests/fuzz/client_events.py),
+valid and invalid, interleaved with audio, against the real gateway app on
+fake backends.
+
+Invariants, over FUZZ_EVENTS messages (default 100,000) split over the seeds:
+the socket is never closed (no 1011 from an unhandled exception), nothing is
+logged at ERROR, every ``error`` names the event_id of the message that
+caused it, and what the session keeps stays bounded (max_items items, a
+bounded stored size). A failing seed prints its seed and message number; it
+is then kept in REGRESSION_SEEDS.
+
+    FUZZ_EVENTS=100000 .venv/bin/python -m pytest tests/fuzz      (make test-fuzz)"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+
+import pytest
+from fastapi.testclient import TestClient
+from starlette.websockets import WebSocketDisconnect
+
+from common.clock import MonotonicClock
+from services.gateway.app import create_app
+from services.gateway.fakes import FakeBackends, FakeProvider
+from services.gateway.settings import GatewaySettings
+from tests.fuzz.client_events import ClientEvents
+
+EVENTS = int(os.environ.get("FUZZ_EVENTS", "100000"))
+SEEDS = [int(s) for s in os.environ.get("FUZZ_SEEDS", "1,2,3,4").split(",")]
+# Seeds that once failed, run first. Seeds 2 and 3 of the default set found the
+# unretrieved gather() of UserTurn.wait_finals (now also a unit test in
+# tests/unit/test_gateway_failures.py) and stay in the default set.
+REGRESSION_SEEDS: list[int] = []
+DRAIN_EVERY = 50
+MAX_ITEMS = 50
+MAX_STORED_BYTES = 4 << 20
+
+
+def drain(ws, mark: str, sent: set[str]) -> list[dict]:
+    """Read until the marker's own error: everything the earlier messages
+    caused synchronously has been read by then. Returns the errors that name
+    no event_id (only a message without one may cause such an error)."""
+    ws.send_text(json.dumps({"type": "conversation.item.retrieve", "item_id": "fuzz-mark", "event_id": mark}))
+    anonymous = []
+    while True:
+        ev = ws.receive_json()
+        if ev["type"] != "error":
+            continue
+        err = ev["error"]
+        if err.get("event_id") == mark:
+            return anonymous
+        if err.get("event_id") is None:
+            anonymous.append(err)
+        elif err["event_id"] not in sent:
+            raise AssertionError(f"an error names an event_id never sent: {err}")
+
+
+@pytest.mark.parametrize("seed", REGRESSION_SEEDS + SEEDS)
+def test_fuzzed_client_events_never_break_the_session(seed, caplog):
+    n = max(DRAIN_EVERY, EVENTS // len(SEEDS))
+    clock = MonotonicClock()
+    # The fake VAD hears speech one second in every two, so appended audio also
+    # makes turns, barge-ins and preemptive answers happen among everything else.
+    start = clock.now()
+    speech = [(start + 2 * k, start + 2 * k + 1) for k in range(1, 1000)]
+    provider = FakeProvider(lambda sid: FakeBackends.create(clock, speech=speech, texts=("what time is it",),
+                                                            replies=("Fine, thanks.",)))
+    app = create_app(GatewaySettings(redis_url="", web_dir="/nonexistent", max_items=MAX_ITEMS,
+                                     max_message_bytes=256 * 1024, outbox_max_events=4096), backends=provider)
+    gen = ClientEvents(seed)
+    sent: set[str] = set()
+    stray: list[dict] = []
+    caplog.set_level(logging.ERROR, logger="services")
+    with TestClient(app) as c, c.websocket_connect("/v1/realtime") as ws:
+        sid = ws.receive_json()["session"]["id"]
+        text, unnamed = "", 0      # messages of this window that carry no event_id
+        try:
+            for i in range(1, n + 1):
+                text, eid = gen.next()
+                if eid:
+                    sent.add(eid)
+                else:
+                    unnamed += 1
+                ws.send_text(text)
+                if i % DRAIN_EVERY == 0 or i == n:
+                    anonymous = drain(ws, f"mark{i}", sent)
+                    # Each unnamed message gets exactly one error, at once; any other
+                    # error without an event_id came from a message that had one.
+                    if len(anonymous) != unnamed:
+                        stray += anonymous
+                    unnamed = 0
+        except WebSocketDisconnect as exc:
+            pytest.fail(f"seed {seed}: socket closed (code {exc.code}) at message {i}: {text[:300]}")
+        except Exception as exc:   # the server's own exception, re-raised by the test client
+            pytest.fail(f"seed {seed}: {type(exc).__name__} at message {i}: {text[:300]}")
+        stored = app.state.ctx.store._memory[sid]
+    assert not stray, f"seed {seed}: errors without the event_id that caused them: {stray[:5]}"
+    errors = [r for r in caplog.records if r.levelno >= logging.ERROR]
+    assert not errors, f"seed {seed}: logged at ERROR: {[r.getMessage() for r in errors[:5]]}"
+    assert len(stored["items"]) <= MAX_ITEMS
+    assert len(json.dumps(stored)) <= MAX_STORED_BYTES

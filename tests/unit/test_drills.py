@@ -1,0 +1,112 @@
+"""Invariant: every drill points on-call at things that exist (the dashboard
+panels it names, the alerts it expects, its runbook), injects only faults
+the gateway accepts, and its report counts turns by phase from what the
+traffic saw."""
+from __future__ import annotations
+
+import json
+
+import pytest
+import yaml
+
+from drills.runner import DrillReport, _phases, briefing
+from drills.scenarios import SCENARIOS
+from drills.traffic import Traffic, Turn
+from services.gateway.faults.table import parse
+from tests.procs import ROOT
+
+
+def _panels() -> set[str]:
+    out = set()
+    for path in (ROOT / "dashboards").glob("*.json"):
+        board = json.loads(path.read_text())
+        out |= {f"{board['title']}: {p['title']}" for p in board.get("panels", [])}
+    return out
+
+
+def _alerts() -> set[str]:
+    names = set()
+    for path in (ROOT / "observability/prometheus/rules").glob("*.yml"):
+        for group in yaml.safe_load(path.read_text())["groups"]:
+            names |= {r["alert"] for r in group["rules"] if "alert" in r}
+    return names
+
+
+@pytest.mark.parametrize("name", list(SCENARIOS))
+def test_a_drill_names_panels_alerts_and_a_runbook_that_exist(name):
+    sc = SCENARIOS[name]
+    panels, alerts = _panels(), _alerts()
+    assert set(sc.look_at) <= panels, set(sc.look_at) - panels
+    assert set(sc.alerts) <= alerts, set(sc.alerts) - alerts
+    assert (ROOT / "docs/runbooks" / f"{sc.runbook}.md").is_file()
+    for body in sc.fault_bodies():
+        parse(body, 0.0, 900)                      # the gateway would accept it
+    text = "\n".join(briefing(sc, sc.fault_s))
+    assert sc.runbook in text and all(p in text for p in sc.look_at)
+
+
+def test_the_report_counts_turns_by_phase_and_says_when_history_was_lost():
+    tr = Traffic("ws://x", [], users=0)
+    tr.turns = [Turn(0, 1.0, 3.0, "completed"), Turn(0, 11.0, 12.0, "failed", ["backend_unavailable: tts"]),
+                Turn(1, 12.0, 14.0, "completed"), Turn(0, 25.0, 27.0, "completed")]
+    assert _phases(tr, 10.0, 20.0) == {"before": {"completed": 1}, "during": {"failed": 1, "completed": 1},
+                                       "after": {"completed": 1}}
+    assert tr.ok_after(20.0).spoken_at == 25.0 and tr.ok_after(30.0) is None
+    r = DrillReport("tts-errors", 60, recover_s=2.5, lost={"sess_1": ["item_9"]})
+    text = "\n".join(r.lines())
+    assert "2.5 s after the fault ended" in text and "LOST items in 1 sessions" in text
+    assert "pending after not seen" in text
+
+
+async def test_drill_traffic_speaks_real_clips_and_records_each_turn():
+    """The traffic a drill drives, against the scripted Realtime server: real
+    clips at real time, each turn's outcome recorded, one session kept."""
+    import asyncio
+
+    from clients.clips import load_clips
+    from tests.unit.realtime_fake import fake_gateway
+
+    clip = min(load_clips(), key=lambda c: c.seconds)
+    with fake_gateway() as base:
+        tr = Traffic(f"{base}/v1/realtime", [clip], users=1, think_s=0.1)
+        tr.start()
+        for _ in range(300):
+            if tr.ok_after(0.0) is not None:
+                break
+            await asyncio.sleep(0.1)
+        await tr.stop()
+    assert tr.turns and tr.turns[0].outcome == "completed", tr.turns
+    assert tr.turns[0].ended_at > tr.turns[0].spoken_at
+    assert tr.speakers[0].session_id == "sess_fake"
+
+
+async def test_a_speaker_survives_a_session_that_fails_mid_setup():
+    """A drill speaker whose session fails outside a turn (a session.update
+    with no reply in time, as from a gateway restarting under load) records
+    it and reconnects; before, the exception ended the speaker's task and the
+    drill waited for turns nobody spoke any more (gateway-restart drill)."""
+    import asyncio
+
+    from clients.clips import load_clips
+    from tests.unit.realtime_fake import fake_gateway
+
+    clip = min(load_clips(), key=lambda c: c.seconds)
+    with fake_gateway() as base:
+        tr = Traffic(f"{base}/v1/realtime", [clip], users=1, think_s=0.1)
+        real_talk, failures = tr._talk, []
+
+        async def flaky_talk(sp, rt, clips):
+            if not failures:
+                failures.append(1)
+                raise TimeoutError("no session.updated within 10 s")
+            await real_talk(sp, rt, clips)
+
+        tr._talk = flaky_talk
+        tr.start()
+        for _ in range(300):
+            if tr.ok_after(0.0) is not None:
+                break
+            await asyncio.sleep(0.1)
+        await tr.stop()
+    assert [t.outcome for t in tr.turns][:2] == ["closed", "completed"], tr.turns
+    assert "no session.updated" in tr.turns[0].errors[0]

@@ -1,0 +1,102 @@
+"""The capacity report says what the steps measured and nothing else:
+capacity is the highest user count whose step (and every lower one) met the
+SLO; per-turn CPU and per-conversation cores and memory are the measured
+step's arithmetic; the saturating stage is the one whose latency grew most;
+the GPU and N-host math uses those measured costs; the plot is a PNG. The
+probes read /proc and Prometheus text correctly."""
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from loadtests import probes
+from loadtests.capacity import stage_means
+from loadtests.report import Meta, StepResult, capacity, render, saturating_stage
+
+MiB = 2**20
+
+
+def step(users: int, ok: bool, p95: float, turns: int = 20, failed: int = 0) -> StepResult:
+    figures = {"v2v_p50_ms": p95 / 2, "v2v_p95_ms": p95, "transcript_p95_ms": 300.0,
+               "barge_in_p95_ms": 150.0, "turns": float(turns), "failed_turns": float(failed),
+               "failed_turn_ratio": failed / turns, "barge_ins": 3.0, "refused_connects": 0.0}
+    lines = [f"{'ok  ' if ok else 'FAIL'} failed turns: {failed / turns:.1%} of {turns} (limit 0.0%)"
+             + (" timeout" if failed else "")]
+    # 100 s per step; asr costs 0.25 CPU s and llm 0.5 CPU s per answered turn, gateway 0.05
+    answered = turns - failed
+    cpu = {"asr": 0.25 * answered, "llm": 0.5 * answered, "gateway": 0.05 * answered}
+    rss = {"asr": 600 * MiB, "llm": 900 * MiB + users * 10 * MiB, "gateway": 100 * MiB}
+    stages = {"asr_final": 200.0 * users, "llm_first_token": 300.0 + 10 * users}
+    return StepResult(users, 100.0, ok, figures, lines, cpu, rss, stages, loadgen_cpu_s=5.0)
+
+
+STEPS = [step(1, True, 900, turns=10), step(2, True, 1100), step(3, False, 1500, turns=30, failed=2)]
+META = Meta(command="python -m loadtests.capacity --users 1,2,3", machine="2 cores", cores=2,
+            idle_rss={"asr": 600 * MiB, "llm": 900 * MiB, "gateway": 100 * MiB}, gpu_host_cores=16)
+
+
+def test_capacity_is_the_last_step_met_without_a_broken_one_below():
+    assert capacity(STEPS) == 2
+    assert capacity([step(1, False, 2000), step(2, True, 900)]) == 0
+    assert capacity(list(reversed(STEPS))) == 2
+
+
+def test_report_holds_the_measured_figures():
+    md = render(STEPS, META)
+    assert "**Conversations per host at SLO: 2**" in md
+    assert "| 3 | 100 | 30 | 750 | 1500 | 300 | 150 | 2 (timeout) | 0 | broken |" in md
+    # per turn at the capacity step (2 users, 20 answered turns): 0.8 CPU s; 0.1 turns/s/conversation
+    assert "| asr | 0.250 |" in md and "| llm | 0.500 |" in md and "**0.800**" in md
+    assert "= **0.080 cores**" in md
+    # memory: idle 1600 MiB; peak grows 10 MiB per user from 1 to 3 users
+    assert "**10 MiB** (peak memory slope from 1 to 3 users)" in md and "1600 MiB with no session" in md
+    assert "python -m loadtests.capacity --users 1,2,3" in md
+
+
+def test_math_uses_measured_costs():
+    md = render(STEPS, META)
+    # host: 2 cores × 70 % / (0.8 × 0.1) = 17.5, rounded down; GPU host CPU side: 16 × 0.7 / (0.05 × 0.1) = 2240
+    assert "**17 conversations**" in md
+    assert "**2240 conversations**" in md
+    assert "| 4 | 8 | 6 |" in md       # N = 4 hosts × C = 2, one down: 6
+
+
+def test_saturating_stage_is_the_fastest_growing_one():
+    assert saturating_stage(STEPS)[0] == "asr_final"
+    assert "**asr_final** grew most, ×3.0" in render(STEPS, META)
+    assert saturating_stage(STEPS[:1]) is None
+
+
+def test_plot_writes_a_png(tmp_path):
+    from loadtests.plot import plot
+    path = plot(STEPS, tmp_path / "capacity.png", 1200)
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_read_proc_of_this_process():
+    use = probes.read_proc(os.getpid())
+    assert use.cpu_s > 0 and use.rss > 10 * MiB
+
+
+def test_stage_means_and_process_use_from_metrics_text(monkeypatch):
+    def series(count: float, total: float) -> probes.Series:
+        text = (f'voice_gateway_stage_seconds_count{{service="gateway",stage="asr_final"}} {count}\n'
+                f'voice_gateway_stage_seconds_sum{{service="gateway",stage="asr_final"}} {total}\n'
+                'process_cpu_seconds_total 12.5\nprocess_resident_memory_bytes 1048576\n')
+        from prometheus_client.parser import text_string_to_metric_families
+        return {(s.name, frozenset(s.labels.items())): s.value
+                for f in text_string_to_metric_families(text) for s in f.samples}
+
+    assert stage_means(series(10, 2.0), series(14, 3.0)) == {"asr_final": pytest.approx(250.0)}
+    use = probes.proc_use_from_metrics(series(1, 1))
+    assert (use.cpu_s, use.rss) == (12.5, 1048576)
+    assert probes.scrape("127.0.0.1:1") == {}            # unreachable: missing, not zero
+
+
+def test_a_running_stack_is_read_through_its_metrics_ports(monkeypatch):
+    from loadtests.capacity import targets
+    monkeypatch.delenv("ASR_METRICS_PORT", raising=False)
+    readers, addrs = targets(None)
+    assert addrs["gateway"] == "127.0.0.1:8000" and addrs["asr"] == "127.0.0.1:9102"
+    assert set(readers) == set(addrs)

@@ -1,0 +1,65 @@
+"""Invariant: the quality probes fail a canary whose WER is over the ceiling
+or worse than stable's by more than the margin, pass one that is not, and
+are inconclusive (never a pass) when a probe could not run; at a check time
+the controller joins their checks to the verdict, so an ASR canary that
+transcribes worse is rolled back even when its latency is fine."""
+from __future__ import annotations
+
+import random
+
+from common.clock import VirtualClock
+from release.controller import Controller
+from release.judge import FAIL, INCONCLUSIVE, PASS, JudgeConfig, judge
+from release.probes import Prober, QualityConfig, Score, quality_check
+from release.samples import Sample
+from release.store import MemoryReleaseStore
+
+CFG = QualityConfig(max_wer=0.25, wer_margin=0.03)
+
+
+def test_quality_rules():
+    assert quality_check("q", Score(0.05), Score(0.04), CFG).outcome == PASS
+    worse = quality_check("q", Score(0.12), Score(0.04), CFG)
+    assert worse.outcome == FAIL and worse.limit == 0.04 + 0.03
+    ceiling = quality_check("q", Score(0.30), Score(0.29), CFG)
+    assert ceiling.outcome == FAIL and ceiling.limit == 0.25
+    missing = quality_check("q", Score(None, "ASR c:1: UNAVAILABLE"), Score(0.04), CFG)
+    assert missing.outcome == INCONCLUSIVE and "UNAVAILABLE" in missing.detail["why"]
+
+
+async def test_probes_without_addresses_are_inconclusive():
+    [check] = await Prober(tts_canary="", asr_stable="")("tts")
+    assert check.outcome == INCONCLUSIVE
+    assert await Prober()("llm") == []          # no probe for this service
+
+
+def test_a_failed_probe_fails_an_otherwise_passing_verdict():
+    rnd = random.Random(1)
+    samples = [Sample(ts=i, canary=frozenset({"asr"}) if i % 2 else frozenset(),
+                      v2v_ms=700 * rnd.lognormvariate(0, 0.1), asr_final_ms=200 * rnd.lognormvariate(0, 0.1),
+                      churn=0.0) for i in range(120)]
+    assert judge("asr", samples).verdict == PASS
+    bad = quality_check("quality:asr_wer", Score(0.2), Score(0.05), CFG)
+    v = judge("asr", samples, quality=[bad])
+    assert v.verdict == FAIL and v.rule == "quality:asr_wer"
+    assert v.record()["checks"][-1]["wer_canary"] == 0.2
+
+
+async def test_controller_runs_probes_at_check_times_only():
+    clock, store = VirtualClock(start=100.0), MemoryReleaseStore()
+    calls = []
+
+    async def probe(service):
+        calls.append((service, clock.now()))
+        return [quality_check("quality:asr_wer", Score(0.2), Score(0.05), CFG)]
+
+    ctl = Controller(store, clock, JudgeConfig(min_samples=20), probe)
+    await ctl.start("asr", [5, 100], 60.0, 600.0)
+    await clock.advance(30.0, step=1.0)
+    assert await ctl.tick() == [] and calls == []        # an early tick costs no probe
+    await clock.advance(30.0, step=1.0)
+    [ev] = await ctl.tick()
+    assert calls == [("asr", 160.0)]
+    # No turns at all, but the probe's failure decides: quality needs no traffic.
+    assert ev["event"] == "fail" and ev["rule"] == "quality:asr_wer"
+    assert (await store.load_all())["asr"].weight == 0.0
