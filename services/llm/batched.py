@@ -106,7 +106,7 @@ class BatchSlot:
             return list(self.cached)
 
     def tokens(self, prompt: Sequence[int], sampling: ResolvedSampling) -> Iterator[int]:
-        job = _Job(list(prompt), Sampler(sampling))
+        job = _Job(list(prompt), Sampler(sampling, ban_first=self._ctx.stop_ids))
         self._ctx._submit(self, job)
         return _TokenStream(self._ctx, job)
 

@@ -198,8 +198,18 @@ class LlamaInstance:
             llama_cpp.llama_memory_seq_add(mem, 0, r.drop_to, -1, -gap)
             moved = cached[r.drop_to:]
             llm.input_ids[r.prefix:r.prefix + len(moved)] = moved
-        llm.n_tokens = r.tokens      # eval() drops the KV cache past n_tokens
-        return r.tokens
+        keep = r.tokens
+        if keep >= len(prompt) and len(cached) > len(prompt):
+            # The whole prompt is cached, but the context's logits belong to a
+            # later position (the cache held more: another answer, a longer
+            # prefill). llama-cpp-python samples at once from the current logits
+            # on an exact cache hit, so the answer would start from the wrong
+            # position's (seen under load: an answer ended before its first
+            # token, "0 tokens, prompt 54, 54 from cache"). The prompt's last
+            # token is evaluated again, as the batched backend does.
+            keep = len(prompt) - 1
+        llm.n_tokens = keep          # eval() drops the KV cache past n_tokens
+        return keep
 
     def tokens(self, prompt: Sequence[int], sampling: ResolvedSampling) -> Iterator[int]:
         if sampling.seed is not None:
@@ -209,7 +219,25 @@ class LlamaInstance:
         # cache as _reuse left it (reset=True compares them first).
         return self._llm.generate(
             list(prompt), top_k=sampling.top_k, top_p=sampling.top_p, temp=sampling.temperature,
-            repeat_penalty=sampling.repeat_penalty, reset=True)
+            repeat_penalty=sampling.repeat_penalty, reset=True,
+            logits_processor=self._no_empty_answer(len(prompt)))
+
+    def _no_empty_answer(self, n_prompt: int):
+        """The answer's first token is never a stop token (llama.cpp's
+        min_tokens=1): the tiny model sometimes ends at once, and an empty
+        answer leaves the listener with silence (seen under load: a turn
+        answered with nothing, 1 in ~15). Later tokens sample as before."""
+        import numpy as np
+        from llama_cpp import LogitsProcessorList
+
+        stop = np.fromiter(self._stop, dtype=np.intc)
+
+        def ban_stop_first(input_ids, scores):
+            if len(input_ids) == n_prompt:
+                scores[stop] = -np.inf
+            return scores
+
+        return LogitsProcessorList([ban_stop_first])
 
     def prefill(self, prompt: Sequence[int]) -> int:
         """Evaluate ``prompt`` into the KV cache, reusing the prefix it shares

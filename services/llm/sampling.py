@@ -27,12 +27,20 @@ MIN_P = 0.05          # Llama.generate's default min_p
 class Sampler:
     """One answer's sampling state: its settings, RNG and recent tokens."""
 
-    def __init__(self, sampling: ResolvedSampling) -> None:
+    def __init__(self, sampling: ResolvedSampling, ban_first: frozenset[int] = frozenset()) -> None:
         self.sampling = sampling
         self.rng = np.random.default_rng(sampling.seed)
         self.recent: collections.deque[int] = collections.deque(maxlen=PENALTY_LAST_N)
+        # Tokens the first sample may not be (the stop tokens: an answer is never
+        # empty, as LlamaInstance does for the per-context backend).
+        self._ban = np.fromiter(ban_first, dtype=np.int64) if ban_first else None
+        self._first = True
 
     def __call__(self, logits: np.ndarray) -> int:
+        if self._first and self._ban is not None:
+            logits = logits.copy()
+            logits[self._ban] = -np.inf
+        self._first = False
         token = sample(logits, self.sampling, self.recent, self.rng)
         self.recent.append(token)
         return token

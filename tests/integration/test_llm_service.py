@@ -71,6 +71,22 @@ async def test_tokens_stream_then_done_with_counts(llm):
     assert done.tokens_per_second > 0
 
 
+async def test_the_same_question_twice_gets_the_same_greedy_answer(llm):
+    """The second ask finds its whole prompt cached on the instance, followed by
+    the first answer. llama-cpp-python samples at once from the context's
+    current logits on such an exact hit, and those were the first answer's
+    end: the second answer came out empty (two users asking the same thing
+    under load). It must start from the prompt's own last token."""
+    def req(rid: str) -> llm_pb2.GenerateRequest:
+        return llm_pb2.GenerateRequest(messages=[user("Name a large city in Europe.")], max_tokens=12,
+                                       sampling=llm_pb2.SamplingParams(temperature=0.0), request_id=rid)
+    first, _ = await generate(llm.address, req("it-twice-1"))
+    second, done = await generate(llm.address, req("it-twice-2"))
+    a, b = "".join(d.text for d in first), "".join(d.text for d in second)
+    assert a.strip(), "empty first answer"
+    assert b == a and done.completion_tokens > 0, (a, b)
+
+
 async def test_max_tokens_limits_the_answer(llm):
     req = llm_pb2.GenerateRequest(messages=[user(LONG)], max_tokens=5)
     deltas, done = await generate(llm.address, req)

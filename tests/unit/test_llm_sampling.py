@@ -49,3 +49,13 @@ def test_min_p_drops_tokens_far_below_the_best():
 def test_a_seed_reproduces_the_draws():
     a, b = Sampler(s(temperature=1.0, seed=7)), Sampler(s(temperature=1.0, seed=7))
     assert [a(LOGITS) for _ in range(20)] == [b(LOGITS) for _ in range(20)]
+
+
+def test_an_answer_never_starts_with_a_stop_token():
+    """Greedy or not, the first sample skips the banned (stop) tokens even when
+    they lead; later samples may end the answer."""
+    x = np.array([5.0, 1.0, 0.0], dtype=np.float32)      # token 0 (the stop) leads
+    greedy = Sampler(s(temperature=0.0), ban_first=frozenset({0}))
+    assert greedy(x) == 1 and greedy(x) == 0
+    for seed in range(20):
+        assert Sampler(s(temperature=1.0, seed=seed), ban_first=frozenset({0}))(x) != 0
