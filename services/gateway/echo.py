@@ -18,7 +18,9 @@ reference (not at 600 ms): echo_ref.py feeds the reference at the moment the
 server believes the client played it, which is always earlier than the echo.
 
 Its output replaces the microphone audio unless echo_detect.py has found
-that there is no echo (a headset): AEC3 would duck the user's voice there.
+that there is no echo (a headset): AEC3 would duck the user's voice there,
+and is then not run at all (its CPU saved; it starts afresh if an echo is
+seen later).
 
 Pure and per session: ``process`` takes mic audio with the capture time of
 its first sample and a reference source; no IO, no clock of its own. Active
@@ -142,17 +144,23 @@ class EchoCanceller:
         return any(ref.frame(first_t + k / RATE) is not None for k in range(0, max(n, 1), FRAME))
 
     def _frame(self, mic: bytes, t: float, played: bytes | None) -> bytes:
+        c0 = time.process_time()
+        e_mic, e_ref = _energy(mic), (_energy(played) if played is not None else 0.0)
+        if played is not None:
+            self._last_ref_t = t
+        if not self.detector.push(e_mic, e_ref):
+            # No echo comes back (a headset, a quiet listener): AEC3 is not run at
+            # all, which saves its CPU; it starts afresh if an echo is seen later.
+            self._apm = None
+            self.cpu_s += time.process_time() - c0
+            return mic
         if self._apm is None:
             self._apm = self._make_apm()
-        c0 = time.process_time()
         self._apm.process_reverse(played if played is not None else bytes(FRAME_BYTES))
         out = self._apm.process(mic)
-        e_mic, e_ref = _energy(mic), (_energy(played) if played is not None else 0.0)
-        use = self.detector.push(e_mic, e_ref)
         self.cpu_s += time.process_time() - c0
         self.frames += 1
         if played is not None:
-            self._last_ref_t = t
             self.ref_in_energy += e_mic
             self.ref_out_energy += _energy(out)
-        return out if use else mic
+        return out

@@ -20,7 +20,16 @@ it stays below 0.72 (median 0.2). So: above ``HIGH`` once, there is an echo
 transparent if the echo goes away); below ``LOW`` for ``LOW_RUN`` checks in a
 row before that, there is none (the canceller keeps learning, its output is
 not used) until a check says otherwise. Until either, the output is used:
-the issue at hand is the assistant interrupting itself on speakers."""
+the issue at hand is the assistant interrupting itself on speakers.
+
+A quicker "none": a microphone that stays quiet (40 dB below the played
+voice, or below a quiet room's noise) while the answer plays, for long enough that an echo at any lag up to
+``MAX_LAG`` would have had loud played audio to carry (``QUIET_COVER`` frames
+at each lag), carries no echo worth cancelling. A listener who hears ~0.6 s
+of the answer in silence before talking over it is then heard whole, instead
+of ducked by AEC3 for the first two seconds of playing (the correlation
+needs a full window and a run of low checks). A client that sends no audio
+while it listens gives nothing to learn from, and waits for the correlation."""
 from __future__ import annotations
 
 import collections
@@ -33,7 +42,13 @@ EVERY = 10            # frames between two checks (100 ms)
 HIGH = 0.8            # correlation from which the mic carries the played audio
 LOW = 0.4             # ... below which, LOW_RUN checks in a row, it does not
 LOW_RUN = 5
+HIGH_RUN = 3          # checks in a row above HIGH: speech over speech reaches it by chance, once
 FLOOR = 1e5           # frame energy (sum of int16 squares) below which a frame is silence (~ -65 dBFS)
+QUIET_DB = 40.0       # a mic frame this far below the played voice's level carries no echo worth cancelling,
+QUIET_FLOOR = 2e5     # ... nor one below this energy (~ -59 dBFS: a quiet room's noise)
+LOUD_DB = 0.0         # played frames at or above the played voice's median level count as loud
+QUIET_COVER = 10      # loud played frames needed at every lag for a quiet mic to say "none"
+QUIET_MIN = 10        # mic frames (100 ms) the quiet run needs at least
 
 
 class EchoDetector:
@@ -42,7 +57,7 @@ class EchoDetector:
         self._ref: collections.deque[float] = collections.deque(maxlen=WINDOW + MAX_LAG)
         self._n = 0
         self.state = "unknown"   # unknown → echo (kept) | none (→ echo if seen later)
-        self._lows = 0
+        self._lows = self._highs = 0
         self.best = 0.0          # the latest best correlation, for tests and logs
 
     @property
@@ -54,16 +69,39 @@ class EchoDetector:
         self._mic.append(float(np.log10(mic_energy + FLOOR)))
         self._ref.append(float(np.log10(ref_energy + FLOOR)))
         self._n += 1
-        if self.state != "echo" and self._n % EVERY == 0 and len(self._ref) == WINDOW + MAX_LAG:
+        if self.state == "unknown" and self._n % EVERY == 0 and self._quiet_through_playing():
+            self.state = "none"
+        elif self.state != "echo" and self._n % EVERY == 0 and len(self._ref) == WINDOW + MAX_LAG:
             best = self._check()
             if best is not None:
                 self.best = best
                 self._lows = self._lows + 1 if best < LOW else 0
-                if best > HIGH:
+                self._highs = self._highs + 1 if best > HIGH else 0
+                if self._highs >= HIGH_RUN:
                     self.state = "echo"
                 elif self._lows >= LOW_RUN:
                     self.state = "none"
         return self.use_canceller
+
+    def _quiet_through_playing(self) -> bool:
+        """Whether the mic's latest quiet run covers loud played audio at every lag."""
+        ref = 10.0 ** np.asarray(self._ref) - FLOOR          # back to energies (log10(e + FLOOR) above)
+        played = ref[ref > FLOOR]
+        if len(played) < QUIET_COVER:
+            return False
+        level = float(np.median(played))
+        mic = 10.0 ** np.asarray(self._mic) - FLOOR
+        quiet = mic <= max(level * 10.0 ** (-QUIET_DB / 10.0), QUIET_FLOOR)
+        run = len(quiet) - (int(np.flatnonzero(~quiet)[-1]) + 1 if not quiet.all() else 0)
+        if run < QUIET_MIN:
+            return False
+        loud = np.concatenate([[0], np.cumsum(ref >= level * 10.0 ** (-LOUD_DB / 10.0))])
+        end = len(ref)                 # ref[end - 1] is the played frame at the latest mic frame's time
+        for lag in range(MAX_LAG + 1):
+            hi, lo = end - lag, max(0, end - lag - run)
+            if hi <= 0 or loud[hi] - loud[lo] < QUIET_COVER:
+                return False
+        return True
 
     def _check(self) -> float | None:
         """The best correlation over the lags, or None when the reference was mostly silent."""

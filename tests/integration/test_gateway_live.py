@@ -222,8 +222,11 @@ async def _interrupt_once(stack) -> tuple[bool, tuple[int, int]]:
         created = await c.wait_for("response.created", timeout=60)
         rid = created["response"]["id"]
         await c.wait_for("response.output_audio.delta", timeout=60)
-        await asyncio.sleep(0.2)                      # the listener hears a little of it
-        await c.stream(second + silence(1500, RATE))  # and talks over it
+        # The listener hears a second of it, the microphone open as a live one
+        # is (its silence also tells the gateway's echo detector that nothing
+        # played comes back, so the voice over the answer is not ducked by the
+        # echo canceller: echo_detect.py), and talks over it.
+        await c.stream(silence(1000, RATE) + second + silence(1500, RATE))
         cleared = await c.wait_for("output_audio_buffer.cleared", timeout=30)
         assert cleared["response_id"] == rid
         done = await c.wait_for("response.done", pred=lambda e: e["response"]["id"] == rid, timeout=30)

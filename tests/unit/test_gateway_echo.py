@@ -244,3 +244,46 @@ def test_no_echo_is_seen_and_then_the_users_voice_is_left_alone():
     out = run(EchoCanceller(), mic, ArrayReference(far))
     talk = slice(3 * RATE, 3 * RATE + len(speech(4)))
     assert np.array_equal(out[talk], mic[talk])
+
+
+@pytest.mark.parametrize("noise_rms", [0.0, 30.0])
+def test_a_quiet_listener_is_seen_to_have_no_echo_within_a_second(noise_rms):
+    """A headset user listening in silence (room noise at most ~-60 dBFS) is
+    known to carry no echo within a second of playing, before talking over
+    the answer at 1.2 s: the voice is then not ducked by AEC3 at all."""
+    far = np.concatenate([speech(0), speech(3)])
+    user = np.zeros(len(far))
+    user[int(1.2 * RATE):int(1.2 * RATE) + len(speech(4))] = speech(4)
+    noise = np.random.default_rng(5).normal(0, noise_rms, len(far)) if noise_rms else 0.0
+    _, states = _detect(user + noise, far)
+    assert states[1][1] == "none" and states[1][0] <= 1.1, states
+
+
+@pytest.mark.parametrize("delay_ms,level_db", [(400, -30), (250, -6), (60, -20)])
+def test_an_echo_is_never_taken_for_a_quiet_listener(delay_ms, level_db):
+    """The quick "none" of a quiet mic must not fire while an echo (at -30 dB
+    or louder, after up to 400 ms) comes back and the user says nothing."""
+    far = np.concatenate([speech(0), speech(3)])
+    d, states = _detect(room(far, delay_ms, level_db) + np.random.default_rng(5).normal(0, 30, len(far)), far)
+    assert "none" not in [s for _, s in states], states
+
+
+@pytest.mark.parametrize("far_clips", [(0, 3), (1, 2)])
+def test_a_voice_over_the_answer_on_a_headset_is_not_taken_for_an_echo(far_clips):
+    """Speech over speech correlates by chance now and then; one high check
+    must not make an echo of a headset user (the state is kept for the
+    session, and AEC3 would then duck every later barge-in)."""
+    far = np.concatenate([speech(far_clips[0]), speech(far_clips[1])])
+    user = np.zeros(len(far))
+    user[3 * RATE:3 * RATE + len(speech(4))] = speech(4)
+    _, states = _detect(user + np.random.default_rng(3).normal(0, 3, len(far)), far)
+    assert [s for _, s in states] == ["unknown", "none"], states
+
+
+def test_no_canceller_runs_once_no_echo_is_known():
+    """A headset user's session stops paying for AEC3 once the detector knows."""
+    far = np.concatenate([speech(0), speech(3)])
+    ec = EchoCanceller()
+    run(ec, np.zeros(len(far)), ArrayReference(far))
+    assert ec.detector.state == "none" and ec._apm is None
+    assert ec.frames < 150      # AEC3 ran only until the first second told (vs ~900 frames played)
