@@ -10,6 +10,9 @@ What it finds, and how it avoids eating ordinary numbers:
   country code (fewer digits are times, years, amounts);
 - street addresses, as far as a pattern can: a house number, one to four
   capitalised words and a street type (Street, Ave, Road, Rue, Strasse...);
+- the same card and phone numbers spoken digit by digit, as an ASR writes
+  them down ("four one one one ...", "double five", "oh" for zero): a run of
+  digit words (and digit groups) is read as its digits and judged as above;
 - credentials in text: Bearer tokens, client secrets, the API-key WebSocket
   subprotocol and ``session_id=`` query values; session ids are cut to
   their first 6 hex digits.
@@ -37,6 +40,14 @@ SECRETS = re.compile(r"(?i)(\bbearer\s+|openai-insecure-api-key\.|session_id=|\b
 # A whole session id resumes the conversation on a keyless gateway: logs keep
 # only its first 6 hex digits, enough to follow one session through a log.
 SESSION_ID = re.compile(r"\bsess_([0-9a-f]{6})[0-9a-f]{14}\b")
+
+_DIGIT_WORDS = {"zero": "0", "oh": "0", "o": "0", "one": "1", "two": "2", "three": "3", "four": "4",
+                "five": "5", "six": "6", "seven": "7", "eight": "8", "nine": "9"}
+_DW = r"(?:zero|oh|o|one|two|three|four|five|six|seven|eight|nine|\d+)"
+# A run of spoken digits: digit words or digit groups, "double"/"triple" before
+# one, separated by spaces, commas, dashes or dots; at least 9 tokens' worth is
+# judged (fewer digits are never a phone or card number).
+SPOKEN = re.compile(rf"(?i)\b(?:(?:double|triple)\s+)?{_DW}(?:[\s,.-]+(?:(?:double|triple)\s+)?{_DW}){{4,}}\b")
 
 PLACEHOLDER = {"email": "[EMAIL]", "card": "[CARD]", "iban": "[IBAN]", "phone": "[PHONE]",
                "address": "[ADDRESS]"}
@@ -74,6 +85,31 @@ def _phone(m: re.Match) -> str:
     return PLACEHOLDER["phone"] if 9 <= n <= 15 else m.group()
 
 
+def spoken_digits(run: str) -> str:
+    """The digits a spoken run stands for: "double five oh one" -> "5501"."""
+    out, repeat = [], 1
+    for tok in re.findall(r"[A-Za-z]+|\d+", run):
+        low = tok.lower()
+        if low in ("double", "triple"):
+            repeat = 2 if low == "double" else 3
+            continue
+        digits = tok if tok.isdigit() else _DIGIT_WORDS[low]
+        out.append(digits * repeat if len(digits) == 1 else digits)
+        repeat = 1
+    return "".join(out)
+
+
+def _spoken(m: re.Match) -> str:
+    if not any(ch.isalpha() for ch in m.group()):
+        return m.group()              # plain digits: the patterns below judge them
+    digits = spoken_digits(m.group())
+    if 13 <= len(digits) <= 19 and luhn_ok(digits):
+        return PLACEHOLDER["card"]
+    if 9 <= len(digits) <= 15:
+        return PLACEHOLDER["phone"]
+    return m.group()
+
+
 def redact(text: str) -> str:
     """``text`` with personal data replaced by [EMAIL], [CARD], [IBAN],
     [PHONE], [ADDRESS] and credentials by [REDACTED]."""
@@ -83,6 +119,7 @@ def redact(text: str) -> str:
     text = SESSION_ID.sub(r"sess_\1…", text)
     text = EMAIL.sub(PLACEHOLDER["email"], text)
     text = IBAN.sub(_iban, text)
+    text = SPOKEN.sub(_spoken, text)
     text = CARD.sub(_card, text)
     text = PHONE.sub(_phone, text)
     text = ADDRESS.sub(PLACEHOLDER["address"], text)

@@ -8,7 +8,7 @@ import logging
 
 import pytest
 
-from common.redact import RedactingFilter, iban_ok, luhn_ok, redact, redact_tree
+from common.redact import RedactingFilter, iban_ok, luhn_ok, redact, redact_tree, spoken_digits
 
 FOUND = [
     ("write to ada.lovelace@example.com please", "write to [EMAIL] please"),
@@ -29,6 +29,11 @@ FOUND = [
     ("subprotocol openai-insecure-api-key.key-a-01234567", "subprotocol openai-insecure-api-key.[REDACTED]"),
     ("secret ek_1764561600.ab12.cd34.ef56", "secret ek_[REDACTED]"),
     ("session sess_1324d95eb2f3b66df71d closed", "session sess_1324d9… closed"),
+    # Spoken digit by digit, as the ASR writes them down.
+    ("my card is four one one one one one one one one one one one one one one one, thanks",
+     "my card is [CARD], thanks"),
+    ("call me on oh seven seven double nine, one two three four five six", "call me on [PHONE]"),
+    ("it's five five five, 0100, two two three", "it's [PHONE]"),
 ]
 KEPT = [
     "I have 3 cats and 2 dogs",
@@ -39,6 +44,10 @@ KEPT = [
     "task resp_1324d95eb2f3b66df71d created (variants {'llm': 'stable'})",
     "p95 966 ms at 4 users, 1194 ms at 3",
     "prefill of 758 prompt tokens in 1800 ms",
+    "I have one or two questions, three at most, four if you count this one",
+    "Oh, one more thing: two cats and three dogs",
+    "one two three four five",                       # 5 digits: a count, a PIN-length code is not a phone
+    "four one one one one one one one one one one one one one one two",   # fails Luhn, 16 digits
 ]
 
 
@@ -50,6 +59,11 @@ def test_personal_data_and_credentials_are_replaced(text, want):
 @pytest.mark.parametrize("text", KEPT)
 def test_ordinary_numbers_and_ids_are_kept(text):
     assert redact(text) == text
+
+
+def test_spoken_digits_are_read_as_digits():
+    assert spoken_digits("double five oh one") == "5501"
+    assert spoken_digits("triple seven, 20 nine") == "777209"
 
 
 def test_checksums():
