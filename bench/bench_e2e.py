@@ -96,14 +96,18 @@ def _response(ev) -> dict:
 
 
 SEMANTIC: str | None = None   # eagerness: the sessions use semantic_vad (--semantic)
+MIC: str | None = None        # audio.input.noise_reduction type the sessions declare (--mic)
 
 
 def _session(silence_ms: int | None, instructions: str | None = None) -> dict:
     td = events.server_vad(silence_duration_ms=silence_ms) if silence_ms else True
     if SEMANTIC:
         td = events.semantic_vad(SEMANTIC)
-    return events.session_config(input_rate=RATE, output_rate=RATE, turn_detection=td,
-                                 instructions=instructions)
+    cfg = events.session_config(input_rate=RATE, output_rate=RATE, turn_detection=td,
+                                instructions=instructions)
+    if MIC:
+        cfg.setdefault("audio", {}).setdefault("input", {})["noise_reduction"] = {"type": MIC}
+    return cfg
 
 
 async def one_turn(url: str, clip: Clip, silence_ms: int | None = None, trailing_s: float = 1.5) -> Turn:
@@ -242,6 +246,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     p.add_argument("--interruptions", type=int,
                    default=int(os.environ.get("BENCH_E2E_INTERRUPTIONS", "6")),
                    help="barge-ins measured (default 6)")
+    p.add_argument("--mic", choices=("near_field", "far_field"), default=None,
+                   help="the microphone the sessions declare (audio.input.noise_reduction); near_field "
+                        "turns the gateway's echo canceller off for them (default: not declared)")
     p.add_argument("--silence-ms", type=int, default=None,
                    help="session silence_duration_ms (default: the gateway's own default)")
     p.add_argument("--semantic", choices=("low", "medium", "high", "auto"), default=None,
@@ -249,8 +256,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     p.add_argument("--pause-clips", action="store_true",
                    help="also speak each clip with a 600-1200 ms pause cut in (one turn expected)")
     args = p.parse_args(list(argv or []))
-    global SEMANTIC
-    SEMANTIC = args.semantic
+    global SEMANTIC, MIC
+    SEMANTIC, MIC = args.semantic, args.mic
     stack = None
     url = args.url
     if not url:
@@ -266,6 +273,7 @@ def main(argv: Sequence[str] | None = None) -> None:
             stack.stop()
     print(report(turns, barges, len({t.clip for t in turns})))
     print(f"(turn_detection: {'semantic_vad ' + args.semantic if args.semantic else 'server_vad'}; "
+          f"microphone declared: {args.mic or 'none'}; "
           f"silence_duration_ms: {args.silence_ms or 'gateway default'}; real clips at real time, {RATE} Hz input; percentiles interpolated over n samples; "
           f"taken on {os.cpu_count()} CPU cores shared with other work unless stated otherwise)")
 

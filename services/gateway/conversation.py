@@ -125,7 +125,8 @@ class Conversation:
                 # The newest 16 kHz sample was recorded delay_ms before this chunk's end.
                 wall = at - self.resampler.delay_ms / 1000.0
                 if self.echo is not None:
-                    pcm16, wall = self.echo.clean(pcm16, wall)
+                    pcm16, wall = self.echo.clean(pcm16, wall,
+                                                  enabled=self.state.config.noise_reduction != "near_field")
                 self.ring.append(pcm16, wall)
                 await self.turns.feed(pcm16)
             else:

@@ -140,6 +140,11 @@ class EchoCanceller:
             self._held = bytearray()
         return bytes(out)
 
+    def drain(self) -> bytes:
+        """What is held back (< 1 frame), handed on unprocessed; inactive after."""
+        held, self._held, self.active = bytes(self._held), bytearray(), False
+        return held
+
     def _starts_playing(self, n: int, first_t: float, ref: Reference) -> bool:
         return any(ref.frame(first_t + k / RATE) is not None for k in range(0, max(n, 1), FRAME))
 

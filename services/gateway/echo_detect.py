@@ -49,6 +49,8 @@ QUIET_FLOOR = 2e5     # ... nor one below this energy (~ -59 dBFS: a quiet room'
 LOUD_DB = 0.0         # played frames at or above the played voice's median level count as loud
 QUIET_COVER = 10      # loud played frames needed at every lag for a quiet mic to say "none"
 QUIET_MIN = 10        # mic frames (100 ms) the quiet run needs at least
+QUIET_MAX_LAG = 35    # frames (350 ms): the lags a quiet run must cover (an echo later than this
+                      # arrives before the run covers it, unless the answer starts with silence)
 
 
 class EchoDetector:
@@ -97,7 +99,7 @@ class EchoDetector:
             return False
         loud = np.concatenate([[0], np.cumsum(ref >= level * 10.0 ** (-LOUD_DB / 10.0))])
         end = len(ref)                 # ref[end - 1] is the played frame at the latest mic frame's time
-        for lag in range(MAX_LAG + 1):
+        for lag in range(QUIET_MAX_LAG + 1):
             hi, lo = end - lag, max(0, end - lag - run)
             if hi <= 0 or loud[hi] - loud[lo] < QUIET_COVER:
                 return False

@@ -82,13 +82,17 @@ class SessionEcho:
         self._samples = 0
         self._mark = (0, 0.0, 0.0, 0.0)   # frames, cpu, energies in/out at the last metrics update
 
-    def clean(self, pcm16k: bytes, end_wall: float) -> tuple[bytes, float]:
+    def clean(self, pcm16k: bytes, end_wall: float, enabled: bool = True) -> tuple[bytes, float]:
         """Mic audio (its last sample at clock time ``end_wall``) → the audio for
-        VAD and ASR and the clock time of its last sample."""
+        VAD and ASR and the clock time of its last sample. Not ``enabled`` (the
+        client said its mic is near_field): passed through, after whatever the
+        canceller still held, so no sample is lost."""
         first = self._samples
         self._samples += len(pcm16k) // 2
         self.capture.observe(self._samples, end_wall)
         ec = self.canceller
+        if not enabled:
+            return ec.drain() + pcm16k, end_wall
         was_active = ec.active
         out = ec.process(pcm16k, self.capture.time_of(first), self.reference)
         if was_active or ec.active:

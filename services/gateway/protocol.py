@@ -213,6 +213,8 @@ def session_update(ev: dict, current: SessionConfig, defaults: TurnDetection) ->
     if (v := _get(ev, out, "speed", (int, float), "session.audio.output.speed")) is not None:
         _range(ev, v, "session.audio.output.speed", 0.25, 1.5)
         cfg.speed = float(v)
+    if "noise_reduction" in inp:
+        cfg.noise_reduction = _noise_reduction(ev, inp["noise_reduction"])
     if "turn_detection" in inp:
         cfg.turn_detection = _turn_detection(ev, inp["turn_detection"], cfg.turn_detection or defaults)
     if (r := _obj(ev, s, "retrieval", "session.retrieval")) is not None:
@@ -231,6 +233,20 @@ def session_update(ev: dict, current: SessionConfig, defaults: TurnDetection) ->
 
 
 MAX_OUTPUT_TOKENS = 4096
+NOISE_REDUCTION = ("near_field", "far_field")
+
+
+def _noise_reduction(ev: dict, v: object) -> str | None:
+    """null, or {"type": "near_field" | "far_field"} (what the microphone is:
+    near_field turns the session's echo canceller off)."""
+    path = "session.audio.input.noise_reduction"
+    if v is None:
+        return None
+    typ = v.get("type") if isinstance(v, dict) else None
+    if typ not in NOISE_REDUCTION:
+        raise _err(ev, "invalid_value", f"'{path}' must be null or {{\"type\": \"near_field\" | "
+                   f"\"far_field\"}}, got {v!r}", path)
+    return typ
 
 
 def _max_tokens(ev: dict, obj: dict, path: str) -> int | str | None:

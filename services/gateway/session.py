@@ -66,6 +66,11 @@ class SessionConfig:
     max_output_tokens: int | str = "inf"
     tools: list[dict[str, Any]] = dataclasses.field(default_factory=list)
     tool_choice: str = "auto"
+    # audio.input.noise_reduction: what the client says of its microphone.
+    # "near_field" (a headset, a phone at the ear) carries no echo: the echo
+    # canceller is off for the session; "far_field" (laptop, speakerphone) and
+    # unset (None) keep the gateway's default (GATEWAY_ECHO_CANCEL).
+    noise_reduction: str | None = None
 
     def wire(self, session_id: str) -> dict[str, Any]:
         return {
@@ -79,7 +84,7 @@ class SessionConfig:
                 "input": {
                     "format": {"type": "audio/pcm", "rate": self.input_rate},
                     "transcription": {"model": "local-whisper"},
-                    "noise_reduction": None,
+                    "noise_reduction": {"type": self.noise_reduction} if self.noise_reduction else None,
                     "turn_detection": self.turn_detection.wire() if self.turn_detection else None,
                 },
                 "output": {

@@ -287,3 +287,49 @@ def test_no_canceller_runs_once_no_echo_is_known():
     run(ec, np.zeros(len(far)), ArrayReference(far))
     assert ec.detector.state == "none" and ec._apm is None
     assert ec.frames < 150      # AEC3 ran only until the first second told (vs ~900 frames played)
+
+
+async def test_a_near_field_microphone_turns_the_canceller_off_for_its_session():
+    """A client that says its mic is near_field (a headset) carries no echo:
+    nothing goes through the canceller, so nothing ducks its voice."""
+    clock = VirtualClock()
+    b = FakeBackends.create(clock, speech=[(0.5, 1.5)], texts=["hello"], replies=["Hi, nice to meet you."])
+    async with ScriptedSession(b, clock, GatewaySettings(redis_url="")) as s:
+        await s.send({"type": "session.update",
+                      "session": {"audio": {"input": {"noise_reduction": {"type": "near_field"}}}}})
+        await s.run_audio(6.6)
+        assert s.of("output_audio_buffer.started")
+        ec = s.conv.echo.canceller
+        assert ec.frames == 0 and not ec.active
+        wire = s.of("session.updated")[-1].event["session"]["audio"]["input"]
+        assert wire["noise_reduction"] == {"type": "near_field"}
+
+
+@pytest.mark.parametrize("switch", [False, True])
+async def test_switching_to_near_field_mid_answer_loses_no_sample(switch):
+    clock = VirtualClock()
+    b = FakeBackends.create(clock, speech=[(0.5, 1.5)], texts=["hello"], replies=["Hi, nice to meet you."])
+    async with ScriptedSession(b, clock, GatewaySettings(redis_url="")) as s:
+        await s.run_audio(2.9)
+        assert s.conv.echo.canceller.active
+        held = s.conv.echo.canceller.held_s
+        if switch:
+            await s.send({"type": "session.update",
+                          "session": {"audio": {"input": {"noise_reduction": {"type": "near_field"}}}}})
+        await s.run_audio(1.0)
+        ec = s.conv.echo.canceller
+        # Every sample in (the canceller holds back < 1 frame while active; the
+        # last 20 ms chunk is still on its way to the pump).
+        assert s.conv.ring.end_ms + 1000 * ec.held_s == pytest.approx(3880, abs=0.5)
+        assert not switch or (ec.held_s == 0 and not ec.active and held >= 0)
+
+
+@pytest.mark.parametrize("value", [{"type": "loud_room"}, "near_field", 3])
+async def test_a_bad_noise_reduction_is_an_error_naming_it(value):
+    async with ScriptedSession(settings=GatewaySettings(redis_url="")) as s:
+        await s.send({"type": "session.update", "event_id": "e1",
+                      "session": {"audio": {"input": {"noise_reduction": value}}}})
+        await s.wait(0.1)
+        err = s.first("error").event["error"]
+        assert err["param"] == "session.audio.input.noise_reduction" and err["event_id"] == "e1"
+        assert "near_field" in err["message"]
