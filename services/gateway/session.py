@@ -65,7 +65,7 @@ class SessionConfig:
     retrieval_k: int = 3
     max_output_tokens: int | str = "inf"
     tools: list[dict[str, Any]] = dataclasses.field(default_factory=list)
-    tool_choice: str = "auto"
+    tool_choice: str | dict[str, str] = "auto"   # auto | none | required | {"type": "function", "name"}
 
     def wire(self, session_id: str) -> dict[str, Any]:
         return {
