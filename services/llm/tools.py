@@ -94,13 +94,45 @@ def parameters(i: int, tool: Tool) -> dict[str, Any]:
     if schema.get("type", "object") != "object":
         raise InvalidRequest(f"{where} must describe an object (\"type\": \"object\"), got "
                              f"type {schema.get('type')!r}")
-    if "$ref" in tool.parameters_json:
-        raise InvalidRequest(f"{where}: $ref is not supported; write the schema out in full")
+    schema = _scoped(schema, i, where)
     try:
-        _converter().visit(schema, "")
+        conv = _converter()
+        conv.visit(conv.resolve_refs(json.loads(json.dumps(schema)), f"tool{i}"), "")
     except Exception as exc:   # the converter asserts and raises whatever it meets
         raise InvalidRequest(f"{where} cannot be turned into a grammar: {exc or type(exc).__name__}") from None
     return schema
+
+
+LOCAL_REF = re.compile(r"^#/(\$defs|definitions)/([^/]+)$")
+
+
+def _scoped(schema: dict[str, Any], i: int, where: str) -> dict[str, Any]:
+    """A copy whose local definitions (``#/$defs/X``, as pydantic writes
+    nested models) are named for this tool alone: the grammar converter
+    names a definition's rule after its last path part, so two tools each
+    with a "Location" would share one rule."""
+    out = json.loads(json.dumps(schema))
+    for key in ("$defs", "definitions"):
+        if isinstance(out.get(key), dict):
+            out[key] = {f"t{i}-{k}": v for k, v in out[key].items()}
+
+    def walk(n: Any) -> None:
+        if isinstance(n, list):
+            for v in n:
+                walk(v)
+        elif isinstance(n, dict):
+            ref = n.get("$ref")
+            if ref is not None:
+                m = LOCAL_REF.match(ref) if isinstance(ref, str) else None
+                if m is None:
+                    raise InvalidRequest(f"{where}: $ref {str(ref)[:80]!r} is not supported; only local "
+                                         "references to #/$defs/<name> are")
+                n["$ref"] = f"#/{m[1]}/t{i}-{m[2]}"
+            for v in n.values():
+                walk(v)
+
+    walk(out)
+    return out
 
 
 def _converter():
@@ -113,9 +145,12 @@ def _converter():
 def call_grammar(tools: Sequence[tuple[Tool, dict[str, Any]]]) -> str:
     """GBNF of one call of any of ``tools``: the envelope with the tool's
     name as a constant and its arguments under its schema."""
-    alts = [{"type": "object", "properties": {"name": {"const": t.name}, "arguments": s},
-             "required": ["name", "arguments"]} for t, s in tools]
     conv = _converter()
+    alts = []
+    for i, (t, s) in enumerate(tools):
+        s = conv.resolve_refs(json.loads(json.dumps(s)), f"tool{i}")   # its $defs, named apart (_scoped)
+        alts.append({"type": "object", "properties": {"name": {"const": t.name}, "arguments": s},
+                     "required": ["name", "arguments"]})
     try:
         conv.visit(alts[0] if len(alts) == 1 else {"oneOf": alts}, "")
     except Exception as exc:

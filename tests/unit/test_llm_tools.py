@@ -130,8 +130,10 @@ async def test_a_call_cut_by_its_token_budget_is_dropped():
     (req(tools_=(Tool("t", parameters_json="{nope"),)), ["tools[0].parameters_json", "not valid JSON"]),
     (req(tools_=(Tool("t", parameters_json="[1]"),)), ["tools[0].parameters_json", "schema object"]),
     (req(tools_=(Tool("t", parameters_json='{"type": "string"}'),)), ["tools[0].parameters_json", "object"]),
-    (req(tools_=(Tool("t", parameters_json='{"type": "object", "properties": {"a": {"$ref": "#/x"}}}'),)),
-     ["$ref"]),
+    (req(tools_=(Tool("t", parameters_json='{"type": "object", "properties": {"a": {"$ref": "https://x/s"}}}'),)),
+     ["tools[0].parameters_json", "$ref", "only local"]),
+    (req(tools_=(Tool("t", parameters_json='{"type": "object", "properties": {"a": {"$ref": "#/$defs/Z"}}}'),)),
+     ["tools[0].parameters_json", "grammar"]),
     (req(tools_=(Tool("t", parameters_json='{"type": "object", "properties": {"a": {"type": "quux"}}}'),)),
      ["tools[0].parameters_json", "grammar"]),
     (req(ToolChoice.FUNCTION, "nope"), ["tool_choice_name 'nope'", "get_weather"]),
@@ -169,3 +171,16 @@ def test_parse_call_normalises_the_arguments():
     assert call.name == "f" and json.loads(call.arguments) == {"a": "x\ny"}
     with pytest.raises(ValueError):
         tools.parse_call('{"name": "f", "arguments": {"a": "x')
+
+
+def test_local_definitions_are_kept_apart_per_tool():
+    """pydantic writes nested models as #/$defs: two tools may both have a "Place"."""
+    def tool(name, place):
+        return Tool(name, parameters_json=json.dumps({
+            "type": "object", "properties": {"where": {"$ref": "#/$defs/Place"}}, "required": ["where"],
+            "$defs": {"Place": place}}))
+    city = {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}
+    coords = {"type": "object", "properties": {"lat": {"type": "number"}}, "required": ["lat"]}
+    g = tools.plan(req(ToolChoice.REQUIRED, tools_=(tool("a", city), tool("b", coords)))).grammar
+    rules = dict(line.split(" ::= ", 1) for line in g.splitlines())
+    assert "city" in rules["t0-Place"] and "lat" in rules["t1-Place"]
