@@ -185,3 +185,26 @@ async def test_a_spoken_turn_gets_the_same_call_with_and_without_preemption():
             view = json.dumps([e for e in client_view(s) if e.get("type") != "session.updated"])
             views.append(re.sub(r"call_[0-9a-f]+", "<call>", view))
     assert views[0] == views[1]
+
+
+def test_the_wire_carries_tools_both_ways():
+    """Gateway → LLM proto → the LLM engine's request, and the call back."""
+    from common.stubs import llm_pb2
+    from services.gateway.backends import convert
+    from services.gateway.backends.types import LlmUsage
+    from services.llm import convert as llm_convert
+    from services.llm.schema import ToolCall as LlmToolCall, ToolChoice
+
+    tools = Tools((ToolSpec("get_weather", "w", '{"type": "object"}'),), "function", "get_weather")
+    msgs = [ChatMessage("assistant", "{}", name="get_weather", tool_call_id="call_1")]
+    pb = convert.generate_request(msgs, [], 10, "r", tools=tools)
+    req = llm_convert.request_from_pb(llm_pb2.GenerateRequest.FromString(pb.SerializeToString()))
+    assert req.tool_choice is ToolChoice.FUNCTION and req.tool_choice_name == "get_weather"
+    assert [(t.name, t.description, t.parameters_json) for t in req.tools] == [("get_weather", "w", '{"type": "object"}')]
+    assert (req.messages[0].name, req.messages[0].tool_call_id) == ("get_weather", "call_1")
+    assert not convert.generate_request(msgs, [], 10, "r").tools
+    assert convert.prefill_request(msgs, "p", tools=tools).tool_choice == llm_pb2.TOOL_CHOICE_FUNCTION
+    out = llm_convert.event_to_pb(LlmToolCall("f", "{}"))
+    assert convert.generate_event(out, LlmUsage()) == ToolCall("f", "{}")
+    with pytest.raises(ValueError, match="tool_choice 7"):
+        llm_convert.request_from_pb(llm_pb2.GenerateRequest(tool_choice=7))
