@@ -303,10 +303,11 @@ class LlmEngine:
 
     def _call(self, inst: ModelInstance, prep: Prepared, cancel: threading.Event,
               emit: Callable[[object], None], t0: float, st: _LoopState) -> GenerateDone:
-        """Decode a tool call under the grammar (greedy: a call is data, not
-        prose) and emit it whole, then the final event; a call cut short by
-        its token budget is dropped (finish "length")."""
-        greedy = dataclasses.replace(prep.sampling, temperature=0.0)
+        """Decode a tool call under the grammar (greedy, no repeat penalty: a
+        call is data, not prose, and JSON repeats its quotes) and emit it
+        whole, then the final event; a call cut short by its token budget is
+        dropped (finish "length")."""
+        greedy = dataclasses.replace(prep.sampling, temperature=0.0, repeat_penalty=1.0)
         it = inst.tokens(prep.prompt, greedy, grammar=prep.tools.grammar)
         text, finish = bytearray(), "stop"
         try:

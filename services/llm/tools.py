@@ -25,7 +25,7 @@ choice flips between runs of the same question, and a grammar over free
 text would slow every spoken answer. After a tool's output (the last
 message) auto answers in words: the tiny model would call again and again.
 required / a named function: the call is decoded under the grammar at once.
-Calls decode greedily (they are data, not prose)."""
+Calls decode greedily without a repeat penalty (they are data, not prose)."""
 from __future__ import annotations
 
 import dataclasses

@@ -55,7 +55,7 @@ async def test_auto_call_comes_out_as_one_tool_call_event_under_the_grammar():
     assert evs[1].finish_reason == "tool_call" and evs[1].completion_tokens == len(CALL)
     assert inst.decisions == 1
     assert inst.grammars == [tools.plan(req()).grammar]
-    assert inst.last_sampling.temperature == 0.0           # calls decode greedily
+    assert (inst.last_sampling.temperature, inst.last_sampling.repeat_penalty) == (0.0, 1.0)   # data, not prose
     system = tok.last_messages[0]["content"]
     assert "get_weather" in system and "get_time" in system and '"name"' in system
 
