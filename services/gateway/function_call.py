@@ -25,6 +25,16 @@ if TYPE_CHECKING:
     from services.gateway.response import Response
 
 
+def take(resp: "Response", delta: "str | ToolCall") -> bool:
+    """Whether the LLM's ``delta`` is its call: the response becomes that
+    call, announced now or, for a held preemptive run, at its release."""
+    if not isinstance(delta, ToolCall):
+        return False
+    resp.call = delta
+    resp.hold.do(lambda: announce(resp, delta))
+    return True
+
+
 def announce(resp: "Response", call: ToolCall) -> None:
     """The call as a function_call item, with its events (see module doc)."""
     conv = resp.conv

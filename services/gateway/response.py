@@ -11,9 +11,8 @@ played position maps back to the words heard.
 Preemptive runs (``held=True``) keep what they would tell the client until
 ``release()`` (held.py says how); ``abandon()`` drops it.
 
-With tools offered the LLM answers in words or calls a tool, so the
-assistant item is announced with the first word; a call instead becomes a
-function_call item (function_call.py) and the response's only output.
+With tools offered, the assistant item is announced with the first word:
+the LLM may call a tool instead (function_call.py), the response's only output.
 
 Played position and pacing (what was sent, what the listener heard, where a
 pause froze it) are arithmetic in playout.py; a cancel truncates the item at
@@ -30,9 +29,7 @@ from opentelemetry import trace
 from common.audio import StreamResampler
 from common.tracing import current_trace_id, tracer
 from services.gateway import events, function_call, turn_end
-from services.gateway.backends.types import (
-    BackendError, ChatMessage, LlmUsage, Passage, Priority, ToolCall, Tools,
-)
+from services.gateway.backends.types import BackendError, ChatMessage, LlmUsage, Passage, Priority, ToolCall, Tools
 from services.gateway.clauses import FastFirstClauseSplitter
 from services.gateway.held import HeldOutput
 from services.gateway.playout import Playout
@@ -219,9 +216,7 @@ class Response:
                     Priority.URGENT, **({"tools": self.tools} if self.tools is not None else {})):
                 if self.timings.llm_first_token is None:
                     self.timings.llm_first_token = self.clock.now()
-                if isinstance(delta, ToolCall):
-                    self.call = delta
-                    self.hold.do(lambda c=delta: function_call.announce(self, c))
+                if function_call.take(self, delta):
                     continue
                 if self.tools is not None and not self._item_opened:
                     self._item_opened = True      # (a held run announces it at release, in order)

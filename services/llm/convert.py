@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from common.stubs import common_pb2, llm_pb2
 from services.llm.schema import (
-    ChatMessage, Event, GenerateDone, GenerateRequest, InvalidRequest, Passage, Priority, Sampling, TokenDelta, Tool, ToolCall,
-    ToolChoice,
+    ChatMessage, Event, GenerateDone, GenerateRequest, InvalidRequest, Passage, Priority, Sampling, TokenDelta,
+    Tool, ToolCall, ToolChoice,
 )
 
 

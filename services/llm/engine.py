@@ -275,7 +275,8 @@ class LlmEngine:
                     ban = tuple(openers)   # an answer in words never starts as half a call
             if call:
                 return self._call(inst, prep, cancel, emit, t0, st)
-        it = inst.tokens(prep.prompt, prep.sampling, ban_first=ban) if ban else inst.tokens(prep.prompt, prep.sampling)
+        it = inst.tokens(prep.prompt, prep.sampling, ban_first=ban) if ban else \
+            inst.tokens(prep.prompt, prep.sampling)
         try:
             if cancel.is_set():
                 st.finish = "cancelled"

@@ -162,7 +162,8 @@ def system_text(tools: Sequence[Tool]) -> str:
     """The tools' description, appended to the system prompt."""
     lines = ["You can call these tools:"]
     for t in tools:
-        params = json.dumps(json.loads(t.parameters_json), separators=(",", ":")) if t.parameters_json.strip() else "{}"
+        params = (json.dumps(json.loads(t.parameters_json), separators=(",", ":"))
+                  if t.parameters_json.strip() else "{}")
         desc = " ".join(t.description.split()).rstrip(".") or "(no description)"
         lines.append(defuse(f"- {t.name}: {desc}. Arguments (JSON schema): {params}"))
     lines.append('To call a tool, reply with only a JSON object: {"name": "<tool name>", "arguments": {...}}. '

@@ -200,7 +200,8 @@ def test_the_wire_carries_tools_both_ways():
     pb = convert.generate_request(msgs, [], 10, "r", tools=tools)
     req = llm_convert.request_from_pb(llm_pb2.GenerateRequest.FromString(pb.SerializeToString()))
     assert req.tool_choice is ToolChoice.FUNCTION and req.tool_choice_name == "get_weather"
-    assert [(t.name, t.description, t.parameters_json) for t in req.tools] == [("get_weather", "w", '{"type": "object"}')]
+    assert [(t.name, t.description, t.parameters_json) for t in req.tools] == [
+        ("get_weather", "w", '{"type": "object"}')]
     assert (req.messages[0].name, req.messages[0].tool_call_id) == ("get_weather", "call_1")
     assert not convert.generate_request(msgs, [], 10, "r").tools
     assert convert.prefill_request(msgs, "p", tools=tools).tool_choice == llm_pb2.TOOL_CHOICE_FUNCTION
