@@ -155,7 +155,15 @@ def call_grammar(tools: Sequence[tuple[Tool, dict[str, Any]]]) -> str:
         conv.visit(alts[0] if len(alts) == 1 else {"oneOf": alts}, "")
     except Exception as exc:
         raise InvalidRequest(f"tools cannot be turned into a grammar: {exc or type(exc).__name__}") from None
-    return conv.format_grammar()
+    # The converter's string character takes raw control characters (a newline
+    # in a string), which strict JSON parsers refuse: llama.cpp's own converter
+    # now excludes them, and so does ours.
+    return "\n".join(STRICT_CHAR if line.startswith("char ::= ") else line
+                     for line in conv.format_grammar().splitlines())
+
+
+STRICT_CHAR = (r'char ::= [^"\\\x7F\x00-\x1F] | "\\" (["\\/bfnrt] | "u" [0-9a-fA-F] [0-9a-fA-F] [0-9a-fA-F] '
+               r'[0-9a-fA-F])')
 
 
 def system_text(tools: Sequence[Tool]) -> str:
