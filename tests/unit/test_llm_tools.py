@@ -91,7 +91,7 @@ async def test_named_function_grammar_allows_only_that_tool():
 def test_strings_in_a_call_exclude_raw_control_characters():
     """Strict JSON parsers refuse a raw newline inside a string."""
     [char] = [line for line in tools.plan(req()).grammar.splitlines() if line.startswith("char ::= ")]
-    assert char.startswith('char ::= [^"\\\x7F\x00-\x1F]')
+    assert char.startswith(r'char ::= [^"\\\x7F\x00-\x1F]')
 
 
 async def test_none_never_offers_the_tools():
