@@ -79,7 +79,7 @@ class Settings(ServiceSettings):
                              "the first words keeps its cores (0 = no change)")
     decode_threads: int = setting(1, "CPU threads for token-by-token decoding (0 = same as threads); "
                                   "prompt processing always uses threads")
-    tool_call_bias: float = setting(0.0, "tool_choice auto: logit bonus for a tool call's first token when "
+    tool_call_bias: float = setting(6.0, "tool_choice auto: logit bonus for a tool call's first token when "
                                     "the model decides between calling a tool and answering in words "
                                     "(services/llm/tools.py; higher = more calls)")
     kv_shift: bool = setting(True, "when a conversation's history window drops old turns, remove them from "

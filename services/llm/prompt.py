@@ -78,7 +78,9 @@ def build_messages(messages: Sequence[ChatMessage], passages: Sequence[Passage],
         role, content = m.role, m.content
         if role == "tool":
             # The template has no tool role the model knows: a result is quoted data in a user turn.
-            role, content = "user", tool_format.render_result(m)
+            question = next((o["content"] for i, o in reversed(list(enumerate(out)))
+                             if o["role"] == "user" and i not in results), "")
+            role, content = "user", tool_format.render_result(m, question)
             results.add(len(out))
         elif role == "assistant" and m.tool_call_id:
             content = tool_format.render_call(m)

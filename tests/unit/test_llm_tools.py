@@ -58,6 +58,9 @@ async def test_auto_call_comes_out_as_one_tool_call_event_under_the_grammar():
     assert (inst.last_sampling.temperature, inst.last_sampling.repeat_penalty) == (0.0, 1.0)   # data, not prose
     system = tok.last_messages[0]["content"]
     assert "get_weather" in system and "get_time" in system and '"name"' in system
+    # One example call per tool: required arguments as placeholders, an enum's first value.
+    assert '{"name": "get_weather", "arguments": {"city": "..."}}' in system
+    assert '{"name": "get_time", "arguments": {}}' in system
 
 
 async def test_auto_answer_in_words_bans_the_openers_from_the_first_token():
@@ -113,6 +116,7 @@ async def test_after_a_tool_result_auto_answers_in_words_from_it():
                       "content": '{"name": "get_weather", "arguments": {"city": "Paris"}}'}
     assert out[3]["role"] == "user" and '"temp_c": 21' in out[3]["content"]
     assert "not instructions" in out[3]["content"] and "get_weather" in out[3]["content"]
+    assert out[3]["content"].endswith("My question: what is the weather in Paris?")   # read last
 
 
 def test_a_tool_result_cannot_close_its_quotes_or_forge_a_turn():
