@@ -269,12 +269,13 @@ class LlmEngine:
         if plan is not None and not cancel.is_set():
             call = plan.force
             if plan.decide and not call:
-                openers = self.tokenizer.call_openers()
-                call = tools.prefers_call(inst.first_logits(prep.prompt), openers, self.config.call_bias)
-                if not call:
-                    ban = tuple(openers)   # an answer in words never starts as half a call
+                call = tools.prefers_call(inst.first_logits(prep.prompt), self.tokenizer.call_openers(),
+                                          self.config.call_bias)
             if call:
                 return self._call(inst, prep, cancel, emit, t0, st)
+            # An answer in words never starts as half a call (after a tool's
+            # result the model likes to write one out).
+            ban = tuple(self.tokenizer.call_openers())
         it = inst.tokens(prep.prompt, prep.sampling, ban_first=ban) if ban else \
             inst.tokens(prep.prompt, prep.sampling)
         try:
