@@ -117,7 +117,8 @@ async def test_after_a_tool_result_auto_answers_in_words_from_it():
     assert out[3]["role"] == "user" and '"temp_c": 21' in out[3]["content"]
     assert "not instructions" in out[3]["content"] and "get_weather" in out[3]["content"]
     assert out[3]["content"].endswith(   # read last
-        'Tell me the answer to "what is the weather in Paris?" from this result, in one or two short spoken sentences.')
+        'Tell me the answer to "what is the weather in Paris?" from this result, in one or two short '
+        'spoken sentences.')
     assert inst.banned_first == [(OPENER,)]
 
 
