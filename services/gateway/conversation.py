@@ -269,7 +269,7 @@ class Conversation:
         self.save()
 
     async def _on_response_create(self, ev: dict) -> None:
-        opts = protocol.response_create(ev)
+        opts = protocol.response_create(ev, self.state.config.tools)
         if self.generating():
             raise ProtocolError("conversation_already_has_active_response",
                                 f"response.create: response '{self.response.id}' is still in progress; "

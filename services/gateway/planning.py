@@ -20,7 +20,8 @@ import logging
 from typing import TYPE_CHECKING
 
 from services.gateway import metrics, protocol
-from services.gateway.backends.types import BackendError, ChatMessage, Passage
+from services.gateway import tools as tool_rules
+from services.gateway.backends.types import BackendError, ChatMessage, Passage, Tools
 from services.gateway.history import window_start
 from services.gateway.protocol import new_id
 from services.gateway.response import Response
@@ -52,15 +53,13 @@ class Planner:
         ``heard_as`` another wording of an item's text (preemption)."""
         msgs = [ChatMessage("system", instructions)] if instructions else []
         items = self.conv.state.items + ([pending] if pending is not None else [])
+        calls = tool_rules.messages(items)    # function calls and their outputs (tools.py)
         for it in items[window_start(len(items), self.conv.settings.history_items):]:
-            text = (heard_as or {}).get(it.id) or it.text()
-            if not text:
+            if it.id in calls:
+                msgs.append(calls[it.id])
                 continue
-            if it.type == "function_call_output":
-                msgs.append(ChatMessage("tool", text))
-            elif it.type == "function_call":
-                msgs.append(ChatMessage("assistant", text))
-            else:
+            text = (heard_as or {}).get(it.id) or it.text()
+            if text:
                 msgs.append(ChatMessage(it.role, text))
         return msgs
 
@@ -75,10 +74,12 @@ class Planner:
         query = next((t for t in reversed(texts) if t), "")
         mot = opts.max_output_tokens if opts.max_output_tokens is not None else cfg.max_output_tokens
         max_tokens = mot if isinstance(mot, int) else settings.llm_max_tokens
+        tools = tool_rules.offered(opts.tools if opts.tools is not None else cfg.tools,
+                                   opts.tool_choice if opts.tool_choice is not None else cfg.tool_choice)
         return (tuple(self.history(instructions, pending, heard_as)), query,
                 tuple(opts.modalities or cfg.output_modalities), tuple(sorted(opts.metadata.items())),
                 opts.in_conversation, max_tokens, cfg.output_rate, cfg.voice, cfg.speed,
-                cfg.retrieval_enabled, cfg.retrieval_k)
+                cfg.retrieval_enabled, cfg.retrieval_k, tools)
 
     def new_response(self, opts: protocol.ResponseOptions, timings: TurnTimings | None,
                      pending: Item | None = None, held: bool = False) -> Response:
@@ -87,7 +88,7 @@ class Planner:
         messages, query, modalities, metadata, in_conversation, max_tokens = plan[:6]
         resp = Response(conv, messages=list(messages), query=query, modalities=list(modalities),
                         timings=timings, metadata=dict(metadata), in_conversation=in_conversation,
-                        max_tokens=max_tokens, held=held)
+                        max_tokens=max_tokens, held=held, tools=plan[-1])
         resp.plan = plan
         if in_conversation and conv.settings.llm_prefill and conv.settings.llm_warm_after_answer:
             # A callback, not a task waiting for the answer: a cancelled, failed or
@@ -117,8 +118,9 @@ class Planner:
             return
         self._prefilled = text
         pending = Item(id=turn.item_id, role="user", content=[{"type": "input_audio", "transcript": text}])
-        messages = self.plan(protocol.ResponseOptions(), pending)[0]
-        self._prefill_task = conv.spawn(self._prefill(list(messages), turn.item_id, text), "llm-prefill")
+        plan = self.plan(protocol.ResponseOptions(), pending)
+        self._prefill_task = conv.spawn(self._prefill(list(plan[0]), turn.item_id, text, plan[-1]),
+                                        "llm-prefill")
 
     async def _passages_for(self, query: str) -> list[Passage]:
         """What the answer's retrieval would find for these words, when the
@@ -135,10 +137,13 @@ class Planner:
             return []
         return [p for p in hits if p.score >= settings.rag_min_score]
 
-    async def _prefill(self, messages: list[ChatMessage], item_id: str, query: str = "") -> None:
+    async def _prefill(self, messages: list[ChatMessage], item_id: str, query: str = "",
+                       tools: Tools | None = None) -> None:
         try:
             passages = await self._passages_for(query)
-            outcome = await self.conv.backends.llm.prefill(messages, f"prefill-{item_id}", passages)
+            # The tools too: the LLM describes them in the system prompt the answer's prompt starts with.
+            kw = {"tools": tools} if tools is not None else {}
+            outcome = await self.conv.backends.llm.prefill(messages, f"prefill-{item_id}", passages, **kw)
         except BackendError as exc:
             outcome = "error"   # an optimisation only: the answer's own request reports a down LLM
             log.debug("session %s: prefill failed: %s", self.conv.state.id, exc.message)
@@ -153,7 +158,9 @@ class Planner:
         if self.conv.closed or (self._prefill_task is not None and not self._prefill_task.done()):
             return
         nxt = Item(id=new_id("item"), role="user", content=[{"type": "input_text", "text": ""}])
-        messages = self.plan(protocol.ResponseOptions(), nxt)[0]
+        plan = self.plan(protocol.ResponseOptions(), nxt)
+        messages = plan[0]
         if messages and messages[-1].role == "assistant":
             self._prefilled = ""
-            self._prefill_task = self.conv.spawn(self._prefill(list(messages), f"warm-{resp.id}"), "llm-warm")
+            self._prefill_task = self.conv.spawn(self._prefill(list(messages), f"warm-{resp.id}", tools=plan[-1]),
+                                                 "llm-warm")

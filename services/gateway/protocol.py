@@ -13,6 +13,7 @@ import secrets
 from typing import Any
 
 from services.gateway import limits
+from services.gateway import tools as tool_rules
 from services.gateway.session import (
     EAGERNESS, SUPPORTED_INPUT_RATES, SUPPORTED_OUTPUT_RATES, Item, SessionConfig, TurnDetection,
 )
@@ -226,9 +227,12 @@ def session_update(ev: dict, current: SessionConfig, defaults: TurnDetection) ->
     if (v := _max_tokens(ev, s, "session.max_output_tokens")) is not None:
         cfg.max_output_tokens = v
     if (v := _get(ev, s, "tools", (list,), "session.tools")) is not None:
-        cfg.tools = _tools(ev, v)
-    if (v := _get(ev, s, "tool_choice", (str,), "session.tool_choice")) is not None:
-        cfg.tool_choice = v
+        cfg.tools = _tools(ev, v, "session.tools")
+    if (v := _get(ev, s, "tool_choice", (str, dict), "session.tool_choice")) is not None:
+        cfg.tool_choice = _tool_choice(ev, v, cfg.tools, "session.tool_choice")
+    elif isinstance(cfg.tool_choice, dict) and "tools" in s:
+        # New tools without the named one: the choice must not point at nothing.
+        _tool_choice(ev, cfg.tool_choice, cfg.tools, "session.tool_choice")
     return cfg, resume
 
 
@@ -257,8 +261,7 @@ def _max_tokens(ev: dict, obj: dict, path: str) -> int | str | None:
     return v
 
 
-def _tools(ev: dict, tools: list) -> list:
-    path = "session.tools"
+def _tools(ev: dict, tools: list, path: str) -> list:
     if len(tools) > limits.MAX_TOOLS:
         raise _err(ev, "array_above_max_length", f"'{path}' has {len(tools)} tools; the limit is "
                    f"{limits.MAX_TOOLS}", path)
@@ -269,7 +272,17 @@ def _tools(ev: dict, tools: list) -> list:
     if size > limits.MAX_TOOLS_BYTES:
         raise _err(ev, "tools_too_large", f"'{path}' is {size} bytes as JSON; the limit is "
                    f"{limits.MAX_TOOLS_BYTES}", path)
-    return tools
+    try:
+        return tool_rules.check_tools(tools, path)
+    except tool_rules.ToolsError as e:
+        raise _err(ev, e.code, e.message, e.param) from None
+
+
+def _tool_choice(ev: dict, choice: Any, tools: list | None, path: str) -> str | dict:
+    try:
+        return tool_rules.check_choice(choice, tools, path)
+    except tool_rules.ToolsError as e:
+        raise _err(ev, e.code, e.message, e.param) from None
 
 
 def _metadata(ev: dict, md: dict, path: str) -> dict[str, str]:
@@ -400,9 +413,13 @@ class ResponseOptions:
     metadata: dict[str, str] = dataclasses.field(default_factory=dict)
     in_conversation: bool = True
     max_output_tokens: int | str | None = None   # None: the session's; "inf": the gateway's limit
+    tools: list | None = None                     # None: the session's
+    tool_choice: str | dict | None = None         # None: the session's
 
 
-def response_create(ev: dict) -> ResponseOptions:
+def response_create(ev: dict, session_tools: list | None = None) -> ResponseOptions:
+    """The options of one response; a named tool_choice must name one of
+    the response's tools (or, without them, the session's)."""
     r = _obj(ev, ev, "response", "response") or {}
     opts = ResponseOptions()
     opts.instructions = _get(ev, r, "instructions", (str,), "response.instructions")
@@ -417,4 +434,9 @@ def response_create(ev: dict) -> ResponseOptions:
     if md is not None:
         opts.metadata = _metadata(ev, md, "response.metadata")
     opts.max_output_tokens = _max_tokens(ev, r, "response.max_output_tokens")
+    if (v := _get(ev, r, "tools", (list,), "response.tools")) is not None:
+        opts.tools = _tools(ev, v, "response.tools")
+    if (v := _get(ev, r, "tool_choice", (str, dict), "response.tool_choice")) is not None:
+        known = opts.tools if opts.tools is not None else session_tools
+        opts.tool_choice = _tool_choice(ev, v, known, "response.tool_choice")
     return opts

@@ -11,6 +11,9 @@ played position maps back to the words heard.
 Preemptive runs (``held=True``) keep what they would tell the client until
 ``release()`` (held.py says how); ``abandon()`` drops it.
 
+With tools offered, the assistant item is announced with the first word:
+the LLM may call a tool instead (function_call.py), the response's only output.
+
 Played position and pacing (what was sent, what the listener heard, where a
 pause froze it) are arithmetic in playout.py; a cancel truncates the item at
 the position heard."""
@@ -25,8 +28,8 @@ from opentelemetry import trace
 
 from common.audio import StreamResampler
 from common.tracing import current_trace_id, tracer
-from services.gateway import events, turn_end
-from services.gateway.backends.types import BackendError, ChatMessage, LlmUsage, Passage, Priority
+from services.gateway import events, function_call, turn_end
+from services.gateway.backends.types import BackendError, ChatMessage, LlmUsage, Passage, Priority, ToolCall, Tools
 from services.gateway.clauses import FastFirstClauseSplitter
 from services.gateway.held import HeldOutput
 from services.gateway.playout import Playout
@@ -48,7 +51,8 @@ CLAUSE_QUEUE = 32       # clauses generated ahead of synthesis
 class Response:
     def __init__(self, conv: "Conversation", *, messages: Sequence[ChatMessage], query: str,
                  modalities: list[str], timings: TurnTimings | None, metadata: dict[str, str],
-                 in_conversation: bool, max_tokens: int, held: bool = False) -> None:
+                 in_conversation: bool, max_tokens: int, held: bool = False,
+                 tools: Tools | None = None) -> None:
         cfg = conv.state.config
         self.conv, self.clock = conv, conv.clock
         self.id = new_id("resp")
@@ -83,6 +87,9 @@ class Response:
         self._partial: Clause | None = None   # the clause whose audio is still being made
         self.plan: tuple = ()              # what it was built from (set by the conversation)
         self.turn_id: str | None = None    # the user turn a preemptive run answers
+        self.tools = tools                 # offered to the LLM (None: none, or tool_choice "none")
+        self.call: ToolCall | None = None  # the LLM called a tool: the response is that call
+        self._item_opened = False          # the assistant item was announced
         # Tracing: this response's span is a child of the user turn's span; the
         # response that answers the turn (not a discarded preemptive run) ends it.
         self.turn_span: Any = None
@@ -173,8 +180,13 @@ class Response:
             self.task.cancel()
 
     def _start(self) -> None:
+        self.conv.emit(events.ev("response.created", response=response_object(self, "in_progress")))
+        if self.tools is None:    # with tools, the first word (not a call) opens it
+            self._open_item()
+
+    def _open_item(self) -> None:
         c = self.conv
-        c.emit(events.ev("response.created", response=response_object(self, "in_progress")))
+        self._item_opened = True
         prev = c.add_item(self.item) if self.in_conversation else None
         c.emit(events.ev("response.output_item.added", response_id=self.id, output_index=0,
                          item=self.item.wire()))
@@ -201,9 +213,14 @@ class Response:
             # lower CPU priority by the LLM service itself).
             async for delta in self.conv.backends.llm.generate(
                     self.messages, self.passages, self.max_tokens, self.id, self.usage,
-                    Priority.URGENT):
+                    Priority.URGENT, **({"tools": self.tools} if self.tools is not None else {})):
                 if self.timings.llm_first_token is None:
                     self.timings.llm_first_token = self.clock.now()
+                if function_call.take(self, delta):
+                    continue
+                if self.tools is not None and not self._item_opened:
+                    self._item_opened = True      # (a held run announces it at release, in order)
+                    self.hold.do(self._open_item)
                 self.text += delta
                 if self.audio_out:
                     for clause in splitter.push(delta):
@@ -303,6 +320,10 @@ class Response:
         return item_transcript(self.item, self.audio_out, self.text)
 
     def _finish_item(self, status: str) -> None:
+        if self.call is not None:
+            return                  # the function_call item is done (function_call.py)
+        if not self._item_opened:   # tools offered and no word came: the item is announced now
+            self._open_item()
         set_item_content(self.item, self.audio_out, self._transcript())
         self.item.status = status
         self.item.audio_ms = self.playout.sent_ms if self.audio_out else 0.0
@@ -314,7 +335,9 @@ class Response:
             self.conv.emit(events.ev("conversation.item.done", item=self.item.wire()))
 
     def _complete(self) -> None:
-        if self.audio_out:
+        if self.call is not None:
+            pass                    # no text, no audio: the call is the output
+        elif self.audio_out:
             self.item.audio_ms = self.playout.total_ms
             self.conv.emit(self._ev("response.output_audio.done"))
             self.conv.emit(self._ev("response.output_audio_transcript.done", transcript=self._transcript()))

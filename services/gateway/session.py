@@ -65,7 +65,7 @@ class SessionConfig:
     retrieval_k: int = 3
     max_output_tokens: int | str = "inf"
     tools: list[dict[str, Any]] = dataclasses.field(default_factory=list)
-    tool_choice: str = "auto"
+    tool_choice: str | dict[str, str] = "auto"   # auto | none | required | {"type": "function", "name"}
     # audio.input.noise_reduction: what the client says of its microphone.
     # "near_field" (a headset, a phone at the ear) carries no echo: the echo
     # canceller is off for the session; "far_field" (laptop, speakerphone) and

@@ -79,6 +79,9 @@ class Settings(ServiceSettings):
                              "the first words keeps its cores (0 = no change)")
     decode_threads: int = setting(1, "CPU threads for token-by-token decoding (0 = same as threads); "
                                   "prompt processing always uses threads")
+    tool_call_bias: float = setting(6.0, "tool_choice auto: logit bonus for a tool call's first token when "
+                                    "the model decides between calling a tool and answering in words "
+                                    "(services/llm/tools.py; higher = more calls)")
     kv_shift: bool = setting(True, "when a conversation's history window drops old turns, remove them from "
                              "the KV cache and shift the rest (llama.cpp context shift) instead of "
                              "evaluating the remaining history again")
@@ -107,7 +110,7 @@ def build_engine(s: Settings) -> LlmEngine:
     cfg = EngineConfig(limits=limits, system_prompt=s.system_prompt, passage_words=s.passage_words,
                        max_waiting=waiting,
                        wait_timeout_s=s.queue_timeout_s, urgent_tokens=s.urgent_tokens,
-                       affinity_wait_s=s.affinity_wait_s,
+                       affinity_wait_s=s.affinity_wait_s, call_bias=s.tool_call_bias,
                        # Batched, one decode thread does every answer's compute: a niced
                        # tail thread would only relay tokens from its queue.
                        tail_nice=0 if s.batch_slots > 0 else s.tail_nice)

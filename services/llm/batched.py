@@ -105,7 +105,14 @@ class BatchSlot:
         with self._ctx._lock:
             return list(self.cached)
 
-    def tokens(self, prompt: Sequence[int], sampling: ResolvedSampling) -> Iterator[int]:
+    # One sampler (sampling.py) for every sequence of the batch: no llama.cpp
+    # grammar, so tool calls are refused (the engine says so before queueing).
+    supports_grammar = False
+
+    def tokens(self, prompt: Sequence[int], sampling: ResolvedSampling, grammar: str | None = None,
+               ban_first: Sequence[int] = ()) -> Iterator[int]:
+        if grammar is not None or ban_first:
+            raise RuntimeError("the batched backend cannot decode under a grammar (tool calls)")
         job = _Job(list(prompt), Sampler(sampling, ban_first=self._ctx.stop_ids))
         self._ctx._submit(self, job)
         return _TokenStream(self._ctx, job)

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from common.stubs import common_pb2, llm_pb2
 from services.llm.schema import (
-    ChatMessage, Event, GenerateDone, GenerateRequest, Passage, Priority, Sampling, TokenDelta,
+    ChatMessage, Event, GenerateDone, GenerateRequest, InvalidRequest, Passage, Priority, Sampling, TokenDelta,
+    Tool, ToolCall, ToolChoice,
 )
 
 
@@ -32,12 +33,26 @@ def request_from_pb(req: llm_pb2.GenerateRequest) -> GenerateRequest:
         request_id=req.request_id,
         prefill=req.prefill,
         priority=priority_from_pb(req.priority),
+        tools=tuple(Tool(name=t.name, description=t.description, parameters_json=t.parameters_json)
+                    for t in req.tools),
+        tool_choice=tool_choice_from_pb(req.tool_choice),
+        tool_choice_name=req.tool_choice_name,
     )
+
+
+def tool_choice_from_pb(c: int) -> ToolChoice:
+    """A value from a newer proto is refused, not guessed (validate.py says which)."""
+    try:
+        return ToolChoice(c)
+    except ValueError:
+        raise InvalidRequest(f"tool_choice {c} is not one of AUTO, NONE, REQUIRED, FUNCTION") from None
 
 
 def event_to_pb(ev: Event) -> llm_pb2.GenerateResponse:
     if isinstance(ev, TokenDelta):
         return llm_pb2.GenerateResponse(delta=llm_pb2.TokenDelta(text=ev.text, index=ev.index))
+    if isinstance(ev, ToolCall):
+        return llm_pb2.GenerateResponse(tool_call=llm_pb2.ToolCall(name=ev.name, arguments=ev.arguments))
     if isinstance(ev, GenerateDone):
         return llm_pb2.GenerateResponse(done=llm_pb2.GenerateDone(
             finish_reason=ev.finish_reason, prompt_tokens=ev.prompt_tokens,

@@ -25,13 +25,14 @@ import threading
 import time
 from typing import AsyncIterator, Callable, Optional, Sequence
 
-from services.llm import budget, validate
+from services.llm import budget, tools, validate
 from services.llm.model import ChatTokenizer, ModelInstance
 from services.llm.pool import InstancePool, reused_tokens
 from services.llm.prompt import DEFAULT_SYSTEM_PROMPT, PASSAGE_WORDS, build_messages
 from services.llm.schema import (
     Busy, Event, GenerateDone, GenerateRequest, InvalidRequest, Priority, ResolvedSampling, TokenDelta,
 )
+from services.llm.tools import ToolPlan
 
 log = logging.getLogger(__name__)
 
@@ -53,6 +54,7 @@ class EngineConfig:
     stop_wait_s: float = 5.0      # bounded wait for a cancelled worker to stop
     urgent_tokens: int = 4        # tokens decoded at normal priority, the rest at tail_nice
     tail_nice: int = 0            # CPU priority (nice) of the rest of an answer; 0 = no change
+    call_bias: float = 0.0        # tool_choice auto: logit bonus for a call's first token (tools.py)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -62,6 +64,8 @@ class Prepared:
     sampling: ResolvedSampling
     max_tokens: int
     request_id: str
+    tools: Optional[ToolPlan] = None
+    call_tokens: int = 0          # a tool call's token budget
 
 
 class _Failed:
@@ -108,6 +112,7 @@ class LlmEngine:
             initializer=_nice_this_thread, initargs=(config.tail_nice,)) if config.tail_nice > 0 else None
         self._count_lock = threading.Lock()
         self.workers_running = 0   # token loops alive right now (tests and logs)
+        self._grammar = all(getattr(i, "supports_grammar", False) for i in instances)
 
     @property
     def n_ctx(self) -> int:
@@ -119,8 +124,15 @@ class LlmEngine:
         validate.check_messages(req, limits)
         max_tokens = validate.resolve_max_tokens(req, limits)
         sampling = validate.resolve_sampling(req, limits)
+        plan = tools.plan(req)
+        if plan is not None:
+            if not self._grammar:
+                raise InvalidRequest("tools: this LLM service runs the batched backend (LLM_BATCH_SLOTS), "
+                                     "which cannot decode under a grammar; tool calls need the "
+                                     "per-context backend (LLM_BATCH_SLOTS=0)")
+            self.tokenizer.check_grammar(plan.grammar)
         msgs = build_messages(req.messages, req.passages, self.config.system_prompt,
-                              self.config.passage_words)
+                              self.config.passage_words, plan.tools if plan else ())
         room = budget.answer_room(self.n_ctx)
         msgs, prompt, dropped = budget.fit(msgs, self.tokenizer.encode_chat, self.n_ctx - room)
         if dropped:
@@ -129,15 +141,17 @@ class LlmEngine:
         validate.check_context(len(prompt), self.n_ctx)
         # The answer may not run past the context window: clip, finish "length".
         max_tokens = min(max_tokens, self.n_ctx - len(prompt))
-        return Prepared(prompt, sampling, max_tokens, req.request_id)
+        return Prepared(prompt, sampling, max_tokens, req.request_id, plan,
+                        min(tools.MAX_CALL_TOKENS, self.n_ctx - len(prompt)))
 
     def prepare_prefill(self, req: GenerateRequest) -> list[int]:
         validate.check_messages(req, self.config.limits)
         if req.messages[-1].role not in ("user", "assistant"):
             raise InvalidRequest(f"prefill needs a user message last (the turn being spoken) or an "
                                  f"assistant message (the answer just given), got {req.messages[-1].role!r}")
+        plan = tools.plan(req)    # the tools' description: the same system prompt as the answer's
         msgs = build_messages(req.messages, req.passages, self.config.system_prompt,
-                              self.config.passage_words)
+                              self.config.passage_words, plan.tools if plan else ())
         room = budget.answer_room(self.n_ctx)      # the same cut as the answer will make
         msgs, _, _ = budget.fit(msgs, self.tokenizer.encode_chat, self.n_ctx - room)
         prompt = self.tokenizer.encode_chat_open(msgs)
@@ -251,7 +265,19 @@ class LlmEngine:
     def _loop(self, inst: ModelInstance, prep: Prepared, cancel: threading.Event,
               emit: Callable[[object], None], t0: float) -> GenerateDone:
         st = _LoopState(cached=reused_tokens(inst, prep.prompt))
-        it = inst.tokens(prep.prompt, prep.sampling)
+        plan, ban = prep.tools, ()
+        if plan is not None and not cancel.is_set():
+            call = plan.force
+            if plan.decide and not call:
+                call = tools.prefers_call(inst.first_logits(prep.prompt), self.tokenizer.call_openers(),
+                                          self.config.call_bias)
+            if call:
+                return self._call(inst, prep, cancel, emit, t0, st)
+            # An answer in words never starts as half a call (after a tool's
+            # result the model likes to write one out).
+            ban = tuple(self.tokenizer.call_openers())
+        it = inst.tokens(prep.prompt, prep.sampling, ban_first=ban) if ban else \
+            inst.tokens(prep.prompt, prep.sampling)
         try:
             if cancel.is_set():
                 st.finish = "cancelled"
@@ -276,6 +302,48 @@ class LlmEngine:
         return GenerateDone(finish_reason=st.finish, prompt_tokens=len(prep.prompt),
                             completion_tokens=n, time_to_first_token_ms=ttft_ms,
                             tokens_per_second=tps, cached_prompt_tokens=st.cached)
+
+    def _call(self, inst: ModelInstance, prep: Prepared, cancel: threading.Event,
+              emit: Callable[[object], None], t0: float, st: _LoopState) -> GenerateDone:
+        """Decode a tool call under the grammar (greedy, no repeat penalty: a
+        call is data, not prose, and JSON repeats its quotes) and emit it
+        whole, then the final event; a call cut short by its token budget is
+        dropped (finish "length")."""
+        greedy = dataclasses.replace(prep.sampling, temperature=0.0, repeat_penalty=1.0)
+        it = inst.tokens(prep.prompt, greedy, grammar=prep.tools.grammar)
+        text, finish = bytearray(), "stop"
+        try:
+            for token in it:
+                if cancel.is_set():
+                    finish = "cancelled"
+                    break
+                if inst.is_stop(token):
+                    break
+                st.n += 1
+                st.t_last = time.perf_counter()
+                if st.n == 1:
+                    st.t_first = st.t_last
+                text += inst.piece(token)
+                if st.n >= prep.call_tokens:
+                    finish = "length"
+                    break
+        finally:
+            close = getattr(it, "close", None)
+            if callable(close):
+                close()
+        if finish == "stop":
+            try:
+                emit(tools.parse_call(text.decode("utf-8", "replace")))
+                finish = "tool_call"
+            except ValueError:
+                log.warning("request %s: the tool call did not parse: %r", prep.request_id or "-", bytes(text[:200]))
+                finish = "length"
+        ttft_ms = (st.t_first - t0) * 1000.0 if st.n else 0.0
+        log.info("request %s: %s after %d tokens (prompt %d, %d from cache), ttft %.0f ms",
+                 prep.request_id or "-", finish, st.n, len(prep.prompt), st.cached, ttft_ms)
+        return GenerateDone(finish_reason=finish, prompt_tokens=len(prep.prompt), completion_tokens=st.n,
+                            time_to_first_token_ms=ttft_ms, tokens_per_second=0.0,
+                            cached_prompt_tokens=st.cached)
 
     @staticmethod
     def _steps(inst: ModelInstance, it, prep: Prepared, cancel: threading.Event,

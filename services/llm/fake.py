@@ -8,10 +8,13 @@ import os
 import threading
 from typing import Iterator, Optional, Sequence, Union
 
+import numpy as np
+
 from services.llm.pool import common_prefix
 from services.llm.schema import ResolvedSampling
 
 STOP = 0
+OPENER = 1   # the scripted "{": the token that opens a tool call
 
 
 class ScriptedTokenizer:
@@ -34,16 +37,35 @@ class ScriptedTokenizer:
         full = self.encode_chat(messages)
         return full[:-2]   # without the last message's "</s>" and the generation prompt
 
+    def call_openers(self) -> Sequence[int]:
+        return [OPENER]
+
+    def check_grammar(self, gbnf: str) -> None:
+        """Every grammar passes: the fake does not decode under it."""
+
 
 class ScriptedInstance:
     """Yields the scripted pieces as tokens, then a stop token.
 
     With ``gate`` set, each token waits for one ``gate.release()``: a test can
-    then hold the model mid-answer and count exactly how many tokens it sampled."""
+    then hold the model mid-answer and count exactly how many tokens it sampled.
+
+    Tools: ``call`` is what it "decodes" under a grammar (the grammar is only
+    recorded), and ``wants_call`` whether its first-token logits prefer a
+    call (an opener) to a word."""
+
+    supports_grammar = True
 
     def __init__(self, script: Sequence[Union[str, bytes]], gate: Optional[threading.Semaphore] = None,
-                 stop_at_end: bool = True) -> None:
+                 stop_at_end: bool = True, call: Sequence[Union[str, bytes]] = (),
+                 wants_call: bool = False) -> None:
         self.script = [p.encode() if isinstance(p, str) else p for p in script]
+        self.call = [p.encode() if isinstance(p, str) else p for p in call]
+        self.wants_call = wants_call
+        self._pieces = self.script
+        self.grammars: list[Optional[str]] = []     # per generation
+        self.banned_first: list[tuple[int, ...]] = []
+        self.decisions = 0                           # first_logits calls
         self.gate = gate
         self.stop_at_end = stop_at_end
         self.produced = 0          # tokens sampled by the current/last generation
@@ -64,17 +86,29 @@ class ScriptedInstance:
         self._cache = list(prompt)
         return len(prompt) - keep
 
-    def tokens(self, prompt: Sequence[int], sampling: ResolvedSampling) -> Iterator[int]:
+    def tokens(self, prompt: Sequence[int], sampling: ResolvedSampling, grammar: Optional[str] = None,
+               ban_first: Sequence[int] = ()) -> Iterator[int]:
         self.generations += 1
         self.produced = 0
         self.last_prompt = list(prompt)
         self.last_sampling = sampling
+        self.grammars.append(grammar)
+        self.banned_first.append(tuple(ban_first))
         self._cache = list(prompt)
+        self._pieces = self.call if grammar else self.script
         return self._gen()
+
+    def first_logits(self, prompt: Sequence[int]) -> np.ndarray:
+        self.decisions += 1
+        self._cache = list(prompt)
+        logits = np.zeros(4, dtype=np.float32)
+        logits[STOP] = -np.inf
+        logits[OPENER] = 2.0 if self.wants_call else -2.0
+        return logits
 
     def _gen(self) -> Iterator[int]:
         try:
-            for i in range(len(self.script)):
+            for i in range(len(self._pieces)):
                 if self.gate is not None:
                     self.gate.acquire()
                 self.produced += 1
@@ -91,4 +125,4 @@ class ScriptedInstance:
         return token == STOP
 
     def piece(self, token: int) -> bytes:
-        return self.script[token - 100]
+        return self._pieces[token - 100]

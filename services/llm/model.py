@@ -12,10 +12,14 @@ import importlib.util
 import logging
 import threading
 from pathlib import Path
-from typing import Iterator, Optional, Protocol, Sequence
+from typing import TYPE_CHECKING, Iterator, Optional, Protocol, Sequence
 
 from services.llm import reuse
-from services.llm.schema import ResolvedSampling
+from services.llm.schema import InvalidRequest, ResolvedSampling
+from services.llm.tools import is_opener
+
+if TYPE_CHECKING:
+    import numpy as np
 
 log = logging.getLogger(__name__)
 
@@ -41,13 +45,30 @@ class ChatTokenizer(Protocol):
     def encode_chat_open(self, messages: list[dict[str, str]]) -> list[int] | None:
         """The prompt up to the end of the last message's text (for prefill)."""
 
+    def call_openers(self) -> Sequence[int]:
+        """Tokens that open a JSON object: a tool call's first token (tools.py)."""
+
+    def check_grammar(self, gbnf: str) -> None:
+        """Raise InvalidRequest when llama.cpp would refuse the grammar."""
+
 
 class ModelInstance(Protocol):
+    # Whether tokens() honours ``grammar`` and first_logits() exists (tool calls).
+    supports_grammar: bool
+
     def cached_tokens(self) -> Sequence[int]:
         """Tokens currently held in this instance's KV cache (for prefix reuse)."""
 
-    def tokens(self, prompt: Sequence[int], sampling: ResolvedSampling) -> Iterator[int]:
-        """Sample tokens one at a time; closing the iterator stops generation."""
+    def tokens(self, prompt: Sequence[int], sampling: ResolvedSampling, grammar: str | None = None,
+               ban_first: Sequence[int] = ()) -> Iterator[int]:
+        """Sample tokens one at a time; closing the iterator stops generation.
+        ``grammar`` (GBNF) constrains every token; ``ban_first`` are tokens the
+        first one may not be (besides the stop tokens)."""
+
+    def first_logits(self, prompt: Sequence[int]) -> "np.ndarray":
+        """Evaluate ``prompt`` (reusing the cache) and return the next token's
+        logits, stop tokens at -inf; a tokens() call for the same prompt next
+        samples from them without another decode."""
 
     def prefill(self, prompt: Sequence[int]) -> int:
         """Evaluate ``prompt`` into the cache (reusing a shared prefix); returns tokens evaluated."""
@@ -111,6 +132,26 @@ class LlamaChatTokenizer:
         )
         self._lock = threading.Lock()
         self._specials = self._special_texts()
+        self._openers: list[int] | None = None
+
+    def call_openers(self) -> Sequence[int]:
+        """Every token whose text starts a JSON object (computed once)."""
+        with self._lock:
+            if self._openers is None:
+                model = self._vocab._model
+                self._openers = [t for t in range(self._vocab.n_vocab())
+                                 if is_opener(model.token_get_text(t).replace("\u0120", " "))]
+            return self._openers
+
+    def check_grammar(self, gbnf: str) -> None:
+        import llama_cpp
+
+        with self._lock:
+            sampler = llama_cpp.llama_sampler_init_grammar(self._vocab._model.vocab, gbnf.encode("utf-8"),
+                                                           b"root")
+        if not sampler:
+            raise InvalidRequest("tools: llama.cpp refused the grammar built from the tools' schemas")
+        llama_cpp.llama_sampler_free(sampler)
 
     def _special_texts(self) -> list[str]:
         """The text of every control token (<|im_start|>, <|im_end|>, ...),
@@ -163,6 +204,8 @@ class LlamaInstance:
     """One llama.cpp context. Not thread-safe: the pool hands it to one
     generation at a time."""
 
+    supports_grammar = True
+
     def __init__(self, opts: LlamaOptions, stop_ids: set[int]) -> None:
         from llama_cpp import Llama
 
@@ -211,7 +254,10 @@ class LlamaInstance:
         llm.n_tokens = keep          # eval() drops the KV cache past n_tokens
         return keep
 
-    def tokens(self, prompt: Sequence[int], sampling: ResolvedSampling) -> Iterator[int]:
+    def tokens(self, prompt: Sequence[int], sampling: ResolvedSampling, grammar: str | None = None,
+               ban_first: Sequence[int] = ()) -> Iterator[int]:
+        from llama_cpp import LlamaGrammar
+
         if sampling.seed is not None:
             self._llm.set_seed(sampling.seed)
         self._reuse(prompt)
@@ -220,17 +266,33 @@ class LlamaInstance:
         return self._llm.generate(
             list(prompt), top_k=sampling.top_k, top_p=sampling.top_p, temp=sampling.temperature,
             repeat_penalty=sampling.repeat_penalty, reset=True,
-            logits_processor=self._no_empty_answer(len(prompt)))
+            logits_processor=self._no_empty_answer(len(prompt), ban_first),
+            grammar=LlamaGrammar.from_string(grammar, verbose=False) if grammar else None)
 
-    def _no_empty_answer(self, n_prompt: int):
+    def first_logits(self, prompt: Sequence[int]) -> "np.ndarray":
+        import llama_cpp
+        import numpy as np
+
+        # At least the last prompt token is decoded: the context's logits must be this prompt's.
+        keep = min(self._reuse(prompt), len(prompt) - 1)
+        self._llm.n_tokens = keep
+        self._llm.eval(list(prompt[keep:]))
+        ptr = llama_cpp.llama_get_logits_ith(self._llm._ctx.ctx, -1)
+        logits = np.ctypeslib.as_array(ptr, shape=(self._llm.n_vocab(),)).copy()
+        logits[np.fromiter(self._stop, dtype=np.intc)] = -np.inf
+        return logits
+
+    def _no_empty_answer(self, n_prompt: int, ban_first: Sequence[int] = ()):
         """The answer's first token is never a stop token (llama.cpp's
         min_tokens=1): the tiny model sometimes ends at once, and an empty
         answer leaves the listener with silence (seen under load: a turn
-        answered with nothing, 1 in ~15). Later tokens sample as before."""
+        answered with nothing, 1 in ~15). Later tokens sample as before.
+        ``ban_first``: more tokens the first may not be (a call's openers
+        when the model chose to answer in words)."""
         import numpy as np
         from llama_cpp import LogitsProcessorList
 
-        stop = np.fromiter(self._stop, dtype=np.intc)
+        stop = np.fromiter([*self._stop, *ban_first], dtype=np.intc)
 
         def ban_stop_first(input_ids, scores):
             if len(input_ids) == n_prompt:

@@ -14,7 +14,8 @@ from __future__ import annotations
 from typing import Sequence
 
 from services.llm import passages as sentences
-from services.llm.schema import ChatMessage, Passage
+from services.llm import tools as tool_format
+from services.llm.schema import ChatMessage, Passage, Tool
 from services.llm.untrusted import defuse
 
 DEFAULT_SYSTEM_PROMPT = (
@@ -66,21 +67,34 @@ def grounding_message(passages: Sequence[Passage], question: str, passage_words:
 
 def build_messages(messages: Sequence[ChatMessage], passages: Sequence[Passage],
                    system_prompt: str = DEFAULT_SYSTEM_PROMPT,
-                   passage_words: int = PASSAGE_WORDS) -> list[dict[str, str]]:
+                   passage_words: int = PASSAGE_WORDS, tools: Sequence[Tool] = ()) -> list[dict[str, str]]:
     """The chat-template input: a system prompt first (ours unless the caller
-    sent one), the conversation, and the passages quoted in the last user turn."""
+    sent one) with the offered tools described (tools.py), the conversation
+    (earlier tool calls and results in the tool convention), and the
+    passages quoted in the last user turn."""
     out: list[dict[str, str]] = []
+    results: set[int] = set()    # tool results rendered as user turns: no question to ground
     for m in messages:
-        content = m.content
-        if m.role == "tool" and m.name:
-            content = f"[{m.name}] {content}"
+        role, content = m.role, m.content
+        if role == "tool":
+            # The template has no tool role the model knows: a result is quoted data in a user turn.
+            question = next((o["content"] for i, o in reversed(list(enumerate(out)))
+                             if o["role"] == "user" and i not in results), "")
+            role, content = "user", tool_format.render_result(m, question)
+            results.add(len(out))
+        elif role == "assistant" and m.tool_call_id:
+            content = tool_format.render_call(m)
         # Only the caller's system text may carry template markup: what the user
         # said, what the assistant said and tool outputs are data (untrusted.py).
-        out.append({"role": m.role, "content": content if m.role == "system" else defuse(content)})
+        out.append({"role": role, "content": content if role == "system" else defuse(content)})
     if not out or out[0]["role"] != "system":
         out.insert(0, {"role": "system", "content": system_prompt})
+        results = {i + 1 for i in results}
+    if tools:
+        out[0] = {"role": "system", "content": f"{out[0]['content']}\n\n{tool_format.system_text(tools)}"}
     if passages:
-        last_user = max((i for i, m in enumerate(out) if m["role"] == "user"), default=None)
+        last_user = max((i for i, m in enumerate(out) if m["role"] == "user" and i not in results),
+                        default=None)
         if last_user is not None:
             out[last_user] = {"role": "user", "content": grounding_message(passages, out[last_user]["content"],
                                                                           passage_words)}

@@ -48,6 +48,22 @@ class Priority(enum.IntEnum):
 
 
 @dataclasses.dataclass(frozen=True)
+class Tool:
+    """A function the model may call; its arguments are decoded under a
+    grammar built from ``parameters_json`` (tools.py)."""
+    name: str
+    description: str = ""
+    parameters_json: str = ""   # JSON schema of the arguments object; "" = no arguments
+
+
+class ToolChoice(enum.IntEnum):
+    AUTO = 0       # the model answers or calls (tools.py says how it decides)
+    NONE = 1       # the tools are not offered
+    REQUIRED = 2   # one of the tools is called
+    FUNCTION = 3   # the named tool is called
+
+
+@dataclasses.dataclass(frozen=True)
 class GenerateRequest:
     messages: tuple[ChatMessage, ...]
     passages: tuple[Passage, ...] = ()
@@ -56,6 +72,9 @@ class GenerateRequest:
     request_id: str = ""
     prefill: bool = False    # only warm an instance's cache with the prompt so far (see llm.proto)
     priority: Priority = Priority.URGENT
+    tools: tuple[Tool, ...] = ()
+    tool_choice: ToolChoice = ToolChoice.AUTO
+    tool_choice_name: str = ""   # ToolChoice.FUNCTION: which tool
 
     @property
     def background(self) -> bool:
@@ -80,8 +99,16 @@ class TokenDelta:
 
 
 @dataclasses.dataclass(frozen=True)
+class ToolCall:
+    """The model's call: ``arguments`` is JSON valid against the tool's schema."""
+    name: str
+    arguments: str
+
+
+@dataclasses.dataclass(frozen=True)
 class GenerateDone:
-    finish_reason: str       # "stop" | "length" | "cancelled" | "prefill" | "busy" (prefill only)
+    # "stop" | "length" | "cancelled" | "tool_call" | "prefill" | "busy" (prefill only)
+    finish_reason: str
     prompt_tokens: int
     completion_tokens: int
     time_to_first_token_ms: float
@@ -89,7 +116,7 @@ class GenerateDone:
     cached_prompt_tokens: int = 0   # prompt tokens reused from the instance's KV cache
 
 
-Event = Union[TokenDelta, GenerateDone]
+Event = Union[TokenDelta, ToolCall, GenerateDone]
 
 
 class InvalidRequest(ValueError):

@@ -22,8 +22,8 @@ class ChatServicer(llm_pb2_grpc.ChatServicer):
 
     async def Generate(self, request, context: grpc.aio.ServicerContext):
         async with self.stats.track():
-            req = convert.request_from_pb(request)
             try:
+                req = convert.request_from_pb(request)
                 gen = self.engine.generate(req)
                 try:
                     async for ev in gen:
@@ -38,7 +38,7 @@ class ChatServicer(llm_pb2_grpc.ChatServicer):
                 await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, str(exc))
             except (RuntimeError, OSError, ValueError) as exc:
                 # A model failure ends this stream only; the instance went back to the pool.
-                log.exception("request %s: generation failed", req.request_id or "-")
+                log.exception("request %s: generation failed", request.request_id or "-")
                 await context.abort(grpc.StatusCode.INTERNAL, f"generation failed: {exc}")
 
     async def GetStatus(self, request, context: grpc.aio.ServicerContext):

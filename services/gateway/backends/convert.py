@@ -6,7 +6,8 @@ from typing import Sequence
 
 from common.stubs import asr_pb2, common_pb2, llm_pb2, rag_pb2, tts_pb2, vad_pb2
 from services.gateway.backends.types import (
-    AsrParams, AsrResult, AudioPiece, ChatMessage, LlmUsage, Passage, Priority, VadEvent, VadParams,
+    AsrParams, AsrResult, AudioPiece, ChatMessage, LlmUsage, Passage, Priority, ToolCall, Tools, VadEvent,
+    VadParams,
 )
 
 _PRIORITY = {Priority.URGENT: common_pb2.PRIORITY_URGENT, Priority.BACKGROUND: common_pb2.PRIORITY_BACKGROUND}
@@ -79,27 +80,43 @@ def asr_result(resp: asr_pb2.RecognizeResponse) -> AsrResult:
                      resp.provisional)
 
 
+_CHOICE = {"auto": llm_pb2.TOOL_CHOICE_AUTO, "required": llm_pb2.TOOL_CHOICE_REQUIRED,
+           "function": llm_pb2.TOOL_CHOICE_FUNCTION}
+
+
 def generate_request(messages: Sequence[ChatMessage], passages: Sequence[Passage],
                      max_tokens: int, request_id: str, prefill: bool = False,
-                     prio: Priority = Priority.URGENT) -> llm_pb2.GenerateRequest:
-    return llm_pb2.GenerateRequest(
-        messages=[llm_pb2.ChatMessage(role=m.role, content=m.content) for m in messages],
+                     prio: Priority = Priority.URGENT, tools: Tools | None = None) -> llm_pb2.GenerateRequest:
+    req = llm_pb2.GenerateRequest(
+        messages=[llm_pb2.ChatMessage(role=m.role, content=m.content, name=m.name, tool_call_id=m.tool_call_id)
+                  for m in messages],
         passages=[common_pb2.Passage(source=p.source, title=p.title, text=p.text, score=p.score)
                   for p in passages],
         max_tokens=max_tokens, request_id=request_id, prefill=prefill, priority=priority(prio))
+    if tools is not None:
+        req.tools.extend(llm_pb2.Tool(name=t.name, description=t.description, parameters_json=t.parameters_json)
+                         for t in tools.specs)
+        req.tool_choice = _CHOICE[tools.choice]
+        req.tool_choice_name = tools.name
+    return req
 
 
 def prefill_request(messages: Sequence[ChatMessage], request_id: str,
-                    passages: Sequence[Passage] = ()) -> llm_pb2.GenerateRequest:
+                    passages: Sequence[Passage] = (), tools: Tools | None = None) -> llm_pb2.GenerateRequest:
     """Prefill only saves the answer time later: background, so it never
-    delays (or waits for) an answer someone is listening for."""
-    return generate_request(messages, passages, 0, request_id, prefill=True, prio=Priority.BACKGROUND)
+    delays (or waits for) an answer someone is listening for. The tools
+    are described in the system prompt: sent, so the prompts match."""
+    return generate_request(messages, passages, 0, request_id, prefill=True, prio=Priority.BACKGROUND,
+                            tools=tools)
 
 
-def generate_event(resp: llm_pb2.GenerateResponse, usage: LlmUsage) -> str | None:
-    """The delta text, or None for the final message (which fills ``usage``)."""
+def generate_event(resp: llm_pb2.GenerateResponse, usage: LlmUsage) -> str | ToolCall | None:
+    """The delta text, the model's tool call, or None for the final message
+    (which fills ``usage``)."""
     if resp.WhichOneof("event") == "delta":
         return resp.delta.text
+    if resp.WhichOneof("event") == "tool_call":
+        return ToolCall(resp.tool_call.name, resp.tool_call.arguments)
     if resp.WhichOneof("event") == "done":
         usage.prompt_tokens = resp.done.prompt_tokens
         usage.completion_tokens = resp.done.completion_tokens

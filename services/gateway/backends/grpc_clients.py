@@ -18,7 +18,7 @@ from services.gateway.backends import convert, health
 from services.gateway.backends.deadlines import DEFAULT_IDLE_S, ReplyWatch, read_within, wait_reply
 from services.gateway.backends.types import (
     AsrParams, AsrResult, AudioPiece, BackendError, ChatMessage, LlmUsage, Passage, Priority,
-    VadEvent, VadParams,
+    ToolCall, Tools, VadEvent, VadParams,
 )
 from services.gateway.faults.calls import inject, inject_duplex, inject_unary
 
@@ -170,10 +170,11 @@ class GrpcAsr(_Client):
 class GrpcLlm(_Client):
     async def generate(self, messages: Sequence[ChatMessage], passages: Sequence[Passage],
                        max_tokens: int, request_id: str, usage: LlmUsage,
-                       priority: Priority = Priority.URGENT) -> AsyncIterator[str]:
+                       priority: Priority = Priority.URGENT,
+                       tools: Tools | None = None) -> AsyncIterator[str | ToolCall]:
         stub = llm_pb2_grpc.ChatStub(self._channel)
         call = inject(self._faults, self.name, stub.Generate(
-            convert.generate_request(messages, passages, max_tokens, request_id, prio=priority),
+            convert.generate_request(messages, passages, max_tokens, request_id, prio=priority, tools=tools),
             metadata=inject_metadata(), timeout=self._timeout))
         try:
             while (resp := await read_within(call, self._idle, self.name, self.address,
@@ -191,11 +192,11 @@ class GrpcLlm(_Client):
 
 
     async def prefill(self, messages: Sequence[ChatMessage], request_id: str,
-                      passages: Sequence[Passage] = ()) -> str:
+                      passages: Sequence[Passage] = (), tools: Tools | None = None) -> str:
         """Warm an instance with a turn still being spoken; the finish reason."""
         stub = llm_pb2_grpc.ChatStub(self._channel)
         call = inject(self._faults, self.name, stub.Generate(
-            convert.prefill_request(messages, request_id, passages), metadata=inject_metadata(),
+            convert.prefill_request(messages, request_id, passages, tools), metadata=inject_metadata(),
             timeout=min(self._timeout, 5.0)))
         usage = LlmUsage()
         try:

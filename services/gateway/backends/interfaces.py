@@ -5,7 +5,8 @@ from __future__ import annotations
 from typing import AsyncIterator, Protocol, Sequence
 
 from services.gateway.backends.types import (
-    AsrParams, AsrResult, AudioPiece, ChatMessage, LlmUsage, Passage, Priority, VadEvent, VadParams,
+    AsrParams, AsrResult, AudioPiece, ChatMessage, LlmUsage, Passage, Priority, ToolCall, Tools, VadEvent,
+    VadParams,
 )
 
 
@@ -60,11 +61,13 @@ class LlmClient(Protocol):
 
     def generate(self, messages: Sequence[ChatMessage], passages: Sequence[Passage],
                  max_tokens: int, request_id: str, usage: LlmUsage,
-                 priority: Priority = Priority.URGENT) -> AsyncIterator[str]:
-        """Text deltas; fills ``usage`` at the end. Cancelling the iteration cancels the RPC."""
+                 priority: Priority = Priority.URGENT,
+                 tools: Tools | None = None) -> AsyncIterator[str | ToolCall]:
+        """Text deltas, or (with ``tools``) one ToolCall instead; fills
+        ``usage`` at the end. Cancelling the iteration cancels the RPC."""
 
     async def prefill(self, messages: Sequence[ChatMessage], request_id: str,
-                      passages: Sequence[Passage] = ()) -> str:
+                      passages: Sequence[Passage] = (), tools: Tools | None = None) -> str:
         """Warm a model instance with this history, whose last user message is
         still being spoken (nothing generated), and the passages retrieved for
         the words so far (quoted in that message, as the answer will have

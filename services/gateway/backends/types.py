@@ -58,6 +58,34 @@ class AsrResult:
 class ChatMessage:
     role: str
     content: str
+    name: str = ""           # role "tool": the tool; role "assistant" with tool_call_id: the tool called
+    tool_call_id: str = ""   # role "tool": the call answered; role "assistant": this message is that call
+
+
+@dataclasses.dataclass(frozen=True)
+class ToolSpec:
+    """A function the LLM may call (session.tools entry, as the LLM service takes it)."""
+
+    name: str
+    description: str = ""
+    parameters_json: str = ""   # JSON schema of the arguments; "" = none
+
+
+@dataclasses.dataclass(frozen=True)
+class Tools:
+    """What one response offers the LLM: the tools and the choice."""
+
+    specs: tuple[ToolSpec, ...]
+    choice: str = "auto"        # auto | required | function (choice "none" offers nothing: no Tools)
+    name: str = ""              # choice "function": the tool to call
+
+
+@dataclasses.dataclass(frozen=True)
+class ToolCall:
+    """The LLM's call of a tool: ``arguments`` is JSON valid against its schema."""
+
+    name: str
+    arguments: str
 
 
 @dataclasses.dataclass(frozen=True)

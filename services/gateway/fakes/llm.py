@@ -1,17 +1,20 @@
-"""FakeLlm: streams the scripted reply word by word; records every request
-(and prefill) and when it came. FakeRag: the scripted passages above the
+"""FakeLlm: streams the scripted reply word by word (a scripted ToolCall
+reply comes out whole, when the request offers tools); records every
+request (and prefill) and when it came. FakeRag: the scripted passages above the
 score floor, after ``latency_s``."""
 from __future__ import annotations
 
 import asyncio
 from typing import AsyncIterator, Sequence
 
-from services.gateway.backends.types import BackendError, ChatMessage, LlmUsage, Passage, Priority
+from services.gateway.backends.types import (
+    BackendError, ChatMessage, LlmUsage, Passage, Priority, ToolCall, Tools,
+)
 from services.gateway.fakes.base import FakeBackend
 
 
 class FakeLlm(FakeBackend):
-    def __init__(self, clock, replies: Sequence[str] = ("Hello there.",), first_token_s: float = 0.1,
+    def __init__(self, clock, replies: Sequence[str | ToolCall] = ("Hello there.",), first_token_s: float = 0.1,
                  token_s: float = 0.01) -> None:
         super().__init__("llm", clock)
         self.replies = list(replies)
@@ -24,13 +27,16 @@ class FakeLlm(FakeBackend):
         self.prefill_passages: list[list[Passage]] = []
         self.priorities: list[Priority] = []     # of generate calls, in order
         self.max_tokens: list[int] = []          # of generate calls, in order
+        self.tools: list[Tools | None] = []      # of generate calls, in order
+        self.prefill_tools: list[Tools | None] = []
         self.prefill_s = 0.02
         self.cancelled = self.completed = 0
 
     async def prefill(self, messages: Sequence[ChatMessage], request_id: str,
-                      passages: Sequence[Passage] = ()) -> str:
+                      passages: Sequence[Passage] = (), tools: Tools | None = None) -> str:
         self._check()
         self.prefills.append(list(messages))
+        self.prefill_tools.append(tools)
         self.prefill_passages.append(list(passages))
         self.prefill_ids.append(request_id)
         await self.clock.sleep(self.prefill_s)
@@ -38,14 +44,24 @@ class FakeLlm(FakeBackend):
 
     async def generate(self, messages: Sequence[ChatMessage], passages: Sequence[Passage],
                        max_tokens: int, request_id: str, usage: LlmUsage,
-                       priority: Priority = Priority.URGENT) -> AsyncIterator[str]:
+                       priority: Priority = Priority.URGENT,
+                       tools: Tools | None = None) -> AsyncIterator[str | ToolCall]:
         self._check()
         reply = self.replies[min(len(self.requests), len(self.replies) - 1)]
         self.requests.append(list(messages))
+        self.tools.append(tools)
         self.priorities.append(priority)
         self.max_tokens.append(max_tokens)
         self.requested_at.append(self.clock.now())
         self.passages.append(list(passages))
+        if isinstance(reply, ToolCall) and tools is None:
+            reply = "I have no tools."   # a model offered no tools cannot call one
+        if isinstance(reply, ToolCall):
+            await self.clock.sleep(self.first_token_s)
+            yield reply
+            usage.completion_tokens, usage.finish_reason = 10, "tool_call"
+            self.completed += 1
+            return
         words = reply.split(" ")
         try:
             await self.clock.sleep(self.first_token_s)
