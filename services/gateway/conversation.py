@@ -23,6 +23,7 @@ from services.gateway.protocol import ProtocolError
 from services.gateway.response import Response
 from services.gateway.response_wire import truncate_item
 from services.gateway.session import Item, SessionState
+from services.gateway.session_update import session_update
 from services.gateway.settings import GatewaySettings
 from services.gateway.supervise import Supervisor
 from services.gateway.turn_state import UserTurn
@@ -159,11 +160,11 @@ class Conversation:
 
     async def _on_session_update(self, ev: dict) -> None:
         old = self.state.config
-        cfg, resume = protocol.session_update(ev, old, default_turn_detection(self.settings))
+        cfg, resume = session_update(ev, old, default_turn_detection(self.settings))
         if resume and resume != self.state.id:
             await self._resume(ev, resume)
             old = self.state.config
-            cfg, _ = protocol.session_update(ev, old, default_turn_detection(self.settings))
+            cfg, _ = session_update(ev, old, default_turn_detection(self.settings))
         self.state.config = cfg
         self.turns.sync_vad()
         if cfg.turn_detection and old.turn_detection and (
