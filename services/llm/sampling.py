@@ -34,13 +34,11 @@ class Sampler:
         # Tokens the first sample may not be (the stop tokens: an answer is never
         # empty, as LlamaInstance does for the per-context backend).
         self._ban = np.fromiter(ban_first, dtype=np.int64) if ban_first else None
-        self._first = True
 
     def __call__(self, logits: np.ndarray) -> int:
-        if self._first and self._ban is not None:
+        if not self.recent and self._ban is not None:     # the first sample
             logits = logits.copy()
             logits[self._ban] = -np.inf
-        self._first = False
         token = sample(logits, self.sampling, self.recent, self.rng)
         self.recent.append(token)
         return token
