@@ -13,6 +13,7 @@ from common.clock import VirtualClock
 from services.gateway.conversation import Conversation
 from services.gateway.defaults import default_config
 from services.gateway.fakes import FakeBackends
+from services.gateway.fakes.vad import FRAME_MS as FAKE_VAD_FRAME_MS
 from services.gateway.session import SessionState
 from services.gateway.settings import GatewaySettings
 from services.gateway.store import SessionStore
@@ -33,9 +34,14 @@ class Timed:
 class ScriptedSession:
     def __init__(self, backends: FakeBackends | None = None, clock: VirtualClock | None = None,
                  settings: GatewaySettings | None = None, input_rate: int = 16000,
-                 **fake_script: Any) -> None:
+                 chunked: bool = False, **fake_script: Any) -> None:
+        """``chunked``: audio reaches the fake VAD and ASR in the settings'
+        vad_chunk_ms/asr_chunk_ms chunks; otherwise (most tests, whose times are
+        exact to the fake VAD's 10 ms frames) each step's audio as it comes."""
         self.clock = clock or VirtualClock()
         self.settings = settings or GatewaySettings(redis_url="")
+        if not chunked:
+            self.settings = dataclasses.replace(self.settings, vad_chunk_ms=FAKE_VAD_FRAME_MS, asr_chunk_ms=0)
         self.b = backends or FakeBackends.create(self.clock, **fake_script)
         self.store = SessionStore("", self.settings.session_ttl_s)
         state = SessionState(id="sess_test", config=default_config(self.settings))

@@ -90,6 +90,14 @@ class GatewaySettings:
                                       "medium and auto")
     semantic_low_ms: int = setting(3000, "semantic_vad: silence an incomplete turn waits, eagerness low")
     vad_min_speech_ms: int = setting(120, "VAD speech before it reports speech started")
+    # Clients send 10-40 ms chunks; each gRPC message costs more CPU (~1 ms across
+    # both ends) than the VAD's model does on a frame (0.12 ms): audio is sent in
+    # whole VAD frames (silero: 32 ms, nothing is decided on part of one, so no
+    # delay) and, while speech lasts, to the ASR in chunks of asr_chunk_ms (an
+    # interim may start that much later; a flush or end of utterance sends the rest).
+    vad_chunk_ms: int = setting(32, "audio is sent to the VAD in whole chunks of this many ms "
+                                "(its frame: 32 ms for silero)")
+    asr_chunk_ms: int = setting(64, "speech is sent to the ASR in chunks of at least this many ms")
     # The assistant's own voice, played on speakers, comes back into the
     # microphone; cancelled with the played audio as reference (echo.py,
     # measured in docs/benchmarks.md: ~25 dB, ~1% of a core per session while playing).

@@ -59,6 +59,7 @@ class TurnTaker:
         self._asr_index = 0
         self._asr_segments: dict[int, Segment] = {}
         self._asr_sent_to = 0.0
+        self._vad_sent_to = 0.0
         self._endpoint_task: asyncio.Task | None = None
         self.bargein = BargeIn(self)
         b = conv.backends
@@ -105,7 +106,7 @@ class TurnTaker:
 
     def _vad_up(self, stream) -> None:
         # The new stream's first sample is the next one we send.
-        self._vad_base_ms = self.conv.ring.end_ms
+        self._vad_base_ms = self._vad_sent_to = self.conv.ring.end_ms
 
     def _asr_up(self, stream) -> None:
         self._asr_index = 0
@@ -133,11 +134,16 @@ class TurnTaker:
     # -- audio ----------------------------------------------------------------------
     async def feed(self, pcm16k: bytes) -> None:
         """Audio just added to the ring buffer."""
+        settings, ring = self.conv.settings, self.conv.ring
         if self._vad_task is not None:
-            await self.vad.send("send", pcm16k)
+            due = ring.end_ms - self._vad_sent_to
+            if due >= settings.vad_chunk_ms:   # whole VAD frames only (settings.py)
+                upto = self._vad_sent_to + due // settings.vad_chunk_ms * settings.vad_chunk_ms
+                pcm, self._vad_sent_to = ring.slice(self._vad_sent_to, upto), upto
+                await self.vad.send("send", pcm)
         if self.td is None and self.segment is None and pcm16k:
             await self._open_manual_segment(len(pcm16k) / 32.0)
-        elif self.segment is not None:
+        elif self.segment is not None and ring.end_ms - self._asr_sent_to >= settings.asr_chunk_ms:
             await self.asr_send_upto()
         if self.turn is not None and self.turn.barge_in and not self.turn.confirmed:
             if not self.bargein.confirm(self.turn):
