@@ -97,8 +97,12 @@ class VadStream:
     def audio_processed_ms(self) -> int:
         return round(self.segmenter.frames * FRAME_MS)
 
+    def frames_in(self, nbytes: int) -> int:
+        """Whole frames a push of ``nbytes`` of PCM16 would classify."""
+        return (self._pending_samples.size + nbytes // 2) // FRAME_SAMPLES
+
     def push(self, pcm: bytes) -> PushResult:
-        """Classify every whole frame now available (blocking: run off the event loop)."""
+        """Classify every whole frame now available (blocking: ~0.6 ms of CPU per frame)."""
         check_pcm16(pcm)
         samples = np.frombuffer(pcm, dtype="<i2").astype(np.float32) / 32768.0
         if self.turn_audio is not None:
