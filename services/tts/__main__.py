@@ -3,7 +3,9 @@ voice loading and the gRPC server."""
 from __future__ import annotations
 
 import dataclasses
+import logging
 
+from common.cores import host_cores
 from common.config import ServiceSettings, load_settings, setting
 from common.server import run, serve
 from common.stubs import tts_pb2, tts_pb2_grpc
@@ -15,12 +17,18 @@ from services.tts.voices import default_voice_files, load_voices
 from stack.components import by_name
 
 COMPONENT = by_name("tts")
+log = logging.getLogger("tts")
 
 
 @dataclasses.dataclass
 class Settings(ServiceSettings):
     port: int = setting(COMPONENT.port, "gRPC port")
     metrics_port: int = setting(COMPONENT.metrics_port, "Prometheus /metrics port (0 = off)")
+    # A second thread per synthesis cost 40 % more CPU per second of speech (0.193 against
+    # 0.139 CPU s) for no first-audio gain measurable on 2 cores (docs/capacity-rechecks.md,
+    # re-check 4): the cores go to the workers, i.e. to clauses of different streams.
+    threads: int = setting(0, "onnxruntime threads per synthesis (0 = from the host: cores / workers, "
+                              "at least 1; 1 on 2 cores)")
     voices_dir: str = setting("", "folder of extra piper voices (NAME.onnx + NAME.onnx.json); empty = none")
     default_voice: str = setting("", "voice used when a request names none (empty = en_US-joe-medium)")
     max_chars: int = setting(4000, "longest text accepted in one request, in characters")
@@ -40,8 +48,11 @@ async def main() -> None:
     label = s.default_voice or default_voice_files()[0].name[: -len(".onnx")]
 
     def load() -> TtsEngine:
-        voices = load_voices(s.voices_dir, threads=s.threads, device=s.device)
-        scheduler = Scheduler(s.workers, s.background_max_wait_s, s.urgent_workers,
+        workers = s.workers or host_cores()
+        threads = s.threads or max(1, host_cores() // workers)
+        log.info("sized for %d cores: %d workers x %d threads per synthesis", host_cores(), workers, threads)
+        voices = load_voices(s.voices_dir, threads=threads, device=s.device)
+        scheduler = Scheduler(workers, s.background_max_wait_s, s.urgent_workers,
                               on_wait=metrics.observe_wait, on_depth=metrics.set_depth)
         engine = TtsEngine(voices, s.default_voice, max_chars=s.max_chars, chunk_ms=s.chunk_ms,
                            scheduler=scheduler)
