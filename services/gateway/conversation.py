@@ -76,18 +76,23 @@ class Conversation:
         self.spawn(self.supervisor.run("audio-pump", self._pump), "audio-pump")
 
     async def close(self) -> None:
+        """Cancel every task, wait for them (bounded), store the session. Cancelled
+        while waiting, it still discards the queues and stores the session; the
+        tasks, already cancelled, end by themselves."""
         self.closed = True
         tasks = list(self._tasks)
         for t in tasks:
             t.cancel()
-        if tasks:
-            done, pending = await asyncio.wait(tasks, timeout=self.settings.cancel_wait_s)
-            if pending:
-                log.error("session %s: %d tasks did not stop %.1f s after cancel: %s", self.state.id,
-                          len(pending), self.settings.cancel_wait_s, [t.get_name() for t in pending])
-        self.audio_q.discard()
-        self.outbox.discard()
-        self.save()
+        try:
+            if tasks:
+                done, pending = await asyncio.wait(tasks, timeout=self.settings.cancel_wait_s)
+                if pending:
+                    log.error("session %s: %d tasks did not stop %.1f s after cancel: %s", self.state.id,
+                              len(pending), self.settings.cancel_wait_s, [t.get_name() for t in pending])
+        finally:
+            self.audio_q.discard()
+            self.outbox.discard()
+            self.save()
 
     # -- output -----------------------------------------------------------------------
     def emit(self, event: dict[str, Any], *, response_id: str | None = None, audio_ms: float = 0.0) -> None:
