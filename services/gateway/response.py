@@ -431,10 +431,11 @@ class Response:
 
     def truncate(self, audio_end_ms: float, emit: bool = True) -> float:
         """Cut the item to ``audio_end_ms`` (clamped to the audio sent, never
-        rejected for being too large); returns the value used."""
+        rejected for being too large); returns the value used. Announced only
+        for an item in the conversation (not an out-of-band response's)."""
         end = truncate_end(audio_end_ms, self.playout.sent_ms if self.started else 0.0)
         truncate_item(self.item, end)
-        if emit:
+        if emit and self.in_conversation:
             self.conv.emit(events.ev("conversation.item.truncated", item_id=self.item.id,
                                      content_index=0, audio_end_ms=int(end)))
         return end
