@@ -18,8 +18,11 @@ responses in progress (created, not done). Invariants:
 - at the end of a session its tasks are gone, its admission slot is free,
   and what it stored is within bounds.
 
-Deterministic (derandomize, no example database), ~60-90 s on 2 cores:
-    FUZZ_SM_EXAMPLES=100 FUZZ_SM_STEPS=50 .venv/bin/python -m pytest tests/fuzz/test_protocol_statemachine.py"""
+Deterministic (derandomize, no example database), about a minute on 2 cores:
+    FUZZ_SM_EXAMPLES=250 FUZZ_SM_STEPS=50 .venv/bin/python -m pytest tests/fuzz/test_protocol_statemachine.py
+Exploring other examples: FUZZ_SM_RANDOM=1 (and --hypothesis-seed=N to replay
+a run); FUZZ_SM_SHRINK=1 shrinks a failure. A failure found this way is kept
+as a regression test of its own (as tests/unit/test_gateway_session_close.py)."""
 from __future__ import annotations
 
 import asyncio
@@ -39,10 +42,13 @@ from tests.fuzz import strategies as s
 from tests.fuzz.client_events import JUNK_KINDS, ClientEvents, junk
 from tests.fuzz.harness import MAX_MESSAGE_BYTES, ErrorLog, check_stored, fuzz_app, read_to_marker
 
-EXAMPLES = int(os.environ.get("FUZZ_SM_EXAMPLES", "150"))
+EXAMPLES = int(os.environ.get("FUZZ_SM_EXAMPLES", "250"))
 # Shrinking replays a failure many times against a gateway whose timing varies
 # (minutes, often inconclusive): off unless asked for. A failure prints all its steps.
 SHRINK = os.environ.get("FUZZ_SM_SHRINK", "") == "1"
+# The same examples on every run, unless exploring: FUZZ_SM_RANDOM=1 (with
+# pytest's --hypothesis-seed=N to replay one such run).
+DERANDOMIZE = os.environ.get("FUZZ_SM_RANDOM", "") != "1"
 STEPS = int(os.environ.get("FUZZ_SM_STEPS", "50"))
 MAX_ITEMS = 8           # small, so that the oldest items leave within an example
 # Errors of commit and clear come from the audio pump, after later events.
@@ -86,13 +92,15 @@ class ProtocolMachine(RuleBasedStateMachine):
     client: TestClient      # set by the test: one app for every example
     errlog: ErrorLog
     baseline_tasks = 0
-    messages = 0            # client messages sent, over all examples
+    sent = 0                # client messages sent by rules (markers not counted), all examples
+    first_failure: str | None = None
 
     def __init__(self) -> None:
         super().__init__()
         self.model = Model()
         self.n = 0
         self.async_ids: set[str] = set()
+        self.log: list[str] = []
         self._cm = self.client.websocket_connect("/v1/realtime")
         self.ws = self._cm.__enter__()
         self.sid = self.ws.receive_json()["session"]["id"]
@@ -107,7 +115,22 @@ class ProtocolMachine(RuleBasedStateMachine):
         one error names it), "ok" (none does, unless ``allowed`` says the
         model explains it) or "async" (its error, if any, may come later).
         Returns the events read, for the rule's own checks."""
-        ProtocolMachine.messages += 2
+        ProtocolMachine.sent += 1
+        self.log.append(text[:300])
+        try:
+            return self._check(text, eid, expect, allowed)
+        except Exception as exc:
+            self.remember(exc)
+            raise
+
+    def remember(self, exc: Exception) -> None:
+        """The first failure, with the messages before it: one that does not
+        happen again when hypothesis replays it (timing) is reported as flaky
+        and its own message is otherwise lost."""
+        if ProtocolMachine.first_failure is None:
+            ProtocolMachine.first_failure = f"{type(exc).__name__}: {exc}\nafter: " + "\n  ".join(self.log[-12:])
+
+    def _check(self, text: str, eid: str | None, expect: str, allowed: Allowed | None) -> list[dict]:
         self.ws.send_text(text)
         events = read_to_marker(self.ws, f"mark{self.n}")
         mine = []
@@ -290,6 +313,13 @@ class ProtocolMachine(RuleBasedStateMachine):
 
     def teardown(self) -> None:
         try:
+            self._teardown()
+        except Exception as exc:
+            self.remember(exc)
+            raise
+
+    def _teardown(self) -> None:
+        try:
             # A client streams its microphone: silence in real time lets a user
             # turn that started over a response end (and the response with it).
             silence = json.dumps({"type": "input_audio_buffer.append", "audio": SILENCE_50MS})
@@ -326,9 +356,16 @@ def test_protocol_state_machine():
     t0 = time.monotonic()
     with ErrorLog() as errlog, TestClient(fuzz_app(max_items=MAX_ITEMS)) as client:
         ProtocolMachine.client, ProtocolMachine.errlog = client, errlog
-        ProtocolMachine.baseline_tasks, ProtocolMachine.messages = tasks(client), 0
-        run_state_machine_as_test(ProtocolMachine, settings=settings(
-            max_examples=EXAMPLES, stateful_step_count=STEPS, derandomize=True, database=None,
-            deadline=None, suppress_health_check=list(HealthCheck), print_blob=True,
-            phases=list(Phase) if SHRINK else [p for p in Phase if p != Phase.shrink]))
-    print(f"\nstate machine: {ProtocolMachine.messages} client messages in {time.monotonic() - t0:.1f} s")
+        ProtocolMachine.baseline_tasks, ProtocolMachine.sent = tasks(client), 0
+        ProtocolMachine.first_failure = None
+        try:
+            run_state_machine_as_test(ProtocolMachine, settings=settings(
+                max_examples=EXAMPLES, stateful_step_count=STEPS, derandomize=DERANDOMIZE, database=None,
+                deadline=None, suppress_health_check=list(HealthCheck), print_blob=True,
+                phases=list(Phase) if SHRINK else [p for p in Phase if p != Phase.shrink]))
+        except BaseException:
+            if ProtocolMachine.first_failure:
+                print(f"\nfirst failure: {ProtocolMachine.first_failure}")
+            raise
+    print(f"\nstate machine: {EXAMPLES} sessions, {ProtocolMachine.sent} client messages (each followed "
+          f"by a marker) in {time.monotonic() - t0:.1f} s")
