@@ -13,7 +13,7 @@ from typing import Any
 from hypothesis import strategies as st
 
 from services.gateway import limits
-from services.gateway.session import EAGERNESS, SUPPORTED_INPUT_RATES, SUPPORTED_OUTPUT_RATES
+from services.gateway.session import SUPPORTED_INPUT_RATES, SUPPORTED_OUTPUT_RATES
 from tests.fuzz.client_events import LONG_STRINGS, SCALARS
 
 class Long(str):

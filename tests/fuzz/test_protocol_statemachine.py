@@ -37,7 +37,6 @@ from hypothesis import HealthCheck, Phase, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, rule, run_state_machine_as_test
 
-from services.gateway.protocol import CLIENT_EVENTS
 from tests.fuzz import strategies as s
 from tests.fuzz.client_events import JUNK_KINDS, ClientEvents, junk
 from tests.fuzz.harness import MAX_MESSAGE_BYTES, ErrorLog, check_stored, fuzz_app, read_to_marker
