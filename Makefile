@@ -57,7 +57,8 @@ test-deploy: install-dev
 test-browser: install-dev
 	$(PYTEST) tests/browser
 
-## The protocol fuzzer: FUZZ_EVENTS (default 100,000) seeded client messages.
+## The protocol fuzzers: FUZZ_EVENTS (default 100,000) seeded client messages, and the
+## hypothesis state machine (FUZZ_SM_EXAMPLES sessions of FUZZ_SM_STEPS events, 250 x 50).
 test-fuzz: install-dev
 	$(PYTEST) tests/fuzz
 

@@ -121,11 +121,18 @@ async def _session(ws: WebSocket, ctx: Any, principal: access.Principal, sub: st
     try:
         await _read(ws, conv, settings.max_message_bytes)
     finally:
+        # Also when this handler is cancelled (a server shutting down, a test
+        # client's exit): every await below then raises at once, and the
+        # session's tasks must still be cancelled, not left running for ever.
         writer.cancel()
-        await asyncio.wait([writer], timeout=1.0)
-        await conv.close()
-        metrics.ACTIVE_SESSIONS.labels(**metrics.base()).dec()
-        log.info("session %s closed", conv.state.id)
+        try:
+            await asyncio.wait([writer], timeout=1.0)
+        finally:
+            try:
+                await conv.close()
+            finally:
+                metrics.ACTIVE_SESSIONS.labels(**metrics.base()).dec()
+                log.info("session %s closed", conv.state.id)
 
 
 async def _read(ws: WebSocket, conv: Conversation, max_bytes: int) -> None:

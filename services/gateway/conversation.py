@@ -76,18 +76,23 @@ class Conversation:
         self.spawn(self.supervisor.run("audio-pump", self._pump), "audio-pump")
 
     async def close(self) -> None:
+        """Cancel every task, wait for them (bounded), store the session. Cancelled
+        while waiting, it still discards the queues and stores the session; the
+        tasks, already cancelled, end by themselves."""
         self.closed = True
         tasks = list(self._tasks)
         for t in tasks:
             t.cancel()
-        if tasks:
-            done, pending = await asyncio.wait(tasks, timeout=self.settings.cancel_wait_s)
-            if pending:
-                log.error("session %s: %d tasks did not stop %.1f s after cancel: %s", self.state.id,
-                          len(pending), self.settings.cancel_wait_s, [t.get_name() for t in pending])
-        self.audio_q.discard()
-        self.outbox.discard()
-        self.save()
+        try:
+            if tasks:
+                done, pending = await asyncio.wait(tasks, timeout=self.settings.cancel_wait_s)
+                if pending:
+                    log.error("session %s: %d tasks did not stop %.1f s after cancel: %s", self.state.id,
+                              len(pending), self.settings.cancel_wait_s, [t.get_name() for t in pending])
+        finally:
+            self.audio_q.discard()
+            self.outbox.discard()
+            self.save()
 
     # -- output -----------------------------------------------------------------------
     def emit(self, event: dict[str, Any], *, response_id: str | None = None, audio_ms: float = 0.0) -> None:
@@ -106,16 +111,19 @@ class Conversation:
         self.store.save(self.state)
 
     def add_item(self, item: Item) -> str | None:
-        prev = self.state.insert(item, None)
-        self.bound_items()
-        self.save()
-        return prev
+        self.state.insert(item, None)
+        return self.bound_items(item.id)
 
-    def bound_items(self) -> None:
-        """Keep at most settings.max_items: the oldest leave, and the client hears it."""
-        while len(self.state.items) > max(1, self.settings.max_items):
-            old = self.state.items.pop(0)
+    def bound_items(self, added: str) -> str | None:
+        """Keep at most settings.max_items: the oldest leave, announced, never the item just
+        ``added`` (even added first); saves. Returns the id of the item ``added`` follows."""
+        items = self.state.items
+        while len(items) > max(1, self.settings.max_items):
+            old = items.pop(1 if items[0].id == added else 0)
             self.emit(events.ev("conversation.item.deleted", item_id=old.id))
+        self.save()
+        at = next(i for i, it in enumerate(items) if it.id == added)
+        return items[at - 1].id if at else None
 
     # -- input audio ---------------------------------------------------------------------
     async def _pump(self) -> None:
@@ -221,12 +229,11 @@ class Conversation:
             raise ProtocolError("item_already_exists", f"conversation.item.create: an item with id "
                                 f"'{item.id}' already exists", "item.id", ev.get("event_id"))
         try:
-            after = self.state.insert(item, prev)
+            self.state.insert(item, prev)
         except KeyError:
             raise ProtocolError("item_not_found", f"conversation.item.create: previous_item_id '{prev}' "
                                 "is not in the conversation", "previous_item_id", ev.get("event_id")) from None
-        self.bound_items()
-        self.save()
+        after = self.bound_items(item.id)
         self.emit(events.ev("conversation.item.added", previous_item_id=after, item=item.wire()))
         self.emit(events.ev("conversation.item.done", previous_item_id=after, item=item.wire()))
 
@@ -357,7 +364,7 @@ class Conversation:
         self.emit(events.ev("input_audio_buffer.committed", previous_item_id=prev, item_id=turn.item_id))
         item = Item(id=turn.item_id, role="user", content=[{"type": "input_audio", "transcript": None}])
         self.state.insert(item, None)
-        self.bound_items()
+        prev = self.bound_items(item.id)
         self.emit(events.ev("conversation.item.added", previous_item_id=prev, item=item.wire()))
         item.content = [{"type": "input_audio", "transcript": text}]
         self.emit(events.ev("conversation.item.input_audio_transcription.completed", item_id=item.id,

@@ -331,7 +331,7 @@ class Response:
         self.conv.emit(self._ev("response.content_part.done", part=part))
         self.conv.emit(events.ev("response.output_item.done", response_id=self.id, output_index=0,
                                  item=self.item.wire()))
-        if self.in_conversation:
+        if self._in_conversation():
             self.conv.emit(events.ev("conversation.item.done", item=self.item.wire()))
 
     def _complete(self) -> None:
@@ -429,12 +429,18 @@ class Response:
             self.truncate(heard, emit=True)   # interrupted while the tail was playing
         self.conv.save()
 
+    def _in_conversation(self) -> bool:
+        """The item is in the conversation now: not out-of-band, not deleted
+        (by the client, or pushed out by newer items) while answering."""
+        return self.in_conversation and self.conv.state.find(self.item.id) is not None
+
     def truncate(self, audio_end_ms: float, emit: bool = True) -> float:
         """Cut the item to ``audio_end_ms`` (clamped to the audio sent, never
-        rejected for being too large); returns the value used."""
+        rejected for being too large); returns the value used. Announced only
+        for an item in the conversation (not an out-of-band response's)."""
         end = truncate_end(audio_end_ms, self.playout.sent_ms if self.started else 0.0)
         truncate_item(self.item, end)
-        if emit:
+        if emit and self._in_conversation():
             self.conv.emit(events.ev("conversation.item.truncated", item_id=self.item.id,
                                      content_index=0, audio_end_ms=int(end)))
         return end

@@ -15,6 +15,33 @@ from typing import Any, Callable
 from services.gateway.protocol import CLIENT_EVENTS
 
 TYPES = list(CLIENT_EVENTS)
+# Values for any field: right and wrong types, edges, long and odd strings
+# (plus "x" * one of LONG_STRINGS). Shared with the hypothesis strategies.
+SCALARS = (
+    None, True, False, 0, 1, -1, 7, 2 ** 31, -(2 ** 63), 10 ** 18, 0.5, -0.0, 1e300, 3.7,
+    "", "x", "audio", "text", "inf", "server_vad", "default", "auto", "none", "user", "assistant",
+    "system", "message", "function_call", "é" * 40, "\u0000\ud7ff",
+)
+LONG_STRINGS = (300, 20_000)
+JUNK_KINDS = 6
+
+
+def junk(kind: int, depth: int = 40, value: Any = None) -> tuple[str, str | None]:
+    """Text that is not a valid event (0 <= kind < JUNK_KINDS): cut-off JSON,
+    nesting ``depth`` deep, a 5000-digit integer, NaN, ``value`` as JSON (any
+    JSON, rarely an event), bytes that are not JSON. With the event_id it
+    carries, which the gateway must find even though it cannot decode it."""
+    if kind == 0:
+        return '{"type": "session.update", "event_id": "bad", "session": {', "bad"
+    if kind == 1:
+        return '{"type": "response.create", "event_id": "deep", "response": ' + "[" * depth + "]" * depth + "}", "deep"
+    if kind == 2:
+        return '{"type": "response.create", "event_id": "bigint", "x": ' + "9" * 5000 + "}", "bigint"
+    if kind == 3:
+        return '{"type": "response.create", "event_id": "nan", "x": NaN}', "nan"
+    if kind == 4:
+        return json.dumps(value), None
+    return "\x00\xff not json", None
 
 
 class ClientEvents:
@@ -25,11 +52,7 @@ class ClientEvents:
 
     # -- values -------------------------------------------------------------------------
     def scalar(self) -> Any:
-        return self.r.choice([
-            None, True, False, 0, 1, -1, 7, 2 ** 31, -(2 ** 63), 10 ** 18, 0.5, -0.0, 1e300, 3.7,
-            "", "x", "audio", "text", "inf", "server_vad", "default", "auto", "none", "user", "assistant",
-            "system", "message", "function_call", "é" * 40, "\u0000\ud7ff", "x" * self.r.choice([300, 20_000]),
-        ])
+        return self.r.choice([*SCALARS, "x" * self.r.choice(LONG_STRINGS)])
 
     def value(self, depth: int = 0) -> Any:
         roll = self.r.random()
@@ -105,28 +128,17 @@ class ClientEvents:
             return {"response_id": m(lambda: r.choice(["resp_x", None]))}
         return {}
 
-    def raw(self) -> str:
-        """Text that is not a valid event."""
-        kind = self.r.randrange(6)
-        if kind == 0:
-            return '{"type": "session.update", "event_id": "bad", "session": {'
+    def raw(self) -> tuple[str, str | None]:
+        """Text that is not a valid event, and the event_id it carries."""
+        kind = self.r.randrange(JUNK_KINDS)
         if kind == 1:
-            d = self.r.choice([40, 5000])
-            return '{"type": "response.create", "event_id": "deep", "response": ' + "[" * d + "]" * d + "}"
-        if kind == 2:
-            return '{"type": "response.create", "event_id": "bigint", "x": ' + "9" * 5000 + "}"
-        if kind == 3:
-            return '{"type": "response.create", "event_id": "nan", "x": NaN}'
-        if kind == 4:
-            return json.dumps(self.value())
-        return "\x00\xff not json"
+            return junk(kind, depth=self.r.choice([40, 5000]))
+        return junk(kind, value=self.value() if kind == 4 else None)
 
     def next(self) -> tuple[str, str | None]:
         self.n += 1
         if self.r.random() < 0.03:
-            text = self.raw()
-            eid = next((e for e in ("bad", "deep", "bigint", "nan") if f'"event_id": "{e}"' in text), None)
-            return text, eid
+            return self.raw()
         # Audio appends are the bulk of a real session's traffic.
         typ = "input_audio_buffer.append" if self.r.random() < 0.4 else self.r.choice(TYPES + ["session.fly"])
         eid = f"fz{self.n}"

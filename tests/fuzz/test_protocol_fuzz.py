@@ -12,7 +12,6 @@ is then kept in REGRESSION_SEEDS.
     FUZZ_EVENTS=100000 .venv/bin/python -m pytest tests/fuzz      (make test-fuzz)"""
 from __future__ import annotations
 
-import json
 import logging
 import os
 
@@ -20,11 +19,8 @@ import pytest
 from fastapi.testclient import TestClient
 from starlette.websockets import WebSocketDisconnect
 
-from common.clock import MonotonicClock
-from services.gateway.app import create_app
-from services.gateway.fakes import FakeBackends, FakeProvider
-from services.gateway.settings import GatewaySettings
 from tests.fuzz.client_events import ClientEvents
+from tests.fuzz.harness import check_stored, drain, fuzz_app
 
 EVENTS = int(os.environ.get("FUZZ_EVENTS", "100000"))
 SEEDS = [int(s) for s in os.environ.get("FUZZ_SEEDS", "1,2,3,4").split(",")]
@@ -33,41 +29,12 @@ SEEDS = [int(s) for s in os.environ.get("FUZZ_SEEDS", "1,2,3,4").split(",")]
 # tests/unit/test_gateway_failures.py) and stay in the default set.
 REGRESSION_SEEDS: list[int] = []
 DRAIN_EVERY = 50
-MAX_ITEMS = 50
-MAX_STORED_BYTES = 4 << 20
-
-
-def drain(ws, mark: str, sent: set[str]) -> list[dict]:
-    """Read until the marker's own error: everything the earlier messages
-    caused synchronously has been read by then. Returns the errors that name
-    no event_id (only a message without one may cause such an error)."""
-    ws.send_text(json.dumps({"type": "conversation.item.retrieve", "item_id": "fuzz-mark", "event_id": mark}))
-    anonymous = []
-    while True:
-        ev = ws.receive_json()
-        if ev["type"] != "error":
-            continue
-        err = ev["error"]
-        if err.get("event_id") == mark:
-            return anonymous
-        if err.get("event_id") is None:
-            anonymous.append(err)
-        elif err["event_id"] not in sent:
-            raise AssertionError(f"an error names an event_id never sent: {err}")
 
 
 @pytest.mark.parametrize("seed", REGRESSION_SEEDS + SEEDS)
 def test_fuzzed_client_events_never_break_the_session(seed, caplog):
     n = max(DRAIN_EVERY, EVENTS // len(SEEDS))
-    clock = MonotonicClock()
-    # The fake VAD hears speech one second in every two, so appended audio also
-    # makes turns, barge-ins and preemptive answers happen among everything else.
-    start = clock.now()
-    speech = [(start + 2 * k, start + 2 * k + 1) for k in range(1, 1000)]
-    provider = FakeProvider(lambda sid: FakeBackends.create(clock, speech=speech, texts=("what time is it",),
-                                                            replies=("Fine, thanks.",)))
-    app = create_app(GatewaySettings(redis_url="", web_dir="/nonexistent", max_items=MAX_ITEMS,
-                                     max_message_bytes=256 * 1024, outbox_max_events=4096), backends=provider)
+    app = fuzz_app()
     gen = ClientEvents(seed)
     sent: set[str] = set()
     stray: list[dict] = []
@@ -98,5 +65,4 @@ def test_fuzzed_client_events_never_break_the_session(seed, caplog):
     assert not stray, f"seed {seed}: errors without the event_id that caused them: {stray[:5]}"
     errors = [r for r in caplog.records if r.levelno >= logging.ERROR]
     assert not errors, f"seed {seed}: logged at ERROR: {[r.getMessage() for r in errors[:5]]}"
-    assert len(stored["items"]) <= MAX_ITEMS
-    assert len(json.dumps(stored)) <= MAX_STORED_BYTES
+    check_stored(stored)

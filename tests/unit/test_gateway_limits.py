@@ -108,3 +108,26 @@ def test_system_items_only_where_the_deployment_allows_them():
             if not allowed:
                 assert (ev["error"]["code"], ev["error"]["event_id"]) == ("system_items_not_allowed", "s1")
             still_usable(ws)
+
+
+def test_an_item_added_first_to_a_full_conversation_stays(client):
+    """Found by the protocol state machine: created at "root" with the
+    conversation full, the new item was the oldest, deleted at once, and then
+    announced as added."""
+    with client.websocket_connect("/v1/realtime") as ws:
+        ws.receive_json()
+        for iid in ("item_0", "item_1", "item_2"):
+            ws.send_json(text_item(iid, id=iid))
+            recv_until(ws, "conversation.item.done")
+        ws.send_json({**text_item("first", id="first"), "previous_item_id": "root"})
+        evs = recv_until(ws, "conversation.item.done")
+        assert [e["item_id"] for e in evs if e["type"] == "conversation.item.deleted"] == ["item_0"]
+        added = next(e for e in evs if e["type"] == "conversation.item.added")
+        assert (added["item"]["id"], added["previous_item_id"]) == ("first", None)
+        ws.send_json({"type": "conversation.item.retrieve", "item_id": "first"})
+        assert recv_until(ws, "conversation.item.retrieved")[-1]["item"]["id"] == "first"
+        # Added after the item that is pushed out: it names no deleted item as its previous.
+        ws.send_json({**text_item("second", id="second"), "previous_item_id": "first"})
+        evs = recv_until(ws, "conversation.item.done")
+        assert [e["item_id"] for e in evs if e["type"] == "conversation.item.deleted"] == ["first"]
+        assert next(e for e in evs if e["type"] == "conversation.item.added")["previous_item_id"] is None

@@ -276,3 +276,37 @@ def test_retrieval_is_on_by_default_only_when_documents_exist(has_docs):
             assert "sources" not in (done["metadata"] or {})
             assert b.llm.passages[-1] == []
     conversation._DOCS_CACHE.clear()
+
+
+def test_an_out_of_band_response_cut_short_announces_no_conversation_item(client):
+    """Found by the protocol state machine: an out-of-band response
+    (conversation "none") cleared while speaking sent conversation.item.truncated
+    for an item the conversation does not have."""
+    with client.websocket_connect("/v1/realtime") as ws:
+        ws.receive_json()
+        ws.send_json({"type": "response.create", "response": {"conversation": "none",
+                                                               "output_modalities": ["audio"]}})
+        recv_until(ws, "response.output_audio.delta")
+        ws.send_json({"type": "output_audio_buffer.clear"})
+        evs = recv_until(ws, "response.done")
+        assert evs[-1]["response"]["status"] == "cancelled"
+        assert [e for e in evs if e["type"].startswith("conversation.")] == []
+        still_usable(ws)
+
+
+def test_a_response_whose_item_was_deleted_announces_no_conversation_item(client):
+    """Found by the protocol state machine: the item of a response in progress
+    deleted (by the client, or pushed out by newer items), the response cut
+    short then announced truncated and done an item the conversation no longer has."""
+    with client.websocket_connect("/v1/realtime") as ws:
+        ws.receive_json()
+        ws.send_json({"type": "response.create", "response": {"output_modalities": ["audio"]}})
+        iid = recv_until(ws, "conversation.item.added")[-1]["item"]["id"]
+        recv_until(ws, "response.output_audio.delta")
+        ws.send_json({"type": "conversation.item.delete", "item_id": iid})
+        recv_until(ws, "conversation.item.deleted")
+        ws.send_json({"type": "output_audio_buffer.clear"})
+        evs = recv_until(ws, "response.done")
+        assert evs[-1]["response"]["status"] == "cancelled"
+        assert [e["type"] for e in evs if e["type"].startswith("conversation.")] == []
+        still_usable(ws)
