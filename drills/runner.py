@@ -149,9 +149,14 @@ def _wall(rfc3339: str | None) -> float:
 async def run_drill(sc: Scenario, *, http_url: str, admin_key: str, clips: list, prometheus: str | None = None,
                     fault_s: float | None = None, users: int | None = None, baseline_timeout_s: float = 180,
                     recover_timeout_s: float = 180, say: Say = print,
-                    restart: Callable[[], Awaitable[None]] | None = None) -> DrillReport:
+                    restart: Callable[[], Awaitable[None]] | None = None,
+                    end_after_firing_s: float | None = None) -> DrillReport:
     """``restart``: for a drill that restarts the gateway, how (it returns once
-    the gateway answers again); the drill never kills anything itself."""
+    the gateway answers again); the drill never kills anything itself.
+    ``end_after_firing_s``: end the fault this long after its alert is first
+    seen firing instead of at ``fault_s`` (which is then the most it lasts):
+    the tests' way to run every drill without waiting out faults already
+    detected. A rehearsal (`make drill`) keeps the fault for its full time."""
     if sc.restarts_gateway and restart is None:
         raise ValueError(f"drill {sc.name} restarts the gateway: give the command that does it")
     fault_s = fault_s or sc.fault_s
@@ -181,7 +186,12 @@ async def run_drill(sc: Scenario, *, http_url: str, admin_key: str, clips: list,
             while time.monotonic() < t0 + fault_s:
                 if watch is not None:
                     await watch.poll()
+                    if end_after_firing_s is not None and watch.firing_at is not None \
+                            and time.time() >= watch.firing_at + end_after_firing_s:
+                        say(f"alert firing: ending the fault after {time.monotonic() - t0:.0f} s")
+                        break
                 await asyncio.sleep(1.0)
+            report.fault_s = time.monotonic() - t0
             await admin.clear()
         t1 = time.monotonic()
         say(f"fault OFF at {time.strftime('%H:%M:%S')}; waiting for a good turn ...")

@@ -17,7 +17,7 @@ for tier in "${tiers[@]}"; do
   [ -d "tests/$tier" ] || { echo "no tests/$tier: skipped"; continue; }
   echo "==> tier $tier"
   t0=$SECONDS
-  "$PY" -m pytest "tests/$tier"
+  "$PY" -m pytest --durations=8 "tests/$tier"   # the slowest tests, to see where CI time goes
   rc=$?
   summary+=("$(printf '%-14s %s (%d s)' "$tier" "$([ $rc = 0 ] && echo passed || echo "FAILED (pytest exit $rc)")" $((SECONDS - t0)))")
   [ $rc = 0 ] || failed+=("$tier")

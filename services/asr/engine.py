@@ -12,8 +12,10 @@ CTranslate2 also takes shorter inputs, so both passes encode only the audio
 plus a few seconds of padding (``*_pad_s``): 3-10x less encoder time for
 short utterances, the same WER and word times on the test clips. A final
 whose decode looks unreliable (looping or low log-probability) is redone
-with faster-whisper's full-window transcribe and its temperature fallback;
-``interim_trim``/``final_trim`` off always use that path.
+with faster-whisper's full-window transcribe at temperature 0 (its random
+temperature fallback made a redo's text differ run to run);
+``interim_trim``/``final_trim`` off always use faster-whisper's transcribe
+as it comes, fallback included.
 
 On short phrases the trimmed window is less accurate than the 30 s one
 (bench/bench_asr_decoding.py, docs/benchmarks.md), and it fails in one way
@@ -161,6 +163,11 @@ class WhisperEngine:
                 if not redo:
                     raise
                 log.info("trimmed final pass unreliable: redoing it on the full 30 s window")
+                # At temperature 0 only: the random fallback faster-whisper
+                # adds when that pass fails its thresholds (short phrases
+                # often do) gave a different text on each run, once a loop.
+                return self._transcribe(audio, language, beam_size=beam_size, words=words,
+                                        cancel=cancel, temperature=0.0)
         return self._transcribe(audio, language, beam_size=beam_size, words=words, cancel=cancel)
 
     def warmup(self) -> None:
@@ -229,7 +236,7 @@ class WhisperEngine:
         """Beam search on the trimmed encoder, then Whisper's cross-attention word
         alignment (faster-whisper's own add_word_timestamps). Raises Unreliable
         where faster-whisper would fall back to sampling: the caller then runs
-        the full-window pass with its temperature fallback."""
+        the full-window pass (at temperature 0)."""
         from faster_whisper.transcribe import get_suppressed_tokens
 
         tok = self._tokenizer(language)
@@ -261,11 +268,12 @@ class WhisperEngine:
         return text, _join_pieces(words)
 
     def _transcribe(self, audio: np.ndarray, language: str | None, *, beam_size: int, words: bool,
-                    cancel: threading.Event) -> Transcript:
+                    cancel: threading.Event,
+                    temperature: float | tuple[float, ...] = (0.0, 0.2, 0.4, 0.6, 0.8, 1.0)) -> Transcript:
         _check(cancel)
         t0 = time.perf_counter()
         segments, _info = self.model.transcribe(
-            audio, language=language, beam_size=beam_size, word_timestamps=words,
+            audio, language=language, beam_size=beam_size, word_timestamps=words, temperature=temperature,
             without_timestamps=not words, condition_on_previous_text=False,
             vad_filter=self.options.final_vad_filter and words)
         texts: list[str] = []

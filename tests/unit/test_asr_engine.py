@@ -16,7 +16,7 @@ import pytest
 
 from common.audio import pcm16_to_float, read_wav
 from services.asr import models
-from services.asr.engine import Cancelled, EngineOptions, WhisperEngine
+from services.asr.engine import Cancelled, EngineOptions, Unreliable, WhisperEngine
 from tests.procs import clips
 
 
@@ -116,6 +116,31 @@ def test_a_cancelled_stream_runs_no_pass(engine, short_clip) -> None:
         engine.transcribe_final(audio, "en", 5, cancel)
     with pytest.raises(Cancelled):
         engine.transcribe_interim(audio, "en", cancel)
+
+
+def test_a_redone_final_is_decoded_at_temperature_0_and_repeats_itself(engine, short_clip, monkeypatch) -> None:
+    """An unreliable trimmed final is redone on the full window without
+    faster-whisper's random temperature fallback: the same audio gives the
+    same text on every run (a 0.5 s phrase came out different each CI run)."""
+    audio, _ = short_clip
+    seen: list[object] = []
+    real = engine.model.transcribe
+
+    def spy(*args, **kwargs):
+        seen.append(kwargs.get("temperature"))
+        return real(*args, **kwargs)
+
+    def unreliable(*_args, **_kwargs):
+        raise Unreliable("a loop")
+
+    monkeypatch.setattr(engine.model, "transcribe", spy)
+    monkeypatch.setattr(engine, "_final_trimmed", unreliable)
+    never = threading.Event()
+    texts = [engine.transcribe_final(audio, "en", 1, never, words=False).text for _ in range(2)]
+    assert seen == [0.0, 0.0]
+    assert texts[0] and texts[0] == texts[1], texts
+    with pytest.raises(Unreliable):
+        engine.transcribe_final(audio, "en", 1, never, redo=False)
 
 
 def test_language_lists_follow_the_model(engine) -> None:
