@@ -25,6 +25,11 @@ pytestmark = pytest.mark.slow
 RATE = 24000
 TURN_TIMEOUT = 90
 IDLE_S = 15.0           # GATEWAY_BACKEND_IDLE_TIMEOUT_S default
+RESET_AFTER = 60        # LLM messages (tokens) that get through before the injected reset
+
+
+def output_tokens(done) -> int:
+    return int(((done.get("response") or {}).get("usage") or {}).get("output_tokens") or 0)
 
 
 def admin(stack) -> httpx.Client:
@@ -63,11 +68,19 @@ async def test_llm_reset_while_the_answer_streams(stack):
                                                           instructions=LONG_REPLY_INSTRUCTIONS))
             sid = rt.session["id"]
             mic = rt.start_microphone(RATE)
-            # 60 tokens get through (the first clauses are spoken), then the connection resets.
-            set_fault(stack, service="llm", kind="reset", after_messages=60, duration_s=120)
-            mark = rt.mark()
-            mic.play(pcm)
-            done = await rt.wait_for("response.done", since=mark, timeout=TURN_TIMEOUT)
+            # 60 tokens get through (the first clauses are spoken), then the
+            # connection resets. The 135M model sometimes tells its "story" in
+            # fewer tokens (37 seen): such a turn never meets the fault and is
+            # heard to its end, and the next question is asked (three at most).
+            set_fault(stack, service="llm", kind="reset", after_messages=RESET_AFTER, duration_s=120)
+            for _ in range(3):
+                mark = rt.mark()
+                mic.play(pcm)
+                done = await rt.wait_for("response.done", since=mark, timeout=TURN_TIMEOUT)
+                if not (status_of(done)[0] == "completed" and output_tokens(done) < RESET_AFTER):
+                    break
+                await rt.wait_for("output_audio_buffer.stopped", since=mark, timeout=TURN_TIMEOUT,
+                                  where=lambda e, rid=done.get("response")["id"]: e.get("response_id") == rid)
             clear_faults(stack)
             assert status_of(done)[0] == "failed", done
             err = rt.log.find("error", since=mark)
