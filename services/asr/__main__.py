@@ -42,8 +42,8 @@ class Settings(ServiceSettings):
                                       "(after a pass of d s the next waits d*(1/duty-1); 1 = back to back, "
                                       "the default: below 1, long utterances get interims less often than "
                                       "every 500 ms of speech)")
-    interim_nice: int = setting(19, "CPU priority (nice) of interim passes, on their own copy of the model "
-                                "(0 = same model and priority as finals)")
+    interim_nice: int = setting(19, "nice steps below the service's own CPU priority for interim passes, "
+                                "on their own copy of the model (0 = same model and priority as finals)")
     interim_trim: bool = setting(True, "interim passes encode only the audio (+pad), not a 30 s window")
     interim_pad_s: float = setting(3.0, "silence the trimmed interim encoder sees after the audio")
     final_trim: bool = setting(True, "final passes encode only the audio (+pad); off = faster-whisper's 30 s window")

@@ -42,7 +42,6 @@ from __future__ import annotations
 import dataclasses
 import logging
 import math
-import os
 import re
 import threading
 import time
@@ -52,6 +51,7 @@ from typing import Protocol
 
 import numpy as np
 
+from common.priority import lower_this_thread
 from services.asr.results import Transcript, Word
 
 log = logging.getLogger(__name__)
@@ -100,7 +100,7 @@ class EngineOptions:
     final_pad_s: float = 3.0
     final_vad_filter: bool = False
     max_streams: int = 8
-    interim_nice: int = 19      # CPU priority of interim passes (0 = share the final passes' model)
+    interim_nice: int = 19      # nice steps below the service for interim passes (0 = share the final passes' model)
 
 
 class WhisperEngine:
@@ -295,7 +295,7 @@ def _load_niced(nice: int, load):
 
     def run() -> None:
         try:
-            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), nice)
+            lower_this_thread(nice)
             box["model"] = load()
         except BaseException as exc:   # handed to the caller below
             box["error"] = exc

@@ -2,11 +2,10 @@
 audio, and can be paused, resumed, cancelled and truncated.
 
 Pipeline: retrieval (optional) → LLM token stream → incremental clause
-splitter (the first clause cut early, clauses.py) → TTS per clause, one after another so audio order holds (the first
-clause speaks while the rest still generates) → resampled to the session rate
-→ paced out as response.output_audio.delta, at most ``audio_lead_ms`` ahead
-of the listener. Every clause is placed on the item's audio timeline, so a
-played position maps back to the words heard.
+splitter (the first clause cut early, clauses.py) → audio out
+(response_audio.py: TTS per clause, in order, resampled, paced to the
+listener). Every clause is placed on the item's audio timeline, so a played
+position maps back to the words heard.
 
 Preemptive runs (``held=True``) keep what they would tell the client until
 ``release()`` (held.py says how); ``abandon()`` drops it.
@@ -20,25 +19,23 @@ the position heard."""
 from __future__ import annotations
 
 import asyncio
-import base64
 import logging
 from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 from opentelemetry import trace
 
-from common.audio import StreamResampler
 from common.tracing import current_trace_id, tracer
 from services.gateway import events, function_call, turn_end
 from services.gateway.backends.types import BackendError, ChatMessage, LlmUsage, Passage, Priority, ToolCall, Tools
 from services.gateway.clauses import FastFirstClauseSplitter
 from services.gateway.held import HeldOutput
-from services.gateway.playout import Playout
 from services.gateway.protocol import new_id
 from services.gateway.response_wire import (
     content_part, drop_partial, item_transcript, response_object, set_item_content, truncate_end,
     truncate_item,
 )
-from services.gateway.session import Clause, Item, tts_voice
+from services.gateway.response_audio import AudioOut
+from services.gateway.session import Item, tts_voice
 from services.gateway.timings import TurnTimings
 
 if TYPE_CHECKING:
@@ -71,20 +68,20 @@ class Response:
         self.rate, self.voice, self.speed = cfg.output_rate, cfg.voice, cfg.speed
         self.retrieval = cfg.retrieval_enabled and conv.settings.retrieval
         self.k = cfg.retrieval_k
-        self.playout = Playout(self.clock, self.rate)   # the audio, sent and heard
+        self.audio = AudioOut(clock=self.clock, rate=self.rate, voice=self.voice, speed=self.speed,
+                              lead_ms=conv.settings.audio_lead_ms, backends=conv.backends, item=self.item,
+                              timings=self.timings, response_id=self.id, emit=conv.emit, ev=self._ev,
+                              held=lambda: self.held)
+        self.playout = self.audio.playout           # the audio, sent and heard (playout.py)
         self.phase = "generating"                  # generating → playing → done
         self.status = "in_progress"
         self.text = ""
-        self.gen_done = False
-        self.announced = 0                         # clauses whose transcript delta went out
         self.passages: list[Passage] = []
         self.usage = LlmUsage()
         self.trace_id: str | None = None
-        self._wake = asyncio.Event()
         self.task: asyncio.Task | None = None
         self.hold = HeldOutput(held)       # a preemptive run's output until released
         self.failure: Exception | None = None
-        self._partial: Clause | None = None   # the clause whose audio is still being made
         self.plan: tuple = ()              # what it was built from (set by the conversation)
         self.turn_id: str | None = None    # the user turn a preemptive run answers
         self.tools = tools                 # offered to the LLM (None: none, or tool_choice "none")
@@ -137,7 +134,7 @@ class Response:
                     tg.create_task(self._generate(q), name=f"{self.id}-generate")
                     if self.audio_out:
                         tg.create_task(self._speak(q), name=f"{self.id}-speak")
-                        tg.create_task(self._send(), name=f"{self.id}-send")
+                        tg.create_task(self.audio.send(), name=f"{self.id}-send")
             except* BackendError as eg:
                 failure = eg.exceptions[0]
             except* Exception as eg:
@@ -153,7 +150,8 @@ class Response:
                 return
             self._complete()
             if self.audio_out and self.started:
-                await self._play_to_end()
+                self.phase = "playing"
+                await self.audio.play_to_end()
             self.phase = "done"
 
     # -- holding (preemptive runs) --------------------------------------------------------
@@ -170,7 +168,7 @@ class Response:
         for act in actions:
             act()
         self.hold.released.set()
-        self._wake.set()
+        self.audio.wake()
 
     def abandon(self) -> None:
         """The turn went on: nothing this run did may reach the client. The
@@ -235,85 +233,7 @@ class Response:
 
     async def _speak(self, q: asyncio.Queue) -> None:
         with tracer("gateway").start_as_current_span("tts"):
-            while (clause := await q.get()) is not None:
-                start = self.playout.total_ms
-                c = Clause(clause, start, start)
-                self.item.clauses.append(c)
-                if self.timings.tts_start is None:
-                    self.timings.tts_start = self.clock.now()
-                rs: StreamResampler | None = None
-                self._partial = c
-                priority = self.playout.clause_priority(len(self.item.clauses) - 1)
-                async for piece in self.conv.backends.tts.synthesize(clause, tts_voice(self.voice), self.speed,
-                                                                     priority):
-                    if self.timings.tts_first_audio is None:
-                        self.timings.tts_first_audio = self.clock.now()
-                    rs = rs or StreamResampler(piece.rate, self.rate)
-                    self._append(rs.process(piece.pcm), c)
-                if rs is not None:
-                    self._append(rs.process(b"", last=True), c)
-                self._partial = None
-        self.gen_done = True
-        self._wake.set()
-
-    def _append(self, pcm: bytes, clause: Clause) -> None:
-        if pcm:
-            self.playout.append(pcm)
-            clause.end_ms = self.playout.total_ms
-            self._wake.set()
-
-    async def _wait_wake(self) -> None:
-        self._wake.clear()
-        await self._wake.wait()
-
-    async def _send(self) -> None:
-        lead, out = self.conv.settings.audio_lead_ms, self.playout
-        while True:
-            if self.held:          # a preemptive run sends nothing before its release
-                await self._wait_wake()
-                continue
-            if out.paused or out.all_sent:
-                if self.gen_done and not out.paused and out.all_sent:
-                    break
-                await self._wait_wake()
-                continue
-            now = self.clock.now()
-            wait_s = out.lead_wait_s(now, lead)
-            if wait_s is not None:
-                await self.clock.sleep(wait_s)
-                continue
-            pcm = out.next_chunk()
-            if not out.started:
-                out.start(now)
-                self.timings.first_audio_sent = now
-                self.conv.emit(events.ev("output_audio_buffer.started", response_id=self.id))
-            self._announce(out.sent_ms + len(pcm) / out.bpm)
-            self.conv.emit(self._ev("response.output_audio.delta", delta=base64.b64encode(pcm).decode()),
-                           response_id=self.id, audio_ms=len(pcm) / out.bpm)
-            out.mark_sent(pcm)
-        self._announce(float("inf"))
-
-    def _announce(self, upto_ms: float) -> None:
-        """Transcript deltas for clauses whose audio starts before ``upto_ms``."""
-        clauses = self.item.clauses
-        while self.announced < len(clauses) and clauses[self.announced].start_ms < upto_ms:
-            text = clauses[self.announced].text
-            self.conv.emit(self._ev("response.output_audio_transcript.delta",
-                                    delta=text if self.announced == 0 else " " + text))
-            self.announced += 1
-
-    async def _play_to_end(self) -> None:
-        """After response.done: wait until the listener has heard it all."""
-        self.phase = "playing"
-        while True:
-            if self.playout.paused:
-                await self._wait_wake()
-                continue
-            remaining = self.playout.total_ms - self.playout.played_ms()
-            if remaining <= 0.5:
-                break
-            await self.clock.sleep(remaining / 1000.0)
-        self.conv.emit(events.ev("output_audio_buffer.stopped", response_id=self.id))
+            await self.audio.speak(q, tts_voice(self.voice))
 
     # -- endings ------------------------------------------------------------------------------
     def _transcript(self) -> str:
@@ -362,7 +282,7 @@ class Response:
             self.conv.emit(events.error(code, message, type="server_error"))
         self.status, self.phase = "failed", "done"
         if self.audio_out:    # the history keeps only what the client got as audio
-            self.truncate(drop_partial(self._partial, self.playout.sent_ms if self.started else 0.0),
+            self.truncate(drop_partial(self.audio.partial, self.playout.sent_ms if self.started else 0.0),
                           emit=self.started)
         self._finish_item("incomplete")
         self.conv.emit(events.ev("response.done", response=response_object(self, "failed", {
@@ -378,7 +298,7 @@ class Response:
         if self.paused or self.phase == "done" or not self.audio_out:
             return False
         self.playout.freeze(self.conv.outbox.purge_audio(self.id))
-        self._wake.set()
+        self.audio.wake()
         if self.started:
             self.conv.emit(events.ev("output_audio_buffer.cleared", response_id=self.id))
             return True
@@ -393,7 +313,7 @@ class Response:
         self.item.truncated_ms = None
         if self.started:
             self.conv.emit(events.ev("output_audio_buffer.started", response_id=self.id))
-        self._wake.set()
+        self.audio.wake()
 
     async def stop_tasks(self) -> None:
         """Cancel the run (LLM/TTS calls included) and wait for it, bounded."""

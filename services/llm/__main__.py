@@ -75,8 +75,8 @@ class Settings(ServiceSettings):
     # One: a token step of a 135M model gains little from a second thread, and the
     # speech synthesis of the reply's first clause runs on the other core meanwhile.
     urgent_tokens: int = setting(4, "tokens of an answer decoded at normal CPU priority (its first words)")
-    tail_nice: int = setting(5, "CPU priority (nice) of the rest of an answer, so the speech synthesis of "
-                             "the first words keeps its cores (0 = no change)")
+    tail_nice: int = setting(5, "nice steps below the service's own CPU priority for the rest of an answer, "
+                             "so the speech synthesis of the first words keeps its cores (0 = no change)")
     decode_threads: int = setting(1, "CPU threads for token-by-token decoding (0 = same as threads); "
                                   "prompt processing always uses threads")
     tool_call_bias: float = setting(6.0, "tool_choice auto: logit bonus for a tool call's first token when "

@@ -20,11 +20,11 @@ import codecs
 import concurrent.futures
 import dataclasses
 import logging
-import os
 import threading
 import time
 from typing import AsyncIterator, Callable, Optional, Sequence
 
+from common.priority import lower_this_thread
 from services.llm import budget, tools, validate
 from services.llm.model import ChatTokenizer, ModelInstance
 from services.llm.pool import InstancePool, reused_tokens
@@ -53,7 +53,7 @@ class EngineConfig:
     affinity_wait_s: float = 0.0  # an answer waits this long for the busy instance holding its cache
     stop_wait_s: float = 5.0      # bounded wait for a cancelled worker to stop
     urgent_tokens: int = 4        # tokens decoded at normal priority, the rest at tail_nice
-    tail_nice: int = 0            # CPU priority (nice) of the rest of an answer; 0 = no change
+    tail_nice: int = 0            # nice steps below the service for the rest of an answer; 0 = no change
     call_bias: float = 0.0        # tool_choice auto: logit bonus for a call's first token (tools.py)
 
 
@@ -88,10 +88,6 @@ class _LoopState:
         default_factory=lambda: codecs.getincrementaldecoder("utf-8")("replace"))
 
 
-def _nice_this_thread(nice: int) -> None:
-    os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), nice)
-
-
 class LlmEngine:
     def __init__(self, tokenizer: ChatTokenizer, instances: Sequence[ModelInstance],
                  config: EngineConfig = EngineConfig(),
@@ -109,7 +105,7 @@ class LlmEngine:
         # privileges: the tails get threads of their own, niced once at start.
         self._tail_executor = concurrent.futures.ThreadPoolExecutor(
             max_workers=len(instances), thread_name_prefix="llm-tail",
-            initializer=_nice_this_thread, initargs=(config.tail_nice,)) if config.tail_nice > 0 else None
+            initializer=lower_this_thread, initargs=(config.tail_nice,)) if config.tail_nice > 0 else None
         self._count_lock = threading.Lock()
         self.workers_running = 0   # token loops alive right now (tests and logs)
         self._grammar = all(getattr(i, "supports_grammar", False) for i in instances)
