@@ -31,8 +31,12 @@ log = logging.getLogger(__name__)
 
 MAX_MESSAGE_BYTES = 4 * 1024 * 1024
 # The gateway pings every 10 s (services/gateway/backends/deadlines.py); a
-# ping more often than min_recv_ping_interval is a strike, and strikes close
-# the connection with GOAWAY "too_many_pings".
+# ping more often than min_recv_ping_interval is a strike. Strikes never
+# close the connection (max_ping_strikes 0 = no limit): a GOAWAY
+# "too_many_pings" still came, in CI, ~30 s into a session whose client
+# pinged every 10 s (flow-control probes are pings too: grpc/grpc#22996), and
+# it cut the session's ASR stream, losing the utterance in flight. Only the
+# gateway reaches these services; dead peers are found by keepalive.
 KEEPALIVE_TIME_MS = 20_000
 KEEPALIVE_TIMEOUT_MS = 10_000
 MIN_CLIENT_PING_INTERVAL_MS = 5_000
@@ -46,7 +50,7 @@ def server_options(settings: ServiceSettings) -> list[tuple[str, int]]:
             ("grpc.keepalive_timeout_ms", KEEPALIVE_TIMEOUT_MS),
             ("grpc.keepalive_permit_without_calls", 1),
             ("grpc.http2.min_recv_ping_interval_without_data_ms", MIN_CLIENT_PING_INTERVAL_MS),
-            ("grpc.http2.max_ping_strikes", 2)]
+            ("grpc.http2.max_ping_strikes", 0)]
     if settings.max_connection_age_s > 0:
         opts.append(("grpc.max_connection_age_ms", int(settings.max_connection_age_s * 1000)))
     return opts

@@ -95,7 +95,9 @@ class Client:
                 return found[count - 1]
             left = end - time.monotonic()
             if left <= 0:
-                raise AssertionError(f"no {type_} within {timeout} s; got {[e['type'] for _, e in self.events][-30:]}")
+                errors = [e["error"].get("message") for e in self.of("error")][-5:]
+                raise AssertionError(f"no {type_} within {timeout} s; got {[e['type'] for _, e in self.events][-30:]}"
+                                     f"; errors: {errors}")
             self._new.clear()
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(self._new.wait(), left)

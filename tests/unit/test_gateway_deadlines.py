@@ -125,6 +125,9 @@ def test_the_servers_accept_the_gateways_ping_rate():
     client = dict(CHANNEL_KEEPALIVE)
     assert server["grpc.http2.min_recv_ping_interval_without_data_ms"] < client["grpc.keepalive_time_ms"]
     assert server["grpc.keepalive_permit_without_calls"] == 1
+    # Strikes never close the connection: a GOAWAY too_many_pings cut a
+    # session's ASR stream mid-utterance in CI (the utterance was lost).
+    assert server["grpc.http2.max_ping_strikes"] == 0
     assert server["grpc.max_connection_age_ms"] == 300_000
     assert "grpc.max_connection_age_ms" not in dict(server_options(ServiceSettings(max_connection_age_s=0)))
     # No grace limit: a session's ASR stream must not be cut when its connection ages.

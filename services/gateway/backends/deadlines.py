@@ -35,6 +35,10 @@ CHANNEL_KEEPALIVE = [
     # A session's VAD/ASR streams idle for minutes between turns: ping then too.
     ("grpc.keepalive_permit_without_calls", 1),
     ("grpc.http2.max_pings_without_data", 0),
+    # HTTP/2 flow-control (BDP) probes are pings too, sent on a timer even with
+    # nothing received (grpc/grpc#22996); with keepalive they drew a GOAWAY
+    # "too_many_pings" that cut a session's ASR stream. Messages here are small.
+    ("grpc.http2.bdp_probe", 0),
 ]
 DEFAULT_IDLE_S = 15.0
 
