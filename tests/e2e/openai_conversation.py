@@ -6,6 +6,9 @@ Standard library + openai only (that venv has nothing else). Turn 1: a real
 clip and silence streamed at real time, server VAD ends the turn, the reply is
 transcribed, spoken and completed. Turn 2: another clip; as soon as its reply
 starts speaking the client sends response.cancel, then truncates the item.
+Turn 3: a function tool offered through session.update (tool_choice
+required), a typed question, the call read from the package's typed events,
+the function's output sent back, and the answer in words.
 Prints one JSON summary on stdout for the test to assert on.
 
     python openai_conversation.py --base ws://127.0.0.1:8000/v1 --clip a.wav --clip b.wav
@@ -89,6 +92,44 @@ class Mic:
             await self.conn.input_audio_buffer.append(audio=base64.b64encode(frame).decode())
 
 
+WEATHER = {"type": "function", "name": "get_weather", "description": "Current weather of a city.",
+           "parameters": {"type": "object", "properties": {
+               "city": {"type": "string", "maxLength": 40},
+               "unit": {"type": "string", "enum": ["celsius", "fahrenheit"]}},
+               "required": ["city", "unit"]}}
+
+
+async def tool_turn(conn: Any, rec: Recorder) -> dict[str, Any]:
+    """Turn 3: the tool is called, its output answered."""
+    mark = len(rec.events)
+    await conn.session.update(session={"type": "realtime", "tools": [WEATHER], "tool_choice": "required"})
+    await rec.wait("session.updated", mark, timeout=20)
+    await conn.conversation.item.create(item={
+        "type": "message", "role": "user",
+        "content": [{"type": "input_text", "text": "What is the weather in Paris right now?"}]})
+    mark = len(rec.events)
+    await conn.response.create()
+    _, args = await rec.wait("response.function_call_arguments.done", mark)
+    _, done = await rec.wait("response.done", mark, where=lambda e: e.response.id == args.response_id)
+    out = done.response.output or []
+    call = {"status": done.response.status, "output_types": [o.type for o in out],
+            "call_id": args.call_id, "name": args.name, "arguments": args.arguments,
+            "item_call_id": getattr(out[0], "call_id", None) if out else None}
+    mark = len(rec.events)
+    await conn.conversation.item.create(item={
+        "type": "function_call_output", "call_id": args.call_id,
+        "output": json.dumps({"city": "Paris", "sky": "sunny", "temperature_c": 21})})
+    await conn.response.create(response={"tool_choice": "auto"})
+    _, created = await rec.wait("response.created", mark)
+    _, done2 = await rec.wait("response.done", mark, where=lambda e: e.response.id == created.response.id)
+    answer = ""
+    for item in done2.response.output or []:
+        for part in getattr(item, "content", None) or []:
+            answer += getattr(part, "transcript", None) or getattr(part, "text", None) or ""
+    return {"call": call, "answer_status": done2.response.status, "answer": answer,
+            "answer_types": [o.type for o in done2.response.output or []]}
+
+
 def response_of(ev: Any) -> tuple[str | None, str | None, str | None]:
     r = ev.response
     details = getattr(r, "status_details", None)
@@ -149,6 +190,7 @@ async def converse(base: str, clip_a: bytes, clip_b: bytes) -> dict[str, Any]:
                 "transcript": final2.transcript, "response_id": rid2, "status": status2,
                 "reason": reason2, "truncated_audio_end_ms": trunc.audio_end_ms,
             })
+            summary["tools"] = await tool_turn(conn, rec)
         finally:
             for task in (mic_task, pump):
                 if task is not None:

@@ -2,7 +2,9 @@
 conversation with the local gateway: session.update, real speech streamed at
 real time, a server-VAD turn that is transcribed and answered with audio and
 completes, then a second turn whose reply the client cancels (response.cancel)
-and truncates. openai pins websockets<16, so it runs in its own venv built by
+and truncates; then a function tool offered through session.update is called
+(typed events: arguments, call_id, the function_call output item), its output
+sent back and answered in words. openai pins websockets<16, so it runs in its own venv built by
 scripts/openai_venv.sh; a machine with PyPI access that can't build it fails
 this test rather than skipping it."""
 from __future__ import annotations
@@ -32,7 +34,7 @@ def openai_python() -> str:
     return build.stdout.strip().splitlines()[-1]
 
 
-def test_openai_package_holds_a_conversation_with_a_cancelled_turn(stack, openai_python):
+def test_openai_package_holds_a_conversation_with_a_cancelled_turn_and_a_tool_call(stack, openai_python):
     (a, ref_a), (b, _) = clips()[1], clips()[4]   # 0880 and 0930: short clips
     run = subprocess.run(
         [openai_python, str(SCRIPT), "--base", f"ws://{stack.gateway.address}/v1",
@@ -50,6 +52,14 @@ def test_openai_package_holds_a_conversation_with_a_cancelled_turn(stack, openai
     # clamped to the audio actually sent, never rejected
     assert 0 <= turn2["truncated_audio_end_ms"] <= 200, turn2
     assert not summary["errors"], summary["errors"]
+    tools = summary["tools"]
+    call = tools["call"]
+    assert call["status"] == "completed" and call["output_types"] == ["function_call"], call
+    assert call["name"] == "get_weather" and call["call_id"] and call["item_call_id"] == call["call_id"], call
+    args = json.loads(call["arguments"])
+    assert set(args) == {"city", "unit"} and args["unit"] in ("celsius", "fahrenheit"), call
+    assert tools["answer_status"] == "completed" and tools["answer_types"] == ["message"], tools
+    assert tools["answer"].strip(), tools
     types = summary["event_types"]
     for needed in ("session.created", "session.updated", "input_audio_buffer.speech_started",
                    "input_audio_buffer.speech_stopped", "input_audio_buffer.committed",
