@@ -108,6 +108,11 @@ class RingBuffer:
     def end_ms(self) -> float:
         return (self._start + len(self._buf)) / BYTES_PER_MS
 
+    @property
+    def start_ms(self) -> float:
+        """The oldest sample still kept."""
+        return self._start / BYTES_PER_MS
+
     def append(self, pcm16k: bytes, wall: float) -> None:
         self._buf += pcm16k
         self._marks.append((self.end_ms, wall))

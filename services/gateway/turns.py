@@ -111,13 +111,26 @@ class TurnTaker:
     def _asr_up(self, stream) -> None:
         self._asr_index = 0
         self._asr_segments.clear()
-        if self.segment is not None:
-            self._asr_segments[0] = self.segment  # the open segment continues on the new stream
-            self._asr_index = 1
+        seg = self.segment
+        if seg is None:
+            return
+        self._asr_segments[0] = seg  # the open segment continues on the new stream
+        self._asr_index = 1
+        if seg.done.is_set():        # opened while the ASR was away: it has no text
             self._asr_sent_to = self.conv.ring.end_ms
+            return
+        # A stream lost while the user spoke (a restarted service, a reset
+        # connection): the new one hears the utterance again from its first
+        # sample the ring still holds (6 s), so the words said before are not lost.
+        start = max(seg.padded_ms, self.conv.ring.start_ms)
+        seg.padded_ms, seg.interim_end_ms = start, None
+        seg.flush_end_ms = seg.flush_at = None   # a flush of the lost stream cannot be adopted
+        self._asr_sent_to = start
 
     def _asr_down(self, exc: BackendError, first: bool) -> None:
         for seg in self._asr_segments.values():
+            if seg is self.segment:
+                continue                  # still being spoken: heard again when the stream is back
             if seg.final is None:
                 seg.final = seg.interim   # best effort: the last interim
             seg.done.set()

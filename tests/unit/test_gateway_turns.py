@@ -245,6 +245,23 @@ async def test_backend_down_then_back():
         assert s.of("response.done")[1].event["response"]["status"] == "completed"
 
 
+async def test_an_asr_stream_reset_while_the_user_speaks_hears_the_utterance_again():
+    """A connection reset mid-utterance (a GOAWAY, a service restarted between
+    health checks): one error names the ASR, and the new stream hears the
+    utterance from its first sample (the ring holds 6 s), not only what was
+    said after the reconnect; the turn is transcribed and answered once."""
+    async with session([(0.5, 2.5)], ["what time is it now"], replies=("Noon.",)) as s:
+        await s.run_audio(1.5)                      # a second into the utterance
+        s.b.asr.reset_streams()
+        await s.run_audio(3.5)
+        errors = [e.event["error"]["message"] for e in s.of("error")]
+        assert len(errors) == 1 and errors[0].startswith("asr at fake-asr"), errors
+        assert s.b.asr.final_audio_ms and s.b.asr.final_audio_ms[-1] >= 2000, s.b.asr.final_audio_ms
+        [done] = s.of("conversation.item.input_audio_transcription.completed")
+        assert done.event["transcript"] == "what time is it now"
+        assert [d.event["response"]["status"] for d in s.of("response.done")] == ["completed"]
+
+
 async def test_vad_restart_recovers_turn_taking():
     async with session([(3.0, 4.0)], ["hello"], replies=("Hi.",)) as s:
         s.b.vad.kill()

@@ -86,6 +86,7 @@ class FakeAsrStream(FakeStream):
         if fl is not None:
             fl["adopted"] = True
             self.owner.adopted += 1
+            self.owner.final_audio_ms.append(fl["ms"])
             self.owner.utterances_started += 1
             self.index += 1
             self._ms, self._shown = 0.0, 0
@@ -96,6 +97,7 @@ class FakeAsrStream(FakeStream):
             return
         text = self._final_text()
         idx, ms = self.index, self._ms
+        self.owner.final_audio_ms.append(ms)
         self.owner.utterances_started += 1
         self.index += 1
         self._ms, self._shown = 0.0, 0
@@ -128,6 +130,7 @@ class FakeAsr(FakeBackend):
         self.utterances_started = 0
         self.flushes = 0      # flush requests received
         self.adopted = 0      # finals that took a flush's result
+        self.final_audio_ms: list[float] = []   # audio each final's stream had of its utterance
 
     async def open(self, params: AsrParams) -> FakeAsrStream:
         self._check()

@@ -23,6 +23,11 @@ class FakeBackend:
 
     def kill(self) -> None:
         self.up = False
+        self.reset_streams()
+
+    def reset_streams(self) -> None:
+        """Every open stream fails with a connection reset; the service stays up
+        (a GOAWAY, a restart between two health checks)."""
         for s in self._streams:
             s.fail(BackendError(self.name, self.address, "unavailable: connection reset"))
         self._streams.clear()
