@@ -51,12 +51,12 @@ SCENARIOS: dict[str, Scenario] = {s.name: s for s in (
                 "ASR, its streams reopen with backoff, and turn-taking comes back by itself, without the "
                 "client reconnecting.",
         faults=({"service": "asr", "kind": "reset", "after_messages": 1},),
-        # Longer than the alert's 5 min `for:`: without words there is no turn,
-        # so the turn SLO does not see this outage; only the backend errors do.
+        # Longer than the ticket's 5 min `for:` too: without words there is no
+        # turn, so the turn SLO does not see this outage; only the backend errors do.
         fault_s=360,
         look_at=(f"{GATEWAY}: Backend failures", f"{GATEWAY}: Error events by code"),
-        alerts=("VoiceGatewayBackendErrors",),
-        runbook="VoiceGatewayBackendErrors",
+        alerts=("VoiceSpeechInputFailing", "VoiceGatewayBackendErrors"),
+        runbook="VoiceSpeechInputFailing",
     ),
     Scenario(
         name="llm-hung",

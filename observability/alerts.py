@@ -161,6 +161,22 @@ PLAIN_ALERTS: tuple[Alert, ...] = (
         description="The gateway sees its calls to a backend fail (down, timeout) for 5 minutes.",
     ),
     Alert(
+        # The assistant's ears: without the VAD or the ASR no turn exists, so
+        # the turn SLOs cannot see the outage (the asr-down drill took 55 s to
+        # be noticed, and only by the 5-minute ticket above). Every session
+        # retries its streams at least every 4 s while they fail (15 a minute),
+        # so 3 failures a minute for 2 minutes is an outage; one reset stream
+        # (a single failure, healed in under a second) never fires it, even
+        # with the tests' shortened `for:`.
+        name="VoiceSpeechInputFailing",
+        expr='sum by (job, backend) (increase(voice_gateway_backend_errors_total{backend=~"vad|asr"}[1m])) >= 3',
+        for_="2m",
+        severity="page",
+        summary="The gateway cannot reach its {{ $labels.backend }}: people speak and are not heard",
+        description="Sessions' {{ $labels.backend }} streams fail and are retried: no speech is detected "
+                    "or transcribed, so there are no turns and the turn SLOs stay silent.",
+    ),
+    Alert(
         name="VoiceRedisFailures",
         expr="sum by (job, op) (rate(voice_gateway_redis_failures_total[5m])) > 0",
         for_="10m",
