@@ -180,8 +180,11 @@ class RealtimeClient:
 
     def __init__(self, url: str, *, output_rate: int = events.DEFAULT_RATE,
                  max_size: int | None = 16 * 1024 * 1024, open_timeout: float = 20,
-                 keep_audio: bool = True) -> None:
+                 keep_audio: bool = True, session_id: str | None = None) -> None:
+        """``session_id``: resume that session (sent as the X-Session-Id header,
+        never in the URL)."""
         self.url = url
+        self.session_id = session_id
         self.log = EventLog()
         self.player = Player(output_rate)
         self.keep_audio = keep_audio
@@ -207,8 +210,9 @@ class RealtimeClient:
 
     async def connect(self) -> ServerEvent:
         """Open the socket and wait for ``session.created``."""
+        headers = {"X-Session-Id": self.session_id} if self.session_id else None
         self._ws = await connect(self.url, max_size=self._max_size, open_timeout=self._open_timeout,
-                                 proxy=None, compression=None, ping_interval=None)
+                                 proxy=None, compression=None, ping_interval=None, additional_headers=headers)
         self._reader = asyncio.create_task(self._read(), name="realtime-reader")
         created = await self.wait_for("session.created", timeout=self._open_timeout)
         self.session = created.get("session") or {}

@@ -87,8 +87,7 @@ class Traffic:
     async def _run(self, sp: Speaker) -> None:
         clips = itertools.cycle(self.clips[sp.index:] + self.clips[:sp.index])
         while not self._stop.is_set():
-            url = self.ws_url + (f"?session_id={sp.session_id}" if sp.session_id else "")
-            rt = RealtimeClient(url, keep_audio=False)
+            rt = RealtimeClient(self.ws_url, keep_audio=False, session_id=sp.session_id)
             try:
                 created = await rt.connect()
             except Exception as exc:  # noqa: BLE001 - refused (server_busy) or gateway away: try again
@@ -183,7 +182,7 @@ async def lost_items(ws_url: str, speakers: Sequence[Speaker]) -> dict[str, list
     for sp in speakers:
         if not sp.session_id:
             continue
-        async with RealtimeClient(f"{ws_url}?session_id={sp.session_id}", keep_audio=False) as rt:
+        async with RealtimeClient(ws_url, keep_audio=False, session_id=sp.session_id) as rt:
             created = rt.log.find("session.created")
             remembered = {it.get("id") for it in (created.get("session") or {}).get("conversation_items", [])}
         missing = [i for i in sp.items_done if i not in remembered]

@@ -48,6 +48,26 @@ async def serve(ws: WebSocket, ctx: Any) -> None:
         ctx.admission.release()
 
 
+SESSION_HEADER = "x-session-id"
+SESSION_SUBPROTOCOL = "voice-session."
+
+
+def wanted_session(ws: WebSocket) -> tuple[str | None, str]:
+    """The session a client asks to resume, and how it asked: the
+    ``X-Session-Id`` header (non-browser clients), the ``voice-session.<id>``
+    WebSocket subprotocol (browsers, which cannot set headers; offered next
+    to "realtime", the one echoed back), or the older ``?session_id=`` query,
+    still accepted for clients that send it (redacted from every log line,
+    common/redact.py). Not in a URL, an id stays out of access logs and
+    proxies' logs."""
+    if ws.headers.get(SESSION_HEADER):
+        return ws.headers[SESSION_HEADER].strip(), "X-Session-Id"
+    for p in ws.scope.get("subprotocols") or []:
+        if p.startswith(SESSION_SUBPROTOCOL) and len(p) > len(SESSION_SUBPROTOCOL):
+            return p[len(SESSION_SUBPROTOCOL):], "Sec-WebSocket-Protocol"
+    return ws.query_params.get("session_id") or None, "session_id"
+
+
 async def deny(ws: WebSocket, d: access.Denied) -> None:
     """Refuse at the upgrade with an HTTP status (403: origin, 401: credential)
     and a JSON body saying why; no session exists."""
@@ -86,7 +106,7 @@ async def _session(ws: WebSocket, ctx: Any, principal: access.Principal, sub: st
         state = await ctx.store.load(session_id)
         return state if state is not None and state.owner == principal.id else None
 
-    wanted = ws.query_params.get("session_id")
+    wanted, via = wanted_session(ws)
     state = await load_own(wanted) if wanted else None
     resumed = state is not None
     if state is None:
@@ -113,7 +133,7 @@ async def _session(ws: WebSocket, ctx: Any, principal: access.Principal, sub: st
     conv.emit(events.ev("session.created", session=created))
     if wanted and not resumed:
         conv.emit(events.error("session_not_found", f"session '{wanted}' was not found (expired or never "
-                               f"stored); started a new session '{state.id}'", param="session_id"))
+                               f"stored); started a new session '{state.id}'", param=via))
     metrics.ACTIVE_SESSIONS.labels(**metrics.base()).inc()
     log.info("session %s %s (variants %s)", state.id, "resumed" if resumed else "created", backends.variants)
     conv.start()

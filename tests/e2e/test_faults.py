@@ -94,7 +94,7 @@ async def test_llm_reset_while_the_answer_streams(stack):
             assert said, "no clause was spoken before the reset: the fault came too early to test this"
             assert kept == said[:len(kept)], (kept, said)       # only words the client got, in order
             await answered(rt, mic, pcm2)                       # same connection: no reconnect
-        async with RealtimeClient(f"{stack.ws_url}?session_id={sid}") as rt2:
+        async with RealtimeClient(stack.ws_url, session_id=sid) as rt2:
             items = rt2.session.get("conversation_items") or []
             stored = next(i for i in items if i["id"] == item["id"])
             assert (stored["content"][0].get("transcript") or "").split() == kept

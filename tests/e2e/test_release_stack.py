@@ -109,7 +109,7 @@ async def test_release_drill_on_the_real_stack(canary_stack):
 
     cli(st, "abort", "--service", "tts")
     assert wait_release(st, "aborted")["weight"] == 0
-    async with RealtimeClient(f"{st.ws_url}?session_id={sid}") as rt:
+    async with RealtimeClient(st.ws_url, session_id=sid) as rt:
         assert rt.session["id"] == sid
         await rt.create_user_text("Say hello.")
         await rt.send(events.response_create())

@@ -162,6 +162,27 @@ def test_a_session_is_resumed_only_by_the_key_that_created_it():
             assert ws.receive_json()["session"]["id"] == sid
 
 
+def test_a_session_is_resumed_by_header_or_subprotocol_without_its_id_in_the_url():
+    """Browsers cannot set headers: they offer ``voice-session.<id>`` next to
+    "realtime" (the one echoed back); other clients send X-Session-Id. Both
+    resume only their own credential's session, like the older query form."""
+    with make_client(api_keys=f"{KEY_A},{KEY_B}") as c:
+        a = {"authorization": f"Bearer {KEY_A}"}
+        with c.websocket_connect("/v1/realtime", headers=a) as ws:
+            sid = talk(ws)
+        with c.websocket_connect("/v1/realtime", headers={**a, "x-session-id": sid}) as ws:
+            assert ws.receive_json()["session"]["id"] == sid
+        with c.websocket_connect("/v1/realtime", subprotocols=["realtime", f"openai-insecure-api-key.{KEY_A}",
+                                                               f"voice-session.{sid}"]) as ws:
+            assert ws.accepted_subprotocol == "realtime"
+            assert ws.receive_json()["session"]["id"] == sid
+        with c.websocket_connect("/v1/realtime", headers={"authorization": f"Bearer {KEY_B}",
+                                                          "x-session-id": sid}) as ws:
+            evs = recv_until(ws, "error")
+            assert evs[0]["session"]["id"] != sid
+            assert (evs[-1]["error"]["code"], evs[-1]["error"]["param"]) == ("session_not_found", "X-Session-Id")
+
+
 def test_denial_is_a_policy_error_not_a_crash():
     p = AccessPolicy(bind_host="127.0.0.1", api_keys=[KEY_A])
     with pytest.raises(Denied) as exc:

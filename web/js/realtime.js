@@ -1,7 +1,7 @@
 /**
  * The `/v1/realtime` WebSocket: JSON events in and out, the session id kept from
  * `session.created`, and automatic reconnection with capped exponential backoff
- * to the same session (`?session_id=`), so a dropped connection or a restarted
+ * to the same session (the `voice-session.<id>` subprotocol), so a dropped connection or a restarted
  * gateway continues the conversation instead of starting a new one.
  *
  * Emits (as DOM events on the client):
@@ -44,6 +44,9 @@ export function isOwnServer(url) {
 
 // A credential travels as a WebSocket subprotocol, as browser Realtime clients send it.
 const KEY_PROTOCOL = "openai-insecure-api-key.";
+// The session to resume travels as a subprotocol, not in the URL: ids stay
+// out of access logs (the gateway echoes back only "realtime").
+const SESSION_PROTOCOL = "voice-session.";
 
 export class RealtimeClient extends EventTarget {
   constructor(url, credential = "") {
@@ -68,12 +71,14 @@ export class RealtimeClient extends EventTarget {
     clearTimeout(this.timer);
     this.timer = null;
     const url = new URL(this.url, location.href);
-    if (this.sessionId) url.searchParams.set("session_id", this.sessionId);
     this.setState(this.attempt ? "reconnecting" : "connecting");
     let ws;
     try {
       const cred = (this.credential || "").trim();
-      ws = cred ? new WebSocket(url.toString(), ["realtime", KEY_PROTOCOL + cred]) : new WebSocket(url.toString());
+      const protocols = [];
+      if (cred) protocols.push(KEY_PROTOCOL + cred);
+      if (this.sessionId) protocols.push(SESSION_PROTOCOL + this.sessionId);
+      ws = protocols.length ? new WebSocket(url.toString(), ["realtime", ...protocols]) : new WebSocket(url.toString());
     } catch (err) {
       this.scheduleReconnect(`cannot open ${url}: ${err.message}`);
       return;
