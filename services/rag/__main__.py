@@ -36,7 +36,10 @@ class Settings(ServiceSettings):
     metrics_port: int = setting(COMPONENT.metrics_port, "Prometheus /metrics port (0 = off)")
     threads: int = setting(0, f"onnxruntime intra-op threads of the embedder (0 = from the host's "
                            f"cores, at most {MAX_AUTO_THREADS})")
-    docs_dir: str = setting(str(ROOT / "docs"), "documents folder (.md and .txt, searched recursively)")
+    docs_dir: str = setting(str(ROOT / "docs"), "documents folder (.md, .txt, .pdf, .html, .docx; searched "
+                            "recursively)")
+    watch_interval_s: float = setting(2.0, "how often the documents folder is checked for new, changed or "
+                                      "deleted files (0 = only at start and on Reindex)")
     index_dir: str = setting(str(ROOT / "var" / "rag"), "where the index is persisted")
     model: str = setting(default_model_path(), "embedding ONNX model (all-MiniLM-L6-v2 int8)")
     tokenizer: str = setting(default_tokenizer_path(), "tokenizer.json of the embedding model")
@@ -60,7 +63,10 @@ def build_engine(s: Settings) -> RagEngine:
     cfg = RagConfig(docs_dir=Path(s.docs_dir), index_dir=Path(s.index_dir), default_k=s.default_k,
                     max_query_chars=s.max_query_chars,
                     chunking=ChunkingConfig(s.chunk_min_words, s.chunk_target_words, s.chunk_max_words))
-    return RagEngine(embedder, cfg)
+    engine = RagEngine(embedder, cfg)
+    if s.watch_interval_s > 0:
+        engine.watch(s.watch_interval_s)
+    return engine
 
 
 async def main() -> None:

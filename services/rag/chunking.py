@@ -131,10 +131,14 @@ def pack(paragraphs: Iterable[str], cfg: ChunkingConfig) -> list[str]:
     return ["\n\n".join(c) for c in chunks]
 
 
-def chunk_document(text: str, source: str, cfg: ChunkingConfig = ChunkingConfig()) -> list[Chunk]:
-    """Chunks of one document; ``source`` is its path relative to the docs folder."""
+def chunk_document(text: str, source: str, cfg: ChunkingConfig = ChunkingConfig(),
+                   markdown: bool | None = None, page: int = 0, first_index: int = 0) -> list[Chunk]:
+    """Chunks of one document (or of one page of it: ``page``, numbered on
+    from ``first_index``); ``source`` is its path relative to the docs folder.
+    ``markdown``: headings are "#" lines (default: by the file's suffix)."""
     path = PurePosixPath(source)
-    markdown = path.suffix.lower() in (".md", ".markdown")
+    if markdown is None:
+        markdown = path.suffix.lower() in (".md", ".markdown")
     default_title = path.stem.replace("-", " ").replace("_", " ")
     if not markdown:
         first = next((ln.strip() for ln in text.splitlines() if ln.strip()), "")
@@ -143,5 +147,6 @@ def chunk_document(text: str, source: str, cfg: ChunkingConfig = ChunkingConfig(
     out: list[Chunk] = []
     for title, paras in sections(text, default_title, markdown):
         for body in pack(paras, cfg):
-            out.append(Chunk(source=source, title=title, text=body, chunk_index=len(out)))
+            out.append(Chunk(source=source, title=title, text=body, chunk_index=first_index + len(out),
+                             page=page))
     return out

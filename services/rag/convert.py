@@ -12,7 +12,7 @@ def search_from_pb(req: rag_pb2.SearchRequest) -> SearchRequest:
 
 def hits_to_pb(hits: list[Hit], latency_ms: float) -> rag_pb2.SearchResponse:
     return rag_pb2.SearchResponse(latency_ms=latency_ms, passages=[
-        common_pb2.Passage(source=h.chunk.source, title=h.chunk.title, text=h.chunk.text,
+        common_pb2.Passage(source=h.chunk.cited(), title=h.chunk.title, text=h.chunk.text,
                            score=h.score, chunk_index=h.chunk.chunk_index) for h in hits])
 
 

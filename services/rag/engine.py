@@ -1,6 +1,12 @@
 """The RAG engine: validation, query embedding and search over the current
 index, and rebuilds. Synchronous and gRPC-free; the servicer calls it from a
-worker thread."""
+worker thread.
+
+The documents folder is watched while the service runs (``watch``: a thread
+that compares every file's size and modification time every
+``watch_interval_s``, a few stat calls, no dependency): a new, changed or
+deleted document is picked up without a restart, re-embedding only what
+changed; searches keep the old index until the new one is complete."""
 from __future__ import annotations
 
 import dataclasses
@@ -11,7 +17,7 @@ from pathlib import Path
 
 from services.rag.chunking import ChunkingConfig
 from services.rag.embedder import Embedder
-from services.rag.index import BuildStats, VectorIndex, load_or_build
+from services.rag.index import BuildStats, VectorIndex, load_or_build, scan
 from services.rag.schema import Hit, InvalidRequest, ReindexResult, SearchRequest
 
 log = logging.getLogger(__name__)
@@ -33,7 +39,47 @@ class RagEngine:
         self.embedder = embedder
         self.config = config
         self._rebuild_lock = threading.Lock()
+        self._seen = self._fingerprint()
         self.index, self.last_build = self._load(force=False)
+        self._stop = threading.Event()
+        self._watcher: threading.Thread | None = None
+
+    # -- the documents folder ------------------------------------------------------
+    def _fingerprint(self) -> dict[str, tuple[int, int]]:
+        out: dict[str, tuple[int, int]] = {}
+        for rel, path in scan(self.config.docs_dir, exclude=self.config.index_dir).items():
+            try:
+                st = path.stat()
+            except OSError:
+                continue          # deleted between the listing and the stat
+            out[rel] = (st.st_size, st.st_mtime_ns)
+        return out
+
+    def refresh(self) -> bool:
+        """Rebuild (incrementally) if a document was added, changed or
+        deleted since the last look; True if it did."""
+        seen = self._fingerprint()
+        if seen == self._seen:
+            return False
+        with self._rebuild_lock:
+            index, stats = self._load(force=False)
+            self.index, self.last_build, self._seen = index, stats, seen
+        return True
+
+    def watch(self, interval_s: float) -> None:
+        """Look for changed documents every ``interval_s`` on a daemon thread."""
+        def run() -> None:
+            while not self._stop.wait(interval_s):
+                try:
+                    self.refresh()
+                except Exception:  # noqa: BLE001 - a bad moment (a file half written): next look
+                    log.exception("documents folder: refresh failed; trying again in %.0f s", interval_s)
+
+        self._watcher = threading.Thread(target=run, name="rag-watch", daemon=True)
+        self._watcher.start()
+
+    def close(self) -> None:
+        self._stop.set()
 
     def _load(self, force: bool) -> tuple[VectorIndex, BuildStats]:
         index, stats = load_or_build(self.config.docs_dir, self.config.index_dir, self.embedder,
@@ -71,7 +117,8 @@ class RagEngine:
         index until the new one is complete."""
         t0 = time.perf_counter()
         with self._rebuild_lock:
+            seen = self._fingerprint()
             index, stats = self._load(force=True)
-            self.index, self.last_build = index, stats
+            self.index, self.last_build, self._seen = index, stats, seen
         return ReindexResult(documents=stats.documents, chunks=stats.chunks,
                              embedded=stats.embedded, duration_ms=(time.perf_counter() - t0) * 1000)

@@ -18,6 +18,7 @@ from typing import Optional
 
 import numpy as np
 
+from services.rag import documents
 from services.rag.chunking import ChunkingConfig, chunk_document
 from services.rag.embedder import Embedder
 from services.rag.schema import Chunk, Hit
@@ -25,7 +26,7 @@ from services.rag.schema import Chunk, Hit
 log = logging.getLogger(__name__)
 
 FORMAT_VERSION = 2   # bump when chunking or the file layout changes: old indexes rebuild
-SUFFIXES = (".md", ".markdown", ".txt")
+SUFFIXES = documents.SUFFIXES
 VECTORS, META = "vectors.npy", "meta.json"
 
 
@@ -145,8 +146,18 @@ def build(docs: dict[str, Path], hashes: dict[str, str], embedder: Embedder,
             chunks.extend(old_chunks)
             parts.append(old_vecs)
             continue
-        text = path.read_text(encoding="utf-8", errors="replace")
-        doc_chunks = chunk_document(text, rel, chunking)
+        try:
+            pages = documents.read(path)
+        except (documents.Unreadable, OSError) as exc:
+            # Kept in ``documents`` (its hash) so it is not retried until it changes.
+            log.warning("document %s could not be read (%s): not indexed; the rest of the folder is", rel, exc)
+            continue
+        doc_chunks: list[Chunk] = []
+        for part in pages:
+            doc_chunks += chunk_document(part.text, rel, chunking, markdown=part.markdown, page=part.page,
+                                         first_index=len(doc_chunks))
+        if not doc_chunks:
+            continue
         vecs = embedder.embed([c.embedding_text() for c in doc_chunks])
         chunks.extend(doc_chunks)
         parts.append(vecs.reshape(len(doc_chunks), embedder.dim))

@@ -11,6 +11,12 @@ class Chunk:
     title: str         # nearest heading above the passage
     text: str
     chunk_index: int   # position of the chunk within its document
+    page: int = 0      # 1-based page of a PDF; 0 = not paged
+
+    def cited(self) -> str:
+        """The source as a client sees it: a PDF passage names its page
+        ("manual.pdf#page=3", the fragment PDF viewers open at)."""
+        return f"{self.source}#page={self.page}" if self.page else self.source
 
     def embedding_text(self) -> str:
         # The heading carries the topic that paragraphs often leave implicit

@@ -1,7 +1,8 @@
 """Invariant: the real RAG service (MiniLM int8 ONNX embeddings) returns the
 right document first for a question about it, over a folder of distinct
 documents and over the default docs/ folder (the user guide); Reindex picks
-up new documents; a restart reloads the persisted index instead of
+up new documents, and a PDF dropped into the folder is found without one,
+citing its page; a restart reloads the persisted index instead of
 re-embedding; each malformed Search gets INVALID_ARGUMENT saying what was wrong."""
 from __future__ import annotations
 
@@ -161,6 +162,32 @@ async def test_reindex_picks_up_a_new_document(rag, folders):
     after = await search(rag.address, "How often do I feed my sourdough starter?", k=5)
     assert after.passages[0].source == name
     assert status.service == "rag" and status.completed_streams >= 2 and status.active_streams == 0
+
+
+async def test_a_pdf_dropped_into_the_folder_is_found_without_a_restart(rag, folders):
+    """The watcher (RAG_WATCH_INTERVAL_S, 2 s) picks up a new PDF; its passage
+    cites the page it is on."""
+    import asyncio
+    import time
+
+    from tests.unit.test_rag_documents import write_pdf
+
+    docs, _ = folders
+    write_pdf(docs / "kettle.pdf", ["Fill the kettle to the line.",
+                                    "Descale the kettle with vinegar every two months."])
+    question = "How often should I descale my kettle?"
+    deadline = time.monotonic() + 60
+    while True:
+        r = await search(rag.address, question, k=1)
+        if r.passages and r.passages[0].source.startswith("kettle.pdf"):
+            break
+        assert time.monotonic() < deadline, [p.source for p in r.passages]
+        await asyncio.sleep(0.5)
+    assert r.passages[0].source == "kettle.pdf#page=2", r.passages[0]
+    (docs / "kettle.pdf").unlink()                 # gone again, for the tests after this one
+    while any(p.source.startswith("kettle.pdf") for p in (await search(rag.address, question, k=5)).passages):
+        assert time.monotonic() < deadline + 30
+        await asyncio.sleep(0.5)
 
 
 def test_a_restart_reloads_the_persisted_index(folders, rag):
