@@ -16,7 +16,7 @@ CAPACITY_USERS ?= 1,2,3,4,6,8
 STEP_SECONDS ?= 120
 
 .PHONY: install install-dev proto run test test-unit test-integration test-e2e \
-        test-observability test-deploy test-browser test-fuzz test-load load capacity bench drill eval-answers \
+        test-observability test-deploy test-browser test-fuzz test-load load capacity bench drill eval eval-answers \
         rules dashboards generate clean release-start release-status release-promote release-abort release-events \
         release-run
 
@@ -85,6 +85,11 @@ drill: install-dev
 ## Benchmarks print numbers; docs/benchmarks.md records them with this command.
 bench: install-dev
 	$(PY) -m bench $(BENCH_FLAGS)
+
+## ASR WER/CER by slice (length, speaking rate, noise) and two releases compared:
+##   make eval  EVAL_ASR_FLAGS="--a base --b tiny.en"  (report: var/eval/asr.md + .png)
+eval: install-dev
+	$(PY) -m eval.asr $(EVAL_ASR_FLAGS)
 
 ## Answers from docs/: retrieval recall@k, key facts stated, "I don't know" outside
 ## the documents, unsupported claims, latency; docs/answers.md records them.
