@@ -19,7 +19,7 @@ import asyncio
 import logging
 from typing import TYPE_CHECKING
 
-from services.gateway import metrics, protocol
+from services.gateway import confirm, metrics, protocol
 from services.gateway import tools as tool_rules
 from services.gateway.backends.types import BackendError, ChatMessage, Passage, Tools
 from services.gateway.history import window_start
@@ -90,6 +90,9 @@ class Planner:
                         timings=timings, metadata=dict(metadata), in_conversation=in_conversation,
                         max_tokens=max_tokens, held=held, tools=plan[-1])
         resp.plan = plan
+        if plan[-1] is not None:   # tools offered: a sensitive one waits for a yes (confirm.py)
+            resp.sensitive = tool_rules.sensitive(opts.tools if opts.tools is not None else conv.state.config.tools)
+        resp.on_completed.append(confirm.settle)
         if in_conversation and conv.settings.llm_prefill and conv.settings.llm_warm_after_answer:
             # A callback, not a task waiting for the answer: a cancelled, failed or
             # never-run (held, then dropped) response would leave such a task

@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any, Callable, Sequence
 from opentelemetry import trace
 
 from common.tracing import current_trace_id, tracer
-from services.gateway import events, function_call, turn_end
+from services.gateway import confirm, events, function_call, turn_end
 from services.gateway.backends.types import BackendError, ChatMessage, LlmUsage, Passage, Priority, ToolCall, Tools
 from services.gateway.clauses import FastFirstClauseSplitter
 from services.gateway.held import HeldOutput
@@ -86,6 +86,8 @@ class Response:
         self.turn_id: str | None = None    # the user turn a preemptive run answers
         self.tools = tools                 # offered to the LLM (None: none, or tool_choice "none")
         self.call: ToolCall | None = None  # the LLM called a tool: the response is that call
+        self.sensitive: frozenset[str] = frozenset()   # tools called only after a yes (confirm.py)
+        self.asks: dict[str, str] | None = None         # the sensitive call this response asks about
         self._item_opened = False          # the assistant item was announced
         # Tracing: this response's span is a child of the user turn's span; the
         # response that answers the turn (not a discarded preemptive run) ends it.
@@ -193,6 +195,11 @@ class Response:
         c.emit(self._ev("response.content_part.added", part=content_part(self.audio_out, "")))
 
     async def _generate(self, q: asyncio.Queue) -> None:
+        if (call := confirm.confirmed(self)) is not None:
+            function_call.take(self, call)    # the user said yes: this response is the waiting call
+            if self.audio_out:
+                await q.put(None)
+            return
         if self.retrieval and self.query.strip():
             t0 = self.clock.now()
             with tracer("gateway").start_as_current_span("retrieval"):
@@ -214,6 +221,8 @@ class Response:
                     Priority.URGENT, **({"tools": self.tools} if self.tools is not None else {})):
                 if self.timings.llm_first_token is None:
                     self.timings.llm_first_token = self.clock.now()
+                if isinstance(delta, ToolCall) and (ask := confirm.guard(self, delta)) is not None:
+                    delta = ask                   # a sensitive tool: ask first (confirm.py)
                 if function_call.take(self, delta):
                     continue
                 if self.tools is not None and not self._item_opened:

@@ -209,6 +209,9 @@ class SessionState:
     # Backend variant per service ("stable" | "canary"), decided at creation
     # (routing.py) and kept for life: a resume on any gateway gets the same.
     variants: dict[str, str] = dataclasses.field(default_factory=dict)
+    # A sensitive tool's call waiting for the user's yes (confirm.py):
+    # {"name", "arguments", "asked": the item id of the question}.
+    pending_call: dict[str, str] | None = None
 
     def find(self, item_id: str) -> Item | None:
         for it in self.items:
@@ -241,11 +244,12 @@ class SessionState:
 
     def to_store(self) -> dict[str, Any]:
         return {"id": self.id, "config": self.config.to_store(), "created_at": self.created_at,
-                "owner": self.owner, "variants": dict(self.variants), "items": [it.to_store() for it in self.items]}
+                "owner": self.owner, "variants": dict(self.variants), "items": [it.to_store() for it in self.items],
+                "pending_call": self.pending_call}
 
     @classmethod
     def from_store(cls, d: dict[str, Any]) -> "SessionState":
         return cls(id=d["id"], config=SessionConfig.from_store(d["config"]),
                    items=[Item.from_store(x) for x in d.get("items", [])],
                    created_at=d.get("created_at", time.time()), owner=d.get("owner", "local"),
-                   variants=dict(d.get("variants") or {}))
+                   variants=dict(d.get("variants") or {}), pending_call=d.get("pending_call"))

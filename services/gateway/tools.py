@@ -5,7 +5,9 @@ one response offers the LLM (``offered``), and how the conversation's
 function_call / function_call_output items reach the LLM (``messages``).
 
 Supported: tools of type "function" with a name, a description and a JSON
-schema of the arguments ("parameters", an object schema); tool_choice
+schema of the arguments ("parameters", an object schema), and one extension
+field, ``"sensitive": true``: such a tool is called only after the user
+confirmed it in the turn before (confirm.py); tool_choice
 "auto", "none", "required" or {"type": "function", "name": ...}. How the
 LLM prompts for tools and constrains a call's arguments is the LLM
 service's business (services/llm/tools.py)."""
@@ -55,8 +57,19 @@ def check_tools(tools: list, path: str) -> list[dict[str, Any]]:
         if params is not None and (not isinstance(params, dict) or params.get("type", "object") != "object"):
             raise ToolsError("invalid_value", f"'{p}.parameters' must be a JSON schema of an object "
                              "(\"type\": \"object\")", f"{p}.parameters")
-        out.append({"type": "function", "name": name, "description": desc, "parameters": params or {}})
+        sensitive = t.get("sensitive", False)
+        if not isinstance(sensitive, bool):
+            raise ToolsError("invalid_type", f"'{p}.sensitive' must be true or false", f"{p}.sensitive")
+        tool = {"type": "function", "name": name, "description": desc, "parameters": params or {}}
+        if sensitive:
+            tool["sensitive"] = True
+        out.append(tool)
     return out
+
+
+def sensitive(tools: Sequence[dict[str, Any]] | None) -> frozenset[str]:
+    """Names of the tools marked ``"sensitive": true``."""
+    return frozenset(t["name"] for t in tools or () if t.get("sensitive"))
 
 
 def check_choice(choice: Any, tools: Sequence[dict[str, Any]] | None, path: str) -> str | dict[str, str]:
