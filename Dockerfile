@@ -97,7 +97,7 @@ RUN PY=python scripts/gen_protos.sh \
 USER 10001:10001
 
 # ---------------------------------------------- one thin target per component
-# Ports and env prefixes are stack/components.py's (the test checks they agree).
+# Ports and env prefixes are common/components.py's (the test checks they agree).
 FROM runtime AS vad
 ENV VOICE_COMPONENT=vad VAD_HOST=0.0.0.0 VAD_PORT=50051 VAD_METRICS_PORT=9101
 EXPOSE 50051 9101

@@ -104,7 +104,7 @@ dashboards: install-dev
 	$(PY) -m dashboards.generate
 
 ## Regenerate every generated file (rules, dashboards, deploy manifests, the
-## configuration doc) after changing SLOs, settings or stack/components.py.
+## configuration doc) after changing SLOs, settings or common/components.py.
 ## tests/ check that the committed copies are current.
 generate: install-dev
 	$(PY) -m observability.generate

@@ -94,7 +94,7 @@ def report(label: str, listened: list[Listened], barged: list[BargedIn]) -> str:
 
 
 def _gateway_without_canceller(stack):
-    from stack.components import GATEWAY
+    from common.components import GATEWAY
     from tests.procs import ServiceProcess
 
     env = {f"GATEWAY_{n.upper()}_ADDRS": p.address for n, p in stack.services.items()}

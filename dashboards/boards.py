@@ -8,7 +8,7 @@ from typing import Any
 
 from dashboards.grafana import Panel, dashboard, quantile, quantiles, rare_rate, rate, t
 from observability.slo import SLOS
-from stack.components import COMPONENTS, SPEECH_SERVICES
+from common.components import COMPONENTS, SPEECH_SERVICES
 
 GREEN, YELLOW, RED = "green", "yellow", "red"
 JOBS = "|".join(c.name for c in COMPONENTS)

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from common.config import ServiceSettings
-from stack.components import COMPONENTS, Component
+from common.components import COMPONENTS, Component
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -1,4 +1,4 @@
-"""Generate the deployment files that must follow stack/components.py and the
+"""Generate the deployment files that must follow common/components.py and the
 observability rules, so they cannot drift from `make run`:
 
   deploy/compose/prometheus.yml           observability's scrape config with compose
@@ -26,7 +26,7 @@ from typing import Any, Iterable
 import yaml
 
 from deploy.sizing import SIZES
-from stack.components import COMPONENTS, GATEWAY, SPEECH_SERVICES, Component, gateway_backend_env
+from common.components import COMPONENTS, GATEWAY, SPEECH_SERVICES, Component, gateway_backend_env
 
 ROOT = Path(__file__).resolve().parent.parent
 DEPLOY = ROOT / "deploy"
@@ -100,7 +100,7 @@ def component_env(c: Component, variant: str) -> list[dict[str, Any]]:
 def rag_index_settings() -> list[str]:
     """RAG's index path settings (RAG_INDEX_*), once services/rag defines them."""
     from deploy.configdoc import fields
-    from stack.components import by_name
+    from common.components import by_name
 
     return [f.env for f in fields(by_name("rag")) or () if "INDEX" in f.env and f.type == "str"]
 

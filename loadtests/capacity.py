@@ -8,7 +8,7 @@ its metrics; then write docs/capacity.md and its plot.
 
 Without --host it starts the whole stack itself (tests/stack.py) and reads
 /proc of each process; with --host (a `make run` stack) it reads the
-services' /metrics ports from stack/components.py. Each step is its own
+services' /metrics ports from common/components.py. Each step is its own
 Locust run, so every step's CPU and latency belong to that user count only."""
 from __future__ import annotations
 
@@ -63,7 +63,7 @@ def targets(stack) -> tuple[dict, dict[str, str]]:
         if stack.redis is not None:
             readers["redis"] = lambda pid=stack.redis.pid: probes.read_proc(pid)
         return readers, stack.metrics_targets()
-    from stack.components import COMPONENTS
+    from common.components import COMPONENTS
     addrs = {c.name: f"127.0.0.1:{c.resolved(dict(os.environ)).metrics_port}" for c in COMPONENTS}
     readers = {n: (lambda a=a: probes.proc_use_from_metrics(probes.scrape(a))) for n, a in addrs.items()}
     return readers, addrs

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 
-from stack.components import COMPONENTS, SPEECH_SERVICES
+from common.components import COMPONENTS, SPEECH_SERVICES
 
 # Jobs are named after components in prometheus.yml (job="asr", ...).
 ALL_JOBS = "|".join(c.name for c in COMPONENTS)

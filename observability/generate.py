@@ -4,7 +4,7 @@
 
 writes, into observability/prometheus/ by default:
   prometheus.yml         scrape config: one job per component of
-                         stack/components.py, rule_files -> rules/*.yml;
+                         common/components.py, rule_files -> rules/*.yml;
   rules/slo_<name>.yml   per SLO: error ratio over every window, burn rates,
                          budget left, and the page/ticket burn-rate alerts;
   rules/voice_alerts.yml the plain alerts (down, model not loaded, saturation);
@@ -23,7 +23,7 @@ import yaml
 from observability.alerts import PLAIN_ALERTS, Alert
 from observability.promtests import promtool_files
 from observability.slo import BUDGET_WINDOW, BURN_ALERTS, SLOS, WINDOWS, SLO
-from stack.components import COMPONENTS
+from common.components import COMPONENTS
 
 ROOT = Path(__file__).resolve().parent.parent
 PROM_DIR = ROOT / "observability" / "prometheus"
@@ -154,7 +154,7 @@ def render(doc: dict[str, Any]) -> str:
 
 
 def prometheus_config() -> dict[str, Any]:
-    """Scrape every component where stack/components.py says it serves /metrics."""
+    """Scrape every component where common/components.py says it serves /metrics."""
     jobs = [{"job_name": c.name,
              "static_configs": [{"targets": [f"127.0.0.1:{c.metrics_port}"],
                                  "labels": {"component": c.name}}]}

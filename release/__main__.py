@@ -31,7 +31,7 @@ from release.machine import IllegalTransition
 from release.probes import Prober
 from release.state import DEFAULT_HOLD_LIMIT_S, DEFAULT_INTERVAL_S, DEFAULT_STEPS, SERVICES
 from release.store import RedisReleaseStore
-from stack.components import REDIS_URL, by_name
+from common.components import REDIS_URL, by_name
 
 
 def _parser() -> argparse.ArgumentParser:

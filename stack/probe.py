@@ -17,7 +17,7 @@ import os
 import sys
 
 from stack import health
-from stack.components import COMPONENTS, by_name
+from common.components import COMPONENTS, by_name
 
 
 def resolve(target: str) -> tuple[str, str]:

@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 
 from stack import health
-from stack.components import COMPONENTS, GATEWAY, REDIS_URL, Component, gateway_backend_env
+from common.components import COMPONENTS, GATEWAY, REDIS_URL, Component, gateway_backend_env
 
 log = logging.getLogger("stack")
 ROOT = Path(__file__).resolve().parent.parent

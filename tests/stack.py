@@ -12,7 +12,7 @@ from typing import Iterator
 
 import redis
 
-from stack.components import GATEWAY, SPEECH_SERVICES
+from common.components import GATEWAY, SPEECH_SERVICES
 from tests.procs import ServiceProcess, free_port
 
 

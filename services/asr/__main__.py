@@ -15,7 +15,7 @@ from common.config import ServiceSettings, load_settings, setting
 from common.cores import host_cores
 from common.server import run, serve
 from common.stubs import asr_pb2_grpc
-from stack.components import by_name
+from common.components import by_name
 
 _COMPONENT = by_name("asr")
 log = logging.getLogger("asr")

@@ -20,7 +20,7 @@ from __future__ import annotations
 import dataclasses
 
 from common.config import setting
-from stack.components import GATEWAY, REDIS_URL, by_name
+from common.components import GATEWAY, REDIS_URL, by_name
 
 
 def _addr(name: str) -> str:

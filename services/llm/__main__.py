@@ -18,7 +18,7 @@ from services.llm.model import LlamaOptions, default_model_path, load_llama, war
 from services.llm.prompt import DEFAULT_SYSTEM_PROMPT, PASSAGE_WORDS
 from services.llm.servicer import ChatServicer
 from services.llm.validate import Limits
-from stack.components import by_name
+from common.components import by_name
 
 log = logging.getLogger("services.llm")
 

@@ -18,7 +18,7 @@ from services.rag.embedder import (
 )
 from services.rag.engine import MAX_K, RagConfig, RagEngine
 from services.rag.servicer import RetrieverServicer
-from stack.components import by_name
+from common.components import by_name
 
 ROOT = Path(__file__).resolve().parent.parent.parent
 

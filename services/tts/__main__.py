@@ -14,7 +14,7 @@ from services.tts.engine import TtsEngine
 from services.tts.scheduler import Scheduler
 from services.tts.servicer import TtsServicer
 from services.tts.voices import default_voice_files, load_voices
-from stack.components import by_name
+from common.components import by_name
 
 COMPONENT = by_name("tts")
 log = logging.getLogger("tts")

@@ -10,7 +10,7 @@ from common.stubs import vad_pb2, vad_pb2_grpc
 from services.vad.engine import VadEngine
 from services.vad.servicer import VadServicer
 from services.vad.turn_model import SmartTurnModel
-from stack.components import by_name
+from common.components import by_name
 
 COMPONENT = by_name("vad")
 

@@ -1,6 +1,6 @@
 """docker-compose.yml and its GPU/canary overrides describe exactly the system
 `make run` starts: every variant passes `docker-compose config`; every
-component of stack/components.py is a compose service with the same module,
+component of common/components.py is a compose service with the same module,
 ports, environment names and values, and gRPC/HTTP health check; every
 environment variable compose sets is one the service's settings dataclass
 reads; sizes follow deploy/sizing.py; the infrastructure is healthy-gated."""
@@ -15,7 +15,7 @@ import yaml
 
 from deploy.configdoc import env_names
 from deploy.sizing import SIZES
-from stack.components import COMPONENTS, GATEWAY, SPEECH_SERVICES, by_name, gateway_backend_env
+from common.components import COMPONENTS, GATEWAY, SPEECH_SERVICES, by_name, gateway_backend_env
 from tests.deploy.deploy_helpers import (COMPOSE, INFRA, ROOT, VARIANTS, compose_bin,
                                          compose_config, run_compose)
 

@@ -2,7 +2,7 @@
 pinned (no `latest`), llama.cpp built with GGML_NATIVE=OFF in every flavor,
 model packages installed and models prepared at build time, stubs generated
 at build time, a non-root user, and one target per component whose EXPOSE,
-HEALTHCHECK, CMD and ports agree with stack/components.py. (No engine here:
+HEALTHCHECK, CMD and ports agree with common/components.py. (No engine here:
 a structural check, not a build.)"""
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import re
 
 import pytest
 
-from stack.components import COMPONENTS
+from common.components import COMPONENTS
 from tests.deploy.deploy_helpers import ROOT, dockerfile_lines, dockerfile_stages, expand, lineage
 
 ARGS, STAGES = dockerfile_stages()

@@ -1,6 +1,6 @@
 """Generated deployment files are current: the committed compose Prometheus
 config, Kubernetes base and canary components equal what deploy/generate.py
-makes from stack/components.py and observability's rules today, and
+makes from common/components.py and observability's rules today, and
 docs/configuration.md equals what the settings dataclasses say. A change to a
 port, a component, a rule or a setting without regenerating fails here."""
 from __future__ import annotations
@@ -20,7 +20,7 @@ def test_generated_deploy_files_are_current():
 
 
 def test_no_orphaned_generated_files():
-    """A component removed from stack/components.py must not leave its manifests behind."""
+    """A component removed from common/components.py must not leave its manifests behind."""
     made = {ROOT / "deploy" / rel for rel in generate.files()}
     on_disk = {p for p in (ROOT / "deploy").rglob("*.y*ml")
                if p.read_text().startswith(generate.HEADER)}
@@ -34,7 +34,7 @@ def test_configuration_doc_is_current():
 
 def test_config_doc_lists_every_setting_of_every_written_service():
     from deploy.configdoc import env_names
-    from stack.components import COMPONENTS
+    from common.components import COMPONENTS
 
     doc = (ROOT / "docs" / "configuration.md").read_text()
     listed = 0

@@ -22,7 +22,7 @@ import yaml
 
 from deploy.configdoc import env_names
 from deploy.sizing import SIZES
-from stack.components import COMPONENTS, GATEWAY, SPEECH_SERVICES, gateway_backend_env
+from common.components import COMPONENTS, GATEWAY, SPEECH_SERVICES, gateway_backend_env
 from tests.deploy import deploy_kustomize as kz
 from tests.deploy.deploy_helpers import ROOT
 

@@ -11,7 +11,7 @@ import sys
 
 import pytest
 
-from stack.components import COMPONENTS
+from common.components import COMPONENTS
 from stack.probe import resolve
 from tests.deploy.deploy_helpers import ROOT
 from tests.procs import free_port, running

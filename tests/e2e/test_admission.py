@@ -23,7 +23,7 @@ from websockets.exceptions import ConnectionClosed
 
 from clients import events
 from clients.realtime import RealtimeClient
-from stack.components import GATEWAY
+from common.components import GATEWAY
 from tests.e2e.talk import clip, status_of, wer
 from tests.procs import ServiceProcess, running
 from tests.stack import Stack

@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 
 from stack import health
-from stack.components import COMPONENTS
+from common.components import COMPONENTS
 from tests.procs import ROOT, free_port
 
 

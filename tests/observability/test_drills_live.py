@@ -28,7 +28,7 @@ import redis
 from clients.clips import load_clips
 from drills.runner import run_drill
 from drills.scenarios import SCENARIOS
-from stack.components import COMPONENTS
+from common.components import COMPONENTS
 from tests.observability import prom
 from tests.procs import ROOT
 from tests.stack import Stack, start_stack

@@ -24,7 +24,7 @@ import yaml
 from dashboards.boards import boards
 from dashboards.grafana import exprs
 from observability.slo import SLOS
-from stack.components import COMPONENTS, SPEECH_SERVICES
+from common.components import COMPONENTS, SPEECH_SERVICES
 from tests.observability.otlp_sink import OtlpSink
 from tests.observability.prom import get, query, wait_for
 from tests.procs import ROOT, free_port

@@ -26,7 +26,7 @@ import pytest
 from clients import events
 from clients.realtime import RealtimeClient
 from observability import slo
-from stack.components import COMPONENTS, SPEECH_SERVICES
+from common.components import COMPONENTS, SPEECH_SERVICES
 from tests.observability import prom
 
 MISSING = [c.module for c in COMPONENTS if importlib.util.find_spec(c.module + ".__main__") is None]

@@ -15,7 +15,7 @@ from dashboards import generate
 from dashboards.boards import boards
 from dashboards.grafana import DATASOURCE_UID, exprs
 from observability.generate import recorded_names
-from stack.components import SPEECH_SERVICES
+from common.components import SPEECH_SERVICES
 
 ROOT = Path(__file__).resolve().parents[2]
 EXPECTED_UIDS = {"voice-overview", "voice-canary", "voice-stage-gateway",

@@ -3,7 +3,7 @@ tests are exactly what `make rules` generates; every alert has a summary, a
 severity and a runbook that exists and says what to look at first and how to
 mitigate; the burn-rate alerts follow the SRE workbook (thresholds = factor x
 budget, windows spend the workbook's share of a 30-day budget); Prometheus
-scrapes every component where stack/components.py says it listens."""
+scrapes every component where common/components.py says it listens."""
 from __future__ import annotations
 
 import re
@@ -14,7 +14,7 @@ import yaml
 
 from observability import generate
 from observability.slo import BUDGET_DAYS, BURN_ALERTS, SLOS, WINDOWS
-from stack.components import COMPONENTS
+from common.components import COMPONENTS
 
 ROOT = Path(__file__).resolve().parents[2]
 PROM = ROOT / "observability" / "prometheus"

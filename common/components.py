@@ -1,5 +1,7 @@
-"""What `make run` starts: every component, its port, its metrics port and the
-environment it is configured with. deploy/ tests compare compose and the
+"""Every component of the platform, its port, its metrics port and the
+environment it is configured with: what `make run` starts (stack/), and what
+every service reads its default ports from (so services do not depend on the
+supervisor that starts them). deploy/ tests compare compose and the
 Kubernetes manifests against this table so they cannot drift apart."""
 from __future__ import annotations
 
