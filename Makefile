@@ -88,8 +88,10 @@ bench: install-dev
 
 ## ASR WER/CER by slice (length, speaking rate, noise) and two releases compared:
 ##   make eval  EVAL_ASR_FLAGS="--a base --b tiny.en"  (report: var/eval/asr.md + .png)
+## then each TTS voice's round-trip WER and first-audio latency (var/eval/tts.md).
 eval: install-dev
 	$(PY) -m eval.asr $(EVAL_ASR_FLAGS)
+	$(PY) -m eval.tts $(EVAL_TTS_FLAGS)
 
 ## Answers from docs/: retrieval recall@k, key facts stated, "I don't know" outside
 ## the documents, unsupported claims, latency; docs/answers.md records them.

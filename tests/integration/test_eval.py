@@ -2,7 +2,8 @@
 base against tiny.en over the bundled clips with pink noise at 10 dB. The
 report holds every slice for both releases, the ranked comparison and a
 recommendation, a PNG plot, and no transcript. Whisper base reads the whole
-clean clips well (WER under 10 %: 2.8 % in docs/benchmarks.md)."""
+clean clips well (WER under 10 %: 2.8 % in docs/benchmarks.md). And the TTS
+evaluation's round trip on the default voice."""
 from __future__ import annotations
 
 import re
@@ -29,3 +30,17 @@ def test_the_evaluation_writes_slices_a_comparison_and_a_plot(tmp_path, capsys):
     from clients.clips import clips
     for _, ref in clips():
         assert ref[:40] not in text                          # aggregates only
+
+
+def test_the_tts_evaluation_hears_the_default_voice_back(tmp_path, capsys):
+    """Round trip on the real voice and Whisper base: the default voice is
+    intelligible (5.5 % WER when first measured; a broken voice or resampling
+    is far above 15 %), and first audio is timed."""
+    from eval.tts import main as tts_main
+
+    out = tmp_path / "tts.md"
+    assert tts_main(["--out", str(out)]) == 0
+    row = next(line for line in out.read_text().splitlines() if line.startswith("| en_US-joe-medium"))
+    cells = [c.strip() for c in row.strip("|").split("|")]
+    assert cells[1] == "12" and float(cells[2].rstrip(" %")) < 15.0, row
+    assert float(cells[3].split(" / ")[0]) > 0, row
