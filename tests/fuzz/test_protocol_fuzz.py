@@ -8,8 +8,9 @@ logged at ERROR, every ``error`` names the event_id of the message that
 caused it, and what the session keeps stays bounded (max_items items, a
 bounded stored size), and so does the process: its resident memory after
 the last message is within RSS_GROWTH_MB of what it was a fifth of the way
-in (a leak of ~1.5 KB per message fails it over a seed's 25,000). A failing seed prints its seed and message number; it
-is then kept in REGRESSION_SEEDS.
+in (a leak of ~1.5 KB per message fails it over a seed's 25,000). A
+failing seed prints its seed and message number; it is then kept in
+REGRESSION_SEEDS.
 
     FUZZ_EVENTS=100000 .venv/bin/python -m pytest tests/fuzz      (make test-fuzz)"""
 from __future__ import annotations
