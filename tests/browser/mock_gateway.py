@@ -281,6 +281,7 @@ class MockGateway:
         self.truncates: list[dict] = []
         self.sent: list[dict] = []
         self.connects: list[str | None] = []  # session_id asked for on each connection
+        self.urls: list[str] = []             # the URL of each connection
         self.transcripts = ["what is the weather like today"]
         self.reply = DEFAULT_REPLY
         self.think_s = 0.2
@@ -319,12 +320,17 @@ class MockGateway:
         return [p + " " for p in parts]
 
     async def realtime(self, ws: WebSocket) -> None:
-        asked = ws.query_params.get("session_id")
+        # As the gateway: the session to resume comes as the voice-session.<id>
+        # subprotocol (the page), the X-Session-Id header, or ?session_id=.
+        offered = ws.scope.get("subprotocols") or []
+        asked = next((p[len("voice-session."):] for p in offered if p.startswith("voice-session.")),
+                     ws.headers.get("x-session-id") or ws.query_params.get("session_id"))
         self.connects.append(asked)
+        self.urls.append(str(ws.url))
         if time.monotonic() < self.refuse_until:
             await ws.close(code=1013)  # try again later
             return
-        await ws.accept()
+        await ws.accept(subprotocol="realtime" if "realtime" in offered else None)
         session = self.sessions.get(asked) if asked else None
         if session is None:
             session = Session(id=f"sess_{uuid.uuid4().hex[:12]}")

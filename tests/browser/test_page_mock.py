@@ -143,6 +143,7 @@ def test_reconnects_to_the_same_session_after_a_drop(launch, mock):
     shot(page, "mock-06-reconnecting")
     wait_hook(page, "t.reconnects === 1 && t.connection === 'open'", 20)
     assert mock.connects[-1] == sid          # asked for the same session
+    assert sid not in mock.urls[-1]          # as a subprotocol, never in the URL
     assert hook(page, "sessionId") == sid
     assert len(mock.events("session.update")) >= 2  # settings re-applied
     page.fill("#text-input", "still there?")
