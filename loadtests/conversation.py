@@ -260,3 +260,13 @@ def connect_failure(log: EventLog, exc: BaseException) -> TurnFailed:
                           float(retry) if retry is not None else None)
     code = "timeout" if isinstance(exc, TimeoutError) else "connect_failed"
     return TurnFailed(code, repr(exc))
+
+
+def turn_detection(env) -> dict | bool:
+    """LOAD_TURN_DETECTION: server_vad (True: the server's defaults) or semantic_vad[:eagerness]."""
+    kind, _, eagerness = env.get("LOAD_TURN_DETECTION", "server_vad").partition(":")
+    if kind == "server_vad":
+        return True
+    if kind == "semantic_vad":
+        return {"type": "semantic_vad", "eagerness": eagerness or "auto"}
+    raise ValueError(f"LOAD_TURN_DETECTION {kind!r}: use server_vad or semantic_vad[:low|medium|high|auto]")

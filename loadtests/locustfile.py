@@ -15,7 +15,9 @@ Only this machine is a target: a --host that is not loopback is refused.
 Environment: LOAD_BARGE_IN_SHARE (default 0.25), LOAD_TURN_TIMEOUT_S (30),
 LOAD_THINK_S (1.0), LOAD_SHAPE (steady|step), LOAD_STEP_* (see shapes.py),
 LOAD_ECHO ("DELAY_MS,LEVEL_DB", e.g. "120,-10": every user on loudspeakers, the
-answers echoing into the microphone, clients/echo.py; default empty: none)."""
+answers echoing into the microphone, clients/echo.py; default empty: none),
+LOAD_TURN_DETECTION ("server_vad", the default, or "semantic_vad[:EAGERNESS]",
+e.g. "semantic_vad:auto": the end-of-turn model decides the window)."""
 from __future__ import annotations
 
 import json
@@ -29,7 +31,7 @@ from clients import events
 from clients.clips import load_clips
 from clients.echo import attach_echo, room_from_env
 from clients.realtime_sync import SyncRealtimeClient
-from loadtests.conversation import Pacing, Speaker, connect_failure
+from loadtests.conversation import Pacing, Speaker, connect_failure, turn_detection
 from loadtests.shapes import StepSchedule
 
 RATE = 16000                      # the clips' own rate; no client-side resampling under load
@@ -95,7 +97,8 @@ class RealtimeVoiceUser(User):
         rt = SyncRealtimeClient(self.url, timeout=30)
         try:
             rt.connect()
-            rt.update_session(events.session_config(input_rate=RATE, output_rate=OUT_RATE))
+            rt.update_session(events.session_config(input_rate=RATE, output_rate=OUT_RATE,
+                                                    turn_detection=turn_detection(os.environ)))
         except Exception as exc:
             failure = connect_failure(rt.log, exc)
             self.fire("connect", (time.monotonic() - t0) * 1000, failure, "session")

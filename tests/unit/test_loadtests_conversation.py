@@ -259,3 +259,13 @@ def test_refused_connect_is_named_by_the_servers_code():
     assert (refused.code, refused.retry_after_s) == ("server_busy", 10.0)
     assert connect_failure(EventLog(), TimeoutError("x")).code == "timeout"
     assert connect_failure(EventLog(), OSError("refused")).code == "connect_failed"
+
+
+def test_turn_detection_from_the_environment():
+    from loadtests.conversation import turn_detection
+
+    assert turn_detection({}) is True                          # server_vad with the server's defaults
+    assert turn_detection({"LOAD_TURN_DETECTION": "semantic_vad"}) == {"type": "semantic_vad", "eagerness": "auto"}
+    assert turn_detection({"LOAD_TURN_DETECTION": "semantic_vad:high"})["eagerness"] == "high"
+    with pytest.raises(ValueError, match="LOAD_TURN_DETECTION 'vad'"):
+        turn_detection({"LOAD_TURN_DETECTION": "vad"})
