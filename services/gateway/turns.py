@@ -116,12 +116,14 @@ class TurnTaker:
             return
         self._asr_segments[0] = seg  # the open segment continues on the new stream
         self._asr_index = 1
-        if seg.done.is_set():        # opened while the ASR was away: it has no text
-            self._asr_sent_to = self.conv.ring.end_ms
+        if seg.done.is_set() and (seg.final is not None or seg.end_ms is not None):
+            self._asr_sent_to = self.conv.ring.end_ms    # settled: nothing waits for its text
             return
         # A stream lost while the user spoke (a restarted service, a reset
-        # connection): the new one hears the utterance again from its first
-        # sample the ring still holds (6 s), so the words said before are not lost.
+        # connection), or speech that began while the ASR was away: the new
+        # stream hears the utterance from its first sample the ring still
+        # holds (6 s), so the words said before are not lost.
+        seg.done.clear()
         start = max(seg.padded_ms, self.conv.ring.start_ms)
         seg.padded_ms, seg.interim_end_ms = start, None
         seg.flush_end_ms = seg.flush_at = None   # a flush of the lost stream cannot be adopted

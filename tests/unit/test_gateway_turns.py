@@ -262,6 +262,19 @@ async def test_an_asr_stream_reset_while_the_user_speaks_hears_the_utterance_aga
         assert [d.event["response"]["status"] for d in s.of("response.done")] == ["completed"]
 
 
+async def test_speech_begun_while_the_asr_was_away_is_heard_once_it_is_back():
+    """The ASR is down when the user starts speaking and back (its stream
+    reopened) before they stop: the utterance is heard from its start."""
+    async with session([(0.5, 3.0)], ["what time is it now"], replies=("Noon.",)) as s:
+        s.b.asr.kill()
+        await s.run_audio(1.0)                      # speaking, no ASR
+        s.b.asr.up = True
+        await s.run_audio(4.0)                      # the stream reopens (backoff), the user goes on
+        assert s.b.asr.final_audio_ms and s.b.asr.final_audio_ms[-1] >= 2500, s.b.asr.final_audio_ms
+        [done] = s.of("conversation.item.input_audio_transcription.completed")
+        assert done.event["transcript"] == "what time is it now"
+
+
 async def test_vad_restart_recovers_turn_taking():
     async with session([(3.0, 4.0)], ["hello"], replies=("Hi.",)) as s:
         s.b.vad.kill()
