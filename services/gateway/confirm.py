@@ -45,9 +45,10 @@ def question(call: ToolCall) -> str:
 def guard(resp: "Response", call: ToolCall) -> str | None:
     """The LLM called ``call``: None to let it through, or (a sensitive tool
     without confirmation) the question to speak instead."""
-    if call.name not in resp.sensitive or not resp.in_conversation:
+    if call.name not in resp.sensitive:
         return None
-    resp.asks = {"name": call.name, "arguments": call.arguments, "asked": resp.item.id}
+    if resp.in_conversation:      # an out-of-band response asks too, but nothing can confirm it
+        resp.asks = {"name": call.name, "arguments": call.arguments, "asked": resp.item.id}
     return question(call)
 
 

@@ -78,6 +78,17 @@ async def test_anything_but_a_yes_drops_the_call_and_is_answered():
         assert not s.of("response.function_call_arguments.done")
 
 
+async def test_an_out_of_band_response_asks_and_nothing_can_confirm_it():
+    async with session(CALL) as s:
+        await setup(s)
+        await s.send({"type": "response.create", "response": {"conversation": "none", "input": [
+            {"type": "message", "role": "user", "content": [{"type": "input_text", "text": "delete my notes"}]}]}})
+        await s.wait(1.0)
+        assert not s.of("response.function_call_arguments.done")
+        assert words(s.of("response.done")[-1].event).startswith("I'd run delete notes")
+        assert s.conv.state.pending_call is None
+
+
 async def test_other_tools_are_called_at_once():
     async with session(ToolCall("get_weather", '{"city": "Paris"}')) as s:
         await setup(s)
