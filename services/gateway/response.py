@@ -68,8 +68,8 @@ class Response:
         self.rate, self.voice, self.speed = cfg.output_rate, cfg.voice, cfg.speed
         self.retrieval = cfg.retrieval_enabled and conv.settings.retrieval
         self.k = cfg.retrieval_k
-        self.audio = AudioOut(clock=self.clock, rate=self.rate, voice=self.voice, speed=self.speed,
-                              lead_ms=conv.settings.audio_lead_ms, backends=conv.backends, item=self.item,
+        self.audio = AudioOut(clock=self.clock, rate=self.rate, speed=self.speed,
+                              lead_ms=conv.settings.audio_lead_ms, backends=conv.backends, item=lambda: self.item,
                               timings=self.timings, response_id=self.id, emit=conv.emit, ev=self._ev,
                               held=lambda: self.held)
         self.playout = self.audio.playout           # the audio, sent and heard (playout.py)

@@ -23,11 +23,12 @@ from services.gateway.timings import TurnTimings
 
 
 class AudioOut:
-    def __init__(self, *, clock: Clock, rate: int, voice: str, speed: float, lead_ms: float,
-                 backends: Any, item: Item, timings: TurnTimings, response_id: str,
+    def __init__(self, *, clock: Clock, rate: int, speed: float, lead_ms: float,
+                 backends: Any, item: Callable[[], Item], timings: TurnTimings, response_id: str,
                  emit: Callable[..., None], ev: Callable[..., dict], held: Callable[[], bool]) -> None:
-        self.clock, self.rate, self.voice, self.speed, self.lead_ms = clock, rate, voice, speed, lead_ms
-        self.backends, self.item, self.timings, self.response_id = backends, item, timings, response_id
+        """``item``: the response's item now (a function call replaces it)."""
+        self.clock, self.rate, self.speed, self.lead_ms = clock, rate, speed, lead_ms
+        self.backends, self._item, self.timings, self.response_id = backends, item, timings, response_id
         self._emit, self._ev, self._held = emit, ev, held
         self.playout = Playout(clock, rate)   # the audio, sent and heard
         self.gen_done = False                 # every clause synthesised
@@ -47,12 +48,13 @@ class AudioOut:
         while (clause := await q.get()) is not None:
             start = self.playout.total_ms
             c = Clause(clause, start, start)
-            self.item.clauses.append(c)
+            clauses = self._item().clauses
+            clauses.append(c)
             if self.timings.tts_start is None:
                 self.timings.tts_start = self.clock.now()
             rs: StreamResampler | None = None
             self.partial = c
-            priority: Priority = self.playout.clause_priority(len(self.item.clauses) - 1)
+            priority: Priority = self.playout.clause_priority(len(clauses) - 1)
             async for piece in self.backends.tts.synthesize(clause, tts_voice, self.speed, priority):
                 if self.timings.tts_first_audio is None:
                     self.timings.tts_first_audio = self.clock.now()
@@ -100,7 +102,7 @@ class AudioOut:
 
     def _announce(self, upto_ms: float) -> None:
         """Transcript deltas for clauses whose audio starts before ``upto_ms``."""
-        clauses = self.item.clauses
+        clauses = self._item().clauses
         while self.announced < len(clauses) and clauses[self.announced].start_ms < upto_ms:
             text = clauses[self.announced].text
             self._emit(self._ev("response.output_audio_transcript.delta",
