@@ -80,6 +80,15 @@ def stage_means(before: probes.Series, after: probes.Series) -> dict[str, float]
     return out
 
 
+def server_breakdown(samples: list[slo_gate.Sample]) -> dict[str, tuple[float, float]]:
+    """p50 / p95 ms of each ``server/<stage>`` figure the users reported."""
+    by: dict[str, list[float]] = {}
+    for smp in samples:
+        if smp.name.startswith("server/") and smp.ok:
+            by.setdefault(smp.name[len("server/"):], []).append(smp.ms)
+    return {k: (slo_gate.percentile(v, 50), slo_gate.percentile(v, 95)) for k, v in by.items()}
+
+
 def run_step(base: str, users: int, a: argparse.Namespace, readers, gateway_metrics: str) -> StepResult:
     before = probes.scrape(gateway_metrics)
     child0 = resource.getrusage(resource.RUSAGE_CHILDREN)
@@ -93,7 +102,8 @@ def run_step(base: str, users: int, a: argparse.Namespace, readers, gateway_metr
     verdict = slo_gate.judge(samples, slo_gate.thresholds(a))
     return StepResult(users, wall, verdict.ok, verdict.figures, verdict.lines, use.cpu_s(),
                       dict(use.peak_rss), stage_means(before, after),
-                      (child1.ru_utime + child1.ru_stime) - (child0.ru_utime + child0.ru_stime))
+                      (child1.ru_utime + child1.ru_stime) - (child0.ru_utime + child0.ru_stime),
+                      server_breakdown(samples))
 
 
 def machine(cores: int) -> str:
@@ -125,6 +135,8 @@ def main(argv: list[str] | None = None) -> int:
             print(f"    v2v p50 {f['v2v_p50_ms']:.0f} / p95 {f['v2v_p95_ms']:.0f} ms, "
                   f"{f['failed_turns']:.0f}/{f['turns']:.0f} failed: SLO {'met' if step.ok else 'broken'}")
             print("\n".join("    " + ln for ln in step.gate_lines), flush=True)
+            print("    server p50/p95 ms: " + ", ".join(f"{k} {v[0]:.0f}/{v[1]:.0f}"
+                                                       for k, v in sorted(step.server_ms.items())), flush=True)
             if not step.ok and not a.keep_going:
                 break
             time.sleep(3)     # sessions close before the next step starts

@@ -30,12 +30,18 @@ exception starts with its error code (``timeout``, ``server_busy``, ...)."""
 from __future__ import annotations
 
 import dataclasses
+import json
 import random
 from typing import Any, Callable, Protocol, Sequence
 
 from clients import events
 from clients.clips import Clip
 from clients.eventlog import EventLog, ServerEvent
+
+# The server-side stages reported per turn (services/gateway/timings.py).
+SERVER_STAGES = ("speech_end", "endpoint", "asr_final", "asr_wait", "transcript", "llm_first_token",
+                 "first_clause", "tts_first_audio", "audio_ready", "preempt_lead", "interim_gap",
+                 "voice_to_voice")
 
 Report = Callable[[str, float, "Exception | None"], None]   # (name, milliseconds, failure)
 
@@ -164,7 +170,22 @@ class Speaker:
         self.clock.sleep(max(0.0, end - self.clock.now()))            # listen to all of it
         s.send(events.truncate(item, int(heard_s * 1000)))           # playback ended
         self._judge(mark, done, t_last)
+        self._report_server(done)
         self.report("turn", (end - t_last) * 1000, None)
+
+    def _report_server(self, done: ServerEvent) -> None:
+        """The server's own breakdown of the turn (``response.done``'s
+        metadata.timings, timings.py) as ``server/<stage>`` figures: where
+        the voice-to-voice time went, turn by turn, under this load."""
+        raw = ((done.get("response") or {}).get("metadata") or {}).get("timings")
+        try:
+            timings = json.loads(raw) if raw else {}
+        except ValueError:
+            return
+        for key in SERVER_STAGES:
+            v = timings.get(f"{key}_ms")
+            if isinstance(v, (int, float)):
+                self.report(f"server/{key}", float(v), None)
 
     def _wait_done(self, rid: str, first: ServerEvent) -> ServerEvent:
         """The reply's ``response.done``, however long the answer: the server

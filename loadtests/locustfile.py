@@ -87,6 +87,8 @@ class RealtimeVoiceUser(User):
             self.rt.close()
 
     def fire(self, name: str, ms: float, exc: Exception | None = None, kind: str = "voice") -> None:
+        if name.startswith("server/"):
+            kind = "server"    # the server's own breakdown (conversation.SERVER_STAGES)
         self.environment.events.request.fire(request_type=kind, name=name, response_time=ms,
                                              response_length=0, exception=exc, context={})
 

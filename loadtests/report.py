@@ -23,6 +23,8 @@ class StepResult:
     peak_rss: dict[str, int]        # bytes, peak per component during the step
     stage_ms: dict[str, float] = dataclasses.field(default_factory=dict)  # gateway stage means
     loadgen_cpu_s: float = 0.0      # the Locust process (same host, so it competes)
+    # the server's per-turn breakdown (response.done timings): stage -> (p50, p95) ms
+    server_ms: dict[str, tuple[float, float]] = dataclasses.field(default_factory=dict)
 
     @property
     def answered(self) -> float:
@@ -109,9 +111,31 @@ def render(steps: list[StepResult], meta: Meta) -> str:
     out += ["", "Latencies in ms, from the unrounded samples; v2v = last voiced sample of the "
             "question → first audio delta.", ""]
     out += _costs(steps, ref, comps, meta)
+    out += _breakdown(steps)
     out += _saturation(steps, comps)
     out += _math(ref, cap, meta)
     return "\n".join(out) + "\n"
+
+
+BREAKDOWN = ("speech_end", "endpoint", "asr_final", "transcript", "llm_first_token", "first_clause",
+             "tts_first_audio", "audio_ready", "interim_gap", "voice_to_voice")
+
+
+def _breakdown(steps: list[StepResult]) -> list[str]:
+    """Where each step's voice-to-voice time went, from the server's own
+    per-turn timings (services/gateway/timings.py), p50 / p95 ms."""
+    keys = [k for k in BREAKDOWN if any(k in s.server_ms for s in steps)]
+    if not keys:
+        return []
+    out = ["## Where the time goes", "",
+           "The server's own per-turn timings (response.done metadata; definitions in "
+           "services/gateway/timings.py), p50 / p95 ms:", "",
+           "| users | " + " | ".join(keys) + " |", "|---|" + "---|" * len(keys)]
+    for s in steps:
+        cells = [f"{_ms(s.server_ms[k][0])} / {_ms(s.server_ms[k][1])}" if k in s.server_ms else "–"
+                 for k in keys]
+        out.append(f"| {s.users} | " + " | ".join(cells) + " |")
+    return out + [""]
 
 
 def _costs(steps: list[StepResult], ref: StepResult, comps: list[str], meta: Meta) -> list[str]:

@@ -8,6 +8,7 @@ sample to output_audio_buffer.cleared, and names every failed turn by its
 code (timeout, server error, failed reply, split question)."""
 from __future__ import annotations
 
+import json
 import random
 
 import pytest
@@ -147,6 +148,25 @@ def test_turn_figures_are_the_protocol_times_and_the_whole_answer_is_heard():
     assert clock.t == pytest.approx(t_end + 1.0)
     sp.turn()
     assert mic.played[1] == pytest.approx(t_end + 1.0)
+
+
+def test_the_servers_breakdown_is_reported_from_response_done():
+    timings = json.dumps({"asr_final_ms": 312.5, "llm_first_token_ms": 150.0, "voice_to_voice_ms": 640.0,
+                          "not_a_stage_ms": 1.0})
+    script = [transcript(LAST + 0.30)] + answer(LAST + 0.65, audio_s=1.0)
+    script[-1][1]["response"]["metadata"] = {"timings": timings}
+    sp, _, _, _, reports = speaker(script)
+    sp.turn()
+    f = figures(reports)
+    assert f["server/asr_final"] == (312.5, None) and f["server/llm_first_token"] == (150.0, None)
+    assert f["server/voice_to_voice"] == (640.0, None)
+    assert not any(n.startswith("server/not_a") for n in f)
+    # a reply without timings (or with garbage) reports none and still completes the turn
+    script = [transcript(LAST + 0.30)] + answer(LAST + 0.65, audio_s=1.0)
+    script[-1][1]["response"]["metadata"] = {"timings": "{not json"}
+    sp, _, _, _, reports = speaker(script)
+    sp.turn()
+    assert "turn" in figures(reports) and not any(n.startswith("server/") for n in figures(reports))
 
 
 def test_a_reply_that_outlasts_its_audio_is_heard_until_it_is_done():

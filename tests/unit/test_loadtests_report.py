@@ -54,6 +54,21 @@ def test_report_holds_the_measured_figures():
     assert "python -m loadtests.capacity --users 1,2,3" in md
 
 
+def test_breakdown_from_the_servers_samples():
+    from loadtests.capacity import server_breakdown
+    from loadtests.slo_gate import Sample
+    samples = [Sample("server/asr_final", ms, True) for ms in (100.0, 200.0, 300.0, 400.0)]
+    samples += [Sample("voice_to_voice", 999.0, True), Sample("server/endpoint", 500.0, True)]
+    bd = server_breakdown(samples)
+    assert bd == {"asr_final": (200.0, 400.0), "endpoint": (500.0, 500.0)}
+    s = step(2, True, 1100)
+    s.server_ms = bd
+    md = render([s], META)
+    assert "## Where the time goes" in md
+    assert "| users | endpoint | asr_final |" in md and "| 2 | 500 / 500 | 200 / 400 |" in md
+    assert "## Where the time goes" not in render(STEPS, META)   # no breakdown measured: no table
+
+
 def test_math_uses_measured_costs():
     md = render(STEPS, META)
     # host: 2 cores × 70 % / (0.8 × 0.1) = 17.5, rounded down; GPU host CPU side: 16 × 0.7 / (0.05 × 0.1) = 2240
