@@ -31,21 +31,39 @@ AHEAD_MS = 500.0
 ECHO_SHARE = 0.7
 
 
-def spoken_words(clauses: Sequence[Clause], from_ms: float, to_ms: float | None = None) -> set[str]:
+def spoken_words(clauses: Sequence[Clause], from_ms: float, to_ms: float | None = None) -> list[str]:
     """Words of the clauses that played from ``BEFORE_MS`` before ``from_ms``
-    to just after ``to_ms`` (default ``from_ms``): the stretch of the reply
-    whose echo a transcript of speech over that stretch can hold."""
+    to just after ``to_ms`` (default ``from_ms``), in the order spoken: the
+    stretch of the reply whose echo a transcript of speech over that stretch
+    can hold."""
     lo, hi = from_ms - BEFORE_MS, (from_ms if to_ms is None else to_ms) + AHEAD_MS
-    out: set[str] = set()
-    for c in clauses:
+    out: list[str] = []
+    for c in sorted(clauses, key=lambda c: c.start_ms):
         if c.end_ms > lo and c.start_ms < hi:
-            out.update(words(c.text))
+            out.extend(words(c.text))
     return out
 
 
-def is_echo(text: str, recent: set[str]) -> bool:
-    """``text`` (an interim or final) is mostly words of ``recent``."""
+def is_echo(text: str, recent: Sequence[str]) -> bool:
+    """``text`` (an interim or final) is mostly words of ``recent`` *in the
+    order they were spoken* (the longest common subsequence): an echo is the
+    reply's own speech, so its transcript runs along the reply's words; a
+    question of the user's that happens to share many of them ("was he not a
+    young man?" over "the man was young and he was not bad": 3 of 6 in order,
+    5 of 6 as a set) uses them in its own order."""
     ws = words(text)
     if not ws or not recent:
         return False
-    return sum(w in recent for w in ws) >= ECHO_SHARE * len(ws)
+    return _common_in_order(ws, list(recent)) >= ECHO_SHARE * len(ws)
+
+
+def _common_in_order(a: list[str], b: list[str]) -> int:
+    """Length of the longest common subsequence (a transcript's few words
+    against a few seconds of reply: small)."""
+    prev = [0] * (len(b) + 1)
+    for x in a:
+        cur = [0]
+        for j, y in enumerate(b):
+            cur.append(prev[j] + 1 if x == y else max(prev[j + 1], cur[j]))
+        prev = cur
+    return prev[-1]

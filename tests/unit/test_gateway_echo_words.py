@@ -45,14 +45,23 @@ def test_only_the_reply_around_the_speech_counts():
                Clause("a fine day", 8000, 10000)]
     # Speech from the reply's 7.0 s to 9.0 s: the reply from 5.5 s to 9.5 s.
     recent = spoken_words(clauses, 7000, 9000)
-    assert recent == set("later some clouds but no rain a fine day".split())
+    assert recent == "later some clouds but no rain a fine day".split()
     assert is_echo("Later, some clouds... but no", recent)
     assert not is_echo("the weather today", recent)            # said too long before
     assert not is_echo("stop, no, tell me about tomorrow", recent)
     assert is_echo("some clouds but rain no a", recent)        # an ASR error or two still echo
-    assert not is_echo("", recent) and not is_echo("anything", set())
+    assert not is_echo("", recent) and not is_echo("anything", [])
     # "...but no rain." then the user, 2 s later: "rain?" is theirs, not the echo.
     assert not is_echo("rain", spoken_words(clauses, 10000, 10400))
+
+
+def test_a_question_sharing_the_replys_words_in_its_own_order_is_not_its_echo():
+    # A small model often says the user's words back; the user then talks over it
+    # with a question of the same words (the likely cause of a load test's failed turn,
+    # 2026-12-01: a clip said over a reply, taken for echo, the reply resumed).
+    recent = spoken_words([Clause("The man was young, and he was not bad.", 0, 3000)], 500, 2500)
+    assert not is_echo("Was he not a young man?", recent)        # 3 of 6 in order (5 of 6 as a set)
+    assert is_echo("the man was young and he not bad", recent)   # the reply's own run, a word lost
 
 
 async def test_the_replys_own_words_over_it_do_not_cancel_it():
