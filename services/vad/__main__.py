@@ -7,6 +7,7 @@ import dataclasses
 from common.config import ServiceSettings, load_settings, setting
 from common.server import run, serve
 from common.stubs import vad_pb2, vad_pb2_grpc
+from services.vad.energy import EnergyParams
 from services.vad.engine import VadEngine
 from services.vad.servicer import VadServicer
 from services.vad.turn_model import SmartTurnModel
@@ -28,6 +29,10 @@ class Settings(ServiceSettings):
     # (VadConfig.end_of_turn: the gateway's semantic_vad), ~0.1 s of one core each.
     turn_model: bool = setting(True, "load the Smart Turn end-of-turn model (off: stops carry no "
                                "turn_complete_probability)")
+    # Silero's probability lets go of speech 110-320 ms after the sound stops
+    # (services/vad/energy.py); the frames' level at the noise floor says so sooner.
+    energy_end: bool = setting(True, "end speech where its energy falls to the noise floor, when the "
+                               "utterance is 20 dB above it (off: silero's probability alone)")
     turn_model_path: str = setting("", "Smart Turn ONNX file (empty = smart-turn-v3.2-cpu.onnx from the "
                                    "pipecat-ai package)")
 
@@ -38,7 +43,8 @@ async def main() -> None:
 
     def load() -> VadEngine:
         turn = SmartTurnModel(s.turn_model_path or None, threads=1, device=s.device) if s.turn_model else None
-        return VadEngine(s.model_path or None, threads=s.threads, device=s.device, turn_model=turn)
+        return VadEngine(s.model_path or None, threads=s.threads, device=s.device, turn_model=turn,
+                         energy=EnergyParams() if s.energy_end else None)
 
     def add(server, engine) -> None:
         vad_pb2_grpc.add_VoiceActivityServicer_to_server(VadServicer(engine, label, s.max_streams), server)

@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from common.audio import check_pcm16
+from services.vad.energy import EnergyGate, EnergyParams, frame_db
 from services.vad.segmenter import Event, Segmenter, SegmenterParams, SpeechPaused, SpeechStart, SpeechStop
 from services.vad.turn_model import SmartTurnModel, TurnAudio
 
@@ -79,8 +80,10 @@ class VadStream:
     (the servicer awaits each push before reading the next chunk)."""
 
     def __init__(self, model: SileroModel, params: SegmenterParams,
-                 turns: "TurnScorer | None" = None) -> None:
+                 turns: "TurnScorer | None" = None, energy: EnergyParams | None = EnergyParams()) -> None:
         self.model = model
+        # Where the sound ends, not where silero's state lets go of it (energy.py); None = off.
+        self.energy = EnergyGate(energy) if energy is not None else None
         self.params = params
         # The end-of-turn model scores pauses, whether or not the client sees them.
         self.turns = turns if params.end_of_turn else None
@@ -119,7 +122,12 @@ class VadStream:
             times.append(time.perf_counter() - t0)
             self._context = frame[-CONTEXT_SAMPLES:]
             self.probs.append(prob)
-            ev = self._turn_event(self.segmenter.push(prob))
+            quiet = False
+            if self.energy is not None:
+                sg = self.segmenter
+                quiet = self.energy.quiet(frame_db(frame), prob, sg.params.threshold, sg.params.low_threshold,
+                                          sg.in_speech)
+            ev = self._turn_event(self.segmenter.push(prob, quiet))
             if ev is not None:
                 events.append(ev)
         self._pending_samples = buf[n * FRAME_SAMPLES:].copy()
@@ -155,8 +163,10 @@ class VadEngine:
     """What the service holds: the model, and a factory for per-stream sessions."""
 
     def __init__(self, model_path: str | Path | None = None, threads: int = 1, device: str = "cpu",
-                 turn_model: "SmartTurnModel | None" = None) -> None:
+                 turn_model: "SmartTurnModel | None" = None,
+                 energy: EnergyParams | None = EnergyParams()) -> None:
         t0 = time.perf_counter()
+        self.energy = energy
         self.model = SileroModel(model_path, threads, device)
         log.info("silero VAD loaded from %s in %.2f s", self.model.path, time.perf_counter() - t0)
         self.turns = TurnScorer(turn_model) if turn_model is not None else None
@@ -166,7 +176,7 @@ class VadEngine:
         return self.model.path.name
 
     def open(self, params: SegmenterParams) -> VadStream:
-        return VadStream(self.model, params, self.turns)
+        return VadStream(self.model, params, self.turns, self.energy)
 
 
 class TurnScorer:

@@ -21,8 +21,20 @@ expect:
   ``prob >= threshold``: frames between the two thresholds keep a segment
   open but are not counted as speech, because silero's recurrent state makes
   its probability decay for a frame or two after the sound has stopped.
+* quiet frames (energy.py: within a few dB of the stream's noise floor,
+  told by the caller; never at low SNR): silero's probability stays high for
+  110-320 ms after the sound stops. A quiet frame is not voiced whatever its
+  probability, and ``QUIET_FRAMES`` of them in a row (96 ms: longer than a
+  stop consonant's closure) give the pause. So ``audio_ms`` (of the pause
+  and the stop) is where the sound ended, not where silero's state let go of
+  it, and the pause comes that much sooner. The stop itself is decided on
+  silero's probability alone, exactly as without the energy: letting quiet
+  frames start or keep a silence run split segments at breaths and commas
+  (short, unreliable finals each redone on the 30 s window; make capacity,
+  2026-12-01).
 * pause (only with ``pause_events``): in speech, the first frame below
-  ``threshold`` after a voiced frame gives a SpeechPaused at the voiced end:
+  ``threshold`` (or the ``QUIET_FRAMES``-th quiet one) after a voiced frame
+  gives a SpeechPaused at the voiced end:
   the speech may have ended there. It decides nothing (a voiced frame
   before the stop just continues the segment); a client may start work
   that needs the end of speech (a provisional transcription) a
@@ -36,6 +48,7 @@ import math
 from typing import Any
 
 HYSTERESIS = 0.15
+QUIET_FRAMES = 3    # quiet frames in a row that are silence, not a consonant's closure
 
 
 @dataclasses.dataclass(frozen=True)
@@ -97,14 +110,16 @@ class Segmenter:
         self.in_speech = False
         self._onset: float | None = None        # candidate or confirmed onset
         self._silence_from: float | None = None  # start of the current silence run
-        self._voiced_end: float = 0.0            # end of the last frame >= threshold
+        self._voiced_end: float = 0.0            # end of the last voiced frame (>= threshold, not quiet)
         self._paused = False                      # a pause was reported since the last voiced frame
+        self._quiet_from: float | None = None     # start of the current run of quiet frames
 
     def _ms(self, frames: int) -> float:
         return frames * self.frame_ms
 
-    def push(self, prob: float) -> Event | None:
-        """Classify the next frame; return the event decided on it, if any."""
+    def push(self, prob: float, quiet: bool = False) -> Event | None:
+        """Classify the next frame (silero's ``prob``; ``quiet``: its level is at
+        the noise floor, energy.py); return the event decided on it, if any."""
         p = self.params
         start, end = self._ms(self.frames), self._ms(self.frames + 1)
         self.frames += 1
@@ -125,12 +140,23 @@ class Segmenter:
                 return SpeechStart(onset, max(0, onset - p.prefix_padding_ms), round(end))
             return None
         if prob >= p.threshold:
-            self._voiced_end, self._paused, self._silence_from = end, False, None
-            return None
+            # The stop is silero's call alone: a quiet frame it calls speech ends a
+            # silence run too (else a breath after a dip became a segment of its own).
+            self._silence_from = None
+            if not quiet:
+                self._voiced_end, self._paused, self._quiet_from = end, False, None
+                return None
+        if not quiet:
+            self._quiet_from = None
+        elif self._quiet_from is None:
+            self._quiet_from = start
         if self._silence_from is None and prob <= p.low_threshold:
             self._silence_from = start
         if self._silence_from is not None and end - self._silence_from >= p.min_silence_ms:
             return self._stop(round(end))
+        quiet_run = self._quiet_from is not None and end - self._quiet_from >= QUIET_FRAMES * self.frame_ms - 1e-6
+        if prob >= p.threshold and not quiet_run:
+            return None       # silero hears speech and the energy is not sure yet
         if p.pause_events and not self._paused:
             self._paused = True
             return SpeechPaused(round(self._voiced_end), round(end))
@@ -144,4 +170,5 @@ class Segmenter:
 
     def _stop(self, decided_at: int) -> SpeechStop:
         self.in_speech, self._onset, self._silence_from, self._paused = False, None, None, False
+        self._quiet_from = None
         return SpeechStop(round(self._voiced_end), decided_at)

@@ -75,3 +75,27 @@ def test_partial_frames_wait_for_more_audio(engine):
 def test_odd_byte_count_is_rejected(engine):
     with pytest.raises(AudioFormatError, match="odd"):
         engine.open(SegmenterParams()).push(b"\x00\x00\x00")
+
+
+def test_speech_ends_near_where_its_energy_ends():
+    """Silero's probability lets go of speech 110-320 ms after the sound (its
+    hangover); with the energy gate (the default) the stop is nearer the
+    energy's end. The clip is said twice, as in a session, so the floor is
+    known from the room noise of the first."""
+    from clients.speech import voiced_span
+    from services.vad.engine import VadEngine as Engine
+    pcm, rate = read_wav(clips()[1][0])
+    gap = silence(1000, rate)
+    audio = pcm + gap + pcm + gap
+    second = (len(pcm) + len(gap)) / 32            # ms where the second saying starts
+    energy_end = second + voiced_span(pcm, rate).end_ms
+
+    def stop_of_second(eng) -> int:
+        s = eng.open(SegmenterParams())
+        events = s.push(audio).events + s.finish().events
+        return [e for e in events if isinstance(e, SpeechStop)][-1].audio_ms
+
+    with_energy = stop_of_second(Engine(threads=1))
+    silero_alone = stop_of_second(Engine(threads=1, energy=None))
+    assert silero_alone - energy_end > 120          # what the gate is for (180 ms on this clip)
+    assert -FRAME_MS <= with_energy - energy_end <= 100

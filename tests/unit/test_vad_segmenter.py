@@ -117,3 +117,58 @@ def test_zero_minimums_decide_on_the_first_frame():
 def test_bad_params_say_which_field(kw, word):
     with pytest.raises(ValueError, match=word):
         SegmenterParams(**kw)
+
+
+def run_q(frames: list[tuple[float, bool]], **kw) -> list:
+    """Frames as (probability, quiet)."""
+    seg = Segmenter(SegmenterParams(**kw), frame_ms=F)
+    return [ev for p, q in frames if (ev := seg.push(p, q)) is not None]
+
+
+def test_quiet_frames_end_speech_where_the_sound_ended_not_where_silero_let_go():
+    # 10 voiced frames, then silero's hangover: 6 frames still >= threshold but quiet, then silence.
+    frames = [(0.9, False)] * 10 + [(0.95, True)] * 6 + [(0.05, True)] * 10
+    ev = run_q(frames, min_speech_ms=150, min_silence_ms=200, pause_events=True)
+    end = 10 * F
+    # the pause on the 3rd quiet frame (96 ms: no consonant's closure is that long), at the sound's end
+    assert ev[1] == SpeechPaused(end, end + 3 * F)
+    # the stop waits for silero's silence (from frame 16): 200 ms of it, 7 frames
+    assert ev[2] == SpeechStop(end, 16 * F + 7 * F)
+    # without the energy's word, silero's hangover ends speech 6 frames (192 ms) later
+    ev = run_q([(p, False) for p, _ in frames], min_speech_ms=150, min_silence_ms=200, pause_events=True)
+    assert ev[1] == SpeechPaused(end + 6 * F, end + 7 * F) and ev[2].audio_ms == end + 6 * F
+
+
+def test_a_short_quiet_run_inside_speech_is_a_closure_not_a_pause():
+    frames = [(0.9, False)] * 10 + [(0.9, True)] * 2 + [(0.9, False)] * 5 + [(0.05, False)] * 10
+    ev = run_q(frames, min_speech_ms=150, min_silence_ms=200, pause_events=True)
+    end = 17 * F
+    assert ev[1:] == [SpeechPaused(end, end + F), SpeechStop(end, end + 7 * F)]
+
+
+def test_speech_after_a_quiet_pause_continues_the_segment():
+    frames = ([(0.9, False)] * 10 + [(0.9, True)] * 4 + [(0.9, False)] * 5
+              + [(0.9, True)] * 3 + [(0.1, True)] * 7)
+    # a quiet pause as long as min_silence is no stop while silero still hears speech
+    assert not any(isinstance(e, SpeechStop) for e in run_q([(0.9, False)] * 10 + [(0.9, True)] * 9
+                                                          + [(0.9, False)] * 3))
+    ev = run_q(frames, min_speech_ms=150, min_silence_ms=200, pause_events=True)
+    assert [type(e) for e in ev] == [SpeechStart, SpeechPaused, SpeechPaused, SpeechStop]
+    assert ev[1].audio_ms == 10 * F and ev[2].audio_ms == ev[3].audio_ms == 19 * F
+
+
+def test_quiet_frames_do_not_start_or_hold_a_candidate():
+    # quiet says nothing about onsets: silero decides those alone
+    frames = [(0.05, True)] * 3 + [(0.9, True)] * 6 + [(0.05, True)] * 10
+    ev = run_q(frames, min_speech_ms=150, min_silence_ms=200)
+    assert isinstance(ev[0], SpeechStart) and ev[0].audio_ms == 3 * F
+
+
+def test_the_stop_is_silero_s_call_a_quiet_frame_it_hears_ends_a_silence_run():
+    # a dip (4 frames), a breath silero calls speech (quiet, 4 frames), a dip, then speech:
+    # without the reset the 8 dip frames would make a stop (a segment split at a breath)
+    frames = ([(0.9, False)] * 10 + [(0.05, True)] * 4 + [(0.9, True)] * 4 + [(0.05, True)] * 4
+              + [(0.9, False)] * 5 + [(0.05, False)] * 10)
+    ev = run_q(frames, min_speech_ms=150, min_silence_ms=200)
+    stops = [e for e in ev if isinstance(e, SpeechStop)]
+    assert len(stops) == 1 and stops[0].audio_ms == 27 * F
