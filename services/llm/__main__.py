@@ -60,6 +60,8 @@ class Settings(ServiceSettings):
     # with that conversation's own prefill or cancelled preemptive run.
     affinity_wait_s: float = setting(0.4, "an answer whose conversation is cached in a busy instance "
                                      "waits this long for it before taking another (0 = never)")
+    affinity_min_tokens: int = setting(64, "wait only when that instance holds at least this many more of the "
+                                       "prompt's tokens than the free one")
     max_tokens: int = setting(120, "answer length when a request says 0 (voice answers are short)")
     max_tokens_limit: int = setting(4096, "largest max_tokens a request may ask for (the Realtime "
                                           "API's limit; answers are clipped to the context window)")
@@ -110,7 +112,8 @@ def build_engine(s: Settings) -> LlmEngine:
     cfg = EngineConfig(limits=limits, system_prompt=s.system_prompt, passage_words=s.passage_words,
                        max_waiting=waiting,
                        wait_timeout_s=s.queue_timeout_s, urgent_tokens=s.urgent_tokens,
-                       affinity_wait_s=s.affinity_wait_s, call_bias=s.tool_call_bias,
+                       affinity_wait_s=s.affinity_wait_s, affinity_min_tokens=s.affinity_min_tokens,
+                       call_bias=s.tool_call_bias,
                        # Batched, one decode thread does every answer's compute: a niced
                        # tail thread would only relay tokens from its queue.
                        tail_nice=0 if s.batch_slots > 0 else s.tail_nice)

@@ -51,6 +51,7 @@ class EngineConfig:
     max_waiting: int = 8          # requests queued for an instance before Busy
     wait_timeout_s: float = 30.0  # longest wait for an instance before Busy
     affinity_wait_s: float = 0.0  # an answer waits this long for the busy instance holding its cache
+    affinity_min_tokens: int = 64  # ... if it holds at least this many more prompt tokens than the free one
     stop_wait_s: float = 5.0      # bounded wait for a cancelled worker to stop
     urgent_tokens: int = 4        # tokens decoded at normal priority, the rest at tail_nice
     tail_nice: int = 0            # nice steps below the service for the rest of an answer; 0 = no change
@@ -97,7 +98,7 @@ class LlmEngine:
         self.config = config
         self.pool: InstancePool[ModelInstance] = InstancePool(
             list(instances), config.max_waiting, config.wait_timeout_s, on_queue_depth,
-            affinity_wait_s=config.affinity_wait_s)
+            affinity_wait_s=config.affinity_wait_s, affinity_min_tokens=config.affinity_min_tokens)
         self._on_done = on_done
         self._executor = concurrent.futures.ThreadPoolExecutor(
             max_workers=len(instances), thread_name_prefix="llm-gen")
