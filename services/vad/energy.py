@@ -49,12 +49,11 @@ class EnergyGate:
         self.params = params
         self._floor: collections.deque[float] = collections.deque(maxlen=params.floor_frames)
         self._speech_db: float | None = None   # the current utterance's loudest voiced frame
+        self._floor_db: float | None = None      # median of _floor, recomputed only when it changes
 
     @property
     def floor_db(self) -> float | None:
-        if len(self._floor) < self.params.min_floor_frames:
-            return None
-        return float(np.median(self._floor))
+        return self._floor_db
 
     def quiet(self, db: float, prob: float, threshold: float, low_threshold: float,
               in_speech: bool) -> bool:
@@ -65,9 +64,11 @@ class EnergyGate:
             return in_speech       # zeros (a client's padding, a muted track) are never speech's sound
         if prob <= low_threshold:
             self._floor.append(db)
+            if len(self._floor) >= p.min_floor_frames:
+                self._floor_db = float(np.median(self._floor))
             if not in_speech:
                 self._speech_db = None    # between utterances: the next one sets its own level
-        floor = self.floor_db
+        floor = self._floor_db
         if prob >= threshold and (floor is None or db >= floor + p.above_floor_db):
             self._speech_db = db if self._speech_db is None else max(self._speech_db, db)
         if floor is None or self._speech_db is None or self._speech_db - floor < p.min_snr_db:
