@@ -44,6 +44,9 @@ class Settings(ServiceSettings):
                                       "every 500 ms of speech)")
     interim_nice: int = setting(19, "nice steps below the service's own CPU priority for interim passes, "
                                 "on their own copy of the model (0 = same model and priority as finals)")
+    interim_model: str = setting("", "Whisper model of interim passes ('' = the finals' model; e.g. "
+                                 "'tiny.en': cheaper interims, at tiny.en's accuracy; finals are always "
+                                 "ASR_MODEL's)")
     interim_trim: bool = setting(True, "interim passes encode only the audio (+pad), not a 30 s window")
     interim_pad_s: float = setting(3.0, "silence the trimmed interim encoder sees after the audio")
     final_trim: bool = setting(True, "final passes encode only the audio (+pad); off = faster-whisper's 30 s window")
@@ -85,7 +88,8 @@ def _load(s: Settings, sizes: Sizes):
         num_workers=sizes.num_workers, interim_workers=sizes.interim_workers,
         interim_trim=s.interim_trim, interim_pad_s=s.interim_pad_s,
         final_trim=s.final_trim, final_pad_s=s.final_pad_s,
-        final_vad_filter=s.final_vad_filter, max_streams=s.max_streams, interim_nice=s.interim_nice))
+        final_vad_filter=s.final_vad_filter, max_streams=s.max_streams, interim_nice=s.interim_nice,
+        interim_model_path=str(models.resolve(s.interim_model)) if s.interim_model else ""))
     if s.warmup:
         engine.warmup()
     return engine

@@ -35,7 +35,11 @@ stream stops its work. With ``interim_nice`` > 0 (CPU), interims run on a
 second copy of the model (``interim_workers`` workers) whose worker threads
 have that lower CPU priority: an interim still decoding when the user stops
 speaking (a pass cannot be interrupted) then yields the cores to the final,
-the LLM and the speech synthesis instead of sharing them.
+the LLM and the speech synthesis instead of sharing them. That copy may be a
+smaller model (``interim_model_path``, e.g. tiny.en): interims then cost less
+CPU and keep up better under load, at their own accuracy (finals are always
+the main model's); it has its own tokenizer (an English-only model's token
+ids differ from a multilingual one's).
 """
 from __future__ import annotations
 
@@ -101,6 +105,7 @@ class EngineOptions:
     final_vad_filter: bool = False
     max_streams: int = 8
     interim_nice: int = 19      # nice steps below the service for interim passes (0 = share the final passes' model)
+    interim_model_path: str = ""   # a smaller Whisper for interims ('' = a copy of the finals' model); needs nice > 0
 
 
 class WhisperEngine:
@@ -115,14 +120,19 @@ class WhisperEngine:
         self.model = WhisperModel(model_path, device=options.device, compute_type=options.compute_type,
                                   cpu_threads=options.threads, num_workers=options.num_workers)
         self.interim_model = self.model
+        interim_path = options.interim_model_path or model_path
         if options.interim_nice > 0 and options.device == "cpu":
             self.interim_model = _load_niced(options.interim_nice, lambda: WhisperModel(
-                model_path, device=options.device, compute_type=options.compute_type,
+                interim_path, device=options.device, compute_type=options.compute_type,
                 cpu_threads=options.threads, num_workers=max(1, options.interim_workers)))
+        elif options.interim_model_path:
+            self.interim_model = WhisperModel(interim_path, device=options.device,
+                                              compute_type=options.compute_type, cpu_threads=options.threads,
+                                              num_workers=max(1, options.interim_workers))
         self.load_seconds = time.perf_counter() - t0
         self.multilingual = bool(self.model.model.is_multilingual)
         self.languages = frozenset(_LANGUAGE_CODES) if self.multilingual else frozenset({"en"})
-        self._tokenizers: dict[str | None, object] = {}
+        self._tokenizers: dict[tuple[int, str | None], object] = {}
         self._tok_lock = threading.Lock()
         # Own pools, sized for every stream's in-flight pass: the default executor is
         # small (cores + 4) and a final must not queue behind other streams' interims.
@@ -131,14 +141,18 @@ class WhisperEngine:
         log.info("whisper model %s loaded in %.2f s (%s/%s, %d threads x %d workers; interims: "
                  "%d at once, %s; %s)", model_path, self.load_seconds, options.device,
                  options.compute_type, options.threads, options.num_workers, options.interim_workers,
-                 f"own copy at nice {options.interim_nice}" if self.interim_model is not self.model
-                 else "on the finals' model", "multilingual" if self.multilingual else "English-only")
+                 ("on the finals' model" if self.interim_model is self.model else
+                  f"{'own copy' if interim_path == model_path else interim_path}"
+                  + (f" at nice {options.interim_nice}" if options.device == "cpu" else "")),
+                 "multilingual" if self.multilingual else "English-only")
 
     # -- passes --------------------------------------------------------------------------
 
     def transcribe_interim(self, audio: np.ndarray, language: str | None,
                            cancel: threading.Event) -> Transcript:
-        if not self.options.interim_trim or language is None or audio.size > 30 * SAMPLE_RATE:
+        if not self.options.interim_trim or language is None or audio.size > 30 * SAMPLE_RATE \
+                or (language != "en" and not self.interim_model.model.is_multilingual):
+            # (an English-only interim model cannot hear other languages: the finals' model does)
             return self._transcribe(audio, language, beam_size=1, words=False, cancel=cancel)
         _check(cancel)
         t0 = time.perf_counter()
@@ -183,22 +197,26 @@ class WhisperEngine:
 
     # -- internals -----------------------------------------------------------------------
 
-    def _tokenizer(self, language: str | None):
+    def _tokenizer(self, language: str | None, model=None):
+        """The tokenizer of ``model`` (default: the finals' model) for ``language``."""
         from faster_whisper.tokenizer import Tokenizer
 
+        model = model or self.model
+        multilingual = bool(model.model.is_multilingual)
+        key = (id(model), language)
         with self._tok_lock:
-            tok = self._tokenizers.get(language)
+            tok = self._tokenizers.get(key)
             if tok is None:
-                tok = Tokenizer(self.model.hf_tokenizer, self.multilingual, task="transcribe",
-                                language=language if self.multilingual else None)
-                self._tokenizers[language] = tok
+                tok = Tokenizer(model.hf_tokenizer, multilingual, task="transcribe",
+                                language=language if multilingual else None)
+                self._tokenizers[key] = tok
             return tok
 
     def _greedy_trimmed(self, audio: np.ndarray, language: str, cancel: threading.Event) -> str:
         from faster_whisper.transcribe import get_suppressed_tokens
 
-        tok = self._tokenizer(language)
         model = self.interim_model
+        tok = self._tokenizer(language, model)
         encoded, _ = self._encode_trimmed(audio, self.options.interim_pad_s, model)
         _check(cancel)
         prompt = list(tok.sot_sequence) + [tok.no_timestamps]
