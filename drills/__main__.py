@@ -2,12 +2,15 @@
 
     python -m drills --list
     python -m drills tts-errors --admin-key "$GATEWAY_ADMIN_API_KEYS" --prometheus http://127.0.0.1:9090
+    python -m drills canary-bad --admin-key ... --redis-url redis://127.0.0.1:6379/0
 
 The gateway must have GATEWAY_ADMIN_API_KEYS set (the drill's key); the
 admin key comes from --admin-key or the DRILL_ADMIN_KEY environment
 variable. Exit status 0 when the system recovered and no history was lost,
 1 otherwise (an alert not seen is reported, not failed: detection needs a
-Prometheus, and production `for:` durations are longer than a drill)."""
+Prometheus, and production `for:` durations are longer than a drill).
+A release drill (canary-bad) also needs the gateways' Redis, where release
+records live, and a gateway with a canary pool for the service."""
 from __future__ import annotations
 
 import argparse
@@ -21,6 +24,7 @@ from pathlib import Path
 from clients.clips import load_clips
 from drills.runner import briefing, restart_with, run_drill
 from drills.scenarios import SCENARIOS
+from common.components import REDIS_URL
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -39,6 +43,14 @@ def main(argv: list[str] | None = None) -> int:
                    help="gateway-restart: the shell command that restarts your gateway, e.g. 'docker compose "
                         "restart gateway' or 'kubectl rollout restart deployment/gateway' (env "
                         "DRILL_RESTART_CMD; default none: the drill never kills a process itself)")
+    p.add_argument("--redis-url", default=os.environ.get("DRILL_REDIS_URL", os.environ.get("RELEASE_REDIS_URL",
+                                                                                            REDIS_URL)),
+                   help=f"release drills: the gateways' Redis (env DRILL_REDIS_URL, then RELEASE_REDIS_URL; "
+                        f"default {REDIS_URL})")
+    p.add_argument("--redis-password-file", default=os.environ.get("RELEASE_REDIS_PASSWORD_FILE", ""),
+                   help="release drills: file holding the Redis password (env RELEASE_REDIS_PASSWORD_FILE)")
+    p.add_argument("--min-samples", type=int, default=None,
+                   help="release drills: canary turns the judge needs per rule (default: the drill's own)")
     p.add_argument("--report", default="", help="also write the report as JSON to this file (default none)")
     args = p.parse_args(argv)
     if args.list or not args.name:
@@ -53,12 +65,28 @@ def main(argv: list[str] | None = None) -> int:
     if sc.restarts_gateway and not args.restart_cmd:
         p.error("this drill restarts the gateway: give the command that does it (--restart-cmd)")
     restart = (lambda: restart_with(args.restart_cmd, args.gateway.rstrip("/"))) if args.restart_cmd else None
-    report = asyncio.run(run_drill(sc, http_url=args.gateway.rstrip("/"), admin_key=args.admin_key,
-                                   clips=load_clips(), prometheus=args.prometheus or None,
-                                   fault_s=args.fault_seconds, users=args.users, restart=restart))
+    report = asyncio.run(_run(sc, args, restart))
     if args.report:
         Path(args.report).write_text(json.dumps(dataclasses.asdict(report), indent=2))
-    return 0 if report.recover_s is not None and not report.lost else 1
+    judged = report.release is None or report.release.state == "rolled_back"   # the bad canary went out
+    return 0 if report.recover_s is not None and not report.lost and judged else 1
+
+
+async def _run(sc, args: argparse.Namespace, restart):
+    store = None
+    if sc.release:
+        from release.store import RedisReleaseStore
+
+        pw = Path(args.redis_password_file).read_text().strip() if args.redis_password_file else None
+        store = RedisReleaseStore(args.redis_url, pw or None)
+    try:
+        return await run_drill(sc, http_url=args.gateway.rstrip("/"), admin_key=args.admin_key,
+                               clips=load_clips(), prometheus=args.prometheus or None,
+                               fault_s=args.fault_seconds, users=args.users, restart=restart,
+                               release_store=store, judge_min_samples=args.min_samples)
+    finally:
+        if store is not None:
+            await store.close()
 
 
 if __name__ == "__main__":

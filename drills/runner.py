@@ -11,6 +11,9 @@
      fault started, by the alert's own activeAt;
   5. the fault ends; time to recover = the first completed turn spoken
      after that;
+  (a release drill also starts a release of the service whose canary the
+     fault breaks, runs the judge meanwhile (release.py) and ends the fault
+     once the judge decided and its alert fired;)
   6. every item a client saw done is still in its session (resumed by id).
 
 Times are wall-clock seconds as the team lives them (a drill is a real-time
@@ -25,8 +28,10 @@ from typing import Any, Awaitable, Callable
 
 import httpx
 
+from drills.release import DrillRelease, ReleaseOutcome
 from drills.scenarios import Scenario
 from drills.traffic import Traffic, lost_items
+from release.store import ReleaseStore
 
 Say = Callable[[str], None]
 
@@ -44,6 +49,7 @@ class DrillReport:
     errors: list[str] = dataclasses.field(default_factory=list)   # distinct error messages seen
     lost: dict[str, list[str]] = dataclasses.field(default_factory=dict)
     sessions: dict[str, list[str]] = dataclasses.field(default_factory=dict)   # id -> items seen done
+    release: ReleaseOutcome | None = None      # a release drill: what the judge decided, when, why
 
     def lines(self) -> list[str]:
         def s(v: float | None) -> str:
@@ -53,6 +59,8 @@ class DrillReport:
                f"firing after {s(self.detect_firing_s)}",
                f"  recovered: first good turn {s(self.recover_s)} after the fault ended; "
                f"alert resolved {s(self.resolved_s)} after it"]
+        if self.release is not None:
+            out.append(self.release.line())
         for phase, counts in self.outcomes.items():
             out.append(f"  turns {phase}: " + ", ".join(f"{k} {v}" for k, v in sorted(counts.items())))
         out += [f"  error seen: {e}" for e in self.errors[:8]]
@@ -68,7 +76,14 @@ def briefing(sc: Scenario, fault_s: float) -> list[str]:
     if sc.faults:
         lines.append(f"Fault ({fault_s:.0f} s, ends by itself): " + "; ".join(
             ", ".join(f"{k}={v}" for k, v in f.items()) for f in sc.faults))
-    lines += [f"Traffic: {sc.users} people talking with real recorded speech.", "Look at:"]
+    if sc.release:
+        lines.append(f"Release: the drill starts a {sc.release.upper()} release at "
+                     f"{' -> '.join(f'{w:g} %' for w in sc.release_steps)}, a step judged every "
+                     f"{sc.release_interval_s:.0f} s, and runs the release judge meanwhile (production's, but "
+                     f"deciding on {sc.judge_min_samples} canary turns instead of 30); the fault hits only the "
+                     "canary's calls.")
+    who = f"a new conversation every {sc.new_session_every} turns" if sc.new_session_every else "one session each"
+    lines += [f"Traffic: {sc.users} people talking with real recorded speech ({who}).", "Look at:"]
     lines += [f"  - {p}" for p in sc.look_at]
     lines.append("Alert that should fire: " + (" or ".join(sc.alerts) if sc.alerts else
                                                "none (the protection working is not an incident)"))
@@ -150,24 +165,36 @@ async def run_drill(sc: Scenario, *, http_url: str, admin_key: str, clips: list,
                     fault_s: float | None = None, users: int | None = None, baseline_timeout_s: float = 180,
                     recover_timeout_s: float = 180, say: Say = print,
                     restart: Callable[[], Awaitable[None]] | None = None,
-                    end_after_firing_s: float | None = None) -> DrillReport:
+                    end_after_firing_s: float | None = None, release_store: ReleaseStore | None = None,
+                    judge_min_samples: int | None = None) -> DrillReport:
     """``restart``: for a drill that restarts the gateway, how (it returns once
     the gateway answers again); the drill never kills anything itself.
     ``end_after_firing_s``: end the fault this long after its alert is first
     seen firing instead of at ``fault_s`` (which is then the most it lasts):
     the tests' way to run every drill without waiting out faults already
-    detected. A rehearsal (`make drill`) keeps the fault for its full time."""
+    detected. A rehearsal (`make drill`) keeps the fault for its full time.
+    ``release_store``: the gateways' release records (a release drill needs
+    it); ``judge_min_samples`` overrides the scenario's."""
     if sc.restarts_gateway and restart is None:
         raise ValueError(f"drill {sc.name} restarts the gateway: give the command that does it")
+    if sc.release and release_store is None:
+        raise ValueError(f"drill {sc.name} starts a {sc.release} release: give the gateways' Redis")
     fault_s = fault_s or sc.fault_s
     report = DrillReport(sc.name, fault_s)
     for line in briefing(sc, fault_s):
         say(line)
     ws_url = http_url.replace("http", "ws", 1) + "/v1/realtime"
-    traffic = Traffic(ws_url, clips, users or sc.users)
+    traffic = Traffic(ws_url, clips, users or sc.users, new_session_every=sc.new_session_every)
     admin = Admin(http_url, admin_key)
     watch: AlertWatch | None = None
+    rel: DrillRelease | None = None
     try:
+        if sc.release:
+            await _require_canary(http_url, sc.release)
+            assert release_store is not None
+            rel = DrillRelease(release_store, sc.release, sc.release_steps, sc.release_interval_s,
+                               judge_min_samples or sc.judge_min_samples)
+            report.release = rel.outcome
         traffic.start()
         say("baseline: waiting for a first good turn ...")
         if not await _until(lambda: traffic.ok_after(0.0) is not None, baseline_timeout_s):
@@ -183,13 +210,24 @@ async def run_drill(sc: Scenario, *, http_url: str, admin_key: str, clips: list,
             for body in sc.fault_bodies():
                 await admin.set({**body, "duration_s": fault_s})
             say(f"fault ON at {time.strftime('%H:%M:%S')} for {fault_s:.0f} s")
+            if rel is not None:
+                await rel.start()
+                say(f"release of {sc.release} started at {sc.release_steps[0]:g} %")
             while time.monotonic() < t0 + fault_s:
+                if rel is not None:
+                    was = rel.decided
+                    await rel.tick()
+                    if rel.decided and not was:
+                        say(rel.outcome.line().strip())
                 if watch is not None:
                     await watch.poll()
                     if end_after_firing_s is not None and watch.firing_at is not None \
                             and time.time() >= watch.firing_at + end_after_firing_s:
                         say(f"alert firing: ending the fault after {time.monotonic() - t0:.0f} s")
                         break
+                if rel is not None and rel.decided and _settled(watch, rel, end_after_firing_s):
+                    say(f"the judge decided: ending the fault after {time.monotonic() - t0:.0f} s")
+                    break
                 await asyncio.sleep(1.0)
             report.fault_s = time.monotonic() - t0
             await admin.clear()
@@ -217,17 +255,40 @@ async def run_drill(sc: Scenario, *, http_url: str, admin_key: str, clips: list,
         report.outcomes = _phases(traffic, t0, t1)
         report.errors = sorted({e for t in traffic.turns for e in t.errors})
     finally:
+        if rel is not None:
+            await rel.finish()
         await admin.clear()
         await admin.close()
         await traffic.stop()
         if watch is not None:
             await watch.close()
-    report.sessions = {sp.session_id: list(sp.items_done) for sp in traffic.speakers if sp.session_id}
+    report.sessions = {sid: list(items) for sp in traffic.speakers for sid, items in sp.sessions.items() if sid}
     if sc.check_history:
         report.lost = await lost_items(ws_url, traffic.speakers)
     for line in report.lines():
         say(line)
     return report
+
+
+async def _require_canary(http_url: str, service: str) -> None:
+    """A release drill needs a canary pool for the service (GATEWAY_<SVC>_CANARY_ADDRS)."""
+    async with httpx.AsyncClient(base_url=http_url, timeout=10) as c:
+        body = (await c.get("/healthz")).json()
+    if not (body.get("canary") or {}).get(service):
+        raise RuntimeError(
+            f"the gateway has no {service} canary pool: start the stack with GATEWAY_{service.upper()}"
+            f"_CANARY_ADDRS set (e.g. the {service} service's own address, docs/drills.md)")
+
+
+def _settled(watch: AlertWatch | None, rel: DrillRelease, end_after_firing_s: float | None) -> bool:
+    """A release drill's fault may end: the judge decided and, if a Prometheus
+    is watched, the rollback alert fired (or a production `for:` of 1 min and
+    its evaluation passed since the decision without it)."""
+    if watch is None:
+        return True
+    if watch.firing_at is not None:
+        return end_after_firing_s is None or time.time() >= watch.firing_at + end_after_firing_s
+    return rel.outcome.state != "rolled_back" or time.monotonic() - rel.decided_at > 150
 
 
 def _phases(traffic: Traffic, t0: float, t1: float) -> dict[str, dict[str, int]]:

@@ -13,6 +13,7 @@ from typing import Any
 
 OVERVIEW = "Voice / overview"
 GATEWAY = "Voice / stage / gateway"
+CANARY = "Voice / canary vs stable"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -28,6 +29,13 @@ class Scenario:
     check_history: bool = True            # every item a client saw done must survive the drill
     restarts_gateway: bool = False        # the fault is a gateway restart (by the operator's command)
     settled_metric: str = ""              # recovered only once this gateway gauge is back at 0
+    new_session_every: int = 0            # a speaker starts a new conversation after this many turns
+    # A release drill (drills/release.py): the drill starts a release of this
+    # service and runs the judge; the fault hits only that service's canary.
+    release: str = ""
+    release_steps: tuple[float, ...] = (50.0, 100.0)
+    release_interval_s: float = 120.0
+    judge_min_samples: int = 10
 
     def fault_bodies(self) -> list[dict[str, Any]]:
         return [{**f, "duration_s": self.fault_s} for f in self.faults]
@@ -116,5 +124,20 @@ SCENARIOS: dict[str, Scenario] = {s.name: s for s in (
         alerts=(),
         runbook="VoiceStreamsSaturated",
         users=6,
+    ),
+    Scenario(
+        name="canary-bad",
+        teaches="A bad release is caught by the judge, not by a person: a TTS canary answering 1.5 s late "
+                "takes half of the new conversations; the release judge fails its latency rule, sets the "
+                "canary's weight to 0 at once and the rollback ticket fires. Nobody is paged; the decision, "
+                "its rule and values are in `make release-events SERVICE=tts`.",
+        faults=({"service": "tts", "kind": "latency", "latency_ms": 1500, "variant": "canary"},),
+        fault_s=600,          # the most it lasts: it ends once the judge decided (and its alert fired)
+        look_at=(f"{CANARY}: Release state", f"{CANARY}: Judge verdicts (15 m)",
+                 f"{CANARY}: Voice to voice p95", f"{CANARY}: Release weight (% of new sessions on canary)"),
+        alerts=("VoiceReleaseRolledBack",),
+        runbook="VoiceReleaseRolledBack",
+        new_session_every=2,
+        release="tts",
     ),
 )}

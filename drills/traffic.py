@@ -9,8 +9,12 @@ Each speaker keeps one session for the whole drill: surviving a fault means
 the session goes on, so a speaker never reconnects because of an error
 event. It reconnects only when the server closes the socket (a gateway
 restart), resuming its session by id. What it saw done (each
-``conversation.item.done`` id) is what ``lost_items`` later checks the
-gateway still remembers."""
+``conversation.item.done`` id, per session) is what ``lost_items`` later
+checks the gateway still remembers.
+
+With ``new_session_every`` a speaker instead starts a new conversation after
+that many turns (people come and go): a release's weight applies to new
+sessions only, so the canary drill needs them to see its share move."""
 from __future__ import annotations
 
 import asyncio
@@ -51,15 +55,23 @@ class Turn:
 class Speaker:
     index: int
     session_id: str | None = None
-    items_done: list[str] = dataclasses.field(default_factory=list)
+    sessions: dict[str, list[str]] = dataclasses.field(default_factory=dict)   # id -> items seen done
     refused: int = 0
+    turns_in_session: int = 0
+
+    @property
+    def items_done(self) -> list[str]:
+        """Items seen done in the current session."""
+        return self.sessions.get(self.session_id or "", [])
 
 
 class Traffic:
     """``users`` speakers talking until ``stop()``; ``turns`` fills as they go."""
 
-    def __init__(self, ws_url: str, clips: Sequence[Clip], users: int = 2, think_s: float = THINK_S) -> None:
+    def __init__(self, ws_url: str, clips: Sequence[Clip], users: int = 2, think_s: float = THINK_S,
+                 new_session_every: int = 0) -> None:
         self.ws_url, self.clips, self.think_s = ws_url, list(clips), think_s
+        self.new_session_every = new_session_every
         self.speakers = [Speaker(i) for i in range(users)]
         self.turns: list[Turn] = []
         self._stop = asyncio.Event()
@@ -97,7 +109,12 @@ class Traffic:
                 await rt.close()
                 await self._pause(2.0)
                 continue
-            sp.session_id = (created.get("session") or {}).get("id") or sp.session_id
+            sid = (created.get("session") or {}).get("id") or sp.session_id
+            if sid != sp.session_id:
+                sp.turns_in_session = 0
+            sp.session_id = sid
+            if sid:
+                sp.sessions.setdefault(sid, [])
             try:
                 await self._talk(sp, rt, clips)
             except Exception as exc:  # noqa: BLE001 - any failure of one connection; cancellation passes
@@ -127,10 +144,15 @@ class Traffic:
             self.turns.append(Turn(sp.index, spoken, time.monotonic(), outcome, errors))
             for e in rt.log.events[seen:]:
                 if e.type == "conversation.item.done":
-                    sp.items_done.append((e.get("item") or {}).get("id"))
+                    sp.sessions.setdefault(sp.session_id or "", []).append((e.get("item") or {}).get("id"))
             seen = len(rt.log.events)
             if outcome == "closed":
                 return                      # reconnect and resume
+            sp.turns_in_session += 1
+            if self.new_session_every and sp.turns_in_session >= self.new_session_every:
+                sp.session_id = None        # this person is done; the next one starts a conversation
+                await self._pause(self.think_s)
+                return
             await self._pause(self.think_s)
 
     async def _say(self, rt: RealtimeClient, mic, pcm: bytes) -> bool:
@@ -180,12 +202,13 @@ async def lost_items(ws_url: str, speakers: Sequence[Speaker]) -> dict[str, list
     remembers (resumed by id: ``session.created`` lists what it remembers)."""
     lost: dict[str, list[str]] = {}
     for sp in speakers:
-        if not sp.session_id:
-            continue
-        async with RealtimeClient(ws_url, keep_audio=False, session_id=sp.session_id) as rt:
-            created = rt.log.find("session.created")
-            remembered = {it.get("id") for it in (created.get("session") or {}).get("conversation_items", [])}
-        missing = [i for i in sp.items_done if i not in remembered]
-        if missing:
-            lost[sp.session_id] = missing
+        for sid, seen in sp.sessions.items():
+            if not sid or not seen:
+                continue
+            async with RealtimeClient(ws_url, keep_audio=False, session_id=sid) as rt:
+                created = rt.log.find("session.created")
+                remembered = {it.get("id") for it in (created.get("session") or {}).get("conversation_items", [])}
+            missing = [i for i in seen if i not in remembered]
+            if missing:
+                lost[sid] = missing
     return lost

@@ -72,9 +72,12 @@ class Stack:
 
 
 def start_stack(service_env: dict[str, str] | None = None,
-                gateway_env: dict[str, str] | None = None) -> Stack:
+                gateway_env: dict[str, str] | None = None, canary: tuple[str, ...] = ()) -> Stack:
     """Start everything; ``service_env`` goes to every speech service (e.g. an
-    OTLP endpoint), ``gateway_env`` to the gateway."""
+    OTLP endpoint), ``gateway_env`` to the gateway. ``canary``: services whose
+    gateway canary pool is the service itself (routing, samples and the
+    judge are exercised without a second model; a drill's fault scoped to
+    the canary tells them apart)."""
     service_env = service_env or {}
     started: dict[str, ServiceProcess] = {}
     redis_proc = None
@@ -96,6 +99,7 @@ def start_stack(service_env: dict[str, str] | None = None,
         # Test stacks open sessions freely (a test's session may still be closing
         # when the next opens); the admission tests set their own limit.
         genv["GATEWAY_MAX_SESSIONS"] = "0"
+        genv |= {f"GATEWAY_{n.upper()}_CANARY_ADDRS": started[n].address for n in canary}
         genv |= gateway_env or {}
         gw = ServiceProcess(GATEWAY.module, GATEWAY.env_prefix, genv, grpc_service=False)
         gw.start(timeout=120)

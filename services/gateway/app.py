@@ -146,7 +146,8 @@ def create_app(settings: GatewaySettings, *, backends: Any = None, clock: Any = 
             return {svc: addrs for svc, addrs in out.items() if addrs}
 
         bad, canary_down = down(False), down(True)
-        extra = {"release": ctx.backends.release_status()}
+        extra = {"release": ctx.backends.release_status(),
+                 "canary": {svc: list(addrs) for svc, addrs in canary.items() if addrs}}
         if canary_down:
             extra["canary_unavailable"] = canary_down
         if bad:

@@ -43,12 +43,15 @@ pytestmark = [
 ADMIN_KEY = "drill-admin-key-0123456789"
 SHORT_FOR = "5s"
 FAULT_S = 90.0           # the most a fault lasts: ~10 turns of two people on a 2-core host
+CANARY_FAULT_S = 240.0   # the canary drill: ~10 canary turns of three people at 50 %
 END_AFTER_FIRING_S = 5.0  # a fault ends this long after its alert fires (detection is what is measured)
 
 
 @pytest.fixture(scope="module")
 def stack() -> Iterator[Stack]:
-    st = start_stack(gateway_env={"GATEWAY_ADMIN_API_KEYS": ADMIN_KEY})
+    # The TTS canary pool is the TTS itself: the canary drill's fault hits only
+    # the calls routed to the canary (no release record: no session goes there).
+    st = start_stack(gateway_env={"GATEWAY_ADMIN_API_KEYS": ADMIN_KEY}, canary=("tts",))
     try:
         yield st
     finally:
@@ -68,7 +71,7 @@ def live(stack, tmp_path) -> Iterator[tuple[Stack, str]]:
 async def _drill(live, name: str, **kw):
     st, prom_url = live
     report = await run_drill(SCENARIOS[name], http_url=st.http_url, admin_key=ADMIN_KEY, clips=load_clips(),
-                             prometheus=prom_url, fault_s=FAULT_S,
+                             prometheus=prom_url, fault_s=kw.pop("fault_s", FAULT_S),
                              end_after_firing_s=END_AFTER_FIRING_S, **kw)
     out = ROOT / "var" / "drills"
     out.mkdir(parents=True, exist_ok=True)
@@ -76,10 +79,10 @@ async def _drill(live, name: str, **kw):
     return report
 
 
-def _detected_and_recovered(report, name: str) -> None:
+def _detected_and_recovered(report, name: str, fault_s: float = FAULT_S) -> None:
     sc = SCENARIOS[name]
     assert report.alert in sc.alerts, report.lines()
-    assert report.detect_pending_s is not None and report.detect_pending_s < FAULT_S, report.lines()
+    assert report.detect_pending_s is not None and report.detect_pending_s < fault_s, report.lines()
     assert report.detect_firing_s is not None, report.lines()
     assert report.recover_s is not None, report.lines()
     assert report.lost == {}, report.lines()
@@ -132,3 +135,28 @@ async def test_asr_down_drill(live):
     report = await _drill(live, "asr-down")
     _detected_and_recovered(report, "asr-down")
     assert any(e.startswith("backend_unavailable: asr at ") for e in report.errors), report.errors
+
+
+async def test_canary_bad_drill(live):
+    """The judge, not a person, catches a bad release: a TTS canary 1.5 s late
+    (the fault hits only calls routed to the canary) is rolled back by a hard
+    latency rule, weight 0 at once; VoiceReleaseRolledBack fires; new
+    conversations go to stable and are answered; nothing is lost. Last in the
+    module: the rolled-back record stays (that is the incident's record)."""
+    from release.store import RedisReleaseStore
+
+    st, _ = live
+    store = RedisReleaseStore(st.gateway.extra_env["GATEWAY_REDIS_URL"])
+    try:
+        # Three people, 5 canary turns per rule (production: 30), at most 4 min.
+        report = await _drill(live, "canary-bad", release_store=store, judge_min_samples=5, users=3,
+                              fault_s=CANARY_FAULT_S)
+        rel = (await store.load_all())["tts"]
+    finally:
+        await store.close()
+    _detected_and_recovered(report, "canary-bad", CANARY_FAULT_S)
+    assert report.release is not None and report.release.state == "rolled_back", report.lines()
+    assert report.release.rule.startswith("hard:p95:"), report.lines()
+    assert report.release.counts.get("canary", 0) >= 5, report.lines()
+    assert (rel.state, rel.weight) == ("rolled_back", 0.0)
+    assert report.outcomes["after"].get("completed", 0) >= 1, report.lines()

@@ -110,3 +110,82 @@ async def test_a_speaker_survives_a_session_that_fails_mid_setup():
         await tr.stop()
     assert [t.outcome for t in tr.turns][:2] == ["closed", "completed"], tr.turns
     assert "no session.updated" in tr.turns[0].errors[0]
+
+
+async def test_the_release_drill_lets_the_judge_roll_back_a_slow_canary_and_says_why():
+    """The canary drill's release (drills/release.py) is the real controller:
+    a canary whose TTS first audio is 1.5 s late is rolled back by a hard
+    rule as soon as the judge has its (drill-sized) sample count, and the
+    outcome names the rule and the turns judged."""
+    import asyncio
+    import time
+
+    from drills.release import DrillRelease
+    from release.samples import Sample
+    from release.store import MemoryReleaseStore
+
+    store = MemoryReleaseStore()
+    rel = DrillRelease(store, "tts", (50.0, 100.0), interval_s=120.0, min_samples=5)
+    await rel.start()
+    assert (await store.load_all())["tts"].weight == 50.0
+    await rel.tick()
+    assert not rel.decided                          # no turns yet: nothing to judge
+    now = time.time()
+    for i in range(6):
+        for canary in (False, True):
+            store.sample_log.append(Sample(ts=now, canary=frozenset({"tts"}) if canary else frozenset(),
+                                           v2v_ms=2300.0 if canary else 800.0,
+                                           tts_first_audio_ms=1700.0 if canary else 200.0))
+    await asyncio.sleep(0.01)                       # the turns ended before the judge looks
+    await rel.tick()
+    assert rel.decided and rel.outcome.state == "rolled_back", rel.outcome
+    assert rel.outcome.rule.startswith("hard:p95:"), rel.outcome
+    assert rel.outcome.counts == {"canary": 6, "stable": 6}
+    assert (await store.load_all())["tts"].weight == 0.0
+    assert "rolled_back after" in rel.outcome.line() and "6 canary" in rel.outcome.line()
+    await rel.finish()                               # decided: nothing to undo
+    assert (await store.load_all())["tts"].state == "rolled_back"
+
+
+async def test_a_release_drill_never_leaves_an_undecided_canary_serving():
+    from drills.release import DrillRelease
+    from release.store import MemoryReleaseStore
+
+    store = MemoryReleaseStore()
+    rel = DrillRelease(store, "tts", (50.0, 100.0), interval_s=120.0, min_samples=5)
+    await rel.start()
+    await rel.finish()
+    got = (await store.load_all())["tts"]
+    assert (got.state, got.weight) == ("aborted", 0.0)
+
+
+async def test_a_new_conversation_every_n_turns(monkeypatch):
+    """new_session_every: each speaker starts a new session (connects without
+    a session id) after N turns; what it saw done is kept per session."""
+    import asyncio
+
+    from clients.clips import load_clips
+    from clients.realtime import RealtimeClient
+    from drills import traffic as traffic_mod
+    from tests.unit.realtime_fake import fake_gateway
+
+    resumed: list[str | None] = []
+
+    class Recording(RealtimeClient):
+        def __init__(self, *a, **kw):
+            resumed.append(kw.get("session_id"))
+            super().__init__(*a, **kw)
+
+    monkeypatch.setattr(traffic_mod, "RealtimeClient", Recording)
+    clip = min(load_clips(), key=lambda c: c.seconds)
+    with fake_gateway() as base:
+        tr = Traffic(f"{base}/v1/realtime", [clip], users=1, think_s=0.05, new_session_every=1)
+        tr.start()
+        for _ in range(400):
+            if sum(t.ok for t in tr.turns) >= 2:
+                break
+            await asyncio.sleep(0.1)
+        await tr.stop()
+    assert sum(t.ok for t in tr.turns) >= 2, tr.turns
+    assert len(resumed) >= 2 and set(resumed) == {None}, resumed    # a new conversation each time
+    assert tr.speakers[0].sessions == {"sess_fake": tr.speakers[0].sessions["sess_fake"]}

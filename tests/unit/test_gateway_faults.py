@@ -287,3 +287,56 @@ async def test_a_stream_lost_on_a_write_reports_the_writes_failure():
     task.cancel()
     await asyncio.gather(task, return_exceptions=True)
     assert "connection reset" in downs[0].message
+
+
+# -- a fault scoped to one variant (the canary drill) ------------------------------------------
+def test_a_variant_scoped_fault_hits_only_that_pool():
+    f = parse({"service": "tts", "kind": "latency", "latency_ms": 900, "variant": "canary", "duration_s": 60},
+              0.0, 900)
+    assert f.variant == "canary" and f.wire(0.0)["variant"] == "canary"
+    assert parse({"service": "tts", "kind": "error", "duration_s": 5}, 0.0, 900).wire(0.0)["variant"] == "all"
+    for bad in ({"service": "tts", "kind": "error", "duration_s": 5, "variant": "blue"},
+                {"service": "redis", "kind": "error", "duration_s": 5, "variant": "canary"}):
+        with pytest.raises(FaultRequestError, match="variant"):
+            parse(bad, 0.0, 900)
+    clock = Clock()
+    table = FaultTable(clock)
+    table.set(Fault("tts", "error", until=clock.t + 10, variant="canary"))
+    assert table.pick("tts", "canary") is not None
+    assert table.pick("tts", "stable") is None and table.pick("tts") is None
+    assert table.peek("tts", "stable") is None and table.peek("tts", "canary") is not None
+    table.set(Fault("tts", "error", until=clock.t + 10))          # unscoped: both pools
+    assert table.pick("tts", "stable") is not None and table.pick("tts", "canary") is not None
+
+
+async def test_the_pool_gives_a_canary_sessions_clients_the_canary_scoped_fault():
+    """One server stands for both pools (as in the canary drill): only the
+    session routed to the canary suffers the fault."""
+    from release.state import Release
+    from services.gateway.backends.routing import BackendPool
+    from services.gateway.release_view import ReleaseView
+
+    async with scripted_server() as (addr, _):
+        table = FaultTable(MonotonicClock())
+        table.set(Fault("tts", "error", until=time.monotonic() + 60, variant="canary"))
+
+        def pool(weight: float) -> BackendPool:
+            view = ReleaseView(0.0)
+            view.apply({"tts": Release("tts", weight=weight, state="progressing")})
+            s = GatewaySettings(tts_addrs=addr, tts_canary_addrs=addr, redis_url="", web_dir="/nonexistent")
+            return BackendPool(s, view, faults=table)
+
+        async def speak(p: BackendPool) -> list:
+            b = p.for_session("sess_1")
+            return [x async for x in b.tts.synthesize("Hi.", "", 1.0)]
+
+        p_stable, p_canary = pool(0.0), pool(100.0)
+        try:
+            assert p_stable.for_session("sess_1").variants["tts"] == "stable"
+            assert await speak(p_stable)                       # stable: untouched
+            assert p_canary.for_session("sess_1").variants["tts"] == "canary"
+            with pytest.raises(BackendError, match="injected fault: error"):
+                await speak(p_canary)
+        finally:
+            await p_stable.close()
+            await p_canary.close()

@@ -34,10 +34,11 @@ def _error(name: str, address: str, exc: grpc.aio.AioRpcError) -> BackendError:
 
 class _Client:
     def __init__(self, name: str, address: str, channel: grpc.aio.Channel, timeout_s: float,
-                 idle_s: float = DEFAULT_IDLE_S, faults=None) -> None:
+                 idle_s: float = DEFAULT_IDLE_S, faults=None, variant: str = "stable") -> None:
         self.name, self.address, self._channel, self._timeout = name, address, channel, timeout_s
         self._idle = idle_s
         self._faults = faults     # a drill's FaultTable (services/gateway/faults), or None
+        self.variant = variant    # the pool this address was chosen from (a fault may target one)
 
     async def ready(self) -> bool:
         """SERVING on grpc.health.v1 (checked before (re)opening a stream)."""
@@ -152,7 +153,8 @@ class GrpcAsrStream(_Duplex):
 class GrpcVad(_Client):
     async def open(self, params: VadParams) -> GrpcVadStream:
         stub = vad_pb2_grpc.VoiceActivityStub(self._channel)
-        call = inject_duplex(self._faults, self.name, stub.StreamingDetect(metadata=inject_metadata()))
+        call = inject_duplex(self._faults, self.name, stub.StreamingDetect(metadata=inject_metadata()),
+                             self.variant)
         s = GrpcVadStream(self.name, self.address, call, self._idle)
         await s._write(convert.vad_config(params))
         return s
@@ -161,7 +163,8 @@ class GrpcVad(_Client):
 class GrpcAsr(_Client):
     async def open(self, params: AsrParams) -> GrpcAsrStream:
         stub = asr_pb2_grpc.RecognizerStub(self._channel)
-        call = inject_duplex(self._faults, self.name, stub.StreamingRecognize(metadata=inject_metadata()))
+        call = inject_duplex(self._faults, self.name, stub.StreamingRecognize(metadata=inject_metadata()),
+                             self.variant)
         s = GrpcAsrStream(self.name, self.address, call, self._idle)
         await s._write(convert.asr_config(params))
         return s
@@ -175,7 +178,7 @@ class GrpcLlm(_Client):
         stub = llm_pb2_grpc.ChatStub(self._channel)
         call = inject(self._faults, self.name, stub.Generate(
             convert.generate_request(messages, passages, max_tokens, request_id, prio=priority, tools=tools),
-            metadata=inject_metadata(), timeout=self._timeout))
+            metadata=inject_metadata(), timeout=self._timeout), self.variant)
         try:
             while (resp := await read_within(call, self._idle, self.name, self.address,
                                              "token")) is not grpc.aio.EOF:
@@ -197,7 +200,7 @@ class GrpcLlm(_Client):
         stub = llm_pb2_grpc.ChatStub(self._channel)
         call = inject(self._faults, self.name, stub.Generate(
             convert.prefill_request(messages, request_id, passages, tools), metadata=inject_metadata(),
-            timeout=min(self._timeout, 5.0)))
+            timeout=min(self._timeout, 5.0)), self.variant)
         usage = LlmUsage()
         try:
             while (resp := await read_within(call, self._idle, self.name, self.address,
@@ -218,7 +221,7 @@ class GrpcRag(_Client):
             timeout = min(self._timeout, 5.0)
             resp = await inject_unary(self._faults, self.name, stub.Search(
                 convert.search_request(query, k, min_score), metadata=inject_metadata(), timeout=timeout),
-                timeout)
+                timeout, self.variant)
         except grpc.aio.AioRpcError as exc:
             raise _error(self.name, self.address, exc) from exc
         return convert.passages(resp)
@@ -230,7 +233,7 @@ class GrpcTts(_Client):
         stub = tts_pb2_grpc.SynthesizerStub(self._channel)
         call = inject(self._faults, self.name, stub.Synthesize(
             convert.synthesize_request(text, voice, speed, priority), metadata=inject_metadata(),
-            timeout=self._timeout))
+            timeout=self._timeout), self.variant)
         try:
             while (chunk := await read_within(call, self._idle, self.name, self.address,
                                               "audio")) is not grpc.aio.EOF:

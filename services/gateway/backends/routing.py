@@ -120,15 +120,17 @@ class BackendPool:
                 want = "stable"
             addr, variant = choose(session_id, svc, s.addrs(svc), serving, 0.0, want)
             replicas = serving if variant == "canary" else s.addrs(svc)
-            clients[svc] = ROUTED[svc](svc, addr, replicas, self.guard, lambda a, svc=svc: self.client(svc, a))
+            clients[svc] = ROUTED[svc](svc, addr, replicas, self.guard,
+                                       lambda a, svc=svc, v=variant: self.client(svc, a, v))
             variants[svc] = variant
         return SessionBackends(variants=variants, **clients)
 
-    def client(self, service: str, address: str):
-        """The plain gRPC client of one address (clients are cheap: the channel is shared)."""
+    def client(self, service: str, address: str, variant: str = "stable"):
+        """The plain gRPC client of one address (clients are cheap: the channel
+        is shared); ``variant``: the pool it was chosen from."""
         s = self.settings
         return _CLIENTS[service](service, address, self.channel(address), s.backend_timeout_s,
-                                 s.backend_idle_timeout_s, self.faults)
+                                 s.backend_idle_timeout_s, self.faults, variant)
 
     async def close(self) -> None:
         for ch in self._channels.values():

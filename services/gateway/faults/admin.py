@@ -3,6 +3,7 @@ a restart (drills/, docs/drills.md). Protected by the admin keys
 (``GATEWAY_ADMIN_API_KEYS``, access.check_admin); refused when none is set.
 
     POST   /admin/faults  {"service": "tts", "kind": "error", "rate": 0.2, "duration_s": 120}
+                          (+ "variant": "canary" to break only the calls routed to the canary pool)
     GET    /admin/faults                 the active faults, with the seconds each has left
     DELETE /admin/faults[?service=tts]   end one service's fault, or all
 

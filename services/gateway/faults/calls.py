@@ -24,52 +24,53 @@ def _rpc_error(code: grpc.StatusCode, details: str) -> grpc.aio.AioRpcError:
     return grpc.aio.AioRpcError(code, grpc.aio.Metadata(), grpc.aio.Metadata(), details)
 
 
-def _hit(table: FaultTable | None, service: str) -> Fault | None:
+def _hit(table: FaultTable | None, service: str, variant: str = "stable") -> Fault | None:
     if table is None or not table.active:
         return None
-    fault = table.pick(service)
+    fault = table.pick(service, variant)
     if fault is not None:
         metrics.FAULTS_INJECTED.labels(**metrics.base(), backend=service, kind=fault.kind).inc()
     return fault
 
 
-def inject(table: FaultTable | None, service: str, call: Any) -> Any:
+def inject(table: FaultTable | None, service: str, call: Any, variant: str = "stable") -> Any:
     """A server-streaming call (LLM tokens, TTS audio), or a proxy of it
     suffering the fault drawn for it when it starts."""
-    fault = _hit(table, service)
+    fault = _hit(table, service, variant)
     return call if fault is None else FaultyStream(call, lambda: fault, duplex=False)
 
 
-def inject_duplex(table: FaultTable | None, service: str, call: Any) -> Any:
+def inject_duplex(table: FaultTable | None, service: str, call: Any, variant: str = "stable") -> Any:
     """A long-lived VAD/ASR stream: it outlives any fault, so the fault is
     looked up as it goes (at each write and each message), drawn once per
     fault set; with no fault set that look-up is one attribute test."""
     if table is None:
         return call
-    return FaultyStream(call, _Live(table, service), duplex=True)
+    return FaultyStream(call, _Live(table, service, variant), duplex=True)
 
 
 class _Live:
     """The fault a long-lived stream suffers now (drawn once for each fault set)."""
 
-    def __init__(self, table: FaultTable, service: str) -> None:
-        self.table, self.service = table, service
+    def __init__(self, table: FaultTable, service: str, variant: str = "stable") -> None:
+        self.table, self.service, self.variant = table, service, variant
         self._seen: Fault | None = None
         self._hit: Fault | None = None
 
     def __call__(self) -> Fault | None:
         if not self.table.active:
             return None
-        current = self.table.peek(self.service)
+        current = self.table.peek(self.service, self.variant)
         if current is not self._seen:
             self._seen = current
-            self._hit = _hit(self.table, self.service) if current is not None else None
+            self._hit = _hit(self.table, self.service, self.variant) if current is not None else None
         return self._hit if current is not None else None
 
 
-async def inject_unary(table: FaultTable | None, service: str, call: Any, timeout: float) -> Any:
+async def inject_unary(table: FaultTable | None, service: str, call: Any, timeout: float,
+                       variant: str = "stable") -> Any:
     """Await a unary call, suffering this call's fault if one is drawn."""
-    fault = _hit(table, service)
+    fault = _hit(table, service, variant)
     if fault is None:
         return await call
     if fault.kind in ("error", "reset"):

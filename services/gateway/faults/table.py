@@ -14,7 +14,11 @@ Kinds, as a call sees them (calls.py applies them):
 - ``hang``: the call is accepted and never answers (until the gateway's
   deadlines give up on it).
 For ``redis`` (the session store, store.py) every kind but latency is an
-operation failing as with Redis unreachable."""
+operation failing as with Redis unreachable.
+
+A fault may be scoped to one ``variant`` of a speech service (``canary`` or
+``stable``, docs/releases.md): the canary drill breaks only the canary, as a
+bad release would, and the release judge must tell it from stable."""
 from __future__ import annotations
 
 import dataclasses
@@ -23,6 +27,7 @@ from typing import Any
 
 SERVICES = ("vad", "asr", "llm", "rag", "tts", "redis")
 KINDS = ("latency", "error", "reset", "hang")
+VARIANTS = ("stable", "canary")
 
 
 class FaultRequestError(ValueError):
@@ -37,9 +42,13 @@ class Fault:
     rate: float = 1.0             # share of calls hit, 0..1
     latency_ms: int = 0           # latency
     after_messages: int = 1       # reset: messages that get through first
+    variant: str = ""             # "" = every call; else only calls to that variant's pool
+
+    def hits(self, variant: str) -> bool:
+        return not self.variant or self.variant == variant
 
     def wire(self, now: float) -> dict[str, Any]:
-        return {"service": self.service, "kind": self.kind, "rate": self.rate,
+        return {"service": self.service, "kind": self.kind, "rate": self.rate, "variant": self.variant or "all",
                 "latency_ms": self.latency_ms, "after_messages": self.after_messages,
                 "remaining_s": round(max(0.0, self.until - now), 1)}
 
@@ -48,7 +57,8 @@ def parse(body: Any, now: float, max_duration_s: float) -> Fault:
     """A Fault from an admin request body, or FaultRequestError."""
     if not isinstance(body, dict):
         raise FaultRequestError("the body must be a JSON object")
-    unknown = set(body) - {"service", "kind", "rate", "latency_ms", "after_messages", "duration_s"}
+    unknown = set(body) - {"service", "kind", "rate", "latency_ms", "after_messages", "duration_s",
+                          "variant"}
     if unknown:
         raise FaultRequestError(f"unknown fields: {', '.join(sorted(unknown))}")
     service, kind = body.get("service"), body.get("kind")
@@ -62,7 +72,13 @@ def parse(body: Any, now: float, max_duration_s: float) -> Fault:
     if kind == "latency" and latency <= 0:
         raise FaultRequestError("a latency fault needs 'latency_ms' > 0")
     after = int(_number(body, "after_messages", 1, 0, 10_000))
-    return Fault(service, kind, now + duration, rate, latency, after)
+    variant = body.get("variant", "")
+    if variant not in ("", *VARIANTS):
+        raise FaultRequestError(f"'variant' must be one of {', '.join(VARIANTS)} (or absent: every call), "
+                                f"got {variant!r}")
+    if variant and service == "redis":
+        raise FaultRequestError("'variant' applies to the speech services; the session store has none")
+    return Fault(service, kind, now + duration, rate, latency, after, variant)
 
 
 def _number(body: dict, key: str, default: float | None, lo: float, hi: float) -> float:
@@ -97,21 +113,18 @@ class FaultTable:
         self._expire(self.clock.now())
         return list(self._faults.values())
 
-    def peek(self, service: str) -> Fault | None:
-        """The fault set for ``service`` now (not drawn at its rate)."""
+    def peek(self, service: str, variant: str = "stable") -> Fault | None:
+        """The fault set for ``service``'s ``variant`` now (not drawn at its rate)."""
         f = self._faults.get(service)
         if f is not None and self.clock.now() >= f.until:
             self._faults.pop(service, None)
             return None
-        return f
+        return f if f is not None and f.hits(variant) else None
 
-    def pick(self, service: str) -> Fault | None:
-        """The fault this call of ``service`` suffers, if any (drawn at ``rate``)."""
-        f = self._faults.get(service)
+    def pick(self, service: str, variant: str = "stable") -> Fault | None:
+        """The fault this call of ``service``'s ``variant`` suffers, if any (drawn at ``rate``)."""
+        f = self.peek(service, variant)
         if f is None:
-            return None
-        if self.clock.now() >= f.until:
-            self._faults.pop(service, None)
             return None
         return f if f.rate >= 1.0 or self._rng.random() < f.rate else None
 

@@ -1,0 +1,93 @@
+"""The canary drill's release: the drill starts a real release of the
+service (release/controller.py, the same code as `python -m release`) and
+runs the control loop while its fault lasts, so the judge, not the drill,
+decides. A second loop already running (`make release-run`) does no harm:
+the controller's writes are compare-and-set, only one acts on a step.
+
+The judge is the production judge with one change, said in the briefing:
+its minimum sample count (a drill of two people gives ~5 canary turns a
+minute; production's 30 per rule would take ten). What the drill measures
+is how long the judge took and which rule decided; a release the judge
+has not decided when the drill ends is aborted (weight 0), so a drill
+leaves no canary serving."""
+from __future__ import annotations
+
+import dataclasses
+import time
+from typing import Any
+
+from common.clock import WallClock
+from release.controller import Controller
+from release.judge import JudgeConfig
+from release.state import ACTIVE
+from release.store import ReleaseStore
+
+
+@dataclasses.dataclass
+class ReleaseOutcome:
+    service: str
+    state: str = ""                   # progressing, holding, promoted, rolled_back, aborted
+    decided_s: float | None = None    # release start -> it left progressing/holding
+    rule: str = ""                    # the rule that decided (a failing check, or 'command')
+    reason: str = ""
+    counts: dict[str, int] = dataclasses.field(default_factory=dict)   # turns judged per variant
+
+    def line(self) -> str:
+        when = "not decided" if self.decided_s is None else f"{self.state} after {self.decided_s:.1f} s"
+        counts = ", ".join(f"{v} {k}" for k, v in sorted(self.counts.items()))
+        return (f"  release {self.service}: {when}" + (f" by {self.rule}: {self.reason}" if self.rule else "")
+                + (f" (turns judged: {counts})" if counts else ""))
+
+
+class DrillRelease:
+    def __init__(self, store: ReleaseStore, service: str, steps: tuple[float, ...], interval_s: float,
+                 min_samples: int) -> None:
+        self.store, self.service = store, service
+        self.steps, self.interval_s = list(steps), interval_s
+        self.ctl = Controller(store, WallClock(), JudgeConfig(min_samples=min_samples))
+        self.outcome = ReleaseOutcome(service)
+        self._t0 = 0.0
+        self.decided_at = 0.0
+
+    async def start(self) -> None:
+        self._t0 = time.monotonic()
+        rel = await self.ctl.start(self.service, self.steps, self.interval_s, hold_limit_s=4 * self.interval_s)
+        self.outcome.state = rel.state
+
+    @property
+    def decided(self) -> bool:
+        return self.outcome.decided_s is not None
+
+    async def tick(self) -> None:
+        """One turn of the control loop; records the decision once made."""
+        if self.decided:
+            return
+        events = await self.ctl.tick()
+        rel = (await self.store.load_all()).get(self.service)
+        if rel is None:
+            return
+        self.outcome.state = rel.state
+        mine = [e for e in events if e.get("service") == self.service]
+        if mine:
+            self._note(mine[-1])
+        if rel.state not in ACTIVE:
+            self.decided_at = time.monotonic()
+            self.outcome.decided_s = self.decided_at - self._t0
+            if not mine:             # decided by someone else (an operator, another loop)
+                self._note_last(await self.store.events(self.service, 1))
+
+    async def finish(self) -> None:
+        """Abort a release still undecided: the drill leaves no canary serving."""
+        rel = (await self.store.load_all()).get(self.service)
+        if rel is not None and rel.state in ACTIVE:
+            rel = await self.ctl.abort(self.service, reason="drill ended before the judge decided")
+            self.outcome.state = rel.state
+
+    def _note_last(self, events: list[dict[str, Any]]) -> None:
+        if events:
+            self._note(events[-1])
+
+    def _note(self, e: dict[str, Any]) -> None:
+        self.outcome.rule, self.outcome.reason = e.get("rule") or "", e.get("reason") or ""
+        if "counts" in e:
+            self.outcome.counts = dict(e["counts"])
