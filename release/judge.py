@@ -129,6 +129,10 @@ def _reason(c: Check) -> str:
         d = c.detail
         return (f"{c.rule}: canary median {d['median_canary']:.0f} ms against stable's {d['median_stable']:.0f} "
                 f"(+{c.value:.0%}, margin {c.limit:.0%}), p={d['p']:.2g} < {d['alpha']:g}")
+    if c.detail.get("regressions"):
+        worst = c.detail["regressions"][0]
+        return (f"{c.rule}: canary worse on {len(c.detail['regressions'])} slice(s), worst {worst['slice']} "
+                f"(WER {worst['wer_stable']:.1%} -> {worst['wer_canary']:.1%}, margin {_num(c.limit)})")
     return f"{c.rule}: {_num(c.value)} over the limit {_num(c.limit)}"
 
 

@@ -2,7 +2,12 @@
 the canary and through stable, scored by word error rate (clients/wer.py).
 
 - ASR: the project's real clips (tests/data/speech, with reference texts)
-  transcribed by the canary ASR and by the stable ASR.
+  transcribed by the canary ASR and by the stable ASR (``quality:asr_wer``);
+  and the evaluation set of ``make eval`` (eval/asr: the clips and the 174
+  short phrases cut from them) through both, compared slice by slice with
+  eval's own paired bootstrap (``quality:asr_slices``): a canary that is
+  worse on short commands or fast speech fails even when its overall WER
+  is within the margin (Whisper tiny.en against base: eval-asr.md).
 - TTS round trip: fixed sentences synthesized by the canary TTS and by the
   stable TTS, each transcribed back by the *stable* ASR (so only the voice
   differs): a voice that mumbles or skips words shows as a higher WER.
@@ -35,6 +40,11 @@ class QualityConfig:
     # noise, so the same voice twice differs: one run of the round trip gave
     # 0.000 and 0.023 (1 word of 44) for the same TTS; 0.05 is ~2 words.
     wer_margin: float = 0.05
+    # quality:asr_slices: eval/asr/slices.py's comparison of the canary
+    # against stable on the evaluation set; a slice regresses when its paired
+    # 95 % interval is above 0 and the WER difference exceeds this margin.
+    slice_margin: float = 0.02
+    slices: bool = True
 
 
 @dataclasses.dataclass
@@ -51,6 +61,29 @@ def quality_check(rule: str, canary: Score, stable: Score, cfg: QualityConfig) -
         return Check(rule, FAIL, canary.wer, cfg.max_wer, detail)
     limit = stable.wer + cfg.wer_margin
     return Check(rule, FAIL if canary.wer > limit else PASS, canary.wer, limit, detail)
+
+
+SLICES_RULE = "quality:asr_slices"
+PROBE_BATCH = 20
+
+
+def slice_check(stable: Sequence, canary: Sequence, cfg: QualityConfig) -> Check:
+    """eval/asr's slice comparison (stable = A, canary = B) as a judge check:
+    FAIL on any regressing slice (the worst one is the check's value)."""
+    from eval.asr.slices import compare
+
+    cmp = compare(stable, canary, margin=cfg.slice_margin)
+    overall = next(d for d in cmp.deltas if d.dimension == "all")
+    detail = {"wer_stable": round(overall.wer_a, 4), "wer_canary": round(overall.wer_b, 4),
+              "utterances": overall.utterances, "margin": cfg.slice_margin, "recommendation": cmp.recommendation()}
+    bad = cmp.regressions()
+    if not bad:
+        return Check(SLICES_RULE, PASS, round(overall.diff, 4), cfg.slice_margin, detail)
+    worst = bad[0]
+    detail["regressions"] = [{"slice": f"{d.dimension} {d.bucket}", "utterances": d.utterances,
+                              "wer_stable": round(d.wer_a, 4), "wer_canary": round(d.wer_b, 4),
+                              "interval": [round(d.low, 4), round(d.high, 4)]} for d in bad]
+    return Check(SLICES_RULE, FAIL, round(worst.diff, 4), cfg.slice_margin, detail)
 
 
 class Prober:
@@ -71,12 +104,55 @@ class Prober:
                 pairs = [(c.pcm, c.text) for c in load_clips(rate=16000)]
             except FileNotFoundError as exc:   # e.g. an image without tests/data
                 return [quality_check("quality:asr_wer", Score(None, str(exc)), Score(None), self.cfg)]
-            return [quality_check("quality:asr_wer", await self._asr(self.asr_canary, pairs),
-                                  await self._asr(self.asr_stable, pairs), self.cfg)]
+            checks = [quality_check("quality:asr_wer", await self._asr(self.asr_canary, pairs),
+                                    await self._asr(self.asr_stable, pairs), self.cfg)]
+            if self.cfg.slices:
+                checks.append(await self._asr_slices())
+            return checks
         if service == "tts":
             return [quality_check("quality:tts_roundtrip_wer", await self._roundtrip(self.tts_canary),
                                   await self._roundtrip(self.tts_stable), self.cfg)]
         return []
+
+    async def _asr_slices(self) -> Check:
+        from eval.asr.speech import bundled
+
+        try:
+            speech = bundled(phrases=True)
+        except FileNotFoundError as exc:
+            return Check(SLICES_RULE, INCONCLUSIVE, detail={"why": str(exc)})
+        stable = await self._transcripts(self.asr_stable, speech)
+        canary = await self._transcripts(self.asr_canary, speech)
+        if isinstance(stable, str) or isinstance(canary, str):
+            return Check(SLICES_RULE, INCONCLUSIVE, detail={"why": canary if isinstance(canary, str) else stable})
+        return slice_check(stable, canary, self.cfg)
+
+    async def _transcripts(self, address: str, speech) -> list | str:
+        """eval Results of ``speech`` through the ASR at ``address``, or why not."""
+        from common.audio import float_to_pcm16
+        from common.stubs import asr_pb2
+        from eval.asr.slices import Result
+        from services.asr.client import SAMPLE_RATE, recognize
+
+        if not address:
+            return "no ASR address to probe"
+        # Beam 1, as the gateway asks for live finals (and as `make eval` scores).
+        config = asr_pb2.RecognitionConfig(language="en", interim_results=False, sample_rate_hz=SAMPLE_RATE,
+                                           beam_size=1)
+        out = []
+        for i in range(0, len(speech), PROBE_BATCH):   # a stream per batch: no long backlog on one stream
+            batch = speech[i:i + PROBE_BATCH]
+            try:
+                record = await recognize(address, [float_to_pcm16(u.audio) for u in batch], config=config,
+                                         timeout=120.0)
+            except grpc.aio.AioRpcError as exc:
+                return f"ASR {address}: {exc.code().name}"
+            texts: dict[int, list[str]] = {}
+            for f in record.finals:
+                texts.setdefault(f.utterance_index, []).append(f.text)
+            out += [Result(u.name, u.seconds, "clean", u.text, " ".join(texts.get(j, [])))
+                    for j, u in enumerate(batch)]
+        return out
 
     async def _asr(self, address: str, pairs: list[tuple[bytes, str]]) -> Score:
         from clients.wer import wer

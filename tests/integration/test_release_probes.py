@@ -1,15 +1,17 @@
 """The release quality probes against the real ASR and TTS services.
 
 Invariant: on real models, a canary identical to stable (the same service as
-both) passes both probes, with the WERs the probes report below their
-ceiling: the ASR clips' WER and the TTS round trip through the ASR. (Failing
-scores are tested in tests/unit/test_release_probes.py.)"""
+both) passes every probe, with the WERs the probes report below their
+ceiling: the ASR clips' WER, the evaluation set's slices and the TTS round
+trip through the ASR; a canary ASR on a worse model (Whisper tiny.en against
+base, eval-asr.md) fails the slice probe, so the judge rolls it back.
+(Failing scores on synthetic data: tests/unit/test_release_probes.py.)"""
 from __future__ import annotations
 
 import pytest
 
-from release.judge import PASS
-from release.probes import Prober
+from release.judge import FAIL, PASS
+from release.probes import Prober, QualityConfig
 from tests.procs import running
 
 pytestmark = pytest.mark.slow
@@ -27,11 +29,29 @@ def tts():
         yield svc
 
 
+@pytest.fixture(scope="module")
+def asr_tiny():
+    with running("services.asr", "ASR_", {"ASR_MODEL": "tiny.en"}) as svc:
+        yield svc
+
+
 async def test_asr_probe_on_the_real_clips(asr):
-    [check] = await Prober(asr_stable=asr.address, asr_canary=asr.address)("asr")
+    # (The slice probe of an identical canary is equal by construction: the
+    # ASR is deterministic. Its real run is the tiny.en test below.)
+    [check] = await Prober(asr_stable=asr.address, asr_canary=asr.address, cfg=QualityConfig(slices=False))("asr")
     print("asr probe:", check.record())
     assert check.rule == "quality:asr_wer" and check.outcome == PASS, check.record()
     assert check.detail["wer_canary"] == check.detail["wer_stable"] < 0.25
+
+
+async def test_a_tiny_en_canary_fails_the_slice_probe(asr, asr_tiny):
+    """Whisper tiny.en as the canary of base: the judge's slice probe finds
+    the slices it is worse on, as `make eval --a base --b tiny.en` does."""
+    checks = await Prober(asr_stable=asr.address, asr_canary=asr_tiny.address)("asr")
+    slices = next(c for c in checks if c.rule == "quality:asr_slices")
+    print("asr probes, tiny.en canary:", [c.record() for c in checks])
+    assert slices.outcome == FAIL, slices.record()
+    assert slices.detail["utterances"] >= 150 and slices.detail["wer_canary"] > slices.detail["wer_stable"]
 
 
 async def test_tts_round_trip_probe(asr, tts):

@@ -63,3 +63,35 @@ async def test_controller_runs_probes_at_check_times_only():
     # No turns at all, but the probe's failure decides: quality needs no traffic.
     assert ev["event"] == "fail" and ev["rule"] == "quality:asr_wer"
     assert (await store.load_all())["asr"].weight == 0.0
+
+
+def _results(hyps_wrong: set[str], n: int = 40) -> list:
+    """Eval results of n short phrases and n long sentences; the named ones misheard."""
+    from eval.asr.slices import Result
+
+    out = []
+    for i in range(n):
+        for kind, secs, text in (("phrase", 0.8, "turn it off"), ("sentence", 5.0, "he was not an ill disposed young man")):
+            name = f"{kind}{i}"
+            hyp = "turn it of" if name in hyps_wrong and kind == "phrase" else text
+            out.append(Result(name, secs, "clean", text, hyp))
+    return out
+
+
+def test_the_slice_probe_fails_a_canary_worse_on_short_phrases_only():
+    """eval/asr's paired comparison as a judge check: a canary that mishears
+    half the short phrases (overall WER up ~4 points, within the clips
+    probe's 5-point margin) fails on the '< 1 s' slice; an identical one passes."""
+    from release.probes import SLICES_RULE, slice_check
+
+    stable = _results(set())
+    canary = _results({f"phrase{i}" for i in range(0, 40, 2)})
+    check = slice_check(stable, canary, QualityConfig())
+    assert check.rule == SLICES_RULE and check.outcome == FAIL, check.record()
+    assert check.detail["regressions"][0]["slice"] in ("length < 1 s", "rate slow (< 2.2 w/s)",
+                                                        "rate medium", "rate fast (> 3.2 w/s)", "all all")
+    assert any(r["slice"] == "length < 1 s" for r in check.detail["regressions"])
+    v = judge("asr", [], JudgeConfig(min_samples=1), [check])
+    assert v.verdict == FAIL and "worse on" in v.reason and "< 1 s" in v.reason
+    same = slice_check(stable, _results(set()), QualityConfig())
+    assert same.outcome == PASS and same.value == 0.0
