@@ -9,16 +9,20 @@ its minimum sample count (a drill of two people gives ~5 canary turns a
 minute; production's 30 per rule would take ten). What the drill measures
 is how long the judge took and which rule decided; a release the judge
 has not decided when the drill ends is aborted (weight 0), so a drill
-leaves no canary serving."""
+leaves no canary serving.
+
+A drill with probes (canary-asr-worse) gives the judge the quality probes
+too, on one stable and one canary address of the service read from the
+gateway's /healthz: its canary is bad in quality, not in speed."""
 from __future__ import annotations
 
 import dataclasses
 import time
-from typing import Any
+from typing import Any, Awaitable, Callable
 
 from common.clock import WallClock
 from release.controller import Controller
-from release.judge import JudgeConfig
+from release.judge import Check, JudgeConfig
 from release.state import ACTIVE
 from release.store import ReleaseStore
 
@@ -41,10 +45,11 @@ class ReleaseOutcome:
 
 class DrillRelease:
     def __init__(self, store: ReleaseStore, service: str, steps: tuple[float, ...], interval_s: float,
-                 min_samples: int) -> None:
+                 min_samples: int, probe: Callable[[str], Awaitable[list[Check]]] | None = None) -> None:
+        # probe: the quality probes (release/probes.py Prober), run at check times
         self.store, self.service = store, service
         self.steps, self.interval_s = list(steps), interval_s
-        self.ctl = Controller(store, WallClock(), JudgeConfig(min_samples=min_samples))
+        self.ctl = Controller(store, WallClock(), JudgeConfig(min_samples=min_samples), probe)
         self.outcome = ReleaseOutcome(service)
         self._t0 = 0.0
         self.decided_at = 0.0
@@ -77,7 +82,11 @@ class DrillRelease:
                 self._note_last(await self.store.events(self.service, 1))
 
     async def finish(self) -> None:
-        """Abort a release still undecided: the drill leaves no canary serving."""
+        """Abort a release still undecided: the drill leaves no canary serving.
+
+A drill with probes (canary-asr-worse) gives the judge the quality probes
+too, on one stable and one canary address of the service read from the
+gateway's /healthz: its canary is bad in quality, not in speed."""
         rel = (await self.store.load_all()).get(self.service)
         if rel is not None and rel.state in ACTIVE:
             rel = await self.ctl.abort(self.service, reason="drill ended before the judge decided")

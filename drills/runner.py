@@ -77,11 +77,14 @@ def briefing(sc: Scenario, fault_s: float) -> list[str]:
         lines.append(f"Fault ({fault_s:.0f} s, ends by itself): " + "; ".join(
             ", ".join(f"{k}={v}" for k, v in f.items()) for f in sc.faults))
     if sc.release:
-        lines.append(f"Release: the drill starts a {sc.release.upper()} release at "
+        lines.append(f"Release: the drill starts a release of the {sc.release.upper()} at "
                      f"{' -> '.join(f'{w:g} %' for w in sc.release_steps)}, a step judged every "
                      f"{sc.release_interval_s:.0f} s, and runs the release judge meanwhile (production's, but "
-                     f"deciding on {sc.judge_min_samples} canary turns instead of 30); the fault hits only the "
-                     "canary's calls.")
+                     f"deciding on {sc.judge_min_samples} canary turns instead of 30"
+                     + (", with its quality probes at each check time" if sc.probes else "") + "); "
+                     + ("the fault hits only the canary's calls." if sc.faults else
+                        f"nothing is injected: the canary pool (GATEWAY_{sc.release.upper()}_CANARY_ADDRS) "
+                        "runs the release itself."))
     who = f"a new conversation every {sc.new_session_every} turns" if sc.new_session_every else "one session each"
     lines += [f"Traffic: {sc.users} people talking with real recorded speech ({who}).", "Look at:"]
     lines += [f"  - {p}" for p in sc.look_at]
@@ -190,10 +193,9 @@ async def run_drill(sc: Scenario, *, http_url: str, admin_key: str, clips: list,
     rel: DrillRelease | None = None
     try:
         if sc.release:
-            await _require_canary(http_url, sc.release)
             assert release_store is not None
             rel = DrillRelease(release_store, sc.release, sc.release_steps, sc.release_interval_s,
-                               judge_min_samples or sc.judge_min_samples)
+                               judge_min_samples or sc.judge_min_samples, await _probe(http_url, sc))
             report.release = rel.outcome
         traffic.start()
         say("baseline: waiting for a first good turn ...")
@@ -270,14 +272,31 @@ async def run_drill(sc: Scenario, *, http_url: str, admin_key: str, clips: list,
     return report
 
 
-async def _require_canary(http_url: str, service: str) -> None:
-    """A release drill needs a canary pool for the service (GATEWAY_<SVC>_CANARY_ADDRS)."""
+async def _addresses(http_url: str, service: str) -> tuple[list[str], list[str]]:
+    """(stable, canary) addresses of ``service`` from the gateway's /healthz."""
     async with httpx.AsyncClient(base_url=http_url, timeout=10) as c:
         body = (await c.get("/healthz")).json()
-    if not (body.get("canary") or {}).get(service):
+    canary = list((body.get("canary") or {}).get(service) or [])
+    stable = [a for a in (body.get("backends") or {}).get(service, {}) if a not in canary] or canary
+    return stable, canary
+
+
+async def _probe(http_url: str, sc: Scenario):
+    """A release drill needs a canary pool for the service (GATEWAY_<SVC>_CANARY_ADDRS);
+    with ``sc.probes``, the judge's quality probes on one stable and one canary address."""
+    stable, canary = await _addresses(http_url, sc.release)
+    if not canary:
         raise RuntimeError(
-            f"the gateway has no {service} canary pool: start the stack with GATEWAY_{service.upper()}"
-            f"_CANARY_ADDRS set (e.g. the {service} service's own address, docs/drills.md)")
+            f"the gateway has no {sc.release} canary pool: start the stack with GATEWAY_{sc.release.upper()}"
+            f"_CANARY_ADDRS set (docs/drills.md)")
+    if not sc.probes:
+        return None
+    from release.probes import Prober
+
+    asr_stable = stable[0] if sc.release == "asr" else (await _addresses(http_url, "asr"))[0][0]
+    return Prober(asr_stable=asr_stable, asr_canary=canary[0] if sc.release == "asr" else "",
+                  tts_stable=stable[0] if sc.release == "tts" else "",
+                  tts_canary=canary[0] if sc.release == "tts" else "")
 
 
 def _settled(watch: AlertWatch | None, rel: DrillRelease, end_after_firing_s: float | None) -> bool:

@@ -36,6 +36,7 @@ class Scenario:
     release_steps: tuple[float, ...] = (50.0, 100.0)
     release_interval_s: float = 120.0
     judge_min_samples: int = 10
+    probes: bool = False                  # the judge also runs the quality probes (release/probes.py)
 
     def fault_bodies(self) -> list[dict[str, Any]]:
         return [{**f, "duration_s": self.fault_s} for f in self.faults]
@@ -139,5 +140,22 @@ SCENARIOS: dict[str, Scenario] = {s.name: s for s in (
         runbook="VoiceReleaseRolledBack",
         new_session_every=2,
         release="tts",
+    ),
+    Scenario(
+        name="canary-asr-worse",
+        teaches="A canary that is fast but worse: an ASR release of a smaller model (Whisper tiny.en in place "
+                "of base) takes half of the new conversations. Latency looks fine and no call fails; only the "
+                "judge's quality probes (the evaluation set through canary and stable) find it, at the step's "
+                "check time, and roll it back.",
+        faults=(),            # nothing is injected: the canary pool runs the worse model
+        fault_s=600,          # the most the drill waits for the judge
+        look_at=(f"{CANARY}: Release state", f"{CANARY}: Judge verdicts (15 m)",
+                 f"{CANARY}: Release weight (% of new sessions on canary)"),
+        alerts=("VoiceReleaseRolledBack",),
+        runbook="VoiceReleaseRolledBack",
+        new_session_every=2,
+        release="asr",
+        release_interval_s=60.0,
+        probes=True,
     ),
 )}

@@ -13,7 +13,9 @@ the canary and through stable, scored by word error rate (clients/wer.py).
   differs): a voice that mumbles or skips words shows as a higher WER.
 
 ``quality_checks`` is pure (scores in, judge checks out); ``Prober`` does the
-gRPC calls. A probe that cannot run (no address, a call failing) is an
+gRPC calls, at BACKGROUND priority (the ASR runs their finals at the
+interims' low CPU priority: live users of the same replicas go first). A
+probe that cannot run (no address, a call failing) is an
 inconclusive check, never a pass: the step holds."""
 from __future__ import annotations
 
@@ -130,7 +132,7 @@ class Prober:
     async def _transcripts(self, address: str, speech) -> list | str:
         """eval Results of ``speech`` through the ASR at ``address``, or why not."""
         from common.audio import float_to_pcm16
-        from common.stubs import asr_pb2
+        from common.stubs import asr_pb2, common_pb2
         from eval.asr.slices import Result
         from services.asr.client import SAMPLE_RATE, recognize
 
@@ -138,7 +140,7 @@ class Prober:
             return "no ASR address to probe"
         # Beam 1, as the gateway asks for live finals (and as `make eval` scores).
         config = asr_pb2.RecognitionConfig(language="en", interim_results=False, sample_rate_hz=SAMPLE_RATE,
-                                           beam_size=1)
+                                           beam_size=1, priority=common_pb2.PRIORITY_BACKGROUND)
         out = []
         for i in range(0, len(speech), PROBE_BATCH):   # a stream per batch: no long backlog on one stream
             batch = speech[i:i + PROBE_BATCH]
@@ -156,12 +158,13 @@ class Prober:
 
     async def _asr(self, address: str, pairs: list[tuple[bytes, str]]) -> Score:
         from clients.wer import wer
-        from common.stubs import asr_pb2
+        from common.stubs import asr_pb2, common_pb2
         from services.asr.client import SAMPLE_RATE, recognize
 
         if not address:
             return Score(None, "no ASR address to probe")
-        config = asr_pb2.RecognitionConfig(language="en", interim_results=False, sample_rate_hz=SAMPLE_RATE)
+        config = asr_pb2.RecognitionConfig(language="en", interim_results=False, sample_rate_hz=SAMPLE_RATE,
+                                           priority=common_pb2.PRIORITY_BACKGROUND)
         try:
             record = await recognize(address, [pcm for pcm, _ in pairs], config=config, timeout=120.0)
         except grpc.aio.AioRpcError as exc:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import AsyncIterator
 
-from common.stubs import asr_pb2
+from common.stubs import asr_pb2, common_pb2
 from services.asr.results import (Audio, EndOfUtterance, Event, Flush, InvalidRequest, Result,
                                   StreamConfig)
 
@@ -16,7 +16,8 @@ def event_from_pb(req: asr_pb2.RecognizeRequest) -> Event | None:
         c = req.config
         return StreamConfig(language=c.language, interim_results=c.interim_results,
                             beam_size=c.beam_size, sample_rate_hz=c.sample_rate_hz,
-                            interim_interval_ms=c.interim_interval_ms, omit_words=c.omit_words)
+                            interim_interval_ms=c.interim_interval_ms, omit_words=c.omit_words,
+                            background=c.priority == common_pb2.PRIORITY_BACKGROUND)
     if kind == "audio":
         return Audio(req.audio)
     if kind == "control":

@@ -129,6 +129,9 @@ class WhisperEngine:
             self.interim_model = WhisperModel(interim_path, device=options.device,
                                               compute_type=options.compute_type, cpu_threads=options.threads,
                                               num_workers=max(1, options.interim_workers))
+        # A BACKGROUND stream's finals (nobody waits: a release probe) run on the
+        # interims' low-priority copy when it is the same model, never on a smaller one.
+        self.background_model = self.interim_model if interim_path == model_path else self.model
         self.load_seconds = time.perf_counter() - t0
         self.multilingual = bool(self.model.model.is_multilingual)
         self.languages = frozenset(_LANGUAGE_CODES) if self.multilingual else frozenset({"en"})
@@ -161,17 +164,19 @@ class WhisperEngine:
 
     def transcribe_final(self, audio: np.ndarray, language: str | None, beam_size: int,
                          cancel: threading.Event, words: bool = True,
-                         redo: bool = True) -> Transcript:
+                         redo: bool = True, background: bool = False) -> Transcript:
         """``words``: word timings (a second, alignment pass over the text).
+        ``background``: on the low-priority copy (``background_model``).
         ``redo``: an unreliable trimmed pass is redone on the full 30 s window;
         without it, Unreliable is raised (a flush, whose text is only
         provisional, should not spend a full-window pass on the final queue)."""
+        model = self.background_model if background else self.model
         if self.options.final_trim and language is not None and audio.size <= 29 * SAMPLE_RATE \
                 and not self.options.final_vad_filter:
             _check(cancel)
             t0 = time.perf_counter()
             try:
-                text, found = self._final_trimmed(audio, language, beam_size, cancel, words)
+                text, found = self._final_trimmed(audio, language, beam_size, cancel, words, model)
                 return Transcript(text, found, time.perf_counter() - t0)
             except Unreliable:
                 if not redo:
@@ -181,8 +186,8 @@ class WhisperEngine:
                 # adds when that pass fails its thresholds (short phrases
                 # often do) gave a different text on each run, once a loop.
                 return self._transcribe(audio, language, beam_size=beam_size, words=words,
-                                        cancel=cancel, temperature=0.0)
-        return self._transcribe(audio, language, beam_size=beam_size, words=words, cancel=cancel)
+                                        cancel=cancel, temperature=0.0, model=model)
+        return self._transcribe(audio, language, beam_size=beam_size, words=words, cancel=cancel, model=model)
 
     def warmup(self) -> None:
         """One pass of each kind, so the first user does not pay for lazy init."""
@@ -250,20 +255,22 @@ class WhisperEngine:
         return model.encode(pad_or_trim(feats, target)), content
 
     def _final_trimmed(self, audio: np.ndarray, language: str, beam_size: int,
-                       cancel: threading.Event, want_words: bool = True) -> tuple[str, tuple[Word, ...]]:
+                       cancel: threading.Event, want_words: bool = True,
+                       model=None) -> tuple[str, tuple[Word, ...]]:
         """Beam search on the trimmed encoder, then Whisper's cross-attention word
         alignment (faster-whisper's own add_word_timestamps). Raises Unreliable
         where faster-whisper would fall back to sampling: the caller then runs
         the full-window pass (at temperature 0)."""
         from faster_whisper.transcribe import get_suppressed_tokens
 
-        tok = self._tokenizer(language)
-        encoded, content = self._encode_trimmed(audio, self.options.final_pad_s)
+        model = model or self.model
+        tok = self._tokenizer(language, model)
+        encoded, content = self._encode_trimmed(audio, self.options.final_pad_s, model)
         _check(cancel)
         prompt = list(tok.sot_sequence) + [tok.no_timestamps]
-        result = self.model.model.generate(
+        result = model.model.generate(
             encoded, [prompt], beam_size=beam_size, patience=1.0, length_penalty=1.0,
-            max_length=self.model.max_length // 2, return_scores=True, return_no_speech_prob=True,
+            max_length=model.max_length // 2, return_scores=True, return_no_speech_prob=True,
             suppress_blank=True, suppress_tokens=get_suppressed_tokens(tok, [-1]))[0]
         ids = [t for t in result.sequences_ids[0] if t < tok.eot]
         avg_logprob = result.scores[0] * len(ids) / (len(ids) + 1)
@@ -277,7 +284,7 @@ class WhisperEngine:
         _check(cancel)
         seconds = audio.size / SAMPLE_RATE
         segments = [[{"tokens": ids, "seek": 0, "start": 0.0, "end": seconds}]]
-        self.model.add_word_timestamps(segments, tok, encoded, content, "\"'“¿([{-",
+        model.add_word_timestamps(segments, tok, encoded, content, "\"'“¿([{-",
                                        "\"'.。,，!！?？:：”)]}、", 0.0)
         words: list[Word] = []
         for w in segments[0][0].get("words", ()):
@@ -287,10 +294,11 @@ class WhisperEngine:
 
     def _transcribe(self, audio: np.ndarray, language: str | None, *, beam_size: int, words: bool,
                     cancel: threading.Event,
-                    temperature: float | tuple[float, ...] = (0.0, 0.2, 0.4, 0.6, 0.8, 1.0)) -> Transcript:
+                    temperature: float | tuple[float, ...] = (0.0, 0.2, 0.4, 0.6, 0.8, 1.0),
+                    model=None) -> Transcript:
         _check(cancel)
         t0 = time.perf_counter()
-        segments, _info = self.model.transcribe(
+        segments, _info = (model or self.model).transcribe(
             audio, language=language, beam_size=beam_size, word_timestamps=words, temperature=temperature,
             without_timestamps=not words, condition_on_previous_text=False,
             vad_filter=self.options.final_vad_filter and words)

@@ -21,6 +21,7 @@ class StreamConfig:
     sample_rate_hz: int = 0
     interim_interval_ms: int = 0
     omit_words: bool = False
+    background: bool = False      # priority BACKGROUND: finals at the interims' low CPU priority
 
 
 @dataclasses.dataclass(frozen=True)
@@ -32,6 +33,7 @@ class ResolvedConfig:
     beam_size: int
     interim_interval_ms: int
     words: bool = True          # word timings on finals
+    background: bool = False    # finals at the interims' low CPU priority (nobody waits for them)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -327,6 +327,12 @@ class RecognitionSession:
         cfg = self.config
         assert cfg is not None
         loop = asyncio.get_running_loop()
+        if cfg.background:
+            # Nobody waits for it (a release probe): at the interims' low CPU
+            # priority, and interims are not held back for it.
+            return await loop.run_in_executor(
+                self.engine.final_pool, lambda: self.engine.transcribe_final(
+                    audio, cfg.language, cfg.beam_size, self._cancel, cfg.words, redo, background=True))
         self.interims.final_started()   # no stream's interim starts while this runs
         try:
             return await loop.run_in_executor(

@@ -60,4 +60,5 @@ def resolve_config(cfg: StreamConfig, languages: frozenset[str], defaults: Defau
             hint = f"use an ISO 639-1 code Whisper knows ({', '.join(sorted(languages)[:12])}, ...) or 'auto'"
         raise InvalidRequest(f"unknown language code {cfg.language!r}: {hint}")
     return ResolvedConfig(language=resolved, interim_results=cfg.interim_results,
-                          beam_size=beam, interim_interval_ms=interval, words=not cfg.omit_words)
+                          beam_size=beam, interim_interval_ms=interval, words=not cfg.omit_words,
+                          background=cfg.background)

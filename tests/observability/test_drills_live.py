@@ -44,6 +44,7 @@ ADMIN_KEY = "drill-admin-key-0123456789"
 SHORT_FOR = "5s"
 FAULT_S = 90.0           # the most a fault lasts: ~10 turns of two people on a 2-core host
 CANARY_FAULT_S = 240.0   # the canary drill: ~10 canary turns of three people at 50 %
+ASR_CANARY_WAIT_S = 600.0   # check at 60 s, then the probes: 2 x 179 background ASR passes (250 s measured)
 END_AFTER_FIRING_S = 5.0  # a fault ends this long after its alert fires (detection is what is measured)
 
 
@@ -160,3 +161,30 @@ async def test_canary_bad_drill(live):
     assert report.release.counts.get("canary", 0) >= 5, report.lines()
     assert (rel.state, rel.weight) == ("rolled_back", 0.0)
     assert report.outcomes["after"].get("completed", 0) >= 1, report.lines()
+
+
+async def test_canary_asr_worse_drill(live):
+    """A canary fast but worse: a second ASR on Whisper tiny.en is the ASR
+    canary pool. Nothing is injected; the judge's quality probes (the eval
+    set through both) fail it at the step's check time and roll it back;
+    VoiceReleaseRolledBack fires; conversations carry on. After the TTS
+    drill: the gateway restarts with the ASR canary pool (sessions resume)."""
+    from release.store import RedisReleaseStore
+    from tests.procs import running
+
+    st, _ = live
+    with running("services.asr", "ASR_", {"ASR_MODEL": "tiny.en"}) as tiny:
+        st.gateway.extra_env["GATEWAY_ASR_CANARY_ADDRS"] = tiny.address
+        st.restart_gateway()
+        store = RedisReleaseStore(st.gateway.extra_env["GATEWAY_REDIS_URL"])
+        try:
+            # One person: the probes' background passes share the host with live turns.
+            report = await _drill(live, "canary-asr-worse", release_store=store, users=1,
+                                  fault_s=ASR_CANARY_WAIT_S)
+            rel = (await store.load_all())["asr"]
+        finally:
+            await store.close()
+    _detected_and_recovered(report, "canary-asr-worse", ASR_CANARY_WAIT_S)
+    assert report.release is not None and report.release.state == "rolled_back", report.lines()
+    assert report.release.rule == "quality:asr_slices", report.lines()
+    assert (rel.state, rel.weight) == ("rolled_back", 0.0)

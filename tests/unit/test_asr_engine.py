@@ -217,6 +217,7 @@ def test_a_smaller_interim_model_hears_the_words_with_its_own_tokenizer(short_cl
         threads=1, num_workers=1, interim_model_path=str(models.resolve("tiny.en"))))
     try:
         assert e.interim_model is not e.model and not e.interim_model.model.is_multilingual
+        assert e.background_model is e.model          # a probe is never transcribed by the smaller model
         interim = e.transcribe_interim(audio, "en", threading.Event())
         assert jiwer.wer(norm(ref), norm(interim.text)) <= 0.25, interim.text   # as base interims (above)
         final = e.transcribe_final(audio, "en", 5, threading.Event())
@@ -228,3 +229,25 @@ def test_a_smaller_interim_model_hears_the_words_with_its_own_tokenizer(short_cl
         assert calls == ["de"]                        # the multilingual finals' model, not tiny.en
     finally:
         e.close()
+
+
+def test_a_background_final_runs_on_the_low_priority_copy_with_the_same_words(engine, short_clip) -> None:
+    """priority BACKGROUND (a release probe): the final pass runs on the
+    interims' low-priority copy of the same model, with the same result; with
+    a smaller interim model, on the finals' model (never a worse one)."""
+    from services.asr.convert import event_from_pb
+    from common.stubs import asr_pb2, common_pb2
+
+    audio, _ = short_clip
+    assert engine.background_model is engine.interim_model is not engine.model
+    used = []
+    real = engine._encode_trimmed
+    engine._encode_trimmed = lambda a, pad, model=None: used.append(model) or real(a, pad, model)
+    try:
+        bg = engine.transcribe_final(audio, "en", 1, threading.Event(), words=False, background=True)
+    finally:
+        del engine._encode_trimmed
+    assert used == [engine.background_model] and bg.text == engine.transcribe_final(audio, "en", 1, threading.Event(), words=False).text
+    req = asr_pb2.RecognizeRequest(config=asr_pb2.RecognitionConfig(priority=common_pb2.PRIORITY_BACKGROUND))
+    assert event_from_pb(req).background
+    assert not event_from_pb(asr_pb2.RecognizeRequest(config=asr_pb2.RecognitionConfig())).background
