@@ -66,6 +66,8 @@ class Settings(ServiceSettings):
     max_tokens_limit: int = setting(4096, "largest max_tokens a request may ask for (the Realtime "
                                           "API's limit; answers are clipped to the context window)")
     temperature: float = setting(0.7, "default sampling temperature (0 = greedy)")
+    grounded_temperature: float = setting(0.0, "default temperature of answers given retrieved passages "
+                                          "(0 = greedy: fewer invented claims, docs/answers.md)")
     top_p: float = setting(0.9, "default nucleus sampling top_p")
     top_k: int = setting(40, "default top_k (0 = off)")
     repeat_penalty: float = setting(1.1, "default repetition penalty")
@@ -104,7 +106,8 @@ def build_engine(s: Settings) -> LlmEngine:
         for inst in instances:
             warm_up(tok, inst, s.system_prompt)
     limits = Limits(default_max_tokens=s.max_tokens, max_tokens_limit=s.max_tokens_limit,
-                    temperature=s.temperature, top_p=s.top_p, top_k=s.top_k,
+                    temperature=s.temperature, grounded_temperature=s.grounded_temperature,
+                    top_p=s.top_p, top_k=s.top_k,
                     repeat_penalty=s.repeat_penalty)
     # max_streams (every service's cap on streams at once) also bounds the
     # queue: running + waiting never exceeds it.

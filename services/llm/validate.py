@@ -14,6 +14,10 @@ class Limits:
     default_max_tokens: int = 120
     max_tokens_limit: int = 4096
     temperature: float = 0.7
+    # Answers from retrieved passages: greedy by default. Measured on the
+    # answer eval (docs/answers.md): answers with a claim no passage holds
+    # 49 % -> 28 %, all key facts stated 13 % -> 18 %, against 0.7.
+    grounded_temperature: float = 0.0
     top_p: float = 0.9
     top_k: int = 40
     repeat_penalty: float = 1.1
@@ -61,7 +65,8 @@ def resolve_sampling(req: GenerateRequest, limits: Limits) -> ResolvedSampling:
     if seed is not None and not 0 <= seed <= MAX_SEED:
         raise InvalidRequest(f"sampling.seed {seed} is out of range [0, {MAX_SEED}]")
     return ResolvedSampling(
-        temperature=pick("temperature", s.temperature, limits.temperature, 0.0, 2.0),
+        temperature=pick("temperature", s.temperature,
+                         limits.grounded_temperature if req.passages else limits.temperature, 0.0, 2.0),
         top_p=pick("top_p", s.top_p, limits.top_p, 0.0, 1.0, lo_open=True),
         top_k=int(pick("top_k", s.top_k, limits.top_k, 0, 1000)),
         repeat_penalty=pick("repeat_penalty", s.repeat_penalty, limits.repeat_penalty, 0.0, 2.0,

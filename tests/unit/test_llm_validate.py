@@ -70,3 +70,17 @@ def test_max_tokens_is_clipped_to_the_room_left_in_the_context():
     eng = engine(n_ctx=40)
     p = eng.prepare(GenerateRequest(messages=USER, max_tokens=500))
     assert p.max_tokens == 40 - len(p.prompt)
+
+
+def test_answers_from_passages_are_greedy_by_default_and_a_request_may_say_otherwise():
+    """LLM_GROUNDED_TEMPERATURE (0): an answer given retrieved passages is
+    decoded greedily (fewer invented claims, docs/answers.md); small talk
+    keeps the default temperature; an explicit temperature always wins."""
+    from services.llm.schema import Passage
+
+    eng = engine()
+    passage = (Passage(source="docs/user-guide.md", title="Start", text="Run make run.", score=0.8),)
+    assert eng.prepare(GenerateRequest(messages=USER, passages=passage)).sampling.temperature == 0.0
+    assert eng.prepare(GenerateRequest(messages=USER)).sampling.temperature == 0.7
+    asked = eng.prepare(GenerateRequest(messages=USER, passages=passage, sampling=Sampling(temperature=0.5)))
+    assert asked.sampling.temperature == 0.5
