@@ -8,8 +8,9 @@ The judge is the production judge with one change, said in the briefing:
 its minimum sample count (a drill of two people gives ~5 canary turns a
 minute; production's 30 per rule would take ten). What the drill measures
 is how long the judge took and which rule decided; a release the judge
-has not decided when the drill ends is aborted (weight 0), so a drill
-leaves no canary serving.
+has not decided when the drill ends, or promoted, is aborted (weight 0),
+so a drill leaves no canary serving. The loop judges only the drill's own
+service: another release is never decided on drill-sized samples.
 
 A drill with probes (canary-asr-worse) gives the judge the quality probes
 too, on one stable and one canary address of the service read from the
@@ -53,10 +54,12 @@ class DrillRelease:
         self.outcome = ReleaseOutcome(service)
         self._t0 = 0.0
         self.decided_at = 0.0
+        self.started = False
 
     async def start(self) -> None:
         self._t0 = time.monotonic()
         rel = await self.ctl.start(self.service, self.steps, self.interval_s, hold_limit_s=4 * self.interval_s)
+        self.started = True
         self.outcome.state = rel.state
 
     @property
@@ -67,7 +70,7 @@ class DrillRelease:
         """One turn of the control loop; records the decision once made."""
         if self.decided:
             return
-        events = await self.ctl.tick()
+        events = await self.ctl.tick(only=self.service)   # never another release, on drill-sized samples
         rel = (await self.store.load_all()).get(self.service)
         if rel is None:
             return
@@ -82,15 +85,19 @@ class DrillRelease:
                 self._note_last(await self.store.events(self.service, 1))
 
     async def finish(self) -> None:
-        """Abort a release still undecided: the drill leaves no canary serving.
-
-A drill with probes (canary-asr-worse) gives the judge the quality probes
-too, on one stable and one canary address of the service read from the
-gateway's /healthz: its canary is bad in quality, not in speed."""
+        """Abort the release this drill started if it is still undecided, or
+        was promoted: the drill leaves no canary serving. A release the drill
+        did not start (its start was refused: one was already running) is
+        never touched."""
+        if not self.started:
+            return
         rel = (await self.store.load_all()).get(self.service)
-        if rel is not None and rel.state in ACTIVE:
-            rel = await self.ctl.abort(self.service, reason="drill ended before the judge decided")
-            self.outcome.state = rel.state
+        if rel is not None and rel.state in (*ACTIVE, "promoted"):
+            why = ("drill ended before the judge decided" if rel.state in ACTIVE
+                   else "drill over: the promoted canary is withdrawn")
+            rel = await self.ctl.abort(self.service, reason=why)
+            if not self.decided:
+                self.outcome.state = rel.state
 
     def _note_last(self, events: list[dict[str, Any]]) -> None:
         if events:

@@ -128,9 +128,11 @@ class Admin:
 class AlertWatch:
     """Polls Prometheus' /api/v1/alerts for the scenario's alerts."""
 
-    def __init__(self, prom_url: str, names: tuple[str, ...], since_wall: float) -> None:
+    def __init__(self, prom_url: str, names: tuple[str, ...], since_wall: float,
+                 labels: dict[str, str] | None = None) -> None:
+        """``labels``: only alerts carrying these (a release drill: its backend)."""
         self._c = httpx.AsyncClient(base_url=prom_url, timeout=5)
-        self.names, self.since = names, since_wall
+        self.names, self.since, self.labels = names, since_wall, labels or {}
         self.pending_at: float | None = None      # wall time (the alert's activeAt)
         self.firing_at: float | None = None       # wall time first seen firing
         self.alert: str | None = None
@@ -143,6 +145,7 @@ class AlertWatch:
             return
         now = time.time()
         mine = [a for a in alerts if a["labels"].get("alertname") in self.names
+                and all(a["labels"].get(k) == v for k, v in self.labels.items())
                 and _wall(a.get("activeAt")) >= self.since - 1]
         for a in mine:
             if self.pending_at is None:
@@ -203,7 +206,8 @@ async def run_drill(sc: Scenario, *, http_url: str, admin_key: str, clips: list,
             raise RuntimeError(f"no turn completed within {baseline_timeout_s:.0f} s before the fault: "
                                "the stack is not healthy, no drill")
         t0, wall0 = time.monotonic(), time.time()
-        watch = AlertWatch(prometheus, sc.alerts, wall0) if prometheus and sc.alerts else None
+        watch = (AlertWatch(prometheus, sc.alerts, wall0, {"backend": sc.release} if sc.release else None)
+                 if prometheus and sc.alerts else None)
         if sc.restarts_gateway:
             say(f"restarting the gateway at {time.strftime('%H:%M:%S')} ...")
             await restart()
@@ -224,6 +228,7 @@ async def run_drill(sc: Scenario, *, http_url: str, admin_key: str, clips: list,
                 if watch is not None:
                     await watch.poll()
                     if end_after_firing_s is not None and watch.firing_at is not None \
+                            and (rel is None or rel.decided) \
                             and time.time() >= watch.firing_at + end_after_firing_s:
                         say(f"alert firing: ending the fault after {time.monotonic() - t0:.0f} s")
                         break

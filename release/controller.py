@@ -75,11 +75,11 @@ class Controller:
         raise Conflict(f"{service}: the release record kept changing; try again")
 
     # -- the control loop ------------------------------------------------------------------
-    async def tick(self) -> list[dict[str, Any]]:
-        """Judge every active release once; returns the events written."""
+    async def tick(self, only: str | None = None) -> list[dict[str, Any]]:
+        """Judge every active release once (or only ``only``'s); returns the events written."""
         out = []
         for rel in (await self.store.load_all()).values():
-            if rel.state in ACTIVE:
+            if rel.state in ACTIVE and only in (None, rel.service):
                 ev = await self._judge(rel)
                 if ev is not None:
                     out.append(ev)

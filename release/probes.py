@@ -75,7 +75,9 @@ def slice_check(stable: Sequence, canary: Sequence, cfg: QualityConfig) -> Check
     from eval.asr.slices import compare
 
     cmp = compare(stable, canary, margin=cfg.slice_margin)
-    overall = next(d for d in cmp.deltas if d.dimension == "all")
+    overall = next((d for d in cmp.deltas if d.dimension == "all"), None)
+    if overall is None:
+        return Check(SLICES_RULE, INCONCLUSIVE, detail={"why": "no utterance transcribed by both"})
     detail = {"wer_stable": round(overall.wer_a, 4), "wer_canary": round(overall.wer_b, 4),
               "utterances": overall.utterances, "margin": cfg.slice_margin, "recommendation": cmp.recommendation()}
     bad = cmp.regressions()
@@ -140,7 +142,7 @@ class Prober:
             return "no ASR address to probe"
         # Beam 1, as the gateway asks for live finals (and as `make eval` scores).
         config = asr_pb2.RecognitionConfig(language="en", interim_results=False, sample_rate_hz=SAMPLE_RATE,
-                                           beam_size=1, priority=common_pb2.PRIORITY_BACKGROUND)
+                                           beam_size=1, omit_words=True, priority=common_pb2.PRIORITY_BACKGROUND)
         out = []
         for i in range(0, len(speech), PROBE_BATCH):   # a stream per batch: no long backlog on one stream
             batch = speech[i:i + PROBE_BATCH]
@@ -164,7 +166,7 @@ class Prober:
         if not address:
             return Score(None, "no ASR address to probe")
         config = asr_pb2.RecognitionConfig(language="en", interim_results=False, sample_rate_hz=SAMPLE_RATE,
-                                           priority=common_pb2.PRIORITY_BACKGROUND)
+                                           omit_words=True, priority=common_pb2.PRIORITY_BACKGROUND)
         try:
             record = await recognize(address, [pcm for pcm, _ in pairs], config=config, timeout=120.0)
         except grpc.aio.AioRpcError as exc:

@@ -316,7 +316,8 @@ class RecognitionSession:
         if previous is not None:
             await previous   # keep finals in utterance order
         seconds = audio.size / SAMPLE_RATE
-        self.observer.final(tr.model_seconds / seconds if seconds else 0.0, self.clock.now() - eou_at)
+        if self.config is None or not self.config.background:   # a probe's pass is not a live final's latency
+            self.observer.final(tr.model_seconds / seconds if seconds else 0.0, self.clock.now() - eou_at)
         await self._out.put(Result(
             text=tr.text, is_final=True, utterance_index=utterance,
             audio_processed_ms=audio.size * 1000 // SAMPLE_RATE, stability=1.0, words=tr.words,

@@ -142,8 +142,9 @@ async def test_canary_bad_drill(live):
     """The judge, not a person, catches a bad release: a TTS canary 1.5 s late
     (the fault hits only calls routed to the canary) is rolled back by a hard
     latency rule, weight 0 at once; VoiceReleaseRolledBack fires; new
-    conversations go to stable and are answered; nothing is lost. Last in the
-    module: the rolled-back record stays (that is the incident's record)."""
+    conversations go to stable and are answered; nothing is lost. The
+    rolled-back record stays (the incident's record): later drills are not
+    disturbed, their alerts are other ones or another backend's."""
     from release.store import RedisReleaseStore
 
     st, _ = live
@@ -188,3 +189,21 @@ async def test_canary_asr_worse_drill(live):
     assert report.release is not None and report.release.state == "rolled_back", report.lines()
     assert report.release.rule == "quality:asr_slices", report.lines()
     assert (rel.state, rel.weight) == ("rolled_back", 0.0)
+
+
+async def test_overload_drill(live):
+    """More people than the gateway admits (6 for GATEWAY_MAX_SESSIONS=4):
+    the extra ones are refused at connect (server_busy) and keep retrying,
+    the admitted ones are answered throughout, nothing is lost. Last: the
+    gateway restarts with a session limit (and without the ASR canary pool
+    of the test above, whose service is gone)."""
+    st, _ = live
+    st.gateway.extra_env.pop("GATEWAY_ASR_CANARY_ADDRS", None)
+    st.gateway.extra_env["GATEWAY_MAX_SESSIONS"] = "4"
+    st.restart_gateway()
+    report = await _drill(live, "overload")
+    refused = report.outcomes["during"].get("refused", 0) + report.outcomes["before"].get("refused", 0)
+    assert refused >= 1, report.lines()
+    assert report.outcomes["during"].get("completed", 0) >= 1, report.lines()
+    assert report.recover_s is not None and report.lost == {}, report.lines()
+    assert set(report.outcomes["during"]) <= {"completed", "refused", "cancelled"}, report.lines()

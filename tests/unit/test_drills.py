@@ -4,6 +4,7 @@ the gateway accepts, and its report counts turns by phase from what the
 traffic saw."""
 from __future__ import annotations
 
+import asyncio
 import json
 
 import pytest
@@ -189,3 +190,28 @@ async def test_a_new_conversation_every_n_turns(monkeypatch):
     assert sum(t.ok for t in tr.turns) >= 2, tr.turns
     assert len(resumed) >= 2 and set(resumed) == {None}, resumed    # a new conversation each time
     assert tr.speakers[0].sessions == {"sess_fake": tr.speakers[0].sessions["sess_fake"]}
+
+
+async def test_a_release_drill_touches_no_release_it_did_not_start():
+    """An operator's release already progressing: the drill's start is
+    refused, and its cleanup leaves that release alone; its loop judges only
+    its own service."""
+    from drills.release import DrillRelease
+    from release.controller import Controller
+    from release.machine import IllegalTransition
+    from release.store import MemoryReleaseStore
+    from common.clock import WallClock
+
+    store = MemoryReleaseStore()
+    await Controller(store, WallClock()).start("tts", [5.0, 100.0], 300.0, 900.0)
+    await Controller(store, WallClock()).start("asr", [5.0, 100.0], 1.0, 900.0)
+    rel = DrillRelease(store, "tts", (50.0, 100.0), interval_s=120.0, min_samples=5)
+    with pytest.raises(IllegalTransition):
+        await rel.start()
+    await rel.finish()
+    got = await store.load_all()
+    assert (got["tts"].state, got["tts"].weight) == ("progressing", 5.0)
+    rel.started = True                            # as if it had started: its loop still judges tts only
+    await asyncio.sleep(1.1)                      # the asr release's step is due
+    await rel.tick()
+    assert (await store.load_all())["asr"].decisions == got["asr"].decisions
