@@ -50,11 +50,16 @@ class DrillReport:
     lost: dict[str, list[str]] = dataclasses.field(default_factory=dict)
     sessions: dict[str, list[str]] = dataclasses.field(default_factory=dict)   # id -> items seen done
     release: ReleaseOutcome | None = None      # a release drill: what the judge decided, when, why
+    alert_before: str | None = None           # an expected alert already active before the fault
 
     def lines(self) -> list[str]:
         def s(v: float | None) -> str:
             return "not seen" if v is None else f"{v:.1f} s"
-        out = [f"drill {self.name}: fault for {self.fault_s:.1f} s",
+        out = [f"drill {self.name}: fault for {self.fault_s:.1f} s"]
+        if self.alert_before:
+            out.append(f"  NOTE: {self.alert_before} was already active before the fault: the stack "
+                       "broke it without one, so this drill cannot show its detection")
+        out += [
                f"  detected:  alert {self.alert or '-'} pending after {s(self.detect_pending_s)}, "
                f"firing after {s(self.detect_firing_s)}",
                f"  recovered: first good turn {s(self.recover_s)} after the fault ended; "
@@ -137,6 +142,7 @@ class AlertWatch:
         self.firing_at: float | None = None       # wall time first seen firing
         self.alert: str | None = None
         self.cleared_at: float | None = None
+        self.before: str | None = None            # one of them was already active before the fault
 
     async def poll(self) -> None:
         try:
@@ -144,9 +150,12 @@ class AlertWatch:
         except (httpx.HTTPError, KeyError, ValueError):
             return
         now = time.time()
-        mine = [a for a in alerts if a["labels"].get("alertname") in self.names
-                and all(a["labels"].get(k) == v for k, v in self.labels.items())
-                and _wall(a.get("activeAt")) >= self.since - 1]
+        named = [a for a in alerts if a["labels"].get("alertname") in self.names
+                 and all(a["labels"].get(k) == v for k, v in self.labels.items())]
+        mine = [a for a in named if _wall(a.get("activeAt")) >= self.since - 1]
+        old = [a for a in named if _wall(a.get("activeAt")) < self.since - 1]
+        if old and self.before is None:
+            self.before = old[0]["labels"]["alertname"]
         for a in mine:
             if self.pending_at is None:
                 self.pending_at, self.alert = _wall(a["activeAt"]), a["labels"]["alertname"]
@@ -255,6 +264,7 @@ async def run_drill(sc: Scenario, *, http_url: str, admin_key: str, clips: list,
             report.recover_s = max(first.ended_at, settled_at) - t1
         if watch is not None:
             report.alert = watch.alert
+            report.alert_before = watch.before
             report.detect_pending_s = None if watch.pending_at is None else watch.pending_at - wall0
             report.detect_firing_s = None if watch.firing_at is None else watch.firing_at - wall0
             end_wall = wall0 + (t1 - t0)

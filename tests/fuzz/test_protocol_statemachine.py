@@ -321,15 +321,22 @@ class ProtocolMachine(RuleBasedStateMachine):
         try:
             # A client streams its microphone: silence in real time lets a user
             # turn that started over a response end (and the response with it).
+            # The fake VAD hears speech one second in every two whatever is sent,
+            # so new turns (and responses) keep starting meanwhile: the example's
+            # own responses must end, not every response at one moment (on a slow
+            # host each new one outlived the second of silence, and the check
+            # never saw none in progress: CI 2026-12-02).
             silence = json.dumps({"type": "input_audio_buffer.append", "audio": SILENCE_50MS})
-            deadline = time.monotonic() + 15
-            while (self.model.active or self.model.owed_created) and time.monotonic() < deadline:
+            pending = set(self.model.active)
+            deadline = time.monotonic() + 30
+            while ((pending & self.model.active) or self.model.owed_created) and time.monotonic() < deadline:
                 time.sleep(0.05)
                 self.ws.send_text(silence)
                 for ev in read_to_marker(self.ws, "teardown"):
                     self.model.apply(ev)
-            assert not self.model.active, f"responses never ended: {self.model.active}" + (
-                f" (cancelled by the client: {self.model.cancelled & self.model.active})")
+            stuck = pending & self.model.active
+            assert not stuck, f"responses never ended: {stuck}" + (
+                f" (cancelled by the client: {self.model.cancelled & stuck})")
             assert not self.model.owed_created, "refused as busy, but no response was in progress"
         finally:
             self._cm.__exit__(None, None, None)

@@ -19,6 +19,7 @@ import asyncio
 import dataclasses
 import importlib.util
 import json
+import os
 import shutil
 from typing import Iterator
 
@@ -82,6 +83,10 @@ async def _drill(live, name: str, **kw):
 
 def _detected_and_recovered(report, name: str, fault_s: float = FAULT_S) -> None:
     sc = SCENARIOS[name]
+    if report.alert is None and report.alert_before is not None:
+        # The host broke this alert's SLO before the fault (seen 2026-12-02 on a
+        # slow shared host: one user's turns over 1.2 s): detection cannot be shown.
+        pytest.skip(f"{report.alert_before} already active before the fault: {report.lines()}")
     assert report.alert in sc.alerts, report.lines()
     assert report.detect_pending_s is not None and report.detect_pending_s < fault_s, report.lines()
     assert report.detect_firing_s is not None, report.lines()
@@ -164,6 +169,10 @@ async def test_canary_bad_drill(live):
     assert report.outcomes["after"].get("completed", 0) >= 1, report.lines()
 
 
+@pytest.mark.skipif(os.environ.get("VOICE_SLOW_DRILLS") != "1",
+                    reason="~6 min (the probes: 2 x 179 ASR passes); VOICE_SLOW_DRILLS=1 runs it. Its pieces run "
+                           "in CI: the slice probe failing tiny.en (tests/integration/test_release_probes.py) and "
+                           "a release drill end to end (test_canary_bad_drill)")
 async def test_canary_asr_worse_drill(live):
     """A canary fast but worse: a second ASR on Whisper tiny.en is the ASR
     canary pool. Nothing is injected; the judge's quality probes (the eval
@@ -201,7 +210,7 @@ async def test_overload_drill(live):
     st.gateway.extra_env.pop("GATEWAY_ASR_CANARY_ADDRS", None)
     st.gateway.extra_env["GATEWAY_MAX_SESSIONS"] = "4"
     st.restart_gateway()
-    report = await _drill(live, "overload")
+    report = await _drill(live, "overload", fault_s=45.0)
     refused = report.outcomes["during"].get("refused", 0) + report.outcomes["before"].get("refused", 0)
     assert refused >= 1, report.lines()
     assert report.outcomes["during"].get("completed", 0) >= 1, report.lines()
