@@ -134,48 +134,30 @@ class Prober:
     async def _transcripts(self, address: str, speech) -> list | str:
         """eval Results of ``speech`` through the ASR at ``address``, or why not."""
         from common.audio import float_to_pcm16
-        from common.stubs import asr_pb2, common_pb2
         from eval.asr.slices import Result
-        from services.asr.client import SAMPLE_RATE, recognize
 
         if not address:
             return "no ASR address to probe"
-        # Beam 1, as the gateway asks for live finals (and as `make eval` scores).
-        config = asr_pb2.RecognitionConfig(language="en", interim_results=False, sample_rate_hz=SAMPLE_RATE,
-                                           beam_size=1, omit_words=True, priority=common_pb2.PRIORITY_BACKGROUND)
         out = []
         for i in range(0, len(speech), PROBE_BATCH):   # a stream per batch: no long backlog on one stream
             batch = speech[i:i + PROBE_BATCH]
             try:
-                record = await recognize(address, [float_to_pcm16(u.audio) for u in batch], config=config,
-                                         timeout=120.0)
+                # Beam 1, as the gateway asks for live finals (and as `make eval` scores).
+                hyps = await _hypotheses(address, [float_to_pcm16(u.audio) for u in batch], beam_size=1)
             except grpc.aio.AioRpcError as exc:
                 return f"ASR {address}: {exc.code().name}"
-            texts: dict[int, list[str]] = {}
-            for f in record.finals:
-                texts.setdefault(f.utterance_index, []).append(f.text)
-            out += [Result(u.name, u.seconds, "clean", u.text, " ".join(texts.get(j, [])))
-                    for j, u in enumerate(batch)]
+            out += [Result(u.name, u.seconds, "clean", u.text, h) for u, h in zip(batch, hyps)]
         return out
 
     async def _asr(self, address: str, pairs: list[tuple[bytes, str]]) -> Score:
         from clients.wer import wer
-        from common.stubs import asr_pb2, common_pb2
-        from services.asr.client import SAMPLE_RATE, recognize
 
         if not address:
             return Score(None, "no ASR address to probe")
-        config = asr_pb2.RecognitionConfig(language="en", interim_results=False, sample_rate_hz=SAMPLE_RATE,
-                                           omit_words=True, priority=common_pb2.PRIORITY_BACKGROUND)
         try:
-            record = await recognize(address, [pcm for pcm, _ in pairs], config=config, timeout=120.0)
+            hyps = await _hypotheses(address, [pcm for pcm, _ in pairs])
         except grpc.aio.AioRpcError as exc:
             return Score(None, f"ASR {address}: {exc.code().name}")
-        # One utterance per input; a missing final is a transcript of nothing (all deletions).
-        texts: dict[int, list[str]] = {}
-        for f in record.finals:
-            texts.setdefault(f.utterance_index, []).append(f.text)
-        hyps = [" ".join(texts.get(i, [])) for i in range(len(pairs))]
         return Score(wer([t for _, t in pairs], hyps))
 
     async def _roundtrip(self, tts_address: str) -> Score:
@@ -194,3 +176,20 @@ class Prober:
         except grpc.aio.AioRpcError as exc:
             return Score(None, f"TTS {tts_address}: {exc.code().name}")
         return await self._asr(self.asr_stable, list(zip(audio, self.sentences)))
+
+
+async def _hypotheses(address: str, pcms: list[bytes], beam_size: int = 0) -> list[str]:
+    """One transcript per utterance (PCM16 16 kHz) from the ASR at ``address``,
+    at BACKGROUND priority and without word timings; a missing final is a
+    transcript of nothing (all deletions). Raises grpc.aio.AioRpcError."""
+    from common.stubs import asr_pb2, common_pb2
+    from services.asr.client import SAMPLE_RATE, recognize
+
+    config = asr_pb2.RecognitionConfig(language="en", interim_results=False, sample_rate_hz=SAMPLE_RATE,
+                                       beam_size=beam_size, omit_words=True,
+                                       priority=common_pb2.PRIORITY_BACKGROUND)
+    record = await recognize(address, pcms, config=config, timeout=120.0)
+    texts: dict[int, list[str]] = {}
+    for f in record.finals:
+        texts.setdefault(f.utterance_index, []).append(f.text)
+    return [" ".join(texts.get(i, [])) for i in range(len(pcms))]

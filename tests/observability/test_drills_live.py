@@ -81,6 +81,20 @@ async def _drill(live, name: str, **kw):
     return report
 
 
+async def _release_drill(live, name: str, **kw):
+    """A release drill with the stack's Redis as the release store: (report,
+    the service's release record after it)."""
+    from release.store import RedisReleaseStore
+
+    st, _ = live
+    store = RedisReleaseStore(st.gateway.extra_env["GATEWAY_REDIS_URL"])
+    try:
+        report = await _drill(live, name, release_store=store, **kw)
+        return report, (await store.load_all())[SCENARIOS[name].release]
+    finally:
+        await store.close()
+
+
 def _detected_and_recovered(report, name: str, fault_s: float = FAULT_S) -> None:
     sc = SCENARIOS[name]
     if report.alert is None and report.alert_before is not None:
@@ -150,17 +164,8 @@ async def test_canary_bad_drill(live):
     conversations go to stable and are answered; nothing is lost. The
     rolled-back record stays (the incident's record): later drills are not
     disturbed, their alerts are other ones or another backend's."""
-    from release.store import RedisReleaseStore
-
-    st, _ = live
-    store = RedisReleaseStore(st.gateway.extra_env["GATEWAY_REDIS_URL"])
-    try:
-        # Three people, 5 canary turns per rule (production: 30), at most 4 min.
-        report = await _drill(live, "canary-bad", release_store=store, judge_min_samples=5, users=3,
-                              fault_s=CANARY_FAULT_S)
-        rel = (await store.load_all())["tts"]
-    finally:
-        await store.close()
+    # Three people, 5 canary turns per rule (production: 30), at most 4 min.
+    report, rel = await _release_drill(live, "canary-bad", judge_min_samples=5, users=3, fault_s=CANARY_FAULT_S)
     _detected_and_recovered(report, "canary-bad", CANARY_FAULT_S)
     assert report.release is not None and report.release.state == "rolled_back", report.lines()
     assert report.release.rule.startswith("hard:p95:"), report.lines()
@@ -179,21 +184,14 @@ async def test_canary_asr_worse_drill(live):
     set through both) fail it at the step's check time and roll it back;
     VoiceReleaseRolledBack fires; conversations carry on. After the TTS
     drill: the gateway restarts with the ASR canary pool (sessions resume)."""
-    from release.store import RedisReleaseStore
     from tests.procs import running
 
     st, _ = live
     with running("services.asr", "ASR_", {"ASR_MODEL": "tiny.en"}) as tiny:
         st.gateway.extra_env["GATEWAY_ASR_CANARY_ADDRS"] = tiny.address
         st.restart_gateway()
-        store = RedisReleaseStore(st.gateway.extra_env["GATEWAY_REDIS_URL"])
-        try:
-            # One person: the probes' background passes share the host with live turns.
-            report = await _drill(live, "canary-asr-worse", release_store=store, users=1,
-                                  fault_s=ASR_CANARY_WAIT_S)
-            rel = (await store.load_all())["asr"]
-        finally:
-            await store.close()
+        # One person: the probes' background passes share the host with live turns.
+        report, rel = await _release_drill(live, "canary-asr-worse", users=1, fault_s=ASR_CANARY_WAIT_S)
     _detected_and_recovered(report, "canary-asr-worse", ASR_CANARY_WAIT_S)
     assert report.release is not None and report.release.state == "rolled_back", report.lines()
     assert report.release.rule == "quality:asr_slices", report.lines()
