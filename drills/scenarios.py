@@ -80,6 +80,18 @@ SCENARIOS: dict[str, Scenario] = {s.name: s for s in (
         runbook="VoiceTurnErrorsErrorBudgetBurnFast",
     ),
     Scenario(
+        name="vad-hung",
+        teaches="The assistant's ears hang: the VAD accepts audio and answers nothing, so nobody is heard "
+                "and no turn starts (the turn SLOs see nothing). Only the VAD's missing progress "
+                "(GATEWAY_VAD_IDLE_TIMEOUT_S) turns the hang into stream failures; the speech-input page "
+                "fires and the streams reopen by themselves once the VAD answers again.",
+        faults=({"service": "vad", "kind": "hang"},),
+        fault_s=60,
+        look_at=(f"{GATEWAY}: Backend failures", f"{GATEWAY}: Error events by code"),
+        alerts=("VoiceSpeechInputFailing", "VoiceGatewayBackendErrors"),
+        runbook="VoiceSpeechInputFailing",
+    ),
+    Scenario(
         name="tts-errors",
         teaches="A partial failure (20 % of TTS calls): most turns work, some end failed with an error "
                 "naming the TTS; the history keeps only what was spoken.",

@@ -154,6 +154,11 @@ class GatewaySettings:
     backend_idle_timeout_s: float = setting(15.0, "a backend stream that owes a reply (the next LLM token or "
                                             "TTS chunk, an ASR final) and sends nothing for this long hangs: "
                                             "the call fails with an error naming the service")
+    # The VAD processes a second of audio in ~20 ms of CPU; five seconds behind
+    # is broken, not busy, and every moment of it nobody is heard.
+    vad_idle_timeout_s: float = setting(5.0, "a VAD stream sent audio it has not acknowledged (it reports "
+                                        "progress every second of audio) that sends nothing for this long "
+                                        "hangs: the stream is reopened, on another replica if there is one")
     # Fault tolerance (services/gateway/backends/breaker.py, failover.py).
     breaker_failures: int = setting(5, "consecutive failed calls to one backend address before its circuit "
                                     "opens (its sessions then fail over to another replica of their variant)")

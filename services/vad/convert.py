@@ -7,6 +7,7 @@ from services.vad.engine import SAMPLE_RATE
 from services.vad.segmenter import Event, SegmenterParams, SpeechPaused, SpeechStart, SpeechStop
 
 DEFAULTS = SegmenterParams()
+MIN_PROGRESS_MS, MAX_PROGRESS_MS = 100, 60_000
 
 
 def params_from_config(cfg: vad_pb2.VadConfig) -> SegmenterParams:
@@ -23,6 +24,19 @@ def params_from_config(cfg: vad_pb2.VadConfig) -> SegmenterParams:
         pause_events=cfg.pause_events,
         end_of_turn=cfg.end_of_turn,
     )
+
+
+def progress_ms_from_config(cfg: vad_pb2.VadConfig) -> int:
+    """VadConfig.progress_ms, validated (0 = no progress responses)."""
+    p = cfg.progress_ms
+    if p != 0 and not MIN_PROGRESS_MS <= p <= MAX_PROGRESS_MS:
+        raise ValueError(f"progress_ms must be 0 (off) or {MIN_PROGRESS_MS}-{MAX_PROGRESS_MS}, got {p}")
+    return p
+
+
+def progress_to_pb(audio_processed_ms: int) -> vad_pb2.DetectResponse:
+    """A response with no event: the audio consumed so far (the stream is alive)."""
+    return vad_pb2.DetectResponse(audio_processed_ms=audio_processed_ms)
 
 
 def event_to_pb(ev: Event, audio_processed_ms: int,

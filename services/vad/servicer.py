@@ -56,6 +56,7 @@ class VadServicer(vad_pb2_grpc.VoiceActivityServicer):
                      context: grpc.aio.ServicerContext,
                      spans: StretchSpans) -> AsyncIterator[vad_pb2.DetectResponse]:
         stream = None
+        progress = Progress(0)
         async for req in request_iterator:
             kind = req.WhichOneof("request")
             if kind == "trace":
@@ -65,6 +66,7 @@ class VadServicer(vad_pb2_grpc.VoiceActivityServicer):
                     await _invalid(context, "config sent twice: send it once, as the first message")
                 try:
                     params = convert.params_from_config(req.config)
+                    progress = Progress(convert.progress_ms_from_config(req.config))
                 except ValueError as exc:
                     await _invalid(context, f"bad config: {exc}")
                 stream = self.engine.open(params)
@@ -78,7 +80,8 @@ class VadServicer(vad_pb2_grpc.VoiceActivityServicer):
                     result = stream.push(req.audio)
                 else:
                     result = await asyncio.to_thread(stream.push, req.audio)
-                for resp in await self._responses(result, spans):
+                for resp in progress.with_progress(await self._responses(result, spans),
+                                                   result.audio_processed_ms):
                     yield resp
             else:
                 await _invalid(context, "empty DetectRequest: set config, audio or trace")
@@ -110,6 +113,27 @@ class VadServicer(vad_pb2_grpc.VoiceActivityServicer):
     async def GetStatus(self, request: common_pb2.StatusRequest,
                         context: grpc.aio.ServicerContext) -> common_pb2.ServiceStatus:
         return status_to_pb(self.stats)
+
+
+class Progress:
+    """When a stream is owed a response with no event (VadConfig.progress_ms):
+    once ``every_ms`` of audio were processed since the last response of any
+    kind. The client holds the stream to these, so a VAD that accepts audio
+    and answers nothing is seen as hung (services/gateway/backends/deadlines.py)."""
+
+    def __init__(self, every_ms: int) -> None:
+        self.every_ms = every_ms
+        self.reported_ms = 0     # audio_processed_ms of the last response sent
+
+    def with_progress(self, responses: list[vad_pb2.DetectResponse],
+                      processed_ms: int) -> list[vad_pb2.DetectResponse]:
+        if responses:
+            self.reported_ms = processed_ms
+            return responses
+        if self.every_ms and processed_ms - self.reported_ms >= self.every_ms:
+            self.reported_ms = processed_ms
+            return [convert.progress_to_pb(processed_ms)]
+        return responses
 
 
 async def _turn_score(fut: Future) -> float | None:

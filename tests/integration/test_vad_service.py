@@ -6,7 +6,9 @@ while another stream running at the same time is unaffected. With
 pause_events, speech_paused events come inside the segment, the last one
 naming the stop's end of speech before the stop is decided; without them
 (the default) there are none. With end_of_turn, each stop carries the
-end-of-turn model's probability.
+end-of-turn model's probability. With progress_ms the stream also answers
+each progress_ms of processed audio that brought no event, so a client can
+tell a quiet room from a hung VAD; the events are the same.
 
 The true boundaries come from the waveform, not from the VAD: a two-level
 energy endpointer in the style of Rabiner & Sambur (1975). Per 20 ms window
@@ -192,6 +194,23 @@ async def _expect_invalid(address: str, requests: list[vad_pb2.DetectRequest], n
     assert needle in err.value.details(), err.value.details()
 
 
+@pytest.mark.slow
+def test_progress_acknowledges_each_second_without_an_event_and_changes_nothing_else(vad):
+    pcm, _ = read_wav(clips()[1][0])
+    audio = silence(3000, 16000) + pcm + silence(3000, 16000)
+    plain = asyncio.run(detect(vad.address, audio))
+    got = asyncio.run(detect(vad.address, audio, vad_pb2.VadConfig(progress_ms=1000)))
+    events = [r for r in got if r.WhichOneof("event")]
+    assert events == plain and [r.WhichOneof("event") for r in plain] == ["speech_started", "speech_stopped"]
+    # Never more than a second between answers, plus the 100 ms message that
+    # crosses it and the 32 ms frame that message may leave unfinished.
+    marks = [0] + [r.audio_processed_ms for r in got]
+    print("answers at", marks)
+    assert max(b - a for a, b in zip(marks, marks[1:])) <= 1000 + 100 + 32
+    assert len(got) - len(events) >= 4          # 3 s of silence before the speech, 3 s after
+    assert marks[-1] >= len(audio) // 32 - 1100
+
+
 AUDIO = vad_pb2.DetectRequest(audio=silence(100, 16000))
 CFG = vad_pb2.DetectRequest(config=vad_pb2.VadConfig())
 
@@ -209,6 +228,8 @@ MALFORMED = {
                              "min_silence_ms must not be negative"),
     "negative_padding": ([vad_pb2.DetectRequest(config=vad_pb2.VadConfig(prefix_padding_ms=-300))],
                          "prefix_padding_ms must not be negative"),
+    "progress_too_often": ([vad_pb2.DetectRequest(config=vad_pb2.VadConfig(progress_ms=10))],
+                           "progress_ms must be 0 (off) or 100-60000, got 10"),
     "odd_byte_count": ([CFG, vad_pb2.DetectRequest(audio=b"\x00" * 1001)], "1001 bytes, an odd count"),
 }
 

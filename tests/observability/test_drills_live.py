@@ -121,6 +121,14 @@ async def test_llm_hung_drill(live):
     assert any(e.startswith("backend_unavailable: llm at ") for e in report.errors), report.errors
 
 
+async def test_vad_hung_drill(live):
+    """A VAD that accepts audio and answers nothing is seen by its missing
+    progress: the speech-input page fires and hearing comes back after."""
+    report = await _drill(live, "vad-hung")
+    _detected_and_recovered(report, "vad-hung")
+    assert any(e.startswith("backend_unavailable: vad at ") for e in report.errors), report.errors
+
+
 async def test_redis_down_drill(live):
     st, _ = live
     report = await _drill(live, "redis-down")

@@ -3,7 +3,8 @@ so the gateway's real gRPC clients can be tested against hangs, failures and
 slow answers in milliseconds. Each servicer does what ``mode`` says:
 
 - ``ok``: answers at once (LLM: two tokens and done; TTS: two chunks; ASR: a
-  final for each end of utterance, a provisional for each flush; RAG: one passage)
+  final for each end of utterance, a provisional for each flush; RAG: one
+  passage; VAD: no events, a progress response per ``progress_ms`` of audio)
 - ``hang``: accepts the call and never answers
 - ``hang_after_one``: one message, then nothing (LLM and TTS)
 - ``fail``: UNAVAILABLE at once"""
@@ -17,13 +18,14 @@ import grpc
 
 from common.stubs import (
     asr_pb2, asr_pb2_grpc, common_pb2, llm_pb2, llm_pb2_grpc, rag_pb2, rag_pb2_grpc, tts_pb2, tts_pb2_grpc,
+    vad_pb2, vad_pb2_grpc,
 )
 
 
 class Modes:
     def __init__(self) -> None:
-        self.llm = self.tts = self.asr = self.rag = "ok"
-        self.calls: dict[str, int] = {"llm": 0, "tts": 0, "asr": 0, "rag": 0}
+        self.llm = self.tts = self.asr = self.rag = self.vad = "ok"
+        self.calls: dict[str, int] = {"llm": 0, "tts": 0, "asr": 0, "rag": 0, "vad": 0}
 
 
 async def _forever() -> None:
@@ -80,6 +82,24 @@ class _Asr(asr_pb2_grpc.RecognizerServicer):
                 index += 1
 
 
+class _Vad(vad_pb2_grpc.VoiceActivityServicer):
+    def __init__(self, m: Modes) -> None:
+        self.m = m
+
+    async def StreamingDetect(self, request_iterator, context) -> AsyncIterator[vad_pb2.DetectResponse]:
+        self.m.calls["vad"] += 1
+        every = processed = reported = 0
+        async for req in request_iterator:
+            kind = req.WhichOneof("request")
+            if kind == "config":
+                every = req.config.progress_ms
+            elif kind == "audio" and self.m.vad != "hang":
+                processed += len(req.audio) // 32
+                if every and processed - reported >= every:
+                    reported = processed
+                    yield vad_pb2.DetectResponse(audio_processed_ms=processed)
+
+
 class _Rag(rag_pb2_grpc.RetrieverServicer):
     def __init__(self, m: Modes) -> None:
         self.m = m
@@ -103,6 +123,7 @@ async def scripted_server(options: list | None = None) -> AsyncIterator[tuple[st
     tts_pb2_grpc.add_SynthesizerServicer_to_server(_Tts(modes), server)
     asr_pb2_grpc.add_RecognizerServicer_to_server(_Asr(modes), server)
     rag_pb2_grpc.add_RetrieverServicer_to_server(_Rag(modes), server)
+    vad_pb2_grpc.add_VoiceActivityServicer_to_server(_Vad(modes), server)
     port = server.add_insecure_port("127.0.0.1:0")
     await server.start()
     try:

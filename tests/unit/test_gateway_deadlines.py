@@ -14,8 +14,8 @@ import pytest
 from common.config import ServiceSettings
 from common.server import server_options
 from services.gateway.backends.deadlines import CHANNEL_KEEPALIVE, ReplyWatch
-from services.gateway.backends.grpc_clients import GrpcAsr, GrpcLlm, GrpcRag, GrpcTts
-from services.gateway.backends.types import AsrParams, BackendError, ChatMessage, LlmUsage
+from services.gateway.backends.grpc_clients import GrpcAsr, GrpcLlm, GrpcRag, GrpcTts, GrpcVad
+from services.gateway.backends.types import AsrParams, BackendError, ChatMessage, LlmUsage, VadParams
 from tests.unit.grpc_backends import scripted_server
 
 IDLE = 0.3
@@ -115,6 +115,39 @@ async def test_an_asr_stream_that_owes_nothing_is_never_hung_and_one_that_owes_a
                 await asyncio.wait_for(reader, IDLE * 1.25 + 1.0)
             await stream.close()
     assert ei.value.backend == "asr" and "no reply" in ei.value.message
+
+
+async def _vad_events(stream, into: list) -> None:
+    async for ev in stream.events():
+        into.append(ev)
+
+
+async def test_a_vad_that_acknowledges_its_audio_is_never_hung_and_one_that_stops_is():
+    """Silence brings no VAD events, so only its progress responses tell a
+    quiet room from a hung VAD: audio it has not acknowledged owes a reply."""
+    async with scripted_server() as (addr, modes):
+        async with grpc.aio.insecure_channel(addr) as ch:
+            stream = await GrpcVad("vad", addr, ch, 30.0, IDLE).open(VadParams(0.5, 150, 200, 300))
+            got: list = []
+            reader = asyncio.create_task(_vad_events(stream, got))
+            second = b"\0\0" * 16000
+            for _ in range(4):                     # 4 s of silence, each second acknowledged
+                await stream.send(second)
+                await asyncio.sleep(IDLE / 2)
+            await asyncio.sleep(IDLE * 2)
+            assert not reader.done() and got == []     # progress is not an event
+            assert stream.acked_ms == 4000
+            await asyncio.sleep(IDLE * 2)
+            assert not reader.done()               # nothing sent, nothing owed: a client may pause
+            modes.vad = "hang"
+            t0 = time.monotonic()
+            for _ in range(2):                     # 2 s of audio, never acknowledged
+                await stream.send(second)
+            with pytest.raises(BackendError) as ei:
+                await asyncio.wait_for(reader, IDLE * 1.25 + 1.0)
+            assert time.monotonic() - t0 >= IDLE
+            await stream.close()
+    assert ei.value.backend == "vad" and "no reply" in ei.value.message
 
 
 # -- keepalive and connection age -----------------------------------------------------

@@ -18,11 +18,11 @@ def priority(p: Priority) -> int:
     return _PRIORITY[p]
 
 
-def vad_config(p: VadParams) -> vad_pb2.DetectRequest:
+def vad_config(p: VadParams, progress_ms: int = 0) -> vad_pb2.DetectRequest:
     return vad_pb2.DetectRequest(config=vad_pb2.VadConfig(
         threshold=p.threshold, min_speech_ms=p.min_speech_ms, min_silence_ms=p.min_silence_ms,
         prefix_padding_ms=p.prefix_padding_ms, sample_rate_hz=16000, pause_events=p.pause_events,
-        end_of_turn=p.end_of_turn))
+        end_of_turn=p.end_of_turn, progress_ms=progress_ms))
 
 
 def vad_audio(pcm: bytes) -> vad_pb2.DetectRequest:

@@ -8,7 +8,8 @@ that waits for ever.
   call still has the overall ``backend_timeout_s`` deadline on top.
 - Duplex streams (ASR, VAD) are long-lived and often rightly silent (nobody
   speaks): they owe a reply only after a request that asks for one (an ASR
-  end of utterance or flush). ``ReplyWatch`` is that bookkeeping, pure over
+  end of utterance or flush; a second of audio the VAD has not acknowledged,
+  since it reports progress each second). ``ReplyWatch`` is that bookkeeping, pure over
   the times it is given; ``wait_reply`` applies it to a read without ever
   cancelling the read itself, because cancelling a pending grpc.aio read
   cancels the whole call.

@@ -22,6 +22,11 @@ from services.gateway.backends.types import (
 )
 from services.gateway.faults.calls import inject, inject_duplex, inject_unary
 
+# Progress asked of the VAD: one response with no event per second of audio
+# (a stream costs one small message a second); slack before it is owed.
+VAD_PROGRESS_MS = 1000
+VAD_SLACK_MS = 500
+
 log = logging.getLogger(__name__)
 
 
@@ -113,8 +118,33 @@ class _Duplex:
 
 
 class GrpcVadStream(_Duplex):
+    """The VAD answers speech with events and silence with nothing, so silence
+    alone cannot tell a hung VAD from a quiet room. It is asked for a progress
+    response after every ``progress_ms`` of audio (VadConfig.progress_ms); audio
+    sent and not acknowledged for longer than that (plus ``VAD_SLACK_MS`` for its
+    frames and end-of-turn scoring) owes a reply, and ``idle_s`` without one is a
+    hang (BackendError naming the VAD: the keeper reopens the stream)."""
+
+    def __init__(self, name: str, address: str, call: grpc.aio.StreamStreamCall,
+                 idle_s: float = DEFAULT_IDLE_S, now: Callable[[], float] = time.monotonic,
+                 progress_ms: int = VAD_PROGRESS_MS) -> None:
+        super().__init__(name, address, call, idle_s, now)
+        self.progress_ms = progress_ms
+        self.sent_ms = 0.0      # audio written, ms
+        self.acked_ms = 0       # audio the VAD said it processed, ms
+
+    def _owed(self) -> bool:
+        return self.progress_ms > 0 and self.sent_ms - self.acked_ms >= self.progress_ms + VAD_SLACK_MS
+
     async def send(self, pcm16k: bytes) -> None:
         await self._write(convert.vad_audio(pcm16k))
+        self.sent_ms += len(pcm16k) / 32   # 16 kHz PCM16: 32 bytes per ms
+        if self._owed():
+            self._expect_reply()
+
+    def _replied(self, resp) -> bool:
+        self.acked_ms = max(self.acked_ms, int(resp.audio_processed_ms))
+        return not self._owed()
 
     async def send_trace(self, carrier: dict[str, str]) -> None:
         """The user turn the next speech segments belong to (W3C context)."""
@@ -156,7 +186,7 @@ class GrpcVad(_Client):
         call = inject_duplex(self._faults, self.name, stub.StreamingDetect(metadata=inject_metadata()),
                              self.variant)
         s = GrpcVadStream(self.name, self.address, call, self._idle)
-        await s._write(convert.vad_config(params))
+        await s._write(convert.vad_config(params, s.progress_ms))
         return s
 
 

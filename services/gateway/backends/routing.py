@@ -129,8 +129,9 @@ class BackendPool:
         """The plain gRPC client of one address (clients are cheap: the channel
         is shared); ``variant``: the pool it was chosen from."""
         s = self.settings
+        idle_s = s.vad_idle_timeout_s if service == "vad" else s.backend_idle_timeout_s
         return _CLIENTS[service](service, address, self.channel(address), s.backend_timeout_s,
-                                 s.backend_idle_timeout_s, self.faults, variant)
+                                 idle_s, self.faults, variant)
 
     async def close(self) -> None:
         for ch in self._channels.values():
