@@ -8,6 +8,7 @@ observability rules, so they cannot drift from `make run`:
   deploy/k8s/prometheus-adapter/values.yaml   the prometheus-adapter rule that serves
                                           that metric to the HPA (Helm values)
   deploy/k8s/base/redis.yaml              the gateway's Redis (StatefulSet + Service)
+  deploy/k8s/base/release-controller.yaml the release control loop (deploy/release_controller.py)
   deploy/k8s/base/monitoring.yaml         ServiceMonitors for every /metrics port
   deploy/k8s/base/prometheusrules.yaml    one PrometheusRule per observability rule file
   deploy/k8s/base/kustomization.yaml
@@ -25,6 +26,7 @@ from typing import Any, Iterable
 
 import yaml
 
+from deploy import release_controller
 from deploy.sizing import SIZES
 from common.components import COMPONENTS, GATEWAY, SPEECH_SERVICES, Component, gateway_backend_env
 
@@ -397,13 +399,18 @@ def prometheus_rule_docs(rules_dir: Path = RULES_DIR) -> list[dict[str, Any]]:
 def canary_component(c: Component) -> dict[str, Any]:
     """kustomization.yaml of the canary component of one speech service."""
     env_name = f"GATEWAY_{c.name.upper()}_CANARY_ADDRS"
+    address = f"{c.name}-canary:{c.port}"
     ops = [{"op": "add", "path": "/spec/template/spec/containers/0/env/-",
-            "value": {"name": env_name, "value": f"{c.name}-canary:{c.port}"}}]
+            "value": {"name": env_name, "value": address}}]
+    patches = [{"target": {"kind": "Deployment", "name": GATEWAY.name},
+                "patch": yaml.safe_dump(ops, sort_keys=False)}]
+    probes = release_controller.canary_patch(c.name, address)
+    if probes is not None:     # the release loop's quality probes play speech through it too
+        patches.append({"target": probes["target"], "patch": yaml.safe_dump(probes["ops"], sort_keys=False)})
     return {
         "apiVersion": "kustomize.config.k8s.io/v1alpha1", "kind": "Component",
         "resources": ["canary.yaml"],
-        "patches": [{"target": {"kind": "Deployment", "name": GATEWAY.name},
-                     "patch": yaml.safe_dump(ops, sort_keys=False)}],
+        "patches": patches,
     }
 
 
@@ -461,9 +468,12 @@ def files() -> dict[Path, str]:
         out[base / f"{c.name}.yaml"] = dump_all(component_docs(c))
         resources.append(f"{c.name}.yaml")
     out[base / "redis.yaml"] = dump_all(redis_docs())
+    stable = {c.name: f"{c.name}:{c.port}" for c in SPEECH_SERVICES}
+    out[base / "release-controller.yaml"] = dump_all([release_controller.deployment(
+        image(GATEWAY), UID, PART_OF, REDIS_SECRET, REDIS_SECRET_DIR, stable)])
     out[base / "monitoring.yaml"] = dump_all(monitoring_docs())
     out[base / "prometheusrules.yaml"] = dump_all(prometheus_rule_docs())
-    resources += ["redis.yaml", "monitoring.yaml", "prometheusrules.yaml"]
+    resources += ["redis.yaml", "release-controller.yaml", "monitoring.yaml", "prometheusrules.yaml"]
     out[base / "kustomization.yaml"] = dump_all([{
         "apiVersion": "kustomize.config.k8s.io/v1beta1", "kind": "Kustomization",
         "namespace": NAMESPACE, "resources": resources}])

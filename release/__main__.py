@@ -6,6 +6,7 @@
     python -m release abort --service tts [--reason "..."]
     python -m release events [--service tts] [--limit 50] [--json]
     python -m release run [--poll 10] [--min-samples 30] [--alpha 0.01] [--margin 0.1] [--probes]
+                          [--heartbeat-file F]   (liveness: python -m release.alive F MAX_AGE_S)
 
 Redis comes from --redis-url, then RELEASE_REDIS_URL, then the stack's default
 (the gateways' GATEWAY_REDIS_URL must name the same Redis); a password, if
@@ -68,6 +69,9 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("--alpha", type=float, default=d.alpha, help="default %(default)s")
     r.add_argument("--margin", type=float, default=d.margin, help="default %(default)s")
     r.add_argument("--max-failure-ratio", type=float, default=d.max_failure_ratio, help="default %(default)s")
+    r.add_argument("--heartbeat-file", default=os.environ.get("RELEASE_HEARTBEAT_FILE", ""),
+                   help="touch this file before and after every tick; `python -m release.alive FILE "
+                        "MAX_AGE_S` is the liveness check (default: $RELEASE_HEARTBEAT_FILE, else none)")
     r.add_argument("--probes", action="store_true",
                    help="also run the quality probes of ASR and TTS releases at each check (release/probes.py)")
     for svc in ("asr", "tts"):
@@ -125,7 +129,8 @@ async def _main(args: argparse.Namespace) -> int:
             if args.probes:
                 ctl.probe = Prober(args.asr_stable, args.asr_canary, args.tts_stable, args.tts_canary)
             logging.info("release controller on %s: poll %.0f s, %s", args.redis_url, args.poll, ctl.cfg)
-            await ctl.run(args.poll)
+            beat = Path(args.heartbeat_file) if args.heartbeat_file else None
+            await ctl.run(args.poll, heartbeat=beat.touch if beat is not None else None)
     except (IllegalTransition, ValueError, Conflict) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

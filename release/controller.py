@@ -85,14 +85,21 @@ class Controller:
                     out.append(ev)
         return out
 
-    async def run(self, poll_s: float = 10.0, stop: asyncio.Event | None = None) -> None:
+    async def run(self, poll_s: float = 10.0, stop: asyncio.Event | None = None,
+                  heartbeat: Callable[[], None] | None = None) -> None:
         """Tick every ``poll_s`` until ``stop`` is set; a failing tick (Redis
-        down) is logged and retried, never ends the loop."""
+        down) is logged and retried, never ends the loop. ``heartbeat`` is
+        called before each tick and after it, whatever its outcome: a loop
+        whose heartbeat stops is stuck (a liveness probe restarts it)."""
         while stop is None or not stop.is_set():
+            if heartbeat is not None:
+                heartbeat()
             try:
                 await self.tick()
             except Exception:
                 log.exception("release tick failed; retrying in %.0f s", poll_s)
+            if heartbeat is not None:
+                heartbeat()
             await self.clock.sleep(poll_s)
 
     async def _judge(self, rel: Release) -> dict[str, Any] | None:

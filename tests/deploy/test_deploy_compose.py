@@ -274,3 +274,21 @@ def test_rag_index_setting_points_at_the_index_volume():
     for f in paths:
         assert rag["environment"].get(f.env, "").startswith(mount), f"compose: {f.env}"
         assert (k8s_env.get(f.env) or "").startswith(mount), f"k8s: {f.env}"
+
+
+def test_canary_variant_runs_the_release_loop_on_the_gateways_redis():
+    cfg = compose_config("canary")["services"]
+    rel, gw = cfg["release"], cfg["gateway"]
+    assert rel["command"] == ["python", "-m", "release", "run", "--probes"]
+    assert rel["image"] == gw["image"], "the gateway image holds the release package"
+    env = rel["environment"]
+    assert env["RELEASE_REDIS_URL"] == gw["environment"]["GATEWAY_REDIS_URL"]
+    assert env["RELEASE_REDIS_PASSWORD_FILE"] == gw["environment"]["GATEWAY_REDIS_PASSWORD_FILE"]
+    assert any(s["source"] == "redis_password" for s in rel["secrets"])
+    for svc in ("asr", "tts"):       # the quality probes' stable pools
+        assert env[f"GATEWAY_{svc.upper()}_ADDRS"] == gw["environment"][f"GATEWAY_{svc.upper()}_ADDRS"]
+    # Healthy while the loop's heartbeat (touched around every tick) is fresh.
+    assert rel["healthcheck"]["test"][:4] == ["CMD", "python", "-m", "release.alive"]
+    assert rel["healthcheck"]["test"][4] == env["RELEASE_HEARTBEAT_FILE"]
+    assert rel["restart"] == "unless-stopped" and rel["deploy"]["resources"]["limits"]["memory"]
+    assert rel["depends_on"]["redis"]["condition"] == "service_healthy"

@@ -125,6 +125,8 @@ def test_dockerignore_keeps_the_context_small_but_complete():
     for needed in ("common", "stack", "services", "protos", "scripts", "web", "requirements.txt",
                    "requirements-nodeps.txt", "observability", "release"):
         assert needed not in ignored and f"{needed}/" not in ignored, f"the image needs {needed}"
+    # The release loop's quality probes play the bundled clips (release/probes.py).
+    assert "!tests/data/speech" in ignored
 
 
 def test_dockerfile_parser_sees_every_instruction():

@@ -284,6 +284,39 @@ def test_canary_component_of_each_speech_service(c, tmp_path):
     assert f"{c.name}-canary" not in pdb_names
 
 
+def test_release_controller_runs_the_loop_on_the_gateways_redis():
+    deps = objs("base", "Deployment")
+    rel, gw = deps["release-controller"], deps[GATEWAY.name]
+    c = container(rel)
+    assert c["command"] == ["python", "-m", "release", "run", "--probes"]
+    assert c["image"] == container(gw)["image"], "the gateway image holds the release package"
+    assert rel["spec"]["replicas"] == 1 and rel["spec"]["strategy"]["type"] == "Recreate"
+    env, gw_env = env_of(rel), env_of(gw)
+    assert env["RELEASE_REDIS_URL"] == gw_env["GATEWAY_REDIS_URL"]
+    mounts = {m["name"]: m["mountPath"] for m in c["volumeMounts"]}
+    assert env["RELEASE_REDIS_PASSWORD_FILE"] == gw_env["GATEWAY_REDIS_PASSWORD_FILE"]
+    assert env["RELEASE_REDIS_PASSWORD_FILE"].startswith(mounts["redis-password"] + "/")
+    secrets = {v["name"]: v["secret"]["secretName"] for v in rel["spec"]["template"]["spec"]["volumes"]
+               if "secret" in v}
+    gw_secrets = {v["name"]: v["secret"]["secretName"] for v in gw["spec"]["template"]["spec"]["volumes"]
+                  if "secret" in v}
+    assert secrets == {"redis-password": gw_secrets["redis-password"]}   # not the API keys
+    for svc in ("asr", "tts"):
+        assert env[f"GATEWAY_{svc.upper()}_ADDRS"] == gw_env[f"GATEWAY_{svc.upper()}_ADDRS"]
+    probe = c["livenessProbe"]["exec"]["command"]
+    assert probe[:3] == ["python", "-m", "release.alive"] and probe[3] == env["RELEASE_HEARTBEAT_FILE"]
+    assert env["RELEASE_HEARTBEAT_FILE"].startswith(mounts["tmp"] + "/"), "the root filesystem is read-only"
+
+
+@pytest.mark.parametrize("svc", ["asr", "tts"])
+def test_canary_component_gives_the_release_probes_its_address(svc, tmp_path):
+    shutil.copytree(K8S, tmp_path / "k8s")
+    out = kz.render(_component_overlay(tmp_path / "k8s", svc))
+    deps = {o["metadata"]["name"]: o for o in out if o["kind"] == "Deployment"}
+    name = f"GATEWAY_{svc.upper()}_CANARY_ADDRS"
+    assert env_of(deps["release-controller"])[name] == env_of(deps[GATEWAY.name])[name]
+
+
 def test_canary_overlay_routes_a_share_to_a_new_llm_image():
     deps = objs("canary", "Deployment")
     gw = env_of(deps[GATEWAY.name])

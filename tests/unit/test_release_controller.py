@@ -193,6 +193,36 @@ async def test_the_loop_runs_on_the_injected_clock():
     assert (rel.state, rel.weight) == ("promoted", 100)
 
 
+async def test_the_heartbeat_beats_around_every_tick_even_a_failing_one(tmp_path):
+    clock, store, ctl = await setup(steps=(5, 100), interval=60.0)
+    beats: list[float] = []
+
+    async def broken() -> list:
+        raise ConnectionError("redis down")
+    ctl.tick = broken                                # every tick fails: the loop itself lives on
+    stop = asyncio.Event()
+    loop = asyncio.create_task(ctl.run(poll_s=10.0, stop=stop, heartbeat=lambda: beats.append(clock.now())))
+    await clock.advance(35.0, step=1.0)
+    stop.set()
+    await clock.advance(10.0, step=1.0)
+    await asyncio.wait_for(loop, 1.0)
+    assert len(beats) == 8 and max(b - a for a, b in zip(beats, beats[1:])) <= 10.0
+
+
+def test_the_liveness_check_reads_the_heartbeat_age(tmp_path, capsys):
+    import os
+    import time
+
+    from release import alive
+    beat = tmp_path / "beat"
+    assert alive.main([str(beat), "60"]) == 1 and "no heartbeat file" in capsys.readouterr().err
+    beat.touch()
+    assert alive.main([str(beat), "60"]) == 0
+    os.utime(beat, (time.time() - 120, time.time() - 120))
+    assert alive.main([str(beat), "60"]) == 1 and "120 s ago" in capsys.readouterr().err
+    assert alive.main([]) == 2
+
+
 def test_steps_are_validated():
     for bad in ([50], [0, 100], [50, 25], [5, 150]):
         with pytest.raises(ValueError):
