@@ -23,7 +23,10 @@ A turn, as a person lives it (issue #11):
   4. on a share of turns they cut in instead, after hearing part of it:
      barge_in_reaction = ``output_audio_buffer.cleared`` − the interruption's
      first voiced sample, and the truncate says what was heard by then; the
-     interruption is the next question;
+     interruption is the next question. A reply that played to its end
+     (``output_audio_buffer.stopped``) before the server heard the person
+     had nothing left to cut: no barge-in is measured, the turn completes
+     as in 3, and the interruption is still the next question;
   5. they think ~1 s and speak again.
 turn = last voiced sample → end of listening (or the cut); a failed turn's
 exception starts with its error code (``timeout``, ``server_busy``, ...)."""
@@ -161,8 +164,7 @@ class Speaker:
         if self.rng.random() < p.barge_in_share:
             at = first.t + self.rng.uniform(*p.listen_before_barge_s)
             self.clock.sleep(max(0.0, at - self.clock.now()))
-            if not self._over(rid, first.t, margin_s=1.0):
-                self._barge_in(rid, item, first.t, t_last)
+            if not self._over(rid, first.t, margin_s=1.0) and self._barge_in(rid, item, first, t_last):
                 return
         done = self._wait_done(rid, first)
         heard_s = audio_samples(s.log, rid) / p.out_rate
@@ -247,17 +249,31 @@ class Speaker:
         end = t_first + audio_samples(self.session.log, rid) / self.pacing.out_rate
         return end - self.clock.now() < margin_s
 
-    def _barge_in(self, rid: str, item: str, t_first: float, t_last: float) -> None:
+    def _barge_in(self, rid: str, item: str, first: ServerEvent, t_last: float) -> bool:
+        """Cut in on the reply; False when it played to its end before the
+        server heard the person (a short reply: nothing left to cut, and the
+        interruption is just the next question; the turn completes as usual)."""
         s, p = self.session, self.pacing
+        t_first = first.t
         clip = self.rng.choice(self.clips)
         mark = s.mark()
         utt = self.mic.play(clip.pcm)
         t_on = utt.time_of(clip.span.first_sample)
         self.pending = (clip, utt, mark)      # whatever happens, the interruption is the next question
+        timeout = lambda: max(0.0, t_on + p.turn_timeout_s - self.clock.now())  # noqa: E731
         try:
-            cleared = s.wait_for("output_audio_buffer.cleared", since=mark,
-                                 timeout=max(0.0, t_on + p.turn_timeout_s - self.clock.now()),
-                                 where=lambda e: e.get("response_id") in (rid, None))
+            ev = s.wait_for(("output_audio_buffer.cleared", "output_audio_buffer.stopped"), since=first.index,
+                            timeout=timeout(), where=lambda e: e.get("response_id") == rid
+                            if e.type == "output_audio_buffer.stopped"
+                            else e.index >= mark and e.get("response_id") in (rid, None))
+            if ev.type == "output_audio_buffer.stopped":
+                heard = s.log.find("input_audio_buffer.speech_started", since=mark)
+                if heard is None or heard.t > ev.t:
+                    return False
+                # Heard while the reply still played: the server owed a cut.
+                ev = s.wait_for("output_audio_buffer.cleared", since=mark, timeout=timeout(),
+                                where=lambda e: e.get("response_id") in (rid, None))
+            cleared = ev
         except TimeoutError as exc:
             self.report("barge_in_reaction", p.turn_timeout_s * 1000, TurnFailed("timeout", str(exc)))
             raise
@@ -269,6 +285,7 @@ class Speaker:
         if errors:
             raise TurnFailed(error_code(errors[0], "error"), str(errors[0].get("error")))
         self.report("turn", (cleared.t - t_last) * 1000, None)
+        return True
 
 
 def connect_failure(log: EventLog, exc: BaseException) -> TurnFailed:

@@ -13,6 +13,7 @@ full works fine and must stay healthy there. /readyz answers "send it a new
 session?", and says no at the session limit and while draining."""
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import dataclasses
 import json
@@ -34,6 +35,7 @@ from services.gateway.access import AccessPolicy, Denied, split_list
 from services.gateway.admission import Admission
 from services.gateway.backends.provider import GrpcProvider
 from services.gateway.faults import admin as faults_admin
+from services.gateway.faults.shared import SharedFaults
 from services.gateway.faults.table import FaultTable
 from services.gateway.settings import GatewaySettings
 from services.gateway.store import SessionStore
@@ -75,6 +77,9 @@ def create_app(settings: GatewaySettings, *, backends: Any = None, clock: Any = 
     # Without admin keys no fault can ever be set: the calls then carry no
     # fault hook at all (zero cost), not even the empty-table test.
     hook = faults if admin_keys else None
+    # Several gateways on one Redis share their faults (a drill breaks the fleet).
+    shared = (SharedFaults.connect(faults, settings.redis_url, settings.redis_password())
+              if admin_keys and settings.redis_url else None)
     ctx = GatewayContext(settings, clock,
                          store or SessionStore(settings.redis_url, settings.session_ttl_s,
                                                settings.store_redacted, settings.redis_password(), hook),
@@ -88,9 +93,14 @@ def create_app(settings: GatewaySettings, *, backends: Any = None, clock: Any = 
     async def lifespan(app: FastAPI):
         ctx.store.start()
         await ctx.backends.start()
+        sync = asyncio.create_task(shared.run(), name="shared-faults") if shared is not None else None
         try:
             yield
         finally:
+            if sync is not None:
+                sync.cancel()
+                await asyncio.gather(sync, return_exceptions=True)
+                await shared.close()
             # Sessions that still arrive while we stop are refused (server_busy, draining).
             ctx.admission.drain()
             await ctx.store.close()
@@ -179,7 +189,7 @@ def create_app(settings: GatewaySettings, *, backends: Any = None, clock: Any = 
         # Exemplars (trace ids on the latency histograms) only exist in OpenMetrics.
         return Response(generate_openmetrics(REGISTRY), media_type=OPENMETRICS)
 
-    faults_admin.install(app, faults, admin_keys, settings.fault_max_duration_s)
+    faults_admin.install(app, faults, admin_keys, settings.fault_max_duration_s, shared)
 
     web = Path(settings.web_dir)
     web = web if web.is_absolute() else ROOT / web

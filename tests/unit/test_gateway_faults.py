@@ -103,7 +103,8 @@ def test_admin_faults_set_list_expire_and_end():
         clock.t += 31                                # the LLM hang is over by itself
         assert [f["service"] for f in c.get("/admin/faults", headers=auth).json()["faults"]] == ["tts"]
         r = c.delete("/admin/faults?service=tts", headers=auth)
-        assert r.json() == {"ended": ["tts"], "faults": []}
+        assert r.json() == {"ended": ["tts"], "faults": [], "scope": "this gateway",
+                            "why": "no Redis: faults are not shared"}
         assert not c.app.state.ctx.faults.active
 
 

@@ -243,6 +243,38 @@ def test_no_barge_in_when_the_answer_is_already_over():
     assert sess.sent[0][1]["audio_end_ms"] == 1200
 
 
+def _cut_in_on_a_short_reply(speech_started_at: float):
+    """The person cuts in 0.5 s into a 2 s reply whose response.done came
+    early; the reply's playout ends (stopped) at ``first + 2.0``."""
+    pacing = Pacing(barge_in_share=1.0, listen_before_barge_s=(0.5, 0.5), think_s=(1.0, 1.0),
+                    turn_timeout_s=5.0)
+    first = LAST + 0.6
+    script = [transcript(LAST + 0.3)] + answer(first, audio_s=2.0, deltas=2, done_at=first + 0.2)
+    script.append((first + 2.0, {"type": "output_audio_buffer.stopped", "response_id": "r1"}))
+    script.append((speech_started_at, {"type": "input_audio_buffer.speech_started", "item_id": "u2"}))
+    return speaker(script, pacing), first
+
+
+def test_a_reply_over_before_the_server_heard_the_cut_is_a_completed_turn_not_a_barge_in():
+    # Real case (capacity run, 2026-12-02): the reply's playout ended 0.3 s
+    # before the interruption's speech was detected; there was nothing to clear.
+    (sp, sess, clock, mic, reports), first = _cut_in_on_a_short_reply(speech_started_at=LAST + 0.6 + 2.3)
+    sp.turn()
+    f = figures(reports)
+    assert "barge_in_reaction" not in f
+    assert f["turn"][1] is None and f["voice_to_voice"][1] is None
+    assert sess.sent[-1][1]["audio_end_ms"] == 2000              # all of it was heard
+    assert len(mic.played) == 2 and sp.pending is not None       # the interruption is the next question
+
+
+def test_a_cut_heard_while_the_reply_played_and_never_cleared_fails_the_barge_in():
+    (sp, sess, clock, mic, reports), first = _cut_in_on_a_short_reply(speech_started_at=LAST + 0.6 + 1.5)
+    sp.turn()
+    f = figures(reports)
+    assert isinstance(f["barge_in_reaction"][1], TurnFailed) and f["barge_in_reaction"][1].code == "timeout"
+    assert isinstance(f["turn"][1], TurnFailed)
+
+
 def test_no_answer_is_a_failed_turn_named_timeout():
     pacing = Pacing(barge_in_share=0.0, turn_timeout_s=5.0, think_s=(1.0, 1.0))
     sp, _, clock, _, reports = speaker([transcript(LAST + 0.3)], pacing)

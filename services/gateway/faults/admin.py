@@ -7,10 +7,15 @@ a restart (drills/, docs/drills.md). Protected by the admin keys
     GET    /admin/faults                 the active faults, with the seconds each has left
     DELETE /admin/faults[?service=tts]   end one service's fault, or all
 
+With Redis, a fault set or ended on one gateway is set or ended on every
+gateway of that Redis within a second (shared.py); the response's ``scope``
+says which it was ("fleet", or "this gateway" with the reason).
+
 Every change is logged at WARNING with the admin key's fingerprint: an
 injected fault looks like an outage to whoever is on call."""
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 from typing import Sequence
@@ -19,13 +24,20 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
 from services.gateway.access import Denied, check_admin
+from services.gateway.faults.shared import SharedFaults
 from services.gateway.faults.table import FaultRequestError, FaultTable, parse
 
 log = logging.getLogger(__name__)
 
 
-def install(app: FastAPI, table: FaultTable, admin_keys: Sequence[str], max_duration_s: float) -> None:
+def install(app: FastAPI, table: FaultTable, admin_keys: Sequence[str], max_duration_s: float,
+            shared: SharedFaults | None = None) -> None:
     keys = list(admin_keys)
+
+    def scope(why: str | None) -> dict:
+        if shared is None:
+            return {"scope": "this gateway", "why": "no Redis: faults are not shared"}
+        return {"scope": "fleet"} if why is None else {"scope": "this gateway", "why": why}
 
     def listing() -> dict:
         now = table.clock.now()
@@ -53,9 +65,12 @@ def install(app: FastAPI, table: FaultTable, admin_keys: Sequence[str], max_dura
                 raise Denied(400, "invalid_fault", str(exc)) from None
         except Denied as d:
             return JSONResponse(d.body(), d.status)
+        why = await shared.publish(fault) if shared is not None else None
+        fault = dataclasses.replace(fault, shared=shared is not None and why is None)
         table.set(fault)
-        log.warning("fault injection ON by admin key %s: %s", who, fault.wire(table.clock.now()))
-        return JSONResponse(listing())
+        log.warning("fault injection ON by admin key %s: %s (%s)", who, fault.wire(table.clock.now()),
+                    scope(why))
+        return JSONResponse({**scope(why), **listing()})
 
     @app.delete("/admin/faults")
     async def end_faults(request: Request) -> JSONResponse:
@@ -63,7 +78,9 @@ def install(app: FastAPI, table: FaultTable, admin_keys: Sequence[str], max_dura
             who = check_admin(request.headers, keys)
         except Denied as d:
             return JSONResponse(d.body(), d.status)
-        ended = table.clear(request.query_params.get("service"))
+        service = request.query_params.get("service")
+        ended = table.clear(service)
+        why = await shared.withdraw(service) if shared is not None else None
         if ended:
             log.warning("fault injection OFF by admin key %s: %s", who, ", ".join(ended))
-        return JSONResponse({"ended": ended, **listing()})
+        return JSONResponse({"ended": ended, **scope(why), **listing()})

@@ -43,6 +43,7 @@ class Fault:
     latency_ms: int = 0           # latency
     after_messages: int = 1       # reset: messages that get through first
     variant: str = ""             # "" = every call; else only calls to that variant's pool
+    shared: bool = False          # read from Redis (shared.py): every gateway of the fleet has it
 
     def hits(self, variant: str) -> bool:
         return not self.variant or self.variant == variant
@@ -50,7 +51,7 @@ class Fault:
     def wire(self, now: float) -> dict[str, Any]:
         return {"service": self.service, "kind": self.kind, "rate": self.rate, "variant": self.variant or "all",
                 "latency_ms": self.latency_ms, "after_messages": self.after_messages,
-                "remaining_s": round(max(0.0, self.until - now), 1)}
+                "remaining_s": round(max(0.0, self.until - now), 1), "shared": self.shared}
 
 
 def parse(body: Any, now: float, max_duration_s: float) -> Fault:
@@ -103,6 +104,15 @@ class FaultTable:
 
     def set(self, fault: Fault) -> None:
         self._faults[fault.service] = fault
+
+    def sync(self, shared: list[Fault]) -> None:
+        """Take ``shared`` as the fleet's faults (shared.py): shared faults not
+        in it have ended or been withdrawn elsewhere; a fault set on this
+        gateway alone (Redis was unreachable) stays unless a shared one of
+        the same service replaces it."""
+        out = {n: f for n, f in self._faults.items() if not f.shared}
+        out.update({f.service: f for f in shared})
+        self._faults = out
 
     def clear(self, service: str | None = None) -> list[str]:
         """End one service's fault, or all; the services whose fault ended."""
