@@ -105,16 +105,21 @@ class Admin:
     def __init__(self, http_url: str, key: str) -> None:
         self._c = httpx.AsyncClient(base_url=http_url, headers={"Authorization": f"Bearer {key}"}, timeout=10)
 
-    async def set(self, body: dict[str, Any]) -> None:
+    async def set(self, body: dict[str, Any]) -> str:
+        """Set a fault; where it applies, as the gateway says: "fleet" (every
+        gateway on its Redis) or "this gateway (why)"."""
         r = await self._c.post("/admin/faults", json=body)
         if r.status_code != 200:
             raise RuntimeError(f"/admin/faults refused the fault ({r.status_code}): {r.text}")
+        reply = r.json()
+        scope = reply.get("scope", "this gateway")
+        return scope + (f" ({reply['why']})" if reply.get("why") else "")
 
     async def clear(self) -> None:
         try:
             await self._c.delete("/admin/faults")
         except httpx.HTTPError:
-            pass      # the gateway is away (a restart): its faults went with it, or expire
+            pass      # the gateway is away (a restart): the faults end by themselves
 
     async def gauge(self, name: str) -> float | None:
         """The sum of a gateway metric's samples on /metrics (None if unreadable)."""
@@ -222,9 +227,9 @@ async def run_drill(sc: Scenario, *, http_url: str, admin_key: str, clips: list,
             await restart()
             report.fault_s = time.monotonic() - t0
         else:
-            for body in sc.fault_bodies():
-                await admin.set({**body, "duration_s": fault_s})
-            say(f"fault ON at {time.strftime('%H:%M:%S')} for {fault_s:.0f} s")
+            scopes = {await admin.set({**body, "duration_s": fault_s}) for body in sc.fault_bodies()}
+            say(f"fault ON at {time.strftime('%H:%M:%S')} for {fault_s:.0f} s"
+                + (f", on {', '.join(sorted(scopes))}" if scopes else ""))
             if rel is not None:
                 await rel.start()
                 say(f"release of {sc.release} started at {sc.release_steps[0]:g} %")
