@@ -105,12 +105,14 @@ class Planner:
         """While the user speaks, warm an LLM instance with the history and the
         words heard so far (the last one may still change), so the answer's
         prompt is mostly evaluated before the turn ends. Only when the answer
-        would see exactly this history (no reply running or being cut), one
-        request at a time; the LLM answers at once when no instance is free."""
+        would see exactly this history (no reply running or being cut: a turn
+        that talked over a reply warms once its cut is done, with the reply as
+        it was cut), one request at a time; the LLM answers at once when no
+        instance is free."""
         conv = self.conv
         td = conv.state.config.turn_detection
         if (conv.closed or not conv.settings.llm_prefill or td is None or not td.create_response
-                or turn.manual or turn.ended or turn.barge_in or conv.response is not None
+                or turn.manual or turn.ended or not turn.cut_done() or conv.response is not None
                 and conv.response.phase != "done"):
             return
         if self._prefill_task is not None and not self._prefill_task.done():

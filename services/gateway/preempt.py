@@ -51,8 +51,7 @@ class Preemption:
         if (conv.closed or td is None or not td.preemptive_generation or not td.create_response
                 or turn.manual or turn.ended):
             return
-        if turn.barge_in and not (turn.confirmed and turn.interrupt_task is not None
-                                  and turn.interrupt_task.done()):
+        if not turn.cut_done():
             return   # may still be a cough or backchannel, or the reply is being cut
         if conv.generating() or conv.interruptible_response() is not None:
             return

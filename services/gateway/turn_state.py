@@ -58,6 +58,13 @@ class UserTurn:
     def text(self) -> str:
         return " ".join(t for t in (s.text() for s in self.segments) if t)
 
+    def cut_done(self) -> bool:
+        """No reply is left to cut for this turn: it talked over none, or its
+        barge-in is confirmed and the cut (cancel, truncate) is done. Only then
+        is the history an answer to it will see known (prefill, preemption)."""
+        return not self.barge_in or (self.confirmed and self.interrupt_task is not None
+                                     and self.interrupt_task.done())
+
     def speech_ms(self, now_ms: float) -> float:
         return sum((s.end_ms if s.end_ms is not None else now_ms) - s.onset_ms for s in self.segments)
 

@@ -4,7 +4,8 @@ Invariants: as interims come in, the LLM is sent the history the answer will
 have, with the words heard so far minus the last (it may still change), so
 its cache already holds most of the answer's prompt when the turn ends; one
 request at a time, only growing texts; none while a reply is playing (a
-barge-in may rewrite the history) and none when the setting is off. The
+barge-in may rewrite the history) until the barge-in is confirmed and the
+reply cut, and then with the cut history; none when the setting is off. The
 answer itself sees the complete turn."""
 from __future__ import annotations
 
@@ -63,13 +64,24 @@ async def test_no_prefill_when_off_or_while_a_reply_plays():
     async with session([(0.5, 3.0)], [QUESTION], llm_prefill=False) as s:
         await s.run_audio(6.0)
         assert s.b.llm.prefills == [] and len(s.b.llm.requests) == 1
-    # A long reply is playing when the user talks over it: that turn warms nothing.
+    # A long reply is playing when the user talks over it: nothing is warmed
+    # until the barge-in is confirmed and the reply cut; then the turn warms
+    # with the history the answer will see (the reply as it was cut).
     async with session([(0.5, 1.5), (4.0, 6.5)], ["tell me a story", QUESTION],
                        replies=(LONG, "Fine.")) as s:
         await s.run_audio(4.0)
         before = len(speech_prefills(s))
-        await s.run_audio(2.0)      # the barge-in speech, 4.0-6.0 s
+        await s.run_audio(0.3)      # the barge-in's first 300 ms: not confirmed yet
         assert len(speech_prefills(s)) == before
+        await s.run_audio(4.0)      # the rest of it, the cut, the answer
+        barge = speech_prefills(s)[before:]
+        assert barge, "a confirmed barge-in turn warmed nothing"
+        answer = s.b.llm.requests[-1]
+        assert user_texts(answer)[-1] == QUESTION
+        cut = [m.content for m in answer if m.role == "assistant"]
+        assert cut and len(cut[0]) < len(LONG)           # the reply as it was cut
+        for p in barge:
+            assert p[:-1] == answer[:-1]                 # the answer's history, up to the growing turn
 
 
 async def text_turn(s: ScriptedSession, text: str) -> None:
