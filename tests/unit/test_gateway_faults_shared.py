@@ -77,6 +77,7 @@ def test_a_stored_fault_ends_at_the_same_wall_time_on_every_clock():
     rec = to_record(f, clock_now=1000.0, wall_now=5_000_000.0)        # 30 s left, on gateway A
     there = from_record(rec, clock_now=20.0, wall_now=5_000_010.0)    # B's clock, 10 s later
     assert there == Fault("tts", "latency", until=40.0, latency_ms=700, variant="canary", shared=True)
+    assert from_record(to_record(Fault("asr", "hang", until=5.0, id="f1"), 0.0, 0.0), 0.0, 0.0).id == "f1"
     assert from_record(rec, clock_now=0.0, wall_now=5_000_031.0) is None       # over
     assert from_record(b"not json", 0.0, 0.0) is None
     assert from_record('{"service": "tts"}', 0.0, 0.0) is None
@@ -84,13 +85,44 @@ def test_a_stored_fault_ends_at_the_same_wall_time_on_every_clock():
 
 
 def test_sync_replaces_shared_faults_and_keeps_this_gateways_own():
-    t = FaultTable(Clock(0.0))
+    clock = Clock(0.0)
+    t = FaultTable(clock)
     t.set(Fault("asr", "error", until=100.0))                          # Redis was down when set
-    t.set(Fault("tts", "error", until=100.0, shared=True))
-    t.sync([Fault("llm", "hang", until=50.0, shared=True)])            # tts ended elsewhere
+    t.set(Fault("tts", "error", until=100.0, shared=True, id="a"))
+    clock.t = 1.0
+    t.sync([Fault("llm", "hang", until=50.0, shared=True, id="b")], read_at=1.0)   # tts ended elsewhere
     assert {f.service for f in t.current()} == {"asr", "llm"}
-    t.sync([Fault("asr", "latency", until=60.0, latency_ms=9, shared=True)])   # the fleet's wins
-    assert {(f.service, f.kind) for f in t.current()} == {("asr", "latency")}
+    t.sync([Fault("asr", "latency", until=60.0, latency_ms=9, shared=True, id="c")], read_at=1.0)
+    assert {(f.service, f.kind) for f in t.current()} == {("asr", "latency")}   # the fleet's wins
+
+
+def test_a_fault_read_again_is_the_same_fault_for_the_streams_under_it():
+    """Each read of Redis rebuilds the faults; a stream under a hang tells its
+    end by the fault's identity (calls.py), so the one held must stay (seen
+    in CI: an ASR hang ended every second and answers went through)."""
+    clock = Clock(0.0)
+    t = FaultTable(clock)
+    for i in range(5):
+        clock.t = float(i)
+        t.sync([Fault("asr", "hang", until=100.0 + i * 1e-6, shared=True, id="x")], read_at=clock.t)
+        if i == 0:
+            first = t.peek("asr")
+        assert t.peek("asr") is first
+    t.sync([Fault("asr", "hang", until=100.0, shared=True, id="y")], read_at=clock.t)   # set anew elsewhere
+    assert t.peek("asr") is not first and t.peek("asr").id == "y"
+
+
+def test_a_read_begun_before_a_change_here_does_not_undo_it():
+    clock = Clock(10.0)
+    t = FaultTable(clock)
+    read_at = clock.now()                        # a read of Redis begins ...
+    clock.t = 10.2
+    t.set(Fault("tts", "error", until=100.0, shared=True, id="new"))   # ... a fault is set here ...
+    t.clear("llm")
+    t.sync([Fault("llm", "hang", until=100.0, shared=True, id="old")], read_at)   # ... it returns stale
+    assert [(f.service, f.id) for f in t.current()] == [("tts", "new")]
+    t.sync([Fault("tts", "error", until=100.0, shared=True, id="new")], read_at=10.3)   # the next read
+    assert [(f.service, f.id) for f in t.current()] == [("tts", "new")]
 
 
 @pytest.mark.parametrize("broken", ["hset", "hdel"])

@@ -18,6 +18,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import uuid
 from typing import Sequence
 
 from fastapi import FastAPI, Request
@@ -65,6 +66,7 @@ def install(app: FastAPI, table: FaultTable, admin_keys: Sequence[str], max_dura
                 raise Denied(400, "invalid_fault", str(exc)) from None
         except Denied as d:
             return JSONResponse(d.body(), d.status)
+        fault = dataclasses.replace(fault, id=uuid.uuid4().hex[:16])
         why = await shared.publish(fault) if shared is not None else None
         fault = dataclasses.replace(fault, shared=shared is not None and why is None)
         table.set(fault)

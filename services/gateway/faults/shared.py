@@ -89,6 +89,7 @@ class SharedFaults:
         return None
 
     async def refresh(self) -> bool:
+        read_at = self.table.clock.now()
         try:
             raw = await self._redis.hgetall(KEY)
         except Exception as exc:
@@ -99,7 +100,7 @@ class SharedFaults:
         self.read_ok = True
         now, wall = self.table.clock.now(), self._wall()
         faults = [f for f in (from_record(v, now, wall) for v in raw.values()) if f is not None]
-        self.table.sync(faults)
+        self.table.sync(faults, read_at)
         return True
 
     async def run(self) -> None:

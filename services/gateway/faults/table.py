@@ -44,6 +44,7 @@ class Fault:
     after_messages: int = 1       # reset: messages that get through first
     variant: str = ""             # "" = every call; else only calls to that variant's pool
     shared: bool = False          # read from Redis (shared.py): every gateway of the fleet has it
+    id: str = ""                  # names one setting of a fault across the fleet (shared.py)
 
     def hits(self, variant: str) -> bool:
         return not self.variant or self.variant == variant
@@ -96,6 +97,7 @@ class FaultTable:
         self.clock = clock
         self._rng = rng or random.Random()
         self._faults: dict[str, Fault] = {}
+        self._changed_at: dict[str, float] = {}   # service -> clock time of its last set/clear here
 
     @property
     def active(self) -> bool:
@@ -104,19 +106,32 @@ class FaultTable:
 
     def set(self, fault: Fault) -> None:
         self._faults[fault.service] = fault
+        self._changed_at[fault.service] = self.clock.now()
 
-    def sync(self, shared: list[Fault]) -> None:
-        """Take ``shared`` as the fleet's faults (shared.py): shared faults not
-        in it have ended or been withdrawn elsewhere; a fault set on this
-        gateway alone (Redis was unreachable) stays unless a shared one of
-        the same service replaces it."""
-        out = {n: f for n, f in self._faults.items() if not f.shared}
-        out.update({f.service: f for f in shared})
+    def sync(self, shared: list[Fault], read_at: float) -> None:
+        """Take ``shared``, read from Redis from clock time ``read_at`` on, as
+        the fleet's faults (shared.py): shared faults not in it have ended or
+        been withdrawn elsewhere; a fault set on this gateway alone (Redis was
+        unreachable) stays unless a shared one of the same service replaces
+        it. A service set or cleared here since ``read_at`` is left as it is
+        (the read may predate that change). A fault already held keeps its
+        object: a stream under a fault tells the fault's end by identity
+        (calls.py), and a fresh copy every read would end a hang each second."""
+        fresh = {n for n, t in self._changed_at.items() if t >= read_at}
+        out = {n: f for n, f in self._faults.items() if not f.shared or n in fresh}
+        for f in shared:
+            if f.service in fresh:
+                continue
+            held = self._faults.get(f.service)
+            out[f.service] = held if held is not None and held.id and held.id == f.id else f
         self._faults = out
 
     def clear(self, service: str | None = None) -> list[str]:
         """End one service's fault, or all; the services whose fault ended."""
         names = [service] if service is not None else list(self._faults)
+        now = self.clock.now()
+        for n in [service] if service is not None else SERVICES:
+            self._changed_at[n] = now
         return [n for n in names if self._faults.pop(n, None) is not None]
 
     def current(self) -> list[Fault]:
