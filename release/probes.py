@@ -24,11 +24,6 @@ from typing import Sequence
 
 import grpc
 
-# The TTS round trip speaks `make eval`'s 12 everyday sentences (109 words,
-# with the numbers, names, times and places a voice gets wrong), so one word in
-# error moves the WER by ~0.9 points, not 2.3 as with the 4 sentences (44
-# words) it spoke before.
-from eval.tts import SENTENCES
 from release.judge import FAIL, INCONCLUSIVE, PASS, Check
 
 
@@ -93,10 +88,23 @@ class Prober:
     stable and one canary replica)."""
 
     def __init__(self, asr_stable: str = "", asr_canary: str = "", tts_stable: str = "", tts_canary: str = "",
-                 cfg: QualityConfig = QualityConfig(), sentences: Sequence[str] = SENTENCES) -> None:
+                 cfg: QualityConfig = QualityConfig(), sentences: Sequence[str] | None = None) -> None:
         self.asr_stable, self.asr_canary = asr_stable, asr_canary
         self.tts_stable, self.tts_canary = tts_stable, tts_canary
-        self.cfg, self.sentences = cfg, list(sentences)
+        self.cfg, self._sentences = cfg, list(sentences) if sentences is not None else None
+
+    @property
+    def sentences(self) -> list[str]:
+        """What the TTS round trip speaks: by default `make eval`'s 12 everyday
+        sentences (eval/tts.py: 109 words with the numbers, names, times and
+        places a voice gets wrong), so one word in error moves the WER by ~0.9
+        points, not 2.3 as with the 4 sentences (44 words) it spoke before.
+        Imported when first needed, as the probes' other evaluation code is."""
+        if self._sentences is None:
+            from eval.tts import SENTENCES
+
+            self._sentences = list(SENTENCES)
+        return self._sentences
 
     async def __call__(self, service: str) -> list[Check]:
         if service == "asr":

@@ -158,7 +158,9 @@ class GatewaySettings:
     # is broken, not busy, and every moment of it nobody is heard.
     vad_idle_timeout_s: float = setting(5.0, "a VAD stream sent audio it has not acknowledged (it reports "
                                         "progress every second of audio) that sends nothing for this long "
-                                        "hangs: the stream is reopened, on another replica if there is one")
+                                        "hangs: the stream is reopened, on another replica if there is one. "
+                                        "0 = off (no progress asked: for VADs older than VadConfig.progress_ms, "
+                                        "which would look hung; upgrade the VADs before the gateways)")
     # Fault tolerance (services/gateway/backends/breaker.py, failover.py).
     breaker_failures: int = setting(5, "consecutive failed calls to one backend address before its circuit "
                                     "opens (its sessions then fail over to another replica of their variant)")

@@ -26,6 +26,7 @@ from common.stubs import common_pb2, vad_pb2, vad_pb2_grpc
 from services.vad import convert
 from services.vad import metrics as m
 from services.vad.engine import PushResult, VadEngine
+from services.vad.progress import Progress
 from services.vad.segmenter import SpeechStart, SpeechStop
 
 log = logging.getLogger(__name__)
@@ -113,27 +114,6 @@ class VadServicer(vad_pb2_grpc.VoiceActivityServicer):
     async def GetStatus(self, request: common_pb2.StatusRequest,
                         context: grpc.aio.ServicerContext) -> common_pb2.ServiceStatus:
         return status_to_pb(self.stats)
-
-
-class Progress:
-    """When a stream is owed a response with no event (VadConfig.progress_ms):
-    once ``every_ms`` of audio were processed since the last response of any
-    kind. The client holds the stream to these, so a VAD that accepts audio
-    and answers nothing is seen as hung (services/gateway/backends/deadlines.py)."""
-
-    def __init__(self, every_ms: int) -> None:
-        self.every_ms = every_ms
-        self.reported_ms = 0     # audio_processed_ms of the last response sent
-
-    def with_progress(self, responses: list[vad_pb2.DetectResponse],
-                      processed_ms: int) -> list[vad_pb2.DetectResponse]:
-        if responses:
-            self.reported_ms = processed_ms
-            return responses
-        if self.every_ms and processed_ms - self.reported_ms >= self.every_ms:
-            self.reported_ms = processed_ms
-            return [convert.progress_to_pb(processed_ms)]
-        return responses
 
 
 async def _turn_score(fut: Future) -> float | None:

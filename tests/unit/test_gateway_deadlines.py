@@ -185,3 +185,20 @@ async def test_a_call_outlives_its_connections_age_and_new_calls_still_work():
             assert [p.source for p in passages] == ["a.md"]
             await stream.close()
             await asyncio.wait_for(reader, 2.0)
+
+
+async def test_with_vad_progress_off_nothing_is_owed_for_an_older_vad():
+    """GATEWAY_VAD_IDLE_TIMEOUT_S=0: no progress asked (a VAD older than
+    VadConfig.progress_ms never sends any), so its silence is never a hang."""
+    async with scripted_server() as (addr, modes):
+        modes.vad = "hang"                         # what an older VAD looks like: no progress, ever
+        async with grpc.aio.insecure_channel(addr) as ch:
+            stream = await GrpcVad("vad", addr, ch, 30.0, IDLE, progress=False).open(VadParams(0.5, 150, 200, 300))
+            assert stream.progress_ms == 0
+            reader = asyncio.create_task(_vad_events(stream, []))
+            for _ in range(3):
+                await stream.send(b"\0\0" * 16000)
+            await asyncio.sleep(IDLE * 3)
+            assert not reader.done()
+            await stream.close()
+            await asyncio.gather(reader, return_exceptions=True)

@@ -236,3 +236,18 @@ def test_transition_table_covers_every_state():
     for state in STATES:
         assert any(s == state and e in (machine.ABORT, machine.START, machine.FAIL)
                    for s, e in machine.TABLE), state
+
+
+def test_the_release_command_imports_without_the_evaluation_extras():
+    """`python -m release` runs in the gateway image: its top-level imports
+    must not need what only the probes' scoring uses (jiwer; the image has it
+    since requirements.txt lists it, but a command like `start` never should)."""
+    import subprocess
+    import sys
+
+    from tests.procs import ROOT
+    code = "import sys; sys.modules['jiwer'] = None; import release.__main__, release.alive"
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True,
+                         env={"PYTHONPATH": f"{ROOT}:{ROOT / 'gen'}", "PATH": "/usr/bin:/bin"})
+    assert out.returncode == 0, out.stderr
+    assert "jiwer" in (ROOT / "requirements.txt").read_text(), "the probes score WER with jiwer in the image"

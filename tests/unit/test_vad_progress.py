@@ -8,7 +8,7 @@ import pytest
 
 from common.stubs import vad_pb2
 from services.vad import convert
-from services.vad.servicer import Progress
+from services.vad.progress import Progress
 
 
 def _event(ms: int) -> vad_pb2.DetectResponse:

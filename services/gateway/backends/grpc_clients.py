@@ -181,11 +181,16 @@ class GrpcAsrStream(_Duplex):
 
 
 class GrpcVad(_Client):
+    def __init__(self, *args, progress: bool = True, **kw) -> None:
+        super().__init__(*args, **kw)
+        self.progress = progress     # off: no progress asked, a hang goes unnoticed (GATEWAY_VAD_IDLE_TIMEOUT_S=0)
+
     async def open(self, params: VadParams) -> GrpcVadStream:
         stub = vad_pb2_grpc.VoiceActivityStub(self._channel)
         call = inject_duplex(self._faults, self.name, stub.StreamingDetect(metadata=inject_metadata()),
                              self.variant)
-        s = GrpcVadStream(self.name, self.address, call, self._idle)
+        s = GrpcVadStream(self.name, self.address, call, self._idle,
+                          progress_ms=VAD_PROGRESS_MS if self.progress else 0)
         await s._write(convert.vad_config(params, s.progress_ms))
         return s
 

@@ -129,7 +129,10 @@ class BackendPool:
         """The plain gRPC client of one address (clients are cheap: the channel
         is shared); ``variant``: the pool it was chosen from."""
         s = self.settings
-        idle_s = s.vad_idle_timeout_s if service == "vad" else s.backend_idle_timeout_s
+        idle_s = s.vad_idle_timeout_s if service == "vad" and s.vad_idle_timeout_s > 0 else s.backend_idle_timeout_s
+        if service == "vad":
+            return GrpcVad(service, address, self.channel(address), s.backend_timeout_s, idle_s, self.faults,
+                           variant, progress=s.vad_idle_timeout_s > 0)
         return _CLIENTS[service](service, address, self.channel(address), s.backend_timeout_s,
                                  idle_s, self.faults, variant)
 

@@ -81,8 +81,10 @@ def install(app: FastAPI, table: FaultTable, admin_keys: Sequence[str], max_dura
         except Denied as d:
             return JSONResponse(d.body(), d.status)
         service = request.query_params.get("service")
-        ended = table.clear(service)
+        # Redis first, then here (as a set): a read of Redis begun meanwhile
+        # cannot bring back what this gateway just ended.
         why = await shared.withdraw(service) if shared is not None else None
+        ended = table.clear(service)
         if ended:
             log.warning("fault injection OFF by admin key %s: %s", who, ", ".join(ended))
         return JSONResponse({"ended": ended, **scope(why), **listing()})

@@ -42,6 +42,8 @@ def from_record(raw: str | bytes, clock_now: float, wall_now: float) -> Fault | 
     """The stored fault on this gateway's clock; None if unreadable or over."""
     try:
         d = json.loads(raw)
+        if not isinstance(d, dict):
+            raise ValueError("not a JSON object")
         until = clock_now + (float(d.pop("until_wall")) - wall_now)
         f = Fault(**{**d, "until": until, "shared": True})
     except (ValueError, TypeError, KeyError) as exc:
@@ -105,7 +107,10 @@ class SharedFaults:
 
     async def run(self) -> None:
         while True:
-            await self.refresh()
+            try:
+                await self.refresh()
+            except Exception:      # a bug in one read must not end the fleet's faults for good
+                log.exception("reading the shared faults failed; trying again in %.0f s", self.refresh_s)
             await asyncio.sleep(self.refresh_s)
 
     async def close(self) -> None:
