@@ -129,12 +129,12 @@ class BackendPool:
         """The plain gRPC client of one address (clients are cheap: the channel
         is shared); ``variant``: the pool it was chosen from."""
         s = self.settings
-        idle_s = s.vad_idle_timeout_s if service == "vad" and s.vad_idle_timeout_s > 0 else s.backend_idle_timeout_s
+        args = (service, address, self.channel(address), s.backend_timeout_s)
+        if service == "vad" and s.vad_idle_timeout_s > 0:   # 0: no progress asked (an older VAD)
+            return GrpcVad(*args, s.vad_idle_timeout_s, self.faults, variant)
         if service == "vad":
-            return GrpcVad(service, address, self.channel(address), s.backend_timeout_s, idle_s, self.faults,
-                           variant, progress=s.vad_idle_timeout_s > 0)
-        return _CLIENTS[service](service, address, self.channel(address), s.backend_timeout_s,
-                                 idle_s, self.faults, variant)
+            return GrpcVad(*args, s.backend_idle_timeout_s, self.faults, variant, progress=False)
+        return _CLIENTS[service](*args, s.backend_idle_timeout_s, self.faults, variant)
 
     async def close(self) -> None:
         for ch in self._channels.values():
