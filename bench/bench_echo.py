@@ -64,14 +64,16 @@ async def run(url: str, rooms: Sequence[Room], label: str) -> tuple[list[Listene
         barged.append(b)
         print(f"  [{label}] {room.delay_ms:3.0f} ms {room.level_db:4.0f} dB  barge-in "
               f"{'-' if b.reaction_ms is None else f'{b.reaction_ms:.0f} ms'}, {b.status}/{b.reason}"
-              f"{', paused by the echo before the user spoke' if b.early else ''}", flush=True)
+              f"{', paused by the echo before the user spoke' if b.early else ''}"
+              f"{', the answer had ended before the voice' if b.ended_first else ''}", flush=True)
     return listened, barged
 
 
 def report(label: str, listened: list[Listened], barged: list[BargedIn]) -> str:
     empty = sum(h.status == "no audio" for h in listened) + sum(b.status == "no audio" for b in barged)
     listened = [h for h in listened if h.status != "no audio"]   # the LLM said nothing: not counted
-    barged = [b for b in barged if b.status != "no audio"]
+    ended = sum(b.ended_first for b in barged)        # played out before the voice: nothing to cut
+    barged = [b for b in barged if b.status != "no audio" and not b.ended_first]
     n = len(listened)
     cut = sum(h.interrupted for h in listened)
     minutes = sum(h.played_s for h in listened) / 60
@@ -87,7 +89,7 @@ def report(label: str, listened: list[Listened], barged: list[BargedIn]) -> str:
         f"  false interruptions under echo: {cut}/{n} answers cut by their own echo "
         f"({100 * cut / max(n, 1):.0f}%); {pauses} pauses in {minutes:.1f} min of answer "
         f"({pauses / max(minutes, 1e-9):.1f} per min)",
-        f"  ({empty} answers without audio left out)\n"
+        f"  ({empty} answers without audio, {ended} that ended before the voice began, left out)\n"
         f"  barge-in under echo: {len(reactions)}/{len(barged)} cleared, {confirmed} cancelled (turn_detected); "
         f"reaction p50 {p50:.0f} ms, p95 {p95:.0f} ms (target p95 ≤ {BARGE_TARGET_P95_MS:.0f}: {verdict})",
     ])

@@ -48,6 +48,7 @@ class BargedIn:
     status: str | None
     reason: str | None
     early: bool                 # also cleared (by the echo) after listen_s, before the user spoke
+    ended_first: bool = False   # the answer had played to its end before the voice began: nothing to cut
 
 
 def _response(ev) -> dict:
@@ -101,12 +102,22 @@ async def barge_in(url: str, rate: int, room: Room, question: Clip, voice: Clip,
         try:
             cleared = await rt.wait_for("output_audio_buffer.cleared", since=mark, timeout=30, where=after_voice)
         except TimeoutError:
-            return BargedIn(room, None, None, None, _early(rt, mark, rid))
+            return BargedIn(room, None, None, None, _early(rt, mark, rid), _ended_first(rt, rid, utt, voice))
         await rt.truncate(first.get("item_id"))
         done = await rt.wait_for("response.done", timeout=30, where=lambda e: _response(e).get("id") == rid)
         r = _response(done)
         return BargedIn(room, (cleared.t - utt.time_of(voice.span.first_sample)) * 1000, r.get("status"),
                         (r.get("status_details") or {}).get("reason"), _early(rt, mark, rid, cleared.t))
+
+
+def _ended_first(rt: RealtimeClient, rid: str, utt, voice: Clip) -> bool:
+    """The answer's playout stopped (played to its end) before the voice's first
+    voiced sample: a short answer, not a barge-in the server missed."""
+    if utt.start_sample is None:
+        return False
+    onset = utt.time_of(voice.span.first_sample)
+    return any(e.t <= onset for e in rt.log.all(
+        "output_audio_buffer.stopped", where=lambda e: e.get("response_id") == rid))
 
 
 def _early(rt: RealtimeClient, mark: int, rid: str, before: float = float("inf")) -> bool:

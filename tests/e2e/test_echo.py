@@ -34,10 +34,18 @@ async def test_a_long_answer_with_its_echo_plays_to_the_end(stack):
 
 
 async def test_a_voice_over_the_answer_and_its_echo_interrupts_it(stack):
-    b = await barge_in(stack.ws_url, RATE, ROOM, _clip("0880"), _clip("0870"), listen_s=3.0)
-    print(f"echo {ROOM.delay_ms:.0f} ms {ROOM.level_db:.0f} dB: barge-in reaction {b.reaction_ms} ms, "
-          f"{b.status}/{b.reason}, paused by the echo first: {b.early}")
-    assert b.reaction_ms is not None, "the answer was never cleared (or ended before the user spoke)"
+    # A sampled answer is sometimes short enough to end before the voice
+    # begins: nothing is left to interrupt, so that try tests nothing and is
+    # asked again (at most twice). A voice over a playing answer that is
+    # never cleared still fails.
+    for attempt in range(3):
+        b = await barge_in(stack.ws_url, RATE, ROOM, _clip("0880"), _clip("0870"), listen_s=3.0)
+        print(f"echo {ROOM.delay_ms:.0f} ms {ROOM.level_db:.0f} dB: barge-in reaction {b.reaction_ms} ms, "
+              f"{b.status}/{b.reason}, paused by the echo first: {b.early}, answer ended first: {b.ended_first}")
+        if not b.ended_first:
+            break
+    assert not b.ended_first, "every answer ended before the voice began: ask for longer ones"
+    assert b.reaction_ms is not None, "the answer was playing and never cleared"
     assert (b.status, b.reason) == ("cancelled", "turn_detected"), b
     # The reaction time is the benchmark's to judge (bench_echo.py: p95 target
     # 300 ms, not met: 610-1027 ms measured, AEC3 ducks the onset of a voice over
