@@ -172,13 +172,17 @@ class Speaker:
         self.clock.sleep(max(0.0, end - self.clock.now()))            # listen to all of it
         s.send(events.truncate(item, int(heard_s * 1000)))           # playback ended
         self._judge(mark, done, t_last)
-        self._report_server(done)
+        self._report_server(done, (first.t - t_last) * 1000)
         self.report("turn", (end - t_last) * 1000, None)
 
-    def _report_server(self, done: ServerEvent) -> None:
+    def _report_server(self, done: ServerEvent, v2v_ms: float) -> None:
         """The server's own breakdown of the turn (``response.done``'s
         metadata.timings, timings.py) as ``server/<stage>`` figures: where
-        the voice-to-voice time went, turn by turn, under this load."""
+        the voice-to-voice time went, turn by turn, under this load. And
+        ``client_lag``: this client's voice-to-voice minus the server's, the
+        time between the sound and the server that the server cannot see
+        (the microphone's frame, a late send, the socket, a late read; on a
+        host the load generator shares with the server, its own CPU wait)."""
         raw = ((done.get("response") or {}).get("metadata") or {}).get("timings")
         try:
             timings = json.loads(raw) if raw else {}
@@ -188,6 +192,9 @@ class Speaker:
             v = timings.get(f"{key}_ms")
             if isinstance(v, (int, float)):
                 self.report(f"server/{key}", float(v), None)
+        server_v2v = timings.get("voice_to_voice_ms")
+        if isinstance(server_v2v, (int, float)):
+            self.report("client_lag", v2v_ms - float(server_v2v), None)
 
     def _wait_done(self, rid: str, first: ServerEvent) -> ServerEvent:
         """The reply's ``response.done``, however long the answer: the server

@@ -89,6 +89,15 @@ class BargeIn:
             self.turns.send_delta(turn)
         return True
 
+    def why_not(self, turn: UserTurn, td: Any) -> str:
+        """Why an unconfirmed turn over the reply confirms nothing (for the log)."""
+        min_ms = td.min_interrupt_ms if td else 0
+        if turn.speech_ms(self.conv.ring.end_ms) < min_ms:
+            return f"shorter than {min_ms} ms"
+        if not backchannel.is_real(turn.text()):
+            return "no real word"
+        return "the reply's own words (echo)" if self.is_echo(turn) else "unconfirmed"
+
     def is_echo(self, turn: UserTurn) -> bool:
         """The turn's words are the reply's own, heard back through the speakers."""
         resp = self.conv.response

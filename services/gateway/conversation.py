@@ -353,7 +353,8 @@ class Conversation:
         text = turn.text()
         if (turn.barge_in and not turn.confirmed and not turn.manual
                 and not self.turns.bargein.confirm_at_turn_end(turn, td)):
-            log.debug("session %s: not a real turn (%r) over the reply: dropped", self.state.id, text)
+            log.info("session %s: speech over the reply dropped (%s): %r", self.state.id,
+                     self.turns.bargein.why_not(turn, td), text)
             return
         if turn.interrupt_task is not None:
             await turn.interrupt_task

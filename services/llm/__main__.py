@@ -14,6 +14,7 @@ from common.stubs import llm_pb2_grpc
 from services.llm import metrics as llm_metrics
 from services.llm.batched import load_batched
 from services.llm.engine import EngineConfig, LlmEngine
+from services.llm.kv_store import KvStore
 from services.llm.model import LlamaOptions, default_model_path, load_llama, warm_up
 from services.llm.prompt import DEFAULT_SYSTEM_PROMPT, PASSAGE_WORDS
 from services.llm.servicer import ChatServicer
@@ -86,6 +87,10 @@ class Settings(ServiceSettings):
     tool_call_bias: float = setting(6.0, "tool_choice auto: logit bonus for a tool call's first token when "
                                     "the model decides between calling a tool and answering in words "
                                     "(services/llm/tools.py; higher = more calls)")
+    kv_store_mb: int = setting(256, "RAM (MiB) for conversations' KV caches saved when their instance is "
+                               "taken by another conversation, restored when they come back instead of "
+                               "evaluating their history again (services/llm/kv_store.py; ~23 KB a token "
+                               "with the default model; 0 = off; separate instances only)")
     kv_shift: bool = setting(True, "when a conversation's history window drops old turns, remove them from "
                              "the KV cache and shift the rest (llama.cpp context shift) instead of "
                              "evaluating the remaining history again")
@@ -101,7 +106,8 @@ def build_engine(s: Settings) -> LlmEngine:
     if s.batch_slots > 0:
         tok, instances = load_batched(opts, s.batch_slots, s.batch_step_tokens, s.batch_contexts)
     else:
-        tok, instances = load_llama(opts, max(1, s.instances))
+        store = KvStore(s.kv_store_mb * 2**20, on_change=llm_metrics.kv_store_changed) if s.kv_store_mb > 0 else None
+        tok, instances = load_llama(opts, max(1, s.instances), store)
     if s.warmup:
         for inst in instances:
             warm_up(tok, inst, s.system_prompt)

@@ -164,7 +164,6 @@ class LlmEngine:
         inst = self.pool.try_checkout(prompt, max_evict=PREFILL_MAX_EVICT)
         if inst is None:
             return GenerateDone("busy", len(prompt), 0, 0.0, 0.0)
-        cached = reused_tokens(inst, prompt)
         loop = asyncio.get_running_loop()
         try:
             fut = loop.run_in_executor(self._executor, inst.prefill, prompt)
@@ -175,8 +174,9 @@ class LlmEngine:
         fut.add_done_callback(lambda f: self.pool.release(inst))
         evaluated = await asyncio.shield(fut)   # a cancel must not cancel fut (it releases)
         ms = (time.perf_counter() - t0) * 1000.0
-        log.info("request %s: prefill of %d prompt tokens (%d evaluated, %d from cache) in %.0f ms",
-                 req.request_id or "-", len(prompt), evaluated, cached, ms)
+        cached = len(prompt) - evaluated
+        log.info("request %s: prefill of %d prompt tokens (%d evaluated, %d from cache) in %.0f ms%s",
+                 req.request_id or "-", len(prompt), evaluated, cached, ms, _restored(inst))
         return GenerateDone("prefill", len(prompt), 0, 0.0, 0.0, cached_prompt_tokens=cached)
 
     async def generate(self, req: GenerateRequest) -> AsyncIterator[Event]:
@@ -294,8 +294,9 @@ class LlmEngine:
         n = st.n
         ttft_ms = (st.t_first - t0) * 1000.0 if n else 0.0
         tps = (n - 1) / (st.t_last - st.t_first) if n > 1 and st.t_last > st.t_first else 0.0
-        log.info("request %s: %s after %d tokens (prompt %d, %d from cache), ttft %.0f ms, %.1f tok/s",
-                 prep.request_id or "-", st.finish, n, len(prep.prompt), st.cached, ttft_ms, tps)
+        st.cached = getattr(inst, "reused", st.cached)   # what the instance really reused (KV store included)
+        log.info("request %s: %s after %d tokens (prompt %d, %d from cache), ttft %.0f ms, %.1f tok/s%s",
+                 prep.request_id or "-", st.finish, n, len(prep.prompt), st.cached, ttft_ms, tps, _restored(inst))
         return GenerateDone(finish_reason=st.finish, prompt_tokens=len(prep.prompt),
                             completion_tokens=n, time_to_first_token_ms=ttft_ms,
                             tokens_per_second=tps, cached_prompt_tokens=st.cached)
@@ -336,8 +337,9 @@ class LlmEngine:
                 log.warning("request %s: the tool call did not parse: %r", prep.request_id or "-", bytes(text[:200]))
                 finish = "length"
         ttft_ms = (st.t_first - t0) * 1000.0 if st.n else 0.0
-        log.info("request %s: %s after %d tokens (prompt %d, %d from cache), ttft %.0f ms",
-                 prep.request_id or "-", finish, st.n, len(prep.prompt), st.cached, ttft_ms)
+        st.cached = getattr(inst, "reused", st.cached)
+        log.info("request %s: %s after %d tokens (prompt %d, %d from cache), ttft %.0f ms%s",
+                 prep.request_id or "-", finish, st.n, len(prep.prompt), st.cached, ttft_ms, _restored(inst))
         return GenerateDone(finish_reason=finish, prompt_tokens=len(prep.prompt), completion_tokens=st.n,
                             time_to_first_token_ms=ttft_ms, tokens_per_second=0.0,
                             cached_prompt_tokens=st.cached)
@@ -378,3 +380,9 @@ class LlmEngine:
             close = getattr(inst, "close", None)
             if callable(close):
                 close()
+
+
+def _restored(inst: ModelInstance) -> str:
+    """The log's note of a cache the request got back from the KV store (kv_store.py)."""
+    n = getattr(inst, "restored", 0)
+    return f" ({n} tokens restored from the KV store)" if n else ""

@@ -13,6 +13,16 @@ TOKENS = metrics.counter("voice_llm_tokens_total", "Prompt (in) and completion (
 
 QUEUE_DEPTH = metrics.gauge("voice_llm_queue_depth", "Requests waiting for a model instance, by priority "
                             "(background ones never wait: always 0)", ("priority",))
+KV_STORE_EVENTS = metrics.counter("voice_llm_kv_store_events_total",
+                                  "Conversation KV caches saved to RAM when evicted, restored instead of "
+                                  "evaluated again, dropped for room (kv_store.py)", ("event",))
+KV_STORE_BYTES = metrics.gauge("voice_llm_kv_store_bytes", "RAM held by saved conversation KV caches")
+
+
+def kv_store_changed(event: str, held: int) -> None:
+    b = metrics.base()
+    KV_STORE_EVENTS.labels(**b, event=event).inc()
+    KV_STORE_BYTES.labels(**b).set(held)
 
 
 def set_queue_depth(priority: Priority, n: int) -> None:

