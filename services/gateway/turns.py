@@ -273,7 +273,7 @@ class TurnTaker:
         await self.conv.clock.sleep(max(0.0, remaining))
         if self.turn is not turn or self.segment is not None or turn.ended:
             return
-        turn.ended = True
+        turn.life.end()
         turn.timings.turn_end = self.conv.clock.now()
         await self.conv.end_turn(turn)
 
@@ -357,7 +357,7 @@ class TurnTaker:
         if seg is not None:
             await self._close_segment(self.conv.ring.end_ms)
             turn.timings.speech_end = now
-        turn.ended = True
+        turn.life.end()
         turn.timings.turn_end = now
         # Waiting for the final must not hold up the audio behind this command.
         self.conv.spawn(self.conv.end_turn(turn), "commit")
@@ -375,7 +375,7 @@ class TurnTaker:
         self._cancel(self._endpoint_task)
         self.conv.discard_preempt("discarded")
         if self.turn is not None:
-            self.turn.ended = True
+            self.turn.life.end()
             if not self.turn.span_handed_over:
                 self.turn.end_span()
         self.turn = None
