@@ -146,3 +146,32 @@ def test_a_whole_spoken_answer_cut_while_its_tail_plays():
     assert life.cancel() is S.PLAYING and (life.phase, life.status) == ("done", "completed")
     with pytest.raises(IllegalTransition):
         life.played()                             # the run was stopped by the cut
+
+
+# -- through a Conversation ------------------------------------------------------------------
+async def test_two_cancels_racing_end_the_response_once():
+    """Invariant: a second cancel arriving while the first waits for the run's
+    tasks (both saw the response generating) does not end it again: one
+    response.done, cancelled (the state the first cancel left decides)."""
+    from common.clock import VirtualClock
+    from services.gateway.fakes import FakeBackends
+    from services.gateway.scripted import ScriptedSession
+    from services.gateway.settings import GatewaySettings
+
+    clock = VirtualClock()
+    b = FakeBackends.create(clock, replies=("One two three four five six seven eight nine ten. " * 4,))
+    b.llm.token_s = 0.1
+    async with ScriptedSession(b, clock, GatewaySettings(redis_url="")) as s:
+        await s.send({"type": "conversation.item.create", "item": {
+            "type": "message", "role": "user", "content": [{"type": "input_text", "text": "count"}]}})
+        await s.send({"type": "response.create"})
+        await s.wait(0.5)
+        resp = s.conv.response
+        assert resp is not None and resp.life.state is S.GENERATING
+        await s.conv.handle({"type": "response.cancel"})
+        await s.conv.handle({"type": "response.cancel"})     # before the first one's wait is over
+        await s.wait(1.0)
+        assert resp.life.state is S.CANCELLED
+        done = s.of("response.done")
+        assert [t.event["response"]["status"] for t in done] == ["cancelled"]
+        assert not s.of("error")
