@@ -1,8 +1,8 @@
 """The user turn as data: a Segment is one stretch of speech (VAD start →
 stop, one ASR utterance); a UserTurn is the segments that make one turn (a
-pause inside a sentence gives two segments, one turn), with its life (barge-in and end, a
-state machine in turn_life.py), timings and trace. turns.py moves them;
-conversation.py ends them."""
+pause inside a sentence gives two segments, one turn), with its life
+(barge-in and end, a state machine in turn_life.py), timings and trace.
+turns.py moves them; conversation.py ends them."""
 from __future__ import annotations
 
 import asyncio
