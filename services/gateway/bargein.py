@@ -2,7 +2,8 @@
 place where a barge-in starts, is confirmed, or is given up.
 
 - Start (``begin``): speech that starts over an interruptible response pauses
-  it at once (output_audio_buffer.cleared); the turn is marked barge_in.
+  it at once (output_audio_buffer.cleared); the turn's barge-in is pending
+  (its states: turn_life.py).
 - Confirm (``confirm``, ``confirm_at_turn_end``): once the speech reached
   min_interrupt_ms AND the transcript holds a real word (not a backchannel,
   not a cough's empty text), the response is cancelled
@@ -59,7 +60,7 @@ class BargeIn:
         conv = self.conv
         resp = conv.interruptible_response()
         if resp is not None and self.turns.td.interrupt_response:
-            turn.barge_in = True
+            turn.life.talk_over()
             conv.pause_response(resp, turn.onset_wall)
 
     def confirm(self, turn: UserTurn) -> bool:
@@ -79,15 +80,26 @@ class BargeIn:
             return True
         if not is_real_turn(turn, td, self.conv.ring.end_ms) or self.is_echo(turn):
             return False
-        turn.confirmed = True
+        turn.life.confirm()
         if during_speech:
             metrics.BARGE_IN_CONFIRM.labels(**metrics.base()).observe(
                 max(0.0, self.conv.clock.now() - turn.onset_wall))
             self.cancel_resume()
-        turn.interrupt_task = self.conv.spawn(self.conv.interrupt(turn), "interrupt")
+        task = turn.interrupt_task = self.conv.spawn(self._cut(turn), "interrupt")
+        # A task cancelled before it ran (the session closing) never runs _cut's finally.
+        task.add_done_callback(lambda _t: turn.life.cut_finished())
         if during_speech:
             self.turns.send_delta(turn)
         return True
+
+    async def _cut(self, turn: UserTurn) -> None:
+        """Cancel the reply the turn talked over. The cut is done as this
+        returns, in the step that ends the task (not a loop turn later, as a
+        done callback would say it)."""
+        try:
+            await self.conv.interrupt(turn)
+        finally:
+            turn.life.cut_finished()
 
     def why_not(self, turn: UserTurn, td: Any) -> str:
         """Why an unconfirmed turn over the reply confirms nothing (for the log)."""

@@ -308,7 +308,7 @@ class Conversation:
 
     def interruptible_response(self) -> Response | None:
         r = self.response
-        if r is None or r.phase == "done" or r.status in ("cancelled", "failed"):
+        if r is None or not r.life.live:   # ended (completed, failed, cancelled)
             return None
         return r
 
@@ -351,7 +351,7 @@ class Conversation:
             log.warning("session %s: no final transcript %.1f s after the turn ended; using interims",
                         self.state.id, self.settings.final_timeout_s)
         text = turn.text()
-        if (turn.barge_in and not turn.confirmed and not turn.manual
+        if (turn.life.pending and not turn.manual
                 and not self.turns.bargein.confirm_at_turn_end(turn, td)):
             log.info("session %s: speech over the reply dropped (%s): %r", self.state.id,
                      self.turns.bargein.why_not(turn, td), text)

@@ -9,7 +9,8 @@ not in the conversation. Response.release() (the turn was confirmed) then
 emits exactly what a response started at that moment would have:
 response.created, the output item, the kept events, and the audio, which is
 usually ready by then. Response.abandon() (the user went on) drops it all;
-the caller then cancels the tasks."""
+the caller then cancels the tasks. Whether the run is held is the
+response's state (response_life.py), read through ``held``."""
 from __future__ import annotations
 
 import asyncio
@@ -17,23 +18,22 @@ from typing import Callable
 
 
 class HeldOutput:
-    def __init__(self, held: bool) -> None:
-        self.held = held
+    def __init__(self, held: Callable[[], bool]) -> None:
+        self._held = held
         self._actions: list[Callable[[], None]] = []
         self.released = asyncio.Event()      # set when the client may see the run
-        if not held:
+        if not held():
             self.released.set()
 
     def do(self, act: Callable[[], None]) -> None:
         """Tell the client now, or at release if held."""
-        if self.held:
+        if self._held():
             self._actions.append(act)
         else:
             act()
 
     def take(self) -> list[Callable[[], None]]:
-        """Stop holding: what was kept, in order, for the caller to replay."""
-        self.held = False
+        """The run was released: what was kept, in order, for the caller to replay."""
         actions, self._actions = self._actions, []
         return actions
 

@@ -7,8 +7,10 @@ splitter (the first clause cut early, clauses.py) → audio out
 listener). Every clause is placed on the item's audio timeline, so a played
 position maps back to the words heard.
 
-Preemptive runs (``held=True``) keep what they would tell the client until
-``release()`` (held.py says how); ``abandon()`` drops it.
+Its life (held → generating → playing → done, and how it ended) is one
+state machine, response_life.py: ``phase``, ``status`` and ``held`` are read
+from it. Preemptive runs (``held=True``) keep what they would tell the
+client until ``release()`` (held.py says how); ``abandon()`` drops it.
 
 With tools offered, the assistant item is announced with the first word:
 the LLM may call a tool instead (function_call.py), the response's only output.
@@ -30,6 +32,7 @@ from services.gateway.backends.types import BackendError, ChatMessage, LlmUsage,
 from services.gateway.clauses import FastFirstClauseSplitter
 from services.gateway.held import HeldOutput
 from services.gateway.protocol import new_id
+from services.gateway.response_life import ResponseEvent, ResponseLife, ResponseState
 from services.gateway.response_wire import (
     content_part, drop_partial, item_transcript, response_object, set_item_content, truncate_end,
     truncate_item,
@@ -73,14 +76,13 @@ class Response:
                               timings=self.timings, response_id=self.id, emit=conv.emit, ev=self._ev,
                               held=lambda: self.held)
         self.playout = self.audio.playout           # the audio, sent and heard (playout.py)
-        self.phase = "generating"                  # generating → playing → done
-        self.status = "in_progress"
+        self.life = ResponseLife(held)             # its state (response_life.py)
         self.text = ""
         self.passages: list[Passage] = []
         self.usage = LlmUsage()
         self.trace_id: str | None = None
         self.task: asyncio.Task | None = None
-        self.hold = HeldOutput(held)       # a preemptive run's output until released
+        self.hold = HeldOutput(lambda: self.life.held)   # a preemptive run's output until released
         self.failure: Exception | None = None
         self.plan: tuple = ()              # what it was built from (set by the conversation)
         self.turn_id: str | None = None    # the user turn a preemptive run answers
@@ -94,7 +96,17 @@ class Response:
         self.turn_span: Any = None
         self.owns_turn_span = False
 
-    # -- audio state (playout.py) --------------------------------------------------------
+    # -- state (response_life.py, playout.py) ------------------------------------------------
+    @property
+    def phase(self) -> str:
+        """generating → playing → done."""
+        return self.life.phase
+
+    @property
+    def status(self) -> str:
+        """in_progress, completed, failed or cancelled (the wire status)."""
+        return self.life.status
+
     @property
     def started(self) -> bool:
         """The first audio went out to the client."""
@@ -107,7 +119,7 @@ class Response:
     @property
     def held(self) -> bool:
         """A preemptive run not released yet: nothing reaches the client."""
-        return self.hold.held
+        return self.life.held
 
     def _ev(self, type: str, **kw) -> dict:
         return events.ev(type, response_id=self.id, item_id=self.item.id, output_index=0,
@@ -152,9 +164,8 @@ class Response:
                 return
             self._complete()
             if self.audio_out and self.started:
-                self.phase = "playing"
                 await self.audio.play_to_end()
-            self.phase = "done"
+            self.life.played()
 
     # -- holding (preemptive runs) --------------------------------------------------------
     def _emit(self, event: dict, **kw) -> None:
@@ -163,8 +174,8 @@ class Response:
     def release(self) -> None:
         """The turn is confirmed: from now on the client sees this response as
         if it had been created now (the held events follow response.created)."""
-        if not self.held:
-            return
+        if self.life.release() is None:
+            return                         # never held: nothing to release
         actions = self.hold.take()
         self._start()
         for act in actions:
@@ -175,6 +186,7 @@ class Response:
     def abandon(self) -> None:
         """The turn went on: nothing this run did may reach the client. The
         caller cancels its tasks (stop_tasks)."""
+        self.life.discard()
         self.hold.drop()
         if self.task is not None and not self.task.done():
             self.task.cancel()
@@ -264,6 +276,7 @@ class Response:
             self.conv.emit(events.ev("conversation.item.done", item=self.item.wire()))
 
     def _complete(self) -> None:
+        self.life.complete()     # playing until the listener heard it (run), even a text answer
         if self.call is not None:
             pass                    # no text, no audio: the call is the output
         elif self.audio_out:
@@ -273,7 +286,6 @@ class Response:
         else:
             self.conv.emit(self._ev("response.output_text.done", text=self.text))
         self._finish_item("completed")
-        self.status = "completed"
         self.completed.set()
         for callback in self.on_completed:
             callback(self)
@@ -282,6 +294,7 @@ class Response:
         self.conv.save()
 
     def _fail(self, exc: Exception) -> None:
+        self.life.fail()
         if isinstance(exc, BackendError):
             self.conv.backend_error(exc)
             code, message = "backend_unavailable", exc.message
@@ -289,7 +302,6 @@ class Response:
             code = "internal_error"
             message = f"the server failed while answering ({type(exc).__name__}); the session goes on"
             self.conv.emit(events.error(code, message, type="server_error"))
-        self.status, self.phase = "failed", "done"
         if self.audio_out:    # the history keeps only what the client got as audio
             self.truncate(drop_partial(self.audio.partial, self.playout.sent_ms if self.started else 0.0),
                           emit=self.started)
@@ -304,7 +316,7 @@ class Response:
     # -- control (called by the conversation) ---------------------------------------------------
     def pause(self) -> bool:
         """Stop sending audio at once; True if the client had audio to clear."""
-        if self.paused or self.phase == "done" or not self.audio_out:
+        if self.paused or not self.life.live or not self.audio_out:
             return False
         self.playout.freeze(self.conv.outbox.purge_audio(self.id))
         self.audio.wake()
@@ -338,15 +350,14 @@ class Response:
 
     async def cancel(self, reason: str) -> None:
         """Barge-in (turn_detected) or client cancel: stop, keep only what was heard."""
-        phase = self.phase
-        if phase == "done" and self.status != "completed":
-            return
+        if not self.life.accepts(ResponseEvent.CANCEL):
+            return                             # failed or cancelled already (or never shown)
         heard = self.playout.heard_ms()
         await self.stop_tasks()
-        self.playout.paused, self.phase = False, "done"
+        self.playout.paused = False
+        before = self.life.cancel()            # None: another cancel ended it meanwhile
         client_said = self.item.truncated_ms   # a client truncate knows what was really played
-        if phase == "generating":
-            self.status = "cancelled"
+        if before is ResponseState.GENERATING:
             self.item.audio_ms = self.playout.sent_ms if self.audio_out else 0.0
             if self.audio_out and client_said is None:
                 self.truncate(heard, emit=self.started)
@@ -354,7 +365,8 @@ class Response:
             self.conv.emit(events.ev("response.done", response=response_object(
                 self, "cancelled", {"type": "cancelled", "reason": reason})))
             turn_end.ended(self, "cancelled")
-        elif self.audio_out and client_said is None and heard < self.playout.total_ms - 0.5:
+        elif (before is not None and self.audio_out and client_said is None
+              and heard < self.playout.total_ms - 0.5):
             self.truncate(heard, emit=True)   # interrupted while the tail was playing
         self.conv.save()
 

@@ -1,7 +1,8 @@
 """The user turn as data: a Segment is one stretch of speech (VAD start →
 stop, one ASR utterance); a UserTurn is the segments that make one turn (a
-pause inside a sentence gives two segments, one turn), with its barge-in
-flags, timings and trace. turns.py moves them; conversation.py ends them."""
+pause inside a sentence gives two segments, one turn), with its life
+(barge-in and end, a state machine in turn_life.py), timings and trace.
+turns.py moves them; conversation.py ends them."""
 from __future__ import annotations
 
 import asyncio
@@ -9,6 +10,7 @@ import dataclasses
 from typing import Any
 
 from services.gateway.timings import TurnTimings
+from services.gateway.turn_life import TurnLife
 
 
 @dataclasses.dataclass
@@ -36,10 +38,10 @@ class UserTurn:
     onset_wall: float
     manual: bool = False
     segments: list[Segment] = dataclasses.field(default_factory=list)
-    barge_in: bool = False
-    confirmed: bool = False
-    ended: bool = False
-    interrupt_task: asyncio.Task | None = None
+    # Barge-in (none → pending → cutting → cut) and end: moved by bargein.py
+    # and turns.py only; read through the properties below.
+    life: TurnLife = dataclasses.field(default_factory=TurnLife)
+    interrupt_task: asyncio.Task | None = None   # the cut (Conversation.interrupt), once confirmed
     confirm_flush_at: float | None = None   # clock time of the latest barge-in flush
     echo_text: str = ""                     # the latest text taken for the reply's echo (counted once)
     sent_transcript: str = ""
@@ -49,6 +51,20 @@ class UserTurn:
     # the turn, or by the conversation when the turn gets no answer.
     span: Any = None
     span_handed_over: bool = False
+
+    @property
+    def barge_in(self) -> bool:
+        """Its speech started over a reply (paused then)."""
+        return self.life.barge_in
+
+    @property
+    def confirmed(self) -> bool:
+        """Its barge-in is a real interruption: the reply is cut or being cut."""
+        return self.life.confirmed
+
+    @property
+    def ended(self) -> bool:
+        return self.life.ended
 
     def end_span(self) -> None:
         span, self.span = self.span, None
@@ -62,8 +78,7 @@ class UserTurn:
         """No reply is left to cut for this turn: it talked over none, or its
         barge-in is confirmed and the cut (cancel, truncate) is done. Only then
         is the history an answer to it will see known (prefill, preemption)."""
-        return not self.barge_in or (self.confirmed and self.interrupt_task is not None
-                                     and self.interrupt_task.done())
+        return self.life.cut_done
 
     def speech_ms(self, now_ms: float) -> float:
         return sum((s.end_ms if s.end_ms is not None else now_ms) - s.onset_ms for s in self.segments)

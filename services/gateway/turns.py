@@ -160,7 +160,7 @@ class TurnTaker:
             await self._open_manual_segment(len(pcm16k) / 32.0)
         elif self.segment is not None and ring.end_ms - self._asr_sent_to >= settings.asr_chunk_ms:
             await self.asr_send_upto()
-        if self.turn is not None and self.turn.barge_in and not self.turn.confirmed:
+        if self.turn is not None and self.turn.life.pending:
             if not self.bargein.confirm(self.turn):
                 await self.bargein.confirm_flush(self.turn)
 
@@ -266,14 +266,14 @@ class TurnTaker:
                 and seg.interim_end_ms is not None and seg.interim_end_ms >= end_ms
                 and all(s.done.is_set() for s in turn.segments if s is not seg)):
             self.conv.preempt(turn)   # the interim already heard all of it
-        if turn.barge_in and not turn.confirmed:
+        if turn.life.pending:
             self.bargein.resume_later(turn)
 
     async def _endpoint(self, turn: UserTurn, remaining: float) -> None:
         await self.conv.clock.sleep(max(0.0, remaining))
         if self.turn is not turn or self.segment is not None or turn.ended:
             return
-        turn.ended = True
+        turn.life.end()
         turn.timings.turn_end = self.conv.clock.now()
         await self.conv.end_turn(turn)
 
@@ -306,7 +306,7 @@ class TurnTaker:
         self.send_delta(turn)
         if not r.is_final and not r.provisional and self.segment is seg:
             self.conv.prefill(turn)    # the user is still speaking: warm the LLM with the words so far
-        if turn.barge_in and not turn.confirmed:
+        if turn.life.pending:
             self.bargein.confirm(turn)
         if r.is_final and self._in_window(turn):
             self.conv.preempt(turn)
@@ -321,7 +321,7 @@ class TurnTaker:
         text = turn.text()
         if text == turn.sent_transcript or turn.ended:
             return
-        if turn.barge_in and not turn.confirmed and (not backchannel.is_real(text) or self.bargein.is_echo(turn)):
+        if turn.life.pending and (not backchannel.is_real(text) or self.bargein.is_echo(turn)):
             return  # a cough, an "mm-hm" or the reply's own echo: not shown as a user turn
         prev = turn.sent_transcript
         common = 0
@@ -357,7 +357,7 @@ class TurnTaker:
         if seg is not None:
             await self._close_segment(self.conv.ring.end_ms)
             turn.timings.speech_end = now
-        turn.ended = True
+        turn.life.end()
         turn.timings.turn_end = now
         # Waiting for the final must not hold up the audio behind this command.
         self.conv.spawn(self.conv.end_turn(turn), "commit")
@@ -375,7 +375,7 @@ class TurnTaker:
         self._cancel(self._endpoint_task)
         self.conv.discard_preempt("discarded")
         if self.turn is not None:
-            self.turn.ended = True
+            self.turn.life.end()
             if not self.turn.span_handed_over:
                 self.turn.end_span()
         self.turn = None
