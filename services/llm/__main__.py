@@ -13,7 +13,7 @@ from common.status import StreamStats
 from common.stubs import llm_pb2_grpc
 from services.llm import metrics as llm_metrics
 from services.llm.batched import load_batched
-from services.llm.engine import PREFILL_MAX_EVICT, EngineConfig, LlmEngine
+from services.llm.engine import EngineConfig, LlmEngine
 from services.llm.kv_store import KvStore
 from services.llm.model import LlamaOptions, default_model_path, load_llama, warm_up
 from services.llm.prompt import DEFAULT_SYSTEM_PROMPT, PASSAGE_WORDS
@@ -103,7 +103,6 @@ def build_engine(s: Settings) -> LlmEngine:
     opts = LlamaOptions(model_path=s.model, n_ctx=s.n_ctx, n_batch=s.n_batch,
                         n_threads=s.threads, n_gpu_layers=gpu_layers,
                         n_decode_threads=s.decode_threads or s.threads, kv_shift=s.kv_shift)
-    store = None
     if s.batch_slots > 0:
         tok, instances = load_batched(opts, s.batch_slots, s.batch_step_tokens, s.batch_contexts)
     else:
@@ -124,8 +123,6 @@ def build_engine(s: Settings) -> LlmEngine:
                        wait_timeout_s=s.queue_timeout_s, urgent_tokens=s.urgent_tokens,
                        affinity_wait_s=s.affinity_wait_s, affinity_min_tokens=s.affinity_min_tokens,
                        call_bias=s.tool_call_bias,
-                       # Evicting costs a copy when the instances save what they evict.
-                       prefill_max_evict=None if store is not None else PREFILL_MAX_EVICT,
                        # Batched, one decode thread does every answer's compute: a niced
                        # tail thread would only relay tokens from its queue.
                        tail_nice=0 if s.batch_slots > 0 else s.tail_nice)

@@ -39,8 +39,7 @@ log = logging.getLogger(__name__)
 
 # A prefill may take a free instance only if that costs another conversation at
 # most this many cached tokens (a system prompt's worth): background work never
-# evicts a history that someone's next answer needs. Unless the instances save
-# what they evict (kv_store.py): then the other conversation gets it back in ~2 ms.
+# evicts a history that someone's next answer needs.
 PREFILL_MAX_EVICT = 48
 
 
@@ -57,7 +56,6 @@ class EngineConfig:
     urgent_tokens: int = 4        # tokens decoded at normal priority, the rest at tail_nice
     tail_nice: int = 0            # nice steps below the service for the rest of an answer; 0 = no change
     call_bias: float = 0.0        # tool_choice auto: logit bonus for a call's first token (tools.py)
-    prefill_max_evict: Optional[int] = PREFILL_MAX_EVICT   # None: a prefill may take any free instance
 
 
 @dataclasses.dataclass(frozen=True)
@@ -163,7 +161,7 @@ class LlmEngine:
         """Warm a free instance's cache with the open prompt; never waits for one."""
         t0 = time.perf_counter()
         prompt = await asyncio.to_thread(self.prepare_prefill, req)
-        inst = self.pool.try_checkout(prompt, max_evict=self.config.prefill_max_evict)
+        inst = self.pool.try_checkout(prompt, max_evict=PREFILL_MAX_EVICT)
         if inst is None:
             return GenerateDone("busy", len(prompt), 0, 0.0, 0.0)
         loop = asyncio.get_running_loop()

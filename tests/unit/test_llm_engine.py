@@ -273,18 +273,6 @@ async def test_prefill_never_waits_for_a_busy_instance():
     eng.close()
 
 
-async def test_prefill_evicts_another_conversation_only_where_the_eviction_is_saved():
-    long_talk = "tell me everything about the history of the roman empire " * 8
-    for max_evict, outcome in ((48, "busy"), (None, "prefill")):
-        inst = ScriptedInstance(["ok"])
-        eng, _ = make([inst], prefill_max_evict=max_evict)
-        await collect(eng, GenerateRequest(messages=spoken(long_talk).messages))   # conversation A cached
-        _, pre = await collect(eng, spoken("and what about cats"))                  # conversation B warms
-        assert pre.finish_reason == outcome
-        assert bool(inst.prefills) == (outcome == "prefill")
-        eng.close()
-
-
 async def test_prefill_needs_a_user_or_assistant_message_last():
     eng, _ = make([ScriptedInstance(["ok"])])
     bad = GenerateRequest(messages=(ChatMessage("user", "hi"), ChatMessage("tool", "22 C")),
