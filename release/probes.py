@@ -8,11 +8,14 @@ the canary and through stable, scored by word error rate (clients/wer.py).
   eval's own paired bootstrap (``quality:asr_slices``): a canary that is
   worse on short commands or fast speech fails even when its overall WER
   is within the margin (Whisper tiny.en against base: eval-asr.md).
-- TTS round trip: fixed sentences synthesized by the canary TTS and by the
-  stable TTS, each transcribed back by the *stable* ASR (so only the voice
-  differs): a voice that mumbles or skips words shows as a higher WER.
+- TTS round trip (release/tts_probe.py): fixed sentences synthesized by the
+  canary TTS and by the stable TTS, each transcribed back by the *stable*
+  ASR (so only the voice differs), compared sentence by sentence with the
+  same paired bootstrap: a voice that mumbles or skips words shows as a
+  higher WER beyond Piper's sampling noise.
 
-``quality_checks`` is pure (scores in, judge checks out); ``Prober`` does the
+``quality_check``, ``slice_check`` and ``roundtrip_check`` are pure (scores in,
+judge checks out); ``Prober`` does the
 gRPC calls, at BACKGROUND priority (the ASR runs their finals at the
 interims' low CPU priority: live users of the same replicas go first). A
 probe that cannot run (no address, a call failing) is an
@@ -25,16 +28,21 @@ from typing import Sequence
 import grpc
 
 from release.judge import FAIL, INCONCLUSIVE, PASS, Check
+from release.tts_probe import roundtrip, roundtrip_check
 
 
 @dataclasses.dataclass(frozen=True)
 class QualityConfig:
     max_wer: float = 0.25          # absolute ceiling for the canary (either probe)
-    # Canary WER may exceed stable's by this much (absolute). Piper samples
-    # noise, so the same voice twice differs: one run of the 4-sentence round
-    # trip gave 0.000 and 0.023 (1 word of 44) for the same TTS; 0.05 is ~5
-    # words of the 12 sentences' 109.
+    # Canary WER may exceed stable's by this much (absolute). quality:asr_wer:
+    # canary > stable + margin fails. quality:tts_roundtrip_wer: the paired
+    # interval decides against it (release/tts_probe.py); 0.05 is ~5 words of
+    # the 12 sentences' 109, and Piper's sampling noise alone moved the pooled
+    # WER of the same voice by up to 4 words (docs/releases.md).
     wer_margin: float = 0.05
+    # Syntheses of each sentence per side in the TTS round trip: a second take
+    # averages Piper's noise, so an unchanged voice passes more often.
+    tts_takes: int = 2
     # quality:asr_slices: eval/asr/slices.py's comparison of the canary
     # against stable on the evaluation set; a slice regresses when its paired
     # 95 % interval is above 0 and the WER difference exceeds this margin.
@@ -120,8 +128,9 @@ class Prober:
                 checks.append(await self._asr_slices())
             return checks
         if service == "tts":
-            return [quality_check("quality:tts_roundtrip_wer", await self._roundtrip(self.tts_canary),
-                                  await self._roundtrip(self.tts_stable), self.cfg)]
+            canary = await roundtrip(self.tts_canary, self.asr_stable, self.sentences, self.cfg.tts_takes)
+            stable = await roundtrip(self.tts_stable, self.asr_stable, self.sentences, self.cfg.tts_takes)
+            return [roundtrip_check(self.sentences, canary, stable, self.cfg)]
         return []
 
     async def _asr_slices(self) -> Check:
@@ -165,23 +174,6 @@ class Prober:
         except grpc.aio.AioRpcError as exc:
             return Score(None, f"ASR {address}: {exc.code().name}")
         return Score(wer([t for _, t in pairs], hyps))
-
-    async def _roundtrip(self, tts_address: str) -> Score:
-        from common.stubs import tts_pb2, tts_pb2_grpc
-
-        if not tts_address or not self.asr_stable:
-            return Score(None, "no TTS or stable ASR address to probe")
-        audio = []
-        try:
-            async with grpc.aio.insecure_channel(tts_address) as ch:
-                stub = tts_pb2_grpc.SynthesizerStub(ch)
-                for text in self.sentences:
-                    chunks = [c async for c in stub.Synthesize(
-                        tts_pb2.SynthesizeRequest(text=text, sample_rate_hz=16000), timeout=60)]
-                    audio.append(b"".join(c.audio for c in chunks))
-        except grpc.aio.AioRpcError as exc:
-            return Score(None, f"TTS {tts_address}: {exc.code().name}")
-        return await self._asr(self.asr_stable, list(zip(audio, self.sentences)))
 
 
 async def _hypotheses(address: str, pcms: list[bytes], beam_size: int = 0) -> list[str]:
