@@ -16,11 +16,18 @@ Verdict (``roundtrip_check``, pure):
 - FAIL when the canary is worse beyond chance (the 95 % interval of the WER
   difference entirely above 0) *and* by more than ``wer_margin``; or when
   its WER is over the ``max_wer`` ceiling;
-- PASS when the interval's upper bound is below ``wer_margin``: whatever the
-  noise, the canary is not worse by the margin;
-- INCONCLUSIVE otherwise (the step holds and the next check speaks again),
-  with fewer than ``MIN_UTTERANCES`` usable sentences, or when a side could
-  not run (no address, an RPC failing)."""
+- PASS when the canary's WER is within ``wer_margin`` of stable's, as with
+  the pooled rule before;
+- INCONCLUSIVE when it is worse by more than the margin but the interval
+  reaches 0 (it may be chance: the step holds and the next check speaks
+  again), with fewer than ``MIN_UTTERANCES`` usable sentences, or when a
+  side could not run (no address, an RPC failing).
+
+Asking more for a PASS (the interval's upper bound under the margin) held a
+canary identical to stable: measured on the real services (integration
+test, 12 sentences x 2 takes), 5.0 % against 6.9 %, interval [-0.009, +0.062],
+one take of one sentence misread by 4 words. Twelve sentences are too few
+for that bound; what pairing buys is that such noise never FAILs."""
 from __future__ import annotations
 
 import dataclasses
@@ -101,11 +108,11 @@ def roundtrip_check(sentences: Sequence[str], canary: Roundtrip, stable: Roundtr
         return Check(ROUNDTRIP_RULE, FAIL, d.wer_b, cfg.max_wer, detail)
     if d.low > 0 and d.diff > cfg.wer_margin:
         return Check(ROUNDTRIP_RULE, FAIL, round(d.diff, 4), cfg.wer_margin, detail)
-    if d.high < cfg.wer_margin:
+    if d.diff <= cfg.wer_margin:
         return Check(ROUNDTRIP_RULE, PASS, round(d.diff, 4), cfg.wer_margin, detail)
-    detail["why"] = (f"canary WER {d.wer_b:.1%} against stable's {d.wer_a:.1%}: the paired 95 % interval "
-                     f"[{d.low:+.3f}, {d.high:+.3f}] reaches the margin {cfg.wer_margin:g} "
-                     f"but is not above both 0 and the margin")
+    detail["why"] = (f"canary WER {d.wer_b:.1%} against stable's {d.wer_a:.1%}, more than the margin "
+                     f"{cfg.wer_margin:g} worse, but the paired 95 % interval [{d.low:+.3f}, {d.high:+.3f}] "
+                     f"reaches 0: it may be chance")
     return Check(ROUNDTRIP_RULE, INCONCLUSIVE, round(d.diff, 4), cfg.wer_margin, detail)
 
 

@@ -83,13 +83,13 @@ def test_one_unlucky_sentence_is_inconclusive_not_a_failure():
     assert v.verdict == INCONCLUSIVE and "interval" in v.record()["checks"][-1]["why"]
 
 
-def test_a_real_but_small_regression_is_inconclusive():
+def test_a_real_regression_within_the_margin_passes():
     # A word more on 5 sentences: worse beyond chance (interval above 0) but
-    # 5/109 = 0.046 is within the margin, and the interval reaches past it.
+    # 5/109 = 0.046 is within the margin the release accepts.
     check = roundtrip_check(SENTENCES, _side({1: 1, 2: 1, 4: 1, 6: 1, 10: 1}), _side(), CFG)
     d = check.detail
     assert d["interval"][0] > 0 and d["diff"] < CFG.wer_margin < d["interval"][1]
-    assert check.outcome == INCONCLUSIVE, check.record()
+    assert check.outcome == PASS, check.record()
 
 
 def test_a_canary_over_the_ceiling_fails():
