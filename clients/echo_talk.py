@@ -111,12 +111,15 @@ async def barge_in(url: str, rate: int, room: Room, question: Clip, voice: Clip,
 
 
 def _ended_first(rt: RealtimeClient, rid: str, utt, voice: Clip) -> bool:
-    """The answer's playout stopped (played to its end) before the voice's first
-    voiced sample: a short answer, not a barge-in the server missed."""
+    """The answer's playout stopped (played to its end) before the server heard
+    the voice begin (its speech_started; the voice's first voiced sample if
+    it never said so): a short answer, not a barge-in the server missed."""
     if utt.start_sample is None:
         return False
     onset = utt.time_of(voice.span.first_sample)
-    return any(e.t <= onset for e in rt.log.all(
+    heard = rt.log.all("input_audio_buffer.speech_started", where=lambda e: e.t >= onset - EARLIEST_S)
+    cutoff = heard[0].t if heard else onset
+    return any(e.t <= cutoff for e in rt.log.all(
         "output_audio_buffer.stopped", where=lambda e: e.get("response_id") == rid))
 
 

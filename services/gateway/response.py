@@ -159,13 +159,19 @@ class Response:
             # A held run that failed is seen (and replaced) at release time.
             self.failure = failure
             await self.hold.released.wait()
+            if not self.life.live:
+                # A cancel ended it while its tasks outlived the stop (a backend
+                # that swallowed the cancel): it is over, nothing more to say.
+                log.warning("response %s: its work ended after it was %s", self.id, self.life.status)
+                return
             if failure is not None:
                 self._fail(failure)
                 return
             self._complete()
             if self.audio_out and self.started:
                 await self.audio.play_to_end()
-            self.life.played()
+            if self.life.live:
+                self.life.played()
 
     # -- holding (preemptive runs) --------------------------------------------------------
     def _emit(self, event: dict, **kw) -> None:

@@ -80,6 +80,8 @@ class _Failed:
 class _LoopState:
     """One answer's token loop, carried from its urgent part to its tail."""
     cached: int = 0
+    restored: int = 0     # of those, got back from the KV store (kv_store.py)
+    seen: bool = False    # cached/restored read from the instance after its first call
     n: int = 0
     finish: str = "stop"
     t_first: float = 0.0
@@ -166,17 +168,17 @@ class LlmEngine:
             return GenerateDone("busy", len(prompt), 0, 0.0, 0.0)
         loop = asyncio.get_running_loop()
         try:
-            fut = loop.run_in_executor(self._executor, inst.prefill, prompt)
+            fut = loop.run_in_executor(self._executor, _prefill, inst, prompt)
         except BaseException:
             self.pool.release(inst)
             raise
         # Back to the pool when the evaluation has really ended, even if we are cancelled.
         fut.add_done_callback(lambda f: self.pool.release(inst))
-        evaluated = await asyncio.shield(fut)   # a cancel must not cancel fut (it releases)
+        evaluated, restored = await asyncio.shield(fut)   # a cancel must not cancel fut (it releases)
         ms = (time.perf_counter() - t0) * 1000.0
         cached = len(prompt) - evaluated
         log.info("request %s: prefill of %d prompt tokens (%d evaluated, %d from cache) in %.0f ms%s",
-                 req.request_id or "-", len(prompt), evaluated, cached, ms, _restored(inst))
+                 req.request_id or "-", len(prompt), evaluated, cached, ms, _restored(restored))
         return GenerateDone("prefill", len(prompt), 0, 0.0, 0.0, cached_prompt_tokens=cached)
 
     async def generate(self, req: GenerateRequest) -> AsyncIterator[Event]:
@@ -266,7 +268,9 @@ class LlmEngine:
         if plan is not None and not cancel.is_set():
             call = plan.force
             if plan.decide and not call:
-                call = tools.prefers_call(inst.first_logits(prep.prompt), self.tokenizer.call_openers(),
+                logits = inst.first_logits(prep.prompt)
+                _took_cache(inst, st)
+                call = tools.prefers_call(logits, self.tokenizer.call_openers(),
                                           self.config.call_bias)
             if call:
                 return self._call(inst, prep, cancel, emit, t0, st)
@@ -275,6 +279,7 @@ class LlmEngine:
             ban = tuple(self.tokenizer.call_openers())
         it = inst.tokens(prep.prompt, prep.sampling, ban_first=ban) if ban else \
             inst.tokens(prep.prompt, prep.sampling)
+        _took_cache(inst, st)
         try:
             if cancel.is_set():
                 st.finish = "cancelled"
@@ -294,9 +299,9 @@ class LlmEngine:
         n = st.n
         ttft_ms = (st.t_first - t0) * 1000.0 if n else 0.0
         tps = (n - 1) / (st.t_last - st.t_first) if n > 1 and st.t_last > st.t_first else 0.0
-        st.cached = getattr(inst, "reused", st.cached)   # what the instance really reused (KV store included)
         log.info("request %s: %s after %d tokens (prompt %d, %d from cache), ttft %.0f ms, %.1f tok/s%s",
-                 prep.request_id or "-", st.finish, n, len(prep.prompt), st.cached, ttft_ms, tps, _restored(inst))
+                 prep.request_id or "-", st.finish, n, len(prep.prompt), st.cached, ttft_ms, tps,
+                 _restored(st.restored))
         return GenerateDone(finish_reason=st.finish, prompt_tokens=len(prep.prompt),
                             completion_tokens=n, time_to_first_token_ms=ttft_ms,
                             tokens_per_second=tps, cached_prompt_tokens=st.cached)
@@ -309,6 +314,7 @@ class LlmEngine:
         dropped (finish "length")."""
         greedy = dataclasses.replace(prep.sampling, temperature=0.0, repeat_penalty=1.0)
         it = inst.tokens(prep.prompt, greedy, grammar=prep.tools.grammar)
+        _took_cache(inst, st)
         text, finish = bytearray(), "stop"
         try:
             for token in it:
@@ -337,9 +343,9 @@ class LlmEngine:
                 log.warning("request %s: the tool call did not parse: %r", prep.request_id or "-", bytes(text[:200]))
                 finish = "length"
         ttft_ms = (st.t_first - t0) * 1000.0 if st.n else 0.0
-        st.cached = getattr(inst, "reused", st.cached)
         log.info("request %s: %s after %d tokens (prompt %d, %d from cache), ttft %.0f ms%s",
-                 prep.request_id or "-", finish, st.n, len(prep.prompt), st.cached, ttft_ms, _restored(inst))
+                 prep.request_id or "-", finish, st.n, len(prep.prompt), st.cached, ttft_ms,
+                 _restored(st.restored))
         return GenerateDone(finish_reason=finish, prompt_tokens=len(prep.prompt), completion_tokens=st.n,
                             time_to_first_token_ms=ttft_ms, tokens_per_second=0.0,
                             cached_prompt_tokens=st.cached)
@@ -382,7 +388,23 @@ class LlmEngine:
                 close()
 
 
-def _restored(inst: ModelInstance) -> str:
+def _took_cache(inst: ModelInstance, st: _LoopState) -> None:
+    """What the instance's first call for this request reused and restored
+    (KV store included); a second call (a tool request's tokens after its
+    first logits) finds the whole prompt cached and must not overwrite it."""
+    if not st.seen:
+        st.seen = True
+        st.cached = getattr(inst, "reused", st.cached)
+        st.restored = getattr(inst, "restored", 0)
+
+
+def _prefill(inst: ModelInstance, prompt: Sequence[int]) -> tuple[int, int]:
+    """Worker: tokens evaluated and tokens restored from the KV store, read
+    while this request still holds the instance."""
+    evaluated = inst.prefill(prompt)
+    return evaluated, getattr(inst, "restored", 0)
+
+
+def _restored(n: int) -> str:
     """The log's note of a cache the request got back from the KV store (kv_store.py)."""
-    n = getattr(inst, "restored", 0)
     return f" ({n} tokens restored from the KV store)" if n else ""

@@ -11,8 +11,8 @@ in ~2 ms (llama.cpp's llama_state_seq_get_data / set_data), so an instance
 saves what it is about to evict here, and any instance restores it when
 that conversation's prompt comes back: the same bytes, the same logits.
 
-The store is keyed by the saved tokens and bounded in bytes (least recently
-used out first): bookkeeping under a lock, which instances' worker threads
+The store is keyed by the saved tokens and bounded in bytes (the oldest
+saved out first; a cache put back leaves the store): bookkeeping under a lock, which instances' worker threads
 share. The copies (save, restore: llama.cpp calls on one instance's context,
 made by the thread that holds the instance) happen outside the lock."""
 from __future__ import annotations
@@ -62,13 +62,16 @@ class KvStore:
 
     def worth_saving(self, tokens: Sequence[int], kept: int) -> bool:
         """Whether a cache of ``tokens``, of which the next use keeps ``kept``,
-        loses enough to copy it out first."""
-        return self.max_bytes > 0 and len(tokens) >= self.min_tokens and len(tokens) - kept >= self.min_tokens
+        loses enough to copy it out first: a long stretch, and most of it (a
+        next use that keeps most of the cache is the same conversation going
+        on, e.g. after its answer was cut: the lost tail is never asked for)."""
+        lost = len(tokens) - kept
+        return self.max_bytes > 0 and lost >= self.min_tokens and kept < len(tokens) // 2
 
     def put(self, tokens: Sequence[int], data: Any, nbytes: int) -> None:
         """Keep a saved cache. An entry whose tokens start the new one is the
         same conversation, earlier: it goes (the new one serves every prompt
-        it served). Then the least recently used go until the bytes fit."""
+        it served). Then the oldest go until the bytes fit."""
         key = tuple(tokens)
         if nbytes > self.max_bytes:
             return
@@ -89,25 +92,34 @@ class KvStore:
         for _ in range(dropped):
             self._on_change("drop", held)
 
-    def best(self, prompt: Sequence[int], better_than: int) -> Optional[Saved]:
-        """The saved cache sharing the longest prefix with ``prompt``, if that
-        prefix beats ``better_than`` (what the instance reuses anyway) by at
-        least min_gain. Marked as recently used."""
+    def take(self, prompt: Sequence[int], better_than: int,
+             reuses: Optional[Callable[[tuple[int, ...]], int]] = None) -> Optional[Saved]:
+        """The saved cache that serves ``prompt`` best, if it beats
+        ``better_than`` (what the instance reuses anyway) by at least
+        min_gain; it leaves the store (the instance that restores it holds it
+        now, and saves it again when it evicts it). ``reuses(key)``: prompt
+        tokens a cache of ``key`` spares (default: the shared prefix; the
+        instance passes its own rule, context shift included)."""
+        score = reuses or (lambda key: common_prefix(key, prompt))
         with self._lock:
             found, reach = None, better_than + self.min_gain - 1
             for key, saved in self._entries.items():
                 if len(key) <= reach:
                     continue
-                n = common_prefix(key, prompt)
+                n = score(key)
                 if n > reach:
                     found, reach = saved, n
             if found is None:
                 return None
-            self._entries.move_to_end(found.tokens)
+            self.bytes -= self._entries.pop(found.tokens).nbytes
+        return found
+
+    def restored(self) -> None:
+        """A cache taken was put back into an instance (counted for metrics)."""
+        with self._lock:
             self.restores += 1
             held = self.bytes
         self._on_change("restore", held)
-        return found
 
 
 def save(ctx: Any, cached: Sequence[int], store: KvStore) -> None:

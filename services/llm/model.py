@@ -218,6 +218,10 @@ class LlamaInstance:
         self._store = store
         self.restored = 0    # tokens the latest request got back from the KV store (kv_store.py)
         self.reused = 0      # prompt tokens the latest request did not evaluate
+        # n_tokens right after a context shift: until a decode runs past it, the
+        # shifted keys are not rotated yet (llama.cpp does it at the next
+        # decode), and a copy of the cache would keep them unrotated.
+        self._shifted_at: int | None = None
 
     def _memory_can_shift(self) -> bool:
         import llama_cpp
@@ -244,6 +248,7 @@ class LlamaInstance:
             gap = r.drop_to - r.prefix
             if not llama_cpp.llama_memory_seq_rm(mem, 0, r.prefix, r.drop_to):
                 llm.n_tokens = r.prefix   # could not remove a partial span: keep the prefix only
+                self.reused, self._shifted_at = r.prefix, None
                 return r.prefix
             llama_cpp.llama_memory_seq_add(mem, 0, r.drop_to, -1, -gap)
             moved = cached[r.drop_to:]
@@ -261,6 +266,7 @@ class LlamaInstance:
             keep = len(prompt) - 1
         llm.n_tokens = keep          # eval() drops the KV cache past n_tokens
         self.reused = keep
+        self._shifted_at = keep if r.shifts else None
         return keep
 
     def _swap(self, cached: list[int], prompt: Sequence[int], r: reuse.Reuse) -> tuple[list[int], reuse.Reuse]:
@@ -269,9 +275,10 @@ class LlamaInstance:
         evict a long stretch of it (another conversation's history)."""
         store, llm = self._store, self._llm
         assert store is not None
-        saved = store.best(prompt, r.tokens)
+        saved = store.take(prompt, r.tokens, lambda key: reuse.plan(key, prompt, shift=self.can_shift).tokens)
         kept = reuse.common_prefix(cached, saved.tokens) if saved else len(cached) - r.lost(len(cached))
-        if store.worth_saving(cached, kept):
+        unrotated = self._shifted_at is not None and llm.n_tokens <= self._shifted_at
+        if store.worth_saving(cached, kept) and not unrotated:
             kv_store.save(llm._ctx.ctx, cached, store)
         if saved is None:
             return cached, r
@@ -281,6 +288,8 @@ class LlamaInstance:
         llm.input_ids[:len(saved.tokens)] = saved.tokens
         llm.n_tokens = len(saved.tokens)
         self.restored = len(saved.tokens)
+        self._shifted_at = None
+        store.restored()
         cached = list(saved.tokens)
         return cached, reuse.plan(cached, prompt, shift=self.can_shift)
 

