@@ -1,10 +1,11 @@
 """One Realtime session at run time, the coordinator: it dispatches client
-events (the ``_on_*`` handlers), pumps input audio through turn-taking
-(turns.py, barge-in in bargein.py), commits ended turns (``end_turn``), runs
-responses (response.py) built by the planner (planning.py: history, plan,
-LLM prefill) or released by preemption (preempt.py: answers started inside
-the silence window), keeps the session state (session.py) saved in the
-store, and owns every task it starts (closed together with the session)."""
+events (the ``_on_*`` handlers; item edits in item_events.py), pumps input
+audio through turn-taking (turns.py, barge-in in bargein.py), commits ended
+turns (``end_turn``), runs responses (response.py) built by the planner
+(planning.py: history, plan, LLM prefill) or released by preemption
+(preempt.py: answers started inside the silence window), keeps the session
+state (session.py) saved in the store, and owns every task it starts (closed
+together with the session)."""
 from __future__ import annotations
 
 import asyncio
@@ -14,14 +15,14 @@ from typing import Any, Callable, Coroutine
 from services.gateway import events, metrics, protocol
 from services.gateway.audio_in import AudioQueue, Resampler, RingBuffer
 from services.gateway.backends.types import BackendError
-from services.gateway.defaults import _DOCS_CACHE, default_config, default_turn_detection, rag_has_documents
+from services.gateway.defaults import default_turn_detection
 from services.gateway.echo_ref import SessionEcho
+from services.gateway.item_events import ItemEvents
 from services.gateway.outbox import Outbox
 from services.gateway.planning import Planner, hand_turn_span
 from services.gateway.preempt import Preemption
 from services.gateway.protocol import ProtocolError
 from services.gateway.response import Response
-from services.gateway.response_wire import truncate_item
 from services.gateway.session import Item, SessionState
 from services.gateway.session_update import session_update
 from services.gateway.settings import GatewaySettings
@@ -30,8 +31,6 @@ from services.gateway.turn_state import UserTurn
 from services.gateway.turns import TurnTaker
 
 log = logging.getLogger(__name__)
-# Session defaults live in defaults.py (re-exported: its cache is reached here by tests).
-__all__ = ["Conversation", "default_config", "default_turn_detection", "rag_has_documents", "_DOCS_CACHE"]
 
 
 class Conversation:
@@ -46,6 +45,7 @@ class Conversation:
         # The assistant's own voice cancelled from the mic audio (echo.py).
         self.echo = SessionEcho(lambda: self.response) if settings.echo_cancel else None
         self.turns = TurnTaker(self)
+        self.items = ItemEvents(self)             # the client's edits of the items
         self.response: Response | None = None
         self.planner = Planner(self)              # what answers are built from; LLM prefill
         self.preemption = Preemption(self, self.planner)   # the held answer of a turn in its silence window
@@ -218,63 +218,18 @@ class Conversation:
                                 "(the client sends faster than real time); this event was dropped",
                                 event_id=ev.get("event_id"))
 
+    # conversation.item.* (item_events.py)
     async def _on_conversation_item_create(self, ev: dict) -> None:
-        item, prev = protocol.item_create(ev)
-        if item.role == "system" and not self.settings.allow_system_items:
-            # What a client adds is what the user says, not an instruction (docs/security.md).
-            raise ProtocolError("system_items_not_allowed", "conversation.item.create: this gateway does not "
-                                "accept 'system' items (GATEWAY_ALLOW_SYSTEM_ITEMS); use session.instructions",
-                                "item.role", ev.get("event_id"))
-        if self.state.find(item.id):
-            raise ProtocolError("item_already_exists", f"conversation.item.create: an item with id "
-                                f"'{item.id}' already exists", "item.id", ev.get("event_id"))
-        try:
-            self.state.insert(item, prev)
-        except KeyError:
-            raise ProtocolError("item_not_found", f"conversation.item.create: previous_item_id '{prev}' "
-                                "is not in the conversation", "previous_item_id", ev.get("event_id")) from None
-        after = self.bound_items(item.id)
-        self.emit(events.ev("conversation.item.added", previous_item_id=after, item=item.wire()))
-        self.emit(events.ev("conversation.item.done", previous_item_id=after, item=item.wire()))
-
-    def _item(self, ev: dict, iid: str) -> Item:
-        item = self.state.find(iid)
-        if item is None:
-            raise ProtocolError("item_not_found", f"{ev['type']}: item '{iid}' is not in the conversation",
-                                "item_id", ev.get("event_id"))
-        return item
+        await self.items.create(ev)
 
     async def _on_conversation_item_delete(self, ev: dict) -> None:
-        iid = protocol.item_id(ev)
-        self._item(ev, iid)
-        self.state.delete(iid)
-        self.save()
-        self.emit(events.ev("conversation.item.deleted", item_id=iid))
+        await self.items.delete(ev)
 
     async def _on_conversation_item_retrieve(self, ev: dict) -> None:
-        item = self._item(ev, protocol.item_id(ev))
-        self.emit(events.ev("conversation.item.retrieved", item=item.wire()))
+        await self.items.retrieve(ev)
 
     async def _on_conversation_item_truncate(self, ev: dict) -> None:
-        iid, ci, end = protocol.truncate(ev)
-        item = self._item(ev, iid)
-        resp = self.response
-        # The item of the response in flight gets its output_audio part only when
-        # the response ends, so it is recognised by id: a barge-in truncates it.
-        in_flight = resp is not None and resp.item.id == iid
-        if not in_flight and (item.role != "assistant"
-                              or not any(c.get("type") == "output_audio" for c in item.content)):
-            raise ProtocolError("invalid_value", f"conversation.item.truncate: item '{iid}' is not an "
-                                "assistant audio message; only those can be truncated", "item_id",
-                                ev.get("event_id"))
-        if in_flight:
-            resp.truncate(end)   # clamped to the audio sent, never rejected for being too large
-        else:
-            used = float(int(max(0.0, min(float(end), item.audio_ms))))
-            truncate_item(item, used)
-            self.emit(events.ev("conversation.item.truncated", item_id=iid, content_index=ci,
-                                audio_end_ms=int(used)))
-        self.save()
+        await self.items.truncate(ev)
 
     async def _on_response_create(self, ev: dict) -> None:
         opts = protocol.response_create(ev, self.state.config.tools)

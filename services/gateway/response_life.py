@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import enum
 
+from services.gateway.table_step import step
 
 class ResponseState(enum.Enum):
     HELD = "held"
@@ -87,11 +88,9 @@ class ResponseLife:
 
     def _go(self, event: ResponseEvent) -> ResponseState | None:
         before = self.state
-        after = TRANSITIONS.get((before, event))
+        after = step(TRANSITIONS, IGNORED, before, event, IllegalTransition, "response")
         if after is None:
-            if (before, event) in IGNORED:
-                return None
-            raise IllegalTransition(f"response {before.value}: {event.value} is not allowed")
+            return None
         self.state = after
         return before
 

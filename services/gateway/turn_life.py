@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import enum
 
+from services.gateway.table_step import step
 
 class BargeState(enum.Enum):
     NONE = "none"
@@ -63,11 +64,9 @@ class TurnLife:
 
     def _go(self, event: TurnEvent) -> BargeState | None:
         before = self.barge
-        after = TRANSITIONS.get((before, event))
+        after = step(TRANSITIONS, IGNORED, before, event, IllegalTransition, "turn barge-in")
         if after is None:
-            if (before, event) in IGNORED:
-                return None
-            raise IllegalTransition(f"turn barge-in {before.value}: {event.value} is not allowed")
+            return None
         self.barge = after
         return before
 
