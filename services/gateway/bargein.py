@@ -113,7 +113,7 @@ class BargeIn:
     def is_echo(self, turn: UserTurn) -> bool:
         """The turn's words are the reply's own, heard back through the speakers."""
         resp = self.conv.response
-        if resp is None or not resp.audio_out or not resp.started:
+        if resp is None or not resp.audio_out or not resp.started or not self.may_hear_echo():
             return False
         # The reply around the turn's speech, not around now: a turn ended (or
         # confirmed late) after the reply resumed is compared with what it talked over.
@@ -126,6 +126,19 @@ class BargeIn:
             turn.echo_text = turn.text()
             metrics.ECHO_TRANSCRIPTS.labels(**metrics.base()).inc()
         return True
+
+    def may_hear_echo(self) -> bool:
+        """Whether this microphone may carry the reply back at all. Not when the
+        client said it is near-field (a headset), nor once the echo detector
+        found that it does not (echo_detect.py: quiet while the reply played,
+        or no correlation with it): the user's words are then theirs even where
+        they are the reply's own, as when a small model says the question back
+        and the user, talking over it, says the question again (a load test's
+        failed turns, 2026-12-02: the reply resumed and the question was lost)."""
+        echo = self.conv.echo
+        if self.conv.state.config.noise_reduction == "near_field":
+            return False
+        return echo is None or echo.canceller.detector.state != "none"
 
     async def confirm_flush(self, turn: UserTurn) -> None:
         """Speech over the reply has lasted min_interrupt_ms (+ CONFIRM_FLUSH_AFTER_MS)

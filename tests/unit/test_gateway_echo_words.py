@@ -92,3 +92,25 @@ async def test_the_users_words_mixed_with_the_echo_interrupt():
     async with session("the weather today stop stop tell me about tomorrow instead") as s:
         await s.run_audio(8.0)
         assert s.first("response.done").event["response"]["status"] == "cancelled"
+
+
+async def test_on_a_headset_the_replys_own_words_are_the_users():
+    # A near-field microphone carries no echo: the user saying the reply's words
+    # over it (a small model said the question back; the user asks it again)
+    # interrupts, as any words of their own do.
+    async with session("the weather today is sunny") as s:
+        await s.send({"type": "session.update",
+                      "session": {"audio": {"input": {"noise_reduction": {"type": "near_field"}}}}})
+        await s.run_audio(8.0)
+        assert s.first("response.done").event["response"]["status"] == "cancelled"
+        assert len(s.of("input_audio_buffer.committed")) == 2
+
+
+async def test_once_the_mic_is_found_to_carry_no_echo_the_replys_words_interrupt():
+    async with session("the weather today is sunny") as s:
+        await s.run_audio(4.0)                     # the reply plays from ~3 s
+        assert s.conv.echo is not None
+        s.conv.echo.canceller.detector.state = "none"   # echo_detect.py's verdict (tested there)
+        await s.run_audio(4.0)
+        assert s.first("response.done").event["response"]["status"] == "cancelled"
+        assert len(s.of("input_audio_buffer.committed")) == 2
