@@ -180,9 +180,11 @@ class Speaker:
         metadata.timings, timings.py) as ``server/<stage>`` figures: where
         the voice-to-voice time went, turn by turn, under this load. And
         ``client_lag``: this client's voice-to-voice minus the server's, the
-        time between the sound and the server that the server cannot see
-        (the microphone's frame, a late send, the socket, a late read; on a
-        host the load generator shares with the server, its own CPU wait)."""
+        time between the sound and the server that the server cannot see:
+        mostly the VAD's end of speech coming after the sound's (silero's
+        hangover that the energy gate does not take back), the microphone's
+        frame, then a late send or read (docs/capacity-rechecks.md, re-check
+        10: running the load generator at a higher priority changed nothing)."""
         raw = ((done.get("response") or {}).get("metadata") or {}).get("timings")
         try:
             timings = json.loads(raw) if raw else {}
