@@ -308,8 +308,10 @@ class Conversation:
         text = turn.text()
         if (turn.life.pending and not turn.manual
                 and not self.turns.bargein.confirm_at_turn_end(turn, td)):
-            log.info("session %s: speech over the reply dropped (%s): %r", self.state.id,
-                     self.turns.bargein.why_not(turn, td), text)
+            # Why at INFO; the words only at DEBUG (transcripts stay out of INFO logs).
+            log.info("session %s: speech over the reply dropped (%s, %d words)", self.state.id,
+                     self.turns.bargein.why_not(turn, td), len(text.split()))
+            log.debug("session %s: the dropped speech: %r", self.state.id, text)
             return
         if turn.interrupt_task is not None:
             await turn.interrupt_task
