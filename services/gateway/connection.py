@@ -125,7 +125,7 @@ async def _session(ws: WebSocket, ctx: Any, principal: access.Principal, sub: st
     if not resumed:
         for svc, variant in backends.variants.items():
             metrics.count_routing(svc, variant)
-    conv = Conversation(state, settings, backends, ctx.clock, ctx.store, load_own)
+    conv = Conversation(state, settings, backends, ctx.clock, ctx.store, load_own, ctx.backends.for_session)
     created = state.config.wire(state.id)
     if resumed:
         # Extension: a resumed session tells the client what it remembers.

@@ -12,7 +12,7 @@ import asyncio
 import logging
 from typing import Any, Callable, Coroutine
 
-from services.gateway import events, metrics, protocol
+from services.gateway import events, log_context, metrics, protocol
 from services.gateway.audio_in import AudioQueue, Resampler, RingBuffer
 from services.gateway.backends.types import BackendError
 from services.gateway.defaults import default_turn_detection
@@ -35,9 +35,11 @@ log = logging.getLogger(__name__)
 
 class Conversation:
     def __init__(self, state: SessionState, settings: GatewaySettings, backends: Any, clock: Any,
-                 store: Any, load_session: Callable[[str], Coroutine[Any, Any, SessionState | None]] | None = None) -> None:
+                 store: Any, load_session: Callable[[str], Coroutine[Any, Any, SessionState | None]] | None = None,
+                 route: Callable[[str, dict[str, str]], Any] | None = None) -> None:
         self.state, self.settings, self.backends, self.clock, self.store = state, settings, backends, clock, store
         self._load_session = load_session
+        self._route = route    # (session id, its stored variants) -> its backends: a resume's own
         self.outbox = Outbox(settings.outbox_max_events, clock)
         self.audio_q = AudioQueue(settings.input_queue_ms)
         self.ring = RingBuffer()
@@ -193,6 +195,23 @@ class Conversation:
             raise ProtocolError("session_not_found", f"session.update: session '{session_id}' was not found "
                                 "(expired or never stored)", "session.id", ev.get("event_id"))
         self.state = loaded
+        if self._route is not None:
+            # The resumed session keeps the variants it was given (a canary
+            # session stays on the canary), not this connection's new ones.
+            backends = self._route(loaded.id, loaded.variants)
+            loaded.variants = dict(backends.variants)
+            log_context.retag(loaded.id, backends.variants)
+            await self._use_backends(backends)
+            log.info("session %s resumed by session.update (variants %s)", loaded.id, backends.variants)
+
+    async def _use_backends(self, backends: Any) -> None:
+        """Serve the session from other backends: later calls use them, the
+        VAD and ASR streams reopen on them."""
+        self.backends = backends
+        t = self.turns
+        t.vad.client, t.asr.client = backends.vad, backends.asr
+        await t.vad.restart()
+        await t.asr.restart()
 
     async def _on_input_audio_buffer_append(self, ev: dict) -> None:
         pcm = protocol.append_audio(ev)

@@ -12,7 +12,9 @@ import logging
 
 from common import redact
 
-_TAG: contextvars.ContextVar[str] = contextvars.ContextVar("voice_session_tag", default="")
+# A one-element list, so that a session resumed on its connection (retag) is
+# seen by the tasks the connection had already started: they share the list.
+_TAG: contextvars.ContextVar[list[str] | None] = contextvars.ContextVar("voice_session_tag", default=None)
 
 
 def tag(session_id: str, variants: dict[str, str]) -> str:
@@ -25,12 +27,24 @@ def tag(session_id: str, variants: dict[str, str]) -> str:
 
 
 def set_session(session_id: str, variants: dict[str, str]) -> None:
-    _TAG.set(tag(session_id, variants))
+    """Tag what this task, and every task it starts from now, logs."""
+    _TAG.set([tag(session_id, variants)])
+
+
+def retag(session_id: str, variants: dict[str, str]) -> None:
+    """Another session on the same connection (a resume by session.update):
+    the tasks already started log with the new tag too."""
+    holder = _TAG.get()
+    if holder is None:
+        set_session(session_id, variants)
+    else:
+        holder[0] = tag(session_id, variants)
 
 
 class SessionTagFilter(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
-        t = _TAG.get()
+        holder = _TAG.get()
+        t = holder[0] if holder else ""
         if t and not getattr(record, "session_tagged", False):
             record.msg, record.session_tagged = f"{record.getMessage()} [{t}]", True
             record.args = None

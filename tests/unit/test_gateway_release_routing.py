@@ -196,3 +196,41 @@ def test_session_record_keeps_its_variants_across_resume():
         with c.websocket_connect(f"/v1/realtime?session_id={sid}") as ws:
             assert ws.receive_json()["session"]["id"] == sid
     assert decided_seen[0] == {} and decided_seen[1]["tts"] == "canary"
+
+
+def test_a_session_resumed_by_session_update_is_served_by_its_own_variants(caplog):
+    # Resuming on an open connection (session.update with the stored id) must
+    # route the session as it was routed at creation, as a resume at connect
+    # does: a canary session stays on the canary, its calls, samples and log
+    # lines say so, not the variants this connection's new session was given.
+    clock = MonotonicClock()
+    given = iter(["canary", "stable"])
+
+    def make(sid):
+        b = FakeBackends.create(clock)
+        b.variants = {**b.variants, "tts": next(given, "stable")}
+        return b
+
+    caplog.set_level("INFO")
+    provider = FakeProvider(make)
+    app = create_app(settings(), backends=provider)
+    with TestClient(app) as c:
+        with c.websocket_connect("/v1/realtime") as ws:
+            sid = ws.receive_json()["session"]["id"]                  # routed to the tts canary
+        with c.websocket_connect("/v1/realtime") as ws:
+            other = ws.receive_json()["session"]["id"]                # a new session: stable
+            assert provider.sessions[other].variants["tts"] == "stable"
+            ws.send_json({"type": "session.update", "session": {"id": sid}})
+            assert ws.receive_json()["type"] == "session.updated"
+            ws.send_json({"type": "conversation.item.create",
+                          "item": {"type": "message", "role": "user",
+                                   "content": [{"type": "input_text", "text": "hello"}]}})
+            ws.send_json({"type": "response.create", "response": {"output_modalities": ["text"]}})
+            while ws.receive_json()["type"] != "response.done":
+                pass
+        stored = asyncio.run(app.state.ctx.store.load(sid))
+    resumed = provider.sessions[sid]            # the backends routed for the resumed id
+    assert resumed.variants["tts"] == "canary" and stored.variants["tts"] == "canary"
+    assert resumed.llm.requests and not provider.sessions[other].llm.requests
+    assert any("resumed by session.update" in r.getMessage() and "'tts': 'canary'" in r.getMessage()
+               for r in caplog.records)

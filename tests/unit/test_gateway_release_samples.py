@@ -117,3 +117,35 @@ async def test_log_lines_inside_a_session_name_its_variants():
 
 async def _log(logger, msg, *args):
     logger.warning(msg, *args)
+
+
+async def test_a_session_resumed_on_its_connection_retags_the_tasks_already_running():
+    import asyncio
+    import io
+    import logging
+
+    from services.gateway import log_context
+
+    out = io.StringIO()
+    logger = logging.getLogger("test.release.retag")
+    logger.propagate = False
+    handler = logging.StreamHandler(out)
+    logger.addHandler(handler)
+    log_context.install(logger)
+    resumed = asyncio.Event()
+
+    async def pump():            # started before the resume, like the audio pump
+        await resumed.wait()
+        logger.warning("pump")
+
+    async def connection():
+        log_context.set_session("sess_aaaaaa00000000000000", {"tts": "stable"})
+        task = asyncio.create_task(pump())
+        log_context.retag("sess_bbbbbb00000000000000", {"tts": "canary"})   # session.update resume
+        resumed.set()
+        await task
+        logger.warning("handler")
+
+    await asyncio.create_task(connection())
+    logger.removeHandler(handler)
+    assert out.getvalue().splitlines() == ["pump [sess_bbbbbb… canary=tts]", "handler [sess_bbbbbb… canary=tts]"]
