@@ -69,9 +69,12 @@ class Conversation:
 
     def _task_done(self, task: asyncio.Task) -> None:
         self._tasks.discard(task)
-        if not task.cancelled() and task.exception() is not None:
-            log.error("session %s: task %s failed", self.state.id, task.get_name(),
-                      exc_info=task.exception())
+        exc = None if task.cancelled() else task.exception()
+        if exc is not None and not self.closed:
+            # Never silent: an error event, a count, and a turn it stranded dropped (supervise.py).
+            self.supervisor.one_shot_failed(task.get_name().split(":", 1)[-1], exc)
+        elif exc is not None:
+            log.error("session %s: task %s failed", self.state.id, task.get_name(), exc_info=exc)
 
     def start(self) -> None:
         self.turns.start()

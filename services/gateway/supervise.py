@@ -13,6 +13,13 @@ unlucky, and the session closes cleanly instead (error event, then the
 socket closes with 1011), its state already in the store so the client can
 resume it with ``session_id``.
 
+A session's one-shot tasks (the end of a turn, its commit, a barge-in's
+cut, a false interruption's resume, an LLM warm-up, a client's cancel) are
+not restarted: there is nothing to run again. Their unexpected failure is
+logged, counted (action ``dropped``) and told to the client the same way;
+one of a turn's own tasks also drops the turn in progress (``on_turn_task``),
+so the session listens afresh instead of waiting for a turn that cannot end.
+
 Cancellation (barge-in, session close) is not a failure and passes through."""
 from __future__ import annotations
 
@@ -37,6 +44,20 @@ CRITICAL_TASKS = {
     "audio-pump": "input audio processing",
     "vad-stream": "voice activity detection stream",
     "asr-stream": "speech recognition stream",
+}
+# One-shot tasks of a user turn: their failure leaves the turn unable to end.
+TURN_TASKS = {
+    "endpoint": "end-of-turn wait",
+    "commit": "end of the user's turn",
+    "vad-lost-stop": "end of the user's turn",
+    "interrupt": "interruption of the reply",
+    "false-interruption": "resume after a false interruption",
+}
+OTHER_TASKS = {
+    "prefill": "LLM warm-up",
+    "client-cancel": "cancel",
+    "client-clear": "output audio clear",
+    "preempt-stop": "stop of a discarded early answer",
 }
 
 
@@ -78,6 +99,20 @@ class Supervisor:
             except Exception as exc:  # noqa: BLE001 - CancelledError is a BaseException and passes
                 if not self._failed(task, exc):
                     return
+
+    def one_shot_failed(self, name: str, exc: BaseException) -> None:
+        """A one-shot task (``name`` as spawned: its kind, maybe a suffix such
+        as a response id) ended with an unexpected exception."""
+        kind = next((k for k in (*TURN_TASKS, *OTHER_TASKS) if name == k or name.startswith(k + "-")),
+                    name.split("-resp_")[0])
+        log.error("session %s: task %s failed", self.conv.state.id, name, exc_info=exc)
+        metrics.TASK_FAILURES.labels(**metrics.base(), task=kind, action="dropped").inc()
+        what = TURN_TASKS.get(kind) or OTHER_TASKS.get(kind) or kind
+        lost = "; the turn in progress was dropped, please repeat it" if kind in TURN_TASKS else ""
+        self.conv.emit(events.error(ERROR_CODE, f"internal error in the session's {what} (task {kind}: "
+                                    f"{type(exc).__name__}){lost}; the session goes on", type="server_error"))
+        if kind in TURN_TASKS:
+            self.conv.turns.drop_turn()
 
     def _failed(self, task: str, exc: Exception) -> bool:
         """Report a failure; True if the task runs again."""

@@ -86,7 +86,7 @@ class TurnTaker:
         elif self.td is None and self._vad_task is not None:
             self._vad_task.cancel()
             self._vad_task = None
-            self._drop_turn()
+            self.drop_turn()
 
     async def reconfigure_vad(self) -> None:
         await self.vad.restart()
@@ -363,7 +363,7 @@ class TurnTaker:
         self.conv.spawn(self.conv.end_turn(turn), "commit")
 
     async def clear(self) -> None:
-        self._drop_turn()
+        self.drop_turn()
         seg = self.segment
         if seg is not None:
             self.segment = None
@@ -371,13 +371,21 @@ class TurnTaker:
             seg.done.set()
             await self.asr.send("end_utterance")  # resets the ASR utterance; its text is ignored
 
-    def _drop_turn(self) -> None:
+    def drop_turn(self) -> None:
         self._cancel(self._endpoint_task)
         self.conv.discard_preempt("discarded")
         if self.turn is not None:
             self.turn.life.end()
             if not self.turn.span_handed_over:
                 self.turn.end_span()
+            if self.turn.life.pending:
+                # Its speech paused the reply and can no longer confirm: the reply
+                # resumes (a false interruption), or it would stay paused and in
+                # progress for ever, every response.create refused (turn detection
+                # turned off, or the input cleared, over a cough: found by the
+                # protocol state machine, tests/fuzz).
+                self.bargein.cancel_resume()
+                self.conv.resume_response()
         self.turn = None
 
     async def _trace_turn(self, turn: UserTurn) -> None:

@@ -155,3 +155,31 @@ def test_through_the_app_a_broken_stream_ends_in_error_events_and_close_1011():
     assert "vad-stream" in errs[-1]["message"] and "ValueError" in errs[-1]["message"]
     assert closed.value.code == supervise.CLOSE_INTERNAL_ERROR
 
+
+
+async def test_a_one_shot_turn_task_crash_drops_the_turn_says_so_and_the_next_turn_is_answered():
+    # The end-of-turn wait is a one-shot task, not restarted: its failure
+    # (a bug) used to be only logged, leaving a turn that could never end.
+    before = failures("endpoint", "dropped")
+    async with session([(1.0, 2.0), (4.0, 5.0)], ["hello there", "how are you"]) as s:
+        s.conv.turns._endpoint = fail_on_calls(s.conv.turns._endpoint, {1})
+        await s.run_audio(8.0)
+        msgs = task_errors(s)
+        assert len(msgs) == 1 and "task endpoint" in msgs[0] and "dropped" in msgs[0], msgs
+        assert answered(s)[-1] == "how are you"
+        assert [d.event["response"]["status"] for d in s.of("response.done")][-1] == "completed"
+        assert s.conv.supervisor.close_code is None and not s.conv.outbox.closed
+    assert failures("endpoint", "dropped") == before + 1
+
+
+async def test_a_failed_warm_up_is_counted_and_told_and_nothing_else_changes():
+    before = failures("prefill", "dropped")
+    async with session([(1.0, 2.0)], ["hello there"]) as s:
+        async def broken(*a, **kw):
+            raise RuntimeError("bug in the warm-up")
+        s.conv.spawn(broken(), "prefill")
+        await s.run_audio(5.0)
+        msgs = task_errors(s)
+        assert len(msgs) == 1 and "LLM warm-up" in msgs[0] and "dropped" not in msgs[0], msgs
+        assert answered(s) == ["hello there"]
+    assert failures("prefill", "dropped") == before + 1
