@@ -45,8 +45,8 @@ ECHO_TRANSCRIPTS = counter("voice_gateway_echo_transcripts_total",
                            "transcripts over the reply that were mostly the reply's own recent words: "
                            "its echo, so no barge-in")
 TASK_FAILURES = counter("voice_gateway_task_failures_total",
-                        "unexpected failures of a session's critical tasks (audio pump, VAD/ASR stream "
-                        "keepers), by task and action taken (restart, close)", ("task", "action"))
+                        "unexpected failures of a session's tasks, by task and action taken (critical "
+                        "tasks: restart, close; one-shot tasks: dropped)", ("task", "action"))
 ERRORS = counter("voice_gateway_errors_total", "error events sent, by code", ("code",))
 BACKEND_ERRORS = counter("voice_gateway_backend_errors_total", "backend call failures", ("backend",))
 FAULTS_INJECTED = counter("voice_gateway_faults_injected_total",
