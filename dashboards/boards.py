@@ -248,6 +248,12 @@ def canary_board() -> dict[str, Any]:
         Panel("Judge verdicts (15 m)", [t("(max by (backend, verdict) (increase(voice_release_decisions_total[15m]))"
                                           + zero, "{{backend}} {{verdict}}")], width=6,
               description="`python -m release events` lists each with the rule that decided and its values."),
+        Panel("Last judge decision", [t("(max by (backend, verdict, rule) "
+                                        "(voice_release_last_decision_timestamp_seconds) * 1000" + zero,
+                                        "{{backend}}: {{verdict}} ({{rule}})")],
+              kind="stat", unit="dateTimeFromNow", width=6, mappings={"0": "no decision yet"},
+              description="The judge's latest verdict per backend and the rule that decided it, with how long "
+              "ago; `python -m release events` lists the measured values."),
         Panel("Canary sessions sent to stable (canary not serving)",
               [t("(sum by (backend) (rate(voice_gateway_canary_fallbacks_total[5m]))" + zero, "{{backend}}")],
               unit="reqps", width=6),

@@ -30,6 +30,7 @@ class Panel:
     thresholds: list[tuple[float | None, str]] | None = None
     min: float | None = None
     max: float | None = None
+    mappings: dict[str, str] | None = None   # exact value -> the text shown instead
 
 
 def t(expr: str, legend: str = "", exemplar: bool = False) -> Target:
@@ -79,6 +80,9 @@ def _panel_json(p: Panel, pid: int, x: int, y: int) -> dict[str, Any]:
         defaults["min"] = p.min
     if p.max is not None:
         defaults["max"] = p.max
+    if p.mappings:
+        defaults["mappings"] = [{"type": "value", "options": {
+            v: {"text": text, "index": i} for i, (v, text) in enumerate(p.mappings.items())}}]
     if p.thresholds:
         defaults["thresholds"] = {"mode": "absolute", "steps": [
             {"color": color, "value": value} for value, color in p.thresholds]}

@@ -118,6 +118,7 @@ class Controller:
                 and now - rel.hold_since >= rel.hold_limit_s):
             event = machine.HOLD_EXPIRED
         new = machine.apply(rel, event, now)
+        new.last = {"verdict": verdict.verdict, "rule": verdict.rule, "at": now}
         if not await self.store.save(new):
             log.warning("%s: release changed while it was judged; re-judging next tick", rel.service)
             return None

@@ -53,6 +53,9 @@ class Release:
     updated_at: float = 0.0
     # Verdicts so far, cumulative for this record (exported as a counter by the gateways).
     decisions: dict[str, int] = dataclasses.field(default_factory=lambda: {v: 0 for v in VERDICTS})
+    # The latest verdict, the rule that decided it and when ({"verdict", "rule",
+    # "at"}): the canary dashboard shows it (the event log has the values).
+    last: dict[str, Any] | None = None
     rev: int = 0
 
     def to_json(self) -> str:

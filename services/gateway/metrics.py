@@ -3,7 +3,7 @@ Labels service/model/variant come from common.metrics.init at start."""
 from __future__ import annotations
 
 from prometheus_client import REGISTRY
-from prometheus_client.core import CounterMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
 from common.metrics import BASE_LABELS, VOICE_BUCKETS, base, counter, gauge, histogram
 from release.state import STATES as _RELEASE_STATES
@@ -82,15 +82,19 @@ class _Decisions:
 
     def __init__(self) -> None:
         self.counts: dict[str, dict[str, int]] = {}
+        self.last: dict[str, dict] = {}
         self.labels: dict[str, str] = {}
 
-    def set(self, counts: dict[str, dict[str, int]]) -> None:
+    def set(self, counts: dict[str, dict[str, int]], last: dict[str, dict] | None = None) -> None:
         # Labelled with the process labels of the moment, as a gauge child is.
         self.labels = base()
         self.counts = counts
+        self.last = last or {}
 
     def describe(self):
-        return [CounterMetricFamily("voice_release_decisions", "", labels=BASE_LABELS + ("backend", "verdict"))]
+        return [CounterMetricFamily("voice_release_decisions", "", labels=BASE_LABELS + ("backend", "verdict")),
+                GaugeMetricFamily("voice_release_last_decision_timestamp_seconds", "",
+                                  labels=BASE_LABELS + ("backend", "verdict", "rule"))]
 
     def collect(self):
         fam = CounterMetricFamily("voice_release_decisions", "release judge verdicts (pass, fail, inconclusive)",
@@ -100,6 +104,14 @@ class _Decisions:
             for verdict, n in sorted(counts.items()):
                 fam.add_metric([b["service"], b["model"], b["variant"], svc, verdict], n)
         yield fam
+        last = GaugeMetricFamily("voice_release_last_decision_timestamp_seconds",
+                                 "when the release judge last decided, with its verdict and the rule that decided "
+                                 "(one series per backend: the latest)",
+                                 labels=BASE_LABELS + ("backend", "verdict", "rule"))
+        for svc, d in sorted(self.last.items()):
+            last.add_metric([b["service"], b["model"], b["variant"], svc, str(d.get("verdict", "")),
+                             str(d.get("rule", ""))], float(d.get("at") or 0.0))
+        yield last
 
 
 RELEASE_DECISIONS = _Decisions()

@@ -87,7 +87,8 @@ class ReleaseView:
             for state in metrics.RELEASE_STATES:
                 metrics.RELEASE_STATE.labels(**b, backend=svc, state=state).set(
                     1.0 if (rel.state if rel is not None else "none") == state else 0.0)
-        metrics.RELEASE_DECISIONS.set({svc: dict(rel.decisions) for svc, rel in self.releases.items()})
+        metrics.RELEASE_DECISIONS.set({svc: dict(rel.decisions) for svc, rel in self.releases.items()},
+                                      {svc: dict(rel.last) for svc, rel in self.releases.items() if rel.last})
 
     async def close(self) -> None:
         if self._redis is not None:

@@ -128,7 +128,8 @@ def test_a_corrupt_record_falls_back_to_the_configured_percent():
 
 def test_release_metrics_mirror_the_view():
     view = ReleaseView(0.0)
-    view.apply({"llm": Release("llm", weight=25.0, state="holding", decisions={"pass": 1, "inconclusive": 2})})
+    view.apply({"llm": Release("llm", weight=25.0, state="holding", decisions={"pass": 1, "inconclusive": 2},
+                               last={"verdict": "inconclusive", "rule": "mann_whitney:v2v_ms", "at": 1700.0})})
     b = {"service": "unknown", "model": "unknown", "variant": "stable"}
     get = REGISTRY.get_sample_value
     assert get("voice_release_weight", b | {"backend": "llm"}) == 25.0
@@ -136,6 +137,8 @@ def test_release_metrics_mirror_the_view():
     assert get("voice_release_state", b | {"backend": "llm", "state": "progressing"}) == 0.0
     assert get("voice_release_state", b | {"backend": "asr", "state": "none"}) == 1.0
     assert get("voice_release_decisions_total", b | {"backend": "llm", "verdict": "inconclusive"}) == 2.0
+    assert get("voice_release_last_decision_timestamp_seconds",
+               b | {"backend": "llm", "verdict": "inconclusive", "rule": "mann_whitney:v2v_ms"}) == 1700.0
 
 
 class _CanaryDown(FakeProvider):

@@ -118,7 +118,7 @@ def test_stage_boards_cover_red_and_saturation_and_canary_splits_by_variant():
             release_panels += 1
             continue
         assert "variant" in expr, title
-    assert release_panels == 4
+    assert release_panels == 5
 
 
 def test_provisioning_points_grafana_at_the_dashboards():

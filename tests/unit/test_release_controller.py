@@ -85,6 +85,8 @@ async def test_failing_verdict_rolls_back_to_weight_zero_at_once():
     check = next(c for c in ev["checks"] if c["rule"] == ev["rule"])
     assert check["outcome"] == "fail" and check["p"] < 0.01 and check["value"] > 1.0
     assert rel.decisions["fail"] == 1
+    # The record keeps the latest verdict and its rule, for the canary dashboard.
+    assert rel.last == {"verdict": "fail", "rule": "mann_whitney:tts_first_audio_ms", "at": clock.now()}
     assert await ctl.tick() == []                  # rolled back: nothing more to judge
 
 
