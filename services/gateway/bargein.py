@@ -54,14 +54,25 @@ class BargeIn:
         self.turns = turns
         self.conv = turns.conv
         self._resume_task: asyncio.Task | None = None
+        self._paused: Any = None     # the reply a barge-in paused last
 
     def begin(self, turn: UserTurn) -> None:
         """A new turn's speech started: pause the reply it talks over, if any."""
         conv = self.conv
         resp = conv.interruptible_response()
-        if resp is not None and self.turns.td.interrupt_response:
+        if resp is None:
+            return
+        if self.turns.td.interrupt_response:
             turn.life.talk_over()
             conv.pause_response(resp, turn.onset_wall)
+            self._paused = resp
+        elif resp is self._paused and resp.paused:
+            # Still paused by an earlier turn's barge-in, whose false-interruption
+            # timer this speech's start cancelled, and interruptions are off now:
+            # this turn does not take the pause over, so nothing else would ever
+            # resume the reply (in progress for ever, every response.create
+            # refused). Found by the protocol state machine (tests/fuzz).
+            conv.resume_response()
 
     def confirm(self, turn: UserTurn) -> bool:
         """While the speech lasts (each audio chunk and transcript): confirm

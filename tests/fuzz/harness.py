@@ -1,17 +1,20 @@
 """What both protocol fuzzers share: the real gateway app on fake backends
 (whose VAD hears speech one second in every two, so appended audio makes
-turns, barge-ins and preemptive answers happen among everything else), the
+turns, barge-ins and preemptive answers happen among everything else, and
+scores its stops for semantic_vad, complete or not; whose LLM can be made to
+call the tools it is offered: CallingLlm), the
 marker round trip that reads everything a batch of messages caused, and the
 bounds a stored session must stay within."""
 from __future__ import annotations
 
 import json
 import logging
-from typing import Any, Iterable
+from typing import Any, Iterable, Sequence
 
 from common.clock import MonotonicClock
 from services.gateway.app import create_app
-from services.gateway.fakes import FakeBackends, FakeProvider
+from services.gateway.backends.types import ChatMessage, ToolCall, Tools
+from services.gateway.fakes import FakeBackends, FakeLlm, FakeProvider
 from services.gateway.settings import GatewaySettings
 
 MAX_ITEMS = 50
@@ -19,15 +22,45 @@ MAX_MESSAGE_BYTES = 256 * 1024
 MAX_STORED_BYTES = 4 << 20
 
 
-def fuzz_app(max_items: int = MAX_ITEMS) -> Any:
+REPLY = "Fine, thanks."
+# semantic_vad's end-of-turn probability of each stop, in turn: complete
+# (the short window), unsure and incomplete (the eagerness's long window).
+TURN_PROBS = (0.95, 0.5, 0.1) * 2000
+
+
+class CallingLlm(FakeLlm):
+    """A fake LLM that uses the tools it is offered: it calls one (the named
+    one of tool_choice a function, else the first) on every request that
+    offers tools, unless the last message is a tool's result, which it
+    answers in words. Its calls come quickly (10 ms), so that a client's
+    answer to a call can follow within the same few events."""
+
+    def __init__(self, clock: Any, replies: Sequence[str | ToolCall]) -> None:
+        super().__init__(clock, replies)
+        self.call_s = 0.01
+
+    def reply_to(self, messages: Sequence[ChatMessage], tools: Tools | None) -> str | ToolCall:
+        if tools is None or (messages and messages[-1].role == "tool"):
+            return super().reply_to(messages, tools)
+        return ToolCall(tools.name or tools.specs[0].name, json.dumps({"n": len(self.requests)}))
+
+
+def fuzz_app(max_items: int = MAX_ITEMS, tool_calls: bool = False) -> Any:
     """The gateway app (no Redis, no web page) on fake backends, every
     session of it on the same speech schedule: speech [2k, 2k+1) s after the
-    app was made."""
+    app was made. ``tool_calls``: the LLM is a CallingLlm."""
     clock = MonotonicClock()
     start = clock.now()
     speech = [(start + 2 * k, start + 2 * k + 1) for k in range(1, 5000)]
-    provider = FakeProvider(lambda sid: FakeBackends.create(clock, speech=speech, texts=("what time is it",),
-                                                            replies=("Fine, thanks.",)))
+
+    def backends(sid: str) -> FakeBackends:
+        b = FakeBackends.create(clock, speech=speech, texts=("what time is it",), replies=(REPLY,),
+                                turn_probs=TURN_PROBS)
+        if tool_calls:
+            b.llm = CallingLlm(clock, (REPLY,))
+        return b
+
+    provider = FakeProvider(backends)
     return create_app(GatewaySettings(redis_url="", web_dir="/nonexistent", max_items=max_items,
                                       max_message_bytes=MAX_MESSAGE_BYTES, outbox_max_events=4096),
                       backends=provider)

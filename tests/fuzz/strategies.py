@@ -13,7 +13,7 @@ from typing import Any
 from hypothesis import strategies as st
 
 from services.gateway import limits
-from services.gateway.session import SUPPORTED_INPUT_RATES, SUPPORTED_OUTPUT_RATES
+from services.gateway.session import EAGERNESS, SUPPORTED_INPUT_RATES, SUPPORTED_OUTPUT_RATES
 from tests.fuzz.client_events import LONG_STRINGS, SCALARS
 
 class Long(str):
@@ -65,8 +65,7 @@ def bad(path: str, *values: Any) -> st.SearchStrategy:
 
 
 # -- session.update ---------------------------------------------------------------------------
-turn_detection = st.none() | st.fixed_dictionaries({}, optional={
-    "type": st.sampled_from(["server_vad", "semantic_vad"]),
+TD_FIELDS = {
     "threshold": st.floats(0.01, 0.99),
     "prefix_padding_ms": st.integers(0, 2000),
     "silence_duration_ms": st.integers(100, 5000),
@@ -75,11 +74,21 @@ turn_detection = st.none() | st.fixed_dictionaries({}, optional={
     "create_response": st.booleans(),
     "interrupt_response": st.booleans(),
     "preemptive_generation": st.booleans(),
-})
+}
+# No "type" is server_vad; eagerness only with semantic_vad.
+server_vad = st.fixed_dictionaries({}, optional={"type": st.just("server_vad"), **TD_FIELDS})
+semantic_vad = st.fixed_dictionaries({"type": st.just("semantic_vad")},
+                                     optional={"eagerness": st.sampled_from(EAGERNESS), **TD_FIELDS})
+turn_detection = st.none() | server_vad | semantic_vad
+
 tool = st.fixed_dictionaries({"type": st.just("function"),
                               "name": st.from_regex(r"[A-Za-z0-9_-]{1,64}", fullmatch=True)},
                              optional={"description": short_text,
-                                       "parameters": st.just({"type": "object", "properties": {}})})
+                                       "parameters": st.sampled_from([
+                                           {"type": "object", "properties": {}},
+                                           {"type": "object", "properties": {"n": {"type": "integer"}}}]),
+                                       # Called only after the user's yes (confirm.py).
+                                       "sensitive": st.booleans()})
 tools = st.lists(tool, max_size=3, unique_by=lambda t: t["name"])
 
 valid_session = st.fixed_dictionaries({}, optional={
@@ -122,7 +131,9 @@ bad_session_field = st.one_of(
     bad("session.audio.output.speed", 0.0, 0.2, 1.6, 9.0, 1e300, -1, "1", True),
     bad("session.audio.output.voice", Long("v" * 257), *NOT_STRINGS),
     bad(TD, 1, "server_vad", [], True),
-    bad(TD + ".type", "none", "", Long("x" * 300), 1),
+    bad(TD + ".type", "none", "", "semantic", "SEMANTIC_VAD", Long("x" * 300), 1),
+    # Wrong for any type (no type is server_vad, which takes no eagerness at all).
+    bad(TD + ".eagerness", "sometimes", "", "LOW", "eager", 3, 0.5, True, ["low"], {}, Long("e" * 300)),
     bad(TD + ".threshold", 0.0, 1.0, 5, -0.5, "0.5", True),
     bad(TD + ".silence_duration_ms", 0, 99, 5001, 10 ** 18, 0.5, "300"),
     bad(TD + ".prefix_padding_ms", -1, 2001, 2 ** 40),
@@ -132,12 +143,28 @@ bad_session_field = st.one_of(
     bad("session.retrieval.enabled", 0, 1, "true"),
     bad("session.tools", Many([{"type": "function", "name": "f"}] * (limits.MAX_TOOLS + 1)),
         [{"type": "function", "name": "bad name"}], [{"type": "web_search"}], [1],
-        [{"type": "function", "name": "f"}, {"type": "function", "name": "f"}], "f", {}),
+        [{"type": "function", "name": "f"}, {"type": "function", "name": "f"}], "f", {},
+        [{"type": "function", "name": "f", "parameters": {"type": "string"}}],
+        [{"type": "function", "name": "f", "parameters": "{}"}],
+        [{"type": "function", "name": "f", "sensitive": "yes"}],
+        [{"type": "function", "name": "f", "description": Long("d" * 1025)}],
+        [{"type": "function", "name": Long("n" * 65)}], [{"type": "function", "name": ""}]),
     bad("session.tool_choice", "sometimes", {"type": "function", "name": "nope"}, 1, []),
 )
 # An id names a session to resume: never this one, and never while items exist.
 bad_session_id = bad("session.id", "sess_nope", Long("s" * 257), 7)
 invalid_session_update = with_one_bad(valid_session_update, bad_session_field | bad_session_id)
+
+# Turn detection alone, switched mid-session (audio flowing): eagerness is
+# refused with server_vad (or no type), and every unknown eagerness.
+turn_detection_update = st.builds(lambda td: {"session": {"audio": {"input": {"turn_detection": td}}}},
+                                  turn_detection)
+invalid_turn_detection_update = st.one_of(
+    st.builds(lambda td, e: {"session": {"audio": {"input": {"turn_detection": {**td, "eagerness": e}}}}},
+              server_vad, st.sampled_from(EAGERNESS)),
+    with_one_bad(turn_detection_update, bad(TD + ".eagerness", "sometimes", "", "High", 3, False, ["auto"], {})),
+    with_one_bad(turn_detection_update, bad(TD + ".type", "semantic", "none", 1)),
+)
 
 
 # -- audio --------------------------------------------------------------------------------------

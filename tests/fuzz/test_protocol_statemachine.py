@@ -1,7 +1,11 @@
 """The protocol as a hypothesis state machine: client events, valid and
 invalid (tests/fuzz/strategies.py), interleaved with audio, raw junk,
-oversize messages, deep nesting and huge numbers, against the real gateway
-app on fake backends (tests/fuzz/harness.py). One app serves every example;
+oversize messages, deep nesting and huge numbers, turn detection switched
+between server_vad, semantic_vad (each eagerness) and none while audio
+flows, and function tools (declared, called by the fake LLM, answered with a
+function_call_output of that call or of none, then response.create), against
+the real gateway app on fake backends (tests/fuzz/harness.py), whose LLM
+calls the tools it is offered (CallingLlm). One app serves every example;
 each example is a fresh WebSocket session.
 
 After every event the machine reads everything it caused (the marker round
@@ -14,7 +18,15 @@ responses in progress (created, not done). Invariants:
   state refuses it (an item that is gone, a response already in progress,
   none to cancel); a message without an event_id gets one error naming none;
 - retrieve, delete and truncate succeed only on items the conversation has;
-- a response the client cancels ends, and every response ends;
+- a response the client cancels ends, and every response ends once the
+  user falls silent (a reply paused for ever by a dropped barge-in was
+  found so: tests/unit/test_gateway_dropped_barge_in.py);
+- session.updated says the turn detection asked for (type, eagerness), and
+  the VAD stream is asked for end-of-turn scores exactly with semantic_vad;
+- a call names a tool the session or a response offered, has a call_id of
+  its own and is its response's only output; a response that answers a
+  call's output (and completes in words) gave the LLM that output as the
+  tool's result, named after the call;
 - at the end of a session its tasks are gone, its admission slot is free,
   and what it stored is within bounds.
 
@@ -37,9 +49,11 @@ from hypothesis import HealthCheck, Phase, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, rule, run_state_machine_as_test
 
+from services.gateway.backends.types import ChatMessage
+from services.gateway.fakes import FakeBackends
 from tests.fuzz import strategies as s
 from tests.fuzz.client_events import JUNK_KINDS, ClientEvents, junk
-from tests.fuzz.harness import MAX_MESSAGE_BYTES, ErrorLog, check_stored, fuzz_app, read_to_marker
+from tests.fuzz.harness import MAX_MESSAGE_BYTES, CallingLlm, ErrorLog, check_stored, fuzz_app, read_to_marker
 
 EXAMPLES = int(os.environ.get("FUZZ_SM_EXAMPLES", "250"))
 # Shrinking replays a failure many times against a gateway whose timing varies
@@ -64,9 +78,18 @@ class Model:
         self.active: set[str] = set()        # responses created and not done
         self.cancelled: set[str] = set()     # responses the client cancelled
         self.owed_created = 0                # "already active" refusals not yet explained
+        self.tool_names: set[str] = set()    # every tool offered, by the session or a response
+        self.calls: dict[str, dict] = {}     # call_id -> its response.function_call_arguments.done
+        self.tool_choice: str | dict = "auto"   # the session's
+        self.events_of: dict[str, list[str]] = {}   # response id -> its events' types (deltas counted once)
 
     def apply(self, ev: dict) -> None:
         t = ev["type"]
+        rid = ev.get("response_id") or (ev.get("response") or {}).get("id")
+        if rid:
+            seen = self.events_of.setdefault(rid, [])
+            if not (t.endswith(".delta") and seen and seen[-1] == t):
+                seen.append(t)
         if t == "conversation.item.added":
             assert ev["item"]["id"] not in self.items, f"item {ev['item']['id']} added twice"
             self.items[ev["item"]["id"]] = ev["item"]
@@ -85,6 +108,19 @@ class Model:
             r = ev["response"]
             assert r["status"] != "failed", f"response failed on healthy backends: {r['status_details']}"
             self.active.discard(r["id"])
+            calls = [o for o in r.get("output") or [] if o.get("type") == "function_call"]
+            if calls:
+                assert len(r["output"]) == 1, f"a call is not its response's only output: {r['output']}"
+                done = self.calls.get(calls[0]["call_id"])
+                assert done and done["item_id"] == calls[0]["id"] and done["name"] == calls[0]["name"], (
+                    f"response.done lists a call never announced: {calls[0]}")
+        elif t == "session.updated":
+            self.tool_names |= {tool["name"] for tool in ev["session"]["tools"]}
+            self.tool_choice = ev["session"]["tool_choice"]
+        elif t == "response.function_call_arguments.done":
+            assert ev["call_id"] not in self.calls, f"call_id {ev['call_id']} announced twice"
+            assert ev["name"] in self.tool_names, f"called {ev['name']!r}, never offered ({self.tool_names})"
+            self.calls[ev["call_id"]] = ev
 
 
 class ProtocolMachine(RuleBasedStateMachine):
@@ -92,6 +128,7 @@ class ProtocolMachine(RuleBasedStateMachine):
     errlog: ErrorLog
     baseline_tasks = 0
     sent = 0                # client messages sent by rules (markers not counted), all examples
+    seen: dict[str, int] = {}   # paths reached, all examples: the run's summary says how often
     first_failure: str | None = None
 
     def __init__(self) -> None:
@@ -148,16 +185,56 @@ class ProtocolMachine(RuleBasedStateMachine):
                 else:
                     assert err["event_id"] in self.async_ids and err["code"] in ASYNC_CODES, (
                         f"an error names {err['event_id']!r}, not the event that caused it ({eid!r}): {err}")
-            self.model.apply(ev)
+            self.apply(ev)
         assert anonymous == (eid is None), f"{anonymous} errors without an event_id (sent {eid!r})"
         if expect == "error" and eid is not None:
             assert len(mine) == 1, f"{len(mine)} errors name the invalid event {eid}: {text[:200]!r}"
         assert len(mine) <= 1, f"several errors for one event: {mine}"
         return events
 
+    def apply(self, ev: dict) -> None:
+        """One server event into the model, and the check of what the LLM saw."""
+        self.model.apply(ev)
+        t = ev["type"]
+        if t == "response.function_call_arguments.done":
+            self.count("function calls")
+        if t != "response.done":
+            return
+        r = ev["response"]
+        out = self.model.items.get((r.get("metadata") or {}).get("fuzz_output", ""))
+        call = self.model.calls.get(out.get("call_id", "")) if out else None
+        # Only while both items are in the conversation (a delete, or the oldest
+        # leaving, takes them out of what the LLM sees), and for an answer in
+        # words: a confirmed sensitive call is made without asking the LLM.
+        if (r["status"] != "completed" or call is None or call["item_id"] not in self.model.items
+                or [o["type"] for o in r["output"]] != ["message"]):
+            return
+        want = ChatMessage("tool", out["output"], name=call["name"], tool_call_id=call["call_id"])
+        assert any(want in req for req in self.llm().requests), (
+            f"response {r['id']} answered call {call['call_id']}'s output, but the LLM never saw it as {want}")
+        self.count("answers to a call's output")
+
+    def backends(self) -> FakeBackends:
+        return self.client.app.state.ctx.backends.sessions[self.sid]
+
+    def llm(self) -> CallingLlm:
+        return self.backends().llm
+
+    @staticmethod
+    def count(what: str) -> None:
+        ProtocolMachine.seen[what] = ProtocolMachine.seen.get(what, 0) + 1
+
     def event(self, typ: Any, body: dict, expect: str, allowed: Allowed | None = None) -> list[dict]:
         eid = self.eid()
         return self.send(json.dumps({"type": typ, "event_id": eid, **body}), eid, expect, allowed)
+
+    def settle(self, done: Callable[[], bool], most_s: float) -> None:
+        """Read what the server says until ``done()``, for at most ``most_s``."""
+        deadline = time.monotonic() + most_s
+        while not done() and time.monotonic() < deadline:
+            time.sleep(0.005)
+            for ev in read_to_marker(self.ws, f"settle{self.n}"):
+                self.apply(ev)
 
     def refused(self, events: list[dict]) -> bool:
         """Whether the last event sent was refused with an error."""
@@ -170,11 +247,40 @@ class ProtocolMachine(RuleBasedStateMachine):
     # -- session and audio -------------------------------------------------------------------
     @rule(body=s.valid_session_update)
     def session_update(self, body):
-        events = self.event("session.update", body, "ok")
-        assert any(e["type"] == "session.updated" for e in events)
+        new = body["session"]
+
+        def loses_named_tool(m: Model) -> bool:
+            """New tools without the one the session's tool_choice names (tools_then_respond)."""
+            return (isinstance(m.tool_choice, dict) and "tools" in new and "tool_choice" not in new
+                    and m.tool_choice["name"] not in {t["name"] for t in new["tools"]})
+        events = self.event("session.update", body, "ok", {"invalid_value": loses_named_tool})
+        assert self.refused(events) or any(e["type"] == "session.updated" for e in events)
 
     @rule(body=s.invalid_session_update)
     def session_update_invalid(self, body):
+        self.event("session.update", body, "error")
+
+    @rule(body=s.turn_detection_update, audio=s.pcm())
+    def turn_detection(self, body, audio):
+        """Switch server_vad / semantic_vad / none, audio flowing before and after."""
+        self.append({"audio": audio})
+        events = self.event("session.update", body, "ok")
+        sent = body["session"]["audio"]["input"]["turn_detection"]
+        updated = [e for e in events if e["type"] == "session.updated"]
+        assert updated, "session.update neither refused nor answered"
+        td = updated[-1]["session"]["audio"]["input"]["turn_detection"]
+        if sent is None:
+            assert td is None, f"turn detection off, but session.updated says {td}"
+        else:
+            assert td["type"] == sent.get("type", "server_vad"), f"asked for {sent}, got {td}"
+            assert ("eagerness" in td) == (td["type"] == "semantic_vad"), f"eagerness with {td}"
+            if "eagerness" in sent:
+                assert td["eagerness"] == sent["eagerness"], f"asked for {sent}, got {td}"
+        self.count(f"turn detection {td['type'] if td else None}")
+        self.append({"audio": audio})
+
+    @rule(body=s.invalid_turn_detection_update)
+    def turn_detection_invalid(self, body):
         self.event("session.update", body, "error")
 
     @rule(body=s.valid_append)
@@ -252,6 +358,7 @@ class ProtocolMachine(RuleBasedStateMachine):
 
     @rule(body=s.valid_response_create)
     def response_create(self, body):
+        self.model.tool_names |= {t["name"] for t in body.get("response", {}).get("tools", [])}
         self.event("response.create", body, "ok", {"conversation_already_has_active_response": self.busy})
 
     @rule(body=s.invalid_response_create)
@@ -267,6 +374,52 @@ class ProtocolMachine(RuleBasedStateMachine):
                             {"response_cancel_not_active": lambda m: not m.active or (rid and rid not in m.active)})
         if not self.refused(events):
             self.model.cancelled |= self.model.active
+
+    # -- function tools ----------------------------------------------------------------------
+    @rule(tools=st.lists(s.tool, min_size=1, max_size=3, unique_by=lambda t: t["name"]),
+          choice=st.sampled_from(["auto", "required", "named", "none"]), i=st.integers(0, 2),
+          per_response=st.booleans(), text=st.sampled_from(["what is the weather?", "hello"]))
+    def tools_then_respond(self, tools, choice, i, per_response, text):
+        """Tools offered (by the session or by one response) and a user
+        message answered: the fake LLM calls one (not with "none")."""
+        tc = {"type": "function", "name": tools[i % len(tools)]["name"]} if choice == "named" else choice
+        if per_response:
+            self.model.tool_names |= {t["name"] for t in tools}
+            response = {"tools": tools, "tool_choice": tc}
+        else:
+            self.event("session.update", {"session": {"tools": tools, "tool_choice": tc}}, "ok")
+            response = {}
+        self.event("conversation.item.create", {"item": s.message("user", [text])}, "ok")
+        events = self.event("response.create", {"response": {**response, "output_modalities": ["text"]}}, "ok",
+                            {"conversation_already_has_active_response": self.busy})
+        called = tools[i % len(tools)] if choice == "named" else tools[0]
+        if choice != "none" and not called.get("sensitive") and not self.refused(events):
+            # The call comes in ~10 ms (CallingLlm): wait for it, so that the
+            # client's answer to it can follow (a sensitive tool asks instead).
+            calls = len(self.model.calls)
+            self.settle(lambda: len(self.model.calls) > calls, 0.2)
+
+    @rule(kind=st.sampled_from(["call", "call", "any call", "unknown call", "yes"]), i=st.integers(0, 99),
+          respond=st.booleans(), output=st.sampled_from(['{"sky": "sunny"}', "", "42"]))
+    def answer_call(self, kind, i, respond, output):
+        """What a client does after a call: a function_call_output of it (of a
+        call still in the conversation, of any call so far, or of one that
+        never was), or "yes" to a sensitive tool's question; then, maybe,
+        response.create."""
+        m = self.model
+        calls = sorted(c for c, done in m.calls.items() if kind == "any call" or done["item_id"] in m.items)
+        if kind == "yes":
+            item = s.message("user", ["yes, go ahead"])
+        else:
+            call_id = calls[i % len(calls)] if kind != "unknown call" and calls else f"call_unknown{i}"
+            item = {"type": "function_call_output", "call_id": call_id, "output": output}
+            self.count("outputs of a call" if call_id in m.calls else "outputs of no call")
+        iid = f"it{self.n + 1}"
+        self.event("conversation.item.create", {"item": {**item, "id": iid}}, "ok")
+        if respond:
+            self.event("response.create", {"response": {"metadata": {"fuzz_output": iid},
+                                                         "output_modalities": ["text"]}}, "ok",
+                       {"conversation_already_has_active_response": self.busy})
 
     # -- hostile messages ------------------------------------------------------------------
     @rule(kind=st.integers(0, JUNK_KINDS - 1), depth=st.integers(1, 6000), seed=st.integers(0, 2 ** 16))
@@ -310,6 +463,20 @@ class ProtocolMachine(RuleBasedStateMachine):
     def nothing_logged_at_error(self):
         assert not self.errlog.records, f"logged at ERROR: {self.errlog.messages()[:3]}"
 
+    def check_vad(self) -> None:
+        """The VAD stream in use asks for end-of-turn scores exactly with
+        semantic_vad (reopened on a switch: allow it a moment). The session's
+        turn detection as the server says it (an empty session.update)."""
+        vad = self.backends().vad
+        for _ in range(100):
+            events = self.event("session.update", {"session": {}}, "ok")
+            td = next(e for e in events if e["type"] == "session.updated")["session"]["audio"]["input"][
+                "turn_detection"]
+            if td is None or (vad.params and vad.params[-1].end_of_turn == (td["type"] == "semantic_vad")):
+                return
+            time.sleep(0.01)
+        raise AssertionError(f"turn detection {td}, but the VAD stream was opened with {vad.params[-1:]}")
+
     def teardown(self) -> None:
         try:
             self._teardown()
@@ -322,10 +489,14 @@ class ProtocolMachine(RuleBasedStateMachine):
             # A client streams its microphone: silence in real time lets a user
             # turn that started over a response end (and the response with it).
             # The fake VAD hears speech one second in every two whatever is sent,
-            # so new turns (and responses) keep starting meanwhile: the example's
-            # own responses must end, not every response at one moment (on a slow
-            # host each new one outlived the second of silence, and the check
-            # never saw none in progress: CI 2026-12-02).
+            # and every utterance but a session's first is a cough (no words): a
+            # reply paused by one stays paused while coughs keep coming less than
+            # false_interruption_timeout_ms apart (up to 10 s), as it should. So
+            # the user falls silent now, and the example's own responses must end
+            # (not every response at one moment: on a slow host each new one
+            # outlived the second of silence, and the check never saw none in
+            # progress: CI 2026-12-02).
+            self.backends().vad.speech = []
             silence = json.dumps({"type": "input_audio_buffer.append", "audio": SILENCE_50MS})
             pending = set(self.model.active)
             deadline = time.monotonic() + 30
@@ -333,11 +504,13 @@ class ProtocolMachine(RuleBasedStateMachine):
                 time.sleep(0.05)
                 self.ws.send_text(silence)
                 for ev in read_to_marker(self.ws, "teardown"):
-                    self.model.apply(ev)
+                    self.apply(ev)
             stuck = pending & self.model.active
             assert not stuck, f"responses never ended: {stuck}" + (
-                f" (cancelled by the client: {self.model.cancelled & stuck})")
+                f" (cancelled by the client: {self.model.cancelled & stuck})") + "; their events: " + "; ".join(
+                f"{r}: {self.model.events_of.get(r)}" for r in stuck)
             assert not self.model.owed_created, "refused as busy, but no response was in progress"
+            self.check_vad()
         finally:
             self._cm.__exit__(None, None, None)
         ctx = self.client.app.state.ctx
@@ -360,9 +533,9 @@ def tasks(client: TestClient) -> int:
 
 def test_protocol_state_machine():
     t0 = time.monotonic()
-    with ErrorLog() as errlog, TestClient(fuzz_app(max_items=MAX_ITEMS)) as client:
+    with ErrorLog() as errlog, TestClient(fuzz_app(max_items=MAX_ITEMS, tool_calls=True)) as client:
         ProtocolMachine.client, ProtocolMachine.errlog = client, errlog
-        ProtocolMachine.baseline_tasks, ProtocolMachine.sent = tasks(client), 0
+        ProtocolMachine.baseline_tasks, ProtocolMachine.sent, ProtocolMachine.seen = tasks(client), 0, {}
         ProtocolMachine.first_failure = None
         try:
             run_state_machine_as_test(ProtocolMachine, settings=settings(
@@ -374,4 +547,5 @@ def test_protocol_state_machine():
                 print(f"\nfirst failure: {ProtocolMachine.first_failure}")
             raise
     print(f"\nstate machine: {EXAMPLES} sessions, {ProtocolMachine.sent} client messages (each followed "
-          f"by a marker) in {time.monotonic() - t0:.1f} s")
+          f"by a marker) in {time.monotonic() - t0:.1f} s; reached: "
+          + ", ".join(f"{k} {v}" for k, v in sorted(ProtocolMachine.seen.items())))

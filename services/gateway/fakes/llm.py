@@ -1,5 +1,6 @@
 """FakeLlm: streams the scripted reply word by word (a scripted ToolCall
-reply comes out whole, when the request offers tools); records every
+reply comes out whole after ``call_s``, when the request offers tools; a
+subclass scripts by the request's content through ``reply_to``); records every
 request (and prefill) and when it came. FakeRag: the scripted passages above the
 score floor, after ``latency_s``."""
 from __future__ import annotations
@@ -19,6 +20,7 @@ class FakeLlm(FakeBackend):
         super().__init__("llm", clock)
         self.replies = list(replies)
         self.first_token_s, self.token_s = first_token_s, token_s
+        self.call_s = first_token_s              # until a scripted ToolCall comes
         self.requests: list[list[ChatMessage]] = []
         self.requested_at: list[float] = []
         self.passages: list[list[Passage]] = []
@@ -42,12 +44,16 @@ class FakeLlm(FakeBackend):
         await self.clock.sleep(self.prefill_s)
         return "prefill"
 
+    def reply_to(self, messages: Sequence[ChatMessage], tools: Tools | None) -> str | ToolCall:
+        """The next request's reply: the scripted replies in order, the last one repeated."""
+        return self.replies[min(len(self.requests), len(self.replies) - 1)]
+
     async def generate(self, messages: Sequence[ChatMessage], passages: Sequence[Passage],
                        max_tokens: int, request_id: str, usage: LlmUsage,
                        priority: Priority = Priority.URGENT,
                        tools: Tools | None = None) -> AsyncIterator[str | ToolCall]:
         self._check()
-        reply = self.replies[min(len(self.requests), len(self.replies) - 1)]
+        reply = self.reply_to(messages, tools)
         self.requests.append(list(messages))
         self.tools.append(tools)
         self.priorities.append(priority)
@@ -57,7 +63,7 @@ class FakeLlm(FakeBackend):
         if isinstance(reply, ToolCall) and tools is None:
             reply = "I have no tools."   # a model offered no tools cannot call one
         if isinstance(reply, ToolCall):
-            await self.clock.sleep(self.first_token_s)
+            await self.clock.sleep(self.call_s)
             yield reply
             usage.completion_tokens, usage.finish_reason = 10, "tool_call"
             self.completed += 1

@@ -36,8 +36,9 @@ class FakeVadStream(FakeStream):
             self._classified += FRAME_MS
             self._frame(start, self.owner.speaking(self.base_ms + start + FRAME_MS / 2))
 
-    def _frame(self, start: float, voiced: bool) -> None:
-        rel = start - self.base_ms
+    def _frame(self, rel: float, voiced: bool) -> None:
+        """The frame at ``rel`` ms of the stream's audio (its events' times are
+        the stream's own, as the real VAD's; the script's are absolute)."""
         if voiced:
             if self._speech_run == 0:
                 self._onset = rel
