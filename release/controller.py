@@ -118,7 +118,9 @@ class Controller:
                 and now - rel.hold_since >= rel.hold_limit_s):
             event = machine.HOLD_EXPIRED
         new = machine.apply(rel, event, now)
-        new.last = {"verdict": verdict.verdict, "rule": verdict.rule, "at": now}
+        # An inconclusive step held past its limit is aborted: say that, not "inconclusive".
+        new.last = {"verdict": "hold_expired" if event == machine.HOLD_EXPIRED else verdict.verdict,
+                    "rule": verdict.rule, "at": now}
         if not await self.store.save(new):
             log.warning("%s: release changed while it was judged; re-judging next tick", rel.service)
             return None

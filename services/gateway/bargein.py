@@ -96,7 +96,7 @@ class BargeIn:
             metrics.BARGE_IN_CONFIRM.labels(**metrics.base()).observe(
                 max(0.0, self.conv.clock.now() - turn.onset_wall))
             self.cancel_resume()
-        task = turn.interrupt_task = self.conv.spawn(self._cut(turn), "interrupt")
+        task = turn.interrupt_task = self.conv.spawn(self._cut(turn), "interrupt", turn=turn)
         # A task cancelled before it ran (the session closing) never runs _cut's finally.
         task.add_done_callback(lambda _t: turn.life.cut_finished())
         if during_speech:
@@ -175,7 +175,7 @@ class BargeIn:
 
     def resume_later(self, turn: UserTurn) -> None:
         """The speech ended unconfirmed: start the false-interruption timer."""
-        self._resume_task = self.conv.spawn(self._resume_later(turn), "false-interruption")
+        self._resume_task = self.conv.spawn(self._resume_later(turn), "false-interruption", turn=turn)
 
     def cancel_resume(self) -> None:
         task = self._resume_task

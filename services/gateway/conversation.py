@@ -60,19 +60,23 @@ class Conversation:
         return "conv_" + self.state.id.removeprefix("sess_")
 
     # -- tasks ------------------------------------------------------------------------
-    def spawn(self, coro: Coroutine, name: str) -> asyncio.Task:
-        """A task owned by this session: tracked, its failure logged, cancelled at close."""
+    def spawn(self, coro: Coroutine, name: str, *, turn: UserTurn | None = None,
+              event_id: str | None = None) -> asyncio.Task:
+        """A task owned by this session: tracked, cancelled at close; its
+        unexpected failure is reported (supervise.py), naming ``event_id``
+        (the client event it serves) and dropping ``turn`` (the user turn it
+        ends) if that is still the turn in progress."""
         task = asyncio.get_running_loop().create_task(coro, name=f"{self.state.id}:{name}")
         self._tasks.add(task)
-        task.add_done_callback(self._task_done)
+        task.add_done_callback(lambda t: self._task_done(t, name, turn, event_id))
         return task
 
-    def _task_done(self, task: asyncio.Task) -> None:
+    def _task_done(self, task: asyncio.Task, kind: str, turn: UserTurn | None, event_id: str | None) -> None:
         self._tasks.discard(task)
         exc = None if task.cancelled() else task.exception()
-        if exc is not None and not self.closed:
-            # Never silent: an error event, a count, and a turn it stranded dropped (supervise.py).
-            self.supervisor.one_shot_failed(task.get_name().split(":", 1)[-1], exc)
+        if exc is not None and not (self.closed or self.outbox.closed):
+            # Never silent: an error event, a count, and the turn it stranded dropped.
+            self.supervisor.one_shot_failed(kind, exc, turn, event_id)
         elif exc is not None:
             log.error("session %s: task %s failed", self.state.id, task.get_name(), exc_info=exc)
 
@@ -193,19 +197,26 @@ class Conversation:
             raise ProtocolError("session_resume_not_allowed",
                                 f"session.update: cannot resume session '{session_id}': this session "
                                 "already has conversation items", "session.id", ev.get("event_id"))
+        if self.turns.turn is not None or self.preemption.held is not None:
+            raise ProtocolError("session_resume_not_allowed",
+                                f"session.update: cannot resume session '{session_id}' while the user is "
+                                "speaking: resume before sending audio, or after the turn", "session.id",
+                                ev.get("event_id"))
         loaded = await self._load_session(session_id) if self._load_session else None
         if loaded is None:
             raise ProtocolError("session_not_found", f"session.update: session '{session_id}' was not found "
                                 "(expired or never stored)", "session.id", ev.get("event_id"))
+        if self._route is None:
+            self.state = loaded
+            return
+        # The resumed session keeps the variants it was given (a canary
+        # session stays on the canary), not this connection's new ones.
+        backends = self._route(loaded.id, loaded.variants)
+        loaded.variants = dict(backends.variants)
         self.state = loaded
-        if self._route is not None:
-            # The resumed session keeps the variants it was given (a canary
-            # session stays on the canary), not this connection's new ones.
-            backends = self._route(loaded.id, loaded.variants)
-            loaded.variants = dict(backends.variants)
-            log_context.retag(loaded.id, backends.variants)
-            await self._use_backends(backends)
-            log.info("session %s resumed by session.update (variants %s)", loaded.id, backends.variants)
+        log_context.retag(loaded.id, backends.variants)
+        await self._use_backends(backends)
+        log.info("session %s resumed by session.update (variants %s)", loaded.id, backends.variants)
 
     async def _use_backends(self, backends: Any) -> None:
         """Serve the session from other backends: later calls use them, the
@@ -269,13 +280,13 @@ class Conversation:
                                 "response.cancel: there is no response in progress"
                                 + (f" with id '{rid}'" if rid else ""), "response_id", ev.get("event_id"))
         resp.pause()
-        self.spawn(resp.cancel("client_cancelled"), "client-cancel")
+        self.spawn(resp.cancel("client_cancelled"), "client-cancel", event_id=ev.get("event_id"))
 
     async def _on_output_audio_buffer_clear(self, ev: dict) -> None:
         resp = self.response
         if resp is not None and resp.phase != "done" and resp.audio_out and resp.started:
             resp.pause()   # emits output_audio_buffer.cleared
-            self.spawn(resp.cancel("client_cancelled"), "client-clear")
+            self.spawn(resp.cancel("client_cancelled"), "client-clear", event_id=ev.get("event_id"))
         else:
             self.emit(events.ev("output_audio_buffer.cleared", response_id=resp.id if resp else None))
 
@@ -336,7 +347,7 @@ class Conversation:
             log.debug("session %s: the dropped speech: %r", self.state.id, text)
             return
         if turn.interrupt_task is not None:
-            await turn.interrupt_task
+            await asyncio.wait([turn.interrupt_task])    # a failed cut is reported by its own task
         if not text and not turn.manual:
             log.info("session %s: speech without words: no turn", self.state.id)
             return

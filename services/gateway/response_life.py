@@ -34,6 +34,7 @@ import enum
 
 from services.gateway.table_step import step
 
+
 class ResponseState(enum.Enum):
     HELD = "held"
     GENERATING = "generating"

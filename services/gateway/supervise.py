@@ -54,10 +54,10 @@ TURN_TASKS = {
     "false-interruption": "resume after a false interruption",
 }
 OTHER_TASKS = {
-    "prefill": "LLM warm-up",
+    "llm-prefill": "LLM warm-up",
+    "llm-warm": "LLM warm-up",
     "client-cancel": "cancel",
     "client-clear": "output audio clear",
-    "preempt-stop": "stop of a discarded early answer",
 }
 
 
@@ -100,18 +100,23 @@ class Supervisor:
                 if not self._failed(task, exc):
                     return
 
-    def one_shot_failed(self, name: str, exc: BaseException) -> None:
-        """A one-shot task (``name`` as spawned: its kind, maybe a suffix such
-        as a response id) ended with an unexpected exception."""
-        kind = next((k for k in (*TURN_TASKS, *OTHER_TASKS) if name == k or name.startswith(k + "-")),
-                    name.split("-resp_")[0])
+    def one_shot_failed(self, name: str, exc: BaseException, turn: Any = None,
+                        event_id: str | None = None) -> None:
+        """A one-shot task (``name`` as spawned; a response's own tasks carry
+        its id: ``preempt-stop-resp_…``) ended with an unexpected exception.
+        ``turn``: the user turn it served, dropped if it is still the one in
+        progress (a newer turn is left alone); ``event_id``: the client event
+        it served, named in the error."""
+        kind = name if name in TURN_TASKS or name in OTHER_TASKS else name.split("-resp_")[0]
         log.error("session %s: task %s failed", self.conv.state.id, name, exc_info=exc)
         metrics.TASK_FAILURES.labels(**metrics.base(), task=kind, action="dropped").inc()
         what = TURN_TASKS.get(kind) or OTHER_TASKS.get(kind) or kind
-        lost = "; the turn in progress was dropped, please repeat it" if kind in TURN_TASKS else ""
+        drop = turn is not None and self.conv.turns.turn is turn
+        lost = "; the turn in progress was dropped, please repeat it" if drop else ""
         self.conv.emit(events.error(ERROR_CODE, f"internal error in the session's {what} (task {kind}: "
-                                    f"{type(exc).__name__}){lost}; the session goes on", type="server_error"))
-        if kind in TURN_TASKS:
+                                    f"{type(exc).__name__}){lost}; the session goes on", type="server_error",
+                                    event_id=event_id))
+        if drop:
             self.conv.turns.drop_turn()
 
     def _failed(self, task: str, exc: Exception) -> bool:

@@ -31,6 +31,7 @@ import enum
 
 from services.gateway.table_step import step
 
+
 class BargeState(enum.Enum):
     NONE = "none"
     PENDING = "pending"

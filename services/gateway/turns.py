@@ -144,7 +144,7 @@ class TurnTaker:
             self.conv.emit(events.error("backend_unavailable", exc.message, type="server_error"))
         if exc.backend == "vad" and self.segment is not None:
             # Without VAD the open segment cannot end by itself: end it here.
-            self.conv.spawn(self._speech_stopped(self.conv.ring.end_ms), "vad-lost-stop")
+            self.conv.spawn(self._speech_stopped(self.conv.ring.end_ms), "vad-lost-stop", turn=self.turn)
 
     # -- audio ----------------------------------------------------------------------
     async def feed(self, pcm16k: bytes) -> None:
@@ -255,7 +255,7 @@ class TurnTaker:
         turn.timings.vad_stopped = now
         window_ms = semantic.silence_window_ms(self.td, turn_probability, self.conv.settings)
         remaining = window_ms / 1000.0 - (now - turn.timings.speech_end)
-        self._endpoint_task = self.conv.spawn(self._endpoint(turn, remaining), "endpoint")
+        self._endpoint_task = self.conv.spawn(self._endpoint(turn, remaining), "endpoint", turn=turn)
         if self._in_window(turn):
             # The final came while the utterance was being ended (a flush that
             # finished before the stop): the answer can start now.
@@ -360,7 +360,7 @@ class TurnTaker:
         turn.life.end()
         turn.timings.turn_end = now
         # Waiting for the final must not hold up the audio behind this command.
-        self.conv.spawn(self.conv.end_turn(turn), "commit")
+        self.conv.spawn(self.conv.end_turn(turn), "commit", turn=turn, event_id=event_id)
 
     async def clear(self) -> None:
         self.drop_turn()

@@ -9,7 +9,7 @@ client reconnecting to another process with its session: history intact").
 The kill comes 0.3 s after the client got the last ``response.done``: the
 store writes behind (services/gateway/store.py), woken at once by each save,
 so a crash within the few milliseconds of that write can still lose the last
-turn; this test pins that the window is no longer than that."""
+turn; this test shows that 0.3 s is enough for it to be stored."""
 from __future__ import annotations
 
 import asyncio

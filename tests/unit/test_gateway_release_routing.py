@@ -237,3 +237,23 @@ def test_a_session_resumed_by_session_update_is_served_by_its_own_variants(caplo
     assert resumed.llm.requests and not provider.sessions[other].llm.requests
     assert any("resumed by session.update" in r.getMessage() and "'tts': 'canary'" in r.getMessage()
                for r in caplog.records)
+
+
+async def test_a_resume_while_the_user_speaks_is_refused_and_the_turn_goes_on():
+    # The turn in progress (and any answer held for it) belongs to this
+    # connection's session and its backends: a resume now would carry them
+    # into the resumed session. Refused, naming why; the turn is answered.
+    from common.clock import VirtualClock
+    from services.gateway.scripted import ScriptedSession
+
+    clock = VirtualClock()
+    b = FakeBackends.create(clock, speech=[(0.5, 2.0)], texts=["hello there"], replies=("Hi.",))
+    async with ScriptedSession(b, clock, GatewaySettings(redis_url="")) as s:
+        await s.run_audio(1.0)
+        assert s.conv.turns.turn is not None
+        await s.send({"type": "session.update", "event_id": "evt_r", "session": {"id": "sess_other"}})
+        err = s.first("error").event["error"]
+        assert err["code"] == "session_resume_not_allowed" and err["event_id"] == "evt_r", err
+        assert "while the user is speaking" in err["message"]
+        await s.run_audio(4.0)
+        assert s.first("response.done").event["response"]["status"] == "completed"

@@ -21,6 +21,7 @@ from services.gateway.app import create_app
 from services.gateway.fakes import FakeBackends, FakeProvider
 from services.gateway.scripted import ScriptedSession
 from services.gateway.settings import GatewaySettings
+from services.gateway.turn_state import UserTurn
 
 SETTINGS = dict(redis_url="", silence_duration_ms=500, vad_min_silence_ms=160, vad_min_speech_ms=120,
                 prefix_padding_ms=300, min_interrupt_ms=300, false_interruption_timeout_ms=800)
@@ -156,7 +157,6 @@ def test_through_the_app_a_broken_stream_ends_in_error_events_and_close_1011():
     assert closed.value.code == supervise.CLOSE_INTERNAL_ERROR
 
 
-
 async def test_a_one_shot_turn_task_crash_drops_the_turn_says_so_and_the_next_turn_is_answered():
     # The end-of-turn wait is a one-shot task, not restarted: its failure
     # (a bug) used to be only logged, leaving a turn that could never end.
@@ -173,13 +173,42 @@ async def test_a_one_shot_turn_task_crash_drops_the_turn_says_so_and_the_next_tu
 
 
 async def test_a_failed_warm_up_is_counted_and_told_and_nothing_else_changes():
-    before = failures("prefill", "dropped")
+    warm_ups = lambda: failures("llm-prefill", "dropped") + failures("llm-warm", "dropped")  # noqa: E731
+    before = warm_ups()
     async with session([(1.0, 2.0)], ["hello there"]) as s:
         async def broken(*a, **kw):
             raise RuntimeError("bug in the warm-up")
-        s.conv.spawn(broken(), "prefill")
+        s.conv.planner._prefill = broken          # the real spawn site and task name (planning.py)
         await s.run_audio(5.0)
         msgs = task_errors(s)
-        assert len(msgs) == 1 and "LLM warm-up" in msgs[0] and "dropped" not in msgs[0], msgs
+        assert msgs and all("LLM warm-up" in m and "dropped" not in m for m in msgs), msgs
         assert answered(s) == ["hello there"]
-    assert failures("prefill", "dropped") == before + 1
+    assert warm_ups() == before + len(msgs)
+
+
+async def test_a_failed_turn_task_drops_only_its_own_turn():
+    # The cut of a barge-in fails after a newer turn has started: that newer
+    # turn is not the failed task's, and is answered.
+    async with session([(1.0, 2.0), (4.0, 5.0)], ["hello there", "how are you"]) as s:
+        await s.run_audio(3.5)
+        stale = UserTurn("item_stale", 0.0, 0.0)   # a turn that is not the one in progress
+
+        async def broken():
+            raise RuntimeError("bug in a stale cut")
+        await s.run_audio(1.0)                    # the second turn is in progress
+        assert s.conv.turns.turn is not None
+        s.conv.spawn(broken(), "interrupt", turn=stale)
+        await s.run_audio(4.0)
+        msgs = task_errors(s)
+        assert len(msgs) == 1 and "dropped" not in msgs[0], msgs
+        assert answered(s)[-1] == "how are you"
+
+
+async def test_a_failed_client_cancel_names_its_event():
+    async with session([(1.0, 2.0)], ["hello there"]) as s:
+        async def broken():
+            raise RuntimeError("bug in a cancel")
+        s.conv.spawn(broken(), "client-cancel", event_id="evt_cancel_1")
+        await s.run_audio(0.5)
+        errs = [e.event["error"] for e in s.of("error") if e.event["error"]["code"] == supervise.ERROR_CODE]
+        assert len(errs) == 1 and errs[0]["event_id"] == "evt_cancel_1", errs

@@ -127,6 +127,7 @@ async def test_inconclusive_holds_then_aborts_after_the_hold_limit():
     assert ev["event"] == "hold_expired" and (rel.state, rel.weight) == ("aborted", 0.0)
     assert "inconclusive for 180 s" in ev["reason"]
     assert rel.decisions["inconclusive"] == 4
+    assert rel.last is not None and rel.last["verdict"] == "hold_expired"    # not "inconclusive"
 
 
 async def test_a_hold_that_gets_enough_turns_moves_on():

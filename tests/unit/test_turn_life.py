@@ -149,7 +149,7 @@ def barge_in_over(interrupt):
     from services.gateway.bargein import BargeIn
     from services.gateway.turn_state import Segment
 
-    conv = SimpleNamespace(spawn=lambda coro, name: asyncio.get_running_loop().create_task(coro, name=name),
+    conv = SimpleNamespace(spawn=lambda coro, name, **_: asyncio.get_running_loop().create_task(coro, name=name),
                            ring=SimpleNamespace(end_ms=1000.0), response=None, interrupt=interrupt)
     td = SimpleNamespace(min_interrupt_ms=300)
     bargein = BargeIn(SimpleNamespace(conv=conv, td=td))
