@@ -146,9 +146,9 @@ class BargeIn:
         they are the reply's own, as when a small model says the question back
         and the user, talking over it, says the question again (a load test's
         failed turns, 2026-12-02: the reply resumed and the question was lost)."""
-        echo = self.conv.echo
         if self.conv.state.config.noise_reduction == "near_field":
             return False
+        echo = self.conv.echo
         return echo is None or echo.canceller.detector.state != "none"
 
     async def confirm_flush(self, turn: UserTurn) -> None:

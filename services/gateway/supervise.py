@@ -17,8 +17,9 @@ A session's one-shot tasks (the end of a turn, its commit, a barge-in's
 cut, a false interruption's resume, an LLM warm-up, a client's cancel) are
 not restarted: there is nothing to run again. Their unexpected failure is
 logged, counted (action ``dropped``) and told to the client the same way;
-one of a turn's own tasks also drops the turn in progress (``on_turn_task``),
-so the session listens afresh instead of waiting for a turn that cannot end.
+one of a turn's own tasks (``TURN_TASKS``) also drops its turn if that is
+still in progress, so the session listens afresh instead of waiting for a
+turn that cannot end.
 
 Cancellation (barge-in, session close) is not a failure and passes through."""
 from __future__ import annotations
@@ -107,7 +108,7 @@ class Supervisor:
         ``turn``: the user turn it served, dropped if it is still the one in
         progress (a newer turn is left alone); ``event_id``: the client event
         it served, named in the error."""
-        kind = name if name in TURN_TASKS or name in OTHER_TASKS else name.split("-resp_")[0]
+        kind = name.split("-resp_")[0]
         log.error("session %s: task %s failed", self.conv.state.id, name, exc_info=exc)
         metrics.TASK_FAILURES.labels(**metrics.base(), task=kind, action="dropped").inc()
         what = TURN_TASKS.get(kind) or OTHER_TASKS.get(kind) or kind

@@ -8,11 +8,17 @@ never waits for Redis and the queue is bounded.
 Scripted sessions on a virtual clock with the fake engines."""
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import io
 import json
+import logging
+from typing import Iterator
 
 from prometheus_client import REGISTRY
 
 from common.clock import VirtualClock
+from services.gateway import log_context
 from release.samples import Sample
 from services.gateway.fakes import FakeBackends
 from services.gateway.scripted import ScriptedSession
@@ -86,19 +92,30 @@ def test_interim_rewrites():
     assert not rewrote("Hello, there", "hello there friend")  # case and punctuation are not words
 
 
-async def test_log_lines_inside_a_session_name_its_variants():
-    import asyncio
-    import io
-    import logging
-
-    from services.gateway import log_context
-
+@contextlib.contextmanager
+def tagged_logger(name: str) -> Iterator[tuple[logging.Logger, io.StringIO]]:
+    """A logger of its own, with the session tag filter, writing to a buffer."""
     out = io.StringIO()
-    logger = logging.getLogger("test.release.tag")
+    logger = logging.getLogger(name)
     logger.propagate = False
     handler = logging.StreamHandler(out)
     logger.addHandler(handler)
     log_context.install(logger)
+    try:
+        yield logger, out
+    finally:
+        logger.removeHandler(handler)
+
+
+async def test_log_lines_inside_a_session_name_its_variants():
+    with tagged_logger("test.release.tag") as (logger, out):
+        await _tag_in_a_session(logger)
+    # The id as redaction cuts it: a whole id resumes a conversation, never logged.
+    assert out.getvalue().splitlines() == ["before any session", "turn 3 failed [sess_053417… canary=tts]",
+                                           "after it"]
+
+
+async def _tag_in_a_session(logger: logging.Logger) -> None:
     logger.warning("before any session")
 
     async def session():
@@ -109,10 +126,6 @@ async def test_log_lines_inside_a_session_name_its_variants():
 
     await asyncio.create_task(session())
     logger.warning("after it")
-    logger.removeHandler(handler)
-    # The id as redaction cuts it: a whole id resumes a conversation, never logged.
-    assert out.getvalue().splitlines() == ["before any session", "turn 3 failed [sess_053417… canary=tts]",
-                                           "after it"]
 
 
 async def _log(logger, msg, *args):
@@ -120,18 +133,12 @@ async def _log(logger, msg, *args):
 
 
 async def test_a_session_resumed_on_its_connection_retags_the_tasks_already_running():
-    import asyncio
-    import io
-    import logging
+    with tagged_logger("test.release.retag") as (logger, out):
+        await _retag_on_a_connection(logger)
+    assert out.getvalue().splitlines() == ["pump [sess_bbbbbb… canary=tts]", "handler [sess_bbbbbb… canary=tts]"]
 
-    from services.gateway import log_context
 
-    out = io.StringIO()
-    logger = logging.getLogger("test.release.retag")
-    logger.propagate = False
-    handler = logging.StreamHandler(out)
-    logger.addHandler(handler)
-    log_context.install(logger)
+async def _retag_on_a_connection(logger: logging.Logger) -> None:
     resumed = asyncio.Event()
 
     async def pump():            # started before the resume, like the audio pump
@@ -147,5 +154,3 @@ async def test_a_session_resumed_on_its_connection_retags_the_tasks_already_runn
         logger.warning("handler")
 
     await asyncio.create_task(connection())
-    logger.removeHandler(handler)
-    assert out.getvalue().splitlines() == ["pump [sess_bbbbbb… canary=tts]", "handler [sess_bbbbbb… canary=tts]"]
