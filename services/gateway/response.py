@@ -27,8 +27,8 @@ from typing import TYPE_CHECKING, Any, Callable, Sequence
 from opentelemetry import trace
 
 from common.tracing import current_trace_id, tracer
-from services.gateway import confirm, events, function_call, turn_end
-from services.gateway.backends.types import BackendError, ChatMessage, LlmUsage, Passage, Priority, ToolCall, Tools
+from services.gateway import answer_source, confirm, events, function_call, turn_end
+from services.gateway.backends.types import BackendError, ChatMessage, LlmUsage, Passage, ToolCall, Tools
 from services.gateway.clauses import FastFirstClauseSplitter
 from services.gateway.held import HeldOutput
 from services.gateway.protocol import new_id
@@ -218,25 +218,12 @@ class Response:
             if self.audio_out:
                 await q.put(None)
             return
-        if self.retrieval and self.query.strip():
-            t0 = self.clock.now()
-            with tracer("gateway").start_as_current_span("retrieval"):
-                try:
-                    hits = await self.conv.backends.rag.search(self.query, self.k, self.conv.settings.rag_min_score)
-                    self.passages = [p for p in hits if p.score >= self.conv.settings.rag_min_score]
-                except BackendError as exc:
-                    # Retrieval is an aid: answer without it, but say so.
-                    self.hold.do(lambda e=exc: self.conv.backend_error(e))
-            self.timings.retrieval_s = self.clock.now() - t0
+        await answer_source.retrieve(self)
         s = self.conv.settings
         splitter = FastFirstClauseSplitter(s.first_clause_weak_words, s.first_clause_max_words)
         self.timings.llm_start = self.clock.now()
         with tracer("gateway").start_as_current_span("llm"):
-            # Urgent: someone waits for the answer (its tail is decoded at a
-            # lower CPU priority by the LLM service itself).
-            async for delta in self.conv.backends.llm.generate(
-                    self.messages, self.passages, self.max_tokens, self.id, self.usage,
-                    Priority.URGENT, **({"tools": self.tools} if self.tools is not None else {})):
+            async for delta in answer_source.words(self):
                 if self.timings.llm_first_token is None:
                     self.timings.llm_first_token = self.clock.now()
                 if isinstance(delta, ToolCall) and (ask := confirm.guard(self, delta)) is not None:

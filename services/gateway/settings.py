@@ -148,6 +148,9 @@ class GatewaySettings:
     retrieval: bool = setting(True, "retrieval on by default when the RAG service has documents")
     rag_k: int = setting(3, "passages retrieved per turn")
     rag_min_score: float = setting(0.3, "passages below this cosine score are not used")
+    rag_decline_below: float = setting(0.5, "a question whose retrieved passages hold less than this share of "
+                                            "its content words is answered \"I don't know\" without the LLM "
+                                            "(grounding.py); 0 = never")
     cancel_wait_s: float = setting(2.0, "bounded wait for cancelled backend calls to stop")
     backend_timeout_s: float = setting(30.0, "deadline of one LLM/TTS/RAG call")
     # Measured first-token times are ~0.05-2 s (docs/capacity.md); 15 s of

@@ -36,11 +36,12 @@ from typing import TYPE_CHECKING
 
 from common.tracing import new_root_span, traceparent_of
 from services.gateway import backchannel, events, metrics, semantic
-from services.gateway.backends.types import AsrParams, AsrResult, BackendError, VadEvent, VadParams
+from services.gateway.backends.types import AsrResult, BackendError, VadEvent
 from services.gateway.bargein import BargeIn
 from services.gateway.protocol import ProtocolError, new_id
 from services.gateway.streams import StreamKeeper
 from services.gateway.turn_state import Segment, UserTurn
+from services.gateway.turn_streams import Utterances, VadFeed, asr_params, vad_params
 
 if TYPE_CHECKING:
     from services.gateway.conversation import Conversation
@@ -55,11 +56,8 @@ class TurnTaker:
         self.conv = conv
         self.turn: UserTurn | None = None
         self.segment: Segment | None = None
-        self._vad_base_ms = 0.0
-        self._asr_index = 0
-        self._asr_segments: dict[int, Segment] = {}
-        self._asr_sent_to = 0.0
-        self._vad_sent_to = 0.0
+        self.vad_feed = VadFeed(conv.ring)
+        self.utterances = Utterances(conv.ring)
         self._endpoint_task: asyncio.Task | None = None
         self.bargein = BargeIn(self)
         b = conv.backends
@@ -92,51 +90,19 @@ class TurnTaker:
         await self.vad.restart()
 
     async def _open_vad(self):
-        s, td = self.conv.settings, self.td
-        return await self.conv.backends.vad.open(VadParams(
-            threshold=td.threshold if td else s.vad_threshold, min_speech_ms=s.vad_min_speech_ms,
-            min_silence_ms=s.vad_min_silence_ms,
-            prefix_padding_ms=td.prefix_padding_ms if td else s.prefix_padding_ms,
-            pause_events=s.asr_flush_on_pause, end_of_turn=td is not None and td.type == "semantic_vad"))
+        return await self.conv.backends.vad.open(vad_params(self.td, self.conv.settings))
 
     async def _open_asr(self):
-        s = self.conv.settings
-        return await self.conv.backends.asr.open(AsrParams(s.asr_language, s.asr_interim_interval_ms,
-                                                           s.asr_beam_size, omit_words=True))
+        return await self.conv.backends.asr.open(asr_params(self.conv.settings))
 
     def _vad_up(self, stream) -> None:
-        # The new stream's first sample is the next one we send.
-        self._vad_base_ms = self._vad_sent_to = self.conv.ring.end_ms
+        self.vad_feed.restart()
 
     def _asr_up(self, stream) -> None:
-        self._asr_index = 0
-        self._asr_segments.clear()
-        seg = self.segment
-        if seg is None:
-            return
-        self._asr_segments[0] = seg  # the open segment continues on the new stream
-        self._asr_index = 1
-        if seg.done.is_set() and (seg.final is not None or seg.end_ms is not None):
-            self._asr_sent_to = self.conv.ring.end_ms    # settled: nothing waits for its text
-            return
-        # A stream lost while the user spoke (a restarted service, a reset
-        # connection), or speech that began while the ASR was away: the new
-        # stream hears the utterance from its first sample the ring still
-        # holds (6 s), so the words said before are not lost.
-        seg.done.clear()
-        start = max(seg.padded_ms, self.conv.ring.start_ms)
-        seg.padded_ms, seg.interim_end_ms = start, None
-        seg.flush_end_ms = seg.flush_at = None   # a flush of the lost stream cannot be adopted
-        self._asr_sent_to = start
+        self.utterances.restart(self.segment)
 
     def _asr_down(self, exc: BackendError, first: bool) -> None:
-        for seg in self._asr_segments.values():
-            if seg is self.segment:
-                continue                  # still being spoken: heard again when the stream is back
-            if seg.final is None:
-                seg.final = seg.interim   # best effort: the last interim
-            seg.done.set()
-        self._asr_segments.clear()
+        self.utterances.lost(self.segment)
         self._down(exc, first)
 
     def _down(self, exc: BackendError, first: bool) -> None:
@@ -151,36 +117,32 @@ class TurnTaker:
         """Audio just added to the ring buffer."""
         settings, ring = self.conv.settings, self.conv.ring
         if self._vad_task is not None:
-            due = ring.end_ms - self._vad_sent_to
-            if due >= settings.vad_chunk_ms:   # whole VAD frames only (settings.py)
-                upto = self._vad_sent_to + due // settings.vad_chunk_ms * settings.vad_chunk_ms
-                pcm, self._vad_sent_to = ring.slice(self._vad_sent_to, upto), upto
+            pcm = self.vad_feed.due(settings.vad_chunk_ms)   # whole VAD frames only (settings.py)
+            if pcm:
                 await self.vad.send("send", pcm)
         if self.td is None and self.segment is None and pcm16k:
             await self._open_manual_segment(len(pcm16k) / 32.0)
-        elif self.segment is not None and ring.end_ms - self._asr_sent_to >= settings.asr_chunk_ms:
+        elif self.segment is not None and ring.end_ms - self.utterances.sent_to >= settings.asr_chunk_ms:
             await self.asr_send_upto()
         if self.turn is not None and self.turn.life.pending:
             if not self.bargein.confirm(self.turn):
                 await self.bargein.confirm_flush(self.turn)
 
     async def asr_send_upto(self) -> None:
-        pcm = self.conv.ring.slice(self._asr_sent_to)
-        self._asr_sent_to = self.conv.ring.end_ms
+        pcm = self.utterances.unsent()
         if pcm:
             await self.asr.send("send", pcm)
 
     async def _open_segment(self, onset_ms: float, padded_ms: float) -> Segment:
-        seg = Segment(onset_ms, max(padded_ms, self._asr_sent_to))
+        seg = Segment(onset_ms, max(padded_ms, self.utterances.sent_to))
         self.segment = seg
         assert self.turn is not None
         self.turn.segments.append(seg)
         if self.asr.stream is not None:
-            self._asr_segments[self._asr_index] = seg
-            self._asr_index += 1
+            self.utterances.add(seg)
         else:
             seg.done.set()  # no ASR: this segment will have no text
-        self._asr_sent_to = seg.padded_ms
+        self.utterances.sent_to = seg.padded_ms
         await self.asr_send_upto()
         return seg
 
@@ -207,12 +169,13 @@ class TurnTaker:
     async def _on_vad(self, ev: VadEvent) -> None:
         if self.td is None:
             return
+        base = self.vad_feed.base_ms
         if ev.kind == "started":
-            await self._speech_started(ev.audio_ms + self._vad_base_ms, ev.padded_start_ms + self._vad_base_ms)
+            await self._speech_started(ev.audio_ms + base, ev.padded_start_ms + base)
         elif ev.kind == "paused":
-            await self._speech_paused(ev.audio_ms + self._vad_base_ms)
+            await self._speech_paused(ev.audio_ms + base)
         elif ev.kind == "stopped":
-            await self._speech_stopped(ev.audio_ms + self._vad_base_ms, ev.turn_probability)
+            await self._speech_stopped(ev.audio_ms + base, ev.turn_probability)
 
     async def _speech_started(self, onset_ms: float, padded_ms: float) -> None:
         if self.segment is not None:
@@ -279,19 +242,19 @@ class TurnTaker:
 
     # -- ASR results ----------------------------------------------------------------------
     async def _on_asr(self, r: AsrResult) -> None:
-        seg = self._asr_segments.get(r.utterance_index)
+        seg = self.utterances.get(r.utterance_index)
         if seg is None:
             return
         if seg.done.is_set():   # cleared or given up on: its text is not used
             if r.is_final:
-                del self._asr_segments[r.utterance_index]
+                self.utterances.settle(r.utterance_index)
             return
         if r.provisional and seg.end_ms is not None:
             return   # the segment has ended without this flush: its own final is coming
         if r.is_final:
             seg.final = r.text.strip()
             seg.done.set()
-            del self._asr_segments[r.utterance_index]
+            self.utterances.settle(r.utterance_index)
             if self.turn is not None and seg in self.turn.segments:
                 self.turn.timings.final = self.conv.clock.now()
         else:

@@ -15,26 +15,11 @@ import math
 import re
 from typing import Sequence
 
+from common.content_words import words
+
 SENTENCE_END = re.compile(r"(?<=[.!?])\s+(?=[A-Z0-9`\"'(])")
 OPENING_BONUS = 0.3   # less than one shared word: a sentence saying the thing asked wins
 LIST_MARKER = re.compile(r"^(\d+[.)]|[-*+])\s+")
-WORD = re.compile(r"[a-z0-9][a-z0-9_'-]*")
-STOP = frozenset("""a an and are as at be by can do does for from how i if in is it its me my of on or
-so that the their then there this to was what when where which who why will with you your yours
-should would could may might must have has had not no yes am were been being into onto than these
-those they them we our us he she his her about after before also just only very""".split())
-
-
-def _stem(w: str) -> str:
-    for suf in ("ing", "ed", "es", "s"):
-        if len(w) > len(suf) + 3 and w.endswith(suf):
-            return w[: -len(suf)]
-    return w
-
-
-def words(text: str) -> set[str]:
-    """The content words of a text, lower-cased and crudely stemmed."""
-    return {_stem(w) for w in WORD.findall(text.lower()) if w not in STOP and len(w) > 1}
 
 
 def sentences(text: str) -> list[str]:

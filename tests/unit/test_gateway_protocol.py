@@ -259,7 +259,8 @@ def test_retrieval_is_on_by_default_only_when_documents_exist(has_docs):
     docs = [Passage("faq.md", "Opening hours", "We open at nine.", 0.8),
             Passage("faq.md", "Parking", "Park behind the shop.", 0.1)] if has_docs else []
     provider = FakeProvider(lambda sid: FakeBackends.create(clock, passages=docs, replies=("We open at nine.",)))
-    app = create_app(GatewaySettings(redis_url="", web_dir="/nonexistent"), backends=provider)
+    # (the fake RAG returns these for any words: the "outside the documents" rule is off)
+    app = create_app(GatewaySettings(redis_url="", web_dir="/nonexistent", rag_decline_below=0.0), backends=provider)
     with TestClient(app) as c, c.websocket_connect("/v1/realtime") as ws:
         session = ws.receive_json()["session"]
         assert session["retrieval"]["enabled"] is has_docs
