@@ -134,8 +134,8 @@ SCENARIOS: dict[str, Scenario] = {s.name: s for s in (
         fault_s=60,
         look_at=(f"{GATEWAY}: Sessions refused (server_busy)", f"{GATEWAY}: Sessions and limit",
                  f"{OVERVIEW}: Voice to voice p50 / p95 / p99"),
-        alerts=(),
-        runbook="VoiceStreamsSaturated",
+        alerts=("VoiceSessionsRefused",),
+        runbook="VoiceSessionsRefused",
         users=6,
     ),
     Scenario(

@@ -28,6 +28,10 @@ QUEUE_DEPTH_LIMIT = 50
 # More than 5 % of RPCs of one method failing (CANCELLED excluded) is a
 # backend problem, not a client one.
 GRPC_ERROR_RATIO_LIMIT = 0.05
+# People turned away at connect (server_busy, the session limit): a few in
+# 5 minutes is a burst the clients' retry hint absorbs; this many, sustained
+# for 10 minutes, means the fleet is at capacity and must grow.
+REFUSED_PER_5M_LIMIT = 5
 # A canary is judged against stable, but only once it errs noticeably at all.
 CANARY_MIN_ERROR_RATIO = 0.01
 
@@ -175,6 +179,21 @@ PLAIN_ALERTS: tuple[Alert, ...] = (
         summary="The gateway cannot reach its {{ $labels.backend }}: people speak and are not heard",
         description="Sessions' {{ $labels.backend }} streams fail and are retried: no speech is detected "
                     "or transcribed, so there are no turns and the turn SLOs stay silent.",
+    ),
+    Alert(
+        # Admission control protects the admitted sessions' SLO by refusing
+        # the rest (`server_busy`, services/gateway/admission.py), so the
+        # turn SLOs stay green while people are turned away: only this alert
+        # sees them. Refusals while draining (a rollout) are not counted.
+        name="VoiceSessionsRefused",
+        expr=('sum by (job) (increase(voice_gateway_sessions_refused_total{reason="limit"}[5m])) '
+              f">= {REFUSED_PER_5M_LIMIT}"),
+        for_="10m",
+        severity="ticket",
+        summary="Gateways turn people away: {{ $value | humanize }} sessions refused in 5 minutes",
+        description="New sessions get server_busy at connect (the GATEWAY_MAX_SESSIONS limit) for 10 "
+                    "minutes: the admitted ones keep their latency, the others cannot talk. Add "
+                    "gateway and speech replicas (capacity per host: docs/capacity.md).",
     ),
     Alert(
         name="VoiceRedisFailures",

@@ -209,7 +209,8 @@ async def test_canary_asr_worse_drill(live):
 async def test_overload_drill(live):
     """More people than the gateway admits (6 for GATEWAY_MAX_SESSIONS=4):
     the extra ones are refused at connect (server_busy) and keep retrying,
-    the admitted ones are answered throughout, nothing is lost. Last: the
+    which opens the VoiceSessionsRefused ticket (the admitted users' SLOs
+    see nothing), the admitted ones are answered throughout, nothing is lost. Last: the
     gateway restarts with a session limit (and without the ASR canary pool
     of the test above, whose service is gone)."""
     st, _ = live
@@ -217,6 +218,7 @@ async def test_overload_drill(live):
     st.gateway.extra_env["GATEWAY_MAX_SESSIONS"] = "4"
     st.restart_gateway()
     report = await _drill(live, "overload", fault_s=45.0)
+    _detected_and_recovered(report, "overload", 45.0)
     refused = report.outcomes["during"].get("refused", 0) + report.outcomes["before"].get("refused", 0)
     assert refused >= 1, report.lines()
     assert report.outcomes["during"].get("completed", 0) >= 1, report.lines()
