@@ -91,7 +91,8 @@ def briefing(sc: Scenario, fault_s: float) -> list[str]:
                         f"nothing is injected: the canary pool (GATEWAY_{sc.release.upper()}_CANARY_ADDRS) "
                         "runs the release itself."))
     who = f"a new conversation every {sc.new_session_every} turns" if sc.new_session_every else "one session each"
-    lines += [f"Traffic: {sc.users} people talking with real recorded speech ({who}).", "Look at:"]
+    more = f"; {sc.arrivals} more arrive with the fault and leave at its end" if sc.arrivals else ""
+    lines += [f"Traffic: {sc.users} people talking with real recorded speech ({who}){more}.", "Look at:"]
     lines += [f"  - {p}" for p in sc.look_at]
     lines.append("Alert that should fire: " + (" or ".join(sc.alerts) if sc.alerts else
                                                "none (the protection working is not an incident)"))
@@ -228,6 +229,7 @@ async def run_drill(sc: Scenario, *, http_url: str, admin_key: str, clips: list,
             report.fault_s = time.monotonic() - t0
         else:
             scopes = {await admin.set({**body, "duration_s": fault_s}) for body in sc.fault_bodies()}
+            arrived = traffic.join(sc.arrivals)
             say(f"fault ON at {time.strftime('%H:%M:%S')} for {fault_s:.0f} s"
                 + (f", on {', '.join(sorted(scopes))}" if scopes else ""))
             if rel is not None:
@@ -252,6 +254,7 @@ async def run_drill(sc: Scenario, *, http_url: str, admin_key: str, clips: list,
                 await asyncio.sleep(1.0)
             report.fault_s = time.monotonic() - t0
             await admin.clear()
+            traffic.leave(arrived)
         t1 = time.monotonic()
         say(f"fault OFF at {time.strftime('%H:%M:%S')}; waiting for a good turn ...")
         deadline = t1 + recover_timeout_s

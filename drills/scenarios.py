@@ -26,6 +26,7 @@ class Scenario:
     alerts: tuple[str, ...]               # any of these going pending counts as detection
     runbook: str                          # docs/runbooks/<name>.md
     users: int = 2                        # spoken conversations kept going meanwhile
+    arrivals: int = 0                     # more people who start talking with the fault and leave at its end
     check_history: bool = True            # every item a client saw done must survive the drill
     restarts_gateway: bool = False        # the fault is a gateway restart (by the operator's command)
     settled_metric: str = ""              # recovered only once this gateway gauge is back at 0
@@ -129,14 +130,16 @@ SCENARIOS: dict[str, Scenario] = {s.name: s for s in (
     Scenario(
         name="overload",
         teaches="More people than capacity: the sessions beyond GATEWAY_MAX_SESSIONS get server_busy at "
-                "once (with a retry hint) and the admitted ones keep their latency.",
+                "once (with a retry hint) and the admitted ones keep their latency. Nobody admitted is "
+                "harmed, so nothing pages; the people turned away open a ticket to add capacity.",
         faults=(),
         fault_s=60,
         look_at=(f"{GATEWAY}: Sessions refused (server_busy)", f"{GATEWAY}: Sessions and limit",
                  f"{OVERVIEW}: Voice to voice p50 / p95 / p99"),
         alerts=("VoiceSessionsRefused",),
         runbook="VoiceSessionsRefused",
-        users=6,
+        users=3,          # GATEWAY_MAX_SESSIONS' default: all admitted before the fault
+        arrivals=2,
     ),
     Scenario(
         name="canary-bad",

@@ -58,6 +58,7 @@ class Speaker:
     sessions: dict[str, list[str]] = dataclasses.field(default_factory=dict)   # id -> items seen done
     refused: int = 0
     turns_in_session: int = 0
+    leaving: bool = False        # ends after its current turn (Traffic.leave)
 
     @property
     def items_done(self) -> list[str]:
@@ -90,6 +91,20 @@ class Traffic:
                 t.cancel()
             await asyncio.gather(*self._tasks, return_exceptions=True)
 
+    def join(self, n: int) -> list[Speaker]:
+        """``n`` more people start talking now (an overload drill's arrivals)."""
+        new = [Speaker(len(self.speakers) + i) for i in range(n)]
+        self.speakers += new
+        for sp in new:
+            self._tasks.append(asyncio.create_task(self._run(sp), name=f"drill-speaker-{sp.index}"))
+        return new
+
+    @staticmethod
+    def leave(speakers: Sequence[Speaker]) -> None:
+        """These people stop after their current turn (or connection attempt)."""
+        for sp in speakers:
+            sp.leaving = True
+
     def ok_after(self, t: float) -> Turn | None:
         """The first completed turn spoken after ``t``."""
         return next((x for x in sorted(self.turns, key=lambda x: x.ended_at)
@@ -98,7 +113,7 @@ class Traffic:
     # -- one speaker ------------------------------------------------------------------
     async def _run(self, sp: Speaker) -> None:
         clips = itertools.cycle(self.clips[sp.index:] + self.clips[:sp.index])
-        while not self._stop.is_set():
+        while not self._stop.is_set() and not sp.leaving:
             rt = RealtimeClient(self.ws_url, keep_audio=False, session_id=sp.session_id)
             try:
                 created = await rt.connect()
@@ -133,7 +148,7 @@ class Traffic:
         await rt.update_session(events.session_config(input_rate=rate, output_rate=24000))
         mic = rt.start_microphone(rate)
         seen = 0
-        while not self._stop.is_set():
+        while not self._stop.is_set() and not sp.leaving:
             clip = next(clips)
             mark = rt.mark()
             spoken_ok = await self._say(rt, mic, clip.pcm)

@@ -207,7 +207,8 @@ async def test_canary_asr_worse_drill(live):
 
 
 async def test_overload_drill(live):
-    """More people than the gateway admits (6 for GATEWAY_MAX_SESSIONS=4):
+    """More people than the gateway admits (3 talking, 2 more arriving with
+    the "fault", for GATEWAY_MAX_SESSIONS=3):
     the extra ones are refused at connect (server_busy) and keep retrying,
     which opens the VoiceSessionsRefused ticket (the admitted users' SLOs
     see nothing), the admitted ones are answered throughout, nothing is lost. Last: the
@@ -215,7 +216,7 @@ async def test_overload_drill(live):
     of the test above, whose service is gone)."""
     st, _ = live
     st.gateway.extra_env.pop("GATEWAY_ASR_CANARY_ADDRS", None)
-    st.gateway.extra_env["GATEWAY_MAX_SESSIONS"] = "4"
+    st.gateway.extra_env["GATEWAY_MAX_SESSIONS"] = "3"
     st.restart_gateway()
     report = await _drill(live, "overload", fault_s=45.0)
     _detected_and_recovered(report, "overload", 45.0)
