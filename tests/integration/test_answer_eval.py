@@ -6,7 +6,8 @@ project's docs/ puts each question's source document among the top 5
 passages; every question gets a completed, non-empty answer whose first
 token came before its end; the passages an answer saw are named (from the
 gateway's response.done metadata) and scored against; the JSON summary is
-written with every figure. No model-quality threshold is asserted: the
+written with every figure; a question outside the documents whose passages
+hold none of its words is declined by the gateway. No model-quality threshold is asserted: the
 default model is tiny and samples, so what it says varies from run to run
 (docs/answers.md has the measured figures)."""
 from __future__ import annotations
@@ -16,9 +17,10 @@ import json
 import pytest
 
 from eval.answers.__main__ import main
+from services.gateway.grounding import DECLINE
 
 pytestmark = pytest.mark.slow
-IDS = ["start", "stop", "index-location", "redis-failures", "memory-alert", "out-slack"]   # file order
+IDS = ["start", "stop", "index-location", "redis-failures", "memory-alert", "out-slack", "out-alexa"]  # file order
 
 
 @pytest.mark.timeout(600)
@@ -31,7 +33,7 @@ def test_the_eval_asks_through_the_real_services_and_scores_every_answer(tmp_pat
     data = json.loads(out.read_text())
     s, results = data["summary"], data["results"]
     assert [r["id"] for r in results] == IDS
-    assert s["questions"] == 6 and s["in_documents"] == 5 and s["failed"] == 0
+    assert s["questions"] == 7 and s["in_documents"] == 5 and s["failed"] == 0
     assert s["recall_at"]["5"] == 1.0, [(r["id"], r["retrieved"]) for r in results]
     for r in results:
         assert r["status"] == "completed" and r["answer"].strip(), r
@@ -44,6 +46,12 @@ def test_the_eval_asks_through_the_real_services_and_scores_every_answer(tmp_pat
     for r in answered:
         retrieved = {(p["source"], p["title"]) for p in r["retrieved"]}
         assert {(u["source"], u["title"]) for u in r["used"]} <= retrieved, r
+    # The Alexa question retrieves passages (about clients) that hold none of its
+    # words: the gateway declines it without the LLM (grounding.py); the
+    # questions the documents answer are never declined by that rule.
+    by_id = {r["id"]: r for r in results}
+    assert by_id["out-alexa"]["answer"] == DECLINE and by_id["out-alexa"]["retrieved"], by_id["out-alexa"]
+    assert all(r["answer"] != DECLINE for r in answered), [r["answer"] for r in answered]
     assert data["gateway_settings"]["rag_k"] >= 1
     for key in ("all_key_facts", "key_fact_share", "declined_outside", "unsupported_claims"):
         assert s[key] is not None and 0.0 <= s[key] <= 1.0, key
