@@ -268,6 +268,35 @@ def test_an_echo_is_never_taken_for_a_quiet_listener(delay_ms, level_db):
     assert "none" not in [s for _, s in states], states
 
 
+@pytest.mark.parametrize("start_s", [0.2, 0.8, 1.5])
+@pytest.mark.parametrize("delay_ms,level_db", [(60, -30), (250, -6), (400, -10), (150, -30)])
+def test_a_user_talking_over_the_first_answer_does_not_hide_a_real_echo(start_s, delay_ms, level_db):
+    """Double talk before the echo is known: the mic carries the user's voice
+    and, under it, the answer's echo; a low correlation then says nothing
+    (the user's voice hides the echo), so the detector must not conclude
+    "none" (the canceller's output would go unused and the echo-words guard
+    off): it stays unknown and finds the echo once the user stops."""
+    far = np.concatenate([speech(0), speech(3)])
+    user = np.zeros(len(far))
+    start = int(start_s * RATE)
+    user[start:start + len(speech(4))] = speech(4)
+    d, states = _detect(room(far, delay_ms, level_db) + user + np.random.default_rng(5).normal(0, 30, len(far)), far)
+    assert [s for _, s in states] == ["unknown", "echo"], states
+
+
+@pytest.mark.parametrize("start_s", [0.2, 1.5])
+def test_with_no_echo_a_user_talking_from_the_start_is_known_to_have_none_after(start_s):
+    """The price of the rule above: no echo, the user talks over the answer
+    from its start; "none" comes once they stop (still or quiet mic)."""
+    far = np.concatenate([speech(0), speech(3)])
+    user = np.zeros(len(far))
+    start = int(start_s * RATE)
+    user[start:start + len(speech(4))] = speech(4)
+    _, states = _detect(user + np.random.default_rng(5).normal(0, 300, len(far)), far)
+    assert [s for _, s in states] == ["unknown", "none"], states
+    assert states[1][0] >= start_s + len(speech(4)) / RATE, states    # not while they talk
+
+
 @pytest.mark.parametrize("far_clips", [(0, 3), (1, 2)])
 def test_a_voice_over_the_answer_on_a_headset_is_not_taken_for_an_echo(far_clips):
     """Speech over speech correlates by chance now and then; one high check
