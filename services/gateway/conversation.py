@@ -304,12 +304,16 @@ class Conversation:
         if resp.pause():
             metrics.BARGE_IN_REACTION.labels(**metrics.base()).observe(max(0.0, self.clock.now() - onset_wall))
 
-    def resume_response(self) -> None:
+    def resume_response(self, why: str = "false interruption") -> None:
+        """Resume the reply a barge-in paused. Only a "false interruption" (speech
+        that confirmed nothing) is counted as one; a turn dropped by the client
+        (input cleared, turn detection off) or interruptions turned off is not."""
         resp = self.response
         if resp is not None and resp.paused and resp.phase != "done":
             resp.resume()
-            metrics.FALSE_INTERRUPTIONS.labels(**metrics.base()).inc()
-            log.info("session %s: false interruption, response %s resumed", self.state.id, resp.id)
+            if why == "false interruption":
+                metrics.FALSE_INTERRUPTIONS.labels(**metrics.base()).inc()
+            log.info("session %s: %s, response %s resumed", self.state.id, why, resp.id)
 
     async def interrupt(self, turn: UserTurn) -> None:
         resp = self.interruptible_response()

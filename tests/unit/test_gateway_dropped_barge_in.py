@@ -13,8 +13,14 @@ detection while audio flowed. On a virtual clock."""
 from __future__ import annotations
 
 import pytest
+from prometheus_client import REGISTRY
 
 from tests.unit.test_gateway_turns import QUESTION, close, session
+
+
+def false_interruptions() -> float:
+    return REGISTRY.get_sample_value("voice_gateway_false_interruptions_total",
+                                     {"service": "unknown", "model": "unknown", "variant": "stable"}) or 0.0
 
 DROPS = {
     "turn detection off": {"type": "session.update", "session": {"audio": {"input": {"turn_detection": None}}}},
@@ -31,8 +37,11 @@ async def test_a_turn_dropped_during_its_barge_in_resumes_the_reply(drop):
         cleared = s.first("output_audio_buffer.cleared")
         assert cleared.event["response_id"] == rid
         assert len(s.of("output_audio_buffer.started")) == 1
+        counted = false_interruptions()
         await s.send(DROPS[drop])
         dropped_at = s.clock.now()
+        # The client dropped the turn: not a false interruption (speech that confirmed nothing).
+        assert false_interruptions() == counted
         restarted = s.of("output_audio_buffer.started")
         assert len(restarted) == 2 and close(restarted[1].at, dropped_at), "the reply did not resume"
         await s.run_audio(15.0)
