@@ -190,7 +190,7 @@ PLAIN_ALERTS: tuple[Alert, ...] = (
               f">= {REFUSED_PER_5M_LIMIT}"),
         for_="10m",
         severity="ticket",
-        summary="Gateways turn people away: {{ $value | humanize }} sessions refused in 5 minutes",
+        summary="Gateways turn people away: {{ $value | humanize }} connection attempts refused in 5 minutes",
         description="New sessions get server_busy at connect (the GATEWAY_MAX_SESSIONS limit) for 10 "
                     "minutes: the admitted ones keep their latency, the others cannot talk. Add "
                     "gateway and speech replicas (capacity per host: docs/capacity.md).",

@@ -36,17 +36,25 @@ def words(resp: "Response") -> AsyncIterator[str | ToolCall]:
     """The response's text deltas (or a tool call): the LLM's, or the decline."""
     below = resp.conv.settings.rag_decline_below
     # With tools offered the question may be a tool's to answer, not the documents'.
-    if resp.tools is None and (cover := grounding.declines(resp.query, resp.passages, below)) is not None:
-        # No words of the question at INFO (docs/security.md): only the figure.
-        log.info("response %s: the %d passages cover %.2f of the question's words (under %.2f): "
-                 "declined without the LLM", resp.id, len(resp.passages), cover, below)
-        metrics.ANSWERS_DECLINED.labels(**metrics.base()).inc()
+    if (resp.may_decline and resp.tools is None
+            and (cover := grounding.declines(resp.query, resp.passages, below)) is not None):
+        resp.declined = True
+        n = len(resp.passages)
+        # Counted and logged once it is given (a preemptive run dropped unheard, or a
+        # cancelled one, is not); no words of the question at INFO (docs/security.md).
+        resp.on_completed.append(lambda r: _declined(r, n, cover, below))
         return _say(grounding.DECLINE)
     # Urgent: someone waits for the answer (its tail is decoded at a lower CPU
     # priority by the LLM service itself).
     return resp.conv.backends.llm.generate(
         resp.messages, resp.passages, resp.max_tokens, resp.id, resp.usage, Priority.URGENT,
         **({"tools": resp.tools} if resp.tools is not None else {}))
+
+
+def _declined(resp: "Response", n: int, cover: float, below: float) -> None:
+    log.info("response %s: the %d passages cover %.2f of the question's words (under %.2f): "
+             "declined without the LLM", resp.id, n, cover, below)
+    metrics.ANSWERS_DECLINED.labels(**metrics.base()).inc()
 
 
 async def _say(text: str) -> AsyncIterator[str | ToolCall]:

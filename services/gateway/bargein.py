@@ -72,7 +72,7 @@ class BargeIn:
             # this turn does not take the pause over, so nothing else would ever
             # resume the reply (in progress for ever, every response.create
             # refused). Found by the protocol state machine (tests/fuzz).
-            conv.resume_response("interruptions turned off")
+            conv.resume_response(dropped_by="interruptions turned off")
 
     def confirm(self, turn: UserTurn) -> bool:
         """While the speech lasts (each audio chunk and transcript): confirm

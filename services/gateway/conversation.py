@@ -304,16 +304,18 @@ class Conversation:
         if resp.pause():
             metrics.BARGE_IN_REACTION.labels(**metrics.base()).observe(max(0.0, self.clock.now() - onset_wall))
 
-    def resume_response(self, why: str = "false interruption") -> None:
-        """Resume the reply a barge-in paused. Only a "false interruption" (speech
-        that confirmed nothing) is counted as one; a turn dropped by the client
-        (input cleared, turn detection off) or interruptions turned off is not."""
+    def resume_response(self, dropped_by: str | None = None) -> None:
+        """Resume the reply a barge-in paused: a false interruption (speech that
+        confirmed nothing), counted as one; or, with ``dropped_by``, the client
+        dropped the turn (input cleared, turn detection off) or turned
+        interruptions off, which is not."""
         resp = self.response
         if resp is not None and resp.paused and resp.phase != "done":
             resp.resume()
-            if why == "false interruption":
+            if dropped_by is None:
                 metrics.FALSE_INTERRUPTIONS.labels(**metrics.base()).inc()
-            log.info("session %s: %s, response %s resumed", self.state.id, why, resp.id)
+            log.info("session %s: %s, response %s resumed", self.state.id,
+                     dropped_by or "false interruption", resp.id)
 
     async def interrupt(self, turn: UserTurn) -> None:
         resp = self.interruptible_response()

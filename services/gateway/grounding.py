@@ -1,8 +1,9 @@
 """Whether the retrieved passages can answer the question at all.
 
 Retrieval returns its best passages above a score floor even when the
-documents hold nothing about the question ("Can I connect it to Alexa?"
-retrieves the sections on connecting clients). The model (SmolLM2-135M)
+documents hold nothing about the question (the answer eval's "How do I
+enable the Alexa skill of the assistant?" retrieves passages that hold none
+of its content words). The model (SmolLM2-135M)
 does not decline by itself: given such passages it answers from them, and
 invents platform facts. So the gateway judges before asking it: the
 question's *coverage* is the share of its content words (common.content_words,
@@ -10,8 +11,10 @@ less a few words every question about this product has) found anywhere in
 the passages, words compared by their first ``PREFIX`` letters. A question
 whose passages cover less than ``decline_below`` of it is answered with
 ``DECLINE`` without running the model. Measured on the answer eval's 46
-questions (docs/answers.md): under 0.5 marks 4 of the 6 outside questions
-that retrieve passages and 1 of 38 in-document ones.
+questions (docs/answers.md): under 0.5 declined 4 of the 7 outside
+questions and none of the 39 in-document ones (an offline estimate before
+building it had said 1 of 38). Only an answer to the user's latest words is
+judged (planning.py: not a response given its own instructions).
 
 No passages (retrieval off, failed, or nothing above the floor: small talk,
 general questions) means no judgement: the model answers as ever. Pure and

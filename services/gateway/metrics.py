@@ -27,8 +27,8 @@ FALSE_INTERRUPTIONS = counter("voice_gateway_false_interruptions_total",
 PREEMPTIVE_RUNS = counter("voice_gateway_preemptive_runs_total",
                           "answers started inside the end-of-turn window, by outcome", ("outcome",))
 ANSWERS_DECLINED = counter("voice_gateway_answers_declined_total",
-                            "answer runs declined without the LLM: the retrieved passages cover too little "
-                            "of the question (grounding.py; preemptive runs count too)")
+                            "answers given as \"I don't know\" without the LLM: the retrieved passages "
+                            "cover too little of the question (grounding.py); counted when completed")
 LLM_PREFILLS = counter("voice_gateway_llm_prefills_total",
                        "LLM cache warm-ups while the user speaks, by outcome (prefill, busy, error)",
                        ("outcome",))

@@ -90,6 +90,10 @@ class Planner:
                         timings=timings, metadata=dict(metadata), in_conversation=in_conversation,
                         max_tokens=max_tokens, held=held, tools=plan[-1])
         resp.plan = plan
+        # Only an answer to the user's latest words may be declined (grounding.py):
+        # not a response told what to do (instructions), nor one after an empty turn.
+        resp.may_decline = (opts.instructions is None and bool(messages) and messages[-1].role == "user"
+                            and messages[-1].content == query)
         if plan[-1] is not None:   # tools offered: a sensitive one waits for a yes (confirm.py)
             resp.sensitive = tool_rules.sensitive(opts.tools if opts.tools is not None else conv.state.config.tools)
         resp.on_completed.append(confirm.settle)

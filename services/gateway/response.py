@@ -79,6 +79,8 @@ class Response:
         self.life = ResponseLife(held)             # its state (response_life.py)
         self.text = ""
         self.passages: list[Passage] = []
+        self.may_decline = False   # it answers the user's latest words (planning.py)
+        self.declined = False      # ... and was answered "I don't know" without the LLM (answer_source.py)
         self.usage = LlmUsage()
         self.trace_id: str | None = None
         self.task: asyncio.Task | None = None
@@ -221,10 +223,12 @@ class Response:
         await answer_source.retrieve(self)
         s = self.conv.settings
         splitter = FastFirstClauseSplitter(s.first_clause_weak_words, s.first_clause_max_words)
-        self.timings.llm_start = self.clock.now()
+        words = answer_source.words(self)
+        if not self.declined:     # a decline has no LLM stage to time
+            self.timings.llm_start = self.clock.now()
         with tracer("gateway").start_as_current_span("llm"):
-            async for delta in answer_source.words(self):
-                if self.timings.llm_first_token is None:
+            async for delta in words:
+                if self.timings.llm_first_token is None and not self.declined:
                     self.timings.llm_first_token = self.clock.now()
                 if isinstance(delta, ToolCall) and (ask := confirm.guard(self, delta)) is not None:
                     delta = ask                   # a sensitive tool: ask first (confirm.py)

@@ -348,7 +348,7 @@ class TurnTaker:
                 # turned off, or the input cleared, over a cough: found by the
                 # protocol state machine, tests/fuzz).
                 self.bargein.cancel_resume()
-                self.conv.resume_response("turn dropped")
+                self.conv.resume_response(dropped_by="turn dropped")
         self.turn = None
 
     async def _trace_turn(self, turn: UserTurn) -> None:

@@ -7,7 +7,7 @@ passages; every question gets a completed, non-empty answer whose first
 token came before its end; the passages an answer saw are named (from the
 gateway's response.done metadata) and scored against; the JSON summary is
 written with every figure; a question outside the documents whose passages
-hold none of its words is declined by the gateway. No model-quality threshold is asserted: the
+hold under half of its words is declined by the gateway. No model-quality threshold is asserted: the
 default model is tiny and samples, so what it says varies from run to run
 (docs/answers.md has the measured figures)."""
 from __future__ import annotations
@@ -39,7 +39,8 @@ def test_the_eval_asks_through_the_real_services_and_scores_every_answer(tmp_pat
         assert r["status"] == "completed" and r["answer"].strip(), r
         assert 0 < r["ttft_ms"] <= r["total_ms"], r
         assert (len(r["facts"]) == 0) == r["id"].startswith("out-"), r
-        assert r["gateway_ms"].get("llm_first_token_ms") is not None, r
+        # A decline has no LLM stage (the model never ran).
+        assert (r["gateway_ms"].get("llm_first_token_ms") is None) == (r["answer"] == DECLINE), r
     answered = [r for r in results if r["answerable"]]
     # The gateway used retrieval, and the passages it used came from the index.
     assert all(r["used"] for r in answered), [(r["id"], r["used"]) for r in answered]

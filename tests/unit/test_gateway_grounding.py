@@ -6,6 +6,8 @@ with the passages as before. The pure coverage figure is checked on words
 of the answer eval's own outside and inside questions."""
 from __future__ import annotations
 
+import json
+
 import pytest
 from prometheus_client import REGISTRY
 
@@ -69,6 +71,30 @@ async def test_an_uncovered_question_is_declined_without_the_llm():
         assert s.first("response.output_text.done").event["text"] == grounding.DECLINE
         assert s.conv.state.items[-1].role == "assistant"   # the decline is in the history
     assert declined() == before + 1
+
+
+async def test_a_response_with_its_own_instructions_is_never_declined():
+    """After an uncovered question, response.create telling the model what to
+    say (instructions) is not an answer to that question: it reaches the LLM."""
+    async with session([CLIENTS]) as s:
+        await s.send({"type": "session.update", "session": {"output_modalities": ["text"]}})
+        await ask(s, "Is there an iPhone app for it?")
+        assert s.b.llm.requests == []
+        before = declined()
+        await s.send({"type": "response.create", "response": {
+            "conversation": "none", "instructions": "Say goodbye to the user."}})
+        await s.wait(1.0)
+        assert len(s.b.llm.requests) == 1
+        assert s.of("response.output_text.done")[-1].event["text"] == ANSWER
+    assert declined() == before
+
+
+async def test_a_decline_has_no_llm_timing():
+    async with session([CLIENTS]) as s:
+        await s.send({"type": "session.update", "session": {"output_modalities": ["text"]}})
+        await ask(s, "Is there an iPhone app for it?")
+        timings = json.loads(s.first("response.done").event["response"]["metadata"]["timings"])
+        assert "retrieval_ms" in timings and "llm_first_token_ms" not in timings, timings
 
 
 async def test_a_spoken_decline_is_spoken():
