@@ -72,7 +72,8 @@ def live(stack, tmp_path) -> Iterator[tuple[Stack, str]]:
 
 async def _drill(live, name: str, **kw):
     st, prom_url = live
-    report = await run_drill(SCENARIOS[name], http_url=st.http_url, admin_key=ADMIN_KEY, clips=load_clips(),
+    scenario = kw.pop("scenario", SCENARIOS[name])
+    report = await run_drill(scenario, http_url=st.http_url, admin_key=ADMIN_KEY, clips=load_clips(),
                              prometheus=prom_url, fault_s=kw.pop("fault_s", FAULT_S),
                              end_after_firing_s=END_AFTER_FIRING_S, **kw)
     out = ROOT / "var" / "drills"
@@ -109,7 +110,12 @@ def _detected_and_recovered(report, name: str, fault_s: float = FAULT_S) -> None
 
 
 async def test_tts_errors_drill(live):
-    report = await _drill(live, "tts-errors")
+    # Half the TTS calls, not the scenario's 20 %: two people give ~6 turns in
+    # the 90 s fault, and in one CI run (2026-12-02) a 20 % fault hit none of
+    # them (no failed turn, so no alert to detect). Still a partial failure.
+    sc = SCENARIOS["tts-errors"]
+    half = dataclasses.replace(sc, faults=tuple({**f, "rate": 0.5} for f in sc.faults))
+    report = await _drill(live, "tts-errors", scenario=half)
     _detected_and_recovered(report, "tts-errors")
     assert report.outcomes["during"].get("failed", 0) >= 1, report.lines()
     assert any(e.startswith("backend_unavailable: tts at ") for e in report.errors), report.errors
