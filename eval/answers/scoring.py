@@ -17,6 +17,8 @@ from __future__ import annotations
 import re
 from typing import Iterable, Sequence
 
+from common.content_words import stem
+
 # -- key facts -----------------------------------------------------------------------
 
 
@@ -133,15 +135,8 @@ thing things way ways like want need help it's don't i'm you're that's there's c
 WORD = re.compile(r"[a-z][a-z0-9'-]+")
 
 
-def _stem(w: str) -> str:
-    for suf in ("ing", "ed", "es", "s"):
-        if len(w) > len(suf) + 3 and w.endswith(suf):
-            return w[: -len(suf)]
-    return w
-
-
 def content_words(text: str) -> list[str]:
-    return [_stem(w) for w in WORD.findall(text.lower()) if w not in STOP and len(w) > 2]
+    return [stem(w) for w in WORD.findall(text.lower()) if w not in STOP and len(w) > 2]
 
 
 def novel_share(answer: str, passages: Iterable[str], question: str = "") -> float:
