@@ -4,7 +4,7 @@ cannot answer the question (grounding.py): then the model is not run."""
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING, AsyncIterator
+from typing import TYPE_CHECKING, Any, AsyncIterator
 
 from common.tracing import tracer
 from services.gateway import grounding, metrics
@@ -46,9 +46,11 @@ def words(resp: "Response") -> AsyncIterator[str | ToolCall]:
         return _say(grounding.DECLINE)
     # Urgent: someone waits for the answer (its tail is decoded at a lower CPU
     # priority by the LLM service itself).
+    kw: dict[str, Any] = {"tools": resp.tools} if resp.tools is not None else {}
+    if query := resp.conv.planner.passage_query(resp.query, resp.passages):
+        kw["passage_query"] = query
     return resp.conv.backends.llm.generate(
-        resp.messages, resp.passages, resp.max_tokens, resp.id, resp.usage, Priority.URGENT,
-        **({"tools": resp.tools} if resp.tools is not None else {}))
+        resp.messages, resp.passages, resp.max_tokens, resp.id, resp.usage, Priority.URGENT, **kw)
 
 
 def _declined(resp: "Response", n: int, cover: float, below: float) -> None:

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 from typing import TYPE_CHECKING
 
 from services.gateway import confirm, metrics, protocol
@@ -35,6 +36,10 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 
+def _words(text: str) -> list[str]:
+    return re.findall(r"[\w']+", text.lower())
+
+
 def hand_turn_span(turn: UserTurn, resp: Response) -> None:
     """The response answering a turn ends the turn's trace when it ends."""
     resp.turn_span, resp.owns_turn_span = turn.span, True
@@ -46,6 +51,8 @@ class Planner:
         self.conv = conv
         self._prefill_task: asyncio.Task | None = None
         self._prefilled = ""                      # the user text last sent for prefill
+        # The words and passages of the last prefill that quoted passages.
+        self._quoted: tuple[str, list[Passage]] | None = None
 
     def history(self, instructions: str, pending: Item | None = None,
                 heard_as: dict[str, str] | None = None) -> list[ChatMessage]:
@@ -153,10 +160,27 @@ class Planner:
             # The tools too: the LLM describes them in the system prompt the answer's prompt starts with.
             kw = {"tools": tools} if tools is not None else {}
             outcome = await self.conv.backends.llm.prefill(messages, f"prefill-{item_id}", passages, **kw)
+            if passages and outcome == "prefill":
+                self._quoted = (query, passages)
         except BackendError as exc:
             outcome = "error"   # an optimisation only: the answer's own request reports a down LLM
             log.debug("session %s: prefill failed: %s", self.conv.state.id, exc.message)
         metrics.LLM_PREFILLS.labels(**metrics.base(), outcome=outcome or "unknown").inc()
+
+    def passage_query(self, query: str, passages: list[Passage]) -> str:
+        """The words an answer's quoted sentences are chosen by: its prefill's,
+        when that prefill quoted these same passages and its words begin the
+        question, so both prompts are the same up to the question and the
+        answer reuses the prefill's evaluation (chosen by the whole question,
+        other sentences were quoted and the prompts parted at the first
+        passage: docs/benchmarks.md). "" = the question's own words."""
+        if self._quoted is None or not passages:
+            return ""
+        words, quoted = self._quoted
+        said = _words(words)
+        if quoted != passages or not said or _words(query)[:len(said)] != said:
+            return ""
+        return words
 
     def _warm_after(self, resp: Response) -> None:
         """When an answer is generated, warm the LLM with the prompt the next turn

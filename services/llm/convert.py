@@ -37,6 +37,7 @@ def request_from_pb(req: llm_pb2.GenerateRequest) -> GenerateRequest:
                     for t in req.tools),
         tool_choice=tool_choice_from_pb(req.tool_choice),
         tool_choice_name=req.tool_choice_name,
+        passage_query=req.passage_query,
     )
 
 

@@ -131,7 +131,7 @@ class LlmEngine:
                                      "per-context backend (LLM_BATCH_SLOTS=0)")
             self.tokenizer.check_grammar(plan.grammar)
         msgs = build_messages(req.messages, req.passages, self.config.system_prompt,
-                              self.config.passage_words, plan.tools if plan else ())
+                              self.config.passage_words, plan.tools if plan else (), req.passage_query)
         room = budget.answer_room(self.n_ctx)
         msgs, prompt, dropped = budget.fit(msgs, self.tokenizer.encode_chat, self.n_ctx - room)
         if dropped:
@@ -150,7 +150,7 @@ class LlmEngine:
                                  f"assistant message (the answer just given), got {req.messages[-1].role!r}")
         plan = tools.plan(req)    # the tools' description: the same system prompt as the answer's
         msgs = build_messages(req.messages, req.passages, self.config.system_prompt,
-                              self.config.passage_words, plan.tools if plan else ())
+                              self.config.passage_words, plan.tools if plan else (), req.passage_query)
         room = budget.answer_room(self.n_ctx)      # the same cut as the answer will make
         msgs, _, _ = budget.fit(msgs, self.tokenizer.encode_chat, self.n_ctx - room)
         prompt = self.tokenizer.encode_chat_open(msgs)

@@ -46,13 +46,15 @@ MAX_PASSAGE_CHARS = 1200
 PASSAGE_WORDS = 80
 
 
-def grounding_message(passages: Sequence[Passage], question: str, passage_words: int = PASSAGE_WORDS) -> str:
-    """The latest user turn with the passages quoted ahead of the question."""
+def grounding_message(passages: Sequence[Passage], question: str, passage_words: int = PASSAGE_WORDS,
+                      select_by: str = "") -> str:
+    """The latest user turn with the passages quoted ahead of the question;
+    the sentences quoted are chosen by ``select_by`` (default: the question)."""
     lines = [GROUNDING_INSTRUCTIONS, QUOTE]
     texts = [" ".join(p.text.split()) for p in passages]
     if passage_words:
         kept = sentences.select([(sentences.topic(p.title, p.source), p.text) for p in passages],
-                                question, passage_words)
+                                select_by or question, passage_words)
         texts = [" ".join(k) for k in kept]
     for i, (p, text) in enumerate(zip(passages, texts), 1):
         if not text:
@@ -67,11 +69,13 @@ def grounding_message(passages: Sequence[Passage], question: str, passage_words:
 
 def build_messages(messages: Sequence[ChatMessage], passages: Sequence[Passage],
                    system_prompt: str = DEFAULT_SYSTEM_PROMPT,
-                   passage_words: int = PASSAGE_WORDS, tools: Sequence[Tool] = ()) -> list[dict[str, str]]:
+                   passage_words: int = PASSAGE_WORDS, tools: Sequence[Tool] = (),
+                   passage_query: str = "") -> list[dict[str, str]]:
     """The chat-template input: a system prompt first (ours unless the caller
     sent one) with the offered tools described (tools.py), the conversation
     (earlier tool calls and results in the tool convention), and the
-    passages quoted in the last user turn."""
+    passages quoted in the last user turn (their sentences chosen by
+    ``passage_query``, default that turn's words: see llm.proto)."""
     out: list[dict[str, str]] = []
     results: set[int] = set()    # tool results rendered as user turns: no question to ground
     for m in messages:
@@ -96,6 +100,6 @@ def build_messages(messages: Sequence[ChatMessage], passages: Sequence[Passage],
         last_user = max((i for i, m in enumerate(out) if m["role"] == "user" and i not in results),
                         default=None)
         if last_user is not None:
-            out[last_user] = {"role": "user", "content": grounding_message(passages, out[last_user]["content"],
-                                                                          passage_words)}
+            out[last_user] = {"role": "user", "content": grounding_message(
+                passages, out[last_user]["content"], passage_words, passage_query)}
     return out

@@ -75,6 +75,7 @@ class GenerateRequest:
     tools: tuple[Tool, ...] = ()
     tool_choice: ToolChoice = ToolChoice.AUTO
     tool_choice_name: str = ""   # ToolChoice.FUNCTION: which tool
+    passage_query: str = ""      # the words the quoted sentences are chosen by ("" = the question)
 
     @property
     def background(self) -> bool:

@@ -24,6 +24,9 @@ class Limits:
     max_passages: int = 20
 
 
+MAX_PASSAGE_QUERY_CHARS = 2000
+
+
 def check_messages(req: GenerateRequest, limits: Limits) -> None:
     if not req.messages:
         raise InvalidRequest("messages is empty: send at least one user message")
@@ -38,6 +41,9 @@ def check_messages(req: GenerateRequest, limits: Limits) -> None:
     if len(req.passages) > limits.max_passages:
         raise InvalidRequest(
             f"passages has {len(req.passages)} entries; at most {limits.max_passages} are allowed")
+    if len(req.passage_query) > MAX_PASSAGE_QUERY_CHARS:
+        raise InvalidRequest(f"passage_query has {len(req.passage_query)} characters; at most "
+                             f"{MAX_PASSAGE_QUERY_CHARS} are allowed (it is a question's words)")
 
 
 def resolve_max_tokens(req: GenerateRequest, limits: Limits) -> int:

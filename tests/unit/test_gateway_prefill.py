@@ -185,3 +185,32 @@ async def test_no_retrieval_while_speaking_when_the_session_does_not_retrieve():
         await s.run_audio(6.0)
         assert speech_prefills(s) and all(p == [] for p in s.b.llm.prefill_passages)
         assert s.b.rag.queries == [QUESTION] and [x.title for x in s.b.llm.passages[0]] == ["Starting"]
+
+
+async def test_the_answer_quotes_the_sentences_its_prefill_quoted():
+    """Invariant: when the answer's retrieval finds the passages its last
+    prefill quoted, it asks for the sentences chosen by that prefill's words
+    (passage_query), so its prompt is the prefill's up to the question."""
+    async with doc_session() as s:
+        await s.run_audio(6.0)
+        warm = [m for m, p, rid in zip(s.b.llm.prefills, s.b.llm.prefill_passages, s.b.llm.prefill_ids)
+                if "-warm-" not in rid and p]
+        assert warm and s.b.llm.passage_queries[0] == user_texts(warm[-1])[-1]
+        assert QUESTION.startswith(s.b.llm.passage_queries[0]) and s.b.llm.passage_queries[0] != QUESTION
+
+
+async def test_without_a_prefill_of_those_passages_the_answer_chooses_by_its_own_words():
+    async with doc_session(prefill_retrieval=False) as s:
+        await s.run_audio(6.0)
+        assert s.b.llm.passages[0] and s.b.llm.passage_queries == [""]
+
+
+def test_a_prefills_words_are_used_only_for_its_own_passages_and_question():
+    s = doc_session()
+    p1, p2 = s.b.rag.passages
+    s.conv.planner._quoted = ("how do I start", [p1])
+    pq = s.conv.planner.passage_query
+    assert pq("How do I start the assistant?", [p1]) == "how do I start"
+    assert pq("How do I start the assistant?", [p1, p2]) == ""        # other passages
+    assert pq("How do I stop the assistant?", [p1]) == ""              # other words
+    assert pq("How do I start the assistant?", []) == ""

@@ -92,3 +92,22 @@ def test_long_passages_are_trimmed_to_the_sentences_about_the_question():
     assert "press Ctrl-C" in quoted and len(quoted.split()) < 50
     whole = grounding_message([long], "How do I stop it?", passage_words=0).split(QUOTE)[1]
     assert len(whole.split()) > 200
+
+
+def test_the_quoted_sentences_can_be_chosen_by_the_prefills_words():
+    """An answer given its prefill's words (passage_query) quotes the sentences
+    its prefill quoted, so the two prompts are the same up to the question and
+    the answer reuses the prefill's evaluation; chosen by its own whole
+    question, it may quote others (the prompts then part at the passage)."""
+    doc = Passage(source="canary.md", title="Canary releases",
+                  text="A canary gets a share of the sessions. The weight steps from 5 to 100 percent. "
+                       "Rollback sets the weight to zero when the judge fails. It works by hashing the session id.")
+    question = "how does the canary release work"
+    prefill = build_messages([ChatMessage("user", "how does the canary")], [doc], passage_words=16)
+    own = build_messages([ChatMessage("user", question)], [doc], passage_words=16)
+    given = build_messages([ChatMessage("user", question)], [doc], passage_words=16,
+                           passage_query="how does the canary")
+    head = prefill[-1]["content"].rsplit("My question:", 1)[0]
+    assert not own[-1]["content"].startswith(head)    # the case the field exists for
+    assert given[-1]["content"].startswith(head)
+    assert given[-1]["content"].endswith(f"My question: {question}")

@@ -86,13 +86,15 @@ _CHOICE = {"auto": llm_pb2.TOOL_CHOICE_AUTO, "required": llm_pb2.TOOL_CHOICE_REQ
 
 def generate_request(messages: Sequence[ChatMessage], passages: Sequence[Passage],
                      max_tokens: int, request_id: str, prefill: bool = False,
-                     prio: Priority = Priority.URGENT, tools: Tools | None = None) -> llm_pb2.GenerateRequest:
+                     prio: Priority = Priority.URGENT, tools: Tools | None = None,
+                     passage_query: str = "") -> llm_pb2.GenerateRequest:
     req = llm_pb2.GenerateRequest(
         messages=[llm_pb2.ChatMessage(role=m.role, content=m.content, name=m.name, tool_call_id=m.tool_call_id)
                   for m in messages],
         passages=[common_pb2.Passage(source=p.source, title=p.title, text=p.text, score=p.score)
                   for p in passages],
-        max_tokens=max_tokens, request_id=request_id, prefill=prefill, priority=priority(prio))
+        max_tokens=max_tokens, request_id=request_id, prefill=prefill, priority=priority(prio),
+        passage_query=passage_query)
     if tools is not None:
         req.tools.extend(llm_pb2.Tool(name=t.name, description=t.description, parameters_json=t.parameters_json)
                          for t in tools.specs)

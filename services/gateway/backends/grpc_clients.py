@@ -209,10 +209,11 @@ class GrpcLlm(_Client):
     async def generate(self, messages: Sequence[ChatMessage], passages: Sequence[Passage],
                        max_tokens: int, request_id: str, usage: LlmUsage,
                        priority: Priority = Priority.URGENT,
-                       tools: Tools | None = None) -> AsyncIterator[str | ToolCall]:
+                       tools: Tools | None = None, passage_query: str = "") -> AsyncIterator[str | ToolCall]:
         stub = llm_pb2_grpc.ChatStub(self._channel)
         call = inject(self._faults, self.name, stub.Generate(
-            convert.generate_request(messages, passages, max_tokens, request_id, prio=priority, tools=tools),
+            convert.generate_request(messages, passages, max_tokens, request_id, prio=priority, tools=tools,
+                                     passage_query=passage_query),
             metadata=inject_metadata(), timeout=self._timeout), self.variant)
         try:
             while (resp := await read_within(call, self._idle, self.name, self.address,

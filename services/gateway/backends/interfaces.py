@@ -62,9 +62,11 @@ class LlmClient(Protocol):
     def generate(self, messages: Sequence[ChatMessage], passages: Sequence[Passage],
                  max_tokens: int, request_id: str, usage: LlmUsage,
                  priority: Priority = Priority.URGENT,
-                 tools: Tools | None = None) -> AsyncIterator[str | ToolCall]:
+                 tools: Tools | None = None, passage_query: str = "") -> AsyncIterator[str | ToolCall]:
         """Text deltas, or (with ``tools``) one ToolCall instead; fills
-        ``usage`` at the end. Cancelling the iteration cancels the RPC."""
+        ``usage`` at the end. Cancelling the iteration cancels the RPC.
+        ``passage_query``: the words the quoted sentences are chosen by (the
+        prefill's, so the prompts match: llm.proto); "" = the question's."""
 
     async def prefill(self, messages: Sequence[ChatMessage], request_id: str,
                       passages: Sequence[Passage] = (), tools: Tools | None = None) -> str:

@@ -27,6 +27,7 @@ class FakeLlm(FakeBackend):
         self.prefills: list[list[ChatMessage]] = []
         self.prefill_ids: list[str] = []
         self.prefill_passages: list[list[Passage]] = []
+        self.passage_queries: list[str] = []
         self.priorities: list[Priority] = []     # of generate calls, in order
         self.max_tokens: list[int] = []          # of generate calls, in order
         self.tools: list[Tools | None] = []      # of generate calls, in order
@@ -51,7 +52,7 @@ class FakeLlm(FakeBackend):
     async def generate(self, messages: Sequence[ChatMessage], passages: Sequence[Passage],
                        max_tokens: int, request_id: str, usage: LlmUsage,
                        priority: Priority = Priority.URGENT,
-                       tools: Tools | None = None) -> AsyncIterator[str | ToolCall]:
+                       tools: Tools | None = None, passage_query: str = "") -> AsyncIterator[str | ToolCall]:
         self._check()
         reply = self.reply_to(messages, tools)
         self.requests.append(list(messages))
@@ -60,6 +61,7 @@ class FakeLlm(FakeBackend):
         self.max_tokens.append(max_tokens)
         self.requested_at.append(self.clock.now())
         self.passages.append(list(passages))
+        self.passage_queries.append(passage_query)
         if isinstance(reply, ToolCall) and tools is None:
             reply = "I have no tools."   # a model offered no tools cannot call one
         if isinstance(reply, ToolCall):
