@@ -18,7 +18,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from services.gateway import confirm, metrics, protocol
 from services.gateway import tools as tool_rules
@@ -128,14 +128,18 @@ class Planner:
             return
         if self._prefill_task is not None and not self._prefill_task.done():
             return
-        words = turn.text().split()[:-1]
+        heard = turn.text()
+        words = heard.split()[:-1]
         text = " ".join(words)
         if len(words) < conv.settings.llm_prefill_min_words or text == self._prefilled:
             return
         self._prefilled = text
         pending = Item(id=turn.item_id, role="user", content=[{"type": "input_audio", "transcript": text}])
         plan = self.plan(protocol.ResponseOptions(), pending)
-        self._prefill_task = conv.spawn(self._prefill(list(plan[0]), turn.item_id, text, plan[-1]),
+        # Retrieval gets every word heard (the first words of a short question
+        # scored under the floor, or found other passages than the whole
+        # question: docs/benchmarks.md); the quoted turn ends before the last.
+        self._prefill_task = conv.spawn(self._prefill(list(plan[0]), turn.item_id, heard, plan[-1]),
                                         "llm-prefill")
 
     async def _passages_for(self, query: str) -> list[Passage]:
@@ -158,7 +162,9 @@ class Planner:
         try:
             passages = await self._passages_for(query)
             # The tools too: the LLM describes them in the system prompt the answer's prompt starts with.
-            kw = {"tools": tools} if tools is not None else {}
+            kw: dict[str, Any] = {"tools": tools} if tools is not None else {}
+            if passages:
+                kw["passage_query"] = query    # the answer chooses its sentences by it too
             outcome = await self.conv.backends.llm.prefill(messages, f"prefill-{item_id}", passages, **kw)
             if passages and outcome == "prefill":
                 self._quoted = (query, passages)
@@ -168,19 +174,20 @@ class Planner:
         metrics.LLM_PREFILLS.labels(**metrics.base(), outcome=outcome or "unknown").inc()
 
     def passage_query(self, query: str, passages: list[Passage]) -> str:
-        """The words an answer's quoted sentences are chosen by: its prefill's,
-        when that prefill quoted these same passages and its words begin the
+        """The words an answer's quoted sentences are chosen by: its prefill's
+        (every word heard then), when that prefill quoted these same passages
+        and its words but the last (which may still have changed) begin the
         question, so both prompts are the same up to the question and the
         answer reuses the prefill's evaluation (chosen by the whole question,
         other sentences were quoted and the prompts parted at the first
         passage: docs/benchmarks.md). "" = the question's own words."""
         if self._quoted is None or not passages:
             return ""
-        words, quoted = self._quoted
-        said = _words(words)
-        if quoted != passages or not said or _words(query)[:len(said)] != said:
+        heard, quoted = self._quoted
+        sure = _words(heard)[:-1]
+        if quoted != passages or not sure or _words(query)[:len(sure)] != sure:
             return ""
-        return words
+        return heard
 
     def _warm_after(self, resp: Response) -> None:
         """When an answer is generated, warm the LLM with the prompt the next turn

@@ -166,6 +166,7 @@ class LlmEngine:
         inst = self.pool.try_checkout(prompt, max_evict=PREFILL_MAX_EVICT)
         if inst is None:
             return GenerateDone("busy", len(prompt), 0, 0.0, 0.0)
+        self.pool.promise(inst, prompt)
         loop = asyncio.get_running_loop()
         try:
             fut = loop.run_in_executor(self._executor, _prefill, inst, prompt)

@@ -54,6 +54,9 @@ class InstancePool(Generic[T]):
         self._wanted: dict[int, collections.deque[asyncio.Future]] = {}   # id(inst) → waiting for it
         self.affinity_wait_s = affinity_wait_s
         self.affinity_min_tokens = affinity_min_tokens
+        # id(inst) → the prompt a checked-out instance is evaluating (a prefill):
+        # what its cache will hold when it comes back (promise()).
+        self._promised: dict[int, Sequence[int]] = {}
 
     @property
     def busy(self) -> int:
@@ -125,8 +128,12 @@ class InstancePool(Generic[T]):
         busy = [i for i in self._out if i is not free]
         if not busy:
             return free
-        target = max(busy, key=lambda i: _reuse(i, prompt).tokens)
-        if _reuse(target, prompt).tokens - have < self.affinity_min_tokens:
+
+        def will_reuse(inst: T) -> int:
+            return reuse.plan(self._promised.get(id(inst)) or _cached(inst), prompt,
+                              shift=bool(getattr(inst, "can_shift", False))).tokens
+        target = max(busy, key=will_reuse)
+        if will_reuse(target) - have < self.affinity_min_tokens:
             return free
         self.release(free)                      # not ours after all: back for others
         fut: asyncio.Future = asyncio.get_running_loop().create_future()
@@ -181,7 +188,18 @@ class InstancePool(Generic[T]):
         """The instances not checked out now (for shutdown)."""
         return list(self._free)
 
+    def promise(self, inst: T, prompt: Sequence[int]) -> None:
+        """``inst`` (checked out) is evaluating ``prompt`` into its cache: an
+        answer that starts the same way waits for it (``affinity_wait_s``)
+        rather than evaluate it again beside it on the other instance. While
+        a prefill's one llama.cpp batch runs, the instance's cache does not
+        show it yet (measured: a document question's answer arriving during
+        its 200-token prefill went to the free instance, and both evaluated
+        the passages at once). Cleared when the instance is released."""
+        self._promised[id(inst)] = list(prompt)
+
     def release(self, inst: T) -> None:
+        self._promised.pop(id(inst), None)
         wanted = self._wanted.get(id(inst))
         while wanted:
             fut = wanted.popleft()

@@ -92,8 +92,9 @@ async def test_answer_starts_at_the_final_and_is_released_when_the_window_closes
     async with session([(0.5, 2.5)], [QUESTION]) as s:
         await s.run_audio(6.0)
         # The pipeline started as soon as the final was in, inside the window.
-        # (The searches before it are the prefill's, for the words so far: test_gateway_prefill.)
-        assert s.b.rag.queries[-1] == QUESTION and QUESTION not in s.b.rag.queries[:-1]
+        # (The searches before it are the prefill's, for the words heard so far,
+        # the last one maybe already all of them: test_gateway_prefill.)
+        assert s.b.rag.queries[-1] == QUESTION
         assert s.b.llm.requested_at == [approx(FINAL_AT + s.b.rag.latency_s)]
         assert s.b.tts.requested_at[0] < WINDOW_CLOSES
         # Nothing of the answer reached the client before the window closed.

@@ -41,6 +41,20 @@ def test_the_longest_shared_prefix_is_taken_if_it_gains_enough():
     assert store.restores == 0       # counted when the instance has put it back (restored())
 
 
+def test_a_cache_only_another_conversation_s_start_shares_stays_for_its_own():
+    """A prompt sharing only the first part of a saved cache (the system prompt
+    and grounding instructions every document question starts with) gets a
+    copy; the cache stays in the store for its own conversation's return."""
+    store = KvStore(10_000, min_tokens=64, min_gain=16)
+    own = toks(0, 260)
+    store.put(own, "A", 10)
+    other = toks(0, 60) + toks(5000, 200)
+    assert store.take(other, better_than=30).data == "A"         # 60 > 30 + 16: worth a restore
+    assert len(store) == 1 and store.bytes == 10                  # still there
+    assert store.take(own + [7], better_than=30).data == "A"      # its conversation is back: taken
+    assert len(store) == 0 and store.bytes == 0
+
+
 def test_the_instance_s_own_reuse_rule_ranks_the_caches():
     store = KvStore(10_000, min_tokens=64, min_gain=16)
     store.put(toks(0, 100), "A", 10)

@@ -68,6 +68,29 @@ def test_an_answer_waits_briefly_for_the_busy_instance_holding_its_conversation(
     assert asyncio.run(main()) is slots[0]
 
 
+def test_an_answer_waits_for_the_instance_still_evaluating_its_prefill():
+    """A prefill's evaluation is one llama.cpp batch: until it ends, the
+    instance's cache does not show it. The prompt it promised counts."""
+    system, passages = (1, 2), tuple(range(100, 300))
+    slots = [Slot(0, system), Slot(1, system)]
+    pool = InstancePool(slots, max_waiting=4, wait_timeout_s=1.0, affinity_wait_s=0.5)
+
+    async def main():
+        prefill = pool.try_checkout(list(system + passages))
+        pool.promise(prefill, list(system + passages))
+        answer = asyncio.create_task(pool.checkout(list(system + passages) + [7]))
+        await asyncio.sleep(0.05)
+        assert not answer.done()
+        prefill.cached = system + passages          # the evaluation ended
+        pool.release(prefill)
+        return prefill, await answer
+
+    prefill, got = asyncio.run(main())
+    assert got is prefill
+    # Released, its promise is gone: only what it holds counts.
+    assert pool._promised == {}
+
+
 def test_the_wait_for_a_busy_cache_is_bounded_then_a_free_instance_is_taken():
     conv = tuple(range(1, 200))
     slots = [Slot(0, conv), Slot(1)]

@@ -104,12 +104,13 @@ def generate_request(messages: Sequence[ChatMessage], passages: Sequence[Passage
 
 
 def prefill_request(messages: Sequence[ChatMessage], request_id: str,
-                    passages: Sequence[Passage] = (), tools: Tools | None = None) -> llm_pb2.GenerateRequest:
+                    passages: Sequence[Passage] = (), tools: Tools | None = None,
+                    passage_query: str = "") -> llm_pb2.GenerateRequest:
     """Prefill only saves the answer time later: background, so it never
     delays (or waits for) an answer someone is listening for. The tools
     are described in the system prompt: sent, so the prompts match."""
     return generate_request(messages, passages, 0, request_id, prefill=True, prio=Priority.BACKGROUND,
-                            tools=tools)
+                            tools=tools, passage_query=passage_query)
 
 
 def generate_event(resp: llm_pb2.GenerateResponse, usage: LlmUsage) -> str | ToolCall | None:

@@ -231,11 +231,13 @@ class GrpcLlm(_Client):
 
 
     async def prefill(self, messages: Sequence[ChatMessage], request_id: str,
-                      passages: Sequence[Passage] = (), tools: Tools | None = None) -> str:
+                      passages: Sequence[Passage] = (), tools: Tools | None = None,
+                      passage_query: str = "") -> str:
         """Warm an instance with a turn still being spoken; the finish reason."""
         stub = llm_pb2_grpc.ChatStub(self._channel)
         call = inject(self._faults, self.name, stub.Generate(
-            convert.prefill_request(messages, request_id, passages, tools), metadata=inject_metadata(),
+            convert.prefill_request(messages, request_id, passages, tools, passage_query),
+            metadata=inject_metadata(),
             timeout=min(self._timeout, 5.0)), self.variant)
         usage = LlmUsage()
         try:

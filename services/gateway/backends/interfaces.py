@@ -69,11 +69,12 @@ class LlmClient(Protocol):
         prefill's, so the prompts match: llm.proto); "" = the question's."""
 
     async def prefill(self, messages: Sequence[ChatMessage], request_id: str,
-                      passages: Sequence[Passage] = (), tools: Tools | None = None) -> str:
+                      passages: Sequence[Passage] = (), tools: Tools | None = None,
+                      passage_query: str = "") -> str:
         """Warm a model instance with this history, whose last user message is
         still being spoken (nothing generated), and the passages retrieved for
         the words so far (quoted in that message, as the answer will have
-        them); returns the finish reason. Always background: it never waits
+        them, their sentences chosen by ``passage_query``); returns the finish reason. Always background: it never waits
         for an instance ("busy" instead)."""
 
 

@@ -28,6 +28,7 @@ class FakeLlm(FakeBackend):
         self.prefill_ids: list[str] = []
         self.prefill_passages: list[list[Passage]] = []
         self.passage_queries: list[str] = []
+        self.prefill_passage_queries: list[str] = []
         self.priorities: list[Priority] = []     # of generate calls, in order
         self.max_tokens: list[int] = []          # of generate calls, in order
         self.tools: list[Tools | None] = []      # of generate calls, in order
@@ -36,9 +37,11 @@ class FakeLlm(FakeBackend):
         self.cancelled = self.completed = 0
 
     async def prefill(self, messages: Sequence[ChatMessage], request_id: str,
-                      passages: Sequence[Passage] = (), tools: Tools | None = None) -> str:
+                      passages: Sequence[Passage] = (), tools: Tools | None = None,
+                      passage_query: str = "") -> str:
         self._check()
         self.prefills.append(list(messages))
+        self.prefill_passage_queries.append(passage_query)
         self.prefill_tools.append(tools)
         self.prefill_passages.append(list(passages))
         self.prefill_ids.append(request_id)
