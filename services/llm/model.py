@@ -12,7 +12,7 @@ import importlib.util
 import logging
 import threading
 from pathlib import Path
-from typing import TYPE_CHECKING, Iterator, Optional, Protocol, Sequence
+from typing import TYPE_CHECKING, Callable, Iterator, Optional, Protocol, Sequence
 
 from services.llm import kv_store, reuse
 from services.llm.kv_store import KvStore
@@ -340,14 +340,23 @@ class LlamaInstance:
 
         return LogitsProcessorList([ban_stop_first])
 
-    def prefill(self, prompt: Sequence[int]) -> int:
+    prefill_stops = True    # prefill() takes stop= and piece= (engine.py)
+
+    def prefill(self, prompt: Sequence[int], stop: Callable[[], bool] | None = None, piece: int = 0) -> int:
         """Evaluate ``prompt`` into the KV cache, reusing the prefix it shares
-        with what is cached (as generate does); returns the tokens evaluated."""
+        with what is cached (as generate does); returns the tokens evaluated.
+        With ``stop``, ``piece`` tokens at a time, ending early (the cache
+        then holds a prefix of the prompt) when ``stop()`` says so."""
         keep = self._reuse(prompt)
         rest = list(prompt[keep:])
-        if rest:
-            self._llm.eval(rest)
-        return len(rest)
+        step = piece if stop is not None and piece > 0 else max(1, len(rest))
+        done = 0
+        while done < len(rest):
+            if done and stop is not None and stop():
+                break
+            self._llm.eval(rest[done:done + step])
+            done = min(len(rest), done + step)
+        return done
 
     def is_stop(self, token: int) -> bool:
         return token in self._stop

@@ -198,6 +198,14 @@ class InstancePool(Generic[T]):
         the passages at once). Cleared when the instance is released."""
         self._promised[id(inst)] = list(prompt)
 
+    def awaited(self, inst: T) -> bool:
+        """Whether a request waits for ``inst`` itself (its cache). Safe to
+        call from a worker thread: a deque changed meanwhile reads as yes."""
+        try:
+            return any(not f.done() for f in self._wanted.get(id(inst)) or ())
+        except RuntimeError:
+            return True
+
     def release(self, inst: T) -> None:
         self._promised.pop(id(inst), None)
         wanted = self._wanted.get(id(inst))

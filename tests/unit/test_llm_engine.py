@@ -225,6 +225,7 @@ async def test_many_streams_with_random_cancels_never_leak_an_instance():
     await wait_for(lambda: eng.workers_running == 0)
     assert eng.pool.busy == 0 and eng.pool.waiting == 0
     assert len(eng.pool.idle()) == 2
+    assert eng._evaluating == 0      # no answer left counted as waiting for its first token
     # Every generation that started was accounted exactly once.
     assert len(done) == sum(i.generations for i in instances)
     deltas, final = await collect(eng)
@@ -319,3 +320,18 @@ async def test_cancel_during_the_tail_still_stops_within_one_token():
     await wait_for(lambda: done)
     assert done[0].finish_reason == "cancelled"
     eng.close()
+
+
+def test_a_prefill_yields_to_an_answer_being_evaluated_unless_that_answer_waits_for_it():
+    import collections
+
+    a, b = ScriptedInstance(["x"]), ScriptedInstance(["y"])
+    eng = LlmEngine(ScriptedTokenizer(2048), [a, b], EngineConfig())
+    assert not eng._yield_to_answers(a)          # nobody waits for an answer
+    eng._evaluating = 1
+    assert eng._yield_to_answers(a)              # an answer evaluates elsewhere: stop
+    fut = asyncio.new_event_loop().create_future()
+    eng.pool._wanted[id(a)] = collections.deque([fut])
+    assert not eng._yield_to_answers(a)          # ... but it waits for this instance's cache
+    fut.cancel()
+    assert eng._yield_to_answers(a)

@@ -134,3 +134,21 @@ def test_without_a_store_the_history_is_evaluated_again():
     _first(inst, tok.encode_chat([{"role": "user", "content": "Something else entirely, about cats."}]))
     _first(inst, prompt)
     assert inst.restored == 0 and inst.reused < len(prompt) - 8
+
+
+@needs_model
+def test_a_prefill_stopped_between_pieces_leaves_a_usable_prefix():
+    """A prefill told to stop (an answer is waiting) ends after a piece; the
+    cache then holds a prefix of its prompt, and the rest is evaluated by
+    whoever comes next, with the same first tokens as a prefill run whole."""
+    tok = LlamaChatTokenizer(OPTS)
+    prompt = tok.encode_chat([{"role": "system", "content": "Be brief."},
+                              {"role": "user", "content": "Tell me about the moon, its orbit, its phases, its "
+                                                          "tides and the first people who walked on it."}])
+    stopped = LlamaInstance(OPTS, tok.stop_token_ids())
+    assert stopped.prefill(prompt, stop=lambda: True, piece=16) == 16
+    assert list(stopped.cached_tokens()) == list(prompt[:16])
+    whole = LlamaInstance(OPTS, tok.stop_token_ids())
+    assert whole.prefill(prompt, stop=lambda: False, piece=16) == len(prompt)
+    assert _first(stopped, prompt) == _first(whole, prompt)
+    assert stopped.reused == 16
