@@ -121,3 +121,14 @@ async def test_everything_else_reaches_the_llm_with_its_passages(passages, setti
         assert len(s.b.llm.requests) == 1
         assert s.b.llm.passages[0] == passages
         assert s.first("response.output_text.done").event["text"] == ANSWER
+
+
+@pytest.mark.parametrize("name, value", [("rag_decline_below", 1.5), ("rag_decline_below", -0.1),
+                                         ("rag_decline_below", float("nan")), ("rag_min_score", 2.0)])
+def test_a_share_setting_outside_0_to_1_stops_the_start_and_names_the_variable(name, value):
+    from services.gateway.app import create_app
+    from services.gateway.fakes import FakeProvider
+
+    with pytest.raises(ValueError, match=f"GATEWAY_{name.upper()}"):
+        create_app(GatewaySettings(redis_url="", web_dir="/nonexistent", **{name: value}),
+                   backends=FakeProvider(lambda: None))
