@@ -9,7 +9,8 @@ open.
   the quality probes play (``--probes``).
 - Redis: the gateways' (``RELEASE_REDIS_URL``), its password from the same
   Secret the gateway mounts.
-- Probes' addresses: the stable ASR and TTS Services here; each canary
+- Probes' addresses: the stable ASR, TTS and LLM Services here, and the
+  RAG Service the LLM probe takes its passages from; each canary
   component adds ``GATEWAY_<SVC>_CANARY_ADDRS`` to this Deployment as it does
   to the gateway's (deploy/generate.py: canary_component).
 - Liveness: the loop touches a heartbeat file before and after every tick;
@@ -23,7 +24,8 @@ from typing import Any
 NAME = "release-controller"
 HEARTBEAT = "/tmp/release-heartbeat"
 LIVENESS_MAX_AGE_S = 600
-PROBED = ("asr", "tts")     # the services whose releases the quality probes judge
+PROBED = ("asr", "tts", "llm")     # the services whose releases the quality probes judge
+PASSAGES_FROM = "rag"     # the stable service the LLM probe retrieves its passages from
 
 
 def labels(part_of: str) -> dict[str, str]:
@@ -37,7 +39,8 @@ def deployment(image: str, uid: int, part_of: str, redis_secret: str, redis_secr
     env = [{"name": "RELEASE_REDIS_URL", "value": "redis://redis:6379/0"},
            {"name": "RELEASE_REDIS_PASSWORD_FILE", "value": f"{redis_secret_dir}/password"},
            {"name": "RELEASE_HEARTBEAT_FILE", "value": HEARTBEAT}]
-    env += [{"name": f"GATEWAY_{svc.upper()}_ADDRS", "value": stable_addrs[svc]} for svc in PROBED]
+    env += [{"name": f"GATEWAY_{svc.upper()}_ADDRS", "value": stable_addrs[svc]}
+            for svc in (*PROBED, PASSAGES_FROM)]
     container = {
         "name": NAME,
         "image": image,

@@ -73,8 +73,12 @@ def _parser() -> argparse.ArgumentParser:
                    help="touch this file before and after every tick; `python -m release.alive FILE "
                         "MAX_AGE_S` is the liveness check (default: $RELEASE_HEARTBEAT_FILE, else none)")
     r.add_argument("--probes", action="store_true",
-                   help="also run the quality probes of ASR and TTS releases at each check (release/probes.py)")
-    for svc in ("asr", "tts"):
+                   help="also run the quality probes of ASR, TTS and LLM releases at each check "
+                        "(release/probes.py)")
+    r.add_argument("--rag", default=_first(os.environ.get("GATEWAY_RAG_ADDRS", "")) or by_name("rag").address,
+                   help="RAG address the LLM probe retrieves its passages from (default: the first of "
+                        f"$GATEWAY_RAG_ADDRS, else {by_name('rag').address})")
+    for svc in ("asr", "tts", "llm"):
         for variant in ("stable", "canary"):
             env = f"GATEWAY_{svc.upper()}{'_CANARY' if variant == 'canary' else ''}_ADDRS"
             fallback = by_name(svc).address if variant == "stable" else ""
@@ -127,7 +131,8 @@ async def _main(args: argparse.Namespace) -> int:
             ctl.cfg = JudgeConfig(min_samples=args.min_samples, alpha=args.alpha, margin=args.margin,
                                   max_failure_ratio=args.max_failure_ratio)
             if args.probes:
-                ctl.probe = Prober(args.asr_stable, args.asr_canary, args.tts_stable, args.tts_canary)
+                ctl.probe = Prober(args.asr_stable, args.asr_canary, args.tts_stable, args.tts_canary,
+                                   llm_stable=args.llm_stable, llm_canary=args.llm_canary, rag=args.rag)
             logging.info("release controller on %s: poll %.0f s, %s", args.redis_url, args.poll, ctl.cfg)
             beat = Path(args.heartbeat_file) if args.heartbeat_file else None
             await ctl.run(args.poll, heartbeat=beat.touch if beat is not None else None)

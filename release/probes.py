@@ -13,6 +13,9 @@ the canary and through stable, scored by word error rate (clients/wer.py).
   ASR (so only the voice differs), compared sentence by sentence with the
   same paired bootstrap: a voice that mumbles or skips words shows as a
   higher WER beyond Piper's sampling noise.
+- LLM answers (release/llm_probe.py): questions of the answer eval asked of
+  the canary and the stable LLM with the same retrieved passages, greedy,
+  scored by key facts stated and unsupported claims (``quality:llm_answers``).
 
 ``quality_check``, ``slice_check`` and ``roundtrip_check`` are pure (scores in,
 judge checks out); ``Prober`` does the
@@ -48,6 +51,12 @@ class QualityConfig:
     # 95 % interval is above 0 and the WER difference exceeds this margin.
     slice_margin: float = 0.02
     slices: bool = True
+    # quality:llm_answers (release/llm_probe.py): questions of the answer eval
+    # asked of both LLMs; the canary fails stating this many key facts fewer
+    # than stable, or with unsupported claims in this many answers more.
+    llm_questions: int = 12
+    llm_fact_margin: int = 2
+    llm_claim_margin: int = 2
 
 
 @dataclasses.dataclass
@@ -96,9 +105,11 @@ class Prober:
     stable and one canary replica)."""
 
     def __init__(self, asr_stable: str = "", asr_canary: str = "", tts_stable: str = "", tts_canary: str = "",
-                 cfg: QualityConfig = QualityConfig(), sentences: Sequence[str] | None = None) -> None:
+                 cfg: QualityConfig = QualityConfig(), sentences: Sequence[str] | None = None,
+                 llm_stable: str = "", llm_canary: str = "", rag: str = "") -> None:
         self.asr_stable, self.asr_canary = asr_stable, asr_canary
         self.tts_stable, self.tts_canary = tts_stable, tts_canary
+        self.llm_stable, self.llm_canary, self.rag = llm_stable, llm_canary, rag
         self.cfg, self._sentences = cfg, list(sentences) if sentences is not None else None
 
     @property
@@ -131,6 +142,11 @@ class Prober:
             canary = await roundtrip(self.tts_canary, self.asr_stable, self.sentences, self.cfg.tts_takes)
             stable = await roundtrip(self.tts_stable, self.asr_stable, self.sentences, self.cfg.tts_takes)
             return [roundtrip_check(self.sentences, canary, stable, self.cfg)]
+        if service == "llm":
+            from release.llm_probe import probe
+
+            return [await probe(self.llm_stable, self.llm_canary, self.rag, self.cfg.llm_questions,
+                                self.cfg.llm_fact_margin, self.cfg.llm_claim_margin)]
         return []
 
     async def _asr_slices(self) -> Check:

@@ -301,14 +301,14 @@ def test_release_controller_runs_the_loop_on_the_gateways_redis():
     gw_secrets = {v["name"]: v["secret"]["secretName"] for v in gw["spec"]["template"]["spec"]["volumes"]
                   if "secret" in v}
     assert secrets == {"redis-password": gw_secrets["redis-password"]}   # not the API keys
-    for svc in ("asr", "tts"):
+    for svc in ("asr", "tts", "llm", "rag"):   # the LLM probe's passages come from the RAG
         assert env[f"GATEWAY_{svc.upper()}_ADDRS"] == gw_env[f"GATEWAY_{svc.upper()}_ADDRS"]
     probe = c["livenessProbe"]["exec"]["command"]
     assert probe[:3] == ["python", "-m", "release.alive"] and probe[3] == env["RELEASE_HEARTBEAT_FILE"]
     assert env["RELEASE_HEARTBEAT_FILE"].startswith(mounts["tmp"] + "/"), "the root filesystem is read-only"
 
 
-@pytest.mark.parametrize("svc", ["asr", "tts"])
+@pytest.mark.parametrize("svc", ["asr", "tts", "llm"])
 def test_canary_component_gives_the_release_probes_its_address(svc, tmp_path):
     shutil.copytree(K8S, tmp_path / "k8s")
     out = kz.render(_component_overlay(tmp_path / "k8s", svc))

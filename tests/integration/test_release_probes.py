@@ -1,4 +1,4 @@
-"""The release quality probes against the real ASR and TTS services.
+"""The release quality probes against the real ASR, TTS, LLM and RAG services.
 
 Invariant: on real models, a canary identical to stable (the same service as
 both) passes every probe, with the WERs the probes report below their
@@ -59,3 +59,30 @@ async def test_tts_round_trip_probe(asr, tts):
     print("tts probe:", check.record())
     assert check.rule == "quality:tts_roundtrip_wer" and check.outcome == PASS, check.record()
     assert check.detail["wer_canary"] < 0.25
+
+
+@pytest.fixture(scope="module")
+def rag(tmp_path_factory):
+    from pathlib import Path
+
+    index = tmp_path_factory.mktemp("rag-index")
+    docs = Path(__file__).resolve().parents[2] / "docs"
+    with running("services.rag", "RAG_", {"RAG_DOCS_DIR": str(docs), "RAG_INDEX_DIR": str(index)}) as svc:
+        yield svc
+
+
+@pytest.fixture(scope="module")
+def llm():
+    with running("services.llm", "LLM_", {"LLM_INSTANCES": "1", "LLM_QUEUE": "4"}) as svc:
+        yield svc
+
+
+async def test_llm_answers_probe_passes_an_identical_canary(rag, llm):
+    """The answer eval's questions asked of the same LLM as canary and
+    stable, with the same passages, greedy: the same answers, a PASS, and
+    the counts the probe judged by in its detail."""
+    [check] = await Prober(llm_stable=llm.address, llm_canary=llm.address, rag=rag.address)("llm")
+    print("llm probe:", check.record())
+    assert check.rule == "quality:llm_answers" and check.outcome == PASS, check.record()
+    assert check.detail["questions"] >= 8 and check.detail["facts_canary"] == check.detail["facts_stable"]
+    assert check.detail["facts_asked"] >= check.detail["questions"]

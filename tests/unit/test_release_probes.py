@@ -30,7 +30,42 @@ def test_quality_rules():
 async def test_probes_without_addresses_are_inconclusive():
     [check] = await Prober(tts_canary="", asr_stable="")("tts")
     assert check.outcome == INCONCLUSIVE
-    assert await Prober()("llm") == []          # no probe for this service
+    [check] = await Prober()("llm")             # no RAG: the LLM probe has no passages to ask with
+    assert check.outcome == INCONCLUSIVE and "RAG" in check.detail["why"]
+    assert await Prober()("vad") == []          # no probe for this service
+
+
+def _side(facts: list[int], claims: list[int] | None = None, why: str = ""):
+    from release.llm_probe import Answer, Side
+
+    claims = claims or [0] * len(facts)
+    return Side({f"q{i}": Answer(f"question {i}", "answer", f, 2, c)
+                 for i, (f, c) in enumerate(zip(facts, claims))}, why)
+
+
+def test_llm_answers_rule_fails_a_canary_that_states_fewer_facts_or_invents_more():
+    from release.llm_probe import LLM_RULE, llm_check
+
+    stable = _side([1, 2, 0, 1, 1, 0, 2, 1, 0, 1])
+    same = llm_check(_side([1, 2, 0, 1, 1, 0, 2, 1, 0, 1]), stable)
+    assert same.rule == LLM_RULE and same.outcome == PASS and same.value == 0
+    one_less = llm_check(_side([1, 2, 0, 1, 1, 0, 2, 1, 0, 0]), stable)
+    assert one_less.outcome == PASS                        # within the margin of 2 facts
+    worse = llm_check(_side([0, 1, 0, 1, 1, 0, 2, 1, 0, 0]), stable)
+    assert worse.outcome == FAIL and worse.value == 3 and worse.detail["canary_missed_facts_in"] == ["q0", "q1", "q9"]
+    inventing = llm_check(_side([1, 2, 0, 1, 1, 0, 2, 1, 0, 1], [1, 1, 0, 0, 0, 0, 0, 0, 0, 0]), stable)
+    assert inventing.outcome == FAIL and inventing.detail["answers_with_unsupported_claims_canary"] == 2
+    better = llm_check(_side([2, 2, 2, 2, 2, 2, 2, 2, 2, 2]), stable)
+    assert better.outcome == PASS
+
+
+def test_llm_answers_rule_is_inconclusive_with_too_few_answers_on_either_side():
+    from release.llm_probe import llm_check
+
+    down = llm_check(_side([], why="LLM c:1: UNAVAILABLE"), _side([1] * 10))
+    assert down.outcome == INCONCLUSIVE and "UNAVAILABLE" in down.detail["why"]
+    few = llm_check(_side([1] * 5), _side([1] * 10))
+    assert few.outcome == INCONCLUSIVE and few.detail["answered_by_both"] == 5
 
 
 def test_a_failed_probe_fails_an_otherwise_passing_verdict():
