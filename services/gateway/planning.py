@@ -53,6 +53,7 @@ class Planner:
         self._prefilled = ""                      # the user text last sent for prefill
         # The words and passages of the last prefill that quoted passages.
         self._quoted: tuple[str, list[Passage]] | None = None
+        self._running_passages: list[Passage] = []   # what the latest prefill started quotes
 
     def history(self, instructions: str, pending: Item | None = None,
                 heard_as: dict[str, str] | None = None) -> list[ChatMessage]:
@@ -119,14 +120,18 @@ class Planner:
         would see exactly this history (no reply running or being cut: a turn
         that talked over a reply warms once its cut is done, with the reply as
         it was cut), one request at a time; the LLM answers at once when no
-        instance is free."""
+        instance is free. With retrieval, a newer interim whose words find
+        other passages than the running prefill quotes replaces it (the
+        latest words are the likeliest to retrieve what the whole question
+        will; the LLM stops the replaced one at its next piece)."""
         conv = self.conv
         td = conv.state.config.turn_detection
         if (conv.closed or not conv.settings.llm_prefill or td is None or not td.create_response
                 or turn.manual or turn.ended or not turn.cut_done() or conv.response is not None
                 and conv.response.phase != "done"):
             return
-        if self._prefill_task is not None and not self._prefill_task.done():
+        running = self._prefill_task if self._prefill_task is not None and not self._prefill_task.done() else None
+        if running is not None and not self._retrieves():
             return
         heard = turn.text()
         words = heard.split()[:-1]
@@ -139,8 +144,12 @@ class Planner:
         # Retrieval gets every word heard (the first words of a short question
         # scored under the floor, or found other passages than the whole
         # question: docs/benchmarks.md); the quoted turn ends before the last.
-        self._prefill_task = conv.spawn(self._prefill(list(plan[0]), turn.item_id, heard, plan[-1]),
+        self._prefill_task = conv.spawn(self._prefill(list(plan[0]), turn.item_id, heard, plan[-1], running),
                                         "llm-prefill")
+
+    def _retrieves(self) -> bool:
+        cfg, settings = self.conv.state.config, self.conv.settings
+        return bool(cfg.retrieval_enabled and settings.retrieval and settings.prefill_retrieval)
 
     async def _passages_for(self, query: str) -> list[Passage]:
         """What the answer's retrieval would find for these words, when the
@@ -148,7 +157,7 @@ class Planner:
         question about the documents has its passages (most of its prompt) in
         the cache before the turn ends. A failed search only costs the warm-up."""
         cfg, settings = self.conv.state.config, self.conv.settings
-        if not (cfg.retrieval_enabled and settings.retrieval and settings.prefill_retrieval and query.strip()):
+        if not (self._retrieves() and query.strip()):
             return []
         try:
             hits = await self.conv.backends.rag.search(query, cfg.retrieval_k, settings.rag_min_score)
@@ -158,9 +167,19 @@ class Planner:
         return [p for p in hits if p.score >= settings.rag_min_score]
 
     async def _prefill(self, messages: list[ChatMessage], item_id: str, query: str = "",
-                       tools: Tools | None = None) -> None:
+                       tools: Tools | None = None, running: asyncio.Task | None = None) -> None:
         try:
             passages = await self._passages_for(query)
+            if running is not None and not running.done():
+                if passages == self._running_passages:
+                    # The running prefill already quotes these: it goes on, and
+                    # stays the one a newer interim compares with.
+                    if self._prefill_task is asyncio.current_task():
+                        self._prefill_task = running
+                    return
+                running.cancel()    # other passages: the newer words replace it
+                metrics.LLM_PREFILLS.labels(**metrics.base(), outcome="replaced").inc()
+            self._running_passages = passages
             # The tools too: the LLM describes them in the system prompt the answer's prompt starts with.
             kw: dict[str, Any] = {"tools": tools} if tools is not None else {}
             if passages:

@@ -175,15 +175,20 @@ class LlmEngine:
             return GenerateDone("busy", len(prompt), 0, 0.0, 0.0)
         self.pool.promise(inst, prompt)
         loop = asyncio.get_running_loop()
+        gone = threading.Event()     # the client cancelled (a newer prefill replaced this one)
         try:
             fut = loop.run_in_executor(self._executor, _prefill, inst, prompt,
-                                       lambda: self._yield_to_answers(inst))
+                                       lambda: gone.is_set() or self._yield_to_answers(inst))
         except BaseException:
             self.pool.release(inst)
             raise
         # Back to the pool when the evaluation has really ended, even if we are cancelled.
         fut.add_done_callback(lambda f: self.pool.release(inst))
-        evaluated, restored, done = await asyncio.shield(fut)   # a cancel must not cancel fut (it releases)
+        try:
+            evaluated, restored, done = await asyncio.shield(fut)   # a cancel must not cancel fut (it releases)
+        except asyncio.CancelledError:
+            gone.set()               # stop at the next piece
+            raise
         ms = (time.perf_counter() - t0) * 1000.0
         cached = done - evaluated
         log.info("request %s: prefill of %d prompt tokens (%d evaluated, %d from cache) in %.0f ms%s%s",

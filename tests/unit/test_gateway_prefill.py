@@ -14,6 +14,7 @@ from services.gateway.backends.types import Passage
 from services.gateway.fakes import FakeBackends
 from services.gateway.scripted import ScriptedSession
 from services.gateway.settings import GatewaySettings
+from tests.unit.test_gateway_preempt import metric
 
 QUESTION = "what is the weather like today in the city"
 LONG = " ".join(["The weather is fine and sunny all day long."] * 6)
@@ -217,3 +218,28 @@ def test_a_prefills_words_are_used_only_for_its_own_passages_and_question():
     assert pq("How do I start the assistant?", [p1, p2]) == ""        # other passages
     assert pq("How do I stop the assistant?", [p1]) == ""              # other words
     assert pq("How do I start the assistant?", []) == ""
+
+
+async def test_a_newer_interim_that_finds_other_passages_replaces_the_running_prefill():
+    """Invariant: while a prefill that quotes passages runs, a newer interim
+    is searched too; other passages replace (cancel) the running prefill, the
+    same passages leave it running. The latest words are the likeliest to
+    retrieve what the whole question will."""
+    s = doc_session()
+    early, late = s.b.rag.passages
+    late = Passage(late.source, late.title, late.text, 0.9)
+
+    async def search(query: str, k: int, min_score: float) -> list[Passage]:
+        s.b.rag.queries.append(query)
+        return [early] if len(query.split()) < 6 else [late]
+
+    s.b.rag.search = search
+    s.b.llm.prefill_s = 10.0          # longer than the question: only a replacement ends one
+    before = metric("voice_gateway_llm_prefills_total", outcome="replaced")
+    async with s:
+        await s.run_audio(6.0)
+        quoted = [[p.title for p in ps] for ps, rid in zip(s.b.llm.prefill_passages, s.b.llm.prefill_ids)
+                  if "-warm-" not in rid]
+        assert quoted == [["Starting"], ["Parking"]], quoted    # replaced once, then kept
+        assert len(s.b.rag.queries) > len(quoted) + 1           # later interims searched, same passages kept
+        assert metric("voice_gateway_llm_prefills_total", outcome="replaced") == before + 1

@@ -335,3 +335,41 @@ def test_a_prefill_yields_to_an_answer_being_evaluated_unless_that_answer_waits_
     assert not eng._yield_to_answers(a)          # ... but it waits for this instance's cache
     fut.cancel()
     assert eng._yield_to_answers(a)
+
+
+class PiecewiseInstance(ScriptedInstance):
+    """Evaluates a prefill a piece at a time, each piece taking a while."""
+    prefill_stops = True
+
+    def __init__(self) -> None:
+        super().__init__(["x"])
+        self.pieces = 0
+
+    def prefill(self, prompt, stop=None, piece=0):
+        import time as _time
+
+        done = 0
+        while done < len(prompt):
+            if done and stop is not None and stop():
+                break
+            _time.sleep(0.02)
+            done = min(len(prompt), done + piece)
+            self.pieces += 1
+        self.reused = 0
+        return done
+
+
+async def test_a_cancelled_prefill_stops_at_its_next_piece_and_frees_the_instance():
+    """A client that cancels a prefill (the gateway replaced it by one for
+    newer words) stops its evaluation at the next piece, not at the end."""
+    inst = PiecewiseInstance()
+    eng, _ = make([inst])
+    long_turn = GenerateRequest(messages=(ChatMessage("user", " ".join(["word"] * 2000)),), prefill=True)
+    task = asyncio.create_task(collect(eng, long_turn))
+    await wait_for(lambda: inst.pieces >= 1)
+    task.cancel()
+    await wait_for(lambda: eng.pool.busy == 0)
+    n_tokens = len(eng.prepare_prefill(long_turn))
+    from services.llm.engine import PREFILL_PIECE
+    assert inst.pieces < n_tokens / PREFILL_PIECE / 2, (inst.pieces, n_tokens)
+    eng.close()
