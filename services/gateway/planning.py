@@ -51,7 +51,7 @@ class Planner:
         self.conv = conv
         self._prefill_task: asyncio.Task | None = None
         self._prefilled = ""                      # the user text last sent for prefill
-        # The words and passages of the last prefill that quoted passages.
+        # The words and passages of the latest prefill started with passages.
         self._quoted: tuple[str, list[Passage]] | None = None
         self._running_passages: list[Passage] = []   # what the latest prefill started quotes
 
@@ -184,9 +184,10 @@ class Planner:
             kw: dict[str, Any] = {"tools": tools} if tools is not None else {}
             if passages:
                 kw["passage_query"] = query    # the answer chooses its sentences by it too
-            outcome = await self.conv.backends.llm.prefill(messages, f"prefill-{item_id}", passages, **kw)
-            if passages and outcome == "prefill":
+                # From the start: an answer requested while this prefill still
+                # runs must quote as it does, or it cannot wait for its cache.
                 self._quoted = (query, passages)
+            outcome = await self.conv.backends.llm.prefill(messages, f"prefill-{item_id}", passages, **kw)
         except BackendError as exc:
             outcome = "error"   # an optimisation only: the answer's own request reports a down LLM
             log.debug("session %s: prefill failed: %s", self.conv.state.id, exc.message)

@@ -243,3 +243,15 @@ async def test_a_newer_interim_that_finds_other_passages_replaces_the_running_pr
         assert quoted == [["Starting"], ["Parking"]], quoted    # replaced once, then kept
         assert len(s.b.rag.queries) > len(quoted) + 1           # later interims searched, same passages kept
         assert metric("voice_gateway_llm_prefills_total", outcome="replaced") == before + 1
+
+
+async def test_an_answer_requested_while_its_prefill_runs_quotes_as_that_prefill_does():
+    """The LLM lets such an answer wait for the prefill's instance only if
+    both prompts start the same: the prefill's words count from its start."""
+    s = doc_session()
+    s.b.llm.prefill_s = 10.0          # still running when the turn ends
+    async with s:
+        await s.run_audio(6.0)
+        chosen_by = [q for q, p, rid in zip(s.b.llm.prefill_passage_queries, s.b.llm.prefill_passages,
+                                            s.b.llm.prefill_ids) if "-warm-" not in rid and p]
+        assert chosen_by and s.b.llm.passage_queries[0] == chosen_by[-1]
