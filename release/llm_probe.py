@@ -12,9 +12,10 @@ counted over the same questions on both sides, so what the questions cost
 cancels out.
 
 Verdict (``llm_check``, pure):
-- FAIL when the canary states ``fact_margin`` or more key facts fewer than
-  stable (summed over the questions), or makes unsupported claims in
-  ``claim_margin`` or more answers more than stable;
+- FAIL when the canary states more than ``fact_margin`` key facts fewer
+  than stable (summed over the questions), or makes unsupported claims in
+  more than ``claim_margin`` answers more than stable (the value over the
+  limit fails, as the judge's other rules); the detail says which tripped;
 - PASS otherwise, with both sides' counts in the detail;
 - INCONCLUSIVE when a side could not answer enough questions (no address,
   the LLM busy or down, no RAG: the passages are the probe's input), never a
@@ -60,7 +61,7 @@ class Side:
     why: str = ""                  # why questions are missing (the first error)
 
 
-def llm_check(canary: Side, stable: Side, fact_margin: int = 2, claim_margin: int = 2) -> Check:
+def llm_check(canary: Side, stable: Side, fact_margin: int = 1, claim_margin: int = 1) -> Check:
     both = sorted(set(canary.answers) & set(stable.answers))
     if len(both) < MIN_ANSWERED:
         why = canary.why or stable.why or "too few questions answered"
@@ -78,10 +79,11 @@ def llm_check(canary: Side, stable: Side, fact_margin: int = 2, claim_margin: in
         "fact_margin": fact_margin, "claim_margin": claim_margin,
         "canary_missed_facts_in": worse[:5]}
     lost = facts_s - facts_c
-    if lost >= fact_margin:
-        return Check(LLM_RULE, FAIL, float(lost), float(fact_margin), detail)
-    if claims_c - claims_s >= claim_margin:
-        return Check(LLM_RULE, FAIL, float(claims_c - claims_s), float(claim_margin), detail)
+    if lost > fact_margin:
+        return Check(LLM_RULE, FAIL, float(lost), float(fact_margin), detail | {"tripped": "key facts fewer"})
+    if claims_c - claims_s > claim_margin:
+        return Check(LLM_RULE, FAIL, float(claims_c - claims_s), float(claim_margin),
+                     detail | {"tripped": "more answers with unsupported claims"})
     return Check(LLM_RULE, PASS, float(lost), float(fact_margin), detail)
 
 
@@ -155,11 +157,15 @@ async def _generate(ch: grpc.aio.Channel, question: str, passages: list[Any]) ->
 
 
 async def probe(llm_stable: str, llm_canary: str, rag: str, n: int = QUESTIONS,
-                fact_margin: int = 2, claim_margin: int = 2) -> Check:
-    qs = questions(n)
-    found = await passages_for(rag, qs)
-    if isinstance(found, str):
-        return Check(LLM_RULE, INCONCLUSIVE, detail={"why": found})
-    stable = await answers(llm_stable, qs, found)
-    canary = await answers(llm_canary, qs, found)
+                fact_margin: int = 1, claim_margin: int = 1) -> Check:
+    """The check; any failure to run it is inconclusive (the step holds), never an error."""
+    try:
+        qs = questions(n)
+        found = await passages_for(rag, qs)
+        if isinstance(found, str):
+            return Check(LLM_RULE, INCONCLUSIVE, detail={"why": found})
+        stable = await answers(llm_stable, qs, found)
+        canary = await answers(llm_canary, qs, found)
+    except Exception as exc:  # noqa: BLE001 - a probe that cannot run holds the step
+        return Check(LLM_RULE, INCONCLUSIVE, detail={"why": f"the LLM probe could not run: {exc!r}"})
     return llm_check(canary, stable, fact_margin, claim_margin)

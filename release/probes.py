@@ -52,11 +52,12 @@ class QualityConfig:
     slice_margin: float = 0.02
     slices: bool = True
     # quality:llm_answers (release/llm_probe.py): questions of the answer eval
-    # asked of both LLMs; the canary fails stating this many key facts fewer
-    # than stable, or with unsupported claims in this many answers more.
+    # asked of both LLMs; the canary fails stating more than this many key
+    # facts fewer than stable, or with unsupported claims in more than this
+    # many answers more.
     llm_questions: int = 12
-    llm_fact_margin: int = 2
-    llm_claim_margin: int = 2
+    llm_fact_margin: int = 1
+    llm_claim_margin: int = 1
 
 
 @dataclasses.dataclass

@@ -47,7 +47,7 @@ def words(resp: "Response") -> AsyncIterator[str | ToolCall]:
     # Urgent: someone waits for the answer (its tail is decoded at a lower CPU
     # priority by the LLM service itself).
     kw: dict[str, Any] = {"tools": resp.tools} if resp.tools is not None else {}
-    if query := resp.conv.planner.passage_query(resp.query, resp.passages):
+    if query := resp.conv.planner.passage_query(resp.answers_item, resp.query, resp.passages):
         kw["passage_query"] = query
     return resp.conv.backends.llm.generate(
         resp.messages, resp.passages, resp.max_tokens, resp.id, resp.usage, Priority.URGENT, **kw)

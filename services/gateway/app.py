@@ -65,13 +65,13 @@ def create_app(settings: GatewaySettings, *, backends: Any = None, clock: Any = 
     """``backends`` is any provider with start/for_session/health/canary_addresses/
     release_status/close (default: gRPC, backends/provider.py).
     Raises ValueError when the access settings are unsafe (a non-loopback bind
-    without API keys) or a share setting is outside 0..1, before anything is
-    started."""
-    for name in ("rag_min_score", "rag_decline_below"):
+    without API keys) or a retrieval threshold is out of its range, before
+    anything is started."""
+    for name, lo, what in (("rag_min_score", -1.0, "a cosine score between -1 and 1"),
+                           ("rag_decline_below", 0.0, "a share between 0 and 1")):
         value = getattr(settings, name)
-        if not 0.0 <= value <= 1.0:      # NaN fails too
-            raise ValueError(f"{name} is a share between 0 and 1, not {value} "
-                             f"(GATEWAY_{name.upper()})")
+        if not lo <= value <= 1.0:      # NaN fails too
+            raise ValueError(f"{name} is {what}, not {value} (GATEWAY_{name.upper()})")
     admin_keys = split_list(settings.admin_api_keys)
     if any(len(k) < 16 for k in admin_keys):
         raise ValueError("every admin API key must have at least 16 characters")

@@ -5,7 +5,9 @@
   another wording of an item's text (``heard_as``) for preemptive runs.
 - ``plan``: everything a response is built from; equal plans give identical
   responses (a held preemptive run is released only if its plan is still
-  the one a response created now would have, preempt.py).
+  the one a response created now would have, preempt.py), up to which
+  sentences of the passages are quoted: chosen by the turn's prefill's
+  words when they began the question (``passage_query``), a cache matter.
 - ``new_response``: a Response built from a plan (the Conversation starts it).
 - Prefill: while the user speaks, an LLM instance is warmed with the history
   and the words heard so far; after an answer, with the prompt the next turn
@@ -36,6 +38,12 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 
+def _keys(passages: list[Passage]) -> tuple:
+    """Passages as the prompt quotes them: the same passages found for other
+    words come back with other scores, which the prompt does not show."""
+    return tuple((p.source, p.title, p.text) for p in passages)
+
+
 def _words(text: str) -> list[str]:
     return re.findall(r"[\w']+", text.lower())
 
@@ -51,9 +59,11 @@ class Planner:
         self.conv = conv
         self._prefill_task: asyncio.Task | None = None
         self._prefilled = ""                      # the user text last sent for prefill
-        # The words and passages of the latest prefill started with passages.
-        self._quoted: tuple[str, list[Passage]] | None = None
-        self._running_passages: list[Passage] = []   # what the latest prefill started quotes
+        # The turn (item id), words and passages of the latest prefill started with passages.
+        self._quoted: tuple[str, str, tuple] | None = None
+        self._active: asyncio.Task | None = None     # the turn prefill the LLM is evaluating
+        self._active_passages: tuple = ()            # its passages (keys)
+        self._warm_task: asyncio.Task | None = None
 
     def history(self, instructions: str, pending: Item | None = None,
                 heard_as: dict[str, str] | None = None) -> list[ChatMessage]:
@@ -102,6 +112,8 @@ class Planner:
         # not a response told what to do (instructions), nor one after an empty turn.
         resp.may_decline = (opts.instructions is None and bool(messages) and messages[-1].role == "user"
                             and messages[-1].content == query)
+        resp.answers_item = pending.id if pending is not None else next(
+            (it.id for it in reversed(conv.state.items) if it.role == "user"), "")
         if plan[-1] is not None:   # tools offered: a sensitive one waits for a yes (confirm.py)
             resp.sensitive = tool_rules.sensitive(opts.tools if opts.tools is not None else conv.state.config.tools)
         resp.on_completed.append(confirm.settle)
@@ -131,7 +143,10 @@ class Planner:
                 and conv.response.phase != "done"):
             return
         running = self._prefill_task if self._prefill_task is not None and not self._prefill_task.done() else None
-        if running is not None and not self._retrieves():
+        # A warm-up, or this turn's search still running, goes on; without
+        # retrieval a running prefill is never replaced (same words, shorter).
+        if running is not None and (running is self._warm_task or running is not self._active
+                                    or not self._retrieves()):
             return
         heard = turn.text()
         words = heard.split()[:-1]
@@ -144,7 +159,7 @@ class Planner:
         # Retrieval gets every word heard (the first words of a short question
         # scored under the floor, or found other passages than the whole
         # question: docs/benchmarks.md); the quoted turn ends before the last.
-        self._prefill_task = conv.spawn(self._prefill(list(plan[0]), turn.item_id, heard, plan[-1], running),
+        self._prefill_task = conv.spawn(self._prefill(list(plan[0]), turn.item_id, heard, plan[-1]),
                                         "llm-prefill")
 
     def _retrieves(self) -> bool:
@@ -167,45 +182,59 @@ class Planner:
         return [p for p in hits if p.score >= settings.rag_min_score]
 
     async def _prefill(self, messages: list[ChatMessage], item_id: str, query: str = "",
-                       tools: Tools | None = None, running: asyncio.Task | None = None) -> None:
+                       tools: Tools | None = None, request_id: str = "") -> None:
+        """A turn's prefill (``item_id``: the turn being spoken) or, without
+        one, the warm-up after an answer."""
+        me = asyncio.current_task()
+        before = self._quoted
         try:
             passages = await self._passages_for(query)
-            if running is not None and not running.done():
-                if passages == self._running_passages:
+            keys = _keys(passages)
+            active = self._active
+            if active is not None and not active.done():
+                if keys == self._active_passages:
                     # The running prefill already quotes these: it goes on, and
                     # stays the one a newer interim compares with.
-                    if self._prefill_task is asyncio.current_task():
-                        self._prefill_task = running
+                    if self._prefill_task is me:
+                        self._prefill_task = active
                     return
-                running.cancel()    # other passages: the newer words replace it
+                active.cancel()     # other passages: the newer words replace it
                 metrics.LLM_PREFILLS.labels(**metrics.base(), outcome="replaced").inc()
-            self._running_passages = passages
+            if item_id:             # a turn's prefill (not a warm-up)
+                self._active, self._active_passages = me, keys
             # The tools too: the LLM describes them in the system prompt the answer's prompt starts with.
             kw: dict[str, Any] = {"tools": tools} if tools is not None else {}
             if passages:
                 kw["passage_query"] = query    # the answer chooses its sentences by it too
                 # From the start: an answer requested while this prefill still
                 # runs must quote as it does, or it cannot wait for its cache.
-                self._quoted = (query, passages)
-            outcome = await self.conv.backends.llm.prefill(messages, f"prefill-{item_id}", passages, **kw)
+                self._quoted = (item_id, query, keys)
+            outcome = await self.conv.backends.llm.prefill(messages, f"prefill-{request_id or item_id}",
+                                                           passages, **kw)
         except BackendError as exc:
             outcome = "error"   # an optimisation only: the answer's own request reports a down LLM
             log.debug("session %s: prefill failed: %s", self.conv.state.id, exc.message)
+        finally:
+            if self._active is me:
+                self._active = None
+        if outcome != "prefill" and self._quoted is not None and self._quoted[1] == query:
+            self._quoted = before   # nothing was evaluated with these words: quote as before
         metrics.LLM_PREFILLS.labels(**metrics.base(), outcome=outcome or "unknown").inc()
 
-    def passage_query(self, query: str, passages: list[Passage]) -> str:
+    def passage_query(self, item_id: str, query: str, passages: list[Passage]) -> str:
         """The words an answer's quoted sentences are chosen by: its prefill's
         (every word heard then), when that prefill quoted these same passages
         and its words but the last (which may still have changed) begin the
         question, so both prompts are the same up to the question and the
         answer reuses the prefill's evaluation (chosen by the whole question,
         other sentences were quoted and the prompts parted at the first
-        passage: docs/benchmarks.md). "" = the question's own words."""
+        passage: docs/benchmarks.md). Only for the turn (``item_id``) that
+        prefill was for. "" = the question's own words."""
         if self._quoted is None or not passages:
             return ""
-        heard, quoted = self._quoted
+        turn, heard, quoted = self._quoted
         sure = _words(heard)[:-1]
-        if quoted != passages or not sure or _words(query)[:len(sure)] != sure:
+        if turn != item_id or quoted != _keys(passages) or not sure or _words(query)[:len(sure)] != sure:
             return ""
         return heard
 
@@ -222,5 +251,5 @@ class Planner:
         messages = plan[0]
         if messages and messages[-1].role == "assistant":
             self._prefilled = ""
-            self._prefill_task = self.conv.spawn(self._prefill(list(messages), f"warm-{resp.id}", tools=plan[-1]),
-                                                 "llm-warm")
+            self._prefill_task = self._warm_task = self.conv.spawn(
+                self._prefill(list(messages), "", tools=plan[-1], request_id=f"warm-{resp.id}"), "llm-warm")

@@ -80,6 +80,7 @@ class Response:
         self.text = ""
         self.passages: list[Passage] = []
         self.may_decline = False   # it answers the user's latest words (planning.py)
+        self.answers_item = ""     # the user item it answers (planning.py: its prefill's quoting)
         self.declined = False      # ... and was answered "I don't know" without the LLM (answer_source.py)
         self.usage = LlmUsage()
         self.trace_id: str | None = None

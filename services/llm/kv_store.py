@@ -12,7 +12,8 @@ saves what it is about to evict here, and any instance restores it when
 that conversation's prompt comes back: the same bytes, the same logits.
 
 The store is keyed by the saved tokens and bounded in bytes (the oldest
-saved out first; a cache put back leaves the store): bookkeeping under a lock, which instances' worker threads
+saved out first; a cache put back for its own conversation leaves the
+store, one only another prompt's start shares stays: take()): bookkeeping under a lock, which instances' worker threads
 share. The copies (save, restore: llama.cpp calls on one instance's context,
 made by the thread that holds the instance) happen outside the lock."""
 from __future__ import annotations
@@ -119,6 +120,12 @@ class KvStore:
             if reach >= len(found.tokens) // 2:
                 self.bytes -= self._entries.pop(found.tokens).nbytes
         return found
+
+    def discard(self, saved: Saved) -> None:
+        """Drop a saved cache that did not load (it would fail every prompt it serves)."""
+        with self._lock:
+            if self._entries.get(saved.tokens) is saved:
+                self.bytes -= self._entries.pop(saved.tokens).nbytes
 
     def restored(self) -> None:
         """A cache taken was put back into an instance (counted for metrics)."""

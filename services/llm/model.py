@@ -283,6 +283,7 @@ class LlamaInstance:
         if saved is None:
             return cached, r
         if not kv_store.restore(llm._ctx.ctx, saved):
+            store.discard(saved)
             llm.n_tokens = 0
             return [], reuse.Reuse(0)
         llm.input_ids[:len(saved.tokens)] = saved.tokens

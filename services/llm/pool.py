@@ -11,7 +11,8 @@ KV-cache prefix it shares with the new prompt, so a conversation tends to come
 back to the instance that already holds its earlier turns; on a tie, from
 the group (batched context, see batched.py) with the most free members.
 
-All methods run on the event loop thread; workers never touch the pool."""
+All methods run on the event loop thread, except ``awaited()``, which a
+prefill's worker reads between pieces (engine.py)."""
 from __future__ import annotations
 
 import asyncio
@@ -139,7 +140,11 @@ class InstancePool(Generic[T]):
         fut: asyncio.Future = asyncio.get_running_loop().create_future()
         self._wanted.setdefault(id(target), collections.deque()).append(fut)
         try:
-            return await asyncio.wait_for(asyncio.shield(fut), self.affinity_wait_s)
+            # A prefill evaluating this very prompt is waited for to its end: it
+            # goes on for us (engine: awaited) and has less left to do than a
+            # fresh evaluation beside it, which would also stop it and lose its work.
+            limit = self.wait_timeout_s if id(target) in self._promised else self.affinity_wait_s
+            return await asyncio.wait_for(asyncio.shield(fut), limit)
         except asyncio.TimeoutError:
             pass
         except BaseException:

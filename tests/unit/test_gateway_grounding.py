@@ -124,7 +124,8 @@ async def test_everything_else_reaches_the_llm_with_its_passages(passages, setti
 
 
 @pytest.mark.parametrize("name, value", [("rag_decline_below", 1.5), ("rag_decline_below", -0.1),
-                                         ("rag_decline_below", float("nan")), ("rag_min_score", 2.0)])
+                                         ("rag_decline_below", float("nan")), ("rag_min_score", 2.0),
+                                         ("rag_min_score", -1.5)])
 def test_a_share_setting_outside_0_to_1_stops_the_start_and_names_the_variable(name, value):
     from services.gateway.app import create_app
     from services.gateway.fakes import FakeProvider

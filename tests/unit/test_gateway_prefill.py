@@ -208,16 +208,19 @@ async def test_without_a_prefill_of_those_passages_the_answer_chooses_by_its_own
         assert s.b.llm.passages[0] and s.b.llm.passage_queries == [""]
 
 
-def test_a_prefills_words_are_used_only_for_its_own_passages_and_question():
+def test_a_prefills_words_are_used_only_for_its_own_turn_passages_and_question():
     s = doc_session()
     p1, p2 = s.b.rag.passages
-    s.conv.planner._quoted = ("how do I start the", [p1])
+    s.conv.planner._quoted = ("item_1", "how do I start the", ((p1.source, p1.title, p1.text),))
     pq = s.conv.planner.passage_query
-    assert pq("How do I start the assistant?", [p1]) == "how do I start the"
-    assert pq("How do I start them?", [p1]) == "how do I start the"     # the last word heard may change
-    assert pq("How do I start the assistant?", [p1, p2]) == ""        # other passages
-    assert pq("How do I stop the assistant?", [p1]) == ""              # other words
-    assert pq("How do I start the assistant?", []) == ""
+    assert pq("item_1", "How do I start the assistant?", [p1]) == "how do I start the"
+    assert pq("item_1", "How do I start them?", [p1]) == "how do I start the"   # the last word heard may change
+    rescored = Passage(p1.source, p1.title, p1.text, 0.42)      # found by other words: another score
+    assert pq("item_1", "How do I start the assistant?", [rescored]) == "how do I start the"
+    assert pq("item_1", "How do I start the assistant?", [p1, p2]) == ""        # other passages
+    assert pq("item_1", "How do I stop the assistant?", [p1]) == ""              # other words
+    assert pq("item_1", "How do I start the assistant?", []) == ""
+    assert pq("item_2", "How do I start the assistant?", [p1]) == ""             # another turn
 
 
 async def test_a_newer_interim_that_finds_other_passages_replaces_the_running_prefill():
@@ -231,7 +234,10 @@ async def test_a_newer_interim_that_finds_other_passages_replaces_the_running_pr
 
     async def search(query: str, k: int, min_score: float) -> list[Passage]:
         s.b.rag.queries.append(query)
-        return [early] if len(query.split()) < 6 else [late]
+        # The same passages found by other words come with other scores (a real index).
+        score = 0.5 + 0.01 * len(query.split())
+        found = early if len(query.split()) < 6 else late
+        return [Passage(found.source, found.title, found.text, score)]
 
     s.b.rag.search = search
     s.b.llm.prefill_s = 10.0          # longer than the question: only a replacement ends one

@@ -91,6 +91,24 @@ def test_an_answer_waits_for_the_instance_still_evaluating_its_prefill():
     assert pool._promised == {}
 
 
+def test_an_answer_waits_for_its_prefill_to_the_end_past_the_affinity_bound():
+    system, passages = (1, 2), tuple(range(100, 300))
+    slots = [Slot(0, system), Slot(1, system)]
+    pool = InstancePool(slots, max_waiting=4, wait_timeout_s=5.0, affinity_wait_s=0.05)
+
+    async def main():
+        prefill = pool.try_checkout(list(system + passages))
+        pool.promise(prefill, list(system + passages))
+        answer = asyncio.create_task(pool.checkout(list(system + passages) + [7]))
+        await asyncio.sleep(0.3)          # six times the affinity bound
+        assert not answer.done()
+        pool.release(prefill)
+        return prefill, await answer
+
+    prefill, got = asyncio.run(main())
+    assert got is prefill
+
+
 def test_the_wait_for_a_busy_cache_is_bounded_then_a_free_instance_is_taken():
     conv = tuple(range(1, 200))
     slots = [Slot(0, conv), Slot(1)]
