@@ -373,3 +373,33 @@ async def test_a_cancelled_prefill_stops_at_its_next_piece_and_frees_the_instanc
     from services.llm.engine import PREFILL_PIECE
     assert inst.pieces < n_tokens / PREFILL_PIECE / 2, (inst.pieces, n_tokens)
     eng.close()
+
+
+async def test_a_prefill_stops_for_another_conversations_answer_but_not_for_its_own():
+    """Through the engine, not by hand: an answer of another conversation,
+    evaluating on the other instance, stops a running prefill at its next
+    piece; the prefill's own answer, waiting for that instance, does not."""
+    from services.llm.engine import PREFILL_PIECE
+
+    long_turn = (ChatMessage("user", " ".join(["word"] * 2000)),)
+    # Another conversation's answer, held before its first token.
+    a, gate = PiecewiseInstance(), threading.Semaphore(0)
+    eng, _ = make([a, ScriptedInstance(["x"], gate=gate)])
+    pieces = -(-len(eng.prepare_prefill(GenerateRequest(messages=long_turn, prefill=True))) // PREFILL_PIECE)
+    prefill = asyncio.create_task(collect(eng, GenerateRequest(messages=long_turn, prefill=True)))
+    await wait_for(lambda: a.pieces >= 1)
+    other = asyncio.create_task(collect(eng))
+    await asyncio.wait_for(prefill, 5)
+    assert a.pieces < pieces / 2, (a.pieces, pieces)
+    gate.release(10)
+    await asyncio.wait_for(other, 5)
+    eng.close()
+    # Its own answer waits for the instance: the prefill runs to its end.
+    a = PiecewiseInstance()
+    eng, _ = make([a, ScriptedInstance(["x"])], affinity_wait_s=0.5)
+    prefill = asyncio.create_task(collect(eng, GenerateRequest(messages=long_turn, prefill=True)))
+    await wait_for(lambda: a.pieces >= 1)
+    deltas, final = await asyncio.wait_for(collect(eng, GenerateRequest(messages=long_turn)), 10)
+    await prefill
+    assert a.pieces == pieces and a.generations == 1 and final.finish_reason == "stop"
+    eng.close()
