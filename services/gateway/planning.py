@@ -137,9 +137,8 @@ class Planner:
                 and conv.response.phase != "done"):
             return
         # One at a time. (Replacing a running prefill by one for newer words
-        # that retrieve other passages was tried on 2026-12-03 and taken out:
-        # with it the protocol fuzzer found a response that never ended, not
-        # yet explained.)
+        # that retrieve other passages was tried on 2026-12-03 and taken out
+        # while a fuzzer failure was chased, which bisected to another change.)
         if self._prefill_task is not None and not self._prefill_task.done():
             return
         words = turn.text().split()[:-1]
