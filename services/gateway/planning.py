@@ -154,17 +154,13 @@ class Planner:
         self._prefill_task = conv.spawn(self._prefill(list(plan[0]), turn.item_id, text, plan[-1]),
                                         "llm-prefill")
 
-    def _retrieves(self) -> bool:
-        cfg, settings = self.conv.state.config, self.conv.settings
-        return bool(cfg.retrieval_enabled and settings.retrieval and settings.prefill_retrieval)
-
     async def _passages_for(self, query: str) -> list[Passage]:
         """What the answer's retrieval would find for these words, when the
         session retrieves: the prefill quotes them as the answer will, so a
         question about the documents has its passages (most of its prompt) in
         the cache before the turn ends. A failed search only costs the warm-up."""
         cfg, settings = self.conv.state.config, self.conv.settings
-        if not (self._retrieves() and query.strip()):
+        if not (cfg.retrieval_enabled and settings.retrieval and settings.prefill_retrieval and query.strip()):
             return []
         try:
             hits = await self.conv.backends.rag.search(query, cfg.retrieval_k, settings.rag_min_score)

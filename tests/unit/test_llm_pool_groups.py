@@ -68,44 +68,38 @@ def test_an_answer_waits_briefly_for_the_busy_instance_holding_its_conversation(
     assert asyncio.run(main()) is slots[0]
 
 
-def test_an_answer_waits_for_the_instance_still_evaluating_its_prefill():
-    """A prefill's evaluation is one llama.cpp batch: until it ends, the
-    instance's cache does not show it. The prompt it promised counts."""
+def _answer_during_a_prefill(affinity_wait_s: float, wait_s: float):
+    """A prefill evaluating a long prompt (promised to the pool), an answer
+    with that prompt checked out meanwhile; after ``wait_s`` the answer must
+    still be waiting, then the prefill ends. Returns (pool, prefill, got)."""
     system, passages = (1, 2), tuple(range(100, 300))
     slots = [Slot(0, system), Slot(1, system)]
-    pool = InstancePool(slots, max_waiting=4, wait_timeout_s=1.0, affinity_wait_s=0.5)
+    pool = InstancePool(slots, max_waiting=4, wait_timeout_s=5.0, affinity_wait_s=affinity_wait_s)
 
     async def main():
         prefill = pool.try_checkout(list(system + passages))
         pool.promise(prefill, list(system + passages))
         answer = asyncio.create_task(pool.checkout(list(system + passages) + [7]))
-        await asyncio.sleep(0.05)
+        await asyncio.sleep(wait_s)
         assert not answer.done()
         prefill.cached = system + passages          # the evaluation ended
         pool.release(prefill)
         return prefill, await answer
 
-    prefill, got = asyncio.run(main())
+    return (pool, *asyncio.run(main()))
+
+
+def test_an_answer_waits_for_the_instance_still_evaluating_its_prefill():
+    """A prefill's evaluation is one llama.cpp batch: until it ends, the
+    instance's cache does not show it. The prompt it promised counts."""
+    pool, prefill, got = _answer_during_a_prefill(affinity_wait_s=0.5, wait_s=0.05)
     assert got is prefill
     # Released, its promise is gone: only what it holds counts.
     assert pool._promised == {}
 
 
 def test_an_answer_waits_for_its_prefill_to_the_end_past_the_affinity_bound():
-    system, passages = (1, 2), tuple(range(100, 300))
-    slots = [Slot(0, system), Slot(1, system)]
-    pool = InstancePool(slots, max_waiting=4, wait_timeout_s=5.0, affinity_wait_s=0.05)
-
-    async def main():
-        prefill = pool.try_checkout(list(system + passages))
-        pool.promise(prefill, list(system + passages))
-        answer = asyncio.create_task(pool.checkout(list(system + passages) + [7]))
-        await asyncio.sleep(0.3)          # six times the affinity bound
-        assert not answer.done()
-        pool.release(prefill)
-        return prefill, await answer
-
-    prefill, got = asyncio.run(main())
+    _, prefill, got = _answer_during_a_prefill(affinity_wait_s=0.05, wait_s=0.3)   # six times the bound
     assert got is prefill
 
 
