@@ -322,6 +322,13 @@ class TurnTaker:
             turn.timings.speech_end = now
         turn.life.end()
         turn.timings.turn_end = now
+        if turn.life.pending and not turn.manual:
+            # Its speech paused the reply, and no speech stop will come for it
+            # now (the commit closed its segment): the false-interruption timer
+            # starts here, or a cough committed over the reply would leave it
+            # paused and in progress for ever (found by the protocol state
+            # machine, tests/fuzz: CI 2026-12-03).
+            self.bargein.resume_later(turn)
         # Waiting for the final must not hold up the audio behind this command.
         self.conv.spawn(self.conv.end_turn(turn), "commit", turn=turn, event_id=event_id)
 

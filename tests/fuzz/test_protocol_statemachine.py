@@ -506,6 +506,8 @@ class ProtocolMachine(RuleBasedStateMachine):
                 for ev in read_to_marker(self.ws, "teardown"):
                     self.apply(ev)
             stuck = pending & self.model.active
+            if stuck:
+                print("\nresponses never ended; the app's tasks:\n" + self.client.portal.call(_dump_tasks))
             assert not stuck, f"responses never ended: {stuck}" + (
                 f" (cancelled by the client: {self.model.cancelled & stuck})") + "; their events: " + "; ".join(
                 f"{r}: {self.model.events_of.get(r)}" for r in stuck)
@@ -524,6 +526,22 @@ class ProtocolMachine(RuleBasedStateMachine):
 
 async def _count_tasks() -> int:
     return len(asyncio.all_tasks())
+
+
+async def _dump_tasks() -> str:
+    """Every task on the app's loop with where it waits (for a response that never ended)."""
+    out = []
+    for task in asyncio.all_tasks():
+        chain, coro = [], task.get_coro()
+        while coro is not None and len(chain) < 20:      # the await chain, outermost first
+            frame = getattr(coro, "cr_frame", None) or getattr(coro, "gi_frame", None) or getattr(
+                coro, "ag_frame", None)
+            if frame is not None:
+                chain.append(f"{frame.f_code.co_filename.rsplit('/', 1)[-1]}:{frame.f_code.co_name}:{frame.f_lineno}")
+            coro = getattr(coro, "cr_await", None) or getattr(coro, "gi_yieldfrom", None) or getattr(
+                coro, "ag_await", None)
+        out.append(f"  {task.get_name()}: " + " -> ".join(chain))
+    return "\n".join(sorted(out))
 
 
 def tasks(client: TestClient) -> int:

@@ -4,7 +4,9 @@ left without a turn to settle it. A turn dropped while its barge-in is
 pending (turn detection turned off, or the input buffer cleared, during a
 cough over the reply) gives it up: the reply resumes at once. A new turn
 that starts before the false-interruption timer fired takes the pause over,
-or, with interrupt_response turned off meanwhile, resumes the reply. Either
+or, with interrupt_response turned off meanwhile, resumes the reply. A cough
+the client commits (ending its turn before its speech stops) gives it up
+after false_interruption_timeout_ms, as a speech stop would. Either
 way it ends and the next response.create is accepted. Before, the reply
 stayed paused and in progress for ever, and every response.create was
 refused (conversation_already_has_active_response). Found by the protocol
@@ -69,6 +71,29 @@ async def test_a_reply_paused_by_a_cough_resumes_when_interruptions_are_turned_o
         assert len(started) == 3
         restarted = s.of("output_audio_buffer.started")
         assert len(restarted) == 2 and close(restarted[1].at, started[2].at), "the reply did not resume"
+        done = s.first("response.done").event["response"]
+        assert done["id"] == rid and done["status"] == "completed"
+        await s.send({"type": "response.create", "response": {"output_modalities": ["text"]}})
+        await s.wait(1.0)
+        assert not s.of("error"), [e.event for e in s.of("error")]
+        assert len(s.of("response.done")) == 2
+
+
+async def test_a_cough_committed_by_the_client_during_its_barge_in_resumes_the_reply():
+    # A cough from 5.0 s pauses the reply; the client commits the input buffer
+    # while it lasts (allowed with server_vad): the turn ends there, unconfirmed
+    # (no words), and its speech's stop comes after the commit closed the
+    # segment. The reply resumes after false_interruption_timeout_ms as if the
+    # speech had stopped at the commit.
+    async with session([(0.5, 2.5), (5.0, 6.0)], [QUESTION, ""]) as s:
+        await s.run_audio(5.3)
+        rid = s.first("response.created").event["response"]["id"]
+        assert s.first("output_audio_buffer.cleared").event["response_id"] == rid
+        counted = false_interruptions()
+        await s.send({"type": "input_audio_buffer.commit"})
+        await s.run_audio(15.0)
+        assert len(s.of("output_audio_buffer.started")) == 2, "the reply did not resume"
+        assert false_interruptions() == counted + 1
         done = s.first("response.done").event["response"]
         assert done["id"] == rid and done["status"] == "completed"
         await s.send({"type": "response.create", "response": {"output_modalities": ["text"]}})
