@@ -141,17 +141,20 @@ class Planner:
         # while a fuzzer failure was chased, which bisected to another change.)
         if self._prefill_task is not None and not self._prefill_task.done():
             return
-        words = turn.text().split()[:-1]
+        heard = turn.text()
+        words = heard.split()[:-1]
         text = " ".join(words)
         if len(words) < conv.settings.llm_prefill_min_words or text == self._prefilled:
             return
         self._prefilled = text
         pending = Item(id=turn.item_id, role="user", content=[{"type": "input_audio", "transcript": text}])
         plan = self.plan(protocol.ResponseOptions(), pending)
-        # Retrieval gets the words quoted. (Every word heard, the last one too,
-        # was tried on 2026-12-03 and taken out: with it the protocol fuzzer
-        # found a response that never ended, not explained yet.)
-        self._prefill_task = conv.spawn(self._prefill(list(plan[0]), turn.item_id, text, plan[-1]),
+        # Retrieval gets every word heard (the first words of a short question
+        # scored under the floor, or found other passages than the whole
+        # question: docs/benchmarks.md); the quoted turn ends before the last.
+        # (Taken out for a while on 2026-12-03: the fuzzer failure blamed on it
+        # was a cough committed over the reply, fixed in turns.py.)
+        self._prefill_task = conv.spawn(self._prefill(list(plan[0]), turn.item_id, heard, plan[-1]),
                                         "llm-prefill")
 
     async def _passages_for(self, query: str) -> list[Passage]:
