@@ -29,7 +29,7 @@ from common.clock import WallClock
 from release.controller import Conflict, Controller
 from release.judge import JudgeConfig
 from release.machine import IllegalTransition
-from release.probes import Prober
+from release.probes import Prober, QualityConfig
 from release.state import DEFAULT_HOLD_LIMIT_S, DEFAULT_INTERVAL_S, DEFAULT_STEPS, SERVICES
 from release.store import RedisReleaseStore
 from common.components import REDIS_URL, by_name
@@ -78,6 +78,12 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("--rag", default=_first(os.environ.get("GATEWAY_RAG_ADDRS", "")) or by_name("rag").address,
                    help="RAG address the LLM probe retrieves its passages from (default: the first of "
                         f"$GATEWAY_RAG_ADDRS, else {by_name('rag').address})")
+    r.add_argument("--rag-k", type=int, default=os.environ.get("GATEWAY_RAG_K", "3"),
+                   help="passages the LLM probe asks with, as the gateway retrieves them "
+                        "(default: $GATEWAY_RAG_K, else %(default)s)")
+    r.add_argument("--rag-min-score", type=float, default=os.environ.get("GATEWAY_RAG_MIN_SCORE", "0.3"),
+                   help="the LLM probe drops passages below this score, as the gateway does "
+                        "(default: $GATEWAY_RAG_MIN_SCORE, else %(default)s)")
     for svc in ("asr", "tts", "llm"):
         for variant in ("stable", "canary"):
             env = f"GATEWAY_{svc.upper()}{'_CANARY' if variant == 'canary' else ''}_ADDRS"
@@ -132,7 +138,8 @@ async def _main(args: argparse.Namespace) -> int:
                                   max_failure_ratio=args.max_failure_ratio)
             if args.probes:
                 ctl.probe = Prober(args.asr_stable, args.asr_canary, args.tts_stable, args.tts_canary,
-                                   llm_stable=args.llm_stable, llm_canary=args.llm_canary, rag=args.rag)
+                                   llm_stable=args.llm_stable, llm_canary=args.llm_canary, rag=args.rag,
+                                   cfg=QualityConfig(rag_k=args.rag_k, rag_min_score=args.rag_min_score))
             logging.info("release controller on %s: poll %.0f s, %s", args.redis_url, args.poll, ctl.cfg)
             beat = Path(args.heartbeat_file) if args.heartbeat_file else None
             await ctl.run(args.poll, heartbeat=beat.touch if beat is not None else None)

@@ -157,11 +157,12 @@ async def _generate(ch: grpc.aio.Channel, question: str, passages: list[Any]) ->
 
 
 async def probe(llm_stable: str, llm_canary: str, rag: str, n: int = QUESTIONS,
-                fact_margin: int = 1, claim_margin: int = 1) -> Check:
-    """The check; any failure to run it is inconclusive (the step holds), never an error."""
+                fact_margin: int = 1, claim_margin: int = 1, *, k: int = 3, min_score: float = 0.3) -> Check:
+    """The check; any failure to run it is inconclusive (the step holds), never an error.
+    ``k``, ``min_score``: the gateway's retrieval settings (GATEWAY_RAG_K, GATEWAY_RAG_MIN_SCORE)."""
     try:
         qs = questions(n)
-        found = await passages_for(rag, qs)
+        found = await passages_for(rag, qs, k, min_score)
         if isinstance(found, str):
             return Check(LLM_RULE, INCONCLUSIVE, detail={"why": found})
         stable = await answers(llm_stable, qs, found)

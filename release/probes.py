@@ -58,6 +58,10 @@ class QualityConfig:
     llm_questions: int = 12
     llm_fact_margin: int = 1
     llm_claim_margin: int = 1
+    # The passages the LLM probe asks with: retrieved as the gateway does
+    # (release run: $GATEWAY_RAG_K and $GATEWAY_RAG_MIN_SCORE, the gateway's own).
+    rag_k: int = 3
+    rag_min_score: float = 0.3
 
 
 @dataclasses.dataclass
@@ -147,7 +151,8 @@ class Prober:
             from release.llm_probe import probe
 
             return [await probe(self.llm_stable, self.llm_canary, self.rag, self.cfg.llm_questions,
-                                self.cfg.llm_fact_margin, self.cfg.llm_claim_margin)]
+                                self.cfg.llm_fact_margin, self.cfg.llm_claim_margin,
+                                k=self.cfg.rag_k, min_score=self.cfg.rag_min_score)]
         return []
 
     async def _asr_slices(self) -> Check:

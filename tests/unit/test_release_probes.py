@@ -130,3 +130,28 @@ def test_the_slice_probe_fails_a_canary_worse_on_short_phrases_only():
     assert v.verdict == FAIL and "worse on" in v.reason and "< 1 s" in v.reason
     same = slice_check(stable, _results(set()), QualityConfig())
     assert same.outcome == PASS and same.value == 0.0
+
+
+async def test_llm_probe_retrieves_with_the_gateways_k_and_floor(monkeypatch):
+    """The probe's passages are the ones the gateway would give the LLM: its
+    k and score floor (release run: from GATEWAY_RAG_K and GATEWAY_RAG_MIN_SCORE)."""
+    import release.llm_probe as llm_probe
+    from release.__main__ import _parser
+
+    asked = []
+
+    async def passages_for(rag, qs, k, min_score):
+        asked.append((rag, len(qs), k, min_score))
+        return "no passages in this test"
+
+    monkeypatch.setattr(llm_probe, "passages_for", passages_for)
+    prober = Prober(llm_stable="s:1", llm_canary="c:1", rag="r:1",
+                    cfg=QualityConfig(llm_questions=4, rag_k=5, rag_min_score=0.45))
+    [check] = await prober("llm")
+    assert check.outcome == INCONCLUSIVE and asked == [("r:1", 4, 5, 0.45)]
+
+    monkeypatch.setenv("GATEWAY_RAG_K", "4")
+    monkeypatch.setenv("GATEWAY_RAG_MIN_SCORE", "0.25")
+    args = _parser().parse_args(["run", "--probes"])
+    assert (args.rag_k, args.rag_min_score) == (4, 0.25)
+    assert _parser().parse_args(["run", "--rag-k", "2"]).rag_k == 2
