@@ -174,7 +174,10 @@ class BargeIn:
         await turns.asr.send("flush")
 
     def resume_later(self, turn: UserTurn) -> None:
-        """The speech ended unconfirmed: start the false-interruption timer."""
+        """The speech ended unconfirmed: start the false-interruption timer
+        (one at a time: a newer one replaces an older, which nothing could
+        cancel any more)."""
+        self.cancel_resume()
         self._resume_task = self.conv.spawn(self._resume_later(turn), "false-interruption", turn=turn)
 
     def cancel_resume(self) -> None:

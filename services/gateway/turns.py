@@ -88,6 +88,13 @@ class TurnTaker:
 
     async def reconfigure_vad(self) -> None:
         await self.vad.restart()
+        if self.segment is not None:
+            # The new stream knows nothing of the speech in progress and will
+            # never report its stop: end the segment here, as when the VAD is
+            # lost (speech that goes on is a new start in the same turn's
+            # silence window). Left open, a cough over the reply kept the reply
+            # paused for ever (a threshold change while it lasted).
+            await self._speech_stopped(self.conv.ring.end_ms)
 
     async def _open_vad(self):
         return await self.conv.backends.vad.open(vad_params(self.td, self.conv.settings))
@@ -322,12 +329,13 @@ class TurnTaker:
             turn.timings.speech_end = now
         turn.life.end()
         turn.timings.turn_end = now
-        if turn.life.pending and not turn.manual:
+        if seg is not None and turn.life.pending:
             # Its speech paused the reply, and no speech stop will come for it
             # now (the commit closed its segment): the false-interruption timer
             # starts here, or a cough committed over the reply would leave it
             # paused and in progress for ever (found by the protocol state
-            # machine, tests/fuzz: CI 2026-12-03).
+            # machine, tests/fuzz: CI 2026-12-03). A commit after the speech
+            # stopped finds the timer that stop started.
             self.bargein.resume_later(turn)
         # Waiting for the final must not hold up the audio behind this command.
         self.conv.spawn(self.conv.end_turn(turn), "commit", turn=turn, event_id=event_id)

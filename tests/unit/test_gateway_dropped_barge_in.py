@@ -100,3 +100,43 @@ async def test_a_cough_committed_by_the_client_during_its_barge_in_resumes_the_r
         await s.wait(1.0)
         assert not s.of("error"), [e.event for e in s.of("error")]
         assert len(s.of("response.done")) == 2
+
+
+async def test_a_commit_after_the_cough_stopped_leaves_one_timer():
+    # A cough at 5.0-5.2 s (its stop starts the false-interruption timer), a
+    # commit at 5.45 s, a second cough from 5.7 s: the second cough's turn
+    # takes the pause over, and the reply resumes after its own timer, not at
+    # the first one's (a second timer started by the commit could not be
+    # cancelled and resumed the reply under the second cough).
+    async with session([(0.5, 2.5), (5.0, 5.2), (5.7, 5.95)], [QUESTION, "", ""]) as s:
+        await s.run_audio(5.45)
+        rid = s.first("response.created").event["response"]["id"]
+        assert s.first("output_audio_buffer.cleared").event["response_id"] == rid
+        await s.send({"type": "input_audio_buffer.commit"})
+        await s.run_audio(15.0)
+        restarted = s.of("output_audio_buffer.started")
+        assert len(restarted) == 2, "the reply did not resume"
+        # The first cough's timer would fire at ~6.2 s; the second cough (to 5.95 s) has its own.
+        assert restarted[1].at > 6.6, restarted[1].at
+        done = s.first("response.done").event["response"]
+        assert done["id"] == rid and done["status"] == "completed"
+
+
+async def test_a_vad_restart_during_a_cough_over_the_reply_resumes_it():
+    # A cough at 5.0-5.2 s pauses the reply; a threshold change at 5.25 s,
+    # before the VAD reported the cough's stop, restarts the VAD stream, which
+    # never will: the segment ends at the restart and the reply resumes after
+    # the false-interruption timer.
+    async with session([(0.5, 2.5), (5.0, 5.2)], [QUESTION, "", ""]) as s:
+        await s.run_audio(5.25)
+        rid = s.first("response.created").event["response"]["id"]
+        assert s.first("output_audio_buffer.cleared").event["response_id"] == rid
+        await s.send({"type": "session.update", "session": {"audio": {"input": {
+            "turn_detection": {"type": "server_vad", "threshold": 0.6}}}}})
+        await s.run_audio(20.0)
+        assert len(s.of("output_audio_buffer.started")) >= 2, "the reply did not resume"
+        done = s.first("response.done").event["response"]
+        assert done["id"] == rid and done["status"] == "completed"
+        await s.send({"type": "response.create", "response": {"output_modalities": ["text"]}})
+        await s.wait(1.0)
+        assert not s.of("error"), [e.event for e in s.of("error")]
