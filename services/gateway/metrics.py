@@ -30,7 +30,8 @@ ANSWERS_DECLINED = counter("voice_gateway_answers_declined_total",
                             "answers given as \"I don't know\" without the LLM: the retrieved passages "
                             "cover too little of the question (grounding.py); counted when completed")
 LLM_PREFILLS = counter("voice_gateway_llm_prefills_total",
-                       "LLM cache warm-ups while the user speaks, by outcome (prefill, busy, error)",
+                       "LLM cache warm-ups while the user speaks, by outcome (prefill, busy, error; replaced: "
+                       "stopped for a newer interim whose words retrieved other passages)",
                        ("outcome",))
 BARGE_IN_REACTION = histogram("voice_gateway_barge_in_reaction_seconds",
                               "speech onset -> output_audio_buffer.cleared")

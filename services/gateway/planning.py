@@ -61,6 +61,9 @@ class Planner:
         self._prefilled = ""                      # the user text last sent for prefill
         # The turn (item id), words and passages of the latest prefill started with passages.
         self._quoted: tuple[str, str, tuple] | None = None
+        self._active: asyncio.Task | None = None     # the turn prefill the LLM is evaluating
+        self._active_passages: tuple = ()            # its passages (keys)
+        self._warm_task: asyncio.Task | None = None
 
     def history(self, instructions: str, pending: Item | None = None,
                 heard_as: dict[str, str] | None = None) -> list[ChatMessage]:
@@ -129,17 +132,21 @@ class Planner:
         would see exactly this history (no reply running or being cut: a turn
         that talked over a reply warms once its cut is done, with the reply as
         it was cut), one request at a time; the LLM answers at once when no
-        instance is free."""
+        instance is free. With retrieval, a newer interim whose words find
+        other passages than the running prefill quotes replaces it (the
+        latest words are the likeliest to retrieve what the whole question
+        will; the LLM stops the replaced one at its next piece)."""
         conv = self.conv
         td = conv.state.config.turn_detection
         if (conv.closed or not conv.settings.llm_prefill or td is None or not td.create_response
                 or turn.manual or turn.ended or not turn.cut_done() or conv.response is not None
                 and conv.response.phase != "done"):
             return
-        # One at a time. (Replacing a running prefill by one for newer words
-        # that retrieve other passages was tried on 2026-12-03 and taken out
-        # while a fuzzer failure was chased, which bisected to another change.)
-        if self._prefill_task is not None and not self._prefill_task.done():
+        running = self._prefill_task if self._prefill_task is not None and not self._prefill_task.done() else None
+        # A warm-up, or this turn's search still running, goes on; without
+        # retrieval a running prefill is never replaced (same words, shorter).
+        if running is not None and (running is self._warm_task or running is not self._active
+                                    or not self._retrieves()):
             return
         heard = turn.text()
         words = heard.split()[:-1]
@@ -152,10 +159,12 @@ class Planner:
         # Retrieval gets every word heard (the first words of a short question
         # scored under the floor, or found other passages than the whole
         # question: docs/benchmarks.md); the quoted turn ends before the last.
-        # (Taken out for a while on 2026-12-03: the fuzzer failure blamed on it
-        # was a cough committed over the reply, fixed in turns.py.)
-        self._prefill_task = conv.spawn(self._prefill(list(plan[0]), turn.item_id, heard, plan[-1]),
+        self._prefill_task = conv.spawn(self._prefill(list(plan[0]), turn.item_id, heard, plan[-1], turn=turn),
                                         "llm-prefill")
+
+    def _retrieves(self) -> bool:
+        cfg, settings = self.conv.state.config, self.conv.settings
+        return bool(cfg.retrieval_enabled and settings.retrieval and settings.prefill_retrieval)
 
     async def _passages_for(self, query: str) -> list[Passage]:
         """What the answer's retrieval would find for these words, when the
@@ -163,7 +172,7 @@ class Planner:
         question about the documents has its passages (most of its prompt) in
         the cache before the turn ends. A failed search only costs the warm-up."""
         cfg, settings = self.conv.state.config, self.conv.settings
-        if not (cfg.retrieval_enabled and settings.retrieval and settings.prefill_retrieval and query.strip()):
+        if not (self._retrieves() and query.strip()):
             return []
         try:
             hits = await self.conv.backends.rag.search(query, cfg.retrieval_k, settings.rag_min_score)
@@ -173,13 +182,33 @@ class Planner:
         return [p for p in hits if p.score >= settings.rag_min_score]
 
     async def _prefill(self, messages: list[ChatMessage], item_id: str, query: str = "",
-                       tools: Tools | None = None, request_id: str = "") -> None:
-        """A turn's prefill (``item_id``: the turn being spoken) or, without
-        one, the warm-up after an answer."""
+                       tools: Tools | None = None, request_id: str = "", turn: UserTurn | None = None) -> None:
+        """A turn's prefill (``item_id``, ``turn``: the turn being spoken) or,
+        without one, the warm-up after an answer."""
+        me = asyncio.current_task()
         before = self._quoted
         try:
             passages = await self._passages_for(query)
             keys = _keys(passages)
+            active = self._active
+            if active is not None and not active.done():
+                if turn is not None and (turn.ended or self.conv.response is not None):
+                    # The turn ended during the search: its answer has chosen
+                    # (or is choosing) what to quote, maybe the running
+                    # prefill's; a replacement now could only take that away.
+                    if self._prefill_task is me:
+                        self._prefill_task = active
+                    return
+                if keys == self._active_passages:
+                    # The running prefill already quotes these: it goes on, and
+                    # stays the one a newer interim compares with.
+                    if self._prefill_task is me:
+                        self._prefill_task = active
+                    return
+                active.cancel()     # other passages: the newer words replace it
+                metrics.LLM_PREFILLS.labels(**metrics.base(), outcome="replaced").inc()
+            if item_id:             # a turn's prefill (not a warm-up)
+                self._active, self._active_passages = me, keys
             # The tools too: the LLM describes them in the system prompt the answer's prompt starts with.
             kw: dict[str, Any] = {"tools": tools} if tools is not None else {}
             if passages:
@@ -192,6 +221,9 @@ class Planner:
         except BackendError as exc:
             outcome = "error"   # an optimisation only: the answer's own request reports a down LLM
             log.debug("session %s: prefill failed: %s", self.conv.state.id, exc.message)
+        finally:
+            if self._active is me:
+                self._active = None
         if outcome != "prefill" and self._quoted is not None and self._quoted[1] == query:
             self._quoted = before   # nothing was evaluated with these words: quote as before
         metrics.LLM_PREFILLS.labels(**metrics.base(), outcome=outcome or "unknown").inc()
@@ -226,5 +258,5 @@ class Planner:
         messages = plan[0]
         if messages and messages[-1].role == "assistant":
             self._prefilled = ""
-            self._prefill_task = self.conv.spawn(
+            self._prefill_task = self._warm_task = self.conv.spawn(
                 self._prefill(list(messages), "", tools=plan[-1], request_id=f"warm-{resp.id}"), "llm-warm")

@@ -223,6 +223,34 @@ def test_a_prefills_words_are_used_only_for_its_own_turn_passages_and_question()
     assert pq("item_2", "How do I start the assistant?", [p1]) == ""             # another turn
 
 
+async def test_a_newer_interim_that_finds_other_passages_replaces_the_running_prefill():
+    """Invariant: while a prefill that quotes passages runs, a newer interim
+    is searched too; other passages replace (cancel) the running prefill, the
+    same passages leave it running. The latest words are the likeliest to
+    retrieve what the whole question will."""
+    s = doc_session()
+    early, late = s.b.rag.passages
+    late = Passage(late.source, late.title, late.text, 0.9)
+
+    async def search(query: str, k: int, min_score: float) -> list[Passage]:
+        s.b.rag.queries.append(query)
+        # The same passages found by other words come with other scores (a real index).
+        score = 0.5 + 0.01 * len(query.split())
+        found = early if len(query.split()) < 6 else late
+        return [Passage(found.source, found.title, found.text, score)]
+
+    s.b.rag.search = search
+    s.b.llm.prefill_s = 10.0          # longer than the question: only a replacement ends one
+    before = metric("voice_gateway_llm_prefills_total", outcome="replaced")
+    async with s:
+        await s.run_audio(6.0)
+        quoted = [[p.title for p in ps] for ps, rid in zip(s.b.llm.prefill_passages, s.b.llm.prefill_ids)
+                  if "-warm-" not in rid]
+        assert quoted == [["Starting"], ["Parking"]], quoted    # replaced once, then kept
+        assert len(s.b.rag.queries) > len(quoted) + 1           # later interims searched, same passages kept
+        assert metric("voice_gateway_llm_prefills_total", outcome="replaced") == before + 1
+
+
 async def test_an_answer_requested_while_its_prefill_runs_quotes_as_that_prefill_does():
     """The LLM lets such an answer wait for the prefill's instance only if
     both prompts start the same: the prefill's words count from its start."""
@@ -233,3 +261,31 @@ async def test_an_answer_requested_while_its_prefill_runs_quotes_as_that_prefill
         chosen_by = [q for q, p, rid in zip(s.b.llm.prefill_passage_queries, s.b.llm.prefill_passages,
                                             s.b.llm.prefill_ids) if "-warm-" not in rid and p]
         assert chosen_by and s.b.llm.passage_queries[0] == chosen_by[-1]
+
+
+async def test_a_replacement_whose_search_ends_after_the_turn_leaves_the_running_prefill():
+    """Invariant: a newer interim's search that comes back once the turn has
+    ended replaces nothing: the answer has chosen its passages by then, maybe
+    the running prefill's, and cancelling that prefill would only take its
+    cache away from the answer waiting for it."""
+    s = doc_session()
+    early, late = s.b.rag.passages
+
+    async def search(query: str, k: int, min_score: float) -> list[Passage]:
+        s.b.rag.queries.append(query)
+        if query != QUESTION and len(query.split()) >= 6:
+            await s.clock.sleep(5.0)      # the newer words' search outlives the turn
+            return [Passage(late.source, late.title, late.text, 0.9)]
+        return [early]
+
+    s.b.rag.search = search
+    s.b.llm.prefill_s = 10.0
+    before = metric("voice_gateway_llm_prefills_total", outcome="replaced")
+    async with s:
+        await s.run_audio(12.0)
+        runs = [(q, [p.title for p in ps]) for q, ps, rid in zip(
+            s.b.llm.prefill_passage_queries, s.b.llm.prefill_passages, s.b.llm.prefill_ids) if "-warm-" not in rid]
+        assert [titles for _, titles in runs] == [["Starting"]], runs
+        assert metric("voice_gateway_llm_prefills_total", outcome="replaced") == before
+        assert [p.title for p in s.b.llm.passages[0]] == ["Starting"]
+        assert s.b.llm.passage_queries[0] == runs[0][0]     # quotes as the prefill it can wait for
