@@ -8,7 +8,8 @@ does not decline by itself: given such passages it answers from them, and
 invents platform facts. So the gateway judges before asking it: the
 question's *coverage* is the share of its content words (common.content_words,
 less a few words every question about this product has) found anywhere in
-the passages, words compared by their first ``PREFIX`` letters. A question
+the passages, words compared by their first ``PREFIX`` letters and
+identifiers read as their parts (CamelCase, snake_case). A question
 whose passages cover less than ``decline_below`` of it is answered with
 ``DECLINE`` without running the model. Measured on the answer eval's 46
 questions (docs/answers.md): under 0.5 declined 4 of the 7 outside
@@ -21,6 +22,7 @@ general questions) means no judgement: the model answers as ever. Pure and
 lexical: no model, no I/O."""
 from __future__ import annotations
 
+import re
 from typing import Sequence
 
 from common.content_words import words
@@ -31,8 +33,18 @@ GENERIC = frozenset({"assistant", "platform", "use", "make", "get"})
 DECLINE = "I don't know. My documents don't cover that."
 
 
+IDENTIFIER_CAMEL = re.compile(r"([a-z0-9])([A-Z])")
+
+
+def _parts(text: str) -> str:
+    """Identifiers read as their words: the documents name alerts, metrics and
+    settings as identifiers (a runbook titled VoiceTurnLatencyErrorBudgetBurnFast
+    about voice_to_voice_latency), the question says "the latency alert"."""
+    return IDENTIFIER_CAMEL.sub(r"\1 \2", text).replace("_", " ")
+
+
 def _keys(text: str) -> set[str]:
-    return {w[:PREFIX] for w in words(text) if w not in GENERIC}
+    return {w[:PREFIX] for w in words(_parts(text)) if w not in GENERIC}
 
 
 def coverage(question: str, passages: Sequence) -> float | None:

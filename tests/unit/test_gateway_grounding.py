@@ -41,6 +41,17 @@ def test_coverage_is_the_share_of_the_questions_content_words_in_the_passages():
     assert grounding.coverage("How do I do it?", [START]) is None     # no content word to judge
 
 
+
+def test_identifiers_in_the_documents_count_as_their_words():
+    """The runbooks name alerts and metrics as identifiers; a spoken question
+    names them in words (bench doc_questions' latency question was declined
+    while its runbook was retrieved)."""
+    runbook = Passage("runbooks/VoiceTurnLatencyErrorBudgetBurnFast.md", "VoiceTurnLatencyErrorBudgetBurnFast",
+                      "Severity: page. Fires when: SLO voice_to_voice_latency burns its budget.", 0.5)
+    assert grounding.coverage("What should I do when the latency alert fires?", [runbook]) == 2 / 3
+    assert grounding.declines("What should I do when the latency alert fires?", [runbook], 0.5) is None
+    assert grounding.coverage("Is there an iPhone app?", [runbook]) == 0.0
+
 @pytest.mark.parametrize("question, below, expected", [
     ("Is there an iPhone app?", 0.5, 0.0),
     ("Can I connect it to Alexa?", 0.5, None),     # 0.5 is not under 0.5
