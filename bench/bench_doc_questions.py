@@ -20,7 +20,9 @@ import argparse
 import asyncio
 import json
 import os
+import re
 import statistics
+import urllib.request
 from typing import Sequence
 
 import grpc
@@ -115,6 +117,22 @@ def report(results: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def prefill_outcomes(ws_url: str) -> dict[str, float]:
+    """The gateway's voice_gateway_llm_prefills_total by outcome (prefill, busy,
+    replaced, error): whether the LLM was warmed while each question was
+    spoken. Empty when the gateway's /metrics cannot be read."""
+    base = "http" + ws_url[2:].split("/v1/", 1)[0] if ws_url.startswith("ws") else ""
+    try:
+        with urllib.request.urlopen(f"{base}/metrics", timeout=5) as r:
+            text = r.read().decode()
+    except (OSError, ValueError):
+        return {}
+    out: dict[str, float] = {}
+    for m in re.finditer(r'^voice_gateway_llm_prefills_total\{[^}]*outcome="(\w+)"[^}]*\} (\S+)$', text, re.M):
+        out[m.group(1)] = out.get(m.group(1), 0.0) + float(m.group(2))
+    return out
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     p = argparse.ArgumentParser(description="Spoken questions about the documents, end to end.")
     p.add_argument("--url", default=os.environ.get("BENCH_E2E_URL", ""),
@@ -132,10 +150,14 @@ def main(argv: Sequence[str] | None = None) -> None:
         url, tts = stack.ws_url, stack.services["tts"].address
     try:
         results = asyncio.run(run(url, tts, args.rounds))
+        prefills = prefill_outcomes(url)
     finally:
         if stack is not None:
             stack.stop()
     print(report(results))
+    if prefills:
+        print("LLM prefills while the questions were spoken (gateway counter, by outcome): "
+              + ", ".join(f"{k} {v:.0f}" for k, v in sorted(prefills.items())))
     print(f"(questions spoken by the stack's TTS, {RATE} Hz input at real time, one fresh session each; "
           f"retrieval on; {os.cpu_count()} CPU cores shared with other work unless stated otherwise)")
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from services.rag.engine import RagConfig, RagEngine
+from services.rag.engine import RagConfig, RagEngine, query_words
 from services.rag.fake import HashingEmbedder
 from services.rag.schema import InvalidRequest, SearchRequest
 
@@ -46,6 +46,30 @@ def test_default_k_and_best_match_first(tmp_path):
     assert hits[0].chunk.title == "Voices" and hits[0].chunk.source == "guide.md"
     assert len(eng.search(SearchRequest(query="privacy", k=1))) == 1
 
+
+
+class Recording(HashingEmbedder):
+    def __init__(self) -> None:
+        super().__init__()
+        self.texts: list[str] = []
+
+    def embed(self, texts):
+        self.texts += list(texts)
+        return super().embed(texts)
+
+
+def test_a_query_is_searched_by_its_words_not_its_punctuation(tmp_path):
+    """An interim ("... voice") and the final transcript ("... voice?") of one
+    question find the same passages in the same order (the answer's prompt
+    then matches the prefill's)."""
+    emb = Recording()
+    eng = engine(tmp_path, emb)
+    plain = eng.search(SearchRequest(query="which voice is the default"))
+    asked = eng.search(SearchRequest(query="Which voice is the default?"))
+    assert [(h.chunk.title, h.score) for h in plain] == [(h.chunk.title, h.score) for h in asked]
+    assert emb.texts[-1] == "Which voice is the default"
+    assert query_words("Can't it e-mail me, please?!") == "Can't it e-mail me please"
+    assert query_words("?") == "?"          # nothing but punctuation: as it is
 
 def test_reindex_picks_up_new_documents_and_persists_them(tmp_path):
     eng = engine(tmp_path)
