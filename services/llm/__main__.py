@@ -91,10 +91,6 @@ class Settings(ServiceSettings):
                                "taken by another conversation, restored when they come back instead of "
                                "evaluating their history again (services/llm/kv_store.py; ~23 KB a token "
                                "with the default model; 0 = off; separate instances only)")
-    prefill_evict_idle_s: float = setting(10.0, "with the KV store on, a prefill (warming the LLM while "
-                                          "someone speaks) may take an instance holding another "
-                                          "conversation's history if nobody has used it for this long "
-                                          "(its cache is saved first); 0 = never")
     kv_shift: bool = setting(True, "when a conversation's history window drops old turns, remove them from "
                              "the KV cache and shift the rest (llama.cpp context shift) instead of "
                              "evaluating the remaining history again")
@@ -127,8 +123,6 @@ def build_engine(s: Settings) -> LlmEngine:
                        wait_timeout_s=s.queue_timeout_s, urgent_tokens=s.urgent_tokens,
                        affinity_wait_s=s.affinity_wait_s, affinity_min_tokens=s.affinity_min_tokens,
                        call_bias=s.tool_call_bias,
-                       prefill_evict_idle_s=(s.prefill_evict_idle_s if s.kv_store_mb > 0 and s.batch_slots <= 0
-                                             and s.prefill_evict_idle_s > 0 else None),
                        # Batched, one decode thread does every answer's compute: a niced
                        # tail thread would only relay tokens from its queue.
                        tail_nice=0 if s.batch_slots > 0 else s.tail_nice)

@@ -60,9 +60,6 @@ class EngineConfig:
     urgent_tokens: int = 4        # tokens decoded at normal priority, the rest at tail_nice
     tail_nice: int = 0            # nice steps below the service for the rest of an answer; 0 = no change
     call_bias: float = 0.0        # tool_choice auto: logit bonus for a call's first token (tools.py)
-    # A prefill may also take an instance nobody has used for this long (None:
-    # never); only where evicted caches are saved (the KV store): pool.try_checkout.
-    prefill_evict_idle_s: Optional[float] = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -173,8 +170,7 @@ class LlmEngine:
         """Warm a free instance's cache with the open prompt; never waits for one."""
         t0 = time.perf_counter()
         prompt = await asyncio.to_thread(self.prepare_prefill, req)
-        inst = self.pool.try_checkout(prompt, max_evict=PREFILL_MAX_EVICT,
-                                      evict_idle_s=self.config.prefill_evict_idle_s)
+        inst = self.pool.try_checkout(prompt, max_evict=PREFILL_MAX_EVICT)
         if inst is None:
             return GenerateDone("busy", len(prompt), 0, 0.0, 0.0)
         self.pool.promise(inst, prompt)

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import asyncio
 import collections
-import time
 from typing import Callable, Generic, Optional, Sequence, TypeVar
 
 from services.llm import reuse
@@ -40,8 +39,7 @@ def _reuse(inst: object, prompt: Sequence[int]) -> reuse.Reuse:
 class InstancePool(Generic[T]):
     def __init__(self, instances: list[T], max_waiting: int, wait_timeout_s: float,
                  on_depth: Optional[Callable[[Priority, int], None]] = None,
-                 affinity_wait_s: float = 0.0, affinity_min_tokens: int = 64,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 affinity_wait_s: float = 0.0, affinity_min_tokens: int = 64) -> None:
         if not instances:
             raise ValueError("the pool needs at least one instance")
         self._free: list[T] = list(instances)
@@ -60,8 +58,6 @@ class InstancePool(Generic[T]):
         # id(inst) → the prompt a checked-out instance is evaluating (a prefill):
         # what its cache will hold when it comes back (promise()).
         self._promised: dict[int, Sequence[int]] = {}
-        self._clock = clock
-        self._freed_at: dict[int, float] = {}     # id(inst) → when it was last released
 
     @property
     def busy(self) -> int:
@@ -94,30 +90,16 @@ class InstancePool(Generic[T]):
         self._out.append(inst)
         return inst
 
-    def try_checkout(self, prompt: Sequence[int] = (), max_evict: int | None = None,
-                     evict_idle_s: float | None = None) -> T | None:
+    def try_checkout(self, prompt: Sequence[int] = (), max_evict: int | None = None) -> T | None:
         """A free instance now, or None (never ahead of a waiting request).
         ``max_evict``: only an instance whose cache would lose at most that many
         tokens of what it holds. Background work (a prefill) passes it: warming
         one conversation must never evict another's history, whose next answer
-        would then re-evaluate it all (measured: 2.9 s to the first token).
-        ``evict_idle_s``: unless nothing has used that instance for this long
-        (the instances save what they evict, kv_store.py: the conversation, if
-        it comes back, gets its cache back in milliseconds; and one that has
-        been quiet that long is not in the middle of a turn). Without it a new
-        conversation's prefills found every instance holding an older one's
-        history and were refused for good."""
+        would then re-evaluate it all (measured: 2.9 s to the first token)."""
         if not self._free or self.waiting:
             return None
         if max_evict is not None:
-            now = self._clock()
-
-            def may_take(i: T) -> bool:
-                if _reuse(i, prompt).lost(len(_cached(i))) <= max_evict:
-                    return True
-                return evict_idle_s is not None and now - self._freed_at.get(id(i), now) >= evict_idle_s
-
-            allowed = [i for i in self._free if may_take(i)]
+            allowed = [i for i in self._free if _reuse(i, prompt).lost(len(_cached(i))) <= max_evict]
             if not allowed:
                 return None
             keep = [i for i in self._free if not any(i is a for a in allowed)]
@@ -247,7 +229,6 @@ class InstancePool(Generic[T]):
                     return
         if inst in self._out:
             self._out.remove(inst)
-        self._freed_at[id(inst)] = self._clock()
         self._free.append(inst)
 
 

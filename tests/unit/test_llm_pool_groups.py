@@ -140,20 +140,3 @@ def test_a_prefill_never_evicts_another_conversations_history():
     # A cold instance (or one holding little beyond the shared prompt) is fine.
     cold = InstancePool([Slot(0, system)], max_waiting=4, wait_timeout_s=1.0)
     assert cold.try_checkout([1, 2, 3], max_evict=8) is not None
-
-
-def test_a_prefill_may_take_an_instance_nobody_has_used_for_a_while():
-    """With evict_idle_s (the KV store saves what is evicted), a conversation
-    quiet that long no longer blocks another's prefill; a recent one still
-    does, and without the setting nothing changes."""
-    now = [0.0]
-    system = (1, 2)
-    other = Slot(0, system + tuple(range(100, 160)))
-    pool = InstancePool([other], max_waiting=4, wait_timeout_s=1.0, clock=lambda: now[0])
-    pool.release(pool.try_checkout())                 # used at t=0
-    now[0] = 9.0
-    assert pool.try_checkout([1, 2, 5, 6], max_evict=8, evict_idle_s=10.0) is None
-    assert pool.idle() == [other]
-    now[0] = 10.5
-    assert pool.try_checkout([1, 2, 5, 6], max_evict=8) is None              # setting off
-    assert pool.try_checkout([1, 2, 5, 6], max_evict=8, evict_idle_s=10.0) is other
