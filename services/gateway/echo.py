@@ -18,7 +18,8 @@ reference (not at 600 ms): echo_ref.py feeds the reference at the moment the
 server believes the client played it, which is always earlier than the echo.
 
 Its output replaces the microphone audio unless echo_detect.py has found
-that there is no echo (a headset): AEC3 would duck the user's voice there,
+that there is no echo (a headset), or, still undecided, that the user talks
+over the answer: AEC3 would duck the user's voice there,
 and is then not run at all (its CPU saved; it starts afresh if an echo is
 seen later).
 
@@ -153,7 +154,8 @@ class EchoCanceller:
         e_mic, e_ref = _energy(mic), (_energy(played) if played is not None else 0.0)
         if played is not None:
             self._last_ref_t = t
-        if not self.detector.push(e_mic, e_ref):
+        self.detector.push(e_mic, e_ref)
+        if not self.detector.use_canceller:
             # No echo comes back (a headset, a quiet listener): AEC3 is not run at
             # all, which saves its CPU; it starts afresh if an echo is seen later.
             self._apm = None
@@ -168,4 +170,5 @@ class EchoCanceller:
         if played is not None:
             self.ref_in_energy += e_mic
             self.ref_out_energy += _energy(out)
-        return out
+        # A user talking over an undecided canceller is passed on whole (echo_detect.py).
+        return out if self.detector.use_output else mic

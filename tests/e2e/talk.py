@@ -69,3 +69,21 @@ async def service_status(address: str, service: str) -> Any:
     stub_cls = {"llm": llm_pb2_grpc.ChatStub, "tts": tts_pb2_grpc.SynthesizerStub}[service]
     async with grpc.aio.insecure_channel(address) as ch:
         return await stub_cls(ch).GetStatus(common_pb2.StatusRequest(), timeout=10)
+
+
+def turn_story(log: Any, since: int, gateway: Any = None) -> str:
+    """What a failed turn assertion needs to be diagnosed from a CI log alone:
+    the turn events since ``since`` (with their arrival times and items), the
+    errors, and the gateway's own lines about turns (dropped speech, false
+    interruptions, backend warnings; transcripts stay out of its INFO log)."""
+    keep = ("input_audio_buffer.", "output_audio_buffer.", "response.created", "response.done",
+            "conversation.item.input_audio_transcription.completed", "error")
+    lines = [f"{e.t:.3f} {e.type} item={e.get('item_id')} "
+             f"{e.get('transcript') or e.get('error') or ''} {e.get('usage') or ''}"
+             for e in log.all(since=since) if e.type.startswith(keep)]
+    if gateway is not None:
+        text = gateway.log_path.read_text(errors="replace") if gateway.log_path.exists() else ""
+        lines += ["gateway log:"] + [ln for ln in text.splitlines()
+                                     if any(w in ln for w in ("dropped", "false interruption", "resumed",
+                                                              "WARNING", "ERROR", "no final", " is back"))][-40:]
+    return "\n".join(lines)

@@ -18,7 +18,7 @@ import pytest
 from clients import events
 from clients.realtime import RealtimeClient
 from tests.e2e.talk import (LONG_REPLY_INSTRUCTIONS, OPTIONAL_TIMING_KEYS, TIMING_KEYS, clip, service_status, status_of,
-                            timings, wer)
+                            timings, turn_story, wer)
 
 pytestmark = pytest.mark.slow
 RATE = 24000            # the protocol's default; clips are resampled from 16 kHz
@@ -120,7 +120,7 @@ async def _barge_in_once(stack) -> bool:
     assert status_of(done1) == ("cancelled", "turn_detected"), done1
     received_ms = len(rt.audio_of(r1)) / 2 / RATE * 1000
     assert 0 <= truncated.get("audio_end_ms") <= received_ms + 1, (truncated, received_ms)
-    assert wer(b_ref, final_b.get("transcript", "")) <= 0.25, final_b
+    assert wer(b_ref, final_b.get("transcript", "")) <= 0.25, (final_b, turn_story(rt.log, mark, stack.gateway))
     assert status_of(done2)[0] == "completed", done2
 
     # The cancel reached the services: their own counters show the call(s)
