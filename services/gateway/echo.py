@@ -137,6 +137,7 @@ class EchoCanceller:
         if t0 + n / 2 / RATE - self._last_ref_t > self.tail_s:
             # Nothing played for a tail: the echo has died away; pass through again.
             self.active = False
+            self.detector.playing_stopped()
             out += self._held
             self._held = bytearray()
         return bytes(out)
@@ -144,6 +145,7 @@ class EchoCanceller:
     def drain(self) -> bytes:
         """What is held back (< 1 frame), handed on unprocessed; inactive after."""
         held, self._held, self.active = bytes(self._held), bytearray(), False
+        self.detector.playing_stopped()
         return held
 
     def _starts_playing(self, n: int, first_t: float, ref: Reference) -> bool:

@@ -40,7 +40,7 @@ Talking over an undecided canceller: until either verdict, AEC3 (not yet
 converged) ducks a user who talks over the answer, for seconds: offline, a
 7.1 s sentence from 0.75 s into an answer with no echo at all came out of it
 as 4.8 s of speech (silero) with a gap of 1.1 s, so the VAD ended the turn
-inside the sentence and its first words were lost (likely what an e2e
+inside the sentence and its first words were lost (possibly what an e2e
 barge-in on a busy CI host met, 2026-12-03: of a 7 s sentence it committed
 only the last 2.1 s). So while the state is unknown, ``TALK_OVER_RUN`` checks in a
 row with a low correlation on a moving microphone (speech that does not
@@ -99,6 +99,7 @@ class EchoDetector:
         self.best = 0.0          # the latest best correlation, for tests and logs
         self.talking_over = False   # unknown state only: speech on the mic that does not follow the played audio
         self._overs = 0
+        self._fresh = 0             # frames pushed since playing last (re)started
 
     @property
     def use_canceller(self) -> bool:
@@ -117,6 +118,7 @@ class EchoDetector:
         self._mic.append(float(np.log10(mic_energy + FLOOR)))
         self._ref.append(float(np.log10(ref_energy + FLOOR)))
         self._n += 1
+        self._fresh += 1
         if self.state == "unknown" and self._n % EVERY == 0 and self._quiet_through_playing():
             self.state = "none"
         elif self.state != "echo" and self._n % EVERY == 0 and len(self._ref) == WINDOW + MAX_LAG:
@@ -133,7 +135,17 @@ class EchoDetector:
                     self.state = "none"
         return self.use_canceller
 
+    def playing_stopped(self) -> None:
+        """Nothing has played for the canceller's tail: whoever talked over the
+        answer did so over that one. The next answer starts with the
+        canceller's output, whatever this microphone turns out to carry, and
+        a talk-over is judged again only on a full window of its own frames
+        (a window across the pause joins two unrelated stretches of audio)."""
+        self.talking_over, self._overs, self._fresh = False, 0, 0
+
     def _talk_over(self, best: float, still: bool) -> None:
+        if self._fresh < WINDOW + MAX_LAG:
+            return
         self._overs = self._overs + 1 if best < LOW and not still else 0
         if self._overs >= TALK_OVER_RUN:
             self.talking_over = True

@@ -363,6 +363,28 @@ def test_after_a_user_talked_over_an_echo_the_echo_is_cancelled_again(start_s):
     assert db(mic[tail], out[tail]) > 10.0
 
 
+def test_a_talk_over_ends_with_its_answer():
+    """A user talked over an answer with an echo under their voice (the flag
+    on, the state still unknown) and the answer stopped (a barge-in pauses
+    it): the next answer must start with the canceller's output, or its echo
+    would reach the VAD raw until a check with enough played audio says so."""
+    far = np.concatenate([speech(0), speech(3)])
+    n = len(far)
+    played = far.copy()
+    played[int(3.0 * RATE):int(5.0 * RATE)] = 0.0           # answer 1 stops at 3 s, answer 2 plays from 5 s
+    user = np.zeros(n)
+    user[int(1.0 * RATE):int(1.0 * RATE) + len(speech(4))] = speech(4)   # until 4.3 s
+    mic = room(played, 150, -20) + user + np.random.default_rng(5).normal(0, 300, n)
+    ec, ref, data, flags = EchoCanceller(), ArrayReference(played), pcm(mic), []
+    silent_ref = type("Ref", (), {"frame": lambda _s, t: ref.frame(t) if not 3.0 <= t < 5.0 else None})()
+    for off in range(0, len(data), 320):
+        ec.process(data[off:off + 320], off / 2 / RATE, silent_ref)
+        flags.append(ec.detector.talking_over)
+    at = lambda t: flags[int(t * RATE * 2 / 320)]  # noqa: E731
+    assert at(2.9), "precondition: the user is taken as talking over answer 1 when it stops"
+    assert not any(at(5.0 + k * 0.01) for k in range(100)), "answer 2 started with the raw mic"
+
+
 @pytest.mark.parametrize("far_clips", [(0, 3), (1, 2)])
 def test_a_voice_over_the_answer_on_a_headset_is_not_taken_for_an_echo(far_clips):
     """Speech over speech correlates by chance now and then; one high check
