@@ -18,8 +18,7 @@ reference (not at 600 ms): echo_ref.py feeds the reference at the moment the
 server believes the client played it, which is always earlier than the echo.
 
 Its output replaces the microphone audio unless echo_detect.py has found
-that there is no echo (a headset), or, still undecided, that the user talks
-over the answer: AEC3 would duck the user's voice there,
+that there is no echo (a headset): AEC3 would duck the user's voice there,
 and is then not run at all (its CPU saved; it starts afresh if an echo is
 seen later).
 
@@ -137,7 +136,6 @@ class EchoCanceller:
         if t0 + n / 2 / RATE - self._last_ref_t > self.tail_s:
             # Nothing played for a tail: the echo has died away; pass through again.
             self.active = False
-            self.detector.playing_stopped()
             out += self._held
             self._held = bytearray()
         return bytes(out)
@@ -145,7 +143,6 @@ class EchoCanceller:
     def drain(self) -> bytes:
         """What is held back (< 1 frame), handed on unprocessed; inactive after."""
         held, self._held, self.active = bytes(self._held), bytearray(), False
-        self.detector.playing_stopped()
         return held
 
     def _starts_playing(self, n: int, first_t: float, ref: Reference) -> bool:
@@ -156,8 +153,7 @@ class EchoCanceller:
         e_mic, e_ref = _energy(mic), (_energy(played) if played is not None else 0.0)
         if played is not None:
             self._last_ref_t = t
-        self.detector.push(e_mic, e_ref)
-        if not self.detector.use_canceller:
+        if not self.detector.push(e_mic, e_ref):
             # No echo comes back (a headset, a quiet listener): AEC3 is not run at
             # all, which saves its CPU; it starts afresh if an echo is seen later.
             self._apm = None
@@ -172,5 +168,4 @@ class EchoCanceller:
         if played is not None:
             self.ref_in_energy += e_mic
             self.ref_out_energy += _energy(out)
-        # A user talking over an undecided canceller is passed on whole (echo_detect.py).
-        return out if self.detector.use_output else mic
+        return out

@@ -36,25 +36,6 @@ decide once they stop. The price: with no echo at all, a user talking from
 the answer's start is known to have none only ~1 s after they stop (3.8-6.1
 s in, was 1.9 s), and AEC3 may duck their voice meanwhile.
 
-Talking over an undecided canceller: until either verdict, AEC3 (not yet
-converged) ducks a user who talks over the answer, for seconds: offline, a
-7.1 s sentence from 0.75 s into an answer with no echo at all came out of it
-as 4.8 s of speech (silero) with a gap of 1.1 s, so the VAD ended the turn
-inside the sentence and its first words were lost (possibly what an e2e
-barge-in on a busy CI host met, 2026-12-03: of a 7 s sentence it committed
-only the last 2.1 s). So while the state is unknown, ``TALK_OVER_RUN`` checks in a
-row with a low correlation on a moving microphone (speech that does not
-follow the played audio) mark the user as talking over it: the microphone
-is passed on as it is (the canceller keeps learning) until a check finds it
-still or following the played audio (above ``TALK_OVER_OFF``). Measured
-(``python -m bench echo_talkover``): the same sentence is then 6.2 s of
-speech without a gap; with an echo alone (-6 to -30 dB, 60-400 ms) the VAD
-heard nothing, as without the rule; a user over an echo loses no speech
-either (up to ~1 s more "speech": echo heard after the user's last word,
-where the answer would be paused by then). Under the user's voice some echo
-passes while the flag is on: the echo-words guard (bargein.may_hear_echo) stays on, as the state is
-still unknown, and a barge-in pauses the answer, which ends the echo.
-
 A quicker "none": a microphone that stays quiet (40 dB below the played
 voice, or below a quiet room's noise) while the answer plays, for long enough that an echo at any lag up to
 ``MAX_LAG`` would have had loud played audio to carry (``QUIET_COVER`` frames
@@ -77,8 +58,6 @@ LOW = 0.4             # ... below which, LOW_RUN checks in a row, it does not
 LOW_RUN = 5
 STILL_DB = 3.0        # std of the mic's frame level (dB) over the window under which it is still
 HIGH_RUN = 3          # checks in a row above HIGH: speech over speech reaches it by chance, once
-TALK_OVER_RUN = 2     # low checks in a row on a moving mic, state unknown: the user talks over the answer
-TALK_OVER_OFF = 0.7   # ... until a check finds the mic still or correlated above this
 FLOOR = 1e5           # frame energy (sum of int16 squares) below which a frame is silence (~ -65 dBFS)
 QUIET_DB = 40.0       # a mic frame this far below the played voice's level carries no echo worth cancelling,
 QUIET_FLOOR = 2e5     # ... nor one below this energy (~ -59 dBFS: a quiet room's noise)
@@ -97,28 +76,16 @@ class EchoDetector:
         self.state = "unknown"   # unknown → echo (kept) | none (→ echo if seen later)
         self._lows = self._highs = 0
         self.best = 0.0          # the latest best correlation, for tests and logs
-        self.talking_over = False   # unknown state only: speech on the mic that does not follow the played audio
-        self._overs = 0
-        self._fresh = 0             # frames pushed since playing last (re)started
 
     @property
     def use_canceller(self) -> bool:
-        """Whether AEC3 runs (it learns the echo path) on this microphone."""
         return self.state != "none"
-
-    @property
-    def use_output(self) -> bool:
-        """Whether its output replaces the microphone audio: not where there
-        is no echo, nor while an undecided canceller would duck a user
-        talking over the answer."""
-        return self.state == "echo" or (self.state == "unknown" and not self.talking_over)
 
     def push(self, mic_energy: float, ref_energy: float) -> bool:
         """One 10 ms frame's energies; whether the canceller's output is to be used."""
         self._mic.append(float(np.log10(mic_energy + FLOOR)))
         self._ref.append(float(np.log10(ref_energy + FLOOR)))
         self._n += 1
-        self._fresh += 1
         if self.state == "unknown" and self._n % EVERY == 0 and self._quiet_through_playing():
             self.state = "none"
         elif self.state != "echo" and self._n % EVERY == 0 and len(self._ref) == WINDOW + MAX_LAG:
@@ -128,29 +95,11 @@ class EchoDetector:
                 self.best = best
                 self._lows = self._lows + 1 if best < LOW and still else 0
                 self._highs = self._highs + 1 if best > HIGH else 0
-                self._talk_over(best, still)
                 if self._highs >= HIGH_RUN:
                     self.state = "echo"
                 elif self._lows >= LOW_RUN:
                     self.state = "none"
         return self.use_canceller
-
-    def playing_stopped(self) -> None:
-        """Nothing has played for the canceller's tail: whoever talked over the
-        answer did so over that one. The next answer starts with the
-        canceller's output, whatever this microphone turns out to carry, and
-        a talk-over is judged again only on a full window of its own frames
-        (a window across the pause joins two unrelated stretches of audio)."""
-        self.talking_over, self._overs, self._fresh = False, 0, 0
-
-    def _talk_over(self, best: float, still: bool) -> None:
-        if self._fresh < WINDOW + MAX_LAG:
-            return
-        self._overs = self._overs + 1 if best < LOW and not still else 0
-        if self._overs >= TALK_OVER_RUN:
-            self.talking_over = True
-        elif still or best > TALK_OVER_OFF:
-            self.talking_over = False
 
     def _quiet_through_playing(self) -> bool:
         """Whether the mic's latest quiet run covers loud played audio at every lag."""

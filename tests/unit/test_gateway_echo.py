@@ -19,7 +19,6 @@ from prometheus_client import REGISTRY
 from common.audio import read_wav
 from common.clock import VirtualClock
 from services.gateway.echo import FRAME, FRAME_BYTES, RATE, EchoCanceller
-from services.gateway import echo_detect
 from services.gateway.echo_detect import EchoDetector
 from services.gateway.echo_ref import CaptureClock
 from services.gateway.fakes import FakeBackends
@@ -296,93 +295,6 @@ def test_with_no_echo_a_user_talking_from_the_start_is_known_to_have_none_after(
     _, states = _detect(user + np.random.default_rng(5).normal(0, 300, len(far)), far)
     assert [s for _, s in states] == ["unknown", "none"], states
     assert states[1][0] >= start_s + len(speech(4)) / RATE, states    # not while they talk
-
-
-def _talk_over_flags(mic: np.ndarray, far: np.ndarray) -> np.ndarray:
-    """The detector's talking_over flag at each 10 ms frame."""
-    d, flags = EchoDetector(), []
-    for i in range(0, len(far) - FRAME, FRAME):
-        d.push(float(np.dot(mic[i:i + FRAME], mic[i:i + FRAME])), float(np.dot(far[i:i + FRAME], far[i:i + FRAME])))
-        flags.append(d.talking_over and d.state == "unknown")
-    return np.array(flags)
-
-
-@pytest.mark.parametrize("start_s", [0.4, 0.75])
-def test_a_user_talking_over_an_undecided_canceller_is_passed_on_whole(start_s, monkeypatch):
-    """No echo, and the user talks over the answer before the detector has
-    decided: AEC3, not converged, would duck their voice for seconds (gaps in
-    which the VAD ends the turn inside the sentence). Once two checks find a
-    moving mic that does not follow the played audio, the mic is passed on
-    as it is, until the user stops."""
-    far = np.concatenate([speech(0), speech(3)])
-    near = speech(4)
-    user = np.zeros(len(far))
-    start = int(start_s * RATE)
-    user[start:start + len(near)] = near
-    mic = user + np.random.default_rng(5).normal(0, 300, len(far))     # a room: not quiet enough to tell at once
-    ec = EchoCanceller()
-    out = run(ec, mic, ArrayReference(far))
-    flags = _talk_over_flags(mic, far)
-    on = np.flatnonzero(flags)
-    # The checks start once 1.5 s of the answer played; on at 2.2 / 2.5 s here.
-    assert len(on) and on[0] * FRAME / RATE <= 2.6, on[:3]
-    talk = slice(int((on[0] + 1) * FRAME), start + len(near) - RATE // 2)
-    as_sent = np.frombuffer(pcm(mic), dtype="<i2").astype(np.float64)
-    assert np.array_equal(out[talk], as_sent[talk]), "the user's voice was processed"
-    # Without the rule, AEC3's output ducks that stretch of the voice (what the rule is for).
-    monkeypatch.setattr(echo_detect, "TALK_OVER_RUN", 10 ** 9)
-    ducked = run(EchoCanceller(), mic, ArrayReference(far))
-    assert db(mic[talk], ducked[talk]) > 6.0
-
-
-@pytest.mark.parametrize("delay_ms,level_db", [(60, -6), (250, -10), (400, -20), (150, -30)])
-def test_an_echo_alone_is_never_taken_for_a_user_talking_over(delay_ms, level_db):
-    """The talk-over rule passes the raw mic on: an echo alone (no user) must
-    never switch it on, or the assistant would hear itself and pause."""
-    far = np.concatenate([speech(0), speech(3)])
-    mic = room(far, delay_ms, level_db) + np.random.default_rng(5).normal(0, 30, len(far))
-    assert not _talk_over_flags(mic, far).any()
-
-
-@pytest.mark.parametrize("start_s", [0.2, 1.5])
-def test_after_a_user_talked_over_an_echo_the_echo_is_cancelled_again(start_s):
-    """Over a real echo the flag may come on while the user talks (their
-    voice hides the echo); once they stop, the echo alone turns it off and
-    the canceller's output is used again."""
-    far = np.concatenate([speech(0), speech(3)])
-    user = np.zeros(len(far))
-    start = int(start_s * RATE)
-    user[start:start + len(speech(4))] = speech(4)
-    echo = room(far, 150, -10)
-    mic = echo + user + np.random.default_rng(5).normal(0, 30, len(far))
-    flags = _talk_over_flags(mic, far)
-    after = int((start + len(speech(4))) / FRAME) + 150          # 1.5 s after the user's last word
-    assert not flags[after:].any()
-    out = run(EchoCanceller(), mic, ArrayReference(far))
-    tail = slice(after * FRAME, len(far) - RATE)
-    assert db(mic[tail], out[tail]) > 10.0
-
-
-def test_a_talk_over_ends_with_its_answer():
-    """A user talked over an answer with an echo under their voice (the flag
-    on, the state still unknown) and the answer stopped (a barge-in pauses
-    it): the next answer must start with the canceller's output, or its echo
-    would reach the VAD raw until a check with enough played audio says so."""
-    far = np.concatenate([speech(0), speech(3)])
-    n = len(far)
-    played = far.copy()
-    played[int(3.0 * RATE):int(5.0 * RATE)] = 0.0           # answer 1 stops at 3 s, answer 2 plays from 5 s
-    user = np.zeros(n)
-    user[int(1.0 * RATE):int(1.0 * RATE) + len(speech(4))] = speech(4)   # until 4.3 s
-    mic = room(played, 150, -20) + user + np.random.default_rng(5).normal(0, 300, n)
-    ec, ref, data, flags = EchoCanceller(), ArrayReference(played), pcm(mic), []
-    silent_ref = type("Ref", (), {"frame": lambda _s, t: ref.frame(t) if not 3.0 <= t < 5.0 else None})()
-    for off in range(0, len(data), 320):
-        ec.process(data[off:off + 320], off / 2 / RATE, silent_ref)
-        flags.append(ec.detector.talking_over)
-    at = lambda t: flags[int(t * RATE * 2 / 320)]  # noqa: E731
-    assert at(2.9), "precondition: the user is taken as talking over answer 1 when it stops"
-    assert not any(at(5.0 + k * 0.01) for k in range(100)), "answer 2 started with the raw mic"
 
 
 @pytest.mark.parametrize("far_clips", [(0, 3), (1, 2)])
