@@ -58,6 +58,9 @@ FAULTS_INJECTED = counter("voice_gateway_faults_injected_total",
                           ("backend", "kind"))
 BREAKER_OPENS = counter("voice_gateway_breaker_opens_total",
                         "circuit breakers opened (a backend address failed too often in a row)", ("backend",))
+BACKEND_RETRIES = counter("voice_gateway_backend_retries_total",
+                          "calls retried once within the retry budget: a failed RAG search, or an LLM/TTS "
+                          "stream that failed before its first reply, on another replica", ("backend",))
 SESSIONS_LOST = counter("voice_gateway_sessions_lost_total",
                         "sessions dropped from the memory fallback before Redis stored them, by reason "
                         "(memory_full, retention)", ("reason",))

@@ -2,8 +2,9 @@
 cool-down (its circuit opens), one probe call decides whether it is back, a
 session's calls fail over to another replica of its own variant meanwhile
 and return to their preferred replica once it recovers, a cancelled call is
-no verdict, and retries (RAG search only) never exceed their budget. All on
-a virtual clock."""
+no verdict, and retries (RAG search; an LLM or TTS stream that failed before
+its first item, on another replica) never exceed their budget. All on a
+virtual clock."""
 from __future__ import annotations
 
 import asyncio
@@ -13,9 +14,10 @@ import pytest
 
 from common.clock import VirtualClock
 from services.gateway.backends.breaker import CLOSED, HALF_OPEN, OPEN, Breaker, RetryBudget
-from services.gateway.backends.failover import Guard, RoutedLlm, RoutedRag, RoutedStreaming
-from services.gateway.backends.grpc_clients import GrpcRag
+from services.gateway.backends.failover import Guard, RoutedLlm, RoutedRag, RoutedStreaming, RoutedTts
+from services.gateway.backends.grpc_clients import GrpcRag, GrpcTts
 from services.gateway.backends.types import BackendError, Passage
+from tests.procs import free_port
 from tests.unit.grpc_backends import scripted_server
 
 
@@ -94,9 +96,16 @@ async def _say(r) -> list:
     return [x async for x in r.generate([], [], 10, "id", None)]
 
 
+def no_retries(guard: Guard, service: str = "llm") -> None:
+    """The service's retry budget spent (and earning none): each failure fails its call."""
+    b = guard.budget(service)
+    b.tokens = b.ratio = 0.0
+
+
 async def test_calls_fail_over_while_the_preferred_circuit_is_open_and_come_back():
     clock = VirtualClock()
     r, clients, log, guard = routed(RoutedLlm, clock)
+    no_retries(guard)
     clients["a"].mode = "fail"
     for _ in range(2):
         with pytest.raises(BackendError):
@@ -107,6 +116,70 @@ async def test_calls_fail_over_while_the_preferred_circuit_is_open_and_come_back
     await clock.advance(10.1)
     assert await _say(r) == ["hi"] and log[-1] == "a"  # the probe went to a and succeeded
     assert guard.states()["a"] == CLOSED
+
+
+async def test_a_stream_that_failed_before_its_first_item_is_retried_once_on_another_replica():
+    clock = VirtualClock()
+    r, clients, log, guard = routed(RoutedLlm, clock)
+    retried: list = []
+    guard.on_retry = retried.append                    # the gateway counts them (voice_gateway_backend_retries_total)
+    clients["a"].mode = "fail"
+    assert await _say(r) == ["hi"] and log == ["a", "b"] and r.address == "b"
+    assert guard.breaker("a").consecutive == 1        # the failure still counts against a
+    assert retried == ["llm"]
+    tokens = guard.budget("llm").tokens
+    clients["b"].mode = "fail"                         # a and b fail: one retry only, then the error
+    with pytest.raises(BackendError) as ei:
+        await _say(r)
+    assert log[-2:] == ["a", "b"] and ei.value.address == "b"
+    assert guard.budget("llm").tokens == pytest.approx(tokens + 0.2 - 1.0)
+
+
+async def test_no_retry_with_one_replica_after_a_reply_began_on_a_rejection_or_past_the_budget():
+    clock = VirtualClock()
+    r, clients, log, guard = routed(RoutedLlm, clock, replicas=("a",))
+    clients["a"].mode = "fail"
+    with pytest.raises(BackendError):
+        await _say(r)
+    assert log == ["a"]                                # the same address would meet the same fault
+
+    r, clients, log, guard = routed(RoutedLlm, clock)
+    clients["a"].mode = "reject"                       # our request was bad: b would reject it too
+    with pytest.raises(BackendError):
+        await _say(r)
+    assert log == ["a"]
+
+    r, clients, log, guard = routed(RoutedLlm, clock)
+    no_retries(guard)
+    clients["a"].mode = "fail"
+    with pytest.raises(BackendError):
+        await _say(r)
+    assert log == ["a"]
+
+    class FailsAfterOne(Script):
+        async def generate(self, *a, **kw):
+            self.log.append(self.address)
+            yield "hi"
+            raise BackendError("llm", self.address, "reset mid-answer")
+
+    log2: list = []
+    r = RoutedLlm("llm", "a", ["a", "b"], Guard(clock), lambda a: FailsAfterOne(a, log2))
+    with pytest.raises(BackendError):
+        await _say(r)
+    assert log2 == ["a"]                               # "hi" may be with the client already
+
+
+async def test_a_tts_stream_refused_by_a_dead_replica_is_retried_on_real_grpc():
+    clock = VirtualClock()
+    async with scripted_server() as (good, modes):
+        dead = f"127.0.0.1:{free_port()}"              # nothing listens there
+        async with grpc.aio.insecure_channel(dead) as ch_dead, grpc.aio.insecure_channel(good) as ch_good:
+            chans = {dead: ch_dead, good: ch_good}
+            guard = Guard(clock, failures=5, cooldown_s=10)
+            r = RoutedTts("tts", dead, [dead, good], guard, lambda a: GrpcTts("tts", a, chans[a], 5.0))
+            chunks = [c async for c in r.synthesize("Hello.", "", 1.0)]
+            assert chunks and modes.calls["tts"] == 1 and r.address == good
+            assert guard.breaker(dead).consecutive == 1
 
 
 async def test_failover_stays_within_the_variants_replicas_and_fails_fast_when_all_are_open():

@@ -9,10 +9,15 @@ breaker is not open, and comes back when the preferred one has recovered.
 With every replica open, a call fails at once with an error that says so.
 
 Every BackendError feeds the address's breaker, except a request the backend
-rejected (INVALID_ARGUMENT: our bug, not its failure). Retries: only RAG
-search (unary, idempotent), once, within the service's retry budget; a
-stream that has started to answer is never retried (its words or audio may
-already be with the client)."""
+rejected (INVALID_ARGUMENT: our bug, not its failure). Retries, each once and
+within the service's retry budget: RAG search (unary, idempotent); and an
+LLM or TTS stream that failed before its first token or audio chunk, on
+*another* replica of the variant (nothing of it reached the client, and the
+breaker opens only after several failed turns: until then each would be an
+error to a user). With one replica such a stream is not retried: a second
+try on the same address would mostly meet the same fault (a hung replica
+would double the wait). A stream that has started to answer is never
+retried (its words or audio may already be with the client)."""
 from __future__ import annotations
 
 import logging
@@ -28,11 +33,13 @@ class Guard:
     """Process-wide: one breaker per address, one retry budget per service."""
 
     def __init__(self, clock: Any, failures: int = 5, cooldown_s: float = 10.0,
-                 retry_ratio: float = 0.2, on_open: Callable[[str, str], None] | None = None) -> None:
+                 retry_ratio: float = 0.2, on_open: Callable[[str, str], None] | None = None,
+                 on_retry: Callable[[str], None] | None = None) -> None:
         self.clock, self.failures, self.cooldown_s, self.retry_ratio = clock, failures, cooldown_s, retry_ratio
         self._breakers: dict[str, Breaker] = {}
         self._budgets: dict[str, RetryBudget] = {}
         self._on_open = on_open or (lambda service, address: None)
+        self.on_retry = on_retry or (lambda service: None)
 
     def breaker(self, address: str) -> Breaker:
         b = self._breakers.get(address)
@@ -46,11 +53,14 @@ class Guard:
             b = self._budgets[service] = RetryBudget(self.retry_ratio)
         return b
 
-    def pick(self, service: str, preferred: str, replicas: list[str]) -> str:
-        """The address the next call goes to; BackendError when every breaker is open."""
+    def pick(self, service: str, preferred: str, replicas: list[str], avoid: str | None = None) -> str:
+        """The address the next call goes to; BackendError when every breaker is
+        open. ``avoid``: an address not to use (a retry's failed one)."""
         now = self.clock.now()
         order = [preferred] + [a for a in _rotated(replicas, preferred) if a != preferred]
         for addr in order:
+            if addr == avoid:
+                continue
             if self.breaker(addr).allow(now):
                 if addr != preferred:
                     log.info("%s: %s has its circuit open; failing over to %s", service, preferred, addr)
@@ -98,28 +108,45 @@ class Routed:
         self._guard, self._make = guard, make
         self.address = preferred          # where the latest call went (named in errors)
 
-    def _client(self) -> Any:
-        self.address = self._guard.pick(self.name, self.preferred, self.replicas)
+    def _client(self, avoid: str | None = None) -> Any:
+        self.address = self._guard.pick(self.name, self.preferred, self.replicas, avoid)
         return self._make(self.address)
 
     def _failed(self, address: str, exc: BackendError) -> None:
         self._guard.failed(self.name, address, exc)
 
     async def _stream(self, call: Callable[[Any], AsyncIterator[Any]]) -> AsyncIterator[Any]:
-        client = self._client()
-        addr, verdict = client.address, False
-        try:
-            async for x in call(client):
-                yield x
-            verdict = True
-            self._guard.ok(addr)
-        except BackendError as exc:
-            verdict = True
-            self._failed(addr, exc)
-            raise
-        finally:
-            if not verdict:      # cancelled (barge-in) or abandoned: says nothing of the backend
-                self._guard.release(addr)
+        budget = self._guard.budget(self.name)
+        budget.request()
+        failed: str | None = None      # the address of a first try that failed before its first item
+        while True:
+            client = self._client(avoid=failed)
+            addr, verdict, started = client.address, False, False
+            try:
+                async for x in call(client):
+                    started = True
+                    yield x
+                verdict = True
+                self._guard.ok(addr)
+                return
+            except BackendError as exc:
+                verdict = True
+                self._failed(addr, exc)
+                if started or failed is not None or not self._may_retry(addr, exc, budget):
+                    raise
+                log.info("%s: %s failed before its first reply; retrying once on another replica (%s)",
+                         self.name, addr, exc.message)
+                self._guard.on_retry(self.name)
+                failed = addr
+            finally:
+                if not verdict:      # cancelled (barge-in) or abandoned: says nothing of the backend
+                    self._guard.release(addr)
+
+    def _may_retry(self, addr: str, exc: BackendError, budget: Any) -> bool:
+        """Another replica of the variant could take the call (and the budget allows it)."""
+        now = self._guard.clock.now()
+        others = [a for a in self.replicas if a != addr and self._guard.breaker(a).would_allow(now)]
+        return exc.retryable and bool(others) and budget.try_retry()
 
     async def _once(self, call: Callable[[Any], Any]) -> Any:
         client = self._client()
@@ -161,6 +188,7 @@ class RoutedRag(Routed):
             if not exc.retryable or not budget.try_retry():
                 raise
             log.info("rag: retrying a failed search once (%s)", exc.message)
+            self._guard.on_retry(self.name)
             return await self._once(lambda c: c.search(query, k, min_score))
 
 

@@ -80,7 +80,7 @@ class BackendPool:
         self._channels: dict[str, grpc.aio.Channel] = {}
         self.faults = faults        # a drill's FaultTable (services/gateway/faults), or None
         self.guard = Guard(clock or MonotonicClock(), settings.breaker_failures, settings.breaker_cooldown_s,
-                           settings.retry_budget_ratio, on_open=_count_open)
+                           settings.retry_budget_ratio, on_open=_count_open, on_retry=_count_retry)
 
     def channel(self, address: str) -> grpc.aio.Channel:
         ch = self._channels.get(address)
@@ -144,3 +144,7 @@ class BackendPool:
 
 def _count_open(service: str, address: str) -> None:
     metrics.BREAKER_OPENS.labels(**metrics.base(), backend=service).inc()
+
+
+def _count_retry(service: str) -> None:
+    metrics.BACKEND_RETRIES.labels(**metrics.base(), backend=service).inc()
