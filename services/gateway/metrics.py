@@ -151,6 +151,7 @@ def init_series() -> None:
     # an outage's first failure must count, which is what a drill measures.
     for backend in BACKENDS:
         BACKEND_ERRORS.labels(**b, backend=backend)
+        BACKEND_RETRIES.labels(**b, backend=backend)
     for op in ("read", "write", "delete"):
         REDIS_FAILURES.labels(**b, op=op)
     for reason in ("memory_full", "retention"):

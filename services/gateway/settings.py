@@ -169,7 +169,8 @@ class GatewaySettings:
     breaker_failures: int = setting(5, "consecutive failed calls to one backend address before its circuit "
                                     "opens (its sessions then fail over to another replica of their variant)")
     breaker_cooldown_s: float = setting(10.0, "an open circuit lets one probe call through after this long")
-    retry_budget_ratio: float = setting(0.2, "retries of unary calls (RAG search) allowed per request made, so "
+    retry_budget_ratio: float = setting(0.2, "retries (a RAG search; an LLM/TTS stream that failed fast before "
+                                        "its first reply, on another replica) allowed per request made, so "
                                         "retries never multiply the load on a failing backend")
     # Drills (services/gateway/faults, docs/drills.md).
     admin_api_keys: str = setting("", "comma-separated keys (16+ characters) for /admin/* (fault injection "

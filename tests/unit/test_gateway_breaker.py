@@ -182,9 +182,68 @@ async def test_a_tts_stream_refused_by_a_dead_replica_is_retried_on_real_grpc():
             assert guard.breaker(dead).consecutive == 1
 
 
+async def test_a_call_cancelled_before_its_first_item_is_not_retried():
+    """A barge-in cancels the answer while its first token is awaited: no
+    retry, no budget spent, and the address's probe slot is freed."""
+    clock = VirtualClock()
+    r, clients, log, guard = routed(RoutedLlm, clock, replicas=("a", "b"))
+    tokens = guard.budget("llm").tokens
+
+    class Hangs(Script):
+        async def generate(self, *a, **kw):
+            self.log.append(self.address)
+            await asyncio.Event().wait()
+            yield "never"
+
+    hanging = {a: Hangs(a, log) for a in ("a", "b")}
+    r = RoutedLlm("llm", "a", ["a", "b"], guard, hanging.__getitem__)
+    task = asyncio.create_task(_say(r))
+    await asyncio.sleep(0)
+    await asyncio.sleep(0)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert log == ["a"] and guard.budget("llm").tokens == pytest.approx(tokens + 0.2)
+    assert guard.breaker("a").consecutive == 0 and not guard.breaker("a").probing
+
+
+async def test_no_retry_when_the_other_replica_is_open_or_the_failure_was_slow():
+    clock = VirtualClock()
+    r, clients, log, guard = routed(RoutedLlm, clock, replicas=("a", "b"), failures=1)
+    clients["b"].mode = "fail"
+    no_retries(guard)
+    with pytest.raises(BackendError):
+        r2 = RoutedLlm("llm", "b", ["a", "b"], guard, clients.__getitem__)
+        await _say(r2)                                 # b's circuit opens
+    guard.budget("llm").tokens = 3.0
+    clients["a"].mode = "fail"
+    with pytest.raises(BackendError) as ei:
+        await _say(r)
+    # b is open: nowhere to retry, so the user gets a's own failure and no budget is spent
+    assert log[-1] == "a" and ei.value.address == "a" and "unavailable" in ei.value.message
+    assert guard.budget("llm").tokens == pytest.approx(3.0)      # (no_retries: it earns none)
+
+    class SlowFail(Script):
+        async def generate(self, *a, **kw):
+            self.log.append(self.address)
+            if self.address == "a":
+                await clock.sleep(15.0)                 # a hang, found by the idle limit
+                raise BackendError("llm", self.address, "no token for 15 s (the call hangs)")
+            yield "hi"
+
+    log3: list = []
+    r3 = RoutedLlm("llm", "a", ["a", "b"], Guard(clock), lambda a: SlowFail(a, log3))
+    task = asyncio.create_task(_say(r3))
+    await clock.advance(15.1)
+    with pytest.raises(BackendError):
+        await task
+    assert log3 == ["a"]                               # retrying would have added as long again
+
+
 async def test_failover_stays_within_the_variants_replicas_and_fails_fast_when_all_are_open():
     clock = VirtualClock()
     r, clients, log, guard = routed(RoutedLlm, clock, replicas=("a", "b"), failures=1)
+    no_retries(guard)                                  # each call tries one replica
     clients["a"].mode = clients["b"].mode = "fail"
     with pytest.raises(BackendError):
         await _say(r)                                  # a opens

@@ -12,11 +12,11 @@ Every BackendError feeds the address's breaker, except a request the backend
 rejected (INVALID_ARGUMENT: our bug, not its failure). Retries, each once and
 within the service's retry budget: RAG search (unary, idempotent); and an
 LLM or TTS stream that failed before its first token or audio chunk, on
-*another* replica of the variant (nothing of it reached the client, and the
-breaker opens only after several failed turns: until then each would be an
+*another* replica of the variant, when it failed fast (``RETRY_FAST_S``:
+refused, reset; not a hang), as nothing of it reached the client and the
+breaker opens only after several failed turns (until then each would be an
 error to a user). With one replica such a stream is not retried: a second
-try on the same address would mostly meet the same fault (a hung replica
-would double the wait). A stream that has started to answer is never
+try on the same address would mostly meet the same fault. A stream that has started to answer is never
 retried (its words or audio may already be with the client)."""
 from __future__ import annotations
 
@@ -27,6 +27,10 @@ from services.gateway.backends.breaker import OPEN, Breaker, RetryBudget
 from services.gateway.backends.types import BackendError
 
 log = logging.getLogger(__name__)
+# A stream that failed within this long of its call (a refused connection, a
+# reset, an unavailable replica) is retried; one that failed later (a hang
+# found by the idle limit, a deadline) is not: its retry would add as long again.
+RETRY_FAST_S = 2.0
 
 
 class Guard:
@@ -117,11 +121,12 @@ class Routed:
 
     async def _stream(self, call: Callable[[Any], AsyncIterator[Any]]) -> AsyncIterator[Any]:
         budget = self._guard.budget(self.name)
-        budget.request()
         failed: str | None = None      # the address of a first try that failed before its first item
         while True:
             client = self._client(avoid=failed)
-            addr, verdict, started = client.address, False, False
+            if failed is None:
+                budget.request()       # a call that went out (not one refused by open circuits)
+            addr, verdict, started, t0 = client.address, False, False, self._guard.clock.now()
             try:
                 async for x in call(client):
                     started = True
@@ -132,21 +137,25 @@ class Routed:
             except BackendError as exc:
                 verdict = True
                 self._failed(addr, exc)
-                if started or failed is not None or not self._may_retry(addr, exc, budget):
+                if started or failed is not None or not self._may_retry(addr, exc, budget, t0):
                     raise
-                log.info("%s: %s failed before its first reply; retrying once on another replica (%s)",
-                         self.name, addr, exc.message)
+                log.warning("%s: %s failed before its first reply; retrying once on another replica (%s)",
+                            self.name, addr, exc.message)
                 self._guard.on_retry(self.name)
                 failed = addr
             finally:
                 if not verdict:      # cancelled (barge-in) or abandoned: says nothing of the backend
                     self._guard.release(addr)
 
-    def _may_retry(self, addr: str, exc: BackendError, budget: Any) -> bool:
-        """Another replica of the variant could take the call (and the budget allows it)."""
+    def _may_retry(self, addr: str, exc: BackendError, budget: Any, t0: float) -> bool:
+        """The try failed fast (refused, reset: not a hang or a deadline, whose
+        retry would double a long wait), another replica of the variant could
+        take the call, and the budget allows it."""
         now = self._guard.clock.now()
+        if not exc.retryable or now - t0 > RETRY_FAST_S:
+            return False
         others = [a for a in self.replicas if a != addr and self._guard.breaker(a).would_allow(now)]
-        return exc.retryable and bool(others) and budget.try_retry()
+        return bool(others) and budget.try_retry()
 
     async def _once(self, call: Callable[[Any], Any]) -> Any:
         client = self._client()
