@@ -182,6 +182,21 @@ async def test_a_tts_stream_refused_by_a_dead_replica_is_retried_on_real_grpc():
             assert guard.breaker(dead).consecutive == 1
 
 
+async def test_a_failing_canary_spends_its_own_retry_budget_not_stables():
+    clock = VirtualClock()
+    log: list = []
+    guard = Guard(clock, failures=100, cooldown_s=10, retry_ratio=0.0)
+    clients = {a: Script(a, log) for a in ("c1", "c2", "s1", "s2")}
+    clients["c1"].mode = clients["s1"].mode = "fail"
+    canary = RoutedLlm("llm", "c1", ["c1", "c2"], guard, clients.__getitem__, "canary")
+    stable = RoutedLlm("llm", "s1", ["s1", "s2"], guard, clients.__getitem__, "stable")
+    for _ in range(3):
+        assert await _say(canary) == ["hi"]            # the canary's 3 retries
+    with pytest.raises(BackendError):
+        await _say(canary)                             # its budget is spent
+    assert await _say(stable) == ["hi"] and log[-2:] == ["s1", "s2"]   # stable still retries
+
+
 async def test_a_call_cancelled_before_its_first_item_is_not_retried():
     """A barge-in cancels the answer while its first token is awaited: no
     retry, no budget spent, and the address's probe slot is freed."""

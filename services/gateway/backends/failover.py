@@ -51,10 +51,13 @@ class Guard:
             b = self._breakers[address] = Breaker(self.failures, self.cooldown_s)
         return b
 
-    def budget(self, service: str) -> RetryBudget:
-        b = self._budgets.get(service)
+    def budget(self, service: str, variant: str = "stable") -> RetryBudget:
+        """One per service and variant: a failing canary cannot spend the
+        retries stable sessions need."""
+        key = f"{service}:{variant}"
+        b = self._budgets.get(key)
         if b is None:
-            b = self._budgets[service] = RetryBudget(self.retry_ratio)
+            b = self._budgets[key] = RetryBudget(self.retry_ratio)
         return b
 
     def pick(self, service: str, preferred: str, replicas: list[str], avoid: str | None = None) -> str:
@@ -107,9 +110,9 @@ class Routed:
     variant, and ``make(address)`` for the real client of an address."""
 
     def __init__(self, name: str, preferred: str, replicas: list[str], guard: Guard,
-                 make: Callable[[str], Any]) -> None:
+                 make: Callable[[str], Any], variant: str = "stable") -> None:
         self.name, self.preferred, self.replicas = name, preferred, replicas or [preferred]
-        self._guard, self._make = guard, make
+        self._guard, self._make, self.variant = guard, make, variant
         self.address = preferred          # where the latest call went (named in errors)
 
     def _client(self, avoid: str | None = None) -> Any:
@@ -120,7 +123,7 @@ class Routed:
         self._guard.failed(self.name, address, exc)
 
     async def _stream(self, call: Callable[[Any], AsyncIterator[Any]]) -> AsyncIterator[Any]:
-        budget = self._guard.budget(self.name)
+        budget = self._guard.budget(self.name, self.variant)
         failed: str | None = None      # the address of a first try that failed before its first item
         while True:
             client = self._client(avoid=failed)
@@ -189,7 +192,7 @@ class RoutedTts(Routed):
 
 class RoutedRag(Routed):
     async def search(self, query: str, k: int, min_score: float) -> list:
-        budget = self._guard.budget(self.name)
+        budget = self._guard.budget(self.name, self.variant)
         budget.request()
         try:
             return await self._once(lambda c: c.search(query, k, min_score))

@@ -121,7 +121,7 @@ class BackendPool:
             addr, variant = choose(session_id, svc, s.addrs(svc), serving, 0.0, want)
             replicas = serving if variant == "canary" else s.addrs(svc)
             clients[svc] = ROUTED[svc](svc, addr, replicas, self.guard,
-                                       lambda a, svc=svc, v=variant: self.client(svc, a, v))
+                                       lambda a, svc=svc, v=variant: self.client(svc, a, v), variant)
             variants[svc] = variant
         return SessionBackends(variants=variants, **clients)
 
