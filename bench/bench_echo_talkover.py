@@ -27,22 +27,20 @@ import numpy as np
 
 from bench.bench_echo_canceller import NOISE_DBFS, _speech, cancel, room
 from services.gateway.echo import RATE
-from services.vad.engine import SileroModel
+from services.vad.engine import VadEngine
+from services.vad.segmenter import SegmenterParams
 
 FRAME_MS = 32
 NEAR_AT = (0.4, 0.75, 2.0)
+ENGINE = VadEngine()
 
 
 def vad(x: np.ndarray) -> str:
-    """'#' for each 32 ms frame silero calls speech (threshold 0.5), '.' otherwise."""
-    m, out = SileroModel(), []
-    state, ctx = m.new_state(), np.zeros(64, np.float32)
-    y = (x / 32768.0).astype(np.float32)
-    for i in range(0, len(y) - 512, 512):
-        prob, state = m.run(np.concatenate([ctx, y[i:i + 512]])[None, :], state)
-        ctx = y[i + 448:i + 512]
-        out.append("#" if prob > 0.5 else ".")
-    return "".join(out)
+    """'#' for each 32 ms frame silero calls speech (threshold 0.5), '.' otherwise:
+    the VAD service's own stream (services/vad/engine.py), its probabilities."""
+    stream = ENGINE.open(SegmenterParams())
+    stream.push(np.clip(x, -32768, 32767).astype("<i2").tobytes())
+    return "".join("#" if p > 0.5 else "." for p in stream.probs)
 
 
 def summary(x: np.ndarray) -> str:

@@ -16,8 +16,9 @@ LLM or TTS stream that failed before its first token or audio chunk, on
 refused, reset; not a hang), as nothing of it reached the client and the
 breaker opens only after several failed turns (until then each would be an
 error to a user). With one replica such a stream is not retried: a second
-try on the same address would mostly meet the same fault. A stream that has started to answer is never
-retried (its words or audio may already be with the client)."""
+try on the same address would mostly meet the same fault. A stream that has
+started to answer is never retried (its words or audio may already be with
+the client)."""
 from __future__ import annotations
 
 import logging
@@ -34,7 +35,7 @@ RETRY_FAST_S = 2.0
 
 
 class Guard:
-    """Process-wide: one breaker per address, one retry budget per service."""
+    """Process-wide: one breaker per address, one retry budget per service and variant."""
 
     def __init__(self, clock: Any, failures: int = 5, cooldown_s: float = 10.0,
                  retry_ratio: float = 0.2, on_open: Callable[[str, str], None] | None = None,
@@ -157,8 +158,8 @@ class Routed:
         now = self._guard.clock.now()
         if not exc.retryable or now - t0 > RETRY_FAST_S:
             return False
-        others = [a for a in self.replicas if a != addr and self._guard.breaker(a).would_allow(now)]
-        return bool(others) and budget.try_retry()
+        elsewhere = any(a != addr and self._guard.breaker(a).would_allow(now) for a in self.replicas)
+        return elsewhere and budget.try_retry()
 
     async def _once(self, call: Callable[[Any], Any]) -> Any:
         client = self._client()
