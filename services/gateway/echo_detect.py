@@ -39,7 +39,11 @@ s in, was 1.9 s), and AEC3 may duck their voice meanwhile.
 A quicker "none": a microphone that stays quiet (40 dB below the played
 voice, or below a quiet room's noise) while the answer plays, for long enough that an echo at any lag up to
 ``MAX_LAG`` would have had loud played audio to carry (``QUIET_COVER`` frames
-at each lag), carries no echo worth cancelling. A listener who hears ~0.6 s
+at each lag), carries no echo worth cancelling. A played frame counts as
+loud only if its echo at -35 dB would be above that quiet floor
+(``LOUD_MIN``): an answer that starts softly, whose echo would be lost in
+the floor, proves nothing (before, the rule said "none" in such rooms with
+a -35 dB echo). A listener who hears ~0.6 s
 of the answer in silence before talking over it is then heard whole, instead
 of ducked by AEC3 for the first two seconds of playing (the correlation
 needs a full window and a run of low checks). A client that sends no audio
@@ -61,8 +65,9 @@ HIGH_RUN = 3          # checks in a row above HIGH: speech over speech reaches i
 FLOOR = 1e5           # frame energy (sum of int16 squares) below which a frame is silence (~ -65 dBFS)
 QUIET_DB = 40.0       # a mic frame this far below the played voice's level carries no echo worth cancelling,
 QUIET_FLOOR = 2e5     # ... nor one below this energy (~ -59 dBFS: a quiet room's noise)
-LOUD_DB = 0.0         # played frames at or above the played voice's median level count as loud
-QUIET_COVER = 10      # loud played frames needed at every lag for a quiet mic to say "none"
+LOUD_DB = 0.0         # played frames at or above the played voice's median level count as loud,
+LOUD_MIN = QUIET_FLOOR * 10.0 ** (35.0 / 10.0)   # ... if their echo at -35 dB would not be quiet (~ -24 dBFS)
+QUIET_COVER = 6       # loud played frames needed at every lag for a quiet mic to say "none"
 QUIET_MIN = 10        # mic frames (100 ms) the quiet run needs at least
 QUIET_MAX_LAG = 35    # frames (350 ms): the lags a quiet run must cover (an echo later than this
                       # arrives before the run covers it, unless the answer starts with silence)
@@ -113,7 +118,7 @@ class EchoDetector:
         run = len(quiet) - (int(np.flatnonzero(~quiet)[-1]) + 1 if not quiet.all() else 0)
         if run < QUIET_MIN:
             return False
-        loud = np.concatenate([[0], np.cumsum(ref >= level * 10.0 ** (-LOUD_DB / 10.0))])
+        loud = np.concatenate([[0], np.cumsum(ref >= max(level * 10.0 ** (-LOUD_DB / 10.0), LOUD_MIN))])
         end = len(ref)                 # ref[end - 1] is the played frame at the latest mic frame's time
         for lag in range(QUIET_MAX_LAG + 1):
             hi, lo = end - lag, max(0, end - lag - run)
