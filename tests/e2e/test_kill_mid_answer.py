@@ -1,0 +1,100 @@
+"""A backend process killed (SIGKILL: a crash, no goodbye) while the answer
+streams, on real services: the LLM while it writes the answer, the TTS
+while it speaks it. Unlike test_faults.py (faults injected by the gateway,
+the services up), the process is really gone, and then really back: a new
+process on the same port, its model loaded again.
+
+A gateway of its own stands in front of a killable process of the service
+under test and the shared stack's other services and Redis (as in
+test_replica_retry.py), so the shared stack is never touched.
+
+Invariants: the client gets an ``error`` naming the service; the response
+ends ``failed``; the answer's unspoken part is not in the history (what is
+kept is a prefix of what the client was sent); the session goes on, and once
+the process is back the next turn is answered on the same connection,
+without the client reconnecting."""
+from __future__ import annotations
+
+import asyncio
+from typing import Iterator
+
+import pytest
+
+from clients import events
+from clients.realtime import RealtimeClient
+from common.components import GATEWAY, by_name
+from tests.e2e.talk import LONG_REPLY_INSTRUCTIONS, status_of
+from tests.procs import ServiceProcess, running
+from tests.stack import Stack
+
+pytestmark = pytest.mark.slow
+TURN_TIMEOUT = 90
+TRIES = 3               # the 135M model sometimes ends its "story" before the kill lands
+
+
+@pytest.fixture(params=["llm", "tts"])
+def killable(request, stack: Stack) -> Iterator[tuple[ServiceProcess, ServiceProcess]]:
+    """(the killable service process, a gateway whose only replica of it is that process)."""
+    name = request.param
+    svc = ServiceProcess(by_name(name).module, by_name(name).env_prefix, stack.services[name].extra_env).start()
+    try:
+        env = stack.gateway.extra_env | {f"GATEWAY_{name.upper()}_ADDRS": svc.address}
+        with running(GATEWAY.module, GATEWAY.env_prefix, env, grpc_service=False) as gw:
+            yield svc, gw
+    finally:
+        svc.stop()
+
+
+def words_sent(rt: RealtimeClient, rid: str, since: int) -> list[str]:
+    return " ".join(e.get("delta", "").strip() for e in rt.log.all(
+        "response.output_audio_transcript.delta", since=since) if e.get("response_id") == rid).split()
+
+
+async def ask(rt: RealtimeClient, text: str):
+    """A text turn; returns (mark, the first audio delta)."""
+    await rt.create_user_text(text)
+    mark = rt.mark()
+    await rt.create_response()
+    first = await rt.wait_for("response.output_audio.delta", since=mark, timeout=TURN_TIMEOUT)
+    return mark, first
+
+
+async def test_a_backend_killed_mid_answer_fails_the_turn_and_the_next_is_answered(killable):
+    svc, gw = killable
+    name = svc.module.rsplit(".", 1)[-1]
+    url = f"ws://{gw.address}/v1/realtime"
+    async with RealtimeClient(url) as rt:
+        sid = rt.session["id"]
+        await rt.update_session(events.session_config(turn_detection=None, instructions=LONG_REPLY_INSTRUCTIONS))
+        for _ in range(TRIES):
+            mark, first = await ask(rt, "Tell me a long story about a lighthouse keeper.")
+            assert svc.proc is not None
+            svc.proc.kill()                         # mid-answer: its first audio has reached the client
+            await asyncio.to_thread(svc.proc.wait, 10)
+            done = await rt.wait_for("response.done", since=mark, timeout=TURN_TIMEOUT,
+                                     where=lambda e: (e.get("response") or {}).get("id") == first.get("response_id"))
+            await asyncio.to_thread(lambda: svc.spawn().wait_ready())      # back: same port, model reloaded
+            if status_of(done)[0] != "completed":
+                break
+            # The whole answer was written and spoken before the kill landed:
+            # nothing was cut; ask again (the process is back).
+        assert status_of(done)[0] == "failed", done
+        err = rt.log.find("error", since=mark)
+        assert err is not None and err.get("error")["code"] == "backend_unavailable", rt.log.errors(since=mark)
+        assert err.get("error")["message"].startswith(f"{name} at {svc.address}"), err
+        rid = done.get("response")["id"]
+        said = words_sent(rt, rid, mark)
+        item = done.get("response")["output"][0]
+        kept = (item["content"][0].get("transcript") or "").split()
+        assert said, "nothing was sent before the kill"
+        print(f"{name} killed mid-answer: {len(said)} words sent, {len(kept)} kept; {err.get('error')['message']}")
+        assert kept == said[:len(kept)], (kept, said)           # only words the client got, in order
+
+        mark2, _ = await ask(rt, "Say hello to me.")             # same connection: no reconnect
+        done2 = await rt.wait_for("response.done", since=mark2, timeout=TURN_TIMEOUT)
+        assert status_of(done2)[0] == "completed", (done2, rt.log.errors(since=mark2))
+        assert rt.audio_of(done2.get("response")["id"]), "no reply audio"
+    async with RealtimeClient(url, session_id=sid) as rt2:
+        items = rt2.session.get("conversation_items") or []
+        stored = next(i for i in items if i["id"] == item["id"])
+        assert (stored["content"][0].get("transcript") or "").split() == kept
