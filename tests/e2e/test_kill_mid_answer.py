@@ -1,6 +1,6 @@
-"""A backend process killed (SIGKILL: a crash, no goodbye) while the answer
-streams, on real services: the LLM while it writes the answer, the TTS
-while it speaks it. Unlike test_faults.py (faults injected by the gateway,
+"""A backend process killed (SIGKILL: a crash, no goodbye) mid-turn, on real
+services: the LLM while it writes the answer, the TTS while it speaks it,
+the ASR and the VAD while the user speaks. Unlike test_faults.py (faults injected by the gateway,
 the services up), the process is really gone, and then really back: a new
 process on the same port, its model loaded again.
 
@@ -8,8 +8,8 @@ A gateway of its own stands in front of a killable process of the service
 under test and the shared stack's other services and Redis (as in
 test_replica_retry.py), so the shared stack is never touched.
 
-Invariants: the client gets an ``error`` naming the service; the response
-ends ``failed``; the answer's unspoken part is not in the history (what is
+Invariants: the client gets an ``error`` naming the service; a response
+under way ends ``failed``; the answer's unspoken part is not in the history (what is
 kept is a prefix of what the client was sent); the session goes on, and once
 the process is back the next turn is answered on the same connection,
 without the client reconnecting."""
@@ -23,16 +23,17 @@ import pytest
 from clients import events
 from clients.realtime import RealtimeClient
 from common.components import GATEWAY, by_name
-from tests.e2e.talk import LONG_REPLY_INSTRUCTIONS, status_of
+from tests.e2e.talk import LONG_REPLY_INSTRUCTIONS, clip, status_of
 from tests.procs import ServiceProcess, running
 from tests.stack import Stack
 
 pytestmark = pytest.mark.slow
 TURN_TIMEOUT = 90
+RATE = 24000
 TRIES = 3               # the 135M model sometimes ends its "story" before the kill lands
 
 
-@pytest.fixture(params=["llm", "tts"])
+@pytest.fixture
 def killable(request, stack: Stack) -> Iterator[tuple[ServiceProcess, ServiceProcess]]:
     """(the killable service process, a gateway whose only replica of it is that process)."""
     name = request.param
@@ -59,6 +60,7 @@ async def ask(rt: RealtimeClient, text: str):
     return mark, first
 
 
+@pytest.mark.parametrize("killable", ["llm", "tts"], indirect=True)
 async def test_a_backend_killed_mid_answer_fails_the_turn_and_the_next_is_answered(killable):
     svc, gw = killable
     name = svc.module.rsplit(".", 1)[-1]
@@ -98,3 +100,52 @@ async def test_a_backend_killed_mid_answer_fails_the_turn_and_the_next_is_answer
         items = rt2.session.get("conversation_items") or []
         stored = next(i for i in items if i["id"] == item["id"])
         assert (stored["content"][0].get("transcript") or "").split() == kept
+
+
+async def quiet(rt: RealtimeClient, for_s: float = 2.0) -> None:
+    """Until no response is under way, none is playing, and the server has sent
+    nothing for ``for_s``."""
+    def settled() -> bool:
+        count = lambda t: len(rt.log.all(t))  # noqa: E731
+        return (count("response.created") == count("response.done") and count("output_audio_buffer.started")
+                == count("output_audio_buffer.stopped") + count("output_audio_buffer.cleared"))
+    n = -1
+    while n != len(rt.log.events) or not settled():
+        n = len(rt.log.events)
+        await asyncio.sleep(for_s)
+
+
+async def spoken_turn_answered(rt: RealtimeClient, mic, pcm: bytes) -> None:
+    mark = rt.mark()
+    mic.play(pcm)
+    done = await rt.wait_for("response.done", since=mark, timeout=TURN_TIMEOUT)
+    assert status_of(done)[0] == "completed", (done, rt.log.errors(since=mark))
+    rid = done.get("response")["id"]
+    await rt.wait_for("output_audio_buffer.stopped", since=mark, timeout=TURN_TIMEOUT,
+                      where=lambda e: e.get("response_id") == rid)
+
+
+@pytest.mark.parametrize("killable", ["asr", "vad"], indirect=True)
+async def test_a_backend_killed_while_the_user_speaks_is_named_and_the_next_turn_answered(killable):
+    svc, gw = killable
+    name = svc.module.rsplit(".", 1)[-1]
+    pcm, _, _ = clip("0870", RATE)               # 7 s: the kill lands inside it
+    pcm2, _, _ = clip("0890", RATE)
+    async with RealtimeClient(f"ws://{gw.address}/v1/realtime") as rt:
+        await rt.update_session(events.session_config(input_rate=RATE, output_rate=RATE))
+        mic = rt.start_microphone(RATE)
+        mark = rt.mark()
+        utt = mic.play(pcm)
+        await rt.wait_for("input_audio_buffer.speech_started", since=mark, timeout=TURN_TIMEOUT)
+        assert svc.proc is not None
+        svc.proc.kill()                             # the user is speaking
+        await asyncio.to_thread(svc.proc.wait, 10)
+        err = await rt.wait_for("error", since=mark, timeout=TURN_TIMEOUT)
+        assert err.get("error")["code"] == "backend_unavailable", err
+        assert err.get("error")["message"].startswith(f"{name} at {svc.address}"), err
+        await asyncio.to_thread(lambda: svc.spawn().wait_ready())          # back: same port
+        assert utt.done is not None
+        await utt.done
+        await quiet(rt)                             # the rest of that clip, heard once the service was back,
+        print(f"{name} killed while the user spoke: {err.get('error')['message']}")   # may be answered
+        await spoken_turn_answered(rt, mic, pcm2)  # same connection: no reconnect
