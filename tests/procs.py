@@ -85,6 +85,8 @@ class ServiceProcess:
             f"{self.prefix}HOST": "127.0.0.1", f"{self.prefix}PORT": str(self.port),
             f"{self.prefix}METRICS_PORT": str(self.metrics_port),
         } | self.extra_env
+        if getattr(self, "_log", None) is not None and not self._log.closed:
+            self._log.close()            # a restart after a kill: the dead process's handle
         self._log = open(self.log_path, "ab")
         self.proc = subprocess.Popen([sys.executable, "-m", self.module], cwd=ROOT, env=env,
                                      stdout=self._log, stderr=subprocess.STDOUT)

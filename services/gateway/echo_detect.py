@@ -40,10 +40,14 @@ A quicker "none": a microphone that stays quiet (40 dB below the played
 voice, or below a quiet room's noise) while the answer plays, for long enough that an echo at any lag up to
 ``MAX_LAG`` would have had loud played audio to carry (``QUIET_COVER`` frames
 at each lag), carries no echo worth cancelling. A played frame counts as
-loud only if its echo at -35 dB would be above that quiet floor
+loud only if its echo at -35 dB would reach that quiet floor
 (``LOUD_MIN``): an answer that starts softly, whose echo would be lost in
 the floor, proves nothing (before, the rule said "none" in such rooms with
-a -35 dB echo). A listener who hears ~0.6 s
+a -35 dB echo). By construction an echo at about -32 dB or louder (after
+up to 350 ms) can never look quiet, even split over two frames; at -35 dB
+it held in every room measured (docs/benchmarks.md). An answer played so
+softly that no frame reaches ``LOUD_MIN`` (~ -24 dBFS) never gets the quick
+"none", and waits for the correlation (~2 s). A listener who hears ~0.6 s
 of the answer in silence before talking over it is then heard whole, instead
 of ducked by AEC3 for the first two seconds of playing (the correlation
 needs a full window and a run of low checks). A client that sends no audio

@@ -51,6 +51,24 @@ def words_sent(rt: RealtimeClient, rid: str, since: int) -> list[str]:
         "response.output_audio_transcript.delta", since=since) if e.get("response_id") == rid).split()
 
 
+async def restart(svc: ServiceProcess) -> None:
+    """The killed process started again on its own port (the gateway knows only that address)."""
+    address = svc.address
+    await asyncio.to_thread(lambda: svc.spawn().wait_ready())
+    assert svc.address == address, f"restarted on {svc.address}, not {address}: the port was taken"
+
+
+async def stream_back(gw: ServiceProcess, name: str, address: str, timeout: float = 30.0) -> None:
+    """Until the gateway has reopened its long-lived stream to the service (streams.py
+    logs it; its backoff reaches 4 s): speech before that is not heard."""
+    line = f"{name} at {address} is back"
+    for _ in range(int(timeout / 0.2)):
+        if line in gw.log_path.read_text(errors="replace"):
+            return
+        await asyncio.sleep(0.2)
+    raise AssertionError(f"the gateway never logged {line!r}")
+
+
 async def ask(rt: RealtimeClient, text: str):
     """A text turn; returns (mark, the first audio delta)."""
     await rt.create_user_text(text)
@@ -75,7 +93,7 @@ async def test_a_backend_killed_mid_answer_fails_the_turn_and_the_next_is_answer
             await asyncio.to_thread(svc.proc.wait, 10)
             done = await rt.wait_for("response.done", since=mark, timeout=TURN_TIMEOUT,
                                      where=lambda e: (e.get("response") or {}).get("id") == first.get("response_id"))
-            await asyncio.to_thread(lambda: svc.spawn().wait_ready())      # back: same port, model reloaded
+            await restart(svc)                      # back: same port, model reloaded
             if status_of(done)[0] != "completed":
                 break
             # The whole answer was written and spoken before the kill landed:
@@ -98,31 +116,36 @@ async def test_a_backend_killed_mid_answer_fails_the_turn_and_the_next_is_answer
         assert rt.audio_of(done2.get("response")["id"]), "no reply audio"
     async with RealtimeClient(url, session_id=sid) as rt2:
         items = rt2.session.get("conversation_items") or []
-        stored = next(i for i in items if i["id"] == item["id"])
+        stored = next((i for i in items if i["id"] == item["id"]), None)
+        assert stored is not None, f"the failed answer's item {item['id']} is not in the resumed session"
         assert (stored["content"][0].get("transcript") or "").split() == kept
 
 
-async def quiet(rt: RealtimeClient, for_s: float = 2.0) -> None:
+async def quiet(rt: RealtimeClient, for_s: float = 3.0, timeout: float = 120.0) -> None:
     """Until no response is under way, none is playing, and the server has sent
     nothing for ``for_s``."""
     def settled() -> bool:
         count = lambda t: len(rt.log.all(t))  # noqa: E731
         return (count("response.created") == count("response.done") and count("output_audio_buffer.started")
                 == count("output_audio_buffer.stopped") + count("output_audio_buffer.cleared"))
-    n = -1
+    n, deadline = -1, asyncio.get_running_loop().time() + timeout
     while n != len(rt.log.events) or not settled():
+        assert asyncio.get_running_loop().time() < deadline, f"still busy after {timeout} s: {rt.log.types()[-20:]}"
         n = len(rt.log.events)
         await asyncio.sleep(for_s)
 
 
 async def spoken_turn_answered(rt: RealtimeClient, mic, pcm: bytes) -> None:
+    """This clip's own turn is answered: the response created after its commit
+    (a late answer to an earlier turn may come first, and be cut by it)."""
     mark = rt.mark()
     mic.play(pcm)
-    done = await rt.wait_for("response.done", since=mark, timeout=TURN_TIMEOUT)
+    committed = await rt.wait_for("input_audio_buffer.committed", since=mark, timeout=TURN_TIMEOUT)
+    created = await rt.wait_for("response.created", since=committed.index + 1, timeout=TURN_TIMEOUT)
+    rid = created.get("response")["id"]
+    done = await rt.wait_for("response.done", since=created.index, timeout=TURN_TIMEOUT,
+                             where=lambda e: (e.get("response") or {}).get("id") == rid)
     assert status_of(done)[0] == "completed", (done, rt.log.errors(since=mark))
-    rid = done.get("response")["id"]
-    await rt.wait_for("output_audio_buffer.stopped", since=mark, timeout=TURN_TIMEOUT,
-                      where=lambda e: e.get("response_id") == rid)
 
 
 @pytest.mark.parametrize("killable", ["asr", "vad"], indirect=True)
@@ -143,7 +166,8 @@ async def test_a_backend_killed_while_the_user_speaks_is_named_and_the_next_turn
         err = await rt.wait_for("error", since=mark, timeout=TURN_TIMEOUT)
         assert err.get("error")["code"] == "backend_unavailable", err
         assert err.get("error")["message"].startswith(f"{name} at {svc.address}"), err
-        await asyncio.to_thread(lambda: svc.spawn().wait_ready())          # back: same port
+        await restart(svc)
+        await stream_back(gw, name, svc.address)
         assert utt.done is not None
         await utt.done
         await quiet(rt)                             # the rest of that clip, heard once the service was back,
