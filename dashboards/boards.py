@@ -191,12 +191,19 @@ def overview_board() -> dict[str, Any]:
         Panel("Components up", [t(f'sum(up{{job=~"{JOBS}"}})', "up"),
                                 t(f'count(up{{job=~"{JOBS}"}})', "of")],
               kind="stat", width=4, height=5),
+        # A restart quicker than a scrape never shows as down: the process's
+        # start time changing does (a deploy, a crash, a crash loop).
+        Panel("Restarts (15 m)", [t(f'sum by (job) (changes(process_start_time_seconds{{job=~"{JOBS}"}}[15m]))',
+                                    "{{job}}")],
+              width=4, height=5, unit="short",
+              description="Process restarts per component: a restart of a second or two between scrapes "
+                          "leaves Components up at full, this counts it."),
         Panel("Turn rate by outcome", [t(rate("voice_gateway_turns_total", by="outcome"), "{{outcome}}")],
-              width=8, height=5, unit="short"),
+              width=6, height=5, unit="short"),
         Panel("Turn error ratio (5m)", [t(
             rare_rate("voice_gateway_turns_total", 'outcome="failed"') + " / "
             + rate("voice_gateway_turns_total"), "failed / all")],
-            kind="stat", width=8, height=5, unit="percentunit",
+            kind="stat", width=6, height=5, unit="percentunit",
             thresholds=[(None, GREEN), (0.005, YELLOW), (0.02, RED)]),
     ]
     latency = [

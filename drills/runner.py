@@ -28,6 +28,8 @@ from typing import Any, Awaitable, Callable
 
 import httpx
 
+from drills.alertwatch import AlertWatch
+from drills.panels import PanelSeen, panels_seen
 from drills.release import DrillRelease, ReleaseOutcome
 from drills.scenarios import Scenario
 from drills.traffic import Traffic, lost_items
@@ -51,6 +53,12 @@ class DrillReport:
     sessions: dict[str, list[str]] = dataclasses.field(default_factory=dict)   # id -> items seen done
     release: ReleaseOutcome | None = None      # a release drill: what the judge decided, when, why
     alert_before: str | None = None           # an expected alert already active before the fault
+    panels: list[PanelSeen] = dataclasses.field(default_factory=list)   # the scenario's moves, as Prometheus saw them
+
+    @property
+    def panels_missed(self) -> list[str]:
+        """Panels the runbook sends on-call to that did not show the fault."""
+        return [p.panel for p in self.panels if not p.shown]
 
     def lines(self) -> list[str]:
         def s(v: float | None) -> str:
@@ -68,6 +76,7 @@ class DrillReport:
             out.append(self.release.line())
         for phase, counts in self.outcomes.items():
             out.append(f"  turns {phase}: " + ", ".join(f"{k} {v}" for k, v in sorted(counts.items())))
+        out += [p.line() for p in self.panels]
         out += [f"  error seen: {e}" for e in self.errors[:8]]
         out.append("  history: " + ("intact" if not self.lost else f"LOST items in {len(self.lost)} sessions: "
                                     f"{self.lost}"))
@@ -136,52 +145,6 @@ class Admin:
         await self._c.aclose()
 
 
-class AlertWatch:
-    """Polls Prometheus' /api/v1/alerts for the scenario's alerts."""
-
-    def __init__(self, prom_url: str, names: tuple[str, ...], since_wall: float,
-                 labels: dict[str, str] | None = None) -> None:
-        """``labels``: only alerts carrying these (a release drill: its backend)."""
-        self._c = httpx.AsyncClient(base_url=prom_url, timeout=5)
-        self.names, self.since, self.labels = names, since_wall, labels or {}
-        self.pending_at: float | None = None      # wall time (the alert's activeAt)
-        self.firing_at: float | None = None       # wall time first seen firing
-        self.alert: str | None = None
-        self.cleared_at: float | None = None
-        self.before: str | None = None            # one of them was already active before the fault
-
-    async def poll(self) -> None:
-        try:
-            alerts = (await self._c.get("/api/v1/alerts")).json()["data"]["alerts"]
-        except (httpx.HTTPError, KeyError, ValueError):
-            return
-        now = time.time()
-        named = [a for a in alerts if a["labels"].get("alertname") in self.names
-                 and all(a["labels"].get(k) == v for k, v in self.labels.items())]
-        mine = [a for a in named if _wall(a.get("activeAt")) >= self.since - 1]
-        old = [a for a in named if _wall(a.get("activeAt")) < self.since - 1]
-        if old and self.before is None:
-            self.before = old[0]["labels"]["alertname"]
-        for a in mine:
-            if self.pending_at is None:
-                self.pending_at, self.alert = _wall(a["activeAt"]), a["labels"]["alertname"]
-            if a["state"] == "firing" and self.firing_at is None:
-                self.firing_at = now
-        if self.pending_at is not None and not mine and self.cleared_at is None:
-            self.cleared_at = now
-
-    async def close(self) -> None:
-        await self._c.aclose()
-
-
-def _wall(rfc3339: str | None) -> float:
-    if not rfc3339:
-        return 0.0
-    from datetime import datetime
-
-    return datetime.fromisoformat(rfc3339.replace("Z", "+00:00")).timestamp()
-
-
 async def run_drill(sc: Scenario, *, http_url: str, admin_key: str, clips: list, prometheus: str | None = None,
                     fault_s: float | None = None, users: int | None = None, baseline_timeout_s: float = 180,
                     recover_timeout_s: float = 180, say: Say = print,
@@ -225,7 +188,12 @@ async def run_drill(sc: Scenario, *, http_url: str, admin_key: str, clips: list,
                  if prometheus and sc.alerts else None)
         if sc.restarts_gateway:
             say(f"restarting the gateway at {time.strftime('%H:%M:%S')} ...")
-            await restart()
+            restarting = asyncio.ensure_future(restart())
+            while not restarting.done():      # a quick restart's alert is pending for seconds only
+                if watch is not None:
+                    await watch.poll()
+                await asyncio.wait({restarting}, timeout=0.5)
+            await restarting
             report.fault_s = time.monotonic() - t0
         else:
             scopes = {await admin.set({**body, "duration_s": fault_s}) for body in sc.fault_bodies()}
@@ -271,12 +239,15 @@ async def run_drill(sc: Scenario, *, http_url: str, admin_key: str, clips: list,
         if first is not None and settled_at is not None:
             report.recover_s = max(first.ended_at, settled_at) - t1
         if watch is not None:
+            await watch.history(time.time())
             report.alert = watch.alert
             report.alert_before = watch.before
             report.detect_pending_s = None if watch.pending_at is None else watch.pending_at - wall0
             report.detect_firing_s = None if watch.firing_at is None else watch.firing_at - wall0
             end_wall = wall0 + (t1 - t0)
             report.resolved_s = None if watch.cleared_at is None else watch.cleared_at - end_wall
+        if prometheus and sc.moves:
+            report.panels = await panels_seen(prometheus, sc.moves, wall0, time.time())
         report.outcomes = _phases(traffic, t0, t1)
         report.errors = sorted({e for t in traffic.turns for e in t.errors})
     finally:

@@ -38,6 +38,9 @@ class Scenario:
     release_interval_s: float = 120.0
     judge_min_samples: int = 10
     probes: bool = False                  # the judge also runs the quality probes (release/probes.py)
+    # Panels of look_at that the fault must move, and which way ("up" or
+    # "down"): the drill reads them from Prometheus after it (drills/panels.py).
+    moves: tuple[tuple[str, str], ...] = ()
 
     def fault_bodies(self) -> list[dict[str, Any]]:
         return [{**f, "duration_s": self.fault_s} for f in self.faults]
@@ -54,6 +57,8 @@ SCENARIOS: dict[str, Scenario] = {s.name: s for s in (
                  f"{OVERVIEW}: Burn rate (1 h, page at 14.4)"),
         alerts=("VoiceTurnLatencyErrorBudgetBurnFast",),
         runbook="VoiceTurnLatencyErrorBudgetBurnFast",
+        moves=((f"{OVERVIEW}: Which stage is slow (p95 by stage)", "up"), (f"{GATEWAY}: Stage latency p95", "up"),
+               (f"{OVERVIEW}: Burn rate (1 h, page at 14.4)", "up")),
     ),
     Scenario(
         name="asr-down",
@@ -67,6 +72,7 @@ SCENARIOS: dict[str, Scenario] = {s.name: s for s in (
         look_at=(f"{GATEWAY}: Backend failures", f"{GATEWAY}: Error events by code"),
         alerts=("VoiceSpeechInputFailing", "VoiceGatewayBackendErrors"),
         runbook="VoiceSpeechInputFailing",
+        moves=((f"{GATEWAY}: Backend failures", "up"), (f"{GATEWAY}: Error events by code", "up")),
     ),
     Scenario(
         name="llm-hung",
@@ -79,6 +85,8 @@ SCENARIOS: dict[str, Scenario] = {s.name: s for s in (
                  f"{OVERVIEW}: Turn error ratio (5m)"),
         alerts=("VoiceTurnErrorsErrorBudgetBurnFast", "VoiceGatewayBackendErrors"),
         runbook="VoiceTurnErrorsErrorBudgetBurnFast",
+        moves=((f"{GATEWAY}: Turns by outcome", "up"), (f"{GATEWAY}: Backend failures", "up"),
+               (f"{OVERVIEW}: Turn error ratio (5m)", "up")),
     ),
     Scenario(
         name="vad-hung",
@@ -91,6 +99,7 @@ SCENARIOS: dict[str, Scenario] = {s.name: s for s in (
         look_at=(f"{GATEWAY}: Backend failures", f"{GATEWAY}: Error events by code"),
         alerts=("VoiceSpeechInputFailing", "VoiceGatewayBackendErrors"),
         runbook="VoiceSpeechInputFailing",
+        moves=((f"{GATEWAY}: Backend failures", "up"), (f"{GATEWAY}: Error events by code", "up")),
     ),
     Scenario(
         name="tts-errors",
@@ -102,6 +111,8 @@ SCENARIOS: dict[str, Scenario] = {s.name: s for s in (
                  f"{OVERVIEW}: Turn error ratio (5m)"),
         alerts=("VoiceGatewayBackendErrors", "VoiceTurnErrorsErrorBudgetBurnFast"),
         runbook="VoiceGatewayBackendErrors",
+        moves=((f"{GATEWAY}: Backend failures", "up"), (f"{GATEWAY}: Turns by outcome", "up"),
+               (f"{OVERVIEW}: Turn error ratio (5m)", "up")),
     ),
     Scenario(
         name="redis-down",
@@ -112,6 +123,7 @@ SCENARIOS: dict[str, Scenario] = {s.name: s for s in (
         look_at=(f"{GATEWAY}: Redis failures",),
         alerts=("VoiceRedisFailures",),
         runbook="VoiceRedisFailures",
+        moves=((f"{GATEWAY}: Redis failures", "up"),),
         # Turns work throughout: recovered means everything said meanwhile is in Redis.
         settled_metric="voice_gateway_store_pending_sessions",
     ),
@@ -121,10 +133,13 @@ SCENARIOS: dict[str, Scenario] = {s.name: s for s in (
                 "their session id and carry on with their history (it was in Redis), nothing is lost.",
         faults=(),
         fault_s=0,
-        look_at=(f"{GATEWAY}: Sessions and limit", f"{OVERVIEW}: Components up",
+        look_at=(f"{OVERVIEW}: Restarts (15 m)", f"{GATEWAY}: Sessions and limit", f"{OVERVIEW}: Components up",
                  f"{GATEWAY}: Redis failures"),
         alerts=("VoiceComponentDown",),
         runbook="VoiceComponentDown",
+        # A restart of a second is over between two scrapes: up may never be 0,
+        # the process's start time changes.
+        moves=((f"{OVERVIEW}: Restarts (15 m)", "up"),),
         restarts_gateway=True,
     ),
     Scenario(
@@ -138,6 +153,7 @@ SCENARIOS: dict[str, Scenario] = {s.name: s for s in (
                  f"{OVERVIEW}: Voice to voice p50 / p95 / p99"),
         alerts=("VoiceSessionsRefused",),
         runbook="VoiceSessionsRefused",
+        moves=((f"{GATEWAY}: Sessions refused (server_busy)", "up"),),
         users=3,          # GATEWAY_MAX_SESSIONS' default: all admitted before the fault
         arrivals=2,
     ),
@@ -153,6 +169,9 @@ SCENARIOS: dict[str, Scenario] = {s.name: s for s in (
                  f"{CANARY}: Voice to voice p95", f"{CANARY}: Release weight (% of new sessions on canary)"),
         alerts=("VoiceReleaseRolledBack",),
         runbook="VoiceReleaseRolledBack",
+        moves=((f"{CANARY}: Release state", "up"), (f"{CANARY}: Judge verdicts (15 m)", "up"),
+               (f"{CANARY}: Voice to voice p95", "up"),
+               (f"{CANARY}: Release weight (% of new sessions on canary)", "up")),
         new_session_every=2,
         release="tts",
     ),
@@ -168,6 +187,8 @@ SCENARIOS: dict[str, Scenario] = {s.name: s for s in (
                  f"{CANARY}: Release weight (% of new sessions on canary)"),
         alerts=("VoiceReleaseRolledBack",),
         runbook="VoiceReleaseRolledBack",
+        moves=((f"{CANARY}: Release state", "up"), (f"{CANARY}: Judge verdicts (15 m)", "up"),
+               (f"{CANARY}: Release weight (% of new sessions on canary)", "up")),
         new_session_every=2,
         release="asr",
         release_interval_s=60.0,

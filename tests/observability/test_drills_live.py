@@ -9,6 +9,8 @@ fault ends 5 s after its alert fires (90 s at most): detection and recovery
 are what is tested, and waiting out a detected fault cost CI minutes.
 
 Invariants: the drill's alert goes pending/firing while the fault lasts; the
+panels the drill sends on-call to show the fault (each moves the way the
+scenario says, read from Prometheus with the dashboard's own queries); the
 system recovers after it ends (a turn completes, no reconnect needed); no
 session history is lost (every item a client saw done is remembered, and for
 the Redis drill, is in Redis itself). Each drill's measured times are written
@@ -107,6 +109,7 @@ def _detected_and_recovered(report, name: str, fault_s: float = FAULT_S) -> None
     assert report.detect_firing_s is not None, report.lines()
     assert report.recover_s is not None, report.lines()
     assert report.lost == {}, report.lines()
+    assert report.panels and not report.panels_missed, report.lines()
 
 
 async def test_tts_errors_drill(live):
@@ -155,6 +158,9 @@ async def test_gateway_restart_drill(live):
     and carry on, with every item they saw (it was in Redis)."""
     st, _ = live
     report = await _drill(live, "gateway-restart", restart=lambda: asyncio.to_thread(st.restart_gateway))
+    # Down ~1 s, often between two scrapes: VoiceComponentDown and Components
+    # up may never see it (seen both ways here); the restarts panel always does.
+    assert report.panels and not report.panels_missed, report.lines()
     assert report.recover_s is not None, report.lines()
     assert report.lost == {}, report.lines()
     assert report.outcomes["after"].get("completed", 0) >= 1, report.lines()

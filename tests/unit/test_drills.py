@@ -10,6 +10,7 @@ import json
 import pytest
 import yaml
 
+from drills.panels import PanelSeen, judge, panel_exprs
 from drills.runner import DrillReport, _phases, briefing
 from drills.scenarios import SCENARIOS
 from drills.traffic import Traffic, Turn
@@ -44,6 +45,37 @@ def test_a_drill_names_panels_alerts_and_a_runbook_that_exist(name):
         parse(body, 0.0, 900)                      # the gateway would accept it
     text = "\n".join(briefing(sc, sc.fault_s))
     assert sc.runbook in text and all(p in text for p in sc.look_at)
+    # The panels it asserts on are ones it sends on-call to, with queries.
+    assert sc.moves, "a drill shows its fault somewhere: name the panels that move"
+    for panel, move in sc.moves:
+        assert panel in sc.look_at and move in ("up", "down"), (panel, move)
+        assert panel_exprs(panel)
+
+
+def test_a_panel_shows_a_fault_only_when_a_series_moves_the_expected_way():
+    completed = {"q0:outcome=completed": [0.10, 0.12, 0.11]}
+    # A new series (a `failed` outcome, absent before) is the fault showing.
+    seen = judge("p", "up", completed, {**completed, "q0:outcome=failed": [0.0, 0.02, 0.05]})
+    assert seen.shown and seen.series == "q0:outcome=failed" and (seen.before, seen.during) == (0.0, 0.05)
+    # Wobbling within RISE of its baseline is not showing anything.
+    assert not judge("p", "up", completed, {"q0:outcome=completed": [0.11, 0.16]}).shown
+    assert judge("p", "up", completed, {"q0:outcome=completed": [0.11, 0.2]}).shown
+    # All zero during: not shown (a zero line added for every backend stays 0).
+    assert not judge("p", "up", {}, {"q0:backend=llm": [0.0, 0.0]}).shown
+    up6 = {"q0:{}": [6.0, 6.0], "q1:{}": [6.0, 6.0]}
+    assert judge("p", "down", up6, {"q0:{}": [6.0, 5.0, 6.0], "q1:{}": [6.0, 6.0, 6.0]}).shown
+    assert not judge("p", "down", up6, {"q0:{}": [6.0, 6.0], "q1:{}": [6.0]}).shown
+    none = judge("p", "down", up6, {})
+    assert not none.shown and "no series" in none.series
+
+
+def test_the_report_names_a_panel_that_did_not_show_the_fault():
+    r = DrillReport("asr-down", 60, panels=[
+        PanelSeen("Voice / stage / gateway: Backend failures", "up", True, "q0:backend=asr", 0.0, 0.4),
+        PanelSeen("Voice / stage / gateway: Error events by code", "up", False, "q0:code=x", 0.0, 0.0)])
+    assert r.panels_missed == ["Voice / stage / gateway: Error events by code"]
+    text = "\n".join(r.lines())
+    assert "Backend failures: showed it" in text and "Error events by code: DID NOT SHOW IT" in text
 
 
 def test_the_report_counts_turns_by_phase_and_says_when_history_was_lost():

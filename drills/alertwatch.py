@@ -1,0 +1,78 @@
+"""Which of a drill's alerts went pending and firing, and when: polled from
+Prometheus' /api/v1/alerts while the fault lasts, completed from its ALERTS
+series afterwards (an alert pending only for the second or two of a quick
+restart can fall between two polls). Times are the alert's own activeAt."""
+from __future__ import annotations
+
+import time
+
+import httpx
+
+
+class AlertWatch:
+    """Polls Prometheus' /api/v1/alerts for the scenario's alerts."""
+
+    def __init__(self, prom_url: str, names: tuple[str, ...], since_wall: float,
+                 labels: dict[str, str] | None = None) -> None:
+        """``labels``: only alerts carrying these (a release drill: its backend)."""
+        self._c = httpx.AsyncClient(base_url=prom_url, timeout=5)
+        self.names, self.since, self.labels = names, since_wall, labels or {}
+        self.pending_at: float | None = None      # wall time (the alert's activeAt)
+        self.firing_at: float | None = None       # wall time first seen firing
+        self.alert: str | None = None
+        self.cleared_at: float | None = None
+        self.before: str | None = None            # one of them was already active before the fault
+
+    async def poll(self) -> None:
+        try:
+            alerts = (await self._c.get("/api/v1/alerts")).json()["data"]["alerts"]
+        except (httpx.HTTPError, KeyError, ValueError):
+            return
+        now = time.time()
+        named = [a for a in alerts if a["labels"].get("alertname") in self.names
+                 and all(a["labels"].get(k) == v for k, v in self.labels.items())]
+        mine = [a for a in named if _wall(a.get("activeAt")) >= self.since - 1]
+        old = [a for a in named if _wall(a.get("activeAt")) < self.since - 1]
+        if old and self.before is None:
+            self.before = old[0]["labels"]["alertname"]
+        for a in mine:
+            if self.pending_at is None:
+                self.pending_at, self.alert = _wall(a["activeAt"]), a["labels"]["alertname"]
+            if a["state"] == "firing" and self.firing_at is None:
+                self.firing_at = now
+        if self.pending_at is not None and not mine and self.cleared_at is None:
+            self.cleared_at = now
+
+    async def history(self, end_wall: float) -> None:
+        """What polling missed (an alert pending for a second or two, as
+        during a quick restart): Prometheus' own ALERTS series since the fault."""
+        if self.pending_at is not None and self.firing_at is not None:
+            return
+        sel = ",".join([f'alertname=~"{"|".join(self.names)}"'] + [f'{k}="{v}"' for k, v in self.labels.items()])
+        try:
+            body = (await self._c.get("/api/v1/query_range", params={
+                "query": f"ALERTS{{{sel}}}", "start": f"{self.since - 5:.3f}", "end": f"{end_wall:.3f}",
+                "step": "1"})).json()
+            series = body["data"]["result"]
+        except (httpx.HTTPError, KeyError, ValueError):
+            return
+        for s in series:
+            first = min(float(t) for t, _ in s["values"])
+            if first < self.since:
+                continue          # active before the fault: not this fault's detection
+            state, name = s["metric"].get("alertstate"), s["metric"]["alertname"]
+            if state == "pending" and (self.pending_at is None or first < self.pending_at):
+                self.pending_at, self.alert = first, name
+            if state == "firing" and self.firing_at is None:
+                self.firing_at, self.alert = first, self.alert or name
+
+    async def close(self) -> None:
+        await self._c.aclose()
+
+
+def _wall(rfc3339: str | None) -> float:
+    if not rfc3339:
+        return 0.0
+    from datetime import datetime
+
+    return datetime.fromisoformat(rfc3339.replace("Z", "+00:00")).timestamp()
