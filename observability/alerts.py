@@ -32,6 +32,10 @@ GRPC_ERROR_RATIO_LIMIT = 0.05
 # 5 minutes is a burst the clients' retry hint absorbs; this many, sustained
 # for 10 minutes, means the fleet is at capacity and must grow.
 REFUSED_PER_5M_LIMIT = 5
+# A process that started this often in 15 minutes is crashing, not being
+# deployed: a rollout starts new instances (new `instance` labels), a crash
+# restarts the same one. Each restart of the gateway drops every session.
+RESTARTS_PER_15M_LIMIT = 3
 # A canary is judged against stable, but only once it errs noticeably at all.
 CANARY_MIN_ERROR_RATIO = 0.01
 
@@ -67,6 +71,20 @@ PLAIN_ALERTS: tuple[Alert, ...] = (
         summary="{{ $labels.job }} on {{ $labels.instance }} is down",
         description="Prometheus cannot scrape {{ $labels.job }} ({{ $labels.instance }}) "
                     "for 1 minute: the process is dead, restarting or unreachable.",
+    ),
+    Alert(
+        # A crash loop of quick restarts (a second each, backoff reset by a few
+        # minutes of running) can stay between scrapes: VoiceComponentDown
+        # never holds for a minute. The process's start time changes each time.
+        name="VoiceComponentRestarting",
+        expr=(f'changes(process_start_time_seconds{{job=~"{ALL_JOBS}"}}[15m]) '
+              f'>= {RESTARTS_PER_15M_LIMIT}'),
+        for_="1m",
+        severity="ticket",
+        summary="{{ $labels.job }} on {{ $labels.instance }} restarted {{ $value }} times in 15 minutes",
+        description="The process of {{ $labels.job }} ({{ $labels.instance }}) keeps starting again: it "
+                    "crashes (a traceback, an OOM kill) and is restarted quickly enough that it is never "
+                    "down for long. Each gateway restart drops every open session.",
     ),
     Alert(
         # The gauge is 0 from start until the model is loaded; a load that

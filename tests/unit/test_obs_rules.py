@@ -47,7 +47,7 @@ def test_committed_files_are_current(tmp_path):
 
 def test_every_alert_has_summary_severity_and_an_existing_runbook():
     alerts = [r for r in _all_rules() if "alert" in r]
-    assert len(alerts) == 2 * len(SLOS) + 13
+    assert len(alerts) == 2 * len(SLOS) + 14
     for a in alerts:
         assert a["labels"]["severity"] in ("page", "ticket"), a["alert"]
         assert a["annotations"]["summary"].strip(), a["alert"]
