@@ -2,16 +2,18 @@
 
 A scenario names the panels to look at ("Voice / stage / gateway: Backend
 failures") and, for some of them, which way the fault moves them ("up": a
-failure rate, a stage's p95, a burn rate; "down": components up). After the
-drill, each such panel's queries (the dashboard's own PromQL, from
-dashboards/boards.py) are read from Prometheus over the minutes before the
-fault and over the fault and its recovery, series by series, as the panel
+failure rate, a stage's p95, a burn rate; "down": components up) and on
+which line (the legend on-call reads: "asr", "failed", "asr_final"). After
+the drill, each such panel's queries (the dashboard's own PromQL and legends,
+from dashboards/boards.py) are read from Prometheus over the minutes before
+the fault and over the fault and its recovery, line by line, as the panel
 would draw them:
 
-  up    some series' highest value during the fault is at least RISE times
-        its highest before (a series absent before counts as 0: a new
-        `failed` outcome or error code is the fault showing);
-  down  some series' lowest value during the fault is below its lowest before.
+  up    the line's (some line's) highest value during the fault is at least
+        RISE times its highest before (a line absent before counts as 0: a
+        new `failed` outcome or error code is the fault showing);
+  down  the line's (some line's) lowest value during the fault is below its
+        lowest before.
 
 A panel that does not move is reported with its numbers: a runbook that
 sends on-call to a flat panel is a bug in the runbook (or the panel)."""
@@ -19,16 +21,22 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from typing import Any
+import re
+from typing import Any, NamedTuple
 
 import httpx
 
 from dashboards.boards import boards
-from dashboards.grafana import exprs
 
 RISE = 1.5
 BEFORE_S = 120.0        # the baseline window before the fault
-STEP_S = 2.0
+STEP_S = 1.0
+
+
+class Move(NamedTuple):
+    panel: str                 # "dashboard title: panel title"
+    way: str                   # "up" | "down"
+    line: str = ""             # the legend of the line that must move ("" = any line of the panel)
 
 
 @dataclasses.dataclass
@@ -36,7 +44,7 @@ class PanelSeen:
     panel: str                 # "dashboard: panel"
     move: str                  # "up" | "down"
     shown: bool
-    series: str = ""           # the series that moved most (its labels), or why none did
+    on: str = ""               # the line (legend) that moved most, or why none did
     before: float | None = None
     during: float | None = None
 
@@ -44,23 +52,30 @@ class PanelSeen:
         def v(x: float | None) -> str:
             return "no data" if x is None else f"{x:.3g}"
         verdict = "showed it" if self.shown else "DID NOT SHOW IT"
-        return (f"  panel {self.panel}: {verdict} ({self.move}: {self.series or '-'} "
+        return (f"  panel {self.panel}: {verdict} ({self.move}: {self.on or '-'} "
                 f"{v(self.before)} before, {v(self.during)} during)")
 
 
-def panel_exprs(ref: str) -> list[str]:
-    """The PromQL behind "dashboard title: panel title"."""
+def panel_targets(ref: str) -> list[tuple[str, str]]:
+    """(PromQL, legend format) of each query behind "dashboard title: panel title"."""
     board_title, _, panel_title = ref.partition(": ")
     for board in boards().values():
         if board["title"] == board_title:
-            found = [e for title, e in exprs(board) if title == panel_title]
-            if found:
-                return found
+            for p in board["panels"]:
+                if p["title"] == panel_title and p.get("targets"):
+                    return [(tg["expr"], tg.get("legendFormat", "")) for tg in p["targets"]]
     raise KeyError(f"no panel {ref!r} on the dashboards (dashboards/boards.py)")
 
 
-async def _range(c: httpx.AsyncClient, expr: str, start: float, end: float) -> dict[str, list[float]]:
-    """Series (labels as text) -> values in [start, end], NaN left out."""
+def legend(fmt: str, labels: dict[str, str]) -> str:
+    """A line's name as Grafana draws it: {{label}} filled in."""
+    if fmt in ("", "__auto"):
+        return ",".join(f"{k}={v}" for k, v in sorted(labels.items()) if k != "__name__") or "{}"
+    return re.sub(r"\{\{\s*(\w+)\s*\}\}", lambda m: labels.get(m.group(1), ""), fmt)
+
+
+async def _range(c: httpx.AsyncClient, expr: str, fmt: str, start: float, end: float) -> dict[str, list[float]]:
+    """Line (its legend) -> values in [start, end], NaN left out."""
     if end <= start:
         return {}
     r = await c.get("/api/v1/query_range", params={"query": expr, "start": f"{start:.3f}", "end": f"{end:.3f}",
@@ -72,14 +87,18 @@ async def _range(c: httpx.AsyncClient, expr: str, start: float, end: float) -> d
     for s in body["data"]["result"]:
         vals = [float(v) for _, v in s["values"] if not math.isnan(float(v))]
         if vals:
-            out[",".join(f"{k}={v}" for k, v in sorted(s["metric"].items())) or "{}"] = vals
+            out.setdefault(legend(fmt, s["metric"]), []).extend(vals)
     return out
 
 
-def judge(panel: str, move: str, before: dict[str, list[float]], during: dict[str, list[float]]) -> PanelSeen:
-    """The pure rule (see the module doc), over one panel's series."""
+def judge(panel: str, move: str, before: dict[str, list[float]], during: dict[str, list[float]],
+          line: str = "") -> PanelSeen:
+    """The pure rule (see the module doc), over one panel's lines (or only
+    the one named ``line``)."""
     best: tuple[tuple[bool, float], PanelSeen] | None = None
     for key, vals in during.items():
+        if line and key != line:
+            continue
         was = before.get(key)
         if move == "up":
             b, d = (max(was) if was else 0.0), max(vals)
@@ -95,25 +114,25 @@ def judge(panel: str, move: str, before: dict[str, list[float]], during: dict[st
             best = ((shown, margin), PanelSeen(panel, move, shown, key, b, d))
     if best is not None:
         return best[1]
-    return PanelSeen(panel, move, False, "no series during the fault")
+    return PanelSeen(panel, move, False, f"no line {line!r}" if line else "no line", None, None)
 
 
-async def panels_seen(prom_url: str, moves: tuple[tuple[str, str], ...], fault_start_wall: float,
+async def panels_seen(prom_url: str, moves: tuple[Move, ...], fault_start_wall: float,
                       end_wall: float) -> list[PanelSeen]:
-    """Each (panel, move): did it show the fault between ``fault_start_wall``
-    and ``end_wall`` against the BEFORE_S before it?"""
+    """Each move: did its panel (line) show the fault between
+    ``fault_start_wall`` and ``end_wall``, against the BEFORE_S before it?"""
     out = []
     async with httpx.AsyncClient(base_url=prom_url, timeout=10) as c:
-        for panel, move in moves:
+        for mv in moves:
             before: dict[str, list[float]] = {}
             during: dict[str, list[float]] = {}
-            for i, expr in enumerate(panel_exprs(panel)):
-                # Queries of one panel are told apart (a stat's "up" and "of").
-                for k, v in (await _range(c, expr, fault_start_wall - BEFORE_S, fault_start_wall - STEP_S)).items():
-                    before[f"q{i}:{k}"] = v
-                for k, v in (await _range(c, expr, fault_start_wall, end_wall)).items():
-                    during[f"q{i}:{k}"] = v
-            out.append(judge(panel, move, before, during))
+            for expr, fmt in panel_targets(mv.panel):
+                for k, v in (await _range(c, expr, fmt, fault_start_wall - BEFORE_S,
+                                          fault_start_wall - STEP_S)).items():
+                    before.setdefault(k, []).extend(v)
+                for k, v in (await _range(c, expr, fmt, fault_start_wall, end_wall)).items():
+                    during.setdefault(k, []).extend(v)
+            out.append(judge(mv.panel, mv.way, before, during, mv.line))
     return out
 
 

@@ -11,6 +11,8 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
+from drills.panels import Move
+
 OVERVIEW = "Voice / overview"
 GATEWAY = "Voice / stage / gateway"
 CANARY = "Voice / canary vs stable"
@@ -38,9 +40,9 @@ class Scenario:
     release_interval_s: float = 120.0
     judge_min_samples: int = 10
     probes: bool = False                  # the judge also runs the quality probes (release/probes.py)
-    # Panels of look_at that the fault must move, and which way ("up" or
-    # "down"): the drill reads them from Prometheus after it (drills/panels.py).
-    moves: tuple[tuple[str, str], ...] = ()
+    # Panels of look_at that the fault must move, which way, and on which
+    # line: the drill reads them from Prometheus after it (drills/panels.py).
+    moves: tuple[Move, ...] = ()
 
     def fault_bodies(self) -> list[dict[str, Any]]:
         return [{**f, "duration_s": self.fault_s} for f in self.faults]
@@ -57,8 +59,9 @@ SCENARIOS: dict[str, Scenario] = {s.name: s for s in (
                  f"{OVERVIEW}: Burn rate (1 h, page at 14.4)"),
         alerts=("VoiceTurnLatencyErrorBudgetBurnFast",),
         runbook="VoiceTurnLatencyErrorBudgetBurnFast",
-        moves=((f"{OVERVIEW}: Which stage is slow (p95 by stage)", "up"), (f"{GATEWAY}: Stage latency p95", "up"),
-               (f"{OVERVIEW}: Burn rate (1 h, page at 14.4)", "up")),
+        moves=(Move(f"{OVERVIEW}: Which stage is slow (p95 by stage)", "up", "asr_final"),
+               Move(f"{GATEWAY}: Stage latency p95", "up", "asr_final"),
+               Move(f"{OVERVIEW}: Burn rate (1 h, page at 14.4)", "up", "voice_to_voice_latency")),
     ),
     Scenario(
         name="asr-down",
@@ -72,7 +75,8 @@ SCENARIOS: dict[str, Scenario] = {s.name: s for s in (
         look_at=(f"{GATEWAY}: Backend failures", f"{GATEWAY}: Error events by code"),
         alerts=("VoiceSpeechInputFailing", "VoiceGatewayBackendErrors"),
         runbook="VoiceSpeechInputFailing",
-        moves=((f"{GATEWAY}: Backend failures", "up"), (f"{GATEWAY}: Error events by code", "up")),
+        moves=(Move(f"{GATEWAY}: Backend failures", "up", "asr"),
+               Move(f"{GATEWAY}: Error events by code", "up", "backend_unavailable")),
     ),
     Scenario(
         name="llm-hung",
@@ -85,8 +89,8 @@ SCENARIOS: dict[str, Scenario] = {s.name: s for s in (
                  f"{OVERVIEW}: Turn error ratio (5m)"),
         alerts=("VoiceTurnErrorsErrorBudgetBurnFast", "VoiceGatewayBackendErrors"),
         runbook="VoiceTurnErrorsErrorBudgetBurnFast",
-        moves=((f"{GATEWAY}: Turns by outcome", "up"), (f"{GATEWAY}: Backend failures", "up"),
-               (f"{OVERVIEW}: Turn error ratio (5m)", "up")),
+        moves=(Move(f"{GATEWAY}: Turns by outcome", "up", "failed"), Move(f"{GATEWAY}: Backend failures", "up", "llm"),
+               Move(f"{OVERVIEW}: Turn error ratio (5m)", "up")),
     ),
     Scenario(
         name="vad-hung",
@@ -99,7 +103,8 @@ SCENARIOS: dict[str, Scenario] = {s.name: s for s in (
         look_at=(f"{GATEWAY}: Backend failures", f"{GATEWAY}: Error events by code"),
         alerts=("VoiceSpeechInputFailing", "VoiceGatewayBackendErrors"),
         runbook="VoiceSpeechInputFailing",
-        moves=((f"{GATEWAY}: Backend failures", "up"), (f"{GATEWAY}: Error events by code", "up")),
+        moves=(Move(f"{GATEWAY}: Backend failures", "up", "vad"),
+               Move(f"{GATEWAY}: Error events by code", "up", "backend_unavailable")),
     ),
     Scenario(
         name="tts-errors",
@@ -111,8 +116,8 @@ SCENARIOS: dict[str, Scenario] = {s.name: s for s in (
                  f"{OVERVIEW}: Turn error ratio (5m)"),
         alerts=("VoiceGatewayBackendErrors", "VoiceTurnErrorsErrorBudgetBurnFast"),
         runbook="VoiceGatewayBackendErrors",
-        moves=((f"{GATEWAY}: Backend failures", "up"), (f"{GATEWAY}: Turns by outcome", "up"),
-               (f"{OVERVIEW}: Turn error ratio (5m)", "up")),
+        moves=(Move(f"{GATEWAY}: Backend failures", "up", "tts"), Move(f"{GATEWAY}: Turns by outcome", "up", "failed"),
+               Move(f"{OVERVIEW}: Turn error ratio (5m)", "up")),
     ),
     Scenario(
         name="redis-down",
@@ -123,7 +128,7 @@ SCENARIOS: dict[str, Scenario] = {s.name: s for s in (
         look_at=(f"{GATEWAY}: Redis failures",),
         alerts=("VoiceRedisFailures",),
         runbook="VoiceRedisFailures",
-        moves=((f"{GATEWAY}: Redis failures", "up"),),
+        moves=(Move(f"{GATEWAY}: Redis failures", "up", "failures/s"),),
         # Turns work throughout: recovered means everything said meanwhile is in Redis.
         settled_metric="voice_gateway_store_pending_sessions",
     ),
@@ -139,7 +144,7 @@ SCENARIOS: dict[str, Scenario] = {s.name: s for s in (
         runbook="VoiceComponentDown",
         # A restart of a second is over between two scrapes: up may never be 0,
         # the process's start time changes.
-        moves=((f"{OVERVIEW}: Restarts (15 m)", "up"),),
+        moves=(Move(f"{OVERVIEW}: Restarts (15 m)", "up", "gateway"),),
         restarts_gateway=True,
     ),
     Scenario(
@@ -153,7 +158,7 @@ SCENARIOS: dict[str, Scenario] = {s.name: s for s in (
                  f"{OVERVIEW}: Voice to voice p50 / p95 / p99"),
         alerts=("VoiceSessionsRefused",),
         runbook="VoiceSessionsRefused",
-        moves=((f"{GATEWAY}: Sessions refused (server_busy)", "up"),),
+        moves=(Move(f"{GATEWAY}: Sessions refused (server_busy)", "up", "limit"),),
         users=3,          # GATEWAY_MAX_SESSIONS' default: all admitted before the fault
         arrivals=2,
     ),
@@ -169,9 +174,10 @@ SCENARIOS: dict[str, Scenario] = {s.name: s for s in (
                  f"{CANARY}: Voice to voice p95", f"{CANARY}: Release weight (% of new sessions on canary)"),
         alerts=("VoiceReleaseRolledBack",),
         runbook="VoiceReleaseRolledBack",
-        moves=((f"{CANARY}: Release state", "up"), (f"{CANARY}: Judge verdicts (15 m)", "up"),
-               (f"{CANARY}: Voice to voice p95", "up"),
-               (f"{CANARY}: Release weight (% of new sessions on canary)", "up")),
+        moves=(Move(f"{CANARY}: Release state", "up", "tts rolled_back"),
+               Move(f"{CANARY}: Judge verdicts (15 m)", "up", "tts fail"),
+               Move(f"{CANARY}: Voice to voice p95", "up", "canary"),
+               Move(f"{CANARY}: Release weight (% of new sessions on canary)", "up", "tts")),
         new_session_every=2,
         release="tts",
     ),
@@ -187,8 +193,9 @@ SCENARIOS: dict[str, Scenario] = {s.name: s for s in (
                  f"{CANARY}: Release weight (% of new sessions on canary)"),
         alerts=("VoiceReleaseRolledBack",),
         runbook="VoiceReleaseRolledBack",
-        moves=((f"{CANARY}: Release state", "up"), (f"{CANARY}: Judge verdicts (15 m)", "up"),
-               (f"{CANARY}: Release weight (% of new sessions on canary)", "up")),
+        moves=(Move(f"{CANARY}: Release state", "up", "asr rolled_back"),
+               Move(f"{CANARY}: Judge verdicts (15 m)", "up", "asr fail"),
+               Move(f"{CANARY}: Release weight (% of new sessions on canary)", "up", "asr")),
         new_session_every=2,
         release="asr",
         release_interval_s=60.0,

@@ -190,7 +190,7 @@ class BargeIn:
         await self.conv.clock.sleep((td.false_interruption_timeout_ms if td else 0) / 1000.0)
         if turn.confirmed or self.turns.segment is not None:
             return
-        await turn.wait_finals(self.conv.settings.final_timeout_s)
+        await turn.wait_finals(self.conv.settings.final_timeout_s, self.conv.clock)
         if turn.confirmed or self.turns.segment is not None or self.confirm(turn):
             return
         self.conv.resume_response()

@@ -341,9 +341,12 @@ class Conversation:
         if not turn.manual:
             self.emit(events.ev("input_audio_buffer.speech_stopped", audio_end_ms=int(turn.end_ms()),
                                 item_id=turn.item_id))
-        if not await turn.wait_finals(self.settings.final_timeout_s):
+        if not await turn.wait_finals(self.settings.final_timeout_s, self.clock):
             log.warning("session %s: no final transcript %.1f s after the turn ended; using interims",
                         self.state.id, self.settings.final_timeout_s)
+            # The turn waited this long on the ASR: its stage says so (a final
+            # never received would leave a very slow ASR out of the breakdown).
+            turn.timings.final = self.clock.now()
         text = turn.text()
         if (turn.life.pending and not turn.manual
                 and not self.turns.bargein.confirm_at_turn_end(turn, td)):

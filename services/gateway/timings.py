@@ -5,7 +5,9 @@ Definitions (all from the injected clock; "last voiced sample" is the wall time
 the sample at the VAD's speech end arrived, for a client sending in real time):
 - speech_end_ms: last voiced sample → the VAD reporting speech stopped
 - endpoint_ms: last voiced sample → end of turn decided (the silence window)
-- asr_final_ms: force_eou sent → final transcript received (the last segment)
+- asr_final_ms: force_eou sent → final transcript received (the last segment),
+  or given up on after final_timeout_s (the turn went on with the interims):
+  an ASR too slow to answer still shows in this stage, and in a release's judge
 - asr_wait_ms: end of turn → final transcript, when the window did not hide it
 - retrieval_ms: RAG search
 - llm_first_token_ms: LLM request → first token

@@ -9,6 +9,7 @@ import asyncio
 import dataclasses
 from typing import Any
 
+from common.clock import Clock
 from services.gateway.timings import TurnTimings
 from services.gateway.turn_life import TurnLife
 
@@ -87,17 +88,27 @@ class UserTurn:
         ends = [s.end_ms for s in self.segments if s.end_ms is not None]
         return max(ends) if ends else self.start_ms
 
-    async def wait_finals(self, timeout: float) -> bool:
-        # One event at a time against one deadline: a gather() cancelled by
-        # wait_for (a barge-in, a closing session) left a _GatheringFuture whose
-        # CancelledError nobody retrieved, logged at ERROR (found by tests/fuzz).
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout
+    async def wait_finals(self, timeout: float, clock: Clock) -> bool:
+        """Every segment's final received within ``timeout`` of ``clock``."""
+        # One event at a time against one deadline, each wait and its timer
+        # a task of our own, cancelled on the way out: a gather() cancelled
+        # by wait_for (a barge-in, a closing session) left a _GatheringFuture
+        # whose CancelledError nobody retrieved, logged at ERROR (found by
+        # tests/fuzz).
+        deadline = clock.now() + timeout
         for s in self.segments:
             if s.done.is_set():
                 continue
+            left = deadline - clock.now()
+            if left <= 0:
+                return False
+            final = asyncio.ensure_future(s.done.wait())
+            timer = asyncio.ensure_future(clock.sleep(left))
             try:
-                await asyncio.wait_for(s.done.wait(), max(0.0, deadline - loop.time()))
-            except asyncio.TimeoutError:
+                await asyncio.wait((final, timer), return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                final.cancel()
+                timer.cancel()
+            if not s.done.is_set():
                 return False
         return True

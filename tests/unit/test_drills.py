@@ -10,7 +10,7 @@ import json
 import pytest
 import yaml
 
-from drills.panels import PanelSeen, judge, panel_exprs
+from drills.panels import PanelSeen, judge, legend, panel_targets
 from drills.runner import DrillReport, _phases, briefing
 from drills.scenarios import SCENARIOS
 from drills.traffic import Traffic, Turn
@@ -47,32 +47,42 @@ def test_a_drill_names_panels_alerts_and_a_runbook_that_exist(name):
     assert sc.runbook in text and all(p in text for p in sc.look_at)
     # The panels it asserts on are ones it sends on-call to, with queries.
     assert sc.moves, "a drill shows its fault somewhere: name the panels that move"
-    for panel, move in sc.moves:
-        assert panel in sc.look_at and move in ("up", "down"), (panel, move)
-        assert panel_exprs(panel)
+    for mv in sc.moves:
+        assert mv.panel in sc.look_at and mv.way in ("up", "down"), mv
+        assert panel_targets(mv.panel)
 
 
 def test_a_panel_shows_a_fault_only_when_a_series_moves_the_expected_way():
-    completed = {"q0:outcome=completed": [0.10, 0.12, 0.11]}
-    # A new series (a `failed` outcome, absent before) is the fault showing.
-    seen = judge("p", "up", completed, {**completed, "q0:outcome=failed": [0.0, 0.02, 0.05]})
-    assert seen.shown and seen.series == "q0:outcome=failed" and (seen.before, seen.during) == (0.0, 0.05)
+    completed = {"completed": [0.10, 0.12, 0.11]}
+    # A new line (a `failed` outcome, absent before) is the fault showing.
+    seen = judge("p", "up", completed, {**completed, "failed": [0.0, 0.02, 0.05]})
+    assert seen.shown and seen.on == "failed" and (seen.before, seen.during) == (0.0, 0.05)
     # Wobbling within RISE of its baseline is not showing anything.
-    assert not judge("p", "up", completed, {"q0:outcome=completed": [0.11, 0.16]}).shown
-    assert judge("p", "up", completed, {"q0:outcome=completed": [0.11, 0.2]}).shown
+    assert not judge("p", "up", completed, {"completed": [0.11, 0.16]}).shown
+    assert judge("p", "up", completed, {"completed": [0.11, 0.2]}).shown
+    # Named line: only that one counts (more completed turns are not failures).
+    assert not judge("p", "up", completed, {"completed": [0.11, 0.5], "failed": [0.0]}, line="failed").shown
+    assert "no line 'failed'" in judge("p", "up", completed, {"completed": [0.5]}, line="failed").on
     # All zero during: not shown (a zero line added for every backend stays 0).
-    assert not judge("p", "up", {}, {"q0:backend=llm": [0.0, 0.0]}).shown
-    up6 = {"q0:{}": [6.0, 6.0], "q1:{}": [6.0, 6.0]}
-    assert judge("p", "down", up6, {"q0:{}": [6.0, 5.0, 6.0], "q1:{}": [6.0, 6.0, 6.0]}).shown
-    assert not judge("p", "down", up6, {"q0:{}": [6.0, 6.0], "q1:{}": [6.0]}).shown
+    assert not judge("p", "up", {}, {"llm": [0.0, 0.0]}).shown
+    up6 = {"up": [6.0, 6.0], "of": [6.0, 6.0]}
+    assert judge("p", "down", up6, {"up": [6.0, 5.0, 6.0], "of": [6.0, 6.0, 6.0]}).shown
+    assert not judge("p", "down", up6, {"up": [6.0, 6.0], "of": [6.0]}).shown
     none = judge("p", "down", up6, {})
-    assert not none.shown and "no series" in none.series
+    assert not none.shown and "no line" in none.on
+
+
+def test_a_line_is_named_by_its_legend_as_grafana_draws_it():
+    assert legend("{{backend}} {{state}}", {"backend": "tts", "state": "rolled_back"}) == "tts rolled_back"
+    assert legend("failures/s", {}) == "failures/s"
+    assert legend("__auto", {"__name__": "x", "slo": "a"}) == "slo=a"
+    assert panel_targets("Voice / overview: Components up")[1][1] == "of"
 
 
 def test_the_report_names_a_panel_that_did_not_show_the_fault():
     r = DrillReport("asr-down", 60, panels=[
-        PanelSeen("Voice / stage / gateway: Backend failures", "up", True, "q0:backend=asr", 0.0, 0.4),
-        PanelSeen("Voice / stage / gateway: Error events by code", "up", False, "q0:code=x", 0.0, 0.0)])
+        PanelSeen("Voice / stage / gateway: Backend failures", "up", True, "asr", 0.0, 0.4),
+        PanelSeen("Voice / stage / gateway: Error events by code", "up", False, "backend_unavailable", 0.0, 0.0)])
     assert r.panels_missed == ["Voice / stage / gateway: Error events by code"]
     text = "\n".join(r.lines())
     assert "Backend failures: showed it" in text and "Error events by code: DID NOT SHOW IT" in text

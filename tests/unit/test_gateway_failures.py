@@ -73,12 +73,12 @@ async def test_waiting_for_finals_cancelled_leaves_nothing_unretrieved(caplog):
     turn = UserTurn(item_id="item_1", start_ms=0.0, onset_wall=0.0,
                     segments=[Segment(0.0, 0.0), Segment(500.0, 500.0)])
     turn.segments[0].done.set()
-    assert await turn.wait_finals(0.01) is False          # the second final never came
+    assert await turn.wait_finals(0.01, MonotonicClock()) is False          # the second final never came
     turn.segments[1].done.set()
-    assert await turn.wait_finals(0.01) is True
+    assert await turn.wait_finals(0.01, MonotonicClock()) is True
     turn.segments.append(Segment(900.0, 900.0))
     caplog.set_level(logging.ERROR, logger="asyncio")
-    task = asyncio.create_task(turn.wait_finals(5.0))
+    task = asyncio.create_task(turn.wait_finals(5.0, MonotonicClock()))
     await asyncio.sleep(0.01)
     task.cancel()
     await asyncio.wait([task])
