@@ -1,7 +1,9 @@
 """Which of a drill's alerts went pending and firing, and when: polled from
 Prometheus' /api/v1/alerts while the fault lasts, completed from its ALERTS
 series afterwards (an alert pending only for the second or two of a quick
-restart can fall between two polls). Times are the alert's own activeAt."""
+restart can fall between two polls). Pending is the alert's own activeAt
+(or its first ALERTS sample); firing is when a poll first saw it firing (or
+its first firing ALERTS sample): each to within a second."""
 from __future__ import annotations
 
 import time
@@ -58,8 +60,8 @@ class AlertWatch:
             return
         for s in series:
             first = min(float(t) for t, _ in s["values"])
-            if first < self.since:
-                continue          # active before the fault: not this fault's detection
+            if first < self.since - 1:
+                continue          # active before the fault: not this fault's detection (as poll())
             state, name = s["metric"].get("alertstate"), s["metric"]["alertname"]
             if state == "pending" and (self.pending_at is None or first < self.pending_at):
                 self.pending_at, self.alert = first, name

@@ -188,12 +188,18 @@ async def run_drill(sc: Scenario, *, http_url: str, admin_key: str, clips: list,
                  if prometheus and sc.alerts else None)
         if sc.restarts_gateway:
             say(f"restarting the gateway at {time.strftime('%H:%M:%S')} ...")
+            assert restart is not None           # checked on entry
             restarting = asyncio.ensure_future(restart())
-            while not restarting.done():      # a quick restart's alert is pending for seconds only
-                if watch is not None:
-                    await watch.poll()
-                await asyncio.wait({restarting}, timeout=0.5)
-            await restarting
+            try:
+                while not restarting.done():      # a quick restart's alert is pending for seconds only
+                    if watch is not None:
+                        await watch.poll()
+                    await asyncio.wait({restarting}, timeout=0.5)
+                await restarting
+            finally:
+                if not restarting.done():         # the drill itself cancelled: so is the restart
+                    restarting.cancel()
+                    await asyncio.wait({restarting})
             report.fault_s = time.monotonic() - t0
         else:
             scopes = {await admin.set({**body, "duration_s": fault_s}) for body in sc.fault_bodies()}

@@ -346,6 +346,7 @@ class Conversation:
                         self.state.id, self.settings.final_timeout_s)
             # The turn waited this long on the ASR: its stage says so (a final
             # never received would leave a very slow ASR out of the breakdown).
+            turn.give_up_finals()
             turn.timings.final = self.clock.now()
         text = turn.text()
         if (turn.life.pending and not turn.manual

@@ -88,6 +88,14 @@ class UserTurn:
         ends = [s.end_ms for s in self.segments if s.end_ms is not None]
         return max(ends) if ends else self.start_ms
 
+    def give_up_finals(self) -> None:
+        """Finals too late to wait for: each keeps its last interim, and a final
+        arriving after this is ignored (it would rewrite the turn's times)."""
+        for s in self.segments:
+            if not s.done.is_set():
+                s.final = s.interim
+                s.done.set()
+
     async def wait_finals(self, timeout: float, clock: Clock) -> bool:
         """Every segment's final received within ``timeout`` of ``clock``."""
         # One event at a time against one deadline, each wait and its timer

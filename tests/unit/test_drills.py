@@ -10,9 +10,9 @@ import json
 import pytest
 import yaml
 
-from drills.panels import PanelSeen, judge, legend, panel_targets
+from drills.panels import PanelSeen, can_draw, judge, legend, panel_targets
 from drills.runner import DrillReport, _phases, briefing
-from drills.scenarios import SCENARIOS
+from drills.scenarios import SCENARIOS, Move
 from drills.traffic import Traffic, Turn
 from services.gateway.faults.table import parse
 from tests.procs import ROOT
@@ -48,35 +48,51 @@ def test_a_drill_names_panels_alerts_and_a_runbook_that_exist(name):
     # The panels it asserts on are ones it sends on-call to, with queries.
     assert sc.moves, "a drill shows its fault somewhere: name the panels that move"
     for mv in sc.moves:
-        assert mv.panel in sc.look_at and mv.way in ("up", "down"), mv
-        assert panel_targets(mv.panel)
+        assert mv.panel in sc.look_at and mv.way in ("up", "down", "above"), mv
+        legends = [fmt for _, fmt in panel_targets(mv.panel)]
+        # The line it names is one the panel can draw (a typo fails here, not live).
+        for line in filter(None, (mv.line, mv.than)):
+            assert any(can_draw(fmt, line) for fmt in legends), (mv, legends)
 
 
-def test_a_panel_shows_a_fault_only_when_a_series_moves_the_expected_way():
-    completed = {"completed": [0.10, 0.12, 0.11]}
-    # A new line (a `failed` outcome, absent before) is the fault showing.
-    seen = judge("p", "up", completed, {**completed, "failed": [0.0, 0.02, 0.05]})
+def test_a_panel_shows_a_fault_only_when_its_line_moves_the_expected_way():
+    up = Move("p", "up")
+    # A new line (a `failed` outcome, not drawn at the fault's start) is the fault showing.
+    seen = judge(up, {"completed": [0.10, 0.12, 0.11], "failed": [None, 0.02, 0.05]})
     assert seen.shown and seen.on == "failed" and (seen.before, seen.during) == (0.0, 0.05)
-    # Wobbling within RISE of its baseline is not showing anything.
-    assert not judge("p", "up", completed, {"completed": [0.11, 0.16]}).shown
-    assert judge("p", "up", completed, {"completed": [0.11, 0.2]}).shown
+    # Wobbling within RISE of where it started is not showing anything.
+    assert not judge(up, {"completed": [0.11, 0.16, 0.12]}).shown
+    assert judge(up, {"completed": [0.11, 0.2]}).shown
+    # A rise counts from the lowest value before it: a state an earlier drill
+    # left on, put off and on again by this one, shows; a count going up by one too.
+    assert judge(Move("p", "up", "tts rolled_back"), {"tts rolled_back": [1.0, None, None, 1.0]}).shown
+    assert judge(up, {"gateway": [5.0, 5.0, 6.0]}).shown
+    assert not judge(up, {"gateway": [5.0, 5.0, 5.0]}).shown
     # Named line: only that one counts (more completed turns are not failures).
-    assert not judge("p", "up", completed, {"completed": [0.11, 0.5], "failed": [0.0]}, line="failed").shown
-    assert "no line 'failed'" in judge("p", "up", completed, {"completed": [0.5]}, line="failed").on
-    # All zero during: not shown (a zero line added for every backend stays 0).
-    assert not judge("p", "up", {}, {"llm": [0.0, 0.0]}).shown
-    up6 = {"up": [6.0, 6.0], "of": [6.0, 6.0]}
-    assert judge("p", "down", up6, {"up": [6.0, 5.0, 6.0], "of": [6.0, 6.0, 6.0]}).shown
-    assert not judge("p", "down", up6, {"up": [6.0, 6.0], "of": [6.0]}).shown
-    none = judge("p", "down", up6, {})
-    assert not none.shown and "no line" in none.on
+    failed = Move("p", "up", "failed")
+    assert not judge(failed, {"completed": [0.11, 0.5], "failed": [0.0, 0.0]}).shown
+    assert "no line 'failed'" in judge(failed, {"completed": [0.5]}).on
+    # All zero: not shown (a zero line added for every backend stays 0).
+    assert not judge(up, {"llm": [0.0, 0.0]}).shown
+    down = Move("p", "down")
+    assert judge(down, {"up": [6.0, 5.0, 6.0], "of": [6.0, 6.0, 6.0]}).shown
+    assert not judge(down, {"up": [6.0, 6.0], "of": [6.0, 6.0]}).shown
+    assert "no line" in judge(down, {}).on
+    # Above: the canary's line against stable's on the same panel, not against nothing.
+    above = Move("p", "above", "canary", than="stable")
+    assert judge(above, {"canary": [None, 2.9], "stable": [0.9, 1.0]}).shown
+    assert not judge(above, {"canary": [None, 1.2], "stable": [0.9, 1.0]}).shown
+    assert "no line 'stable'" in judge(above, {"canary": [None, 2.9]}).on
 
 
 def test_a_line_is_named_by_its_legend_as_grafana_draws_it():
     assert legend("{{backend}} {{state}}", {"backend": "tts", "state": "rolled_back"}) == "tts rolled_back"
+    assert legend("{{backend}} {{verdict}}", {"backend": "tts"}) == "tts verdict"   # as Grafana draws a missing label
     assert legend("failures/s", {}) == "failures/s"
     assert legend("__auto", {"__name__": "x", "slo": "a"}) == "slo=a"
     assert panel_targets("Voice / overview: Components up")[1][1] == "of"
+    assert can_draw("{{backend}} {{state}}", "tts rolled_back") and not can_draw("{{backend}} {{state}}", "tts")
+    assert can_draw("failures/s", "failures/s") and not can_draw("failures/s", "failures")
 
 
 def test_the_report_names_a_panel_that_did_not_show_the_fault():
@@ -85,7 +101,8 @@ def test_the_report_names_a_panel_that_did_not_show_the_fault():
         PanelSeen("Voice / stage / gateway: Error events by code", "up", False, "backend_unavailable", 0.0, 0.0)])
     assert r.panels_missed == ["Voice / stage / gateway: Error events by code"]
     text = "\n".join(r.lines())
-    assert "Backend failures: showed it" in text and "Error events by code: DID NOT SHOW IT" in text
+    assert "Backend failures: showed it (up: asr from 0, to 0.4)" in text
+    assert "Error events by code: DID NOT SHOW IT" in text
 
 
 def test_the_report_counts_turns_by_phase_and_says_when_history_was_lost():

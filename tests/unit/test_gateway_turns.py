@@ -174,9 +174,11 @@ async def test_a_final_that_never_comes_counts_its_wait_in_the_asr_stage():
     # The ASR's final is 8 s late, past final_timeout_s (5 s): the turn goes on
     # with the interims, and asr_final shows the wait instead of nothing (a
     # very slow ASR must not vanish from the stage breakdown).
-    async with session([(0.5, 2.5)], [QUESTION], replies=("Fine.",), preemptive_generation=False) as s:
+    # A long reply: still speaking when the late final comes (~10.5 s), which
+    # then changes nothing (the response's times are those it was given).
+    async with session([(0.5, 2.5)], [QUESTION], replies=(REPLY,), preemptive_generation=False) as s:
         s.b.asr.final_latency_s = 8.0
-        await s.run_audio(10.0)
+        await s.run_audio(25.0)
         done = s.first("response.done")
         timings = __import__("json").loads(done.event["response"]["metadata"]["timings"])
         # Given up on at the window's close (3.0 s) + 5.0 s; force_eou went out before 3.0 s.
