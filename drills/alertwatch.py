@@ -15,9 +15,11 @@ class AlertWatch:
     """Polls Prometheus' /api/v1/alerts for the scenario's alerts."""
 
     def __init__(self, prom_url: str, names: tuple[str, ...], since_wall: float,
-                 labels: dict[str, str] | None = None) -> None:
-        """``labels``: only alerts carrying these (a release drill: its backend)."""
-        self._c = httpx.AsyncClient(base_url=prom_url, timeout=5)
+                 labels: dict[str, str] | None = None,
+                 transport: httpx.AsyncBaseTransport | None = None) -> None:
+        """``labels``: only alerts carrying these (a release drill: its backend).
+        ``transport``: a scripted Prometheus, for tests."""
+        self._c = httpx.AsyncClient(base_url=prom_url, timeout=5, transport=transport)
         self.names, self.since, self.labels = names, since_wall, labels or {}
         self.pending_at: float | None = None      # wall time (the alert's activeAt)
         self.firing_at: float | None = None       # wall time first seen firing

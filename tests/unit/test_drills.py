@@ -10,6 +10,7 @@ import json
 import pytest
 import yaml
 
+from drills.alertwatch import AlertWatch
 from drills.panels import PanelSeen, can_draw, judge, legend, panel_targets
 from drills.runner import DrillReport, _phases, briefing
 from drills.scenarios import SCENARIOS, Move
@@ -274,3 +275,31 @@ async def test_a_release_drill_touches_no_release_it_did_not_start():
     await asyncio.sleep(1.1)                      # the asr release's step is due
     await rel.tick()
     assert (await store.load_all())["asr"].decisions == got["asr"].decisions
+
+
+async def test_an_alert_pending_between_two_polls_is_found_in_prometheus_history():
+    """A restart of a second: VoiceComponentDown was pending for one
+    evaluation, between the drill's polls. Its ALERTS samples say when; an
+    alert already active before the fault (its first sample earlier) is not
+    this fault's detection."""
+    import httpx
+
+    since = 1000.0
+    series = [
+        {"metric": {"alertname": "VoiceComponentDown", "alertstate": "pending", "job": "gateway"},
+         "values": [[1001.0, "1"], [1002.0, "1"]]},
+        {"metric": {"alertname": "VoiceComponentDown", "alertstate": "firing", "job": "asr"},
+         "values": [[996.0, "1"], [1003.0, "1"]]},          # active before the fault
+    ]
+    asked = []
+
+    def prometheus(req: httpx.Request) -> httpx.Response:
+        asked.append(dict(req.url.params))
+        return httpx.Response(200, json={"status": "success", "data": {"resultType": "matrix", "result": series}})
+
+    watch = AlertWatch("http://prom", ("VoiceComponentDown",), since, transport=httpx.MockTransport(prometheus))
+    await watch.history(1010.0)
+    await watch.close()
+    assert (watch.alert, watch.pending_at, watch.firing_at) == ("VoiceComponentDown", 1001.0, None)
+    assert asked[0]["query"] == 'ALERTS{alertname=~"VoiceComponentDown"}'
+    assert float(asked[0]["start"]) < since <= 1010.0 == float(asked[0]["end"])
