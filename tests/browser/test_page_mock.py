@@ -186,7 +186,16 @@ def test_push_to_talk_sends_audio_only_while_held(launch, mock, wavs):
     page.click("#settings-open")
     page.check("input[name=mode][value=ptt]")
     page.wait_for_function("document.querySelector('#settings-saved').textContent !== ''")
-    assert mock.events("session.update")[-1]["session"]["audio"]["input"]["turn_detection"] is None
+    # The page says "saved" as it sends; the event reaches the mock a moment
+    # later (CI 2026-12-04 read the previous one): wait for it, bounded.
+    def detection():
+        updates = mock.events("session.update")
+        return updates[-1]["session"]["audio"]["input"].get("turn_detection", "unset") if updates else "none sent"
+
+    deadline = time.monotonic() + 5
+    while detection() is not None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert detection() is None
     shot(page, "mock-10-settings")
     page.click("#settings-close")
     assert page.is_visible("#ptt-btn")
