@@ -31,6 +31,13 @@ class Segment:
     def text(self) -> str:
         return (self.final if self.final is not None else self.interim).strip()
 
+    def end_without_final(self) -> None:
+        """No final will be waited for (its ASR stream lost, or too late): the
+        last interim stands in, and a final arriving after this is ignored."""
+        if self.final is None:
+            self.final = self.interim
+        self.done.set()
+
 
 @dataclasses.dataclass
 class UserTurn:
@@ -93,8 +100,7 @@ class UserTurn:
         arriving after this is ignored (it would rewrite the turn's times)."""
         for s in self.segments:
             if not s.done.is_set():
-                s.final = s.interim
-                s.done.set()
+                s.end_without_final()
 
     async def wait_finals(self, timeout: float, clock: Clock) -> bool:
         """Every segment's final received within ``timeout`` of ``clock``."""

@@ -99,7 +99,5 @@ class Utterances:
         for seg in self.segments.values():
             if seg is open_seg:
                 continue                  # still being spoken: heard again when the stream is back
-            if seg.final is None:
-                seg.final = seg.interim   # best effort: the last interim
-            seg.done.set()
+            seg.end_without_final()       # best effort: the last interim
         self.segments.clear()
