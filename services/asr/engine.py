@@ -51,11 +51,12 @@ import threading
 import time
 import zlib
 from concurrent.futures import ThreadPoolExecutor
-from typing import Protocol
+from typing import Protocol, Sequence
 
 import numpy as np
 
 from common.priority import lower_this_thread
+from services.asr.batching import InterimItem
 from services.asr.results import Transcript, Word
 
 log = logging.getLogger(__name__)
@@ -63,6 +64,8 @@ log = logging.getLogger(__name__)
 SAMPLE_RATE = 16000
 FRAMES_PER_SECOND = 100      # Whisper's mel hop is 10 ms
 WINDOW_FRAMES = 3000         # 30 s, the encoder's full window
+HOP = SAMPLE_RATE // FRAMES_PER_SECOND
+BATCH_SPAN_S = 2.0           # widest spread of encoder windows one interim batch pads over
 
 
 MAX_TOKENS_PER_SECOND = 7      # fast speech is ~4 words/s, ~1.3 tokens per word
@@ -153,14 +156,61 @@ class WhisperEngine:
 
     def transcribe_interim(self, audio: np.ndarray, language: str | None,
                            cancel: threading.Event) -> Transcript:
-        if not self.options.interim_trim or language is None or audio.size > 30 * SAMPLE_RATE \
-                or (language != "en" and not self.interim_model.model.is_multilingual):
-            # (an English-only interim model cannot hear other languages: the finals' model does)
+        if not self._trimmed_interim(audio, language):
             return self._transcribe(audio, language, beam_size=1, words=False, cancel=cancel)
         _check(cancel)
         t0 = time.perf_counter()
-        text = self._greedy_trimmed(audio, language, cancel)
+        text = self._greedy_trimmed([(audio, language)])[0]
+        if isinstance(text, Exception):
+            raise text
         return Transcript(text=text, model_seconds=time.perf_counter() - t0)
+
+    def transcribe_interims(self, items: Sequence[InterimItem]) -> list[Transcript | Exception]:
+        """Interims of several streams (batching.py): the trimmed ones decoded
+        as one batch, each its own result or exception. ``model_seconds`` of a
+        batched result is the whole batch's time (what each stream waited)."""
+        out: list[Transcript | Exception | None] = [None] * len(items)
+        batch: list[int] = []
+        for i, it in enumerate(items):
+            if it.cancel.is_set():
+                out[i] = Cancelled()
+            elif len(items) > 1 and self._trimmed_interim(it.audio, it.language):
+                batch.append(i)
+            else:
+                try:
+                    out[i] = self.transcribe_interim(it.audio, it.language, it.cancel)
+                except Exception as exc:   # this stream's failure, not the others'
+                    out[i] = exc
+        for group in self._batches(batch, items):
+            t0 = time.perf_counter()
+            texts = self._greedy_trimmed([(items[i].audio, items[i].language) for i in group])
+            seconds = time.perf_counter() - t0
+            for i, text in zip(group, texts):
+                out[i] = text if isinstance(text, Exception) else Transcript(text, model_seconds=seconds)
+        return [r if r is not None else Cancelled() for r in out]
+
+    def _batches(self, indices: list[int], items: Sequence[InterimItem]) -> list[list[int]]:
+        """Groups of streams decoded together. A batch encodes every window at
+        its longest one's length, and encoder time grows with the window while
+        batching saves only decoder time, so a group spans at most
+        ``BATCH_SPAN_S`` of window: utterances of 1.5 and 6 s go apart
+        (bench/bench_asr_batch.py measures both)."""
+        pad = self.options.interim_pad_s
+        order = sorted(indices, key=lambda i: items[i].audio.size)
+        groups: list[list[int]] = []
+        for i in order:
+            window = _window_frames(items[i].audio.size // HOP, pad)
+            if groups and window - _window_frames(items[groups[-1][0]].audio.size // HOP, pad) \
+                    <= BATCH_SPAN_S * FRAMES_PER_SECOND:
+                groups[-1].append(i)
+            else:
+                groups.append([i])
+        return groups
+
+    def _trimmed_interim(self, audio: np.ndarray, language: str | None) -> bool:
+        # (an English-only interim model cannot hear other languages: the finals' model does)
+        return (self.options.interim_trim and language is not None and audio.size <= 30 * SAMPLE_RATE
+                and (language == "en" or bool(self.interim_model.model.is_multilingual)))
 
     def transcribe_final(self, audio: np.ndarray, language: str | None, beam_size: int,
                          cancel: threading.Event, words: bool = True,
@@ -217,29 +267,42 @@ class WhisperEngine:
                 self._tokenizers[key] = tok
             return tok
 
-    def _greedy_trimmed(self, audio: np.ndarray, language: str, cancel: threading.Event) -> str:
+    def _greedy_trimmed(self, pieces: Sequence[tuple[np.ndarray, str | None]]) -> list[str | Exception]:
+        """Greedy decodes of each (audio, language) on the trimmed encoder, as one
+        batch: every window is padded to the longest one's (more silence after
+        the shorter utterances), and CTranslate2 decodes them side by side.
+        Looping text comes back as Unreliable for that piece alone."""
+        from faster_whisper.audio import pad_or_trim
         from faster_whisper.transcribe import get_suppressed_tokens
 
         model = self.interim_model
-        tok = self._tokenizer(language, model)
-        encoded, _ = self._encode_trimmed(audio, self.options.interim_pad_s, model)
-        _check(cancel)
-        prompt = list(tok.sot_sequence) + [tok.no_timestamps]
+        toks = [self._tokenizer(language, model) for _, language in pieces]
+        feats = [model.feature_extractor(audio) for audio, _ in pieces]
+        target = max(self._window(f, self.options.interim_pad_s) for f in feats)
+        encoded = model.encode(np.stack([pad_or_trim(f, target) for f in feats]))
+        prompts = [list(tok.sot_sequence) + [tok.no_timestamps] for tok in toks]
         # Greedy decoding on a short window can loop ("Mr. Chair and Mr. Chair ..."): cap
         # the tokens at what fast speech could need, and drop repetitive text below.
-        seconds = audio.size / SAMPLE_RATE
-        max_tokens = min(model.max_length // 2, int(MAX_TOKENS_PER_SECOND * seconds) + 8)
-        result = model.model.generate(
-            encoded, [prompt], beam_size=1, max_length=len(prompt) + max_tokens,
-            suppress_blank=True, suppress_tokens=get_suppressed_tokens(tok, [-1]),
-            return_no_speech_prob=True)[0]
-        if result.no_speech_prob > 0.6:   # faster-whisper's default no_speech_threshold
-            return ""
-        ids = [t for t in result.sequences_ids[0] if t < tok.eot]
-        text = tok.decode(ids).strip()
-        if len(ids) >= max_tokens or _compression_ratio(text) > 2.4 or _says_twice(text):
-            raise Unreliable(text)
-        return text
+        caps = [min(model.max_length // 2, int(MAX_TOKENS_PER_SECOND * audio.size / SAMPLE_RATE) + 8)
+                for audio, _ in pieces]
+        results = model.model.generate(
+            encoded, prompts, beam_size=1, max_length=max(len(p) + c for p, c in zip(prompts, caps)),
+            suppress_blank=True, suppress_tokens=get_suppressed_tokens(toks[0], [-1]),
+            return_no_speech_prob=True)
+        out: list[str | Exception] = []
+        for result, tok, cap in zip(results, toks, caps):
+            if result.no_speech_prob > 0.6:   # faster-whisper's default no_speech_threshold
+                out.append("")
+                continue
+            ids = [t for t in result.sequences_ids[0] if t < tok.eot]
+            text = tok.decode(ids).strip()
+            unreliable = len(ids) >= cap or _compression_ratio(text) > 2.4 or _says_twice(text)
+            out.append(Unreliable(text) if unreliable else text)
+        return out
+
+    @staticmethod
+    def _window(feats: np.ndarray, pad_s: float) -> int:
+        return _window_frames(min(feats.shape[-1] - 1, WINDOW_FRAMES), pad_s)
 
     def _encode_trimmed(self, audio: np.ndarray, pad_s: float, model=None):
         """(encoder output, content frames) for the audio plus ``pad_s`` of padding."""
@@ -248,11 +311,7 @@ class WhisperEngine:
         model = model or self.model
         feats = model.feature_extractor(audio)
         content = min(feats.shape[-1] - 1, WINDOW_FRAMES)
-        pad = int(pad_s * FRAMES_PER_SECOND)
-        # Whole seconds of input so CTranslate2 sees a few distinct shapes, not one per call.
-        target = min(WINDOW_FRAMES, int(math.ceil((content + pad) / FRAMES_PER_SECOND))
-                     * FRAMES_PER_SECOND)
-        return model.encode(pad_or_trim(feats, target)), content
+        return model.encode(pad_or_trim(feats, self._window(feats, pad_s))), content
 
     def _final_trimmed(self, audio: np.ndarray, language: str, beam_size: int,
                        cancel: threading.Event, want_words: bool = True,
@@ -312,6 +371,14 @@ class WhisperEngine:
                                   end_ms=int(round(w.end * 1000)), probability=float(w.probability)))
         return Transcript(text=" ".join(t for t in texts if t), words=_join_pieces(found),
                           model_seconds=time.perf_counter() - t0)
+
+
+def _window_frames(content: int, pad_s: float) -> int:
+    """Encoder frames for ``content`` frames of audio plus ``pad_s`` of padding: whole
+    seconds, so CTranslate2 sees a few distinct shapes, not one per call."""
+    pad = int(pad_s * FRAMES_PER_SECOND)
+    return min(WINDOW_FRAMES, int(math.ceil((min(content, WINDOW_FRAMES) + pad) / FRAMES_PER_SECOND))
+               * FRAMES_PER_SECOND)
 
 
 def _load_niced(nice: int, load):

@@ -12,14 +12,18 @@ on audio that was already stale when the pass finally ran. Here:
 - when a slot is free, the stream whose oldest unseen audio is oldest (its
   last interim is the oldest: the most new speech unseen) goes first, so
   streams take turns instead of one stream's requests starving another's;
-- at most ``max_running`` interim passes run at once;
+- at most ``max_running`` interim passes run at once, and a pass may carry
+  up to ``max_batch`` streams (the oldest ``max_batch`` ready ones): the
+  model decodes their utterances as one batch (batching.py), which costs far
+  less than as many separate passes, so under load each stream's cadence
+  stretches much less;
 - no interim starts while a final (or flush) pass is waiting or running: the
   pass the user is waiting for never shares the cores with background work
   that could have waited. (A pass cannot be interrupted once it runs; the
   niced interim model copy covers that case, engine.py.)
 
 Under load the cadence stretches by itself: with N streams wanting interims
-and one slot, each gets a turn every N passes. The session reports the
+and one slot, each gets a turn every N / max_batch passes. The session reports the
 effective interval (metrics.py), and this module the queue length.
 
 Everything runs on the event loop's thread (the sessions call in, and a
@@ -66,16 +70,20 @@ class InterimScheduler:
     """Grants interim passes: one slot per concurrent pass, oldest unseen audio first."""
 
     def __init__(self, max_running: int = 1, clock: Clock | None = None,
-                 observer: QueueObserver | None = None) -> None:
+                 observer: QueueObserver | None = None, max_batch: int = 1) -> None:
         if max_running < 1:
             raise ValueError(f"max_running must be at least 1, got {max_running}")
+        if max_batch < 1:
+            raise ValueError(f"max_batch must be at least 1, got {max_batch}")
         self.max_running = max_running
+        self.max_batch = max_batch
         self.clock = clock or MonotonicClock()
         self.observer = observer or _NullObserver()
         self._queue: dict[Hashable, _Request] = {}
-        self._running: set[Hashable] = set()
+        self._running: dict[Hashable, int] = {}   # stream -> the pass it rides in
         self._finals = 0
         self._seq = itertools.count()
+        self._passes = itertools.count(1)
 
     # -- what the sessions tell us -------------------------------------------------------
 
@@ -96,9 +104,16 @@ class InterimScheduler:
             self._report()
 
     def finished(self, stream: Hashable) -> None:
-        """The stream's interim pass is over (sent, failed or cancelled)."""
-        self._running.discard(stream)
+        """The stream's interim pass is over (sent, failed or cancelled). A
+        batched pass frees its slot when the last of its streams is done."""
+        self._running.pop(stream, None)
         self._pump()
+
+    def pass_of(self, stream: Hashable) -> int | None:
+        """The pass a running stream rides in: streams granted together (in
+        one ``_pump``, the same id) are to be decoded as one batch. Set before
+        the stream's ``start`` is called, so ``start`` can read it."""
+        return self._running.get(stream)
 
     def final_started(self) -> None:
         """A final (or flush) pass was handed to the model: interims wait."""
@@ -117,7 +132,13 @@ class InterimScheduler:
 
     @property
     def running(self) -> int:
+        """Streams whose interim pass runs."""
         return len(self._running)
+
+    @property
+    def passes(self) -> int:
+        """Passes running (each carries one stream or a batch of them)."""
+        return len(set(self._running.values()))
 
     @property
     def finals(self) -> int:
@@ -126,15 +147,21 @@ class InterimScheduler:
     # -- internals -----------------------------------------------------------------------
 
     def _pump(self) -> None:
-        while self._finals == 0 and len(self._running) < self.max_running:
-            ready = [(r.since, r.seq, s) for s, r in self._queue.items() if s not in self._running]
+        while self._finals == 0 and self.passes < self.max_running:
+            ready = sorted((r.since, r.seq, s) for s, r in self._queue.items()
+                           if s not in self._running)
             if not ready:
                 break
-            _, _, stream = min(ready)
-            req = self._queue.pop(stream)
-            if req.start():
-                self._running.add(stream)
-                self.observer.interim_waited(self.clock.now() - req.asked_at)
+            pass_id = next(self._passes)
+            for _, _, stream in ready:
+                if sum(1 for p in self._running.values() if p == pass_id) >= self.max_batch:
+                    break
+                req = self._queue.pop(stream)
+                self._running[stream] = pass_id
+                if req.start():
+                    self.observer.interim_waited(self.clock.now() - req.asked_at)
+                else:
+                    del self._running[stream]
         self._report()
 
     def _report(self) -> None:

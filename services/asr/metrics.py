@@ -23,6 +23,9 @@ INTERIM_CHURN = histogram("voice_asr_interim_churn_words",
                           buckets=(0, 1, 2, 3, 5, 8, 13, 21))
 INTERIM_QUEUED = gauge("voice_asr_interim_queued", "Streams waiting for an interim pass")
 INTERIM_RUNNING = gauge("voice_asr_interim_running", "Interim passes running")
+INTERIM_BATCH = histogram("voice_asr_interim_batch_streams",
+                          "Streams decoded together in one interim pass (ASR_INTERIM_BATCH)",
+                          buckets=(1, 2, 3, 4, 6, 8, 12, 16))
 INTERIM_WAIT = histogram("voice_asr_interim_wait_seconds",
                          "Interim asked for -> pass started (waiting for a slot or a final)")
 FLUSHES_UNRELIABLE = counter(
@@ -63,3 +66,6 @@ class PrometheusObserver:
 
     def interim_waited(self, seconds: float) -> None:
         INTERIM_WAIT.labels(**base()).observe(seconds)
+
+    def interim_batch(self, streams: int) -> None:
+        INTERIM_BATCH.labels(**base()).observe(streams)

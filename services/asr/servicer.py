@@ -12,6 +12,7 @@ from common.tracing import StretchSpans
 from common.stubs import asr_pb2, asr_pb2_grpc, common_pb2
 from services.asr.convert import events_from_pb, result_to_pb
 from services.asr.engine import Transcriber
+from services.asr.batching import InterimBatcher
 from services.asr.interims import InterimScheduler
 from services.asr.metrics import PrometheusObserver
 from services.asr.results import InvalidRequest
@@ -22,13 +23,15 @@ log = logging.getLogger(__name__)
 
 class RecognizerServicer(asr_pb2_grpc.RecognizerServicer):
     def __init__(self, engine: Transcriber, limits: SessionLimits, model_label: str,
-                 max_streams: int, interims: InterimScheduler | None = None) -> None:
+                 max_streams: int, interims: InterimScheduler | None = None,
+                 batcher: InterimBatcher | None = None) -> None:
         self.engine, self.limits, self.max_streams = engine, limits, max_streams
         self.stats = StreamStats(service="asr", model=model_label)
         self.observer = PrometheusObserver()
         # One scheduler for every stream of the process: interims take turns across streams.
         self.interims = interims or InterimScheduler(1, observer=self.observer)
-
+        # Streams the scheduler grants one pass together are decoded as one batch.
+        self.batcher = batcher
     async def StreamingRecognize(self, request_iterator: AsyncIterator[asr_pb2.RecognizeRequest],
                                  context: grpc.aio.ServicerContext
                                  ) -> AsyncIterator[asr_pb2.RecognizeResponse]:
@@ -37,7 +40,7 @@ class RecognizerServicer(asr_pb2_grpc.RecognizerServicer):
                                 f"ASR is serving its maximum of {self.max_streams} streams; retry later")
         async with self.stats.track():
             session = RecognitionSession(self.engine, self.limits, self.observer,
-                                         interims=self.interims)
+                                         interims=self.interims, batcher=self.batcher)
             spans = StretchSpans("asr", "asr.utterance")   # one span per utterance, per turn trace
             try:
                 async for result in session.run(events_from_pb(_traced(request_iterator, spans))):

@@ -36,6 +36,7 @@ from common.audio import AudioFormatError, pcm16_to_float
 from common.clock import Clock, MonotonicClock
 from services.asr.agreement import LocalAgreement
 from services.asr.engine import Cancelled, Transcriber, Unreliable
+from services.asr.batching import InterimBatcher
 from services.asr.interims import InterimScheduler
 from services.asr.results import (Audio, EndOfUtterance, Event, Flush, InvalidRequest,
                                   ResolvedConfig, Result, StreamConfig, Transcript)
@@ -105,10 +106,13 @@ class RecognitionSession:
 
     def __init__(self, engine: Transcriber, limits: SessionLimits = SessionLimits(),
                  observer: Observer | None = None, clock: Clock | None = None,
-                 interims: InterimScheduler | None = None) -> None:
+                 interims: InterimScheduler | None = None,
+                 batcher: InterimBatcher | None = None) -> None:
         """``interims``: the process-wide scheduler shared by every stream (the
-        servicer's); a session on its own gets a private one with one slot."""
-        self.engine, self.limits = engine, limits
+        servicer's); a session on its own gets a private one with one slot.
+        ``batcher``: streams granted one pass together are decoded as one
+        batch (batching.py); without it each stream's pass runs alone."""
+        self.engine, self.limits, self.batcher = engine, limits, batcher
         self.observer = observer or NullObserver()
         self.clock = clock or MonotonicClock()
         self.interims = interims or InterimScheduler(1, self.clock)
@@ -233,15 +237,16 @@ class RecognitionSession:
             return False
         self._interim_at = self._samples
         audio = np.concatenate(self._chunks)
-        self._interim_task = self._spawn(self._interim(audio, self._utterance))
+        pass_id = self.interims.pass_of(self)
+        self._interim_task = self._spawn(self._interim(audio, self._utterance, pass_id))
         # A done callback, not a finally: a task cancelled before its first step never
         # runs its finally, and a slot that is never given back stops every stream's interims.
         self._interim_task.add_done_callback(lambda _: self.interims.finished(self))
         return True
 
-    async def _interim(self, audio: np.ndarray, utterance: int) -> None:
+    async def _interim(self, audio: np.ndarray, utterance: int, pass_id: int | None) -> None:
         try:
-            tr = await self._interim_pass(audio)
+            tr = await self._interim_pass(audio, pass_id)
         except Cancelled:
             return
         except Unreliable:
@@ -270,9 +275,11 @@ class RecognitionSession:
         # Audio that arrived while we ran may already be due (fast senders).
         self._maybe_interim()
 
-    async def _interim_pass(self, audio: np.ndarray) -> Transcript:
+    async def _interim_pass(self, audio: np.ndarray, pass_id: int | None) -> Transcript:
         cfg = self.config
         assert cfg is not None
+        if self.batcher is not None and pass_id is not None:
+            return await self.batcher.interim(pass_id, audio, cfg.language, self._cancel)
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(
             self.engine.interim_pool, self.engine.transcribe_interim, audio, cfg.language,

@@ -1,6 +1,7 @@
 """Invariants of the Whisper engine on a short real clip (no gRPC): the final
 pass transcribes real speech with word timings that are ordered and inside
-the audio; the fast interim pass hears the same words; the
+the audio; the fast interim pass hears the same words, alone or in a batch of
+streams; the
 trimmed encoder window is as accurate as the full one over every clip; a set cancel flag
 stops a pass before it runs; English-only models accept only 'en'. And the
 model preparation joins the two Whisper-base parts once, atomically."""
@@ -63,6 +64,26 @@ def test_interim_pass_hears_the_same_words(engine, short_clip) -> None:
     tr = engine.transcribe_interim(audio, "en", threading.Event())
     assert jiwer.wer(norm(ref), norm(tr.text)) <= 0.25
     assert tr.words == ()       # interims carry no word timings
+
+
+def test_a_batch_of_streams_hears_what_each_stream_alone_hears(engine) -> None:
+    from services.asr.batching import InterimItem
+
+    audio = [pcm16_to_float(read_wav(wav)[0]) for wav, _ in clips()]
+    never, gone = threading.Event(), threading.Event()
+    gone.set()
+    # Two streams 2.5 s into their utterances and one 2.2 s in share a batch (one encoder
+    # window); one 7 s in is too long to pad the others to (its own group); one stream
+    # has gone away.
+    items = [InterimItem(audio[0][:40000], "en", never), InterimItem(audio[1][:40000], "en", never),
+             InterimItem(audio[2][:35200], "en", never), InterimItem(audio[3][:112000], "en", never),
+             InterimItem(audio[4][:40000], "en", gone)]
+    assert engine._batches([0, 1, 2, 3], items) == [[2, 0, 1], [3]]
+    together = engine.transcribe_interims(items)
+    alone = [engine.transcribe_interim(it.audio, "en", never) for it in items[:4]]
+    assert [t.text for t in together[:4]] == [t.text for t in alone]
+    assert all(t.text for t in alone)
+    assert isinstance(together[4], Cancelled)
 
 
 def test_trimmed_window_is_as_accurate_as_the_full_window_over_every_clip(engine) -> None:

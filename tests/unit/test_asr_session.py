@@ -48,6 +48,7 @@ class FakeEngine:
         self.lock = threading.Lock()
         self.active_interims = self.max_active_interims = 0
         self.interim_sizes: list[int] = []
+        self.batches: list[list[int]] = []
         self.final_sizes: list[int] = []
         self.final_words: list[bool] = []
         self.final_redo: list[bool] = []
@@ -70,6 +71,17 @@ class FakeEngine:
         finally:
             with self.lock:
                 self.active_interims -= 1
+
+    def transcribe_interims(self, items) -> list:
+        """A batch (batching.py): recorded, then each item as a pass of its own."""
+        self.batches.append([it.audio.size for it in items])
+        out: list = []
+        for it in items:
+            try:
+                out.append(self.transcribe_interim(it.audio, it.language, it.cancel))
+            except Exception as exc:
+                out.append(exc)
+        return out
 
     def transcribe_final(self, audio, language, beam_size, cancel, words=True, redo=True) -> Transcript:
         with self.lock:
@@ -97,8 +109,9 @@ class Stream:
     """Drives a session like a client: send events, read results as they come."""
 
     def __init__(self, engine: FakeEngine, limits: SessionLimits = SessionLimits(), clock=None,
-                 interims=None, observer=None) -> None:
-        self.session = RecognitionSession(engine, limits, observer, clock=clock, interims=interims)
+                 interims=None, observer=None, batcher=None) -> None:
+        self.session = RecognitionSession(engine, limits, observer, clock=clock, interims=interims,
+                                          batcher=batcher)
         self.inbox: asyncio.Queue = asyncio.Queue()
         self.results: list[Result] = []
         self.error: BaseException | None = None
@@ -474,6 +487,31 @@ async def test_another_streams_final_holds_interims_back_and_they_take_the_audio
     await a.close()
     await b.close()
     assert shared.queued == shared.running == shared.finals == 0
+
+
+async def test_streams_granted_one_pass_are_decoded_as_one_batch_each_with_its_own_text() -> None:
+    from services.asr.batching import InterimBatcher
+    from services.asr.interims import InterimScheduler
+
+    eng = FakeEngine()
+    shared, batcher = InterimScheduler(1, max_batch=3), InterimBatcher(eng, eng.interim_pool)
+    shared.final_started()                         # another stream's final: interims queue meanwhile
+    a, b = (Stream(eng, interims=shared, batcher=batcher) for _ in range(2))
+    a.send(CFG, Audio(pcm(600)))
+    b.send(CFG, Audio(pcm(1000)))
+    for _ in range(500):
+        if shared.queued == 2:
+            break
+        await asyncio.sleep(0.002)
+    shared.final_finished()
+    await a.settle(eng)
+    await b.settle(eng)
+    assert eng.batches == [[int(0.6 * RATE), RATE]]   # one pass, both streams
+    assert [r.text for r in a.results] == [" ".join(words_for(np.zeros(int(0.6 * RATE))))]
+    assert [r.text for r in b.results] == [" ".join(words_for(np.zeros(RATE)))]
+    await a.close()
+    await b.close()
+    assert shared.queued == shared.running == 0
 
 
 async def test_the_interim_cadence_is_reported_in_speech_and_wall_time() -> None:

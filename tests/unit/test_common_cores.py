@@ -26,13 +26,14 @@ def test_a_cgroup_quota_caps_the_cores(tmp_path, cpu_max, cap) -> None:
 
 
 @pytest.mark.parametrize("cores, settings, sizes", [
-    (2, {}, Sizes(threads=1, num_workers=2, interim_workers=1)),        # this laptop: as measured
-    (1, {}, Sizes(threads=1, num_workers=2, interim_workers=1)),
-    (16, {}, Sizes(threads=1, num_workers=16, interim_workers=4)),
-    (16, {"num_workers": 4}, Sizes(threads=4, num_workers=4, interim_workers=4)),
-    (8, {"threads": 2, "num_workers": 3, "interim_workers": 1}, Sizes(2, 3, 1)),   # explicit wins
-    (8, {"interim_nice": 0, "num_workers": 2}, Sizes(4, 2, 1)),         # shared model: a worker stays free
-    (8, {"device": "cuda"}, Sizes(threads=4, num_workers=2, interim_workers=1)),
+    (2, {}, Sizes(threads=1, num_workers=2, interim_workers=1, interim_batch=1)),   # this laptop: as measured
+    (1, {}, Sizes(threads=1, num_workers=2, interim_workers=1, interim_batch=1)),
+    (16, {}, Sizes(threads=1, num_workers=16, interim_workers=4, interim_batch=1)),
+    (16, {"num_workers": 4}, Sizes(threads=4, num_workers=4, interim_workers=4, interim_batch=1)),
+    (8, {"threads": 2, "num_workers": 3, "interim_workers": 1, "interim_batch": 4},
+     Sizes(2, 3, 1, 4)),                                                   # explicit wins
+    (8, {"interim_nice": 0, "num_workers": 2}, Sizes(4, 2, 1, 1)),       # shared model: a worker stays free
+    (8, {"device": "cuda"}, Sizes(threads=4, num_workers=2, interim_workers=1, interim_batch=8)),
 ])
 def test_asr_sizes_from_the_host(cores, settings, sizes) -> None:
     assert resolve_sizes(AsrSettings(**settings), cores) == sizes
