@@ -6,9 +6,10 @@
 
 The gateway must have GATEWAY_ADMIN_API_KEYS set (the drill's key); the
 admin key comes from --admin-key or the DRILL_ADMIN_KEY environment
-variable. Exit status 0 when the system recovered and no history was lost,
-1 otherwise (an alert not seen is reported, not failed: detection needs a
-Prometheus, and production `for:` durations are longer than a drill).
+variable. Exit status 0 when the system recovered, no history was lost and,
+with a Prometheus, every panel the runbook sends on-call to showed the fault;
+1 otherwise, with the reasons on the report's last line (an alert not seen is
+reported, not failed: production `for:` durations are longer than a drill).
 A release drill (canary-bad) also needs the gateways' Redis, where release
 records live, and a gateway with a canary pool for the service."""
 from __future__ import annotations
@@ -68,8 +69,7 @@ def main(argv: list[str] | None = None) -> int:
     report = asyncio.run(_run(sc, args, restart))
     if args.report:
         Path(args.report).write_text(json.dumps(dataclasses.asdict(report), indent=2))
-    judged = report.release is None or report.release.state == "rolled_back"   # the bad canary went out
-    return 0 if report.recover_s is not None and not report.lost and judged else 1
+    return 1 if report.failures else 0
 
 
 async def _run(sc, args: argparse.Namespace, restart):

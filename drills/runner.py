@@ -60,6 +60,24 @@ class DrillReport:
         """Panels the runbook sends on-call to that did not show the fault."""
         return [p.panel for p in self.panels if not p.shown]
 
+    @property
+    def failures(self) -> list[str]:
+        """Why the drill failed (empty: it passed). A drill passes when the system
+        recovered, no history was lost, a release drill's bad canary went out, and
+        every panel the runbook sends on-call to showed the fault (panels are read
+        only with a Prometheus). An alert not seen is reported, not failed:
+        production `for:` durations can outlast a drill's fault."""
+        out = []
+        if self.recover_s is None:
+            out.append("no good turn after the fault ended")
+        if self.lost:
+            out.append(f"history lost in {len(self.lost)} session(s)")
+        if self.release is not None and self.release.state != "rolled_back":
+            out.append(f"the bad release was not rolled back (state {self.release.state})")
+        if self.panels_missed:
+            out.append("the dashboards did not show the fault on: " + "; ".join(self.panels_missed))
+        return out
+
     def lines(self) -> list[str]:
         def s(v: float | None) -> str:
             return "not seen" if v is None else f"{v:.1f} s"
@@ -80,6 +98,7 @@ class DrillReport:
         out += [f"  error seen: {e}" for e in self.errors[:8]]
         out.append("  history: " + ("intact" if not self.lost else f"LOST items in {len(self.lost)} sessions: "
                                     f"{self.lost}"))
+        out.append("  drill: " + ("PASSED" if not self.failures else "FAILED: " + "; ".join(self.failures)))
         return out
 
 

@@ -104,6 +104,12 @@ def test_the_report_names_a_panel_that_did_not_show_the_fault():
     text = "\n".join(r.lines())
     assert "Backend failures: showed it (up: asr from 0, to 0.4)" in text
     assert "Error events by code: DID NOT SHOW IT" in text
+    # make drill fails on it: on-call would have looked at a panel that showed nothing.
+    assert r.failures == ["no good turn after the fault ended", "the dashboards did not show the fault "
+                          "on: Voice / stage / gateway: Error events by code"]
+    assert text.endswith("drill: FAILED: " + "; ".join(r.failures))
+    r.recover_s, r.panels[1].shown = 3.0, True
+    assert r.failures == [] and text != "\n".join(r.lines()) and r.lines()[-1] == "  drill: PASSED"
 
 
 def test_the_report_counts_turns_by_phase_and_says_when_history_was_lost():
