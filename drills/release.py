@@ -36,6 +36,7 @@ class ReleaseOutcome:
     rule: str = ""                    # the rule that decided (a failing check, or 'command')
     reason: str = ""
     counts: dict[str, int] = dataclasses.field(default_factory=dict)   # turns judged per variant
+    check: dict[str, Any] = dataclasses.field(default_factory=dict)    # the deciding check, as recorded
 
     def line(self) -> str:
         when = "not decided" if self.decided_s is None else f"{self.state} after {self.decided_s:.1f} s"
@@ -107,3 +108,4 @@ class DrillRelease:
         self.outcome.rule, self.outcome.reason = e.get("rule") or "", e.get("reason") or ""
         if "counts" in e:
             self.outcome.counts = dict(e["counts"])
+        self.outcome.check = next((dict(c) for c in e.get("checks") or () if c.get("rule") == e.get("rule")), {})

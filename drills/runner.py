@@ -52,6 +52,7 @@ class DrillReport:
     lost: dict[str, list[str]] = dataclasses.field(default_factory=dict)
     sessions: dict[str, list[str]] = dataclasses.field(default_factory=dict)   # id -> items seen done
     release: ReleaseOutcome | None = None      # a release drill: what the judge decided, when, why
+    release_expect: str = "rolled_back"       # ... and what it should have decided
     alert_before: str | None = None           # an expected alert already active before the fault
     panels: list[PanelSeen] = dataclasses.field(default_factory=list)   # the scenario's moves, as Prometheus saw them
 
@@ -63,7 +64,8 @@ class DrillReport:
     @property
     def failures(self) -> list[str]:
         """Why the drill failed (empty: it passed). A drill passes when the system
-        recovered, no history was lost, a release drill's bad canary went out, and
+        recovered, no history was lost, a release drill's judge decided as it
+        should (a bad canary rolled back, a good one promoted), and
         every panel the runbook sends on-call to showed the fault (panels are read
         only with a Prometheus). An alert not seen is reported, not failed:
         production `for:` durations can outlast a drill's fault."""
@@ -72,8 +74,9 @@ class DrillReport:
             out.append("no good turn after the fault ended")
         if self.lost:
             out.append(f"history lost in {len(self.lost)} session(s)")
-        if self.release is not None and self.release.state != "rolled_back":
-            out.append(f"the bad release was not rolled back (state {self.release.state})")
+        if self.release is not None and self.release.state != self.release_expect:
+            out.append(f"the release should have been {self.release_expect.replace('_', ' ')}: "
+                       f"it is {self.release.state or 'not started'}")
         if self.panels_missed:
             out.append("the dashboards did not show the fault on: " + "; ".join(self.panels_missed))
         return out
@@ -123,6 +126,7 @@ def briefing(sc: Scenario, fault_s: float) -> list[str]:
     lines += [f"Traffic: {sc.users} people talking with real recorded speech ({who}){more}.", "Look at:"]
     lines += [f"  - {p}" for p in sc.look_at]
     lines.append("Alert that should fire: " + (" or ".join(sc.alerts) if sc.alerts else
+                                               "none (a good release is not an incident)" if sc.release else
                                                "none (the protection working is not an incident)"))
     lines.append(f"Runbook: docs/runbooks/{sc.runbook}.md")
     return lines
@@ -183,7 +187,7 @@ async def run_drill(sc: Scenario, *, http_url: str, admin_key: str, clips: list,
     if sc.release and release_store is None:
         raise ValueError(f"drill {sc.name} starts a {sc.release} release: give the gateways' Redis")
     fault_s = fault_s or sc.fault_s
-    report = DrillReport(sc.name, fault_s)
+    report = DrillReport(sc.name, fault_s, release_expect=sc.release_expect)
     for line in briefing(sc, fault_s):
         say(line)
     ws_url = http_url.replace("http", "ws", 1) + "/v1/realtime"

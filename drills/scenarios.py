@@ -46,6 +46,7 @@ class Scenario:
     release_interval_s: float = 120.0
     judge_min_samples: int = 10
     probes: bool = False                  # the judge also runs the quality probes (release/probes.py)
+    release_expect: str = "rolled_back"   # what the judge must decide: a bad canary out, a good one promoted
     # Panels of look_at that the fault must move, which way, and on which
     # line: the drill reads them from Prometheus after it (drills/panels.py).
     moves: tuple[Move, ...] = ()
@@ -186,6 +187,28 @@ SCENARIOS: dict[str, Scenario] = {s.name: s for s in (
                Move(f"{CANARY}: Release weight (% of new sessions on canary)", "up", "tts")),
         new_session_every=2,
         release="tts",
+    ),
+    Scenario(
+        name="canary-good",
+        teaches="A release that is no worse goes all the way by itself: a TTS canary (here the same voice "
+                "and settings as stable) takes 50 % of the new conversations, then 100 %; at each step the "
+                "judge compares the canary's turns with stable's, finds nothing worse and steps on, and the "
+                "release is promoted. Nobody is paged and no alert fires; the decisions, with their values, "
+                "are in `make release-events SERVICE=tts`. (The drill then withdraws the canary: it leaves "
+                "nothing serving that it started.)",
+        faults=(),            # nothing is injected: the canary pool is as good as stable
+        fault_s=600,          # the most the drill waits for the judge
+        look_at=(f"{CANARY}: Release state", f"{CANARY}: Judge verdicts (15 m)",
+                 f"{CANARY}: Release weight (% of new sessions on canary)"),
+        alerts=(),
+        runbook="VoiceReleaseRolledBack",
+        moves=(Move(f"{CANARY}: Release state", "up", "tts promoted"),
+               Move(f"{CANARY}: Judge verdicts (15 m)", "up", "tts pass"),
+               Move(f"{CANARY}: Release weight (% of new sessions on canary)", "up", "tts")),
+        new_session_every=2,
+        release="tts",
+        release_interval_s=30.0,   # judged as soon as the canary has its turns; holds until then
+        release_expect="promoted",
     ),
     Scenario(
         name="canary-asr-worse",

@@ -5,7 +5,10 @@ Two kinds of rules, both over per-turn samples (release/samples.py):
 - hard thresholds on the canary alone (Flagger-style): turn failure ratio,
   p95 of voice-to-voice and of each stage (ASR final, LLM first token, TTS
   first audio), mean interim churn. They catch a canary that is bad for
-  users whatever stable does.
+  users whatever stable does; but when stable, over the same window, is
+  over a latency limit too (the host is slow for everyone), that limit is
+  skipped and the comparison below decides, so a release is not blamed for
+  the host (``_p95``).
 - a statistical comparison with stable (Kayenta-style): a one-sided
   Mann-Whitney U test per compared metric, failing only when the canary is
   slower with significance (p < alpha) *and* by more than the effect-size
@@ -109,7 +112,7 @@ def judge(service: str, samples: list[Sample], cfg: JudgeConfig = JudgeConfig(),
     compared = COMPARED.get(service, ("v2v_ms",))
     checks = [_failures(canary, cfg)]
     for metric in LATENCIES:
-        checks.append(_p95(metric, canary, cfg, required=metric in compared))
+        checks.append(_p95(metric, canary, cfg, required=metric in compared, stable=stable))
     checks.append(_churn(canary, cfg, required=service == "asr"))
     for metric in compared:
         checks.append(_compare(metric, canary, stable, cfg))
@@ -133,7 +136,9 @@ def _reason(c: Check) -> str:
         worst = c.detail["regressions"][0]
         return (f"{c.rule}: canary worse on {len(c.detail['regressions'])} slice(s), worst {worst['slice']} "
                 f"(WER {worst['wer_stable']:.1%} -> {worst['wer_canary']:.1%}, margin {_num(c.limit)})")
-    return f"{c.rule}: {_num(c.value)} over the limit {_num(c.limit)}"
+    d = c.detail
+    also = f" (stable's p95 {_num(d['stable_p95'])})" if "stable_p95" in d else ""
+    return f"{c.rule}: {_num(c.value)} over the limit {_num(c.limit)}{also}"
 
 
 def _failures(canary: list[Sample], cfg: JudgeConfig) -> Check:
@@ -150,7 +155,16 @@ def _failures(canary: list[Sample], cfg: JudgeConfig) -> Check:
     return Check(rule, FAIL if ratio > cfg.max_failure_ratio else PASS, ratio, cfg.max_failure_ratio, detail)
 
 
-def _p95(metric: str, canary: list[Sample], cfg: JudgeConfig, required: bool) -> Check:
+def _p95(metric: str, canary: list[Sample], cfg: JudgeConfig, required: bool,
+         stable: list[Sample] = ()) -> Check:
+    """The canary's p95 against the limit (the SLO), as Flagger's thresholds.
+    One exception: when stable, over the same window and with enough turns,
+    is over the limit too, the host is slow for everyone and the limit cannot
+    tell the release's effect: the check is skipped (``stable_over``) and the
+    comparison with stable decides (Mann-Whitney over whole distributions,
+    where two p95s of a few turns are each nearly one turn's value).
+    Otherwise no release could ship while the SLO is broken, not even its
+    fix, and each would be rolled back with a ticket that blames it."""
     values = stats.clean(getattr(s, metric) for s in canary)
     limit = cfg.max_p95_ms.get(metric)
     rule = f"hard:p95:{metric}"
@@ -160,7 +174,16 @@ def _p95(metric: str, canary: list[Sample], cfg: JudgeConfig, required: bool) ->
         return Check(rule, INCONCLUSIVE if required else SKIPPED, None, limit,
                      {"n": len(values), "why": f"{len(values)} canary values, {cfg.min_samples} needed"})
     p95 = stats.percentile(values, 95)
-    return Check(rule, FAIL if p95 > limit else PASS, p95, limit, {"n": len(values)})
+    detail: dict[str, Any] = {"n": len(values)}
+    others = stats.clean(getattr(s, metric) for s in stable)
+    if others:
+        stable_p95 = stats.percentile(others, 95)
+        detail.update(stable_p95=stable_p95, stable_n=len(others))
+        if len(others) >= cfg.min_samples and stable_p95 > limit:
+            detail.update(stable_over=True, why=f"stable over the limit too (p95 {stable_p95:.0f}): the host "
+                                                "is slow for everyone; the comparison with stable decides")
+            return Check(rule, SKIPPED, p95, limit, detail)
+    return Check(rule, FAIL if p95 > limit else PASS, p95, limit, detail)
 
 
 def _churn(canary: list[Sample], cfg: JudgeConfig, required: bool) -> Check:

@@ -47,6 +47,7 @@ ADMIN_KEY = "drill-admin-key-0123456789"
 SHORT_FOR = "5s"
 FAULT_S = 90.0           # the most a fault lasts: ~10 turns of two people on a 2-core host
 CANARY_FAULT_S = 240.0   # the canary drill: ~10 canary turns of three people at 50 %
+CANARY_GOOD_WAIT_S = 300.0   # the 50 % step judged every 30 s until 5 canary turns of two people
 ASR_CANARY_WAIT_S = 600.0   # check at 60 s, then the probes: 2 x 179 background ASR passes (250 s measured)
 END_AFTER_FIRING_S = 5.0  # a fault ends this long after its alert fires (detection is what is measured)
 
@@ -175,6 +176,30 @@ async def test_asr_down_drill(live):
     report = await _drill(live, "asr-down")
     _detected_and_recovered(report, "asr-down")
     assert any(e.startswith("backend_unavailable: asr at ") for e in report.errors), report.errors
+
+
+async def test_canary_good_drill(live):
+    """A canary no worse than stable (the TTS canary pool is the TTS itself, no
+    fault) goes 50 % -> 100 % and is promoted by the judge, with no alert and
+    nothing lost; the drill then withdraws it (weight 0), so the next drill
+    starts from stable. Before canary-bad, whose rolled-back record stays."""
+    # Two people: with one, a 50 % hash over a few conversations gave the canary 2 turns
+    # in 5 min (2026-12-04), and the release was aborted as inconclusive.
+    report, rel = await _release_drill(live, "canary-good", judge_min_samples=5, users=2,
+                                       fault_s=CANARY_GOOD_WAIT_S)
+    out = report.release
+    assert out is not None, report.lines()
+    if out.state == "rolled_back" and out.rule.startswith("hard:p95:") \
+            and out.check.get("stable_p95", 0) > 0.8 * out.check.get("limit", float("inf")):
+        # Stable near the limit too (a host at the SLO's edge), not over it: the
+        # limit stands, and a p95 of the canary's 5 turns is nearly its slowest turn.
+        pytest.skip(f"the host is at the SLO's edge for stable too: {report.lines()}")
+    assert out.state == "promoted", report.lines()
+    assert out.counts.get("canary", 0) >= 5, report.lines()
+    assert report.recover_s is not None and report.lost == {}, report.lines()
+    assert report.panels and not report.panels_missed, report.lines()
+    assert report.failures == [], report.lines()
+    assert (rel.state, rel.weight) == ("aborted", 0.0)      # withdrawn by the drill at its end
 
 
 async def test_canary_bad_drill(live):

@@ -109,6 +109,12 @@ def test_the_report_names_a_panel_that_did_not_show_the_fault():
                           "on: Voice / stage / gateway: Error events by code"]
     assert text.endswith("drill: FAILED: " + "; ".join(r.failures))
     r.recover_s, r.panels[1].shown = 3.0, True
+    from drills.release import ReleaseOutcome
+    good = DrillReport("canary-good", 60, recover_s=1.0, release=ReleaseOutcome("tts", "rolled_back"),
+                       release_expect="promoted")
+    assert good.failures == ["the release should have been promoted: it is rolled_back"]
+    good.release = ReleaseOutcome("tts", "promoted")
+    assert good.failures == []
     assert r.failures == [] and text != "\n".join(r.lines()) and r.lines()[-1] == "  drill: PASSED"
 
 

@@ -14,7 +14,7 @@ import random
 import pytest
 
 from release import stats
-from release.judge import FAIL, INCONCLUSIVE, PASS, JudgeConfig, judge
+from release.judge import FAIL, INCONCLUSIVE, PASS, SKIPPED, JudgeConfig, judge
 from release.samples import Sample
 
 
@@ -119,6 +119,27 @@ def test_hard_latency_threshold_fails_a_canary_even_without_stable():
     v = judge("tts", samples)
     assert v.verdict == FAIL and v.rule == "hard:p95:v2v_ms"
     assert rule(v, "hard:p95:v2v_ms").value > 1200
+
+
+def test_a_host_slow_for_stable_too_leaves_latency_to_the_comparison_with_stable():
+    # Stable over the SLO as well (the host, not the release): the latency limit is
+    # skipped and says why, an equal canary passes, a clearly slower one fails on the
+    # comparison with stable.
+    slow = turns(40, canary=False, v2v=2400.0, tts=400.0, seed=21)
+    equal = judge("tts", slow + turns(40, canary=True, v2v=2400.0, tts=400.0, seed=22))
+    check = rule(equal, "hard:p95:v2v_ms")
+    assert check.outcome == SKIPPED and check.detail["stable_over"] and check.detail["stable_n"] == 40
+    assert "slow for everyone" in check.detail["why"]
+    assert equal.verdict == PASS, equal.reason
+    worse = judge("tts", slow + turns(40, canary=True, v2v=3600.0, tts=400.0, seed=22))
+    assert worse.verdict == FAIL and worse.rule == "mann_whitney:v2v_ms", worse.reason
+    # Stable within the SLO: the limit stands, with stable's p95 beside it.
+    fine = judge("tts", turns(40, canary=False, seed=23) + turns(40, canary=True, v2v=2500.0, seed=24))
+    assert fine.verdict == FAIL and fine.rule == "hard:p95:v2v_ms"
+    assert "over the limit 1200" in fine.reason and "(stable's p95 " in fine.reason
+    # Too few stable turns to say the host is slow: the limit stands.
+    few = judge("tts", slow[:3] + turns(40, canary=True, v2v=2400.0, seed=22))
+    assert few.verdict == FAIL and few.rule == "hard:p95:v2v_ms"
 
 
 def test_interim_churn_is_judged_for_asr_releases():
