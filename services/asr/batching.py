@@ -85,11 +85,15 @@ class InterimBatcher:
 
     def _launch(self, pass_id: int) -> None:
         waiting = self._pending.pop(pass_id)
-        if self.observer is not None:
-            self.observer.interim_batch(len(waiting))
-        loop = asyncio.get_running_loop()
-        done = loop.run_in_executor(self.pool or self.engine.interim_pool, self.engine.transcribe_interims,
-                                    [w.item for w in waiting])
+        try:
+            if self.observer is not None:
+                self.observer.interim_batch(len(waiting))
+            loop = asyncio.get_running_loop()
+            done = loop.run_in_executor(self.pool or self.engine.interim_pool,
+                                        self.engine.transcribe_interims, [w.item for w in waiting])
+        except Exception as exc:   # e.g. the pool shut down: every stream of the pass hears of it
+            _settle(waiting, [exc] * len(waiting))
+            return
 
         def deliver(f: asyncio.Future) -> None:
             if f.cancelled():
@@ -98,13 +102,21 @@ class InterimBatcher:
                         w.future.cancel()
                 return
             exc = f.exception()
-            results: list = [exc] * len(waiting) if exc is not None else f.result()
-            for w, result in zip(waiting, results):
-                if w.future.done():
-                    continue   # that stream's task was cancelled meanwhile
-                if isinstance(result, BaseException):
-                    w.future.set_exception(result)
-                else:
-                    w.future.set_result(result)
+            results: list = [exc] * len(waiting) if exc is not None else list(f.result())
+            if len(results) != len(waiting):   # never leave a stream waiting (its slot with it)
+                short = RuntimeError(f"interim batch of {len(waiting)} streams returned "
+                                     f"{len(results)} results")
+                results = (results + [short] * len(waiting))[:len(waiting)]
+            _settle(waiting, results)
 
         done.add_done_callback(deliver)
+
+
+def _settle(waiting: list[_Waiting], results: list) -> None:
+    for w, result in zip(waiting, results):
+        if w.future.done():
+            continue   # that stream's task was cancelled meanwhile
+        if isinstance(result, BaseException):
+            w.future.set_exception(result)
+        else:
+            w.future.set_result(result)

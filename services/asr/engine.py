@@ -160,7 +160,7 @@ class WhisperEngine:
             return self._transcribe(audio, language, beam_size=1, words=False, cancel=cancel)
         _check(cancel)
         t0 = time.perf_counter()
-        text = self._greedy_trimmed([(audio, language)])[0]
+        text = self._greedy_trimmed([(audio, language, cancel)])[0]
         if isinstance(text, Exception):
             raise text
         return Transcript(text=text, model_seconds=time.perf_counter() - t0)
@@ -183,7 +183,12 @@ class WhisperEngine:
                     out[i] = exc
         for group in self._batches(batch, items):
             t0 = time.perf_counter()
-            texts = self._greedy_trimmed([(items[i].audio, items[i].language) for i in group])
+            try:
+                texts = self._greedy_trimmed([(items[i].audio, items[i].language, items[i].cancel)
+                                              for i in group])
+            except Exception as exc:   # this group's failure (e.g. out of memory): not the other groups'
+                log.warning("batched interim pass of %d streams failed: %r", len(group), exc)
+                texts = [exc] * len(group)
             seconds = time.perf_counter() - t0
             for i, text in zip(group, texts):
                 out[i] = text if isinstance(text, Exception) else Transcript(text, model_seconds=seconds)
@@ -267,30 +272,39 @@ class WhisperEngine:
                 self._tokenizers[key] = tok
             return tok
 
-    def _greedy_trimmed(self, pieces: Sequence[tuple[np.ndarray, str | None]]) -> list[str | Exception]:
-        """Greedy decodes of each (audio, language) on the trimmed encoder, as one
-        batch: every window is padded to the longest one's (more silence after
-        the shorter utterances), and CTranslate2 decodes them side by side.
-        Looping text comes back as Unreliable for that piece alone."""
+    def _greedy_trimmed(self, pieces: Sequence[tuple[np.ndarray, str | None, threading.Event]]
+                        ) -> list[str | Exception]:
+        """Greedy decodes of each (audio, language, cancel) on the trimmed encoder,
+        as one batch: every window is padded to the longest one's (more silence
+        after the shorter utterances), and CTranslate2 decodes them side by side.
+        Looping text comes back as Unreliable for that piece alone; a piece whose
+        stream went away while the encoder ran comes back Cancelled (and a lone
+        piece is then not decoded at all)."""
         from faster_whisper.audio import pad_or_trim
         from faster_whisper.transcribe import get_suppressed_tokens
 
         model = self.interim_model
-        toks = [self._tokenizer(language, model) for _, language in pieces]
-        feats = [model.feature_extractor(audio) for audio, _ in pieces]
+        toks = [self._tokenizer(language, model) for _, language, _ in pieces]
+        feats = [model.feature_extractor(audio) for audio, _, _ in pieces]
         target = max(self._window(f, self.options.interim_pad_s) for f in feats)
         encoded = model.encode(np.stack([pad_or_trim(f, target) for f in feats]))
+        cancelled = [cancel.is_set() for _, _, cancel in pieces]
+        if all(cancelled):   # every stream went away while the encoder ran: no decode
+            return [Cancelled() for _ in pieces]
         prompts = [list(tok.sot_sequence) + [tok.no_timestamps] for tok in toks]
         # Greedy decoding on a short window can loop ("Mr. Chair and Mr. Chair ..."): cap
         # the tokens at what fast speech could need, and drop repetitive text below.
         caps = [min(model.max_length // 2, int(MAX_TOKENS_PER_SECOND * audio.size / SAMPLE_RATE) + 8)
-                for audio, _ in pieces]
+                for audio, _, _ in pieces]
         results = model.model.generate(
             encoded, prompts, beam_size=1, max_length=max(len(p) + c for p, c in zip(prompts, caps)),
             suppress_blank=True, suppress_tokens=get_suppressed_tokens(toks[0], [-1]),
             return_no_speech_prob=True)
         out: list[str | Exception] = []
-        for result, tok, cap in zip(results, toks, caps):
+        for result, tok, cap, gone in zip(results, toks, caps, cancelled):
+            if gone:   # (decoded with the others: a batch's rows cannot be dropped midway)
+                out.append(Cancelled())
+                continue
             if result.no_speech_prob > 0.6:   # faster-whisper's default no_speech_threshold
                 out.append("")
                 continue

@@ -158,11 +158,16 @@ class InterimScheduler:
                     break
                 req = self._queue.pop(stream)
                 self._running[stream] = pass_id
-                if req.start():
+                try:
+                    started = req.start()
+                except BaseException:
+                    del self._running[stream]   # no slot kept by a pass that never started
+                    raise
+                if started:
                     self.observer.interim_waited(self.clock.now() - req.asked_at)
                 else:
                     del self._running[stream]
         self._report()
 
     def _report(self) -> None:
-        self.observer.interim_queue(len(self._queue), len(self._running))
+        self.observer.interim_queue(len(self._queue), self.passes)

@@ -32,6 +32,7 @@ class RecognizerServicer(asr_pb2_grpc.RecognizerServicer):
         self.interims = interims or InterimScheduler(1, observer=self.observer)
         # Streams the scheduler grants one pass together are decoded as one batch.
         self.batcher = batcher
+
     async def StreamingRecognize(self, request_iterator: AsyncIterator[asr_pb2.RecognizeRequest],
                                  context: grpc.aio.ServicerContext
                                  ) -> AsyncIterator[asr_pb2.RecognizeResponse]:

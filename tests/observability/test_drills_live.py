@@ -213,7 +213,8 @@ async def test_canary_bad_drill(live):
     report, rel = await _release_drill(live, "canary-bad", judge_min_samples=5, users=3, fault_s=CANARY_FAULT_S)
     _detected_and_recovered(report, "canary-bad", CANARY_FAULT_S)
     assert report.release is not None and report.release.state == "rolled_back", report.lines()
-    assert report.release.rule.startswith("hard:p95:"), report.lines()
+    # A hard latency limit, or (stable over the SLO too on a slow host) the comparison.
+    assert report.release.rule.startswith(("hard:p95:", "mann_whitney:")), report.lines()
     assert report.release.counts.get("canary", 0) >= 5, report.lines()
     assert (rel.state, rel.weight) == ("rolled_back", 0.0)
     assert report.outcomes["after"].get("completed", 0) >= 1, report.lines()

@@ -89,3 +89,22 @@ async def test_an_engine_failure_reaches_every_stream_of_the_batch(pool) -> None
     results = await asyncio.gather(*(b.interim(3, audio(n), "en", never) for n in (1, 2)),
                                    return_exceptions=True)
     assert all(isinstance(r, RuntimeError) and "exploded" in str(r) for r in results)
+
+
+async def test_a_batch_that_cannot_start_or_answers_short_fails_its_streams_instead_of_hanging(pool) -> None:
+    # A stream left waiting would keep its interim slot for good: every stream's interims stop.
+    class Short(ScriptedEngine):
+        def transcribe_interims(self, items):
+            return super().transcribe_interims(items)[:1]
+
+    never = threading.Event()
+    b = InterimBatcher(Short(), pool)
+    short = await asyncio.wait_for(asyncio.gather(*(b.interim(1, audio(n), "en", never) for n in (1, 2)),
+                                                  return_exceptions=True), 5)
+    assert short[0].text == "n=1" and isinstance(short[1], RuntimeError) and "1 results" in str(short[1])
+    closed = ThreadPoolExecutor(1)
+    closed.shutdown()
+    b = InterimBatcher(ScriptedEngine(), closed)
+    gone = await asyncio.wait_for(asyncio.gather(*(b.interim(2, audio(n), "en", never) for n in (1, 2)),
+                                                 return_exceptions=True), 5)
+    assert all(isinstance(r, RuntimeError) for r in gone), gone

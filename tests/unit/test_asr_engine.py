@@ -142,6 +142,33 @@ def test_a_cancelled_stream_runs_no_pass(engine, short_clip) -> None:
         engine.transcribe_final(audio, "en", 5, cancel)
     with pytest.raises(Cancelled):
         engine.transcribe_interim(audio, "en", cancel)
+    # Gone while the encoder ran: a lone interim is not decoded (the flag is read after encoding).
+    calls = []
+    later = threading.Event()
+    encode, real = engine.interim_model.encode, engine.interim_model.model
+
+    class Counting:
+        def __getattr__(self, name):
+            return getattr(real, name)
+
+        def generate(self, *a, **kw):
+            calls.append(1)
+            return real.generate(*a, **kw)
+
+    def encode_then_go(*a, **kw):
+        out = encode(*a, **kw)
+        later.set()
+        return out
+
+    engine.interim_model.encode, engine.interim_model.model = encode_then_go, Counting()
+    try:
+        with pytest.raises(Cancelled):
+            engine.transcribe_interim(audio, "en", later)
+        engine.transcribe_interim(audio, "en", threading.Event())
+    finally:
+        del engine.interim_model.encode
+        engine.interim_model.model = real
+    assert calls == [1]                  # the second pass decoded, the first did not
 
 
 def test_a_redone_final_is_decoded_at_temperature_0_and_repeats_itself(engine, short_clip, monkeypatch) -> None:

@@ -242,3 +242,17 @@ def test_batches_keep_the_cadence_of_four_streams_close_to_the_asked_interval() 
     talking = {n: (0.0, 6.0) for n in "abcd"}
     gaps = simulate(talking, 6.0, pass_s=0.2, max_batch=4)
     assert statistics.median(g for n in "abcd" for g in gaps[n][1:]) <= 0.44
+
+
+def test_a_start_that_raises_keeps_no_slot() -> None:
+    rec, clock = Recorder(), VirtualClock()
+    s = InterimScheduler(1, clock, rec, max_batch=2)
+
+    def broken() -> bool:
+        raise RuntimeError("loop closing")
+
+    with pytest.raises(RuntimeError):
+        s.want("a", 0.0, broken)
+    assert s.running == 0 and s.passes == 0
+    s.want("b", 1.0, rec.start("b"))
+    assert rec.started == ["b"] and rec.queue[-1] == (0, 1)    # the gauge counts passes
