@@ -84,6 +84,21 @@ def test_a_batch_of_streams_hears_what_each_stream_alone_hears(engine) -> None:
     assert [t.text for t in together[:4]] == [t.text for t in alone]
     assert all(t.text for t in alone)
     assert isinstance(together[4], Cancelled)
+    # One group's failure (a GPU out of memory, say) fails that group's streams only.
+    real = engine._greedy_trimmed
+
+    def fail_batches(pieces):
+        if len(pieces) > 1:
+            raise MemoryError("batch too large")
+        return real(pieces)
+
+    engine._greedy_trimmed = fail_batches
+    try:
+        mixed = engine.transcribe_interims(items[:4])
+    finally:
+        del engine._greedy_trimmed
+    assert [type(r).__name__ for r in mixed] == ["MemoryError"] * 3 + ["Transcript"]
+    assert mixed[3].text == alone[3].text
 
 
 def test_trimmed_window_is_as_accurate_as_the_full_window_over_every_clip(engine) -> None:
