@@ -71,10 +71,9 @@ STAGE_PANELS: dict[str, list[Panel]] = {
             t("sum(voice_asr_interim_queued)", "streams waiting"),
             t("sum(voice_asr_interim_running)", "passes running"),
             t(quantile(0.95, "voice_asr_interim_wait_seconds"), "wait p95 (s)"),
-            t(quantile(0.95, "voice_asr_interim_batch_streams"), "streams per pass p95"),
         ], description="Saturation of the interim slots: streams waiting while the slots are busy "
-              "or a final runs; the wait is what stretches the cadence. Streams per pass: with "
-              "ASR_INTERIM_BATCH > 1 (a GPU's default) a pass decodes several streams at once."),
+              "or a final runs; the wait is what stretches the cadence. (With ASR_INTERIM_BATCH > 1, a "
+              "GPU's default, voice_asr_interim_batch_streams says how many streams each pass carried.)"),
         Panel("Interim churn (words revised)", quantiles("voice_asr_interim_churn_words", qs=(0.5, 0.95))),
         Panel("Audio received", [t(rate("voice_asr_audio_seconds_total"), "audio s / s")],
               description="Seconds of audio per second: the number of users speaking."),

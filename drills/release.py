@@ -28,6 +28,9 @@ from release.state import ACTIVE
 from release.store import ReleaseStore
 
 
+HOLD_AT_LEAST_S = 240.0
+
+
 @dataclasses.dataclass
 class ReleaseOutcome:
     service: str
@@ -59,7 +62,11 @@ class DrillRelease:
 
     async def start(self) -> None:
         self._t0 = time.monotonic()
-        rel = await self.ctl.start(self.service, self.steps, self.interval_s, hold_limit_s=4 * self.interval_s)
+        # Held (too few canary turns) at most 4 intervals, and never under 4 min: which
+        # sessions a weight sends to the canary is a hash, and a few people's handful of
+        # conversations can leave it short for a while (4 canary turns in 150 s, seen).
+        rel = await self.ctl.start(self.service, self.steps, self.interval_s,
+                                   hold_limit_s=max(4 * self.interval_s, HOLD_AT_LEAST_S))
         self.started = True
         self.outcome.state = rel.state
 

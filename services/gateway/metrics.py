@@ -127,6 +127,7 @@ REGISTRY.register(RELEASE_DECISIONS)
 
 TURN_OUTCOMES = ("completed", "cancelled", "failed")
 BACKENDS = ("vad", "asr", "llm", "rag", "tts")
+SERVER_ERROR_CODES = ("backend_unavailable", "internal_error", "server_busy")
 
 
 def init_series() -> None:
@@ -149,6 +150,10 @@ def init_series() -> None:
             TASK_FAILURES.labels(**b, task=task, action=action)
     # The alerts on these are rates too (VoiceGatewayBackendErrors, VoiceRedisFailures):
     # an outage's first failure must count, which is what a drill measures.
+    # The server's own error codes (the "Error events by code" panel, a drill's check):
+    # a fault's first burst of a code never seen before must show as a rise.
+    for code in SERVER_ERROR_CODES:
+        ERRORS.labels(**b, code=code)
     for backend in BACKENDS:
         BACKEND_ERRORS.labels(**b, backend=backend)
         BACKEND_RETRIES.labels(**b, backend=backend)

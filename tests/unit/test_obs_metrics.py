@@ -119,6 +119,9 @@ def test_gateway_slo_series_exist_at_zero_before_the_first_event():
     for backend in ("vad", "asr", "llm", "rag", "tts"):
         assert get("voice_gateway_backend_errors_total", b | {"backend": backend}) == 0
     assert get("voice_gateway_redis_failures_total", b | {"op": "write"}) == 0
+    # ... and a first error event of a code (the "Error events by code" panel a drill reads).
+    for code in ("backend_unavailable", "internal_error", "server_busy"):
+        assert get("voice_gateway_errors_total", b | {"code": code}) == 0
 
 
 def _traced_observation(hist: metrics.Histogram, labels: dict[str, str]) -> str:
