@@ -55,6 +55,18 @@ class Scenario:
         return [{**f, "duration_s": self.fault_s} for f in self.faults]
 
 
+RELEASE_PANELS = (f"{CANARY}: Release state", f"{CANARY}: Judge verdicts (15 m)",
+                  f"{CANARY}: Release weight (% of new sessions on canary)")
+
+
+def release_moves(service: str, state: str, verdict: str) -> tuple[Move, ...]:
+    """How a release drill shows on RELEASE_PANELS: the state and verdict the judge
+    reached for ``service``, and the weight it was given."""
+    state_panel, verdict_panel, weight_panel = RELEASE_PANELS
+    return (Move(state_panel, "up", f"{service} {state}"), Move(verdict_panel, "up", f"{service} {verdict}"),
+            Move(weight_panel, "up", service))
+
+
 SCENARIOS: dict[str, Scenario] = {s.name: s for s in (
     Scenario(
         name="asr-slow",
@@ -198,13 +210,10 @@ SCENARIOS: dict[str, Scenario] = {s.name: s for s in (
                 "nothing serving that it started.)",
         faults=(),            # nothing is injected: the canary pool is as good as stable
         fault_s=600,          # the most the drill waits for the judge
-        look_at=(f"{CANARY}: Release state", f"{CANARY}: Judge verdicts (15 m)",
-                 f"{CANARY}: Release weight (% of new sessions on canary)"),
+        look_at=RELEASE_PANELS,
         alerts=(),
         runbook="VoiceReleaseRolledBack",
-        moves=(Move(f"{CANARY}: Release state", "up", "tts promoted"),
-               Move(f"{CANARY}: Judge verdicts (15 m)", "up", "tts pass"),
-               Move(f"{CANARY}: Release weight (% of new sessions on canary)", "up", "tts")),
+        moves=release_moves("tts", "promoted", "pass"),
         new_session_every=2,
         release="tts",
         release_interval_s=30.0,   # judged as soon as the canary has its turns; holds until then
@@ -218,13 +227,10 @@ SCENARIOS: dict[str, Scenario] = {s.name: s for s in (
                 "check time, and roll it back.",
         faults=(),            # nothing is injected: the canary pool runs the worse model
         fault_s=600,          # the most the drill waits for the judge
-        look_at=(f"{CANARY}: Release state", f"{CANARY}: Judge verdicts (15 m)",
-                 f"{CANARY}: Release weight (% of new sessions on canary)"),
+        look_at=RELEASE_PANELS,
         alerts=("VoiceReleaseRolledBack",),
         runbook="VoiceReleaseRolledBack",
-        moves=(Move(f"{CANARY}: Release state", "up", "asr rolled_back"),
-               Move(f"{CANARY}: Judge verdicts (15 m)", "up", "asr fail"),
-               Move(f"{CANARY}: Release weight (% of new sessions on canary)", "up", "asr")),
+        moves=release_moves("asr", "rolled_back", "fail"),
         new_session_every=2,
         release="asr",
         release_interval_s=60.0,
