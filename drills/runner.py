@@ -205,7 +205,7 @@ async def run_drill(sc: Scenario, *, http_url: str, admin_key: str, clips: list,
         say("baseline: waiting for a first good turn ...")
         if not await _until(lambda: traffic.ok_after(0.0) is not None, baseline_timeout_s):
             raise RuntimeError(f"no turn completed within {baseline_timeout_s:.0f} s before the fault: "
-                               "the stack is not healthy, no drill")
+                               f"the stack is not healthy, no drill ({traffic.summary()})")
         t0, wall0 = time.monotonic(), time.time()
         watch = (AlertWatch(prometheus, sc.alerts, wall0, {"backend": sc.release} if sc.release else None)
                  if prometheus and sc.alerts else None)

@@ -18,6 +18,7 @@ sessions only, so the canary drill needs them to see its share move."""
 from __future__ import annotations
 
 import asyncio
+import collections
 import dataclasses
 import itertools
 import logging
@@ -109,6 +110,12 @@ class Traffic:
         """The first completed turn spoken after ``t``."""
         return next((x for x in sorted(self.turns, key=lambda x: x.ended_at)
                      if x.ok and x.spoken_at >= t), None)
+
+    def summary(self) -> str:
+        """The turns' outcomes and distinct errors so far, for a message."""
+        outcomes = dict(collections.Counter(t.outcome for t in self.turns))
+        errors = sorted({e for t in self.turns for e in t.errors})
+        return f"turns {outcomes or 'none'}, errors {errors[:5] or 'none'}"
 
     # -- one speaker ------------------------------------------------------------------
     async def _run(self, sp: Speaker) -> None:

@@ -57,6 +57,11 @@ class Stack:
         t["gateway"] = self.gateway.address
         return t
 
+    def log_tails(self, chars: int = 1500) -> str:
+        """The end of every process's log: what a failed test prints to say why."""
+        procs = {**self.services, "gateway": self.gateway}
+        return "\n".join(f"--- {name} log (last {chars} chars) ---\n{p.log()[-chars:]}" for name, p in procs.items())
+
     def restart_gateway(self) -> None:
         """Stop the gateway (SIGTERM) and start it again on the same port."""
         self.gateway.stop()

@@ -76,9 +76,12 @@ def live(stack, tmp_path) -> Iterator[tuple[Stack, str]]:
 async def _drill(live, name: str, **kw):
     st, prom_url = live
     scenario = kw.pop("scenario", SCENARIOS[name])
-    report = await run_drill(scenario, http_url=st.http_url, admin_key=ADMIN_KEY, clips=load_clips(),
-                             prometheus=prom_url, fault_s=kw.pop("fault_s", FAULT_S),
-                             end_after_firing_s=END_AFTER_FIRING_S, **kw)
+    try:
+        report = await run_drill(scenario, http_url=st.http_url, admin_key=ADMIN_KEY, clips=load_clips(),
+                                 prometheus=prom_url, fault_s=kw.pop("fault_s", FAULT_S),
+                                 end_after_firing_s=END_AFTER_FIRING_S, **kw)
+    except RuntimeError as exc:     # the stack was not healthy: say what its processes said
+        raise RuntimeError(f"{exc}\n{st.log_tails()}") from exc
     out = ROOT / "var" / "drills"
     out.mkdir(parents=True, exist_ok=True)
     (out / f"{name}.json").write_text(json.dumps(dataclasses.asdict(report), indent=2))

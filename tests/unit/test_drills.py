@@ -131,6 +131,16 @@ def test_the_report_counts_turns_by_phase_and_says_when_history_was_lost():
     assert "pending after not seen" in text
 
 
+def test_traffic_summary_says_what_the_turns_did():
+    """A drill that finds no good turn says what the turns did instead (the
+    message a failed baseline carries)."""
+    tr = Traffic("ws://unused", [], users=1)
+    assert tr.summary() == "turns none, errors none"
+    tr.turns += [Turn(0, 1.0, 2.0, "failed", ["backend_unavailable: tts at x"]),
+                 Turn(0, 3.0, 4.0, "no_answer"), Turn(0, 5.0, 6.0, "failed", ["backend_unavailable: tts at x"])]
+    assert tr.summary() == "turns {'failed': 2, 'no_answer': 1}, errors ['backend_unavailable: tts at x']"
+
+
 async def test_drill_traffic_speaks_real_clips_and_records_each_turn():
     """The traffic a drill drives, against the scripted Realtime server: real
     clips at real time, each turn's outcome recorded, one session kept."""
