@@ -88,10 +88,13 @@ bench: install-dev
 
 ## ASR WER/CER by slice (length, speaking rate, noise) and two releases compared:
 ##   make eval  EVAL_ASR_FLAGS="--a base --b tiny.en"  (report: var/eval/asr.md + .png)
-## then each TTS voice's round-trip WER and first-audio latency (var/eval/tts.md).
+## then each TTS voice's round-trip WER and first-audio latency (var/eval/tts.md),
+## then end-to-end latency by stage on the whole stack (var/eval/latency.md + .png;
+## EVAL_LATENCY_FLAGS="--url ws://127.0.0.1:8000/v1/realtime" measures a running one).
 eval: install-dev
 	$(PY) -m eval.asr $(EVAL_ASR_FLAGS)
 	$(PY) -m eval.tts $(EVAL_TTS_FLAGS)
+	$(PY) -m eval.latency $(EVAL_LATENCY_FLAGS)
 
 ## Answers from docs/: retrieval recall@k, key facts stated, "I don't know" outside
 ## the documents, unsupported claims, latency; docs/answers.md records them.
