@@ -69,7 +69,9 @@ class _Duplex:
                 await self._call.write(req)
         except grpc.aio.AioRpcError as exc:
             raise _error(self.name, self.address, exc) from exc
-        except (grpc.aio.UsageError, RuntimeError) as exc:  # stream already finished
+        except (grpc.aio.UsageError, RuntimeError, asyncio.InvalidStateError) as exc:
+            # The stream already finished: the server ended it (e.g. RESOURCE_EXHAUSTED
+            # at open; grpc.aio then raises InvalidStateError "RPC already finished").
             raise BackendError(self.name, self.address, f"stream closed: {exc}") from exc
 
     def _expect_reply(self) -> None:
@@ -191,7 +193,7 @@ class GrpcVad(_Client):
                              self.variant)
         s = GrpcVadStream(self.name, self.address, call, self._idle,
                           progress_ms=VAD_PROGRESS_MS if self.progress else 0)
-        await s._write(convert.vad_config(params, s.progress_ms))
+        await _first_write(s, convert.vad_config(params, s.progress_ms))
         return s
 
 
@@ -201,8 +203,21 @@ class GrpcAsr(_Client):
         call = inject_duplex(self._faults, self.name, stub.StreamingRecognize(metadata=inject_metadata()),
                              self.variant)
         s = GrpcAsrStream(self.name, self.address, call, self._idle)
-        await s._write(convert.asr_config(params))
+        await _first_write(s, convert.asr_config(params))
         return s
+
+
+async def _first_write(stream: _Duplex, config) -> None:
+    """Send a new stream's config; a failure or a cancellation (a session
+    closed while its streams open) cancels the call. Left open, its server
+    kept the stream, and with it one of its slots, for good: the drills'
+    history check resumes and closes a dozen sessions at once, and the ASR
+    refused every new stream at its maximum of 8 (fresh-clone CI, 2026-12-05)."""
+    try:
+        await stream._write(config)
+    except BaseException:
+        await stream.close()
+        raise
 
 
 class GrpcLlm(_Client):
