@@ -23,7 +23,7 @@ import sys
 from pathlib import Path
 from typing import Sequence
 
-import numpy as np
+from bench.bench_e2e import pct as _pct, run, split   # the bench's turns and its interpolated percentiles
 
 ROOT = Path(__file__).resolve().parent.parent
 V2V_P50_TARGET_MS, V2V_P95_TARGET_MS = 800.0, 1200.0   # observability/slo.py: 95 % of turns within 1.2 s
@@ -50,10 +50,6 @@ class StageRow:
     p50: float
     p95: float
     share: float                  # p50 over voice-to-voice p50 (client's); nan without it
-
-
-def _pct(xs: Sequence[float], q: float) -> float:
-    return float(np.percentile(np.asarray(xs, dtype=float), q)) if xs else math.nan
 
 
 def stage_rows(samples: Sequence[dict[str, float]]) -> list[StageRow]:
@@ -128,8 +124,6 @@ def plot(rows: Sequence[StageRow], path: Path) -> Path:
 def samples_of(turns) -> list[dict[str, float]]:
     """bench/bench_e2e.py's turns as timing samples; a turn that was split or
     got no audio is left out (the bench counts those apart)."""
-    from bench.bench_e2e import split
-
     return [{**t.timings, CLIENT: t.v2v_ms} for t in turns if t.v2v_ms is not None and not split(t)]
 
 
@@ -139,8 +133,6 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--rounds", type=int, default=2, help="passes over the project's 5 clips (default 2)")
     p.add_argument("--out", type=Path, default=ROOT / "var" / "eval" / "latency.md")
     args = p.parse_args(argv)
-
-    from bench.bench_e2e import run
 
     stack, url = None, args.url
     if not url:
