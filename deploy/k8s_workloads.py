@@ -219,44 +219,44 @@ def sessions_target() -> int:
     return max(1, gateway_max_sessions() * 3 // 4)
 
 
+def _hpa(c: Component, metrics: list[dict[str, Any]], behavior: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "apiVersion": "autoscaling/v2", "kind": "HorizontalPodAutoscaler",
+        "metadata": {"name": c.name, "labels": labels(c)},
+        "spec": {
+            "scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": c.name},
+            "minReplicas": 2, "maxReplicas": HPA_MAX[c.name],
+            "metrics": metrics, "behavior": behavior,
+        },
+    }
+
+
 def hpa(c: Component) -> dict[str, Any]:
     if not c.grpc:
         return gateway_hpa(c)
-    return {
-        "apiVersion": "autoscaling/v2", "kind": "HorizontalPodAutoscaler",
-        "metadata": {"name": c.name, "labels": labels(c)},
-        "spec": {
-            "scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": c.name},
-            "minReplicas": 2, "maxReplicas": HPA_MAX[c.name],
-            # Inference is CPU-bound on CPU nodes: utilisation tracks load well.
-            "metrics": [{"type": "Resource", "resource": {
-                "name": "cpu", "target": {"type": "Utilization", "averageUtilization": 70}}}],
-            # Model load takes up to minutes: scale down slowly so a brief
-            # lull does not throw away warm replicas.
-            "behavior": {"scaleDown": {"stabilizationWindowSeconds": 300,
-                                       "policies": [{"type": "Pods", "value": 1, "periodSeconds": 120}]}},
-        },
-    }
+    return _hpa(
+        c,
+        # Inference is CPU-bound on CPU nodes: utilisation tracks load well.
+        [{"type": "Resource", "resource": {
+            "name": "cpu", "target": {"type": "Utilization", "averageUtilization": 70}}}],
+        # Model load takes up to minutes: scale down slowly so a brief
+        # lull does not throw away warm replicas.
+        {"scaleDown": {"stabilizationWindowSeconds": 300,
+                       "policies": [{"type": "Pods", "value": 1, "periodSeconds": 120}]}})
 
 
 def gateway_hpa(c: Component) -> dict[str, Any]:
-    return {
-        "apiVersion": "autoscaling/v2", "kind": "HorizontalPodAutoscaler",
-        "metadata": {"name": c.name, "labels": labels(c)},
-        "spec": {
-            "scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": c.name},
-            "minReplicas": 2, "maxReplicas": HPA_MAX[c.name],
-            # Without prometheus-adapter the metric is missing: the HPA then
-            # holds minReplicas and scales nothing (docs/deployment.md).
-            "metrics": [{"type": "Pods", "pods": {
-                "metric": {"name": SESSIONS_METRIC},
-                "target": {"type": "AverageValue", "averageValue": str(sessions_target())}}}],
-            # Removing a gateway pod ends its conversations (clients resume
-            # elsewhere from Redis): scale down rarely and one pod at a time.
-            "behavior": {"scaleDown": {"stabilizationWindowSeconds": 600,
-                                       "policies": [{"type": "Pods", "value": 1, "periodSeconds": 300}]}},
-        },
-    }
+    return _hpa(
+        c,
+        # Without prometheus-adapter the metric is missing: the HPA then
+        # holds minReplicas and scales nothing (docs/deployment.md).
+        [{"type": "Pods", "pods": {
+            "metric": {"name": SESSIONS_METRIC},
+            "target": {"type": "AverageValue", "averageValue": str(sessions_target())}}}],
+        # Removing a gateway pod ends its conversations (clients resume
+        # elsewhere from Redis): scale down rarely and one pod at a time.
+        {"scaleDown": {"stabilizationWindowSeconds": 600,
+                       "policies": [{"type": "Pods", "value": 1, "periodSeconds": 300}]}})
 
 
 def prometheus_adapter_values() -> dict[str, Any]:
