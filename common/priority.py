@@ -7,6 +7,9 @@ from __future__ import annotations
 
 import os
 import threading
+from typing import Any, Callable, TypeVar
+
+T = TypeVar("T")
 
 NICE_MAX = 19
 
@@ -18,3 +21,23 @@ def lower_this_thread(by: int) -> int:
     nice = min(NICE_MAX, os.getpriority(os.PRIO_PROCESS, tid) + max(0, by))
     os.setpriority(os.PRIO_PROCESS, tid, nice)
     return nice
+
+
+def load_niced(nice: int, load: Callable[[], T]) -> T:
+    """Build a model on a thread with a lower CPU priority: the model's worker
+    threads are created there and inherit it (Linux priorities are per thread)."""
+    box: dict[str, Any] = {}
+
+    def run() -> None:
+        try:
+            lower_this_thread(nice)
+            box["model"] = load()
+        except BaseException as exc:   # handed to the caller below
+            box["error"] = exc
+
+    t = threading.Thread(target=run, name="load-niced")
+    t.start()
+    t.join()
+    if "error" in box:
+        raise box["error"]
+    return box["model"]

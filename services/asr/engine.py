@@ -46,18 +46,17 @@ from __future__ import annotations
 import dataclasses
 import logging
 import math
-import re
 import threading
 import time
-import zlib
 from concurrent.futures import ThreadPoolExecutor
 from typing import Protocol, Sequence
 
 import numpy as np
 
-from common.priority import lower_this_thread
+from common.priority import load_niced
 from services.asr.batching import InterimItem
 from services.asr.results import Transcript, Word
+from services.asr.text_checks import compression_ratio, join_pieces, says_twice
 
 log = logging.getLogger(__name__)
 
@@ -125,7 +124,7 @@ class WhisperEngine:
         self.interim_model = self.model
         interim_path = options.interim_model_path or model_path
         if options.interim_nice > 0 and options.device == "cpu":
-            self.interim_model = _load_niced(options.interim_nice, lambda: WhisperModel(
+            self.interim_model = load_niced(options.interim_nice, lambda: WhisperModel(
                 interim_path, device=options.device, compute_type=options.compute_type,
                 cpu_threads=options.threads, num_workers=max(1, options.interim_workers)))
         elif options.interim_model_path:
@@ -310,7 +309,7 @@ class WhisperEngine:
                 continue
             ids = [t for t in result.sequences_ids[0] if t < tok.eot]
             text = tok.decode(ids).strip()
-            unreliable = len(ids) >= cap or _compression_ratio(text) > 2.4 or _says_twice(text)
+            unreliable = len(ids) >= cap or compression_ratio(text) > 2.4 or says_twice(text)
             out.append(Unreliable(text) if unreliable else text)
         return out
 
@@ -350,7 +349,7 @@ class WhisperEngine:
         if result.no_speech_prob > 0.6 and avg_logprob < -1.0:   # faster-whisper's silence rule
             return "", ()
         text = tok.decode(ids).strip()
-        if _compression_ratio(text) > 2.4 or avg_logprob < -1.0 or _says_twice(text):
+        if compression_ratio(text) > 2.4 or avg_logprob < -1.0 or says_twice(text):
             raise Unreliable(text)
         if not ids or not want_words:
             return text if ids else "", ()
@@ -363,7 +362,7 @@ class WhisperEngine:
         for w in segments[0][0].get("words", ()):
             words.append(Word(word=w["word"], start_ms=int(round(w["start"] * 1000)),
                               end_ms=int(round(w["end"] * 1000)), probability=float(w["probability"])))
-        return text, _join_pieces(words)
+        return text, join_pieces(words)
 
     def _transcribe(self, audio: np.ndarray, language: str | None, *, beam_size: int, words: bool,
                     cancel: threading.Event,
@@ -383,7 +382,7 @@ class WhisperEngine:
             for w in seg.words or ():
                 found.append(Word(word=w.word, start_ms=int(round(w.start * 1000)),
                                   end_ms=int(round(w.end * 1000)), probability=float(w.probability)))
-        return Transcript(text=" ".join(t for t in texts if t), words=_join_pieces(found),
+        return Transcript(text=" ".join(t for t in texts if t), words=join_pieces(found),
                           model_seconds=time.perf_counter() - t0)
 
 
@@ -393,58 +392,6 @@ def _window_frames(content: int, pad_s: float) -> int:
     pad = int(pad_s * FRAMES_PER_SECOND)
     return min(WINDOW_FRAMES, int(math.ceil((min(content, WINDOW_FRAMES) + pad) / FRAMES_PER_SECOND))
                * FRAMES_PER_SECOND)
-
-
-def _load_niced(nice: int, load):
-    """Build a model on a thread with a lower CPU priority: the model's worker
-    threads are created there and inherit it (Linux priorities are per thread)."""
-    box: dict[str, object] = {}
-
-    def run() -> None:
-        try:
-            lower_this_thread(nice)
-            box["model"] = load()
-        except BaseException as exc:   # handed to the caller below
-            box["error"] = exc
-
-    t = threading.Thread(target=run, name="asr-interim-load")
-    t.start()
-    t.join()
-    if "error" in box:
-        raise box["error"]  # type: ignore[misc]
-    return box["model"]
-
-
-def _join_pieces(raw: list[Word]) -> tuple[Word, ...]:
-    """Whisper's words keep their leading space; a piece without one that starts
-    with punctuation ("-disposed") continues the previous word ("ill"), so there is
-    one Word per word of the text. (Languages written without spaces come one
-    character per piece and are left alone.)"""
-    out: list[Word] = []
-    for w in raw:
-        first = w.word[:1]
-        if out and first not in (" ", "") and not first.isalnum():
-            prev = out[-1]
-            out[-1] = Word(prev.word + w.word.strip(), prev.start_ms, w.end_ms,
-                           min(prev.probability, w.probability))
-        else:
-            out.append(Word(w.word.strip(), w.start_ms, w.end_ms, w.probability))
-    return tuple(w for w in out if w.word)
-
-
-def _compression_ratio(text: str) -> float:
-    """Whisper's own hallucination test: looping text compresses too well."""
-    data = text.encode()
-    return len(data) / len(zlib.compress(data)) if data else 0.0
-
-
-def _says_twice(text: str) -> bool:
-    """A run of two or more words said twice back to back ("have been have been"),
-    case and punctuation aside: how a trimmed window's decode loops on a short
-    phrase, where the compression ratio is blind."""
-    words = re.sub(r"[^\w' ]", " ", text.lower()).split()
-    return any(words[i:i + n] == words[i + n:i + 2 * n]
-               for n in range(2, len(words) // 2 + 1) for i in range(len(words) - 2 * n + 1))
 
 
 def _check(cancel: threading.Event) -> None:

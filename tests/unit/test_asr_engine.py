@@ -243,7 +243,7 @@ def test_model_setting_rejects_a_directory_without_a_model(tmp_path) -> None:
 
 
 def test_word_pieces_join_into_the_words_of_the_text() -> None:
-    from services.asr.engine import _join_pieces
+    from services.asr.text_checks import join_pieces as _join_pieces
     from services.asr.results import Word
 
     raw = [Word(" He", 0, 300, 0.9), Word(" ill", 300, 500, 0.8), Word("-disposed", 500, 900, 0.7),
@@ -266,7 +266,7 @@ def test_word_pieces_join_into_the_words_of_the_text() -> None:
 ])
 def test_a_pass_that_says_a_run_of_words_twice_is_caught(text, loops) -> None:
     # Whisper's compression-ratio test cannot see these: too short to compress.
-    from services.asr.engine import _compression_ratio, _says_twice
+    from services.asr.text_checks import compression_ratio as _compression_ratio, says_twice as _says_twice
     assert _says_twice(text) is loops
     assert _compression_ratio(text) < 2.4
 
