@@ -29,7 +29,12 @@ class EnergyParams:
     above_floor_db: float = 10.0   # a frame this close to the floor is quiet
     min_snr_db: float = 20.0       # the utterance's loudest frame over the floor, for the rule to apply
     floor_frames: int = 156        # non-speech frames the floor is the median of (5 s of 32 ms)
-    min_floor_frames: int = 15     # before that many, no floor: nothing is quiet
+    # Before that many, no floor: nothing is quiet. 8 frames (256 ms) is about
+    # the noise a clip or a person leaves before their first word: with 15 a
+    # stream's first utterance mostly ended on silero's hangover (speech end
+    # 124-302 ms after the sound's end, against 35-190 ms once the floor is
+    # known; docs/capacity-rechecks.md, re-check 15).
+    min_floor_frames: int = 8
     digital_silence_db: float = -90.0   # below this a frame is no microphone's noise: quiet, never the floor
 
     def __post_init__(self) -> None:

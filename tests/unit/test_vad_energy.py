@@ -37,6 +37,14 @@ def test_nothing_is_quiet_before_the_floor_is_known():
     assert feed(gate, [(-20, 0.99, True), (-45, 0.99, True)]) == [False, True]
 
 
+def test_the_floor_is_known_from_the_noise_before_a_first_word():
+    # 8 frames (256 ms) of room noise before the first word: the first
+    # utterance of a stream already ends where its sound ends.
+    gate = EnergyGate()
+    feed(gate, noise(-45, n=8))
+    assert feed(gate, [(-20, 0.99, True), (-45, 0.99, True)]) == [False, True]
+
+
 def test_low_snr_leaves_it_to_silero():
     gate = EnergyGate()
     feed(gate, noise(-35))               # a noisy room: speech only 15 dB above it
