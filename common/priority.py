@@ -23,7 +23,7 @@ def lower_this_thread(by: int) -> int:
     return nice
 
 
-def load_niced(nice: int, load: Callable[[], T]) -> T:
+def load_niced(nice: int, load: Callable[[], T], name: str = "load-niced") -> T:
     """Build a model on a thread with a lower CPU priority: the model's worker
     threads are created there and inherit it (Linux priorities are per thread)."""
     box: dict[str, Any] = {}
@@ -35,7 +35,7 @@ def load_niced(nice: int, load: Callable[[], T]) -> T:
         except BaseException as exc:   # handed to the caller below
             box["error"] = exc
 
-    t = threading.Thread(target=run, name="load-niced")
+    t = threading.Thread(target=run, name=name)
     t.start()
     t.join()
     if "error" in box:

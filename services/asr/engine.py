@@ -126,7 +126,8 @@ class WhisperEngine:
         if options.interim_nice > 0 and options.device == "cpu":
             self.interim_model = load_niced(options.interim_nice, lambda: WhisperModel(
                 interim_path, device=options.device, compute_type=options.compute_type,
-                cpu_threads=options.threads, num_workers=max(1, options.interim_workers)))
+                cpu_threads=options.threads, num_workers=max(1, options.interim_workers)),
+                name="asr-interim-load")
         elif options.interim_model_path:
             self.interim_model = WhisperModel(interim_path, device=options.device,
                                               compute_type=options.compute_type, cpu_threads=options.threads,

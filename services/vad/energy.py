@@ -32,7 +32,7 @@ class EnergyParams:
     # Before that many, no floor: nothing is quiet. 8 frames (256 ms) is about
     # the noise a clip or a person leaves before their first word: with 15 a
     # stream's first utterance mostly ended on silero's hangover (speech end
-    # 124-302 ms after the sound's end, against 35-190 ms once the floor is
+    # 124-302 ms after the sound's end, against 3-190 ms once the floor is
     # known; docs/capacity-rechecks.md, re-check 15).
     min_floor_frames: int = 8
     digital_silence_db: float = -90.0   # below this a frame is no microphone's noise: quiet, never the floor
