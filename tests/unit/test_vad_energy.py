@@ -41,7 +41,9 @@ def test_the_floor_is_known_from_the_noise_before_a_first_word():
     # 8 frames (256 ms) of room noise before the first word: the first
     # utterance of a stream already ends where its sound ends.
     gate = EnergyGate()
-    feed(gate, noise(-45, n=8))
+    feed(gate, noise(-45, n=7))
+    assert feed(gate, [(-20, 0.99, True), (-45, 0.99, True)]) == [False, False]   # 224 ms: not yet
+    feed(gate, noise(-45, n=1))
     assert feed(gate, [(-20, 0.99, True), (-45, 0.99, True)]) == [False, True]
 
 
