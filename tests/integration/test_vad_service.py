@@ -148,8 +148,12 @@ def test_pause_events_come_before_the_stop_and_change_nothing_else(vad, clip):
     for r in paused[1:-1]:
         assert r.audio_processed_ms >= r.speech_paused.decided_at_ms
     for p in pauses:
-        # Seen on the first unvoiced frame (32 ms) right after the voiced end.
-        assert p.decided_at_ms == p.audio_ms + 32, p
+        # Seen on the first unvoiced frame after the voiced end, or, where the
+        # energy rule applies (the floor is known from the clip's lead-in, 256 ms
+        # of it), on the third quiet frame (QUIET_FRAMES): whole 32 ms frames,
+        # one to three of them after the voiced end.
+        lag = p.decided_at_ms - p.audio_ms
+        assert lag in (32, 64, 96), p
         assert start.audio_ms < p.audio_ms <= stop.audio_ms
     # One pause per voiced run: each names a later end of speech than the one before.
     assert [p.audio_ms for p in pauses] == sorted({p.audio_ms for p in pauses})
