@@ -56,7 +56,7 @@ import numpy as np
 from common.priority import load_niced
 from services.asr.batching import InterimItem
 from services.asr.results import Transcript, Word
-from services.asr.text_checks import compression_ratio, join_pieces, says_twice
+from services.asr.text_checks import join_pieces, looks_looped
 
 log = logging.getLogger(__name__)
 
@@ -310,7 +310,7 @@ class WhisperEngine:
                 continue
             ids = [t for t in result.sequences_ids[0] if t < tok.eot]
             text = tok.decode(ids).strip()
-            unreliable = len(ids) >= cap or compression_ratio(text) > 2.4 or says_twice(text)
+            unreliable = len(ids) >= cap or looks_looped(text)
             out.append(Unreliable(text) if unreliable else text)
         return out
 
@@ -350,7 +350,7 @@ class WhisperEngine:
         if result.no_speech_prob > 0.6 and avg_logprob < -1.0:   # faster-whisper's silence rule
             return "", ()
         text = tok.decode(ids).strip()
-        if compression_ratio(text) > 2.4 or avg_logprob < -1.0 or says_twice(text):
+        if avg_logprob < -1.0 or looks_looped(text):
             raise Unreliable(text)
         if not ids or not want_words:
             return text if ids else "", ()

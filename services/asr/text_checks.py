@@ -9,6 +9,8 @@ import zlib
 
 from services.asr.results import Word
 
+COMPRESSION_RATIO_MAX = 2.4   # faster-whisper's compression_ratio_threshold
+
 
 def join_pieces(raw: list[Word]) -> tuple[Word, ...]:
     """Whisper's words keep their leading space; a piece without one that starts
@@ -40,3 +42,9 @@ def says_twice(text: str) -> bool:
     words = re.sub(r"[^\w' ]", " ", text.lower()).split()
     return any(words[i:i + n] == words[i + n:i + 2 * n]
                for n in range(2, len(words) // 2 + 1) for i in range(len(words) - 2 * n + 1))
+
+
+def looks_looped(text: str) -> bool:
+    """Either sign that a decode read its audio twice: the text compresses too
+    well, or a run of words is said twice back to back."""
+    return compression_ratio(text) > COMPRESSION_RATIO_MAX or says_twice(text)
