@@ -1,5 +1,5 @@
 """The LLM engine: validation, prompt building, an instance pool and a
-token loop in a worker thread, with no gRPC in sight.
+token loop in a worker thread (its sampling steps: token_loop.py), with no gRPC in sight.
 
 ``generate()`` is an async generator of ``TokenDelta``s then one
 ``GenerateDone``. The token loop runs in a dedicated thread pool; it checks a
@@ -16,13 +16,12 @@ worker's future), never while it may still be decoding."""
 from __future__ import annotations
 
 import asyncio
-import codecs
 import concurrent.futures
 import dataclasses
 import logging
 import threading
 import time
-from typing import AsyncIterator, Callable, Optional, Sequence
+from typing import AsyncGenerator, AsyncIterator, Callable, Optional, Sequence
 
 from common.priority import lower_this_thread
 from services.llm import budget, tools, validate
@@ -30,9 +29,11 @@ from services.llm.model import ChatTokenizer, ModelInstance
 from services.llm.pool import InstancePool, reused_tokens
 from services.llm.prompt import DEFAULT_SYSTEM_PROMPT, PASSAGE_WORDS, build_messages
 from services.llm.schema import (
-    Busy, Event, GenerateDone, GenerateRequest, InvalidRequest, Priority, ResolvedSampling, TokenDelta,
+    Busy, Event, GenerateDone, GenerateRequest, InvalidRequest, Priority, TokenDelta,
 )
-from services.llm.tools import ToolPlan
+from services.llm.token_loop import (
+    Failed, LoopState, Prepared, decode_call, decode_steps, restored_note, took_cache,
+)
 
 log = logging.getLogger(__name__)
 
@@ -60,39 +61,6 @@ class EngineConfig:
     urgent_tokens: int = 4        # tokens decoded at normal priority, the rest at tail_nice
     tail_nice: int = 0            # nice steps below the service for the rest of an answer; 0 = no change
     call_bias: float = 0.0        # tool_choice auto: logit bonus for a call's first token (tools.py)
-
-
-@dataclasses.dataclass(frozen=True)
-class Prepared:
-    """A validated request, ready to run."""
-    prompt: list[int]
-    sampling: ResolvedSampling
-    max_tokens: int
-    request_id: str
-    tools: Optional[ToolPlan] = None
-    call_tokens: int = 0          # a tool call's token budget
-
-
-class _Failed:
-    """Carries a worker exception to the consumer."""
-
-    def __init__(self, exc: BaseException) -> None:
-        self.exc = exc
-
-
-@dataclasses.dataclass
-class _LoopState:
-    """One answer's token loop, carried from its urgent part to its tail."""
-    cached: int = 0
-    restored: int = 0     # of those, got back from the KV store (kv_store.py)
-    seen: bool = False    # cached/restored read from the instance after its first call
-    n: int = 0
-    finish: str = "stop"
-    t_first: float = 0.0
-    t_last: float = 0.0
-    ended: bool = False
-    decoder: codecs.IncrementalDecoder = dataclasses.field(
-        default_factory=lambda: codecs.getincrementaldecoder("utf-8")("replace"))
 
 
 class LlmEngine:
@@ -192,7 +160,7 @@ class LlmEngine:
         ms = (time.perf_counter() - t0) * 1000.0
         cached = done - evaluated
         log.info("request %s: prefill of %d prompt tokens (%d evaluated, %d from cache) in %.0f ms%s%s",
-                 req.request_id or "-", len(prompt), evaluated, cached, ms, _restored(restored),
+                 req.request_id or "-", len(prompt), evaluated, cached, ms, restored_note(restored),
                  "" if done == len(prompt) else f"; stopped after {done} for an answer")
         return GenerateDone("prefill", len(prompt), 0, 0.0, 0.0, cached_prompt_tokens=cached)
 
@@ -222,7 +190,7 @@ class LlmEngine:
             self._evaluating -= urgent
             await events.aclose()    # at once: a cancelled answer stops its worker now (not at GC)
 
-    async def _generate(self, req: GenerateRequest) -> AsyncIterator[Event]:
+    async def _generate(self, req: GenerateRequest) -> AsyncGenerator[Event, None]:
         t0 = time.perf_counter()
         prep = await asyncio.to_thread(self.prepare, req)
         inst = await self._checkout(req, prep)
@@ -245,7 +213,7 @@ class LlmEngine:
         try:
             while True:
                 ev = await queue.get()
-                if isinstance(ev, _Failed):
+                if isinstance(ev, Failed):
                     raise ev.exc
                 yield ev
                 if isinstance(ev, GenerateDone):
@@ -291,7 +259,7 @@ class LlmEngine:
         try:
             done = self._loop(inst, prep, cancel, emit, t0)
         except BaseException as exc:
-            emit(_Failed(exc))
+            emit(Failed(exc))
             raise
         finally:
             with self._count_lock:
@@ -301,32 +269,33 @@ class LlmEngine:
 
     def _loop(self, inst: ModelInstance, prep: Prepared, cancel: threading.Event,
               emit: Callable[[object], None], t0: float) -> GenerateDone:
-        st = _LoopState(cached=reused_tokens(inst, prep.prompt))
-        plan, ban = prep.tools, ()
+        st = LoopState(cached=reused_tokens(inst, prep.prompt))
+        plan = prep.tools
+        ban: tuple[int, ...] = ()
         if plan is not None and not cancel.is_set():
             call = plan.force
             if plan.decide and not call:
                 logits = inst.first_logits(prep.prompt)
-                _took_cache(inst, st)
+                took_cache(inst, st)
                 call = tools.prefers_call(logits, self.tokenizer.call_openers(),
                                           self.config.call_bias)
             if call:
-                return self._call(inst, prep, cancel, emit, t0, st)
+                return decode_call(inst, prep, cancel, emit, t0, st)
             # An answer in words never starts as half a call (after a tool's
             # result the model likes to write one out).
             ban = tuple(self.tokenizer.call_openers())
         it = inst.tokens(prep.prompt, prep.sampling, ban_first=ban) if ban else \
             inst.tokens(prep.prompt, prep.sampling)
-        _took_cache(inst, st)
+        took_cache(inst, st)
         try:
             if cancel.is_set():
                 st.finish = "cancelled"
-            elif not self._steps(inst, it, prep, cancel, emit, st, self.config.urgent_tokens) \
+            elif not decode_steps(inst, it, prep, cancel, emit, st, self.config.urgent_tokens) \
                     and self._tail_executor is not None:
                 # The first words are out: the rest at the tail's lower priority.
-                self._tail_executor.submit(self._steps, inst, it, prep, cancel, emit, st, None).result()
+                self._tail_executor.submit(decode_steps, inst, it, prep, cancel, emit, st, None).result()
             elif not st.ended:
-                self._steps(inst, it, prep, cancel, emit, st, None)
+                decode_steps(inst, it, prep, cancel, emit, st, None)
         finally:
             close = getattr(it, "close", None)
             if callable(close):
@@ -339,82 +308,10 @@ class LlmEngine:
         tps = (n - 1) / (st.t_last - st.t_first) if n > 1 and st.t_last > st.t_first else 0.0
         log.info("request %s: %s after %d tokens (prompt %d, %d from cache), ttft %.0f ms, %.1f tok/s%s",
                  prep.request_id or "-", st.finish, n, len(prep.prompt), st.cached, ttft_ms, tps,
-                 _restored(st.restored))
+                 restored_note(st.restored))
         return GenerateDone(finish_reason=st.finish, prompt_tokens=len(prep.prompt),
                             completion_tokens=n, time_to_first_token_ms=ttft_ms,
                             tokens_per_second=tps, cached_prompt_tokens=st.cached)
-
-    def _call(self, inst: ModelInstance, prep: Prepared, cancel: threading.Event,
-              emit: Callable[[object], None], t0: float, st: _LoopState) -> GenerateDone:
-        """Decode a tool call under the grammar (greedy, no repeat penalty: a
-        call is data, not prose, and JSON repeats its quotes) and emit it
-        whole, then the final event; a call cut short by its token budget is
-        dropped (finish "length")."""
-        greedy = dataclasses.replace(prep.sampling, temperature=0.0, repeat_penalty=1.0)
-        it = inst.tokens(prep.prompt, greedy, grammar=prep.tools.grammar)
-        _took_cache(inst, st)
-        text, finish = bytearray(), "stop"
-        try:
-            for token in it:
-                if cancel.is_set():
-                    finish = "cancelled"
-                    break
-                if inst.is_stop(token):
-                    break
-                st.n += 1
-                st.t_last = time.perf_counter()
-                if st.n == 1:
-                    st.t_first = st.t_last
-                text += inst.piece(token)
-                if st.n >= prep.call_tokens:
-                    finish = "length"
-                    break
-        finally:
-            close = getattr(it, "close", None)
-            if callable(close):
-                close()
-        if finish == "stop":
-            try:
-                emit(tools.parse_call(text.decode("utf-8", "replace")))
-                finish = "tool_call"
-            except ValueError:
-                log.warning("request %s: the tool call did not parse: %r", prep.request_id or "-", bytes(text[:200]))
-                finish = "length"
-        ttft_ms = (st.t_first - t0) * 1000.0 if st.n else 0.0
-        log.info("request %s: %s after %d tokens (prompt %d, %d from cache), ttft %.0f ms%s",
-                 prep.request_id or "-", finish, st.n, len(prep.prompt), st.cached, ttft_ms,
-                 _restored(st.restored))
-        return GenerateDone(finish_reason=finish, prompt_tokens=len(prep.prompt), completion_tokens=st.n,
-                            time_to_first_token_ms=ttft_ms, tokens_per_second=0.0,
-                            cached_prompt_tokens=st.cached)
-
-    @staticmethod
-    def _steps(inst: ModelInstance, it, prep: Prepared, cancel: threading.Event,
-               emit: Callable[[object], None], st: "_LoopState", upto: int | None) -> bool:
-        """Sample until the answer ends (True) or ``upto`` tokens were sent (False)."""
-        for token in it:
-            # Checked before using each sampled token: after a cancel
-            # at most the token being decoded is wasted, none is sent.
-            if cancel.is_set():
-                st.finish = "cancelled"
-                break
-            if inst.is_stop(token):
-                st.finish = "stop"
-                break
-            st.n += 1
-            st.t_last = time.perf_counter()
-            if st.n == 1:
-                st.t_first = st.t_last
-            text = st.decoder.decode(inst.piece(token))
-            if text:
-                emit(TokenDelta(text=text, index=st.n - 1))
-            if st.n >= prep.max_tokens:
-                st.finish = "length"
-                break
-            if upto is not None and st.n >= upto:
-                return False
-        st.ended = True
-        return True
 
     def close(self) -> None:
         self._executor.shutdown(wait=True, cancel_futures=True)
@@ -424,16 +321,6 @@ class LlmEngine:
             close = getattr(inst, "close", None)
             if callable(close):
                 close()
-
-
-def _took_cache(inst: ModelInstance, st: _LoopState) -> None:
-    """What the instance's first call for this request reused and restored
-    (KV store included); a second call (a tool request's tokens after its
-    first logits) finds the whole prompt cached and must not overwrite it."""
-    if not st.seen:
-        st.seen = True
-        st.cached = getattr(inst, "reused", st.cached)
-        st.restored = getattr(inst, "restored", 0)
 
 
 def _prefill(inst: ModelInstance, prompt: Sequence[int], stop: Callable[[], bool]) -> tuple[int, int, int]:
@@ -449,6 +336,3 @@ def _prefill(inst: ModelInstance, prompt: Sequence[int], stop: Callable[[], bool
     return evaluated, getattr(inst, "restored", 0), min(len(prompt), reused + evaluated)
 
 
-def _restored(n: int) -> str:
-    """The log's note of a cache the request got back from the KV store (kv_store.py)."""
-    return f" ({n} tokens restored from the KV store)" if n else ""
