@@ -90,7 +90,7 @@ class Transcriber(Protocol):
 
     def transcribe_final(self, audio: np.ndarray, language: str | None, beam_size: int,
                          cancel: threading.Event, words: bool = True,
-                         redo: bool = True) -> Transcript: ...
+                         redo: bool = True, background: bool = False) -> Transcript: ...
 
 
 @dataclasses.dataclass(frozen=True)

@@ -33,24 +33,10 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
-from typing import Callable, Hashable, Protocol
+from typing import Callable, Hashable
 
 from common.clock import Clock, MonotonicClock
-
-
-class QueueObserver(Protocol):
-    """Where the scheduler reports its figures (metrics.py; a no-op in tests)."""
-
-    def interim_queue(self, queued: int, running: int) -> None: ...
-    def interim_waited(self, seconds: float) -> None: ...
-
-
-class _NullObserver:
-    def interim_queue(self, queued: int, running: int) -> None:
-        pass
-
-    def interim_waited(self, seconds: float) -> None:
-        pass
+from services.asr.observers import NullQueueObserver, QueueObserver
 
 
 Start = Callable[[], bool]
@@ -78,7 +64,7 @@ class InterimScheduler:
         self.max_running = max_running
         self.max_batch = max_batch
         self.clock = clock or MonotonicClock()
-        self.observer = observer or _NullObserver()
+        self.observer = observer or NullQueueObserver()
         self._queue: dict[Hashable, _Request] = {}
         self._running: dict[Hashable, int] = {}   # stream -> the pass it rides in
         self._finals = 0

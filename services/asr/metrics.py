@@ -1,6 +1,6 @@
 """The ASR service's own figures (names from docs/metrics.md), reported by
 each stream session through the Observer interface and by the process-wide
-interim scheduler through its QueueObserver interface.
+interim scheduler through its QueueObserver interface (both in observers.py).
 
 Interim cadence is reported two ways because under load it stretches
 (interims.py): wall time between interims (what a user sees) and seconds of
@@ -35,7 +35,7 @@ EOU_TO_FINAL = histogram("voice_asr_eou_to_final_seconds", "force_eou received -
 
 
 class PrometheusObserver:
-    """session.Observer and interims.QueueObserver that record into the
+    """observers.Observer and observers.QueueObserver that record into the
     process's Prometheus registry."""
 
     def audio(self, seconds: float) -> None:

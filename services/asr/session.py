@@ -28,7 +28,7 @@ import asyncio
 import dataclasses
 import logging
 import threading
-from typing import AsyncIterator, Awaitable, Coroutine, Protocol
+from typing import AsyncIterator, Awaitable, Coroutine
 
 import numpy as np
 
@@ -38,36 +38,12 @@ from services.asr.agreement import LocalAgreement
 from services.asr.engine import Cancelled, Transcriber, Unreliable
 from services.asr.batching import InterimBatcher
 from services.asr.interims import InterimScheduler
+from services.asr.observers import NullObserver, Observer
 from services.asr.results import (Audio, EndOfUtterance, Event, Flush, InvalidRequest,
                                   ResolvedConfig, Result, StreamConfig, Transcript)
 from services.asr.validate import SAMPLE_RATE, Defaults, resolve_config
 
 log = logging.getLogger(__name__)
-
-
-class Observer(Protocol):
-    """Where the session reports its figures (metrics.py; a no-op in tests)."""
-
-    def audio(self, seconds: float) -> None: ...
-    def interim(self, rtf: float, churn: int, interval_s: float | None,
-                audio_interval_s: float | None = None) -> None: ...
-    def final(self, rtf: float, eou_to_final_s: float) -> None: ...
-    def flush_unreliable(self) -> None: ...
-
-
-class NullObserver:
-    def audio(self, seconds: float) -> None:
-        pass
-
-    def interim(self, rtf: float, churn: int, interval_s: float | None,
-                audio_interval_s: float | None = None) -> None:
-        pass
-
-    def final(self, rtf: float, eou_to_final_s: float) -> None:
-        pass
-
-    def flush_unreliable(self) -> None:
-        pass
 
 
 @dataclasses.dataclass(frozen=True)
@@ -382,10 +358,10 @@ class RecognitionSession:
         def unsent() -> bool:   # the final carries this text, or the utterance ended without it
             return tr is None or fl.adopted or fl.utterance != self._utterance
 
-        if not unsent() and _running(self._final_task):
+        if not unsent() and self._final_task is not None and _running(self._final_task):
             # The previous utterance's final goes out first, as it does before interims.
             await asyncio.wait([self._final_task])
-        if unsent():
+        if tr is None or unsent():
             return
         await self._out.put(Result(
             text=tr.text, is_final=False, provisional=True, utterance_index=fl.utterance,
