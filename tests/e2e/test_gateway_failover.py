@@ -22,7 +22,7 @@ from clients.realtime import RealtimeClient
 from common.components import GATEWAY
 from tests.e2e.talk import clip, status_of
 from tests.procs import ServiceProcess
-from tests.stack import Stack, start_stack
+from tests.stack import Stack
 
 pytestmark = pytest.mark.slow
 RATE = 24000
@@ -30,15 +30,20 @@ TURN_TIMEOUT = 90
 
 
 @pytest.fixture(scope="module")
-def two_gateways() -> Iterator[tuple[Stack, ServiceProcess]]:
-    st = start_stack()
-    other = ServiceProcess(GATEWAY.module, GATEWAY.env_prefix, dict(st.gateway.extra_env), grpc_service=False)
+def two_gateways(stack: Stack) -> Iterator[tuple[ServiceProcess, ServiceProcess]]:
+    """Two more gateway processes on the tier's services and Redis: the test
+    kills the first, and the tier's own gateway is left alone."""
+    gws = [ServiceProcess(GATEWAY.module, GATEWAY.env_prefix, dict(stack.gateway.extra_env), grpc_service=False)
+           for _ in range(2)]
     try:
-        other.start(timeout=120)
-        yield st, other
+        for g in gws:
+            g.spawn()
+        for g in gws:
+            g.wait_ready(120)
+        yield gws[0], gws[1]
     finally:
-        other.stop()
-        st.stop()
+        for g in gws:
+            g.stop()
 
 
 def texts(item: dict) -> str:
@@ -55,10 +60,10 @@ async def spoken_turn(rt: RealtimeClient, pcm: bytes) -> dict:
 
 
 async def test_a_killed_gateways_client_resumes_on_another_with_its_history(two_gateways):
-    st, other = two_gateways
+    first, other = two_gateways
     pcm, _, _ = clip("0890", RATE)
     pcm2, _, _ = clip("0920", RATE)
-    async with RealtimeClient(st.ws_url) as rt:
+    async with RealtimeClient(f"ws://{first.address}/v1/realtime") as rt:
         sid = rt.session["id"]
         await rt.update_session(events.session_config(input_rate=RATE, output_rate=RATE))
         spoken = await spoken_turn(rt, pcm)
@@ -69,8 +74,8 @@ async def test_a_killed_gateways_client_resumes_on_another_with_its_history(two_
         typed = (await rt.wait_for("response.done", since=mark, timeout=TURN_TIMEOUT)).get("response")
         assert typed["status"] == "completed", typed
         await asyncio.sleep(0.3)
-        st.gateway.proc.kill()                      # SIGKILL: the process gets no say
-        st.gateway.proc.wait(10)
+        first.proc.kill()                           # SIGKILL: the process gets no say
+        first.proc.wait(10)
 
     answer_ids = [spoken["output"][0]["id"], typed["output"][0]["id"]]
     async with RealtimeClient(f"ws://{other.address}/v1/realtime", session_id=sid) as rt2:

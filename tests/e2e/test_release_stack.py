@@ -10,6 +10,7 @@ variant="canary"; after an abort the same session, resumed, is on stable and
 its next turn's sample says so."""
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import subprocess
@@ -27,8 +28,9 @@ from release.samples import Sample
 from release.state import SAMPLES_KEY
 from services.gateway.store import KEY
 from tests.e2e.talk import clip, status_of, timings
-from tests.procs import ROOT
-from tests.stack import Stack, start_stack
+from common.components import GATEWAY
+from tests.procs import ROOT, ServiceProcess
+from tests.stack import Stack
 
 pytestmark = pytest.mark.slow
 RATE = 24000
@@ -36,15 +38,18 @@ TURN_TIMEOUT = 90
 
 
 @pytest.fixture(scope="module")
-def canary_stack() -> Iterator[Stack]:
-    st = start_stack()
+def canary_stack(stack: Stack) -> Iterator[Stack]:
+    """The tier's services and Redis behind a gateway of this test's own, whose
+    TTS canary pool is the TTS itself (the tier's gateway has none, so the
+    release this test starts leaves it on stable)."""
+    env = dict(stack.gateway.extra_env) | {"GATEWAY_TTS_CANARY_ADDRS": stack.services["tts"].address,
+                                           "GATEWAY_RELEASE_REFRESH_S": "0.2"}
+    gw = ServiceProcess(GATEWAY.module, GATEWAY.env_prefix, env, grpc_service=False)
+    gw.start(timeout=120)
     try:
-        st.gateway.extra_env |= {"GATEWAY_TTS_CANARY_ADDRS": st.services["tts"].address,
-                                 "GATEWAY_RELEASE_REFRESH_S": "0.2"}
-        st.restart_gateway()
-        yield st
+        yield dataclasses.replace(stack, gateway=gw)
     finally:
-        st.stop()
+        gw.stop()
 
 
 def cli(st: Stack, *args: str) -> None:
@@ -70,20 +75,30 @@ def wait_release(st: Stack, state: str, timeout: float = 10.0) -> dict:
     raise AssertionError(f"gateway never saw the tts release {state}: {rel}")
 
 
-def samples(st: Stack) -> list[Sample]:
+def samples(st: Stack, after: str = "-") -> list[Sample]:
+    """The release samples written after the stream id ``after`` (the tier's
+    earlier tests wrote theirs into the same Redis)."""
     r = redis.Redis.from_url(st.gateway.extra_env["GATEWAY_REDIS_URL"])
-    return [Sample.decode(f[b"d"]) for _, f in r.xrange(SAMPLES_KEY)]
+    lo = "-" if after == "-" else f"({after}"
+    return [Sample.decode(f[b"d"]) for _, f in r.xrange(SAMPLES_KEY, min=lo)]
 
 
-def wait_samples(st: Stack, n: int, timeout: float = 10.0) -> list[Sample]:
+def last_sample_id(st: Stack) -> str:
+    r = redis.Redis.from_url(st.gateway.extra_env["GATEWAY_REDIS_URL"])
+    last = r.xrevrange(SAMPLES_KEY, count=1)
+    return last[0][0].decode() if last else "-"
+
+
+def wait_samples(st: Stack, n: int, after: str, timeout: float = 10.0) -> list[Sample]:
     end = time.monotonic() + timeout
-    while time.monotonic() < end and len(got := samples(st)) < n:
+    while time.monotonic() < end and len(got := samples(st, after)) < n:
         time.sleep(0.1)
     return got
 
 
 async def test_release_drill_on_the_real_stack(canary_stack):
     st = canary_stack
+    since = last_sample_id(st)
     cli(st, "start", "--service", "tts", "--steps", "50,100", "--interval", "600")
     assert wait_release(st, "progressing")["weight"] == 50
     cli(st, "promote", "--service", "tts")
@@ -96,7 +111,7 @@ async def test_release_drill_on_the_real_stack(canary_stack):
         rt.start_microphone(RATE).play(pcm)
         done = await rt.wait_for("response.done", timeout=TURN_TIMEOUT)
     assert status_of(done)[0] == "completed", done
-    [s] = wait_samples(st, 1)
+    [s] = wait_samples(st, 1, since)
     assert s.canary == {"tts"} and not s.failed
     assert s.v2v_ms == timings(done)["voice_to_voice_ms"]
     stored = json.loads(redis.Redis.from_url(st.gateway.extra_env["GATEWAY_REDIS_URL"]).get(KEY.format(sid)))
@@ -115,5 +130,5 @@ async def test_release_drill_on_the_real_stack(canary_stack):
         await rt.send(events.response_create())
         done = await rt.wait_for("response.done", timeout=TURN_TIMEOUT)
     assert status_of(done)[0] == "completed", done
-    got = wait_samples(st, 2)
+    got = wait_samples(st, 2, since)
     assert len(got) == 2 and got[-1].canary == frozenset()
