@@ -24,11 +24,11 @@ import redis
 
 from clients import events
 from clients.realtime import RealtimeClient
+from common.components import GATEWAY
 from release.samples import Sample
 from release.state import SAMPLES_KEY
 from services.gateway.store import KEY
 from tests.e2e.talk import clip, status_of, timings
-from common.components import GATEWAY
 from tests.procs import ROOT, ServiceProcess
 from tests.stack import Stack
 
