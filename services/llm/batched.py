@@ -34,6 +34,7 @@ import numpy as np
 from services.llm.model import LlamaOptions
 from services.llm.pool import common_prefix
 from services.llm.sampling import Sampler
+from services.llm.shared_model import SharedModel
 from services.llm.schema import ResolvedSampling
 
 log = logging.getLogger(__name__)
@@ -150,7 +151,7 @@ class BatchedContext:
 
     def __init__(self, opts: LlamaOptions, slots: int, stop_ids: set[int],
                  step_tokens: int = 0, max_ahead: int = 16,
-                 model: Optional["SharedModel"] = None, group: int = 0) -> None:
+                 model: Optional[SharedModel] = None, group: int = 0) -> None:
         import llama_cpp
         from llama_cpp import _internals
 
@@ -364,26 +365,6 @@ class BatchedContext:
             self._batch = None
             self._ctx.close()
             self._shared.release()
-
-
-class SharedModel:
-    """The weights, loaded once, shared by every batched context (a llama.cpp
-    model may serve several contexts; each holds only its KV cache and
-    compute buffers). Freed when the last context closes."""
-
-    def __init__(self, opts: LlamaOptions) -> None:
-        import llama_cpp
-        from llama_cpp import _internals
-
-        mparams = llama_cpp.llama_model_default_params()
-        mparams.n_gpu_layers = opts.n_gpu_layers
-        self.model = _internals.LlamaModel(path_model=opts.model_path, params=mparams, verbose=False)
-        self.users = 0
-
-    def release(self) -> None:
-        self.users -= 1
-        if self.users <= 0:
-            self.model.close()
 
 
 def load_batched(opts: LlamaOptions, slots: int, step_tokens: int = 0, contexts: int = 1):
