@@ -44,4 +44,3 @@ class NullQueueObserver:
 
     def interim_waited(self, seconds: float) -> None:
         pass
-

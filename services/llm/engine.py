@@ -334,5 +334,3 @@ def _prefill(inst: ModelInstance, prompt: Sequence[int], stop: Callable[[], bool
         evaluated = inst.prefill(prompt)
     reused = getattr(inst, "reused", len(prompt) - evaluated)
     return evaluated, getattr(inst, "restored", 0), min(len(prompt), reused + evaluated)
-
-

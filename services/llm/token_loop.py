@@ -100,6 +100,7 @@ def decode_call(inst: ModelInstance, prep: Prepared, cancel: threading.Event,
                         time_to_first_token_ms=ttft_ms, tokens_per_second=0.0,
                         cached_prompt_tokens=st.cached)
 
+
 def decode_steps(inst: ModelInstance, it, prep: Prepared, cancel: threading.Event,
                  emit: Callable[[object], None], st: LoopState, upto: int | None) -> bool:
     """Sample until the answer ends (True) or ``upto`` tokens were sent (False)."""

@@ -30,7 +30,7 @@ from release.state import SAMPLES_KEY
 from services.gateway.store import KEY
 from tests.e2e.talk import clip, status_of, timings
 from tests.procs import ROOT, ServiceProcess
-from tests.stack import Stack
+from tests.stack import Stack, start_redis
 
 pytestmark = pytest.mark.slow
 RATE = 24000
@@ -39,17 +39,23 @@ TURN_TIMEOUT = 90
 
 @pytest.fixture(scope="module")
 def canary_stack(stack: Stack) -> Iterator[Stack]:
-    """The tier's services and Redis behind a gateway of this test's own, whose
-    TTS canary pool is the TTS itself (the tier's gateway has none, so the
-    release this test starts leaves it on stable)."""
-    env = dict(stack.gateway.extra_env) | {"GATEWAY_TTS_CANARY_ADDRS": stack.services["tts"].address,
+    """The tier's speech services behind a gateway of this test's own, whose
+    TTS canary pool is the TTS itself, on a Redis of its own: the release
+    record, the samples and the sessions are this test's alone (every
+    gateway writes a sample per turn, and a session of an earlier test may
+    still be ending)."""
+    redis_proc, redis_url = start_redis()
+    env = dict(stack.gateway.extra_env) | {"GATEWAY_REDIS_URL": redis_url,
+                                           "GATEWAY_TTS_CANARY_ADDRS": stack.services["tts"].address,
                                            "GATEWAY_RELEASE_REFRESH_S": "0.2"}
     gw = ServiceProcess(GATEWAY.module, GATEWAY.env_prefix, env, grpc_service=False)
-    gw.start(timeout=120)
     try:
-        yield dataclasses.replace(stack, gateway=gw)
+        gw.start(timeout=120)
+        yield dataclasses.replace(stack, gateway=gw, redis=redis_proc)
     finally:
         gw.stop()
+        redis_proc.terminate()
+        redis_proc.wait(10)
 
 
 def cli(st: Stack, *args: str) -> None:
@@ -75,30 +81,20 @@ def wait_release(st: Stack, state: str, timeout: float = 10.0) -> dict:
     raise AssertionError(f"gateway never saw the tts release {state}: {rel}")
 
 
-def samples(st: Stack, after: str = "-") -> list[Sample]:
-    """The release samples written after the stream id ``after`` (the tier's
-    earlier tests wrote theirs into the same Redis)."""
+def samples(st: Stack) -> list[Sample]:
     r = redis.Redis.from_url(st.gateway.extra_env["GATEWAY_REDIS_URL"])
-    lo = "-" if after == "-" else f"({after}"
-    return [Sample.decode(f[b"d"]) for _, f in r.xrange(SAMPLES_KEY, min=lo)]
+    return [Sample.decode(f[b"d"]) for _, f in r.xrange(SAMPLES_KEY)]
 
 
-def last_sample_id(st: Stack) -> str:
-    r = redis.Redis.from_url(st.gateway.extra_env["GATEWAY_REDIS_URL"])
-    last = r.xrevrange(SAMPLES_KEY, count=1)
-    return last[0][0].decode() if last else "-"
-
-
-def wait_samples(st: Stack, n: int, after: str, timeout: float = 10.0) -> list[Sample]:
+def wait_samples(st: Stack, n: int, timeout: float = 10.0) -> list[Sample]:
     end = time.monotonic() + timeout
-    while time.monotonic() < end and len(got := samples(st, after)) < n:
+    while time.monotonic() < end and len(got := samples(st)) < n:
         time.sleep(0.1)
     return got
 
 
 async def test_release_drill_on_the_real_stack(canary_stack):
     st = canary_stack
-    since = last_sample_id(st)
     cli(st, "start", "--service", "tts", "--steps", "50,100", "--interval", "600")
     assert wait_release(st, "progressing")["weight"] == 50
     cli(st, "promote", "--service", "tts")
@@ -111,7 +107,7 @@ async def test_release_drill_on_the_real_stack(canary_stack):
         rt.start_microphone(RATE).play(pcm)
         done = await rt.wait_for("response.done", timeout=TURN_TIMEOUT)
     assert status_of(done)[0] == "completed", done
-    [s] = wait_samples(st, 1, since)
+    [s] = wait_samples(st, 1)
     assert s.canary == {"tts"} and not s.failed
     assert s.v2v_ms == timings(done)["voice_to_voice_ms"]
     stored = json.loads(redis.Redis.from_url(st.gateway.extra_env["GATEWAY_REDIS_URL"]).get(KEY.format(sid)))
@@ -130,5 +126,5 @@ async def test_release_drill_on_the_real_stack(canary_stack):
         await rt.send(events.response_create())
         done = await rt.wait_for("response.done", timeout=TURN_TIMEOUT)
     assert status_of(done)[0] == "completed", done
-    got = wait_samples(st, 2, since)
+    got = wait_samples(st, 2)
     assert len(got) == 2 and got[-1].canary == frozenset()

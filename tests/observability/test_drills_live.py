@@ -49,7 +49,12 @@ FAULT_S = 90.0           # the most a fault lasts: ~10 turns of two people on a 
 CANARY_FAULT_S = 240.0   # the canary drill: ~10 canary turns of three people at 50 %
 CANARY_GOOD_WAIT_S = 330.0   # judged every 30 s; held for want of canary turns at most 240 s
 ASR_CANARY_WAIT_S = 600.0   # check at 60 s, then the probes: 2 x 179 background ASR passes (250 s measured)
-JUDGE_MIN_SAMPLES = 3     # canary turns per rule in the release drills (production: 30; CI minutes)
+# Canary turns per rule (production: 30). canary-good needs only the path to a
+# promotion (a pass); canary-bad keeps 5: with 3 canary turns the Mann-Whitney
+# comparison cannot reach its alpha against fewer than 8 stable turns even when
+# every canary turn is the slowest, so on a host where stable breaks the latency
+# limit too (the hard rule then defers to it) a bad canary could not fail.
+GOOD_MIN_SAMPLES, BAD_MIN_SAMPLES = 3, 5
 END_AFTER_FIRING_S = 5.0  # a fault ends this long after its alert fires (detection is what is measured)
 
 
@@ -189,9 +194,9 @@ async def test_canary_good_drill(live):
     starts from stable. Before canary-bad, whose rolled-back record stays."""
     # Two people: with one, a 50 % hash over a few conversations gave the canary 2 turns
     # in 5 min (2026-12-04), and the release was aborted as inconclusive.
-    # 3 canary turns per rule (production: 30): what is shown is the judge's path
-    # from samples to a promotion on the real stack; its statistics have unit tests.
-    report, rel = await _release_drill(live, "canary-good", judge_min_samples=JUDGE_MIN_SAMPLES, users=2,
+    # GOOD_MIN_SAMPLES: what is shown is the judge's path from real samples to a
+    # promotion on the real stack; its statistics have unit tests.
+    report, rel = await _release_drill(live, "canary-good", judge_min_samples=GOOD_MIN_SAMPLES, users=2,
                                        fault_s=CANARY_GOOD_WAIT_S)
     out = report.release
     assert out is not None, report.lines()
@@ -201,7 +206,7 @@ async def test_canary_good_drill(live):
         # limit stands, and a p95 of the canary's 3 turns is its slowest turn.
         pytest.skip(f"the host is at the SLO's edge for stable too: {report.lines()}")
     assert out.state == "promoted", report.lines()
-    assert out.counts.get("canary", 0) >= JUDGE_MIN_SAMPLES, report.lines()
+    assert out.counts.get("canary", 0) >= GOOD_MIN_SAMPLES, report.lines()
     assert report.recover_s is not None and report.lost == {}, report.lines()
     assert report.panels and not report.panels_missed, report.lines()
     assert report.failures == [], report.lines()
@@ -215,14 +220,14 @@ async def test_canary_bad_drill(live):
     conversations go to stable and are answered; nothing is lost. The
     rolled-back record stays (the incident's record): later drills are not
     disturbed, their alerts are other ones or another backend's."""
-    # Three people, 3 canary turns per rule (production: 30), at most 4 min.
-    report, rel = await _release_drill(live, "canary-bad", judge_min_samples=JUDGE_MIN_SAMPLES, users=3,
+    # Three people, 5 canary turns per rule (production: 30), at most 4 min.
+    report, rel = await _release_drill(live, "canary-bad", judge_min_samples=BAD_MIN_SAMPLES, users=3,
                                        fault_s=CANARY_FAULT_S)
     _detected_and_recovered(report, "canary-bad", CANARY_FAULT_S)
     assert report.release is not None and report.release.state == "rolled_back", report.lines()
     # A hard latency limit, or (stable over the SLO too on a slow host) the comparison.
     assert report.release.rule.startswith(("hard:p95:", "mann_whitney:")), report.lines()
-    assert report.release.counts.get("canary", 0) >= JUDGE_MIN_SAMPLES, report.lines()
+    assert report.release.counts.get("canary", 0) >= BAD_MIN_SAMPLES, report.lines()
     assert (rel.state, rel.weight) == ("rolled_back", 0.0)
     assert report.outcomes["after"].get("completed", 0) >= 1, report.lines()
 
