@@ -325,3 +325,52 @@ async def test_an_alert_pending_between_two_polls_is_found_in_prometheus_history
     assert (watch.alert, watch.pending_at, watch.firing_at) == ("VoiceComponentDown", 1001.0, None)
     assert asked[0]["query"] == 'ALERTS{alertname=~"VoiceComponentDown"}'
     assert float(asked[0]["start"]) < since <= 1010.0 == float(asked[0]["end"])
+
+
+async def test_panels_wait_for_prometheus_to_scrape_and_evaluate_after_the_recovery():
+    """With production's 15 s scrapes a gateway restarted 9 s before the
+    first good turn was in no sample yet, and its Restarts panel read flat:
+    the panels are read once every target was scraped after the recovery and
+    every rule group evaluated after those scrapes (a virtual clock; each
+    poll moves Prometheus on by one step)."""
+    import httpx
+
+    from drills.catch_up import caught_up
+
+    since = 1_800_000_000.0
+
+    def stamp(t: float) -> str:
+        import datetime
+        return datetime.datetime.fromtimestamp(t, datetime.timezone.utc).isoformat().replace("+00:00", "Z")
+
+    polls = {"targets": 0, "rules": 0}
+    scrapes = [[since - 5, since - 1], [since + 3, since - 1], [since + 3, since + 8]]   # the 2nd target lags
+    evals = [[since + 4], [since + 9]]                                                   # one before the scrape
+
+    def prometheus(req: httpx.Request) -> httpx.Response:
+        if req.url.path == "/api/v1/targets":
+            at = scrapes[min(polls["targets"], len(scrapes) - 1)]
+            polls["targets"] += 1
+            data = {"activeTargets": [{"lastScrape": stamp(t)} for t in at]}
+        else:
+            at = evals[min(polls["rules"], len(evals) - 1)]
+            polls["rules"] += 1
+            data = {"groups": [{"lastEvaluation": stamp(t)} for t in at]}
+        return httpx.Response(200, json={"status": "success", "data": data})
+
+    now = [0.0]
+
+    async def sleep(s: float) -> None:
+        now[0] += s
+
+    assert await caught_up("http://prom", since, transport=httpx.MockTransport(prometheus),
+                           sleep=sleep, clock=lambda: now[0])
+    assert polls == {"targets": 3, "rules": 2}     # waited for the lagging target, then for an evaluation after it
+
+    # A Prometheus that never catches up: False at the timeout, not a hang.
+    polls.update(targets=0, rules=0)
+    scrapes[:] = [[since - 5]]
+    now[0] = 0.0
+    assert not await caught_up("http://prom", since, timeout_s=10, transport=httpx.MockTransport(prometheus),
+                               sleep=sleep, clock=lambda: now[0])
+    assert now[0] == 10.0
