@@ -17,6 +17,8 @@ from typing import Awaitable, Callable
 
 import httpx
 
+CATCH_UP_S = 90.0    # the longest a drill waits for Prometheus before reading anyway
+
 
 def _wall(stamp: str) -> float:
     """Prometheus' RFC 3339 time (nanoseconds, "Z") as epoch seconds; 0 for its zero time."""
@@ -40,7 +42,7 @@ def _evaluations(data: dict) -> list[str]:
     return [g.get("lastEvaluation", "") for g in data.get("groups", [])]
 
 
-async def caught_up(prom_url: str, since: float, timeout_s: float = 90.0, *,
+async def caught_up(prom_url: str, since: float, timeout_s: float = CATCH_UP_S, *,
                     transport: httpx.AsyncBaseTransport | None = None,
                     sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
                     clock: Callable[[], float] = time.monotonic) -> bool:

@@ -29,7 +29,7 @@ from typing import Any, Awaitable, Callable
 import httpx
 
 from drills.alertwatch import AlertWatch
-from drills.catch_up import caught_up
+from drills.catch_up import CATCH_UP_S, caught_up
 from drills.panels import PanelSeen, panels_seen
 from drills.release import DrillRelease, ReleaseOutcome
 from drills.scenarios import Scenario
@@ -269,8 +269,8 @@ async def run_drill(sc: Scenario, *, http_url: str, admin_key: str, clips: list,
         if first is not None and settled_at is not None:
             report.recover_s = max(first.ended_at, settled_at) - t1
         if prometheus and not await caught_up(prometheus, time.time()):
-            say("Prometheus had not scraped and evaluated everything since the recovery within 90 s: "
-                "the alert history and panels below may miss its end")
+            say(f"Prometheus had not scraped and evaluated everything since the recovery within "
+                f"{CATCH_UP_S:.0f} s: the alert history and panels below may miss its end")
         if watch is not None:
             await watch.history(time.time())
             report.alert = watch.alert

@@ -31,19 +31,14 @@ TURN_TIMEOUT = 90
 
 @pytest.fixture(scope="module")
 def two_gateways(stack: Stack) -> Iterator[tuple[ServiceProcess, ServiceProcess]]:
-    """Two more gateway processes on the tier's services and Redis: the test
-    kills the first, and the tier's own gateway is left alone."""
-    gws = [ServiceProcess(GATEWAY.module, GATEWAY.env_prefix, dict(stack.gateway.extra_env), grpc_service=False)
-           for _ in range(2)]
+    """A gateway of the test's own, which it kills, and the tier's gateway on
+    the same services and Redis, where the client resumes."""
+    first = ServiceProcess(GATEWAY.module, GATEWAY.env_prefix, dict(stack.gateway.extra_env), grpc_service=False)
     try:
-        for g in gws:
-            g.spawn()
-        for g in gws:
-            g.wait_ready(120)
-        yield gws[0], gws[1]
+        first.start(timeout=120)
+        yield first, stack.gateway
     finally:
-        for g in gws:
-            g.stop()
+        first.stop()
 
 
 def texts(item: dict) -> str:
