@@ -23,7 +23,8 @@ import sys
 from pathlib import Path
 
 from clients.clips import load_clips
-from drills.runner import briefing, restart_with, run_drill
+from drills.restart import restart_with
+from drills.runner import briefing, run_drill
 from drills.scenarios import SCENARIOS
 from common.components import REDIS_URL
 

@@ -352,20 +352,3 @@ async def _until(pred: Callable[[], bool], timeout: float) -> bool:
             return True
         await asyncio.sleep(0.5)
     return pred()
-
-
-async def restart_with(command: str, http_url: str, timeout_s: float = 300) -> None:
-    """Run the operator's restart command, then wait until /healthz answers 200."""
-    proc = await asyncio.create_subprocess_shell(command)
-    if await proc.wait() != 0:
-        raise RuntimeError(f"the restart command failed: {command}")
-    async with httpx.AsyncClient(base_url=http_url, timeout=2) as c:
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            try:
-                if (await c.get("/healthz")).status_code == 200:
-                    return
-            except httpx.HTTPError:
-                pass
-            await asyncio.sleep(0.5)
-    raise RuntimeError(f"the gateway did not answer /healthz within {timeout_s:.0f} s of the restart")

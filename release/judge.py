@@ -20,7 +20,9 @@ ASR, round-trip WER of the canary TTS) come in as ready checks and decide
 like any other rule.
 
 A verdict is never "pass" by default: with fewer than ``min_samples`` turns a
-rule is inconclusive, and so is an empty or all-NaN series; the controller
+rule is inconclusive, and so is an empty or all-NaN series, and so is a
+comparison whose sizes could not reach alpha even with every canary turn the
+slowest (a drill's few turns: ``stats.best_p_greater``); the controller
 holds the step then. Failures decide first (any failing rule fails the
 verdict), then inconclusive, and only a window where every required rule ran
 and passed passes. Each rule's measured values travel in the verdict, for the
@@ -211,6 +213,12 @@ def _compare(metric: str, canary: list[Sample], stable: list[Sample], cfg: Judge
         return Check(rule, INCONCLUSIVE, None, cfg.margin, {
             "n_canary": len(c), "n_stable": len(s),
             "why": f"{len(c)} canary / {len(s)} stable values, {cfg.min_samples} each needed"})
+    if (best := stats.best_p_greater(len(c), len(s))) >= cfg.alpha:
+        # Below ~5 a side no result could be a failure: a pass would be by default.
+        return Check(rule, INCONCLUSIVE, None, cfg.margin, {
+            "n_canary": len(c), "n_stable": len(s), "best_p": best,
+            "why": f"{len(c)} canary / {len(s)} stable values cannot show a slower canary at alpha "
+                   f"{cfg.alpha:g} (p {best:.2g} even if every canary value were the slowest)"})
     mw = stats.mann_whitney_greater(c, s)
     mc, ms = stats.median(c), stats.median(s)
     effect = (mc / ms - 1.0) if ms > 0 else (math.inf if mc > 0 else 0.0)

@@ -173,6 +173,26 @@ def test_min_samples_is_configurable():
     assert judge("tts", samples, JudgeConfig(min_samples=10)).verdict == PASS
 
 
+def test_a_comparison_too_small_to_fail_is_inconclusive_not_a_pass():
+    # A drill's few turns (min_samples 3): 3 canary against 4 stable turns can
+    # never reach alpha 0.01, even with every canary turn the slowest, so the
+    # comparison would pass whatever the canary did. It holds instead, and
+    # says so; from 5 a side it decides.
+    cfg = JudgeConfig(min_samples=3)
+    few = judge("tts", turns(4, canary=False, seed=30) + turns(3, canary=True, seed=31), cfg)
+    c = rule(few, "mann_whitney:v2v_ms")
+    assert c.outcome == INCONCLUSIVE and c.detail["best_p"] >= cfg.alpha, c.detail
+    assert "cannot show a slower canary" in c.detail["why"]
+    assert few.verdict == INCONCLUSIVE
+    ok = judge("tts", turns(5, canary=False, seed=30) + turns(5, canary=True, seed=31), cfg)
+    assert rule(ok, "mann_whitney:v2v_ms").outcome in (PASS, FAIL)
+    # best_p_greater is the p of the most separated samples.
+    for n1, n2 in ((3, 4), (3, 8), (5, 5), (10, 3)):
+        top = stats.mann_whitney_greater([100.0 + i for i in range(n1)], [float(i) for i in range(n2)])
+        assert stats.best_p_greater(n1, n2) == pytest.approx(top.p_greater)
+    assert stats.best_p_greater(3, 7) > 0.01 > stats.best_p_greater(3, 8)
+
+
 def test_mann_whitney_matches_the_textbook_value():
     # U = 9 for [4,5,6] > [1,2,3]; normal approximation with continuity:
     # z = (9 - 4.5 - 0.5) / sqrt(3*3*7/12) = 1.746, p = 0.0404 (as scipy's
