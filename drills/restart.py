@@ -16,11 +16,13 @@ rollout status ...``)."""
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 
 import httpx
 
 START_SERIES = "process_start_time_seconds"
+log = logging.getLogger("drills.restart")
 
 
 def start_time(metrics_text: str) -> float | None:
@@ -52,24 +54,46 @@ async def _healthy(c: httpx.AsyncClient) -> bool:
         return False
 
 
+async def _started_before(c: httpx.AsyncClient, tries: int, poll_s: float) -> float | None:
+    # One failed read would quietly turn the wait into /healthz alone (the
+    # restart done at once): retry, and say so when it comes to that.
+    for i in range(tries):
+        if (t := await _started(c)) is not None:
+            return t
+        if i + 1 < tries:
+            await asyncio.sleep(poll_s)
+    log.warning("no %s on the gateway's /metrics: the restart counts as done at the first /healthz 200, "
+                "which the old process may still give", START_SERIES)
+    return None
+
+
 async def restart_with(command: str, http_url: str, timeout_s: float = 300, poll_s: float = 0.5,
-                       transport: httpx.AsyncBaseTransport | None = None) -> None:
+                       transport: httpx.AsyncBaseTransport | None = None, before_tries: int = 3) -> None:
     """Run ``command``, then wait until a gateway started after it answers
-    /healthz 200 (``transport``: for tests)."""
+    /healthz 200 (``transport``: for tests). The start time is read first:
+    once it has changed, the port is the new process's, so its /healthz 200
+    is the new gateway's (the old one may still have answered /healthz a
+    moment before)."""
     async with httpx.AsyncClient(base_url=http_url, timeout=2, transport=transport) as c:
-        before = await _started(c)
+        before = await _started_before(c, before_tries, poll_s)
         proc = await asyncio.create_subprocess_shell(command)
         if await proc.wait() != 0:
             raise RuntimeError(f"the restart command failed: {command}")
         deadline = time.monotonic() + timeout_s
+        now: float | None = None
         while time.monotonic() < deadline:
-            if await _healthy(c):
-                now = await _started(c)
-                # Without a start time before (no process collector), /healthz is all there is.
-                if before is None or (now is not None and now != before):
-                    return
+            now = await _started(c) if before is not None else None
+            # Without a start time before (no process collector), /healthz is all there is.
+            if (before is None or (now is not None and now != before)) and await _healthy(c):
+                return
             await asyncio.sleep(poll_s)
-    if before is not None:
+    if before is None:
+        raise RuntimeError(f"the gateway did not answer /healthz within {timeout_s:.0f} s of the restart")
+    if now == before:
         raise RuntimeError(f"no restarted gateway answered within {timeout_s:.0f} s of the restart command: "
                            f"the one answering still has {START_SERIES} {before:.0f} (did the command restart it?)")
-    raise RuntimeError(f"the gateway did not answer /healthz within {timeout_s:.0f} s of the restart")
+    if now is None:
+        raise RuntimeError(f"no gateway's /metrics gave {START_SERIES} within {timeout_s:.0f} s of the restart "
+                           "command (is it up?)")
+    raise RuntimeError(f"the restarted gateway ({START_SERIES} {now:.0f}) did not answer /healthz 200 within "
+                       f"{timeout_s:.0f} s of the restart command")

@@ -22,7 +22,7 @@ like any other rule.
 A verdict is never "pass" by default: with fewer than ``min_samples`` turns a
 rule is inconclusive, and so is an empty or all-NaN series, and so is a
 comparison whose sizes could not reach alpha even with every canary turn the
-slowest (a drill's few turns: ``stats.best_p_greater``); the controller
+slowest, ties aside (a drill's few turns: ``stats.best_p_greater``); the controller
 holds the step then. Failures decide first (any failing rule fails the
 verdict), then inconclusive, and only a window where every required rule ran
 and passed passes. Each rule's measured values travel in the verdict, for the

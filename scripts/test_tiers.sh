@@ -17,12 +17,14 @@ for tier in "${tiers[@]}"; do
   [ -d "tests/$tier" ] || { echo "no tests/$tier: skipped"; continue; }
   echo "==> tier $tier"
   t0=$SECONDS
-  # The unit and fuzz tiers are pure (fakes, virtual clocks, no fixed ports):
-  # they run on every core (TEST_WORKERS, default auto; 0 = in this process).
-  # The other tiers share one real stack per module and stay serial.
+  # The unit and fuzz tiers start no shared stack (what servers and Redis they
+  # start are their own, on free ports, files under tmp_path): they run on
+  # up to 4 cores (TEST_WORKERS, default auto; 0 = in this process), a test
+  # file per worker so module-scoped model fixtures load once. The other
+  # tiers share one real stack per module and stay serial.
   par=()
-  case $tier in unit|fuzz) par=(-n "${TEST_WORKERS:-auto}") ;; esac
-  "$PY" -m pytest --durations=8 "${par[@]}" "tests/$tier"   # the slowest tests, to see where CI time goes
+  case $tier in unit|fuzz) par=(-n "${TEST_WORKERS:-auto}" --maxprocesses 4 --dist loadfile) ;; esac
+  "$PY" -m pytest --durations=8 ${par[@]+"${par[@]}"} "tests/$tier"   # the slowest tests, to see where CI time goes
   rc=$?
   summary+=("$(printf '%-14s %s (%d s)' "$tier" "$([ $rc = 0 ] && echo passed || echo "FAILED (pytest exit $rc)")" $((SECONDS - t0)))")
   [ $rc = 0 ] || failed+=("$tier")

@@ -23,6 +23,17 @@ PROMETHEUS_ACCEPT = ("application/openmetrics-text;version=1.0.0,application/ope
                      "version=0.0.1;q=0.75,text/plain;version=0.0.4;q=0.5,*/*;q=0.1")
 
 
+@pytest.fixture(autouse=True)
+def _identity_restored():
+    """init() relabels the whole process: put the labels back, so that other
+    test files in this process (a pytest-xdist worker runs several, in any
+    order) read their series under the labels they expect."""
+    saved = metrics.base()
+    yield
+    metrics._Base.service, metrics._Base.model, metrics._Base.variant = (
+        saved["service"], saved["model"], saved["variant"])
+
+
 @pytest.fixture
 def labels() -> dict[str, str]:
     """A fresh service label per test: the registry is process-global."""
