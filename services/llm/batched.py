@@ -377,7 +377,7 @@ def load_batched(opts: LlamaOptions, slots: int, step_tokens: int = 0, contexts:
     best."""
     from pathlib import Path
 
-    from services.llm.model import LlamaChatTokenizer
+    from services.llm.chat_tokenizer import LlamaChatTokenizer
 
     if not opts.model_path or not Path(opts.model_path).is_file():
         raise FileNotFoundError(

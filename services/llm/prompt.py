@@ -6,7 +6,7 @@ system message (a document must not speak with the system's authority).
 Their text, like the user's and tool outputs, cannot form chat-template
 markup: known markup of every common template is broken up here
 (untrusted.defuse), and the tokenizer breaks up any spelling of the loaded
-model's own control tokens (model.neutralize). Being in the latest turn, they also leave the start of
+model's own control tokens (chat_tokenizer.neutralize). Being in the latest turn, they also leave the start of
 the conversation byte-identical from turn to turn, so a model instance can
 reuse its KV cache for everything before the new turn (lower TTFT)."""
 from __future__ import annotations

@@ -12,7 +12,8 @@ import time
 
 import pytest
 
-from services.llm.model import LlamaChatTokenizer, LlamaInstance, LlamaOptions, default_model_path
+from services.llm.chat_tokenizer import LlamaChatTokenizer
+from services.llm.model import LlamaInstance, LlamaOptions, default_model_path
 from services.llm.pool import common_prefix
 from services.llm.schema import ResolvedSampling
 

@@ -61,7 +61,8 @@ def test_defuse_reads_the_same_and_leaves_plain_text_alone():
 @pytest.mark.slow
 @pytest.mark.parametrize("fx", FIXTURES, ids=[f["name"] for f in FIXTURES])
 def test_the_real_tokenizer_sees_one_turn_marker_per_message(fx):
-    from services.llm.model import LlamaChatTokenizer, LlamaOptions, default_model_path
+    from services.llm.chat_tokenizer import LlamaChatTokenizer
+    from services.llm.model import LlamaOptions, default_model_path
 
     path = default_model_path()
     if not path:
@@ -75,7 +76,7 @@ def test_the_real_tokenizer_sees_one_turn_marker_per_message(fx):
     # One opener per message plus the assistant's generation prompt; one closer per message.
     assert ids.count(im_start) == len(out) + 1
     assert ids.count(im_end) == len(out)
-    # Rendered and tokenized with neither guard (untrusted.defuse, model.neutralize),
+    # Rendered and tokenized with neither guard (untrusted.defuse, chat_tokenizer.neutralize),
     # the same text would have forged turns (the check is real).
     raw = [{"role": m.role, "content": m.content} for m in msgs]
     if fx["where"] != "passage":

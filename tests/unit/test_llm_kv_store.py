@@ -10,7 +10,8 @@ from __future__ import annotations
 import pytest
 
 from services.llm.kv_store import KvStore
-from services.llm.model import LlamaChatTokenizer, LlamaInstance, LlamaOptions, default_model_path
+from services.llm.chat_tokenizer import LlamaChatTokenizer
+from services.llm.model import LlamaInstance, LlamaOptions, default_model_path
 from services.llm.schema import ResolvedSampling
 
 

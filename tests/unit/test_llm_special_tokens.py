@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import pytest
 
-from services.llm.model import LlamaChatTokenizer, LlamaOptions, default_model_path, neutralize
+from services.llm.chat_tokenizer import LlamaChatTokenizer, neutralize
+from services.llm.model import LlamaOptions, default_model_path
 from services.llm.prompt import build_messages
 from services.llm.schema import ChatMessage, Passage
 

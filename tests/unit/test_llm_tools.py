@@ -201,7 +201,8 @@ def test_local_definitions_are_kept_apart_per_tool():
 
 @pytest.fixture(scope="module")
 def real_tokenizer():
-    from services.llm.model import LlamaChatTokenizer, LlamaOptions, default_model_path
+    from services.llm.chat_tokenizer import LlamaChatTokenizer
+    from services.llm.model import LlamaOptions, default_model_path
 
     path = default_model_path()
     if not path:
