@@ -7,7 +7,7 @@ exited (``pkill``, ``kubectl rollout restart``), and the old gateway then
 answers /healthz for a while yet, so waiting for /healthz alone marked the
 restart done at once (a fault time of 0.1 s in the report). A process is
 told by ``process_start_time_seconds`` on its /metrics, the series the
-dashboard's Restarts panel and the VoiceRestartLoop alert count.
+dashboard's Restarts panel and the VoiceComponentRestarting alert count.
 
 Behind a load balancer over several gateways, a different start time can
 come from another replica that never restarted; give a restart command that
@@ -20,6 +20,7 @@ import logging
 import time
 
 import httpx
+from prometheus_client.parser import text_string_to_metric_families
 
 START_SERIES = "process_start_time_seconds"
 log = logging.getLogger("drills.restart")
@@ -28,14 +29,14 @@ log = logging.getLogger("drills.restart")
 def start_time(metrics_text: str) -> float | None:
     """The process start time (unix seconds) in a Prometheus text exposition,
     or None when the series is missing (a platform without the process
-    collector)."""
-    for line in metrics_text.splitlines():
-        name, _, rest = line.partition(" ")
-        if name == START_SERIES:
-            try:
-                return float(rest.split()[0])
-            except (IndexError, ValueError):
-                return None
+    collector) or the text does not parse."""
+    try:
+        for fam in text_string_to_metric_families(metrics_text):
+            for sample in fam.samples:
+                if sample.name == START_SERIES:
+                    return float(sample.value)
+    except ValueError:
+        return None
     return None
 
 

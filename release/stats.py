@@ -89,6 +89,4 @@ def best_p_greater(n1: int, n2: int) -> float:
     stored to 0.1 ms, so the bound is a conservative one: at worst a hold.)"""
     if n1 < 1 or n2 < 1:
         return 1.0
-    n = n1 + n2
-    z = (n1 * n2 / 2.0 - 0.5) / math.sqrt(n1 * n2 * (n + 1) / 12.0)
-    return 0.5 * math.erfc(z / math.sqrt(2.0))
+    return mann_whitney_greater([float(n2 + i) for i in range(n1)], [float(i) for i in range(n2)]).p_greater

@@ -252,9 +252,7 @@ def test_static_client_is_served_at_root(tmp_path, provider):
 @pytest.mark.parametrize("has_docs", [True, False])
 def test_retrieval_is_on_by_default_only_when_documents_exist(has_docs):
     from services.gateway.backends.types import Passage
-    from services.gateway import defaults
 
-    defaults._DOCS_CACHE.clear()
     clock = MonotonicClock()
     docs = [Passage("faq.md", "Opening hours", "We open at nine.", 0.8),
             Passage("faq.md", "Parking", "Park behind the shop.", 0.1)] if has_docs else []
@@ -276,7 +274,6 @@ def test_retrieval_is_on_by_default_only_when_documents_exist(has_docs):
         else:
             assert "sources" not in (done["metadata"] or {})
             assert b.llm.passages[-1] == []
-    defaults._DOCS_CACHE.clear()
 
 
 def test_an_out_of_band_response_cut_short_announces_no_conversation_item(client):
