@@ -12,17 +12,18 @@ import asyncio
 import logging
 from typing import Any, Callable, Coroutine
 
-from services.gateway import events, log_context, metrics, protocol
+from services.gateway import events, metrics, protocol
 from services.gateway.audio_in import AudioQueue, Resampler, RingBuffer
 from services.gateway.backends.types import BackendError
 from services.gateway.defaults import default_turn_detection
-from services.gateway.echo_ref import SessionEcho
+from services.gateway.echo_ref import SessionEcho, echo_trace
 from services.gateway.item_events import ItemEvents
 from services.gateway.outbox import Outbox
 from services.gateway.planning import Planner, hand_turn_span
 from services.gateway.preempt import Preemption
 from services.gateway.protocol import ProtocolError
 from services.gateway.response import Response
+from services.gateway.resume import resume_session
 from services.gateway.session import Item, SessionState
 from services.gateway.session_update import session_update
 from services.gateway.settings import GatewaySettings
@@ -38,14 +39,15 @@ class Conversation:
                  store: Any, load_session: Callable[[str], Coroutine[Any, Any, SessionState | None]] | None = None,
                  route: Callable[[str, dict[str, str]], Any] | None = None) -> None:
         self.state, self.settings, self.backends, self.clock, self.store = state, settings, backends, clock, store
-        self._load_session = load_session
-        self._route = route    # (session id, its stored variants) -> its backends: a resume's own
+        self.load_session = load_session
+        self.route = route    # (session id, its stored variants) -> its backends: a resume's own
         self.outbox = Outbox(settings.outbox_max_events, clock)
         self.audio_q = AudioQueue(settings.input_queue_ms)
         self.ring = RingBuffer()
         self.resampler = Resampler()
         # The assistant's own voice cancelled from the mic audio (echo.py).
-        self.echo = SessionEcho(lambda: self.response) if settings.echo_cancel else None
+        self.echo = SessionEcho(lambda: self.response, trace=echo_trace(settings, state.id)) \
+            if settings.echo_cancel else None
         self.turns = TurnTaker(self)
         self.items = ItemEvents(self)             # the client's edits of the items
         self.response: Response | None = None
@@ -179,7 +181,7 @@ class Conversation:
         old = self.state.config
         cfg, resume = session_update(ev, old, default_turn_detection(self.settings))
         if resume and resume != self.state.id:
-            await self._resume(ev, resume)
+            await resume_session(self, ev, resume)
             old = self.state.config
             cfg, _ = session_update(ev, old, default_turn_detection(self.settings))
         self.state.config = cfg
@@ -191,41 +193,6 @@ class Conversation:
             await self.turns.reconfigure_vad()
         self.save()
         self.emit(events.ev("session.updated", session=cfg.wire(self.state.id)))
-
-    async def _resume(self, ev: dict, session_id: str) -> None:
-        if self.state.items or self.response is not None:
-            raise ProtocolError("session_resume_not_allowed",
-                                f"session.update: cannot resume session '{session_id}': this session "
-                                "already has conversation items", "session.id", ev.get("event_id"))
-        if self.turns.turn is not None or self.preemption.held is not None:
-            raise ProtocolError("session_resume_not_allowed",
-                                f"session.update: cannot resume session '{session_id}' while the user is "
-                                "speaking: resume before sending audio, or after the turn", "session.id",
-                                ev.get("event_id"))
-        loaded = await self._load_session(session_id) if self._load_session else None
-        if loaded is None:
-            raise ProtocolError("session_not_found", f"session.update: session '{session_id}' was not found "
-                                "(expired or never stored)", "session.id", ev.get("event_id"))
-        if self._route is None:
-            self.state = loaded
-            return
-        # The resumed session keeps the variants it was given (a canary
-        # session stays on the canary), not this connection's new ones.
-        backends = self._route(loaded.id, loaded.variants)
-        loaded.variants = dict(backends.variants)
-        self.state = loaded
-        log_context.retag(loaded.id, backends.variants)
-        await self._use_backends(backends)
-        log.info("session %s resumed by session.update (variants %s)", loaded.id, backends.variants)
-
-    async def _use_backends(self, backends: Any) -> None:
-        """Serve the session from other backends: later calls use them, the
-        VAD and ASR streams reopen on them."""
-        self.backends = backends
-        t = self.turns
-        t.vad.client, t.asr.client = backends.vad, backends.asr
-        await t.vad.restart()
-        await t.asr.restart()
 
     async def _on_input_audio_buffer_append(self, ev: dict) -> None:
         pcm = protocol.append_audio(ev)
