@@ -40,6 +40,8 @@ ROOMS = {
         (d, l) for d in (60, 120, 250) for l in (-20, -10, -6))],
     "quick": [Room(delay_ms=d, level_db=l, seed=i) for i, (d, l) in enumerate(
         ((60, -6), (120, -10), (250, -6), (250, -20)))],
+    # The slow room of the full grid, three times (diagnosis with GATEWAY_ECHO_TRACE_DIR).
+    "late-loud": [Room(delay_ms=250, level_db=-6, seed=i) for i in range(3)],
 }
 
 
@@ -65,7 +67,8 @@ async def run(url: str, rooms: Sequence[Room], label: str) -> tuple[list[Listene
         print(f"  [{label}] {room.delay_ms:3.0f} ms {room.level_db:4.0f} dB  barge-in "
               f"{'-' if b.reaction_ms is None else f'{b.reaction_ms:.0f} ms'}, {b.status}/{b.reason}"
               f"{', paused by the echo before the user spoke' if b.early else ''}"
-              f"{', the answer had ended before the voice' if b.ended_first else ''}", flush=True)
+              f"{', the answer had ended before the voice' if b.ended_first else ''}"
+              f"{f' (voice onset at t = {b.onset_t:.3f})' if b.onset_t is not None else ''}", flush=True)
     return listened, barged
 
 

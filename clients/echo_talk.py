@@ -49,6 +49,7 @@ class BargedIn:
     reason: str | None
     early: bool                 # also cleared (by the echo) after listen_s, before the user spoke
     ended_first: bool = False   # the answer had played to its end before the voice began: nothing to cut
+    onset_t: float | None = None  # monotonic time of the voice's first voiced sample (for echo traces)
 
 
 def _response(ev) -> dict:
@@ -106,8 +107,10 @@ async def barge_in(url: str, rate: int, room: Room, question: Clip, voice: Clip,
         await rt.truncate(first.get("item_id"))
         done = await rt.wait_for("response.done", timeout=30, where=lambda e: _response(e).get("id") == rid)
         r = _response(done)
-        return BargedIn(room, (cleared.t - utt.time_of(voice.span.first_sample)) * 1000, r.get("status"),
-                        (r.get("status_details") or {}).get("reason"), _early(rt, mark, rid, cleared.t))
+        onset = utt.time_of(voice.span.first_sample)
+        return BargedIn(room, (cleared.t - onset) * 1000, r.get("status"),
+                        (r.get("status_details") or {}).get("reason"), _early(rt, mark, rid, cleared.t),
+                        onset_t=onset)
 
 
 def _ended_first(rt: RealtimeClient, rid: str, utt, voice: Clip) -> bool:

@@ -30,11 +30,14 @@ from __future__ import annotations
 
 import math
 import time
-from typing import Callable, Protocol
+from typing import TYPE_CHECKING, Callable, Protocol
 
 import numpy as np
 
 from services.gateway.echo_detect import EchoDetector
+
+if TYPE_CHECKING:
+    from services.gateway.echo_trace import EchoTrace
 
 RATE = 16000
 FRAME = 160                     # samples in one 10 ms APM frame
@@ -106,6 +109,7 @@ class EchoCanceller:
         self.ref_in_energy = self.ref_out_energy = 0.0
         # Whether the output replaces the mic: not where there is no echo (echo_detect.py).
         self.detector = EchoDetector()
+        self.trace: "EchoTrace | None" = None   # set by SessionEcho for diagnosis (echo_trace.py)
 
     @property
     def held_s(self) -> float:
@@ -153,6 +157,8 @@ class EchoCanceller:
         e_mic, e_ref = _energy(mic), (_energy(played) if played is not None else 0.0)
         if played is not None:
             self._last_ref_t = t
+        if self.trace is not None:
+            self.trace.frame(t, played, FRAME_BYTES)
         if not self.detector.push(e_mic, e_ref):
             # No echo comes back (a headset, a quiet listener): AEC3 is not run at
             # all, which saves its CPU; it starts afresh if an echo is seen later.

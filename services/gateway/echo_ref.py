@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Callable
 from common.audio import StreamResampler
 from services.gateway import metrics
 from services.gateway.echo import FRAME_BYTES, RATE, EchoCanceller
+from services.gateway.echo_trace import EchoTrace
 
 if TYPE_CHECKING:
     from services.gateway.response import Response
@@ -75,8 +76,10 @@ class SessionEcho:
     """The session's microphone audio through the canceller: the glue of the
     capture clock, the reference and the canceller, plus its metrics."""
 
-    def __init__(self, current: Callable[[], "Response | None"], make_apm=None) -> None:
+    def __init__(self, current: Callable[[], "Response | None"], make_apm=None,
+                 trace: EchoTrace | None = None) -> None:
         self.canceller = EchoCanceller(make_apm) if make_apm is not None else EchoCanceller()
+        self.canceller.trace = self.trace = trace     # a diagnostic record, off by default (echo_trace.py)
         self.reference = PlaybackReference(current)
         self.capture = CaptureClock()
         self._samples = 0
@@ -94,9 +97,14 @@ class SessionEcho:
         if not enabled:
             return ec.drain() + pcm16k, end_wall
         was_active = ec.active
-        out = ec.process(pcm16k, self.capture.time_of(first), self.reference)
+        first_t = self.capture.time_of(first)
+        out = ec.process(pcm16k, first_t, self.reference)
         if was_active or ec.active:
             self._metrics(ended=not ec.active)
+            if self.trace is not None:
+                self.trace.chunk(first_t, pcm16k, out)
+                if not ec.active:
+                    self.trace.write()
         return out, end_wall - ec.held_s
 
     def _metrics(self, ended: bool) -> None:
@@ -110,3 +118,8 @@ class SessionEcho:
             if d_in > 0 and d_out > 0:
                 metrics.ECHO_ERLE.labels(**b).observe(10.0 * math.log10(d_in / d_out))
             self._mark = (ec.frames, ec.cpu_s, ec.ref_in_energy, ec.ref_out_energy)
+
+
+def echo_trace(settings, session_id: str) -> EchoTrace | None:
+    """The session's diagnostic trace if ``echo_trace_dir`` is set (echo_trace.py)."""
+    return EchoTrace(settings.echo_trace_dir, session_id) if settings.echo_trace_dir else None

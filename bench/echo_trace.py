@@ -1,0 +1,115 @@
+"""Where a barge-in under echo spends its time, from a gateway's echo trace
+(services/gateway/echo_trace.py: run the gateway with
+GATEWAY_ECHO_TRACE_DIR=DIR, then e.g. ``python -m bench.bench_echo``).
+
+For one trace file (an answer's stretch of cancelling) it prints:
+- the reference's alignment with the echo in the microphone: in 0.5 s
+  windows while the reference plays, the lag (ms) at which the mic best
+  correlates with the reference fed for the same capture times, and that
+  correlation. A steady lag within what AEC3 follows (up to ~400 ms) is
+  what the canceller needs; a lag that moves, or one beyond that, is not.
+- around the barge-in (``--onset``, the monotonic time of the user's first
+  voiced sample, as bench_echo prints it; default: 1.5 s before the
+  reference stops, which a barge-in's pause does), each 32 ms frame: the
+  levels (dBFS) of the mic, the canceller's output and the reference, and
+  silero's speech probability on the raw mic and on the output.
+
+    python -m bench.echo_trace DIR/sess_...-2.npz [--onset 12345.67]
+"""
+from __future__ import annotations
+
+import argparse
+from typing import Sequence
+
+import numpy as np
+
+from services.vad.engine import FRAME_SAMPLES, SAMPLE_RATE, VadEngine
+from services.vad.segmenter import SegmenterParams
+
+RATE = SAMPLE_RATE
+FRAME = FRAME_SAMPLES
+
+
+def load(path: str) -> dict:
+    z = np.load(path)
+    d = {k: z[k] for k in z.files}
+    d["mic"], d["out"], d["ref"] = (d[k].astype(np.float64) for k in ("mic", "out", "ref"))
+    n = min(len(d["mic"]), len(d["out"]), len(d["ref"]))
+    d["n"] = n
+    # Sample index -> capture time, from the chunks (the clock may re-anchor).
+    starts = np.concatenate([[0], np.cumsum(d["chunk_n"])[:-1]])
+    d["t_of"] = lambda i: float(np.interp(i, starts, d["chunk_t"]) if i <= starts[-1]
+                                else d["chunk_t"][-1] + (i - starts[-1]) / RATE)
+    return d
+
+
+def lag_track(mic: np.ndarray, ref: np.ndarray, win_s: float = 0.5,
+              lags_ms: tuple[float, float] = (-200.0, 800.0)) -> list[tuple[int, float, float]]:
+    """(window start, best lag in ms, normalized correlation) for each window
+    with reference audio: the echo in ``mic`` is the reference ``lag`` later."""
+    w = int(win_s * RATE)
+    lo, hi = int(lags_ms[0] * RATE / 1000), int(lags_ms[1] * RATE / 1000)
+    out = []
+    for s in range(max(0, -lo), len(mic) - w, w):
+        m = mic[s:s + w]
+        a, b = max(0, s - hi), s - lo + w
+        r = ref[a:b]
+        if np.dot(r, r) < 1e3 * len(r) or np.dot(m, m) <= 0:
+            continue
+        # corr[k] = sum m[j] * r[j + k]; lag = s - (a + k)
+        n = len(r) + w
+        f = np.fft.irfft(np.conj(np.fft.rfft(m, n)) * np.fft.rfft(r, n), n)[:len(r) - w + 1]
+        energy = np.convolve(r * r, np.ones(w), mode="valid")
+        norm = f / np.sqrt(np.maximum(energy, 1e-9) * np.dot(m, m))
+        k = int(np.argmax(norm))
+        out.append((s, (s - (a + k)) * 1000 / RATE, float(norm[k])))
+    return out
+
+
+def dbfs(x: np.ndarray) -> float:
+    return 10 * np.log10(max(float(np.mean(x * x)), 1e-3) / 32768 ** 2)
+
+
+def probs(engine: VadEngine, x: np.ndarray) -> list[float]:
+    stream = engine.open(SegmenterParams())
+    stream.push(np.clip(x, -32768, 32767).astype("<i2").tobytes())
+    return list(stream.probs)
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    p = argparse.ArgumentParser(description="An echo trace's alignment and its barge-in, frame by frame.")
+    p.add_argument("path")
+    p.add_argument("--onset", type=float, default=None, help="monotonic time of the user's first voiced sample")
+    p.add_argument("--before", type=float, default=0.5, help="seconds shown before the onset")
+    p.add_argument("--after", type=float, default=1.2, help="seconds shown after the onset")
+    args = p.parse_args(list(argv or []))
+    d = load(args.path)
+    n, mic, out, ref = d["n"], d["mic"][:d["n"]], d["out"][:d["n"]], d["ref"][:d["n"]]
+    t0 = d["t_of"](0)
+    print(f"{args.path}: {n / RATE:.1f} s from t = {t0:.2f}; reference in {int(d['has_ref'].sum())} "
+          f"of {len(d['has_ref'])} frames")
+    print("alignment (the echo lags the reference by; correlation):")
+    track = lag_track(mic, ref)
+    for s, lag, c in track:
+        print(f"  {s / RATE:6.2f} s  {lag:6.0f} ms  {c:4.2f}")
+    played = np.flatnonzero(d["has_ref"])
+    ref_end = (played[-1] + 1) * 160 if len(played) else n
+    onset_i = int((args.onset - t0) * RATE) if args.onset is not None else max(0, ref_end - int(1.5 * RATE))
+    engine = VadEngine()
+    p_mic, p_out = probs(engine, mic), probs(engine, out)
+    print(f"around the onset ({'given' if args.onset is not None else 'assumed'}: {onset_i / RATE:.2f} s "
+          f"into the trace; the reference stops at {ref_end / RATE:.2f} s):")
+    print("   ms  | mic dBFS | out dBFS | ref dBFS | p(mic) | p(out)")
+    lo = max(0, onset_i - int(args.before * RATE)) // FRAME
+    hi = min(n, onset_i + int(args.after * RATE)) // FRAME
+    for f in range(lo, hi):
+        a, b = f * FRAME, (f + 1) * FRAME
+        pm = p_mic[f] if f < len(p_mic) else float("nan")
+        po = p_out[f] if f < len(p_out) else float("nan")
+        print(f"  {(a - onset_i) * 1000 / RATE:5.0f} | {dbfs(mic[a:b]):8.1f} | {dbfs(out[a:b]):8.1f} | "
+              f"{dbfs(ref[a:b]):8.1f} | {pm:6.2f}{' #' if pm > 0.5 else '  '} | {po:5.2f}{' #' if po > 0.5 else ''}")
+
+
+if __name__ == "__main__":
+    import sys
+    main(sys.argv[1:])
