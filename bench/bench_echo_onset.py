@@ -10,14 +10,20 @@ reports, network chunks, the VAD service's stream): if the onset is late
 here too, the canceller is the cause; if not, the stack's alignment is.
 
 Far end: three clips back to back (bench_echo_canceller's synthetic room,
-noise at -55 dBFS); the user: clip 0870 from 2 s or 5 s in, over the
+noise at -55 dBFS), raised by ``--far-db`` (default 6: on the stack the
+TTS plays at -16 to -19 dBFS active, the user clips at -22 to -27, so the
+answer is ~6 dB louder than the user; at 0 both are at the clips' level,
+which hid the delay); the user: clip 0870 from 2 s or 5 s in, over the
 answer and its echo. Reported per room and seed: the first voiced frame
 (silero, 32 ms frames, threshold 0.5) at or after the user's start, through
 the canceller, minus the first voiced frame of the user alone.
 
-    python -m bench echo_onset
+    python -m bench echo_onset [--far-db 6]
 """
 from __future__ import annotations
+
+import argparse
+from typing import Sequence
 
 import numpy as np
 
@@ -30,12 +36,15 @@ USER_AT = (2.0, 5.0)
 SEEDS = (1, 2)
 
 
-def main() -> None:
-    far = np.concatenate([_speech("0880"), _speech("0890"), _speech("0920")])
+def main(argv: Sequence[str] | None = None) -> None:
+    p = argparse.ArgumentParser(description="Barge-in onset through the echo canceller, offline.")
+    p.add_argument("--far-db", type=float, default=6.0, help="the answer's level over the user's (dB)")
+    args = p.parse_args(list(argv or []))
+    far = np.concatenate([_speech("0880"), _speech("0890"), _speech("0920")]) * 10 ** (args.far_db / 20)
     near = _speech("0870")
     n = len(far)
     noise = np.random.default_rng(7).normal(0, 32768 * 10 ** (NOISE_DBFS / 20), n)
-    print("onset delay through the canceller (ms; the user alone = 0), per seed")
+    print(f"onset delay through the canceller (ms; the user alone = 0), per seed; the answer {args.far_db:+.0f} dB")
     print(f"{'room':16s} | " + " | ".join(f"user at {at:.0f} s" for at in USER_AT))
     delays: list[float] = []
     for d, lv in ROOMS:
@@ -61,4 +70,5 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    import sys
+    main(sys.argv[1:])

@@ -103,6 +103,8 @@ class Conversation:
         finally:
             self.audio_q.discard()
             self.outbox.discard()
+            if self.echo is not None and self.echo.trace is not None:
+                self.echo.trace.write()       # the stretch a closing session was in (diagnosis)
             self.save()
 
     # -- output -----------------------------------------------------------------------
