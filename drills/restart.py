@@ -20,7 +20,8 @@ import logging
 import time
 
 import httpx
-from prometheus_client.parser import text_string_to_metric_families
+
+from loadtests.probes import parse
 
 START_SERIES = "process_start_time_seconds"
 log = logging.getLogger("drills.restart")
@@ -31,13 +32,10 @@ def start_time(metrics_text: str) -> float | None:
     or None when the series is missing (a platform without the process
     collector) or the text does not parse."""
     try:
-        for fam in text_string_to_metric_families(metrics_text):
-            for sample in fam.samples:
-                if sample.name == START_SERIES:
-                    return float(sample.value)
+        series = parse(metrics_text)
     except ValueError:
         return None
-    return None
+    return next((v for (name, _), v in series.items() if name == START_SERIES), None)
 
 
 async def _started(c: httpx.AsyncClient) -> float | None:

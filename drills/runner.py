@@ -34,6 +34,7 @@ from drills.panels import PanelSeen, panels_seen
 from drills.release import DrillRelease, ReleaseOutcome
 from drills.scenarios import Scenario
 from drills.traffic import Traffic, lost_items
+from loadtests import probes
 from release.store import ReleaseStore
 
 Say = Callable[[str], None]
@@ -161,8 +162,11 @@ class Admin:
             text = (await self._c.get("/metrics")).text
         except httpx.HTTPError:
             return None
-        values = [float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
-                  if line.startswith(name + "{") or line.startswith(name + " ")]
+        try:
+            series = probes.parse(text)
+        except ValueError:
+            return None
+        values = [v for (n, _), v in series.items() if n == name]
         return sum(values) if values else None
 
     async def close(self) -> None:

@@ -46,6 +46,11 @@ def scrape(address: str, timeout: float = 5.0) -> Series:
             text = r.read().decode()
     except OSError:
         return {}
+    return parse(text)
+
+
+def parse(text: str) -> Series:
+    """Every sample of a Prometheus text exposition (ValueError if it does not parse)."""
     out: Series = {}
     for fam in text_string_to_metric_families(text):
         for s in fam.samples:

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import json
 
+import httpx
 import pytest
 import yaml
 
@@ -374,3 +375,21 @@ async def test_panels_wait_for_prometheus_to_scrape_and_evaluate_after_the_recov
     assert not await caught_up("http://prom", since, timeout_s=10, transport=httpx.MockTransport(prometheus),
                                sleep=sleep, clock=lambda: now[0])
     assert now[0] == 10.0
+
+
+async def test_the_admin_gauge_sums_one_metrics_samples_and_says_none_when_it_cannot_read():
+    from drills.runner import Admin
+
+    bodies = iter([
+        '# TYPE voice_breaker_open gauge\nvoice_breaker_open{service="asr"} 1.0\n'
+        'voice_breaker_open{service="llm"} 2.0\nvoice_breaker_open_other 7.0\n',
+        "voice_turns_total 3\n",
+        "voice_breaker_open{service= 1\n",       # not the exposition format
+    ])
+    admin = Admin("http://gw", "k")
+    admin._c = httpx.AsyncClient(base_url="http://gw", transport=httpx.MockTransport(
+        lambda req: httpx.Response(200, text=next(bodies))))
+    assert await admin.gauge("voice_breaker_open") == 3.0
+    assert await admin.gauge("voice_breaker_open") is None      # the series is missing
+    assert await admin.gauge("voice_breaker_open") is None      # unparsable
+    await admin.close()
