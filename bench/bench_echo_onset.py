@@ -18,7 +18,8 @@ answer and its echo. Reported per room and seed: the first voiced frame
 (silero, 32 ms frames, threshold 0.5) at or after the user's start, through
 the canceller, minus the first voiced frame of the user alone.
 
-    python -m bench echo_onset [--far-db 6]
+    python -m bench echo_onset                   # the answer +6 dB, the reference as played
+    python -m bench.bench_echo_onset --far-db 0 --ref-lead 50
 """
 from __future__ import annotations
 
@@ -39,12 +40,16 @@ SEEDS = (1, 2)
 def main(argv: Sequence[str] | None = None) -> None:
     p = argparse.ArgumentParser(description="Barge-in onset through the echo canceller, offline.")
     p.add_argument("--far-db", type=float, default=6.0, help="the answer's level over the user's (dB)")
+    p.add_argument("--ref-lead", type=float, default=None, metavar="MS",
+                   help="feed the reference only MS ahead of the echo (default: as played, the room's delay ahead)")
     args = p.parse_args(list(argv or []))
     far = np.concatenate([_speech("0880"), _speech("0890"), _speech("0920")]) * 10 ** (args.far_db / 20)
     near = _speech("0870")
     n = len(far)
     noise = np.random.default_rng(7).normal(0, 32768 * 10 ** (NOISE_DBFS / 20), n)
-    print(f"onset delay through the canceller (ms; the user alone = 0), per seed; the answer {args.far_db:+.0f} dB")
+    lead = "as played" if args.ref_lead is None else f"{args.ref_lead:.0f} ms ahead of the echo"
+    print(f"onset delay through the canceller (ms; the user alone = 0), per seed; the answer {args.far_db:+.0f} dB, "
+          f"the reference {lead}")
     print(f"{'room':16s} | " + " | ".join(f"user at {at:.0f} s" for at in USER_AT))
     delays: list[float] = []
     for d, lv in ROOMS:
@@ -56,9 +61,11 @@ def main(argv: Sequence[str] | None = None) -> None:
             alone = vad(user + noise).find("#") * FRAME_MS
             k0 = int(at * 1000 / FRAME_MS)
             row = []
+            shift = 0 if args.ref_lead is None else max(0, int((d - args.ref_lead) * RATE / 1000))
+            ref = np.concatenate([np.zeros(shift), far])[:n]
             for seed in SEEDS:
                 mic = room(far, d, lv, np.random.default_rng(seed)) + user + noise
-                heard = vad(cancel(far, mic)[0]).find("#", k0)
+                heard = vad(cancel(ref, mic)[0]).find("#", k0)
                 delay = heard * FRAME_MS - alone if heard >= 0 else float("nan")
                 delays.append(delay)
                 row.append(f"{delay:5.0f}")

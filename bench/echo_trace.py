@@ -14,7 +14,11 @@ For one trace file (an answer's stretch of cancelling) it prints:
   levels (dBFS) of the mic, the canceller's output and the reference, and
   silero's speech probability on the raw mic and on the output.
 
-    python -m bench.echo_trace DIR/sess_...-2.npz [--onset 12345.67]
+    python -m bench.echo_trace DIR/sess_...-2.npz [--onset 12345.67] [--replay 0 50 100]
+
+``--replay`` runs the traced mic through a fresh canceller again, with the
+reference as traced or shifted later: whether the trace reproduces the
+stack, and what another alignment would have done.
 """
 from __future__ import annotations
 
@@ -27,20 +31,39 @@ from services.vad.engine import FRAME_SAMPLES, SAMPLE_RATE, VadEngine
 from services.vad.segmenter import SegmenterParams
 
 RATE = SAMPLE_RATE
-FRAME = FRAME_SAMPLES
+FRAME = FRAME_SAMPLES        # silero's 32 ms
+FRAME_10MS = 160             # the canceller's
 
 
 def load(path: str) -> dict:
+    """The trace's arrays on one sample index: ``mic`` and ``out`` as recorded,
+    ``ref`` and ``has_ref`` placed by each frame's capture time (a frame
+    before the first recorded mic sample is left out), ``t_of(i)`` the
+    capture time of sample i (the clock may re-anchor between chunks)."""
     z = np.load(path)
     d = {k: z[k] for k in z.files}
-    d["mic"], d["out"], d["ref"] = (d[k].astype(np.float64) for k in ("mic", "out", "ref"))
-    n = min(len(d["mic"]), len(d["out"]), len(d["ref"]))
-    d["n"] = n
-    # Sample index -> capture time, from the chunks (the clock may re-anchor).
+    mic, out = d["mic"].astype(np.float64), d["out"].astype(np.float64)
     starts = np.concatenate([[0], np.cumsum(d["chunk_n"])[:-1]])
-    d["t_of"] = lambda i: float(np.interp(i, starts, d["chunk_t"]) if i <= starts[-1]
-                                else d["chunk_t"][-1] + (i - starts[-1]) / RATE)
-    return d
+    chunk_t = d["chunk_t"]
+
+    def t_of(i: float) -> float:
+        c = max(0, int(np.searchsorted(starts, i, side="right")) - 1)
+        return float(chunk_t[c] + (i - starts[c]) / RATE)
+
+    def index_of(t: float) -> int:
+        c = max(0, int(np.searchsorted(chunk_t, t + 0.5 / RATE, side="right")) - 1)
+        return int(starts[c] + round((t - chunk_t[c]) * RATE))
+
+    n = min(len(mic), len(out))
+    ref, has_ref = np.zeros(n), np.zeros(n, dtype=bool)
+    frames = d["ref"].astype(np.float64).reshape(-1, FRAME_10MS)
+    for t, frame, played in zip(d["frame_t"], frames, d["has_ref"]):
+        i = index_of(float(t))
+        if 0 <= i < n:
+            m = min(FRAME_10MS, n - i)
+            ref[i:i + m], has_ref[i:i + m] = frame[:m], played
+    return {"mic": mic[:n], "out": out[:n], "ref": ref, "has_ref": has_ref, "n": n, "t_of": t_of,
+            "index_of": index_of}
 
 
 def lag_track(mic: np.ndarray, ref: np.ndarray, win_s: float = 0.5,
@@ -50,7 +73,7 @@ def lag_track(mic: np.ndarray, ref: np.ndarray, win_s: float = 0.5,
     w = int(win_s * RATE)
     lo, hi = int(lags_ms[0] * RATE / 1000), int(lags_ms[1] * RATE / 1000)
     out = []
-    for s in range(max(0, -lo), len(mic) - w, w):
+    for s in range(max(0, hi), len(mic) - w, w):     # from where every lag in range can be seen
         m = mic[s:s + w]
         a, b = max(0, s - hi), s - lo + w
         r = ref[a:b]
@@ -64,6 +87,42 @@ def lag_track(mic: np.ndarray, ref: np.ndarray, win_s: float = 0.5,
         k = int(np.argmax(norm))
         out.append((s, (s - (a + k)) * 1000 / RATE, float(norm[k])))
     return out
+
+
+class _Shifted:
+    """The traced reference as a canceller's Reference on the sample index
+    (t = index / RATE), ``shift`` samples later than traced."""
+
+    def __init__(self, ref: np.ndarray, has_ref: np.ndarray, shift: int) -> None:
+        self.ref, self.has, self.shift = ref, has_ref, shift
+
+    def frame(self, t: float) -> bytes | None:
+        i = int(round(t * RATE)) - self.shift
+        if i < 0 or i + FRAME_10MS > len(self.ref) or not self.has[i]:
+            return None
+        return np.clip(self.ref[i:i + FRAME_10MS], -32768, 32767).astype("<i2").tobytes()
+
+
+def replay(mic: np.ndarray, ref: np.ndarray, has_ref: np.ndarray, shift_ms: float = 0.0,
+           chunk: int = 490) -> np.ndarray:
+    """The traced mic through a fresh canceller (the gateway's, AEC3), its
+    reference ``shift_ms`` later than traced: whether the trace reproduces
+    the stack, and what another alignment would have done."""
+    from services.gateway.echo import EchoCanceller
+
+    ec, r = EchoCanceller(), _Shifted(ref, has_ref, int(shift_ms * RATE / 1000))
+    data, out = np.clip(mic, -32768, 32767).astype("<i2").tobytes(), bytearray()
+    for off in range(0, len(data), chunk * 2):
+        out += ec.process(data[off:off + chunk * 2], off / 2 / RATE, r)
+    y = np.frombuffer(bytes(out), dtype="<i2").astype(np.float64)
+    return np.concatenate([y, np.zeros(len(mic) - len(y))])
+
+
+def heard_after(p: list[float], onset_i: int) -> float | None:
+    """ms from the onset to the first 32 ms frame silero calls speech (> 0.5)."""
+    k0 = onset_i // FRAME
+    k = next((k for k in range(k0, len(p)) if p[k] > 0.5), None)
+    return None if k is None else (k - k0) * FRAME * 1000 / RATE
 
 
 def dbfs(x: np.ndarray) -> float:
@@ -82,19 +141,22 @@ def main(argv: Sequence[str] | None = None) -> None:
     p.add_argument("--onset", type=float, default=None, help="monotonic time of the user's first voiced sample")
     p.add_argument("--before", type=float, default=0.5, help="seconds shown before the onset")
     p.add_argument("--after", type=float, default=1.2, help="seconds shown after the onset")
+    p.add_argument("--replay", type=float, nargs="*", metavar="SHIFT_MS",
+                   help="also run the mic through a fresh canceller, the reference as traced (0) "
+                        "or that many ms later, and say when silero hears the user in each")
     args = p.parse_args(list(argv or []))
     d = load(args.path)
     n, mic, out, ref = d["n"], d["mic"][:d["n"]], d["out"][:d["n"]], d["ref"][:d["n"]]
     t0 = d["t_of"](0)
-    print(f"{args.path}: {n / RATE:.1f} s from t = {t0:.2f}; reference in {int(d['has_ref'].sum())} "
-          f"of {len(d['has_ref'])} frames")
+    print(f"{args.path}: {n / RATE:.1f} s from t = {t0:.2f}; reference in "
+          f"{d['has_ref'].sum() / RATE:.1f} s of it")
     print("alignment (the echo lags the reference by; correlation):")
     track = lag_track(mic, ref)
     for s, lag, c in track:
         print(f"  {s / RATE:6.2f} s  {lag:6.0f} ms  {c:4.2f}")
     played = np.flatnonzero(d["has_ref"])
-    ref_end = (played[-1] + 1) * 160 if len(played) else n
-    onset_i = int((args.onset - t0) * RATE) if args.onset is not None else max(0, ref_end - int(1.5 * RATE))
+    ref_end = played[-1] + 1 if len(played) else n
+    onset_i = d["index_of"](args.onset) if args.onset is not None else max(0, ref_end - int(1.5 * RATE))
     engine = VadEngine()
     p_mic, p_out = probs(engine, mic), probs(engine, out)
     print(f"around the onset ({'given' if args.onset is not None else 'assumed'}: {onset_i / RATE:.2f} s "
@@ -108,6 +170,11 @@ def main(argv: Sequence[str] | None = None) -> None:
         po = p_out[f] if f < len(p_out) else float("nan")
         print(f"  {(a - onset_i) * 1000 / RATE:5.0f} | {dbfs(mic[a:b]):8.1f} | {dbfs(out[a:b]):8.1f} | "
               f"{dbfs(ref[a:b]):8.1f} | {pm:6.2f}{' #' if pm > 0.5 else '  '} | {po:5.2f}{' #' if po > 0.5 else ''}")
+    if args.replay is not None:
+        print(f"silero hears the user {heard_after(p_out, onset_i)} ms after the onset in the traced output")
+        for shift in args.replay or [0.0]:
+            y = replay(mic, ref, d["has_ref"], shift)
+            print(f"  replayed, the reference {shift:+.0f} ms: {heard_after(probs(engine, y), onset_i)} ms")
 
 
 if __name__ == "__main__":

@@ -12,11 +12,11 @@ import asyncio
 import logging
 from typing import Any, Callable, Coroutine
 
-from services.gateway import events, metrics, protocol
+from services.gateway import echo_trace, events, metrics, protocol
 from services.gateway.audio_in import AudioQueue, Resampler, RingBuffer
 from services.gateway.backends.types import BackendError
 from services.gateway.defaults import default_turn_detection
-from services.gateway.echo_ref import SessionEcho, echo_trace
+from services.gateway.echo_ref import SessionEcho
 from services.gateway.item_events import ItemEvents
 from services.gateway.outbox import Outbox
 from services.gateway.planning import Planner, hand_turn_span
@@ -46,7 +46,7 @@ class Conversation:
         self.ring = RingBuffer()
         self.resampler = Resampler()
         # The assistant's own voice cancelled from the mic audio (echo.py).
-        self.echo = SessionEcho(lambda: self.response, trace=echo_trace(settings, state.id)) \
+        self.echo = SessionEcho(lambda: self.response, trace=echo_trace.for_session(settings, state.id)) \
             if settings.echo_cancel else None
         self.turns = TurnTaker(self)
         self.items = ItemEvents(self)             # the client's edits of the items
@@ -103,9 +103,16 @@ class Conversation:
         finally:
             self.audio_q.discard()
             self.outbox.discard()
-            if self.echo is not None and self.echo.trace is not None:
-                self.echo.trace.write()       # the stretch a closing session was in (diagnosis)
             self.save()
+            self._write_echo_trace()
+
+    def _write_echo_trace(self) -> None:
+        """The stretch of echo cancelling a closing session was in (diagnosis, echo_trace.py)."""
+        if self.echo is not None and self.echo.trace is not None:
+            try:
+                self.echo.trace.write()
+            except Exception:
+                log.exception("session %s: echo trace not written", self.state.id)
 
     # -- output -----------------------------------------------------------------------
     def emit(self, event: dict[str, Any], *, response_id: str | None = None, audio_ms: float = 0.0) -> None:

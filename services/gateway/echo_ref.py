@@ -93,18 +93,25 @@ class SessionEcho:
         first = self._samples
         self._samples += len(pcm16k) // 2
         self.capture.observe(self._samples, end_wall)
-        ec = self.canceller
+        ec, tr = self.canceller, self.trace
         if not enabled:
+            if tr is not None:
+                tr.write()          # the stretch ends here (what the canceller held goes out unprocessed)
             return ec.drain() + pcm16k, end_wall
         was_active = ec.active
+        traced = tr.frames if tr is not None else 0
         first_t = self.capture.time_of(first)
         out = ec.process(pcm16k, first_t, self.reference)
         if was_active or ec.active:
             self._metrics(ended=not ec.active)
-            if self.trace is not None:
-                self.trace.chunk(first_t, pcm16k, out)
-                if not ec.active:
-                    self.trace.write()
+        # A chunk whose frames the canceller processed is recorded, even one that
+        # turned it on and off again (the reference began in its last, partial
+        # frame: the next chunk starts the stretch), else the trace's frames
+        # would lead its mic samples; a stretch that ends is written.
+        if tr is not None and (was_active or ec.active or tr.frames != traced):
+            tr.chunk(first_t, pcm16k, out)
+            if was_active and not ec.active:
+                tr.write()
         return out, end_wall - ec.held_s
 
     def _metrics(self, ended: bool) -> None:
@@ -119,7 +126,3 @@ class SessionEcho:
                 metrics.ECHO_ERLE.labels(**b).observe(10.0 * math.log10(d_in / d_out))
             self._mark = (ec.frames, ec.cpu_s, ec.ref_in_energy, ec.ref_out_energy)
 
-
-def echo_trace(settings, session_id: str) -> EchoTrace | None:
-    """The session's diagnostic trace if ``echo_trace_dir`` is set (echo_trace.py)."""
-    return EchoTrace(settings.echo_trace_dir, session_id) if settings.echo_trace_dir else None

@@ -10,24 +10,42 @@ fed the canceller, so ``python -m bench.echo_trace FILE`` can say where
 the time goes: the reference's alignment with the echo in the mic, frame
 by frame, and when the VAD hears the user in the raw and the cleaned audio.
 
-One file per stretch of cancelling (an answer played and its tail), written
-when the canceller goes idle: ``<session>-<n>.npz``. Writing it blocks the
-event loop for a few ms; it is for diagnosis, not for production."""
+One file per stretch of cancelling (from the first answer audio the
+canceller hears to the end of its tail: one answer, or several back to
+back), written when the canceller goes idle, when the client turns it off
+(near_field) and, for the stretch going on, when the session closes:
+``<session>-<connection start, ms>-<n>.npz`` (a resumed session's new
+connection writes its own files). Its memory grows ~100 KB per second of
+stretch, and writing blocks the event loop for a few ms: for diagnosis, not
+for production. Times are the gateway's monotonic clock, comparable with a
+client's only on the same host."""
 from __future__ import annotations
 
 import logging
 import os
+import time
+from typing import Any
 
 import numpy as np
 
 log = logging.getLogger(__name__)
 
 
+def for_session(settings: Any, session_id: str) -> "EchoTrace | None":
+    """The session's trace if ``echo_trace_dir`` is set, else None."""
+    return EchoTrace(settings.echo_trace_dir, session_id) if settings.echo_trace_dir else None
+
+
 class EchoTrace:
     def __init__(self, directory: str, name: str) -> None:
-        self.directory, self.name = directory, name
+        self.directory = directory
+        self.name = f"{name}-{int(time.time() * 1000)}"
         self._written = 0
         self._reset()
+
+    @property
+    def frames(self) -> int:
+        return len(self.frame_t)
 
     def _reset(self) -> None:
         self.chunk_t: list[float] = []     # capture time of each chunk's first sample

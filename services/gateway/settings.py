@@ -104,8 +104,8 @@ class GatewaySettings:
     # measured in docs/benchmarks.md: ~25 dB, ~1% of a core per session while playing).
     echo_cancel: bool = setting(True, "cancel the assistant's own audio (played on the client's speakers) "
                                 "in the microphone audio before VAD and ASR (default true)")
-    echo_trace_dir: str = setting("", "diagnosis: write each answer's echo cancelling (mic, reference, "
-                                  "output) here as <session>-<n>.npz (echo_trace.py; empty = off)")
+    echo_trace_dir: str = setting("", "diagnosis: write each stretch of echo cancelling (mic, reference, "
+                                  "output) here as .npz files (echo_trace.py; empty = off)")
     min_interrupt_ms: int = setting(300, "default speech needed to confirm a barge-in")
     false_interruption_timeout_ms: int = setting(800, "default wait before a paused reply resumes after non-speech")
     # Start retrieval → LLM → TTS as soon as the turn's final transcript is in,

@@ -1,17 +1,24 @@
 """The echo trace (services/gateway/echo_trace.py) and its reader
 (bench/echo_trace.py): a stretch of cancelling is written when the canceller
 goes idle, holding the mic as received, the output as handed on, and the
-reference frame by frame on the same sample index; the reader finds the
-room's delay in it. Off unless a directory is set."""
+reference frame by frame, which the reader puts on the mic's sample index by
+capture time; it finds the room's delay in it. Chunks that are not whole
+frames (a 24 kHz client's 489/490 samples) and an answer that starts inside
+a chunk's last, partial frame keep the three in line. Off unless a directory
+is set."""
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
 from bench.echo_trace import lag_track, load
+from services.gateway import echo_trace
 from services.gateway.echo import FRAME, RATE
-from services.gateway.echo_ref import SessionEcho, echo_trace
+from services.gateway.echo_ref import SessionEcho
 from services.gateway.settings import GatewaySettings
 from tests.unit.test_gateway_echo import CopyApm, pcm, speech
+
+T0 = 100.0        # capture time of the stream's first sample
 
 
 class Played:
@@ -25,43 +32,104 @@ class Played:
         return None if i < 0 or i + FRAME > len(self.x) else pcm(self.x[i:i + FRAME])
 
 
-def feed(echo: SessionEcho, mic: np.ndarray, chunk: int = 800) -> bytes:
-    data, out = pcm(mic), bytearray()
-    for off in range(0, len(data), chunk * 2):
-        piece = data[off:off + chunk * 2]
-        end_wall = 100.0 + (off // 2 + len(piece) // 2) / RATE
-        got, _ = echo.clean(piece, end_wall)
+def feed(echo: SessionEcho, mic: np.ndarray, sizes: tuple[int, ...]) -> bytes:
+    data, out, off, k = pcm(mic), bytearray(), 0, 0
+    while off < len(data):
+        piece = data[off:off + sizes[k % len(sizes)] * 2]
+        off, k = off + len(piece), k + 1
+        got, _ = echo.clean(piece, T0 + off / 2 / RATE)
         out += got
     return bytes(out)
 
 
-def test_a_stretch_is_written_when_the_canceller_goes_idle(tmp_path):
+def as_int(x: np.ndarray) -> np.ndarray:
+    return np.frombuffer(pcm(x), dtype="<i2")
+
+
+def traced_session(tmp_path) -> SessionEcho:
+    return SessionEcho(lambda: None, make_apm=CopyApm,
+                       trace=echo_trace.for_session(GatewaySettings(echo_trace_dir=str(tmp_path)), "sess_x"))
+
+
+@pytest.mark.parametrize("sizes,start", [
+    ((800,), 1.0),                       # whole frames, the answer on a chunk boundary
+    # A 24 kHz client's chunks (a chunk starts at sample 16153): the answer
+    # starting in a chunk's fourth frame, in its last, partial frame, and in its second.
+    ((489, 490), (16153 + 400) / RATE),
+    ((489, 490), (16153 + 485) / RATE),
+    ((489, 490), (16153 + 200) / RATE),
+])
+def test_a_stretch_is_written_when_the_canceller_goes_idle_and_lines_up(tmp_path, sizes, start):
     far = speech(0)[:3 * RATE]
-    played = np.concatenate([np.zeros(RATE), far])          # the answer plays from t = 101 s
-    # The echo: the answer 200 ms later at -6 dB (no reverberation: its lag is exact).
-    mic = np.concatenate([np.zeros(int(0.2 * RATE)), played * 0.5, np.zeros(2 * RATE)])[:len(played) + 2 * RATE] + 3.0
-    echo = SessionEcho(lambda: None, make_apm=CopyApm, trace=echo_trace(
-        GatewaySettings(echo_trace_dir=str(tmp_path)), "sess_x"))
-    echo.reference = Played(far, 101.0)
-    out = feed(echo, mic)
+    lead = int(start * RATE)
+    played = np.concatenate([np.zeros(lead), far])
+    # The echo: the answer 250 ms later at -6 dB (no reverberation: its lag is exact).
+    d = int(0.25 * RATE)
+    mic = np.concatenate([np.zeros(d), played * 0.5, np.zeros(2 * RATE)])[:len(played) + 2 * RATE] + 3.0
+    echo = traced_session(tmp_path)
+    echo.reference = Played(far, T0 + start)
+    out = feed(echo, mic, sizes)
     files = sorted(tmp_path.iterdir())
-    assert [f.name for f in files] == ["sess_x-1.npz"]       # one stretch: the answer and its tail
-    d = load(str(files[0]))
-    first = int(round((d["t_of"](0) - 100.0) * RATE))       # the trace starts where the playing did
-    assert RATE - 800 <= first <= RATE
-    n = d["n"]
-    as_int = lambda x: np.frombuffer(pcm(x), dtype="<i2")   # noqa: E731
-    assert np.array_equal(d["mic"][:n], as_int(mic)[first:first + n])
-    assert np.array_equal(d["out"][:n], np.frombuffer(out, dtype="<i2")[first:first + n])
-    assert np.array_equal(d["ref"][:n], as_int(np.concatenate([played, np.zeros(n)]))[first:first + n])
+    assert len(files) == 1 and files[0].name.startswith("sess_x-") and files[0].name.endswith("-1.npz")
+    z = np.load(files[0])
+    assert z["frame_t"][0] >= z["chunk_t"][0] - 1e-9       # no frame of a chunk left out of the record
+    assert len(z["frame_t"]) * FRAME <= len(z["mic"])
+    tr = load(str(files[0]))
+    # The trace starts with the chunk the canceller first heard the answer in.
+    first = int(round((tr["t_of"](0) - T0) * RATE))
+    assert lead - max(sizes) < first <= lead + FRAME
+    n = tr["n"]
     assert n >= 3 * RATE                                     # the whole answer, and its tail
-    lags = [lag for _, lag, c in lag_track(d["mic"][:n], d["ref"][:n]) if c > 0.5]
-    assert len(lags) >= 4 and all(lag == 200 for lag in lags)
+    assert np.array_equal(tr["mic"], as_int(mic)[first:first + n])
+    assert np.array_equal(tr["out"], np.frombuffer(out, dtype="<i2")[first:first + n])
+    # The reference sits on the mic's index, from the canceller's first 10 ms
+    # frame that began with the answer playing (a frame, or the next chunk
+    # where the canceller came on and off in the same chunk): its samples where
+    # they played.
+    expect = as_int(np.concatenate([played, np.zeros(n)]))[first:first + n]
+    played_at = np.flatnonzero(tr["has_ref"])
+    assert lead - first <= played_at[0] < lead - first + max(sizes) + FRAME
+    assert np.array_equal(tr["ref"][tr["has_ref"]], expect[tr["has_ref"]])
+    lags = [lag for _, lag, c in lag_track(tr["mic"], tr["ref"]) if c > 0.5]
+    assert len(lags) >= 3 and all(lag == 250 for lag in lags)
 
 
-def test_off_unless_a_directory_is_set(tmp_path):
-    assert echo_trace(GatewaySettings(), "sess_x") is None
-    echo = SessionEcho(lambda: None, make_apm=CopyApm)
-    echo.reference = Played(np.ones(2 * RATE) * 1000, 100.5)
-    feed(echo, np.zeros(3 * RATE))
-    assert echo.trace is None and list(tmp_path.iterdir()) == []
+def test_each_stretch_has_its_file(tmp_path):
+    far = speech(0)[:RATE]
+    echo = traced_session(tmp_path)
+
+    class TwoAnswers:
+        def frame(self, t: float) -> bytes | None:
+            return Played(far, T0 + 0.5).frame(t) or Played(far, T0 + 3.0).frame(t)
+
+    echo.reference = TwoAnswers()
+    feed(echo, np.full(6 * RATE, 5.0), (490,))
+    names = sorted(f.name for f in tmp_path.iterdir())
+    assert [n.rsplit("-", 1)[1] for n in names] == ["1.npz", "2.npz"]
+    assert len({n.rsplit("-", 1)[0] for n in names}) == 1     # one connection's files
+
+
+def test_off_unless_a_directory_is_set(monkeypatch):
+    assert echo_trace.for_session(GatewaySettings(), "sess_x") is None
+
+    def never(*_a, **_k):
+        raise AssertionError("traced with no directory set")
+
+    for name in ("chunk", "frame", "write"):
+        monkeypatch.setattr(echo_trace.EchoTrace, name, never)
+    echo = SessionEcho(lambda: None, make_apm=CopyApm, trace=echo_trace.for_session(GatewaySettings(), "sess_x"))
+    echo.reference = Played(np.ones(2 * RATE) * 1000, T0 + 0.5)
+    out = feed(echo, np.full(3 * RATE, 7.0), (490,))
+    assert len(out) == 3 * RATE * 2
+
+
+def test_a_client_turning_the_canceller_off_ends_the_stretch(tmp_path):
+    echo = traced_session(tmp_path)
+    echo.reference = Played(np.ones(3 * RATE) * 1000, T0 + 0.1)
+    data = pcm(np.full(RATE, 9.0))
+    for k in range(0, len(data), 980):
+        echo.clean(data[k:k + 980], T0 + (k + 980) / 2 / RATE)
+    assert list(tmp_path.iterdir()) == []                    # still playing: nothing written yet
+    echo.clean(pcm(np.full(490, 9.0)), T0 + 1.0 + 490 / RATE, enabled=False)   # near_field from here
+    (written,) = tmp_path.iterdir()
+    assert load(str(written))["n"] >= int(0.85 * RATE)
