@@ -28,7 +28,7 @@ from typing import Sequence
 import numpy as np
 
 from services.vad.engine import FRAME_SAMPLES, SAMPLE_RATE, VadEngine
-from services.vad.segmenter import SegmenterParams
+from services.vad.segmenter import Segmenter, SegmenterParams, SpeechStart, SpeechStop
 
 RATE = SAMPLE_RATE
 FRAME = FRAME_SAMPLES        # silero's 32 ms
@@ -119,10 +119,18 @@ def replay(mic: np.ndarray, ref: np.ndarray, has_ref: np.ndarray, shift_ms: floa
 
 
 def heard_after(p: list[float], onset_i: int) -> float | None:
-    """ms from the onset to the first 32 ms frame silero calls speech (> 0.5)."""
-    k0 = onset_i // FRAME
-    k = next((k for k in range(k0, len(p)) if p[k] > 0.5), None)
-    return None if k is None else (k - k0) * FRAME * 1000 / RATE
+    """ms from the onset to the end of the 32 ms frame on which the VAD
+    service's segmenter (default settings: 0.5, 150 ms of speech) decides a
+    speech start at or after the onset: when the gateway would pause the answer."""
+    seg = Segmenter(SegmenterParams(), frame_ms=FRAME * 1000 / RATE)
+    onset_ms = onset_i * 1000 / RATE
+    for prob in p:
+        ev = seg.push(prob)
+        if isinstance(ev, SpeechStop):
+            continue
+        if isinstance(ev, SpeechStart) and ev.decided_at_ms >= onset_ms:
+            return ev.decided_at_ms - onset_ms
+    return None
 
 
 def dbfs(x: np.ndarray) -> float:
@@ -171,7 +179,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         print(f"  {(a - onset_i) * 1000 / RATE:5.0f} | {dbfs(mic[a:b]):8.1f} | {dbfs(out[a:b]):8.1f} | "
               f"{dbfs(ref[a:b]):8.1f} | {pm:6.2f}{' #' if pm > 0.5 else '  '} | {po:5.2f}{' #' if po > 0.5 else ''}")
     if args.replay is not None:
-        print(f"silero hears the user {heard_after(p_out, onset_i)} ms after the onset in the traced output")
+        print(f"the VAD's start is decided {heard_after(p_out, onset_i)} ms after the onset on the traced output")
         for shift in args.replay or [0.0]:
             y = replay(mic, ref, d["has_ref"], shift)
             print(f"  replayed, the reference {shift:+.0f} ms: {heard_after(probs(engine, y), onset_i)} ms")

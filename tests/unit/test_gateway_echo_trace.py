@@ -133,3 +133,14 @@ def test_a_client_turning_the_canceller_off_ends_the_stretch(tmp_path):
     echo.clean(pcm(np.full(490, 9.0)), T0 + 1.0 + 490 / RATE, enabled=False)   # near_field from here
     (written,) = tmp_path.iterdir()
     assert load(str(written))["n"] >= int(0.85 * RATE)
+
+
+def test_the_reader_times_the_vads_start_decision_not_a_first_voiced_frame():
+    from bench.echo_trace import FRAME as VAD_FRAME, heard_after
+
+    # Speech before the onset (an earlier start), a two-frame blip after it
+    # (too short for a start), then 5 frames: decided on the fifth.
+    p = [0.9] * 6 + [0.0] * 10 + [0.6, 0.8, 0.1] + [0.0] * 3 + [0.7] * 5 + [0.0] * 3
+    onset = 16 * VAD_FRAME
+    assert heard_after(p, onset) == pytest.approx((27 - 16) * 32.0)
+    assert heard_after([0.0] * 40, onset) is None
