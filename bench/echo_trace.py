@@ -18,7 +18,9 @@ For one trace file (an answer's stretch of cancelling) it prints:
 
 ``--replay`` runs the traced mic through a fresh canceller again, with the
 reference as traced or shifted later: whether the trace reproduces the
-stack, and what another alignment would have done.
+stack, and what another alignment would have done. It also says when an
+energy rule on the output (``energy_onsets``) would have heard the user,
+and how often it fires before (on the echo alone: each a false pause).
 """
 from __future__ import annotations
 
@@ -133,6 +135,25 @@ def heard_after(p: list[float], onset_i: int) -> float | None:
     return None
 
 
+def energy_onsets(out: np.ndarray, rise_db: float = 20.0, frames: int = 2, floor_s: float = 1.0,
+                  min_dbfs: float = -50.0, frame: int = 320) -> list[int]:
+    """Where the canceller's output jumps: the first sample of each run of
+    ``frames`` 20 ms frames at least ``rise_db`` over the median level of the
+    ``floor_s`` before (and above ``min_dbfs``). A candidate for hearing a
+    user over a loud echo sooner than the VAD (docs/benchmarks.md, "Echo"):
+    AEC3 lets a voice's first ~100 ms through before it holds it back."""
+    n = len(out) // frame
+    x = out[:n * frame].reshape(n, frame)
+    lv = 10 * np.log10(np.maximum((x * x).mean(axis=1), 1e-3) / 32768 ** 2)
+    w, run, hits = int(floor_s * RATE / frame), 0, []
+    for i in range(10, n):
+        over = lv[i] > max(min_dbfs, float(np.median(lv[max(0, i - w):i])) + rise_db)
+        run = run + 1 if over else 0
+        if run == frames:
+            hits.append((i - frames + 1) * frame)
+    return hits
+
+
 def dbfs(x: np.ndarray) -> float:
     return 10 * np.log10(max(float(np.mean(x * x)), 1e-3) / 32768 ** 2)
 
@@ -178,6 +199,13 @@ def main(argv: Sequence[str] | None = None) -> None:
         po = p_out[f] if f < len(p_out) else float("nan")
         print(f"  {(a - onset_i) * 1000 / RATE:5.0f} | {dbfs(mic[a:b]):8.1f} | {dbfs(out[a:b]):8.1f} | "
               f"{dbfs(ref[a:b]):8.1f} | {pm:6.2f}{' #' if pm > 0.5 else '  '} | {po:5.2f}{' #' if po > 0.5 else ''}")
+    hits = energy_onsets(out)
+    after = [h for h in hits if h >= onset_i - int(0.1 * RATE)]
+    upto = min(onset_i - int(0.1 * RATE), n)
+    before = [h for h in hits if RATE <= h < upto]
+    print(f"energy rule (the output 20 dB over its last second's median for 40 ms): "
+          f"{'-' if not after else f'{(after[0] + 2 * 320 - onset_i) * 1000 / RATE:.0f} ms'} after the onset; "
+          f"{len(before)} times in the {max(0, upto - RATE) / RATE:.1f} s before it (after the first second)")
     if args.replay is not None:
         print(f"the VAD's start is decided {heard_after(p_out, onset_i)} ms after the onset on the traced output")
         for shift in args.replay or [0.0]:
