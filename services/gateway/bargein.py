@@ -18,6 +18,10 @@ place where a barge-in starts, is confirmed, or is given up.
   echo canceller left) confirms nothing (echo_words.py).
 - Give up (``resume_later``): speech that ends unconfirmed resumes the
   paused reply after false_interruption_timeout_ms (a false interruption).
+- Echo onset (``echo_onset``, GATEWAY_ECHO_ONSET_PAUSE): a voice over a loud
+  echo, seen by its energy in the canceller's output before the VAD can
+  hear it, pauses the reply at once; a speech start takes the pause over,
+  and without one it resumes after ECHO_ONSET_RESUME_S.
 Times are read from the injected clock."""
 from __future__ import annotations
 
@@ -38,6 +42,11 @@ CONFIRM_FLUSH_EVERY_S = 0.4   # an unconfirmed barge-in's flushes: at most one p
 # of other people's finals: 4 users' voice-to-voice p50 rose from ~0.7 to
 # 1.15 s, make load USERS=4, 2026-12-01).
 CONFIRM_FLUSH_AFTER_MS = 400
+# A reply paused on the echo canceller's energy onset (echo_onset) resumes
+# unless the VAD starts a turn within this: its start came 146-708 ms after
+# the voice's onset on the stack's traces, and pausing ends the double talk
+# that held it back.
+ECHO_ONSET_RESUME_S = 1.0
 
 
 def is_real_turn(turn: UserTurn, td: Any, now_ms: float) -> bool:
@@ -73,6 +82,33 @@ class BargeIn:
             # resume the reply (in progress for ever, every response.create
             # refused). Found by the protocol state machine (tests/fuzz).
             conv.resume_response(dropped_by="interruptions turned off")
+
+    def echo_onset(self, onset_wall: float) -> None:
+        """The echo canceller's output jumped over a loud echo (echo_onset.py):
+        most likely a voice that AEC3 holds back from the VAD for up to ~0.5 s.
+        Pause the reply now, as the VAD's speech start would later; that start
+        takes the pause over as a turn (``begin``). If no speech starts within
+        ECHO_ONSET_RESUME_S, the reply resumes (a false interruption)."""
+        turns, conv = self.turns, self.conv
+        if turns.td is None or not turns.td.interrupt_response:
+            return
+        if turns.segment is not None or (turns.turn is not None and not turns.turn.ended):
+            return     # speech is already known: the turn decides
+        resp = conv.interruptible_response()
+        if resp is None or resp.paused:
+            return
+        conv.pause_response(resp, onset_wall)
+        self._paused = resp
+        self.cancel_resume()
+        self._resume_task = conv.spawn(self._resume_after_onset(resp), "echo-onset-resume")
+
+    async def _resume_after_onset(self, resp: Any) -> None:
+        await self.conv.clock.sleep(ECHO_ONSET_RESUME_S)
+        turns = self.turns
+        if turns.segment is not None or (turns.turn is not None and not turns.turn.ended):
+            return
+        if self.conv.response is resp:
+            self.conv.resume_response()
 
     def confirm(self, turn: UserTurn) -> bool:
         """While the speech lasts (each audio chunk and transcript): confirm

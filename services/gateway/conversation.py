@@ -46,8 +46,8 @@ class Conversation:
         self.ring = RingBuffer()
         self.resampler = Resampler()
         # The assistant's own voice cancelled from the mic audio (echo.py).
-        self.echo = SessionEcho(lambda: self.response, trace=echo_trace.for_session(settings, state.id)) \
-            if settings.echo_cancel else None
+        self.echo = SessionEcho(lambda: self.response, trace=echo_trace.for_session(settings, state.id),
+                                onsets=settings.echo_onset_pause) if settings.echo_cancel else None
         self.turns = TurnTaker(self)
         self.items = ItemEvents(self)             # the client's edits of the items
         self.response: Response | None = None
@@ -156,6 +156,9 @@ class Conversation:
                 if self.echo is not None:
                     pcm16, wall = self.echo.clean(pcm16, wall,
                                                   enabled=self.state.config.noise_reduction != "near_field")
+                    voice_at = self.echo.take_voice_onset()
+                    if voice_at is not None:
+                        self.turns.bargein.echo_onset(voice_at)
                 self.ring.append(pcm16, wall)
                 await self.turns.feed(pcm16)
             else:

@@ -35,6 +35,7 @@ from typing import TYPE_CHECKING, Callable, Protocol
 import numpy as np
 
 from services.gateway.echo_detect import EchoDetector
+from services.gateway.echo_onset import EchoOnset
 
 if TYPE_CHECKING:
     from services.gateway.echo_trace import EchoTrace
@@ -95,8 +96,13 @@ class EchoCanceller:
     """One session's canceller. ``process`` returns as many samples as it was
     given over time; while active it holds back less than one frame."""
 
-    def __init__(self, make_apm: Callable[[], Apm] = WebRtcApm, tail_ms: float = TAIL_MS) -> None:
+    def __init__(self, make_apm: Callable[[], Apm] = WebRtcApm, tail_ms: float = TAIL_MS,
+                 onsets: bool = False) -> None:
         self._make_apm = make_apm
+        # A voice over a loud echo, by its energy in the output (echo_onset.py), if asked for.
+        self._onsets = onsets
+        self._onset: EchoOnset | None = None
+        self.voice_at: float | None = None   # capture time of the latest such voice, until taken
         self._apm: Apm | None = None     # made on first use: a session never played to costs nothing
         self.tail_s = tail_ms / 1000.0
         self._held = bytearray()         # < 1 frame of mic audio waiting for the rest of its frame
@@ -162,16 +168,22 @@ class EchoCanceller:
         if not self.detector.push(e_mic, e_ref):
             # No echo comes back (a headset, a quiet listener): AEC3 is not run at
             # all, which saves its CPU; it starts afresh if an echo is seen later.
-            self._apm = None
+            self._apm = self._onset = None
             self.cpu_s += time.process_time() - c0
             return mic
         if self._apm is None:
             self._apm = self._make_apm()
+            self._onset = EchoOnset() if self._onsets else None
         self._apm.process_reverse(played if played is not None else bytes(FRAME_BYTES))
         out = self._apm.process(mic)
+        e_out = _energy(out) if played is not None or self._onset is not None else 0.0
+        if self._onset is not None:
+            at = self._onset.push(t, e_out, FRAME, played is not None)
+            if at is not None:
+                self.voice_at = at
         self.cpu_s += time.process_time() - c0
         self.frames += 1
         if played is not None:
             self.ref_in_energy += e_mic
-            self.ref_out_energy += _energy(out)
+            self.ref_out_energy += e_out
         return out

@@ -77,8 +77,9 @@ class SessionEcho:
     capture clock, the reference and the canceller, plus its metrics."""
 
     def __init__(self, current: Callable[[], "Response | None"], make_apm=None,
-                 trace: EchoTrace | None = None) -> None:
-        self.canceller = EchoCanceller(make_apm) if make_apm is not None else EchoCanceller()
+                 trace: EchoTrace | None = None, onsets: bool = False) -> None:
+        self.canceller = EchoCanceller(make_apm, onsets=onsets) if make_apm is not None \
+            else EchoCanceller(onsets=onsets)
         self.canceller.trace = self.trace = trace     # a diagnostic record, off by default (echo_trace.py)
         self.reference = PlaybackReference(current)
         self.capture = CaptureClock()
@@ -113,6 +114,11 @@ class SessionEcho:
             if was_active and not ec.active:
                 tr.write()
         return out, end_wall - ec.held_s
+
+    def take_voice_onset(self) -> float | None:
+        """The capture time a voice began over a loud echo (echo_onset.py), once."""
+        at, self.canceller.voice_at = self.canceller.voice_at, None
+        return at
 
     def _metrics(self, ended: bool) -> None:
         ec, (frames, cpu, e_in, e_out) = self.canceller, self._mark

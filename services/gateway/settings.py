@@ -104,6 +104,9 @@ class GatewaySettings:
     # measured in docs/benchmarks.md: ~25 dB, ~1% of a core per session while playing).
     echo_cancel: bool = setting(True, "cancel the assistant's own audio (played on the client's speakers) "
                                 "in the microphone audio before VAD and ASR (default true)")
+    echo_onset_pause: bool = setting(False, "pause the reply when the echo canceller's output jumps over a "
+                                     "loud echo (a voice AEC3 holds back from the VAD; echo_onset.py), resume "
+                                     "it if no speech follows (default false: being measured)")
     echo_trace_dir: str = setting("", "diagnosis: write each stretch of echo cancelling (mic, reference, "
                                   "output) here as .npz files (echo_trace.py; empty = off)")
     min_interrupt_ms: int = setting(300, "default speech needed to confirm a barge-in")

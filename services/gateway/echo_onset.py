@@ -1,0 +1,66 @@
+"""A voice starting over a loud echo, heard by its energy in the echo
+canceller's output, before the VAD can hear it.
+
+Why: when the user talks over an answer whose echo reaches the microphone as
+loud as their voice, AEC3's double-talk suppression takes 10-45 dB off the
+voice for up to ~0.5 s, and the VAD (150 ms of voiced frames) hears the user
+only after it: barge-in under echo took 146-708 ms in the 250 ms / -6 dB room
+on the stack (traced: docs/benchmarks.md, "Echo"). But AEC3 lets the voice's
+first ~100 ms through before it clamps down: the output, at the residual
+echo's -60 dBFS, jumps by 20-35 dB. Offline on those six traces, a run of two
+20 ms frames 20 dB over the median of the second before heard the user
+-3 to 75 ms after the onset in five and at 334 ms in one, and fired once in
+211 s of echo alone.
+
+``EchoOnset`` is that rule, pure: fed the output energy of each 10 ms frame
+the canceller's output replaces the mic in, it says when a run began. It is
+armed only after ``ARM_FRAMES`` of played reference since it was made (a
+canceller that has not converged lets the first echo through: two traces
+fired 0.4 s into a session's first answer). The gateway pauses the reply on
+it (bargein.py) and resumes it if no speech follows."""
+from __future__ import annotations
+
+import collections
+import math
+import statistics
+
+FRAME_S = 0.02        # the rule's frames: two of the canceller's 10 ms frames
+RISE_DB = 20.0        # over the median level of the last FLOOR_FRAMES
+RUN = 2               # frames in a row (40 ms)
+FLOOR_FRAMES = 50     # one second
+MIN_DBFS = -50.0      # and loud in itself
+ARM_FRAMES = 100      # 10 ms frames with played reference before the rule is armed (1 s)
+FULL_SCALE = 32768.0 ** 2
+
+
+class EchoOnset:
+    def __init__(self) -> None:
+        self._levels: collections.deque[float] = collections.deque(maxlen=FLOOR_FRAMES)
+        self._pending: float | None = None      # energy of the first half of a 20 ms frame
+        self._pending_t = 0.0
+        self._run = 0
+        self._run_t = 0.0
+        self._played = 0
+
+    def push(self, t: float, energy: float, samples: int, played: bool) -> float | None:
+        """One 10 ms frame of the canceller's output (its capture time ``t``, its
+        energy, sum of squares over ``samples``), and whether the reference
+        played in it. Returns the capture time a voice's run began, once, on
+        the frame that completes the run; else None."""
+        self._played += played
+        if self._pending is None:
+            self._pending, self._pending_t = energy, t
+            return None
+        level = 10.0 * math.log10(max((self._pending + energy) / (2 * samples), 1e-3) / FULL_SCALE)
+        t0, self._pending = self._pending_t, None
+        floor = statistics.median(self._levels) if len(self._levels) >= 10 else None
+        self._levels.append(level)
+        if floor is None or level <= max(MIN_DBFS, floor + RISE_DB):
+            self._run = 0
+            return None
+        self._run += 1
+        if self._run == 1:
+            self._run_t = t0
+        if self._run == RUN and self._played >= ARM_FRAMES:
+            return self._run_t
+        return None
