@@ -14,10 +14,18 @@ echo's -60 dBFS, jumps by 20-35 dB. Offline on those six traces, a run of two
 
 ``EchoOnset`` is that rule, pure: fed the output energy of each 10 ms frame
 the canceller's output replaces the mic in, it says when a run began. It is
-armed only after ``ARM_FRAMES`` of played reference since it was made (a
-canceller that has not converged lets the first echo through: two traces
-fired 0.4 s into a session's first answer). The gateway pauses the reply on
-it (bargein.py) and resumes it if no speech follows."""
+armed only after ``ARM_FRAMES`` of reference played without a break: a
+canceller that has not converged lets the first echo through (two traces
+fired 0.4 s into a session's first answer), and after a pause the floor is
+the pause's silence, so the echo of the resumed reply looked like a voice
+(on the stack, with the rule armed once per canceller, a reply was paused
+again at each resume, and there were 5 false pauses in 5.2 min of answer in
+the -6 dB rooms, 2026-12-06). At 20 dB over the floor, 4 of the 35 traced
+stretches of that run fired on echo alone (5 times); at 25 dB none did, and the
+voice was still seen 17-155 ms after its onset in 5 of 7 barge-ins (346
+and 595 ms in two where AEC3 held the voice from its first frame). The
+gateway pauses the reply on it (bargein.py) and resumes it if no speech
+follows."""
 from __future__ import annotations
 
 import collections
@@ -25,11 +33,11 @@ import math
 import statistics
 
 FRAME_S = 0.02        # the rule's frames: two of the canceller's 10 ms frames
-RISE_DB = 20.0        # over the median level of the last FLOOR_FRAMES
+RISE_DB = 25.0        # over the median level of the last FLOOR_FRAMES
 RUN = 2               # frames in a row (40 ms)
 FLOOR_FRAMES = 50     # one second
 MIN_DBFS = -50.0      # and loud in itself
-ARM_FRAMES = 100      # 10 ms frames with played reference before the rule is armed (1 s)
+ARM_FRAMES = 100      # 10 ms frames of played reference in a row before the rule is armed (1 s)
 FULL_SCALE = 32768.0 ** 2
 
 
@@ -40,14 +48,14 @@ class EchoOnset:
         self._pending_t = 0.0
         self._run = 0
         self._run_t = 0.0
-        self._played = 0
+        self._played = 0                         # 10 ms frames of played reference in a row
 
     def push(self, t: float, energy: float, samples: int, played: bool) -> float | None:
         """One 10 ms frame of the canceller's output (its capture time ``t``, its
         energy, sum of squares over ``samples``), and whether the reference
         played in it. Returns the capture time a voice's run began, once, on
         the frame that completes the run; else None."""
-        self._played += played
+        self._played = self._played + 1 if played else 0
         if self._pending is None:
             self._pending, self._pending_t = energy, t
             return None
