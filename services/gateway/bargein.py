@@ -18,7 +18,7 @@ place where a barge-in starts, is confirmed, or is given up.
   echo canceller left) confirms nothing (echo_words.py).
 - Give up (``resume_later``): speech that ends unconfirmed resumes the
   paused reply after false_interruption_timeout_ms (a false interruption).
-- Echo onset (``echo_onset``, GATEWAY_ECHO_ONSET_PAUSE): a voice over a loud
+- Echo onset (``echo_onset``, GATEWAY_ECHO_ONSET_PAUSE, on): a voice over a loud
   echo, seen by its energy in the canceller's output before the VAD can
   hear it, pauses the reply at once; a speech start takes the pause over,
   and without one it resumes after ECHO_ONSET_RESUME_S.

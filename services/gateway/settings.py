@@ -104,9 +104,12 @@ class GatewaySettings:
     # measured in docs/benchmarks.md: ~25 dB, ~1% of a core per session while playing).
     echo_cancel: bool = setting(True, "cancel the assistant's own audio (played on the client's speakers) "
                                 "in the microphone audio before VAD and ASR (default true)")
-    echo_onset_pause: bool = setting(False, "pause the reply when the echo canceller's output jumps over a "
+    # A voice over a loud echo is held back from the VAD by AEC3 for up to ~0.5 s;
+    # its energy in the canceller's output shows it at once (echo_onset.py;
+    # measured in docs/benchmarks.md, "Echo": barge-in under echo p50 207 -> 84 ms).
+    echo_onset_pause: bool = setting(True, "pause the reply when the echo canceller's output jumps over a "
                                      "loud echo (a voice AEC3 holds back from the VAD; echo_onset.py), resume "
-                                     "it if no speech follows (default false: being measured)")
+                                     "it if no speech follows (default true)")
     echo_trace_dir: str = setting("", "diagnosis: write each stretch of echo cancelling (mic, reference, "
                                   "output) here as .npz files (echo_trace.py; empty = off)")
     min_interrupt_ms: int = setting(300, "default speech needed to confirm a barge-in")

@@ -1,6 +1,6 @@
 """A voice over a loud echo, seen by its energy in the canceller's output
 (services/gateway/echo_onset.py), and the early pause it makes
-(bargein.py ``echo_onset``, GATEWAY_ECHO_ONSET_PAUSE).
+(bargein.py ``echo_onset``, GATEWAY_ECHO_ONSET_PAUSE, on by default).
 
 Invariants: the rule fires once per run of two 20 ms frames 25 dB over the
 last second's median (and above -50 dBFS), at the run's start, never before
@@ -130,8 +130,8 @@ async def test_a_speech_start_takes_the_pause_over_and_the_reply_is_cut():
         assert len(started) == 1                                 # never resumed by the onset's timer
 
 
-async def test_off_by_default_and_without_interruptions():
-    assert not GatewaySettings().echo_onset_pause
+async def test_on_by_default_and_nothing_without_interruptions():
+    assert GatewaySettings().echo_onset_pause
     async with session([(0.5, 2.5)], [QUESTION]) as s:
         await s.send({"type": "session.update", "session": {"audio": {"input": {"turn_detection": {
             "type": "server_vad", "interrupt_response": False}}}}})
@@ -167,7 +167,7 @@ def test_the_canceller_reports_a_voice_in_its_output_once_asked_to():
     rng = np.random.default_rng(1)
     mic = rng.normal(0, 30, 3 * 16000)            # the output: a residual echo at ~-60 dBFS ...
     mic[32000:36000] += rng.normal(0, 3000, 4000)  # ... and a voice from 2.0 s
-    for onsets in (True, False):
+    for onsets in (True, False):      # GATEWAY_ECHO_ONSET_PAUSE on (the default) and off
         echo = SessionEcho(lambda: None, make_apm=CopyApm, onsets=onsets)
         echo.reference = Playing()
         echo.canceller.detector.state = "echo"       # an echo is known (echo_detect.py; tested there)
