@@ -56,14 +56,17 @@ def user_voice() -> np.ndarray:
     return np.frombuffer(resample_pcm16(pcm, rate, RATE), dtype="<i2").astype(np.float64)
 
 
-async def talk_over_speakers(echo_cancel: bool, user: bool = False) -> tuple[np.ndarray, np.ndarray]:
-    """(mic audio at 24 kHz, audio handed to VAD/ASR at 16 kHz); with ``user``
-    the user talks over the answer from USER_AT_S (the fake VAD ignores it:
-    the answer goes on)."""
+async def talk_over_speakers(echo_cancel: bool, user: bool = False,
+                             onset_pause: bool = False) -> tuple[np.ndarray, np.ndarray, list]:
+    """(mic audio at 24 kHz, audio handed to VAD/ASR at 16 kHz, the session's
+    events); with ``user`` the user talks over the answer from USER_AT_S (the
+    fake VAD ignores it; the answer goes on unless ``onset_pause``, the echo
+    onset rule, pauses it)."""
     clock = VirtualClock()
     b = FakeBackends.create(clock, speech=[(0.5, 1.5)], texts=["tell me a story"], replies=["Once upon a time."])
     b.tts = SpeakingTts(clock)
-    settings = GatewaySettings(redis_url="", echo_cancel=echo_cancel, audio_lead_ms=1000)
+    settings = GatewaySettings(redis_url="", echo_cancel=echo_cancel, audio_lead_ms=1000,
+                               echo_onset_pause=onset_pause)
     speaker = EchoSpeaker(RATE, RATE, Room(delay_ms=150, level_db=-6, noise_dbfs=-70),
                           lambda t: int(round(t * RATE)))
     fed: list[bytes] = []
@@ -92,10 +95,12 @@ async def talk_over_speakers(echo_cancel: bool, user: bool = False) -> tuple[np.
             mic += frame
             await s.conv.handle({"type": "input_audio_buffer.append", "audio": base64.b64encode(frame).decode()})
         await clock.advance(0.1, step=STEP_S)
-        assert s.of("output_audio_buffer.started") and not s.of("output_audio_buffer.cleared") or not echo_cancel
+        assert s.of("output_audio_buffer.started")
+        assert not s.of("output_audio_buffer.cleared") or not echo_cancel or onset_pause
+        events = list(s.events)
     x = np.frombuffer(bytes(mic), dtype="<i2").astype(np.float64)
     y = np.frombuffer(b"".join(fed), dtype="<i2").astype(np.float64)
-    return x, y
+    return x, y, events
 
 
 def db(a: np.ndarray, b: np.ndarray) -> float:
@@ -107,7 +112,7 @@ def seconds(x: np.ndarray, rate: int, a: float, b: float) -> np.ndarray:
 
 
 async def test_the_echo_of_the_answer_is_removed_before_vad_and_asr():
-    mic, out = await talk_over_speakers(echo_cancel=True)
+    mic, out, _ = await talk_over_speakers(echo_cancel=True)
     # The answer plays from ~2.2 s; AEC3 has settled by 8 s.
     mic, out = seconds(mic, RATE, 8, 15), seconds(out, 16000, 8, 15)
     assert np.mean(mic ** 2) > 1e5                   # there is echo to remove (-6 dB of speech)
@@ -115,8 +120,8 @@ async def test_the_echo_of_the_answer_is_removed_before_vad_and_asr():
 
 
 async def test_the_users_voice_over_the_answer_goes_through():
-    _, alone = await talk_over_speakers(echo_cancel=True)
-    _, talking = await talk_over_speakers(echo_cancel=True, user=True)
+    _, alone, _ = await talk_over_speakers(echo_cancel=True)
+    _, talking, _ = await talk_over_speakers(echo_cancel=True, user=True)
     over = len(user_voice()) / RATE
     # Far above what is left of the echo: the VAD hears the user, not the answer.
     assert db(seconds(talking, 16000, USER_AT_S, USER_AT_S + over),
@@ -124,5 +129,17 @@ async def test_the_users_voice_over_the_answer_goes_through():
 
 
 async def test_without_the_canceller_the_echo_reaches_vad_and_asr():
-    mic, out = await talk_over_speakers(echo_cancel=False)
+    mic, out, _ = await talk_over_speakers(echo_cancel=False)
     assert abs(db(seconds(mic, RATE, 8, 15), seconds(out, 16000, 8, 15))) < 1.0
+
+
+async def test_the_users_voice_over_the_answer_pauses_it_at_once_and_the_echo_alone_never():
+    # The echo onset rule (echo_onset.py) on real AEC3 output: the answer's
+    # echo alone never pauses it; the user's voice pauses it within ~0.15 s,
+    # before any VAD could (the fake VAD here hears nothing at all).
+    *_, alone = await talk_over_speakers(echo_cancel=True, onset_pause=True)
+    assert not [e for e in alone if e.event["type"] == "output_audio_buffer.cleared"]
+    *_, talking = await talk_over_speakers(echo_cancel=True, user=True, onset_pause=True)
+    cleared = [e.at for e in talking if e.event["type"] == "output_audio_buffer.cleared"]
+    first_voiced = USER_AT_S + np.argmax(np.abs(user_voice()) > 1000) / RATE
+    assert cleared and first_voiced - 0.1 <= cleared[0] <= first_voiced + 0.15
