@@ -64,6 +64,7 @@ class BargeIn:
         self.conv = turns.conv
         self._resume_task: asyncio.Task | None = None
         self._paused: Any = None     # the reply a barge-in paused last
+        self._onset_pause: tuple[Any, float] | None = None   # (reply, clock time) paused by echo_onset
 
     def begin(self, turn: UserTurn) -> None:
         """A new turn's speech started: pause the reply it talks over, if any."""
@@ -71,8 +72,12 @@ class BargeIn:
         resp = conv.interruptible_response()
         if resp is None:
             return
+        onset, self._onset_pause = self._onset_pause, None
         if self.turns.td.interrupt_response:
             turn.life.talk_over()
+            if onset is not None and onset[0] is resp and resp.paused:
+                # Paused already by the echo onset (echo_onset): its reaction, from this speech's onset.
+                metrics.BARGE_IN_REACTION.labels(**metrics.base()).observe(max(0.0, onset[1] - turn.onset_wall))
             conv.pause_response(resp, turn.onset_wall)
             self._paused = resp
         elif resp is self._paused and resp.paused:
@@ -95,20 +100,25 @@ class BargeIn:
         if turns.segment is not None or (turns.turn is not None and not turns.turn.ended):
             return     # speech is already known: the turn decides
         resp = conv.interruptible_response()
-        if resp is None or resp.paused:
+        if resp is None or resp.paused or not resp.pause():
             return
-        conv.pause_response(resp, onset_wall)
+        # The reaction (speech onset -> cleared) is observed when a speech start
+        # takes this pause over (``begin``), not for an onset no speech follows.
+        self._onset_pause = (resp, conv.clock.now())
         self._paused = resp
         self.cancel_resume()
         self._resume_task = conv.spawn(self._resume_after_onset(resp), "echo-onset-resume")
 
     async def _resume_after_onset(self, resp: Any) -> None:
+        """No speech started (a speech start cancels this): resume the reply.
+        Also when the client turned turn detection or interruptions off
+        meanwhile, which then is no false interruption."""
         await self.conv.clock.sleep(ECHO_ONSET_RESUME_S)
-        turns = self.turns
-        if turns.segment is not None or (turns.turn is not None and not turns.turn.ended):
-            return
+        self._onset_pause = None
         if self.conv.response is resp:
-            self.conv.resume_response()
+            td = self.turns.td
+            self.conv.resume_response(dropped_by=None if td is not None and td.interrupt_response else
+                                      "turn detection or interruptions turned off")
 
     def confirm(self, turn: UserTurn) -> bool:
         """While the speech lasts (each audio chunk and transcript): confirm

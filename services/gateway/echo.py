@@ -153,6 +153,8 @@ class EchoCanceller:
     def drain(self) -> bytes:
         """What is held back (< 1 frame), handed on unprocessed; inactive after."""
         held, self._held, self.active = bytes(self._held), bytearray(), False
+        if self._onset is not None:
+            self._onset = EchoOnset()     # its floor and arming start again when cancelling does
         return held
 
     def _starts_playing(self, n: int, first_t: float, ref: Reference) -> bool:
@@ -179,7 +181,9 @@ class EchoCanceller:
         e_out = _energy(out) if played is not None or self._onset is not None else 0.0
         if self._onset is not None:
             at = self._onset.push(t, e_out, FRAME, played is not None)
-            if at is not None:
+            if at is not None and self.detector.state == "echo":
+                # Only over a known echo: with none yet known (a headset early in a
+                # session) the VAD hears the user, and a click or a cup would pause.
                 self.voice_at = at
         self.cpu_s += time.process_time() - c0
         self.frames += 1

@@ -24,21 +24,25 @@ the -6 dB rooms, 2026-12-06). At 20 dB over the floor, 4 of the 35 traced
 stretches of that run fired on echo alone (5 times); at 25 dB none did, and the
 voice was still seen 17-155 ms after its onset in 5 of 7 barge-ins (346
 and 595 ms in two where AEC3 held the voice from its first frame). Armed after
-1 s of playing, the 25 dB rule still fired 4 times on the stack's next run
-(1.0-1.4 s into a stretch: AEC3 still converging, the floor holding the
+1 s of playing, the 25 dB rule still fired on the stack's next run, 1.0-1.4
+s into a stretch (3 false pauses in 5.5 min of answer, and 2 in barge-in
+sessions before the voice: AEC3 still converging, the floor holding the
 answer's leading silence); simulated over the 17 barge-in and 46 other
 traced stretches of four runs (941 s of echo), armed after 1.5 s it fires
 on echo alone 0 times (1 s: 5) and sees the voice as soon (-24 to 117 ms
 after the onset in 14 of 22 barge-ins, 215-555 ms in 5, not at all in 3).
-The gateway pauses the reply on it (bargein.py) and resumes it if no speech
-follows."""
+It reports only while an echo is known (echo_detect.py: "echo", from ~1.7
+s into a loud answer; at every traced barge-in it was): with none known
+yet (a headset early in a session) the VAD hears the user unhindered, and
+a click or a cup would pause the reply for nothing. The gateway pauses
+the reply on it (bargein.py) and resumes it if no speech follows."""
 from __future__ import annotations
 
 import collections
 import math
 import statistics
 
-FRAME_S = 0.02        # the rule's frames: two of the canceller's 10 ms frames
+# The rule's frames are 20 ms: two of the canceller's 10 ms frames.
 RISE_DB = 25.0        # over the median level of the last FLOOR_FRAMES
 RUN = 2               # frames in a row (40 ms)
 FLOOR_FRAMES = 50     # one second

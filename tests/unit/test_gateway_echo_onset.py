@@ -86,9 +86,15 @@ SETTINGS = dict(redis_url="", silence_duration_ms=500, vad_min_silence_ms=160, v
                 echo_onset_pause=True)
 
 
+LABELS = {"service": "unknown", "model": "unknown", "variant": "stable"}
+
+
 def false_interruptions() -> float:
-    return REGISTRY.get_sample_value("voice_gateway_false_interruptions_total",
-                                     {"service": "unknown", "model": "unknown", "variant": "stable"}) or 0.0
+    return REGISTRY.get_sample_value("voice_gateway_false_interruptions_total", LABELS) or 0.0
+
+
+def reactions() -> float:
+    return REGISTRY.get_sample_value("voice_gateway_barge_in_reaction_seconds_count", LABELS) or 0.0
 
 
 def session(speech: list, texts: list) -> ScriptedSession:
@@ -99,7 +105,7 @@ def session(speech: list, texts: list) -> ScriptedSession:
 
 
 async def test_an_onset_with_no_speech_after_it_pauses_the_reply_and_resumes_it():
-    before = false_interruptions()
+    before, reacted = false_interruptions(), reactions()
     async with session([(0.5, 2.5)], [QUESTION]) as s:
         await s.run_audio(4.0)                                   # the reply plays from ~3 s
         assert s.of("output_audio_buffer.started") and not s.of("output_audio_buffer.cleared")
@@ -114,9 +120,11 @@ async def test_an_onset_with_no_speech_after_it_pauses_the_reply_and_resumes_it(
         assert s.first("response.done").event["response"]["status"] == "completed"   # ... to the end
         assert len(s.of("input_audio_buffer.committed")) == 1    # no turn made of it
         assert false_interruptions() == before + 1
+        assert reactions() == reacted                            # no barge-in: no reaction sample
 
 
 async def test_a_speech_start_takes_the_pause_over_and_the_reply_is_cut():
+    reacted = reactions()
     async with session([(0.5, 2.5), (5.0, 6.0)], [QUESTION, "stop, tell me about the weather"]) as s:
         await s.run_audio(5.0)
         s.conv.turns.bargein.echo_onset(s.clock.now())           # the voice, seen before the VAD
@@ -128,6 +136,7 @@ async def test_a_speech_start_takes_the_pause_over_and_the_reply_is_cut():
         rid = done.event["response"]["id"]
         started = [e for e in s.of("output_audio_buffer.started") if e.event["response_id"] == rid]
         assert len(started) == 1                                 # never resumed by the onset's timer
+        assert reactions() == reacted + 1                        # one barge-in, one reaction
 
 
 async def test_on_by_default_and_nothing_without_interruptions():
@@ -142,9 +151,9 @@ async def test_on_by_default_and_nothing_without_interruptions():
 
 
 async def test_a_turn_going_on_keeps_the_pause_past_the_onsets_timer():
-    # A cough from 5.0 to 6.6 s (no words): the onset's timer (6.0 s) leaves
-    # the pause to the turn, whose false-interruption timer resumes the reply
-    # 0.8 s after the cough ends.
+    # A cough from 5.0 to 6.6 s (no words): its speech start cancels the
+    # onset's timer (due at 6.0 s) and takes the pause over; the turn's own
+    # false-interruption timer resumes the reply 0.8 s after the cough ends.
     async with session([(0.5, 2.5), (5.0, 6.6)], [QUESTION, ""]) as s:
         await s.run_audio(5.0)
         s.conv.turns.bargein.echo_onset(s.clock.now())
@@ -179,3 +188,38 @@ def test_the_canceller_reports_a_voice_in_its_output_once_asked_to():
             if at is not None:
                 seen.append(round(at - 100.0, 2))
         assert seen == ([2.0] if onsets else [])
+    # With no echo known yet (a headset early in a session), nothing is reported.
+    echo = SessionEcho(lambda: None, make_apm=CopyApm, onsets=True)
+    echo.reference = Playing()
+    echo.canceller.detector.state = "unknown"
+    echo.canceller.detector.push = lambda *_a: True       # stays unknown; AEC3's output used
+    data = pcm(mic)
+    for off in range(0, len(data), 980):
+        echo.clean(data[off:off + 980], 100.0 + (off + 980) / 32000)
+        assert echo.take_voice_onset() is None
+
+
+async def test_turning_turn_detection_off_during_the_pause_resumes_the_reply():
+    before = false_interruptions()
+    async with session([(0.5, 2.5)], [QUESTION]) as s:
+        await s.run_audio(4.0)
+        s.conv.turns.bargein.echo_onset(s.clock.now())
+        await s.run_audio(0.2)
+        await s.send({"type": "session.update", "session": {"audio": {"input": {"turn_detection": None}}}})
+        await s.run_audio(ECHO_ONSET_RESUME_S + 2 * STEP_S)
+        assert len(s.of("output_audio_buffer.started")) == 2     # not paused for ever
+        assert false_interruptions() == before                   # the client's doing, not one
+
+
+async def test_an_onset_leaves_a_reply_a_turn_paused_alone():
+    # A cough from 5.0 to 5.5 s pauses the reply (its turn pending); an onset
+    # after it must not take the turn's false-interruption timer away.
+    async with session([(0.5, 2.5), (5.0, 5.5)], [QUESTION, ""]) as s:
+        await s.run_audio(5.8)
+        assert len(s.of("output_audio_buffer.cleared")) == 1
+        s.conv.turns.bargein.echo_onset(s.clock.now())
+        await s.run_audio(3.0)
+        assert len(s.of("output_audio_buffer.cleared")) == 1
+        rid = s.first("output_audio_buffer.started").event["response_id"]
+        started = [e.at for e in s.of("output_audio_buffer.started") if e.event["response_id"] == rid]
+        assert len(started) == 2 and started[1] <= 5.5 + 0.8 + 0.5   # the turn's resume, on time
