@@ -7,35 +7,22 @@ voice for up to ~0.5 s, and the VAD (150 ms of voiced frames) hears the user
 only after it: barge-in under echo took 146-708 ms in the 250 ms / -6 dB room
 on the stack (traced: docs/benchmarks.md, "Echo"). But AEC3 lets the voice's
 first ~100 ms through before it clamps down: the output, at the residual
-echo's -60 dBFS, jumps by 20-35 dB. Offline on those six traces, a run of two
-20 ms frames 20 dB over the median of the second before heard the user
--3 to 75 ms after the onset in five and at 334 ms in one, and fired once in
-211 s of echo alone.
+echo's -60 dBFS, jumps by 20-35 dB.
 
 ``EchoOnset`` is that rule, pure: fed the output energy of each 10 ms frame
-the canceller's output replaces the mic in, it says when a run began. It is
-armed only after ``ARM_FRAMES`` of reference played without a break: a
-canceller that has not converged lets the first echo through (two traces
-fired 0.4 s into a session's first answer), and after a pause the floor is
-the pause's silence, so the echo of the resumed reply looked like a voice
-(on the stack, with the rule armed once per canceller, a reply was paused
-again at each resume, and there were 5 false pauses in 5.2 min of answer in
-the -6 dB rooms, 2026-12-06). At 20 dB over the floor, 4 of the 35 traced
-stretches of that run fired on echo alone (5 times); at 25 dB none did, and the
-voice was still seen 17-155 ms after its onset in 5 of 7 barge-ins (346
-and 595 ms in two where AEC3 held the voice from its first frame). Armed after
-1 s of playing, the 25 dB rule still fired on the stack's next run, 1.0-1.4
-s into a stretch (3 false pauses in 5.5 min of answer, and 2 in barge-in
-sessions before the voice: AEC3 still converging, the floor holding the
-answer's leading silence); simulated over the 17 barge-in and 46 other
-traced stretches of four runs (941 s of echo), armed after 1.5 s it fires
-on echo alone 0 times (1 s: 5) and sees the voice as soon (-24 to 117 ms
-after the onset in 14 of 22 barge-ins, 215-555 ms in 5, not at all in 3).
-It reports only while an echo is known (echo_detect.py: "echo", from ~1.7
-s into a loud answer; at every traced barge-in it was): with none known
-yet (a headset early in a session) the VAD hears the user unhindered, and
-a click or a cup would pause the reply for nothing. The gateway pauses
-the reply on it (bargein.py) and resumes it if no speech follows."""
+the canceller's output replaces the mic in, it says when a run of ``RUN``
+20 ms frames ``RISE_DB`` over the median of the last second (and above
+``MIN_DBFS``) began. It is armed only after ``ARM_FRAMES`` of reference
+played without a break: a canceller that has not converged lets the
+first echo through, and after a pause the floor is the pause's silence, so
+the resumed reply's echo looks like a voice. The parameters were chosen on
+the stack and on its traces (docs/benchmarks.md): 20 dB, or arming after
+1 s, paused replies falsely (3-5 times in ~5 min of answer in the -6 dB
+rooms); 25 dB armed after 1.5 s fired 0 times on 941 s of traced echo, and
+saw the voice -24 to 117 ms after its onset in 15 of 22 traced barge-ins.
+The canceller reports it only while an echo is known (echo.py), and the
+gateway pauses the reply on it (bargein.py) and resumes it if no speech
+follows."""
 from __future__ import annotations
 
 import collections
