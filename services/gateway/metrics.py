@@ -23,7 +23,7 @@ STAGE = histogram("voice_gateway_stage_seconds", "per-stage latency of a turn", 
                   buckets=VOICE_BUCKETS)
 BARGE_INS = counter("voice_gateway_barge_ins_total", "responses interrupted by user speech")
 FALSE_INTERRUPTIONS = counter("voice_gateway_false_interruptions_total",
-                              "pauses that resumed (cough, backchannel)")
+                              "pauses that resumed (cough, backchannel, an echo onset no speech followed)")
 PREEMPTIVE_RUNS = counter("voice_gateway_preemptive_runs_total",
                           "answers started inside the end-of-turn window, by outcome", ("outcome",))
 ANSWERS_DECLINED = counter("voice_gateway_answers_declined_total",
