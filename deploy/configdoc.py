@@ -150,8 +150,9 @@ def render() -> str:
     lines.append("")
     lines.append("| variable | read by | meaning |")
     lines.append("|---|---|---|")
-    lines.append("| `VOICE_MODELS_DIR` | ASR (`services/asr/models.py`) | where Whisper base is joined "
-                 "from its two packages (default `~/.cache/voice-assistant/models`; the image uses "
+    lines.append("| `VOICE_MODELS_DIR` | ASR (`services/asr/models.py`), LLM (`services/llm/requantize.py`) | "
+                 "where Whisper base is joined from its two packages and the shipped LLM is converted "
+                 "(`LLM_REQUANTIZE`) (default `~/.cache/voice-assistant/models`; the image uses "
                  "`/opt/voice/models`, prepared at build time) |")
     lines.append("| `HF_HUB_OFFLINE` | model libraries | set to 1 by `make run` and the image: never reach a model hub |")
     lines.append("| `VOICE_COMPONENT` | `python -m stack.probe` | the component a container healthcheck "

@@ -17,17 +17,14 @@ import sys
 import tempfile
 from pathlib import Path
 
+from common.model_cache import models_dir
+
 log = logging.getLogger(__name__)
+__all__ = ["models_dir", "prepare_base", "resolve"]
 
 BASE_NAME = "whisper-base"
 _JSON_FILES = ("config.json", "tokenizer.json", "vocabulary.json")
 _MARKER = ".complete"   # written last: a directory without it is a half-finished join
-
-
-def models_dir() -> Path:
-    """${VOICE_MODELS_DIR:-~/.cache/voice-assistant/models}"""
-    return Path(os.environ.get("VOICE_MODELS_DIR") or
-                Path.home() / ".cache" / "voice-assistant" / "models").expanduser()
 
 
 def _package_data(package: str) -> Path:

