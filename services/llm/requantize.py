@@ -14,7 +14,7 @@ time: faster still, and a worse model (0.93-0.95; twice the unsupported
 claims in the answer eval, docs/answers.md). The price of Q8_0 is decoding:
 more bytes per token, 35-42 tokens/s on one thread against 45-51. So it is
 a setting, off by default (`LLM_REQUANTIZE=q8_0` turns it on): on the whole
-stack a document question's first time came ~0.4-0.8 s sooner, and every
+stack a document question's first time came 0.4-0.75 s sooner, and every
 other answer's first clause ~50 ms later (docs/benchmarks.md).
 
 The converted file lives in the models dir (common/model_cache.py), named

@@ -316,3 +316,17 @@ async def test_prefill_without_a_user_or_assistant_message_last_is_invalid(llm):
         await generate(llm.address, req)
     assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert "prefill needs a user message last" in err.value.details()
+
+
+async def test_the_shipped_model_served_converted_to_q8_0(tmp_path):
+    """LLM_REQUANTIZE=q8_0: the service converts the shipped GGUF into
+    VOICE_MODELS_DIR at its start, says so in its status, and answers."""
+    env = {"LLM_INSTANCES": "1", "LLM_REQUANTIZE": "q8_0", "VOICE_MODELS_DIR": str(tmp_path)}
+    with running("services.llm", "LLM_", env) as svc:
+        st = await status(svc.address)
+        assert st.model.endswith(".gguf as q8_0"), st.model
+        assert [p.name for p in (tmp_path / "llm").glob("*.q8_0.gguf")], "no converted file in VOICE_MODELS_DIR"
+        deltas, done = await generate(svc.address, llm_pb2.GenerateRequest(
+            messages=[user("What is the capital of France? Answer briefly.")], max_tokens=20,
+            request_id="it-q8"))
+        assert "".join(d.text for d in deltas).strip() and done is not None
