@@ -20,7 +20,6 @@ from pathlib import Path
 from common.model_cache import models_dir
 
 log = logging.getLogger(__name__)
-__all__ = ["models_dir", "prepare_base", "resolve"]
 
 BASE_NAME = "whisper-base"
 _JSON_FILES = ("config.json", "tokenizer.json", "vocabulary.json")

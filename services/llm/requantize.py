@@ -7,9 +7,10 @@ and F16, not Q4_1, so a Q4_1 prompt runs on the generic dot products.
 Measured on the 2-core machine (`python -m bench llm_quant`, a 400-token
 prompt on two threads, docs/benchmarks.md): Q4_1 178-192 prompt tokens/s,
 Q8_0 236-275, Q4_0 279. Q8_0 holds each Q4_1 weight to within 1/254 of its
-block's largest value, a few percent of one Q4_1 step: the same model
-(next-token logits correlate 0.999 with the shipped file's; the answer eval
-scores the same), evaluated faster. Q4_0 quantizes the weights a second
+block's largest value, a few percent of one Q4_1 step: next-token logits
+correlate 0.999 with the shipped file's, and in one answer-eval run each way
+the key facts and unsupported claims came out the same (the model declined
+2 in-document questions instead of 5). Q4_0 quantizes the weights a second
 time: faster still, and a worse model (0.93-0.95; twice the unsupported
 claims in the answer eval, docs/answers.md). The price of Q8_0 is decoding:
 more bytes per token, 35-42 tokens/s on one thread against 45-51. So it is
@@ -18,8 +19,8 @@ stack a document question's first time came 0.35-0.75 s sooner, and every
 answer's first clause ~50-90 ms later (docs/benchmarks.md).
 
 The converted file lives in the models dir (common/model_cache.py), named
-by the source's name, size and mtime, so a new package version is converted
-again; written to a temporary file and renamed, so two services starting at
+by the source's name, size and mtime and the llama.cpp version, so a new
+package or llama.cpp is converted again (the older file is removed); written to a temporary file and renamed, so two services starting at
 once never load a half-written one. Any failure (no space, a read-only dir:
 the image's /opt/voice/models, unless VOICE_MODELS_DIR names a writable
 volume) logs and falls back to the file as given.
@@ -45,6 +46,15 @@ log = logging.getLogger(__name__)
 # quantizes a second time (measurably a worse model), F16 is no faster at
 # prompts than Q8_0 and decodes at half the speed.
 TYPES = ("q8_0",)
+
+
+def checked(to: str) -> str:
+    """``to`` normalised ("" = as shipped); ValueError naming what is allowed."""
+    to = to.strip().lower()
+    if to and to not in TYPES:
+        raise ValueError(f"LLM_REQUANTIZE={to!r}: use {' or '.join(TYPES)}, "
+                         "or leave it empty to serve the model as shipped")
+    return to
 
 
 def target_path(source: Path, to: str, folder: Path | None = None) -> Path:
@@ -93,10 +103,8 @@ def convert(source: Path, target: Path, to: str, threads: int = 2) -> None:
 def prepared(model: str, to: str, folder: Path | None = None) -> str:
     """The path to load: ``model`` converted to ``to`` (cached), or ``model``
     itself when ``to`` is empty or the conversion fails."""
-    if not to or not model:
+    if not checked(to) or not model:
         return model
-    if to not in TYPES:
-        raise ValueError(f"LLM_REQUANTIZE={to!r}: use one of {', '.join(TYPES)}, or empty for the file as shipped")
     source = Path(model)
     try:
         target = target_path(source, to, folder)
@@ -125,8 +133,10 @@ def main(argv: list[str] | None = None) -> int:
         p.print_help()
         return 2
     source = default_model_path()
-    if args.to and args.to not in TYPES:
-        p.error(f"--to {args.to!r}: use {' or '.join(TYPES)}")
+    try:
+        args.to = checked(args.to)
+    except ValueError as exc:
+        p.error(str(exc))
     if not args.to:
         print("LLM_REQUANTIZE is empty: the shipped model is served as it is")
         return 0
