@@ -14,6 +14,7 @@ from common.stubs import llm_pb2_grpc
 from services.llm import metrics as llm_metrics, requantize
 from services.llm.batched import load_batched
 from services.llm.engine import EngineConfig, LlmEngine
+from services.llm.fast_prompt import PromptEvaluator
 from services.llm.kv_store import KvStore
 from services.llm.model import LlamaOptions, default_model_path, load_llama, warm_up
 from services.llm.prompt import DEFAULT_SYSTEM_PROMPT, PASSAGE_WORDS
@@ -40,6 +41,13 @@ class Settings(ServiceSettings):
                                   "model with prompts evaluated 1.3-1.5x faster on the 2-core test host and tokens decoded "
                                   "~20 % slower (services/llm/requantize.py); a model set in LLM_MODEL is "
                                   "used as is")
+    fast_prompt: str = setting("", "evaluate long runs of prompt tokens (a document question's passages) "
+                                   "on the shipped SmolLM2 converted once to this type (q8_0, cached in "
+                                   "VOICE_MODELS_DIR) and decode on the shipped weights: prompts ~1.4x "
+                                   "faster, decoding unchanged (services/llm/fast_prompt.py; empty = off; "
+                                   "separate instances on the CPU only)")
+    fast_prompt_min_tokens: int = setting(32, "fast_prompt: the fewest prompt tokens to evaluate worth copying "
+                                          "the cache over for")
     n_ctx: int = setting(2048, "context window in tokens (prompt + answer)")
     n_batch: int = setting(512, "prompt tokens decoded per batch")
     n_gpu_layers: int = setting(0, "layers offloaded to the GPU; with device=cuda, 0 means all "
@@ -117,6 +125,7 @@ def resolve_model(s: Settings) -> tuple[Settings, str]:
     opens: the first start converts (under a second), later ones find the file."""
     try:
         to = requantize.checked(s.requantize)
+        requantize.checked(s.fast_prompt, "LLM_FAST_PROMPT")
     except ValueError as exc:
         raise SystemExit(str(exc)) from None
     label = Path(s.model).name or "none"
@@ -125,6 +134,27 @@ def resolve_model(s: Settings) -> tuple[Settings, str]:
     setup_logging(s.log_level, "llm")   # the conversion logs what it did
     path = model_path(dataclasses.replace(s, requantize=to))
     return dataclasses.replace(s, model=path, requantize=""), label + (f" as {to}" if path != s.model else "")
+
+
+def prompt_evaluator(s: Settings, opts: LlamaOptions) -> PromptEvaluator | None:
+    """The faster weights' evaluator (fast_prompt.py) when LLM_FAST_PROMPT asks
+    for it and it can serve: the shipped model, separate instances, on the CPU."""
+    to = requantize.checked(s.fast_prompt)      # checked at the start (resolve_model)
+    if not to:
+        return None
+    why = ("the model served is not the shipped Q4_1 file (LLM_MODEL or LLM_REQUANTIZE)"
+           if not s.model or s.model != default_model_path() else
+           "the batched backend (LLM_BATCH_SLOTS)" if s.batch_slots > 0 else
+           "layers run on the GPU" if opts.n_gpu_layers != 0 else "")
+    if why:
+        log.info("LLM_FAST_PROMPT=%s not used: %s", to, why)
+        return None
+    path = requantize.prepared(s.model, to)
+    if path == s.model:
+        return None        # the conversion failed (logged): prompts run on the shipped weights
+    log.info("long prompt runs evaluated on %s (at least %d tokens)", Path(path).name, s.fast_prompt_min_tokens)
+    return PromptEvaluator(path, opts.n_ctx, opts.n_batch, opts.n_threads, s.fast_prompt_min_tokens, to,
+                           on_eval=llm_metrics.fast_prompt_used)
 
 
 def build_engine(s: Settings) -> LlmEngine:
@@ -138,7 +168,7 @@ def build_engine(s: Settings) -> LlmEngine:
         tok, instances = load_batched(opts, s.batch_slots, s.batch_step_tokens, s.batch_contexts)
     else:
         store = KvStore(s.kv_store_mb * 2**20, on_change=llm_metrics.kv_store_changed) if s.kv_store_mb > 0 else None
-        tok, instances = load_llama(opts, max(1, s.instances), store)
+        tok, instances = load_llama(opts, max(1, s.instances), store, prompt_evaluator(s, opts))
     if s.warmup:
         for inst in instances:
             warm_up(tok, inst, s.system_prompt)

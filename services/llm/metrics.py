@@ -17,6 +17,14 @@ KV_STORE_EVENTS = metrics.counter("voice_llm_kv_store_events_total",
                                   "Conversation KV caches saved to RAM when evicted, restored instead of "
                                   "evaluated again, dropped for room (kv_store.py)", ("event",))
 KV_STORE_BYTES = metrics.gauge("voice_llm_kv_store_bytes", "RAM held by saved conversation KV caches")
+FAST_PROMPT_TOKENS = metrics.counter("voice_llm_fast_prompt_tokens_total",
+                                     "Prompt tokens sent to the faster weights' evaluator (fast_prompt.py): "
+                                     "evaluated there, or evaluated on the instance's own weights because it "
+                                     "was busy or a copy failed", ("outcome",))
+
+
+def fast_prompt_used(outcome: str, tokens: int) -> None:
+    FAST_PROMPT_TOKENS.labels(**metrics.base(), outcome=outcome).inc(tokens)
 
 
 def kv_store_changed(event: str, held: int) -> None:

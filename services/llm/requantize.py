@@ -48,11 +48,11 @@ log = logging.getLogger(__name__)
 TYPES = ("q8_0",)
 
 
-def checked(to: str) -> str:
-    """``to`` normalised ("" = as shipped); ValueError naming what is allowed."""
+def checked(to: str, name: str = "LLM_REQUANTIZE") -> str:
+    """``to`` normalised ("" = as shipped); ValueError naming the setting and what is allowed."""
     to = to.strip().lower()
     if to and to not in TYPES:
-        raise ValueError(f"LLM_REQUANTIZE={to!r}: use {' or '.join(TYPES)}, "
+        raise ValueError(f"{name}={to!r}: use {' or '.join(TYPES)}, "
                          "or leave it empty to serve the model as shipped")
     return to
 

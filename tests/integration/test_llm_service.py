@@ -11,12 +11,14 @@ from __future__ import annotations
 import asyncio
 import re
 import urllib.request
+from pathlib import Path
 
 import grpc
 import pytest
 
 from common.stubs import common_pb2, llm_pb2, llm_pb2_grpc
-from tests.procs import running
+from services.llm.model import default_model_path
+from tests.procs import ROOT, running
 
 pytestmark = pytest.mark.slow
 
@@ -330,3 +332,28 @@ async def test_the_shipped_model_served_converted_to_q8_0(tmp_path):
             messages=[user("What is the capital of France? Answer briefly.")], max_tokens=20,
             request_id="it-q8"))
         assert "".join(d.text for d in deltas).strip() and done is not None
+
+
+async def test_long_prompts_evaluated_on_q8_0_with_the_shipped_weights_decoding(tmp_path):
+    """LLM_FAST_PROMPT=q8_0: the shipped model stays what the service serves
+    and decodes; a document question's passages are evaluated on the Q8_0
+    copy (its metric counts them) and the answer streams."""
+    env = {"LLM_INSTANCES": "1", "LLM_FAST_PROMPT": "q8_0", "VOICE_MODELS_DIR": str(tmp_path)}
+
+    def fast_tokens(port: int) -> float:
+        body = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
+        m = re.search(r'^voice_llm_fast_prompt_tokens_total\{[^}]*outcome="evaluated"[^}]*\} (\S+)$', body, re.M)
+        return float(m.group(1)) if m else 0.0
+
+    with running("services.llm", "LLM_", env) as svc:
+        st = await status(svc.address)
+        assert st.model == Path(default_model_path()).name, st.model   # served as shipped
+        before = fast_tokens(svc.metrics_port)        # the warm-up's system prompt went there too
+        guide = (ROOT / "docs" / "user-guide.md").read_text()
+        passage = common_pb2.Passage(source="user-guide.md", title="Starting", text=guide[:1200])
+        deltas, done = await generate(svc.address, llm_pb2.GenerateRequest(
+            messages=[user("How do I start the assistant?")], passages=[passage], max_tokens=20,
+            request_id="it-fast", sampling=llm_pb2.SamplingParams(temperature=0.0)))
+        assert "".join(d.text for d in deltas).strip() and done.completion_tokens > 0
+        # Every prompt token not in the cache but the last (the instance's own: its logits).
+        assert fast_tokens(svc.metrics_port) - before == done.prompt_tokens - done.cached_prompt_tokens - 1 >= 100
