@@ -7,6 +7,11 @@ cache, best and median of ``--rounds``; then 64 tokens decoded one at a time.
 Threads as the service's (prompt 2, decode 1 by default). Types are run
 interleaved, round by round, so a noisy neighbour hits them alike.
 
+Then ``LLM_FAST_PROMPT`` (services/llm/fast_prompt.py) through the
+service's own instance class: a document question's prompt (~120 tokens
+of instructions cached, ~260 of passages and question new) to its first
+token's logits, on the shipped instance alone and with the Q8_0 evaluator.
+
     python -m bench llm_quant      # or: python -m bench.bench_llm_quant [--rounds 5] [--threads 2]
 """
 from __future__ import annotations
@@ -82,6 +87,37 @@ def main(argv: list[str] | None = None) -> None:
             mb = Path(paths[name]).stat().st_size / 1e6
             print(f"{name:16s} {mb:5.0f} {best * 1000:10.0f} / {med * 1000:<9.0f} {PROMPT_TOKENS / med:13.0f} "
                   f"{DECODE_TOKENS / statistics.median(decode[name]):13.0f}")
+        del models
+        _fast_prompt(paths["q8_0"], args.threads, args.decode_threads, args.rounds)
+
+
+def _fast_prompt(q8_path: str, threads: int, decode_threads: int, rounds: int) -> None:
+    from services.llm.fast_prompt import PromptEvaluator
+    from services.llm.model import LlamaOptions, load_llama
+
+    opts = LlamaOptions(model_path=default_model_path(), n_threads=threads, n_decode_threads=decode_threads)
+    ev = PromptEvaluator(q8_path, opts.n_ctx, opts.n_batch, threads)
+    tok, (plain,) = load_llama(opts, 1)
+    _, (fast,) = load_llama(opts, 1, None, ev)
+    guide = Path(__file__).resolve().parents[1].joinpath("docs", "user-guide.md").read_text()
+    prompt = tok.encode_chat([{"role": "system", "content": "Answer from these passages.\n" + guide[:1500]},
+                              {"role": "user", "content": "How do I start the assistant?"}])
+    cached = 120
+    times: dict[str, list[float]] = {"q4_1 alone": [], "q4_1 + q8_0 prompt": []}
+    for _ in range(rounds):
+        for name, inst in (("q4_1 alone", plain), ("q4_1 + q8_0 prompt", fast)):
+            inst._llm.reset()
+            inst._llm.eval(prompt[:cached])
+            t0 = time.perf_counter()
+            inst.first_logits(prompt)
+            times[name].append(time.perf_counter() - t0)
+    print(f"\nLLM_FAST_PROMPT: {len(prompt) - cached} new prompt tokens after {cached} cached, to the first "
+          f"token's logits, {rounds} rounds interleaved (ms, best / median):")
+    for name, t in times.items():
+        print(f"  {name:20s} {min(t) * 1000:6.0f} / {statistics.median(t) * 1000:.0f}")
+    for inst in (plain, fast):
+        inst.close()
+    ev.close()
 
 
 if __name__ == "__main__":

@@ -308,7 +308,7 @@ class LlmEngine:
         tps = (n - 1) / (st.t_last - st.t_first) if n > 1 and st.t_last > st.t_first else 0.0
         log.info("request %s: %s after %d tokens (prompt %d, %d from cache), ttft %.0f ms, %.1f tok/s%s",
                  prep.request_id or "-", st.finish, n, len(prep.prompt), st.cached, ttft_ms, tps,
-                 restored_note(st.restored))
+                 restored_note(st.restored, st.fast))
         return GenerateDone(finish_reason=st.finish, prompt_tokens=len(prep.prompt),
                             completion_tokens=n, time_to_first_token_ms=ttft_ms,
                             tokens_per_second=tps, cached_prompt_tokens=st.cached)

@@ -45,6 +45,7 @@ class LoopState:
     """One answer's token loop, carried from its urgent part to its tail."""
     cached: int = 0
     restored: int = 0     # of those, got back from the KV store (kv_store.py)
+    fast: int = 0         # prompt tokens evaluated on the faster weights (fast_prompt.py)
     seen: bool = False    # cached/restored read from the instance after its first call
     n: int = 0
     finish: str = "stop"
@@ -137,8 +138,11 @@ def took_cache(inst: ModelInstance, st: LoopState) -> None:
         st.seen = True
         st.cached = getattr(inst, "reused", st.cached)
         st.restored = getattr(inst, "restored", 0)
+        st.fast = getattr(inst, "fast", 0)
 
 
-def restored_note(n: int) -> str:
-    """The log's note of a cache the request got back from the KV store (kv_store.py)."""
-    return f" ({n} tokens restored from the KV store)" if n else ""
+def restored_note(n: int, fast: int = 0) -> str:
+    """The log's note of a cache the request got back from the KV store
+    (kv_store.py) and of prompt tokens evaluated on the faster weights (fast_prompt.py)."""
+    return (f" ({n} tokens restored from the KV store)" if n else "") + \
+        (f" ({fast} prompt tokens evaluated on q8_0)" if fast else "")
