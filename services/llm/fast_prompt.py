@@ -21,9 +21,12 @@ answer). The instance then evaluates the prompt's last token itself, so its
 logits (and the answer's first token) come from its own weights.
 
 One evaluator (one context, ~150 MB with the weights) serves every
-instance, never waited for: an instance that finds it busy evaluates on
-its own weights as before. Prompt evaluation already takes both cores, so
-a second evaluator would only split them."""
+instance. A prefill (background) never waits for it: one that finds it
+busy evaluates on its own weights as before. An answer waits at most
+``ANSWER_WAIT_S``: the holder is usually a prefill, which stops at its next
+piece for an answer (engine.py), and a 250-token run costs ~0.35 s more
+on the shipped weights than here. Prompt evaluation already takes both
+cores, so a second evaluator would only split them."""
 from __future__ import annotations
 
 import ctypes
@@ -39,6 +42,9 @@ MIN_TOKENS = 32
 # saving with the evaluated run (~1.3 ms a token): a run shorter than this
 # share of the sequence is not worth them.
 MIN_SHARE = 0.05
+# The longest an answer waits for a busy evaluator: a prefill's piece (48
+# tokens, engine.PREFILL_PIECE) takes ~0.2 s here.
+ANSWER_WAIT_S = 0.25
 
 
 def copy_sequence(src: Any, dst: Any) -> bool:
@@ -96,15 +102,17 @@ class PromptEvaluator:
         return todo >= self.min_tokens and todo >= MIN_SHARE * (cached + todo)
 
     def evaluate(self, ctx: Any, start: int, tokens: Sequence[int],
-                 stop: Optional[Callable[[], bool]] = None, piece: int = 0) -> Optional[int]:
+                 stop: Optional[Callable[[], bool]] = None, piece: int = 0, wait_s: float = 0.0) -> Optional[int]:
         """Evaluate ``tokens`` at positions ``start``... of sequence 0 of the
         instance's context ``ctx`` (whose cache holds exactly ``start``
         tokens) here, and put the result back into ``ctx``. Returns how many
         were evaluated (fewer when ``stop()`` said so between pieces of
         ``piece`` tokens), or None when the evaluator is busy or a copy
         failed: ``ctx`` then holds its ``start`` tokens as before, or
-        nothing after a failed copy back (-1)."""
-        if not self._lock.acquire(blocking=False):
+        nothing after a failed copy back (-1). ``wait_s``: the longest to
+        wait for it when it is busy."""
+        got = self._lock.acquire(timeout=wait_s) if wait_s > 0 else self._lock.acquire(blocking=False)
+        if not got:
             self._on_eval("busy", len(tokens))
             return None
         try:

@@ -8,13 +8,14 @@ scripted fakes in tests/unit with the same interfaces. The batched backend
 shared llama.cpp context, so the engine and pool serve either unchanged."""
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import importlib.util
 import logging
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Iterator, Optional, Protocol, Sequence
 
-from services.llm import kv_store, reuse
+from services.llm import fast_prompt, kv_store, reuse
 from services.llm.chat_tokenizer import LlamaChatTokenizer
 from services.llm.fast_prompt import PromptEvaluator
 from services.llm.kv_store import KvStore
@@ -166,7 +167,7 @@ class LlamaInstance:
         return keep
 
     def _fast(self, prompt: Sequence[int], upto: int, stop: Callable[[], bool] | None = None,
-              piece: int = 0) -> int:
+              piece: int = 0, wait_s: float = 0.0) -> int:
         """Evaluate ``prompt[n_tokens:upto]`` on the evaluator when that pays
         (fast_prompt.py); returns the tokens it evaluated (0: nothing was,
         the caller evaluates on this instance's weights as before)."""
@@ -179,7 +180,7 @@ class LlamaInstance:
             return 0
         # The cache holds exactly what n_tokens says (a cut answer may have left more).
         llama_cpp.llama_memory_seq_rm(llama_cpp.llama_get_memory(llm._ctx.ctx), 0, start, -1)
-        done = ev.evaluate(llm._ctx.ctx, start, prompt[start:upto], stop, piece)
+        done = ev.evaluate(llm._ctx.ctx, start, prompt[start:upto], stop, piece, wait_s)
         if done is None:
             return 0
         if done < 0:             # the copy back failed: this context is empty now
@@ -190,6 +191,19 @@ class LlamaInstance:
         self._no_logits = True
         self.fast = done
         return done
+
+    @contextlib.contextmanager
+    def own_weights(self) -> Iterator[None]:
+        """Evaluate everything on this instance's weights meanwhile (the
+        warm-up: the system prompt every turn reuses stays the shipped
+        model's own, so turns without long prompts answer exactly as without
+        the evaluator; measured, a warm-up through it changed the clips'
+        answers)."""
+        ev, self._evaluator = self._evaluator, None
+        try:
+            yield
+        finally:
+            self._evaluator = ev
 
     def _swap(self, cached: list[int], prompt: Sequence[int], r: reuse.Reuse) -> tuple[list[int], reuse.Reuse]:
         """Through the KV store: put back a saved cache that serves ``prompt``
@@ -223,7 +237,7 @@ class LlamaInstance:
         if sampling.seed is not None:
             self._llm.set_seed(sampling.seed)
         self._reuse(prompt)
-        self._fast(prompt, len(prompt) - 1)
+        self._fast(prompt, len(prompt) - 1, wait_s=fast_prompt.ANSWER_WAIT_S)
         self._no_logits = False      # generate evaluates at least the prompt's last token
         # Llama.generate reuses the longest KV-cache prefix shared with the
         # cache as _reuse left it (reset=True compares them first).
@@ -239,7 +253,7 @@ class LlamaInstance:
 
         # At least the last prompt token is decoded: the context's logits must be this prompt's.
         self._llm.n_tokens = min(self._reuse(prompt), len(prompt) - 1)
-        self._fast(prompt, len(prompt) - 1)
+        self._fast(prompt, len(prompt) - 1, wait_s=fast_prompt.ANSWER_WAIT_S)
         self._llm.eval(list(prompt[self._llm.n_tokens:]))
         self._no_logits = False
         ptr = llama_cpp.llama_get_logits_ith(self._llm._ctx.ctx, -1)
@@ -321,10 +335,12 @@ def warm_up(tok: ChatTokenizer, inst: ModelInstance, system_prompt: str,
     sampling = sampling or ResolvedSampling(0.0, 1.0, 1, 1.0, 0)
     prompt = tok.encode_chat([{"role": "system", "content": system_prompt},
                               {"role": "user", "content": "Hello"}])
-    it = inst.tokens(prompt, sampling)
-    try:
-        next(it, None)
-    finally:
-        close = getattr(it, "close", None)
-        if callable(close):
-            close()
+    own = getattr(inst, "own_weights", contextlib.nullcontext)
+    with own():
+        it = inst.tokens(prompt, sampling)
+        try:
+            next(it, None)
+        finally:
+            close = getattr(it, "close", None)
+            if callable(close):
+                close()

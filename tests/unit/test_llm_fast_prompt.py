@@ -6,6 +6,7 @@ leaves the instance evaluating on its own weights with nothing lost; short
 runs stay on the instance; a prefill stops between pieces."""
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import Iterator
 
@@ -86,9 +87,12 @@ def test_a_busy_evaluator_leaves_the_instance_on_its_own_weights(parts):
     _fresh(plain), _fresh(fast)
     used.clear()
     with ev._lock:                       # another instance is evaluating there
+        t0 = time.monotonic()
         b = fast.first_logits(prompt)
+        waited = time.monotonic() - t0
     a = plain.first_logits(prompt)
     assert fast.fast == 0 and used == [("busy", len(prompt) - 1)]
+    assert waited >= fast_prompt.ANSWER_WAIT_S        # an answer waited for it, then went on alone
     np.testing.assert_array_equal(a, b)  # exactly what the instance alone computes
 
 
@@ -118,6 +122,21 @@ def test_a_failed_copy_back_starts_the_instance_over_with_nothing_lost(parts, mo
     np.testing.assert_allclose(a, b, rtol=0, atol=1e-4)   # evaluated whole on its own weights
 
 
+def test_the_warm_up_stays_on_the_shipped_weights(parts):
+    """The system prompt every turn reuses is the shipped model's own: turns
+    without a long prompt answer exactly as without the evaluator."""
+    from services.llm.model import warm_up
+
+    tok, plain, fast, ev, used = parts
+    _fresh(plain), _fresh(fast)
+    used.clear()
+    system = "You are a helpful voice assistant. Answer in one or two short sentences. " * 3
+    warm_up(tok, plain, system), warm_up(tok, fast, system)
+    assert used == [] and fast._evaluator is ev
+    prompt = tok.encode_chat([{"role": "system", "content": system}, {"role": "user", "content": "Hi, who are you?"}])
+    np.testing.assert_array_equal(plain.first_logits(prompt), fast.first_logits(prompt))
+
+
 def test_short_runs_stay_on_the_instance(parts):
     tok, _, fast, ev, used = parts
     assert not ev.wants(0, ev.min_tokens - 1) and ev.wants(0, ev.min_tokens)
@@ -136,6 +155,11 @@ def test_a_prefill_runs_there_in_pieces_and_stops_for_an_answer(parts):
     done = fast.prefill(prompt, stop=lambda: next(stops, True), piece=48)
     assert done == 96 and fast.fast == 96
     assert list(fast.cached_tokens()) == prompt[:96]
+    _fresh(fast)
+    used.clear()
+    with ev._lock:                       # busy: a prefill never waits, it evaluates on its own weights
+        assert fast.prefill(prompt, stop=lambda: False, piece=48) == len(prompt) and fast.fast == 0
+    assert used == [("busy", len(prompt))]
     _fresh(fast)
     assert fast.prefill(prompt) == len(prompt) and list(fast.cached_tokens()) == prompt
     # The whole prompt cached by a prefill: the answer evaluates its last token again (fresh logits).
