@@ -89,10 +89,12 @@ ENV PATH=/opt/venv/bin:$PATH \
     VOICE_IMAGE_FLAVOR=${FLAVOR}
 WORKDIR /app
 COPY . /app
-# Stubs and the joined Whisper-base model are made at build time, owned by
-# root and only readable by the service user: nothing is written at run time.
+# Stubs, the joined Whisper-base model and the LLM's Q8_0 copy (LLM_FAST_PROMPT)
+# are made at build time, owned by root and only readable by the service user:
+# nothing is written at run time.
 RUN PY=python scripts/gen_protos.sh \
  && python -m services.asr.models --prepare \
+ && python -m services.llm.requantize --prepare --to q8_0 \
  && python -m compileall -q common stack services release gen
 USER 10001:10001
 

@@ -152,9 +152,9 @@ def render() -> str:
     lines.append("|---|---|---|")
     lines.append("| `VOICE_MODELS_DIR` | ASR (`services/asr/models.py`), LLM (`services/llm/requantize.py`) | "
                  "where Whisper base is joined from its two packages and the shipped LLM is converted "
-                 "(`LLM_REQUANTIZE`; in the image that needs VOICE_MODELS_DIR on a writable volume, else "
-                 "it serves the model as shipped, with a warning) (default `~/.cache/voice-assistant/models`; the image uses "
-                 "`/opt/voice/models`, prepared at build time) |")
+                 "to Q8_0 (`LLM_FAST_PROMPT`, `LLM_REQUANTIZE`: once, at the first start; a failure logs a "
+                 "warning and serves the model as shipped) (default `~/.cache/voice-assistant/models`; the "
+                 "image uses `/opt/voice/models`, both prepared at build time) |")
     lines.append("| `HF_HUB_OFFLINE` | model libraries | set to 1 by `make run` and the image: never reach a model hub |")
     lines.append("| `VOICE_COMPONENT` | `python -m stack.probe` | the component a container healthcheck "
                  "probes when given no target (set by each image target) |")

@@ -41,11 +41,13 @@ class Settings(ServiceSettings):
                                   "model with prompts evaluated 1.3-1.5x faster on the 2-core test host and tokens decoded "
                                   "~20 % slower (services/llm/requantize.py); a model set in LLM_MODEL is "
                                   "used as is")
-    fast_prompt: str = setting("", "evaluate long runs of prompt tokens (a document question's passages) "
-                                   "on the shipped SmolLM2 converted once to this type (q8_0, cached in "
-                                   "VOICE_MODELS_DIR) and decode on the shipped weights: prompts ~1.4x "
-                                   "faster, decoding unchanged (services/llm/fast_prompt.py; empty = off; "
-                                   "separate instances on the CPU only)")
+    # On: a document question's first time 0.3-0.4 s sooner on the 2-core host, the
+    # clips unchanged (docs/benchmarks.md "Prompts on Q8_0, answers on Q4_1").
+    fast_prompt: str = setting("q8_0", "evaluate long runs of prompt tokens (a document question's passages) "
+                                       "on the shipped SmolLM2 converted once to this type (q8_0, cached in "
+                                       "VOICE_MODELS_DIR) and decode on the shipped weights: prompts ~1.4x "
+                                       "faster, decoding unchanged (services/llm/fast_prompt.py; empty = off; "
+                                       "separate instances on the CPU only)")
     fast_prompt_min_tokens: int = setting(32, "fast_prompt: the fewest prompt tokens to evaluate worth copying "
                                           "the cache over for")
     n_ctx: int = setting(2048, "context window in tokens (prompt + answer)")

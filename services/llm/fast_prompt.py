@@ -1,5 +1,5 @@
 """Long runs of prompt tokens evaluated on Q8_0 weights, answers decoded on
-the shipped Q4_1 ones (``LLM_FAST_PROMPT``, issue #12).
+the shipped Q4_1 ones (``LLM_FAST_PROMPT=q8_0``, the default; issue #12).
 
 Why: a document question's wait is its prompt, ~200-300 tokens of passages,
 and llama.cpp's fast CPU matrix kernels have no Q4_1 (requantize.py). The

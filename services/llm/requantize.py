@@ -16,7 +16,9 @@ claims in the answer eval, docs/answers.md). The price of Q8_0 is decoding:
 more bytes per token, 35-42 tokens/s on one thread against 45-51. So it is
 a setting, off by default (`LLM_REQUANTIZE=q8_0` turns it on): on the whole
 stack a document question's first time came 0.35-0.75 s sooner, and every
-answer's first clause ~50-90 ms later (docs/benchmarks.md).
+answer's first clause ~50-90 ms later (docs/benchmarks.md). What is on by
+default instead is fast_prompt.py (`LLM_FAST_PROMPT=q8_0`): the Q8_0 copy
+made here evaluates long prompts, the shipped weights decode.
 
 The converted file lives in the models dir (common/model_cache.py), named
 by the source's name, size and mtime and the llama.cpp version, so a new

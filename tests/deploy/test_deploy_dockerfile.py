@@ -75,6 +75,8 @@ def test_stubs_and_models_are_prepared_at_build_time_as_root():
     order = [(i, rest) for i, rest in runtime.instructions]
     runs = [n for n, (i, rest) in enumerate(order) if i == "RUN"]
     prep = next(n for n in runs if "services.asr.models --prepare" in order[n][1])
+    # The LLM's Q8_0 copy (LLM_FAST_PROMPT) too: the service would otherwise try to write it at its start.
+    assert "services.llm.requantize --prepare --to q8_0" in order[prep][1]
     gen = next(n for n in runs if "scripts/gen_protos.sh" in order[n][1])
     user = next(n for n, (i, _) in enumerate(order) if i == "USER")
     assert prep < user and gen < user, "prepared by root before the switch: read-only at run time"
