@@ -71,6 +71,7 @@ class PromptEvaluator:
                  on_eval: Optional[Callable[[str, int], None]] = None) -> None:
         from llama_cpp._utils import suppress_stdout_stderr
 
+        n_batch = min(n_batch, n_ctx)      # as llama.cpp caps a context's batch
         with suppress_stdout_stderr(disable=False):    # llama.cpp's lines about every buffer it reserves
             self._load(model_path, n_ctx, n_batch, n_threads)
         self.n_batch = n_batch
@@ -95,7 +96,7 @@ class PromptEvaluator:
         # off): a sequence's state copies only between alike KV caches.
         cparams.flash_attn_type = llama_cpp.LLAMA_FLASH_ATTN_TYPE_DISABLED
         self._ctx = _internals.LlamaContext(model=self._model, params=cparams, verbose=False)
-        self._batch = llama_cpp.llama_batch_init(n_batch, 0, 1)
+        self._batch: Any = llama_cpp.llama_batch_init(n_batch, 0, 1)
 
     def wants(self, cached: int, todo: int) -> bool:
         """Whether a run of ``todo`` tokens after ``cached`` ones pays for the copies."""
@@ -107,10 +108,10 @@ class PromptEvaluator:
         instance's context ``ctx`` (whose cache holds exactly ``start``
         tokens) here, and put the result back into ``ctx``. Returns how many
         were evaluated (fewer when ``stop()`` said so between pieces of
-        ``piece`` tokens), or None when the evaluator is busy or a copy
-        failed: ``ctx`` then holds its ``start`` tokens as before, or
-        nothing after a failed copy back (-1). ``wait_s``: the longest to
-        wait for it when it is busy."""
+        ``piece`` tokens); None when the evaluator is busy, the copy over
+        or a decode failed (``ctx`` holds its ``start`` tokens as before);
+        -1 when the copy back failed (``ctx`` is empty). ``wait_s``: the
+        longest to wait for a busy evaluator."""
         got = self._lock.acquire(timeout=wait_s) if wait_s > 0 else self._lock.acquire(blocking=False)
         if not got:
             self._on_eval("busy", len(tokens))
@@ -140,8 +141,10 @@ class PromptEvaluator:
             chunk = tokens[done:done + step]
             self._fill(chunk, start + done)
             rc = llama_cpp.llama_decode(own, self._batch)
-            if rc != 0:
-                raise RuntimeError(f"fast prompt: llama_decode returned {rc}")
+            if rc != 0:     # the instance's context is as it was: it evaluates on its own weights
+                log.warning("fast prompt: llama_decode returned %d; evaluating on the instance's weights", rc)
+                self._on_eval("failed", len(tokens))
+                return None
             done += len(chunk)
         if not copy_sequence(own, ctx):
             log.warning("fast prompt: the evaluated cache did not copy back; the instance starts over")
@@ -161,8 +164,13 @@ class PromptEvaluator:
             b.logits[i] = 0      # no output: the instance evaluates the prompt's last token itself
 
     def close(self) -> None:
+        """Free the context and weights (once; waits for a running evaluation)."""
         import llama_cpp
 
-        llama_cpp.llama_batch_free(self._batch)
-        self._ctx.close()
-        self._model.close()
+        with self._lock:
+            if self._batch is None:
+                return
+            llama_cpp.llama_batch_free(self._batch)
+            self._batch = None
+            self._ctx.close()
+            self._model.close()

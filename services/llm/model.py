@@ -115,10 +115,13 @@ class LlamaInstance:
         self.fast = 0        # prompt tokens the latest request evaluated on the evaluator
         self.restored = 0    # tokens the latest request got back from the KV store (kv_store.py)
         self.reused = 0      # prompt tokens the latest request did not evaluate
-        # n_tokens right after a context shift: until a decode runs past it, the
-        # shifted keys are not rotated yet (llama.cpp does it at the next
-        # decode), and a copy of the cache would keep them unrotated.
-        self._shifted_at: int | None = None
+        # A context shift not yet applied: llama.cpp rotates the shifted keys at
+        # the next decode, and a copy of the cache before it (KV store, fast
+        # prompt) would keep them unrotated. Cleared by a decode, seen as
+        # n_tokens grown past what this class last set (_n_set): an answer
+        # cancelled before its generator ran leaves the shift pending.
+        self._shift_pending = False
+        self._n_set = 0
 
     def _memory_can_shift(self) -> bool:
         import llama_cpp
@@ -135,6 +138,8 @@ class LlamaInstance:
         import llama_cpp
 
         llm = self._llm
+        if llm.n_tokens > self._n_set:
+            self._shift_pending = False      # a decode ran since: any shift is applied
         cached = self.cached_tokens()
         r = reuse.plan(cached, prompt, shift=self.can_shift)
         self.restored = self.fast = 0
@@ -144,10 +149,11 @@ class LlamaInstance:
             mem = llama_cpp.llama_get_memory(llm._ctx.ctx)
             gap = r.drop_to - r.prefix
             if not llama_cpp.llama_memory_seq_rm(mem, 0, r.prefix, r.drop_to):
-                llm.n_tokens = r.prefix   # could not remove a partial span: keep the prefix only
-                self.reused, self._shifted_at = r.prefix, None
+                llm.n_tokens = self._n_set = r.prefix   # could not remove a partial span: keep the prefix only
+                self.reused = r.prefix
                 return r.prefix
             llama_cpp.llama_memory_seq_add(mem, 0, r.drop_to, -1, -gap)
+            self._shift_pending = True
             moved = cached[r.drop_to:]
             llm.input_ids[r.prefix:r.prefix + len(moved)] = moved
         keep = r.tokens
@@ -161,9 +167,8 @@ class LlamaInstance:
             # token is evaluated again, as the batched backend does. (A cache
             # just restored has no logits at all.)
             keep = len(prompt) - 1
-        llm.n_tokens = keep          # eval() drops the KV cache past n_tokens
+        llm.n_tokens = self._n_set = keep          # eval() drops the KV cache past n_tokens
         self.reused = keep
-        self._shifted_at = keep if r.shifts else None
         return keep
 
     def _fast(self, prompt: Sequence[int], upto: int, stop: Callable[[], bool] | None = None,
@@ -175,8 +180,7 @@ class LlamaInstance:
 
         llm, ev = self._llm, self._evaluator
         start = llm.n_tokens
-        unrotated = self._shifted_at is not None and start <= self._shifted_at
-        if ev is None or unrotated or not ev.wants(start, upto - start):
+        if ev is None or self._shift_pending or not ev.wants(start, upto - start):
             return 0
         # The cache holds exactly what n_tokens says (a cut answer may have left more).
         llama_cpp.llama_memory_seq_rm(llama_cpp.llama_get_memory(llm._ctx.ctx), 0, start, -1)
@@ -184,11 +188,12 @@ class LlamaInstance:
         if done is None:
             return 0
         if done < 0:             # the copy back failed: this context is empty now
-            llm.n_tokens = self.reused = 0
+            llm.n_tokens = self._n_set = self.reused = self.restored = 0
             return 0
         llm.input_ids[start:start + done] = prompt[start:start + done]
-        llm.n_tokens = start + done
+        llm.n_tokens = self._n_set = start + done
         self._no_logits = True
+        llm._requires_eval = True    # llama-cpp-python's own flag: no live logits, never sample at once
         self.fast = done
         return done
 
@@ -213,19 +218,20 @@ class LlamaInstance:
         assert store is not None
         saved = store.take(prompt, r.tokens, lambda key: reuse.plan(key, prompt, shift=self.can_shift).tokens)
         kept = reuse.common_prefix(cached, saved.tokens) if saved else len(cached) - r.lost(len(cached))
-        unrotated = self._shifted_at is not None and llm.n_tokens <= self._shifted_at
-        if store.worth_saving(cached, kept) and not unrotated:
+        if store.worth_saving(cached, kept) and not self._shift_pending:
             kv_store.save(llm._ctx.ctx, cached, store)
         if saved is None:
             return cached, r
         if not kv_store.restore(llm._ctx.ctx, saved):
             store.discard(saved)
-            llm.n_tokens = 0
+            llm.n_tokens = self._n_set = 0
+            self._shift_pending = False    # the cache was cleared
             return [], reuse.Reuse(0)
         llm.input_ids[:len(saved.tokens)] = saved.tokens
-        llm.n_tokens = len(saved.tokens)
+        llm.n_tokens = self._n_set = len(saved.tokens)
+        llm._requires_eval = True
         self.restored = len(saved.tokens)
-        self._shifted_at = None
+        self._shift_pending = False    # the cache was cleared and replaced
         store.restored()
         cached = list(saved.tokens)
         return cached, reuse.plan(cached, prompt, shift=self.can_shift)
@@ -252,7 +258,7 @@ class LlamaInstance:
         import numpy as np
 
         # At least the last prompt token is decoded: the context's logits must be this prompt's.
-        self._llm.n_tokens = min(self._reuse(prompt), len(prompt) - 1)
+        self._llm.n_tokens = self._n_set = min(self._reuse(prompt), len(prompt) - 1)
         self._fast(prompt, len(prompt) - 1, wait_s=fast_prompt.ANSWER_WAIT_S)
         self._llm.eval(list(prompt[self._llm.n_tokens:]))
         self._no_logits = False

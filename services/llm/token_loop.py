@@ -96,7 +96,7 @@ def decode_call(inst: ModelInstance, prep: Prepared, cancel: threading.Event,
     ttft_ms = (st.t_first - t0) * 1000.0 if st.n else 0.0
     log.info("request %s: %s after %d tokens (prompt %d, %d from cache), ttft %.0f ms%s",
              prep.request_id or "-", finish, st.n, len(prep.prompt), st.cached, ttft_ms,
-             restored_note(st.restored))
+             restored_note(st.restored, st.fast))
     return GenerateDone(finish_reason=finish, prompt_tokens=len(prep.prompt), completion_tokens=st.n,
                         time_to_first_token_ms=ttft_ms, tokens_per_second=0.0,
                         cached_prompt_tokens=st.cached)

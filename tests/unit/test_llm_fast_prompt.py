@@ -45,6 +45,7 @@ def _prompt(tok, question: str, doc: str = GUIDE) -> list[int]:
 
 def _fresh(inst: LlamaInstance) -> None:
     inst._llm.reset()
+    inst._shift_pending, inst._n_set = False, 0
 
 
 def test_a_long_run_is_evaluated_on_the_faster_weights_and_gives_the_same_model(parts):
@@ -135,6 +136,40 @@ def test_the_warm_up_stays_on_the_shipped_weights(parts):
     assert used == [] and fast._evaluator is ev
     prompt = tok.encode_chat([{"role": "system", "content": system}, {"role": "user", "content": "Hi, who are you?"}])
     np.testing.assert_array_equal(plain.first_logits(prompt), fast.first_logits(prompt))
+
+
+def test_a_failed_decode_there_leaves_the_instance_evaluating_with_nothing_lost(parts, monkeypatch):
+    import llama_cpp
+
+    tok, plain, fast, ev, used = parts
+    prompt = _prompt(tok, "What does make test do?")
+    _fresh(plain), _fresh(fast)
+    real = llama_cpp.llama_decode
+    monkeypatch.setattr(llama_cpp, "llama_decode",
+                        lambda ctx, batch: 1 if ctx == ev._ctx.ctx else real(ctx, batch))
+    used.clear()
+    b = fast.first_logits(prompt)
+    monkeypatch.undo()
+    assert fast.fast == 0 and used == [("failed", len(prompt) - 1)]
+    np.testing.assert_array_equal(plain.first_logits(prompt), b)
+
+
+def test_a_context_shift_not_yet_applied_is_never_copied(parts):
+    """Shifted keys are rotated at the next decode on the instance: until one
+    ran (an answer cancelled before its first token leaves it pending), the
+    cache stays where it is."""
+    tok, _, fast, ev, used = parts
+    prompt = _prompt(tok, "How does the canary release work?")
+    _fresh(fast)
+    fast._shift_pending, fast._n_set = True, 0       # as right after a shift
+    used.clear()
+    fast.first_logits(prompt)
+    assert used == [] and fast.fast == 0
+    # That answer decoded on the instance: the shift is applied, the evaluator serves again.
+    other = tok.encode_chat([{"role": "system", "content": "Read this first.\n" + GUIDE[700:]},
+                             {"role": "user", "content": "Where are the documents?"}])
+    fast.first_logits(other)             # nothing in common past the template's start: a long new run
+    assert not fast._shift_pending and used and used[-1][0] == "evaluated"
 
 
 def test_short_runs_stay_on_the_instance(parts):
