@@ -153,14 +153,14 @@ class LlmEngine:
         # Back to the pool when the evaluation has really ended, even if we are cancelled.
         fut.add_done_callback(lambda f: self.pool.release(inst))
         try:
-            evaluated, restored, done = await asyncio.shield(fut)   # a cancel must not cancel fut (it releases)
+            evaluated, restored, done, fast = await asyncio.shield(fut)   # a cancel must not cancel fut (it releases)
         except asyncio.CancelledError:
             gone.set()               # stop at the next piece
             raise
         ms = (time.perf_counter() - t0) * 1000.0
         cached = done - evaluated
         log.info("request %s: prefill of %d prompt tokens (%d evaluated, %d from cache) in %.0f ms%s%s",
-                 req.request_id or "-", len(prompt), evaluated, cached, ms, restored_note(restored),
+                 req.request_id or "-", len(prompt), evaluated, cached, ms, restored_note(restored, fast),
                  "" if done == len(prompt) else f"; stopped after {done} for an answer")
         return GenerateDone("prefill", len(prompt), 0, 0.0, 0.0, cached_prompt_tokens=cached)
 
@@ -323,14 +323,15 @@ class LlmEngine:
                 close()
 
 
-def _prefill(inst: ModelInstance, prompt: Sequence[int], stop: Callable[[], bool]) -> tuple[int, int, int]:
+def _prefill(inst: ModelInstance, prompt: Sequence[int], stop: Callable[[], bool]) -> tuple[int, int, int, int]:
     """Worker: tokens evaluated, tokens restored from the KV store (read
-    while this request still holds the instance), and how much of the prompt
-    the cache holds then: an instance that can (``prefill_stops``) evaluates
+    while this request still holds the instance), how much of the prompt
+    the cache holds then, and how many were evaluated on the faster weights
+    (fast_prompt.py): an instance that can (``prefill_stops``) evaluates
     it a piece at a time and stops between pieces when ``stop()``."""
     if getattr(inst, "prefill_stops", False):
         evaluated = inst.prefill(prompt, stop=stop, piece=PREFILL_PIECE)   # type: ignore[call-arg]
     else:
         evaluated = inst.prefill(prompt)
     reused = getattr(inst, "reused", len(prompt) - evaluated)
-    return evaluated, getattr(inst, "restored", 0), min(len(prompt), reused + evaluated)
+    return evaluated, getattr(inst, "restored", 0), min(len(prompt), reused + evaluated), getattr(inst, "fast", 0)
