@@ -155,7 +155,7 @@ def prompt_evaluator(s: Settings, opts: LlamaOptions) -> PromptEvaluator | None:
     if path == s.model:
         return None        # the conversion failed (logged): prompts run on the shipped weights
     log.info("long prompt runs evaluated on %s (at least %d tokens)", Path(path).name, s.fast_prompt_min_tokens)
-    return PromptEvaluator(path, opts.n_ctx, opts.n_batch, opts.n_threads, s.fast_prompt_min_tokens, to,
+    return PromptEvaluator(path, opts.n_ctx, opts.n_batch, opts.n_threads, s.fast_prompt_min_tokens,
                            on_eval=llm_metrics.fast_prompt_used)
 
 

@@ -29,10 +29,11 @@ on the shipped weights than here. Prompt evaluation already takes both
 cores, so a second evaluator would only split them."""
 from __future__ import annotations
 
-import ctypes
 import logging
 import threading
 from typing import Any, Callable, Optional, Sequence
+
+from services.llm.kv_store import read_sequence, write_sequence
 
 log = logging.getLogger(__name__)
 
@@ -49,25 +50,17 @@ ANSWER_WAIT_S = 0.25
 
 def copy_sequence(src: Any, dst: Any) -> bool:
     """Replace sequence 0 of context ``dst`` with that of ``src`` (same
-    architecture and KV cache layout); False (``dst`` empty) if it did not load."""
-    import llama_cpp
-
-    n = llama_cpp.llama_state_seq_get_size(src, 0)
-    buf = (ctypes.c_uint8 * n)()
-    mem = llama_cpp.llama_get_memory(dst)
-    llama_cpp.llama_memory_clear(mem, True)
-    if llama_cpp.llama_state_seq_get_data(src, buf, n, 0) != n \
-            or llama_cpp.llama_state_seq_set_data(dst, buf, n, 0) != n:
-        llama_cpp.llama_memory_clear(mem, True)
-        return False
-    return True
+    architecture and KV cache layout, as the KV store copies); False if it
+    did not load (``dst`` then empty, unless reading ``src`` failed)."""
+    seq = read_sequence(src)
+    return seq is not None and write_sequence(dst, *seq)
 
 
 class PromptEvaluator:
     """A llama.cpp context on the faster weights, lent to one instance at a time."""
 
     def __init__(self, model_path: str, n_ctx: int, n_batch: int, n_threads: int,
-                 min_tokens: int = MIN_TOKENS, label: str = "q8_0",
+                 min_tokens: int = MIN_TOKENS,
                  on_eval: Optional[Callable[[str, int], None]] = None) -> None:
         from llama_cpp._utils import suppress_stdout_stderr
 
@@ -76,7 +69,6 @@ class PromptEvaluator:
             self._load(model_path, n_ctx, n_batch, n_threads)
         self.n_batch = n_batch
         self.min_tokens = min_tokens
-        self.label = label
         # (outcome, tokens) per use, for metrics: "evaluated" or "busy" (the
         # instance evaluated on its own weights) or "failed".
         self._on_eval = on_eval or (lambda outcome, n: None)

@@ -135,25 +135,41 @@ class KvStore:
         self._on_change("restore", held)
 
 
+def read_sequence(ctx: Any) -> Optional[tuple[Any, int]]:
+    """Sequence 0 of a llama.cpp context as (bytes, size), None if it did not copy out."""
+    import llama_cpp
+
+    n = llama_cpp.llama_state_seq_get_size(ctx, 0)
+    buf = (ctypes.c_uint8 * n)()
+    return (buf, n) if llama_cpp.llama_state_seq_get_data(ctx, buf, n, 0) == n else None
+
+
+def write_sequence(ctx: Any, data: Any, nbytes: int) -> bool:
+    """Replace the context's cache with a sequence read_sequence wrote; False (cache empty) if it did not load."""
+    import llama_cpp
+
+    mem = llama_cpp.llama_get_memory(ctx)
+    llama_cpp.llama_memory_clear(mem, True)
+    if llama_cpp.llama_state_seq_set_data(ctx, data, nbytes, 0) == nbytes:
+        return True
+    llama_cpp.llama_memory_clear(mem, True)
+    return False
+
+
 def save(ctx: Any, cached: Sequence[int], store: KvStore) -> None:
     """Copy sequence 0 of a llama.cpp context (holding ``cached``) into the store."""
     import llama_cpp
 
     # Only the tokens the cache is known to hold (a cut answer may have left more).
     llama_cpp.llama_memory_seq_rm(llama_cpp.llama_get_memory(ctx), 0, len(cached), -1)
-    n = llama_cpp.llama_state_seq_get_size(ctx, 0)
-    buf = (ctypes.c_uint8 * n)()
-    if llama_cpp.llama_state_seq_get_data(ctx, buf, n, 0) == n:
-        store.put(cached, buf, n)
+    seq = read_sequence(ctx)
+    if seq is not None:
+        store.put(cached, *seq)
 
 
 def restore(ctx: Any, saved: Saved) -> bool:
     """Replace the context's cache with a saved one; False (cache empty) if it did not load."""
-    import llama_cpp
-
-    llama_cpp.llama_memory_clear(llama_cpp.llama_get_memory(ctx), True)
-    if llama_cpp.llama_state_seq_set_data(ctx, saved.data, saved.nbytes, 0) == saved.nbytes:
+    if write_sequence(ctx, saved.data, saved.nbytes):
         return True
     log.warning("KV store: a saved cache of %d tokens did not load; evaluating it", len(saved.tokens))
-    llama_cpp.llama_memory_clear(llama_cpp.llama_get_memory(ctx), True)
     return False

@@ -111,7 +111,6 @@ class LlamaInstance:
         self.can_shift = opts.kv_shift and self._memory_can_shift()
         self._store = store
         self._evaluator = evaluator   # long prompt runs on faster weights (fast_prompt.py)
-        self._no_logits = False       # the cache came from elsewhere: the context's logits are stale
         self.fast = 0        # prompt tokens the latest request evaluated on the evaluator
         self.restored = 0    # tokens the latest request got back from the KV store (kv_store.py)
         self.reused = 0      # prompt tokens the latest request did not evaluate
@@ -157,7 +156,9 @@ class LlamaInstance:
             moved = cached[r.drop_to:]
             llm.input_ids[r.prefix:r.prefix + len(moved)] = moved
         keep = r.tokens
-        if keep >= len(prompt) and (len(cached) > len(prompt) or self.restored or self._no_logits):
+        # (_requires_eval: llama-cpp-python's own "no live logits" flag, set
+        # after a cache came from elsewhere: the KV store, the evaluator.)
+        if keep >= len(prompt) and (len(cached) > len(prompt) or self.restored or llm._requires_eval):
             # The whole prompt is cached, but the context's logits belong to a
             # later position (the cache held more: another answer, a longer
             # prefill). llama-cpp-python samples at once from the current logits
@@ -192,8 +193,7 @@ class LlamaInstance:
             return 0
         llm.input_ids[start:start + done] = prompt[start:start + done]
         llm.n_tokens = self._n_set = start + done
-        self._no_logits = True
-        llm._requires_eval = True    # llama-cpp-python's own flag: no live logits, never sample at once
+        llm._requires_eval = True    # no live logits: never sample at once, evaluate the last token again
         self.fast = done
         return done
 
@@ -244,7 +244,6 @@ class LlamaInstance:
             self._llm.set_seed(sampling.seed)
         self._reuse(prompt)
         self._fast(prompt, len(prompt) - 1, wait_s=fast_prompt.ANSWER_WAIT_S)
-        self._no_logits = False      # generate evaluates at least the prompt's last token
         # Llama.generate reuses the longest KV-cache prefix shared with the
         # cache as _reuse left it (reset=True compares them first).
         return self._llm.generate(
@@ -261,7 +260,6 @@ class LlamaInstance:
         self._llm.n_tokens = self._n_set = min(self._reuse(prompt), len(prompt) - 1)
         self._fast(prompt, len(prompt) - 1, wait_s=fast_prompt.ANSWER_WAIT_S)
         self._llm.eval(list(prompt[self._llm.n_tokens:]))
-        self._no_logits = False
         ptr = llama_cpp.llama_get_logits_ith(self._llm._ctx.ctx, -1)
         logits = np.ctypeslib.as_array(ptr, shape=(self._llm.n_vocab(),)).copy()
         logits[np.fromiter(self._stop, dtype=np.intc)] = -np.inf
@@ -304,7 +302,6 @@ class LlamaInstance:
             if done and stop is not None and stop():
                 break
             self._llm.eval(rest[done:done + step])
-            self._no_logits = False
             done = min(len(rest), done + step)
         return fast + done
 
