@@ -8,9 +8,9 @@ Threads as the service's (prompt 2, decode 1 by default). Types are run
 interleaved, round by round, so a noisy neighbour hits them alike.
 
 Then ``LLM_FAST_PROMPT`` (services/llm/fast_prompt.py) through the
-service's own instance class: a document question's prompt (~120 tokens
-of instructions cached, ~260 of passages and question new) to its first
-token's logits, on the shipped instance alone and with the Q8_0 evaluator.
+service's own instance class: 16-256 new prompt tokens after 40 or 300
+cached, to the first token's logits, on the shipped instance alone and
+with the Q8_0 evaluator, and how close the two logits are.
 
     python -m bench llm_quant      # or: python -m bench.bench_llm_quant [--rounds 5] [--threads 2]
 """
@@ -92,33 +92,42 @@ def main(argv: list[str] | None = None) -> None:
 
 
 def _fast_prompt(q8_path: str, threads: int, decode_threads: int, rounds: int) -> None:
+    """The service's instance class alone and with the evaluator: new prompt
+    tokens after a cached prefix to the first token's logits, over run
+    lengths, and how close the logits stay (min_tokens=1: every run goes there)."""
+    import numpy as np
+
     from services.llm.fast_prompt import PromptEvaluator
     from services.llm.model import LlamaOptions, load_llama
 
     opts = LlamaOptions(model_path=default_model_path(), n_threads=threads, n_decode_threads=decode_threads)
-    ev = PromptEvaluator(q8_path, opts.n_ctx, opts.n_batch, threads)
+    ev = PromptEvaluator(q8_path, opts.n_ctx, opts.n_batch, threads, min_tokens=1)
     tok, (plain,) = load_llama(opts, 1)
     _, (fast,) = load_llama(opts, 1, None, ev)
     guide = Path(__file__).resolve().parents[1].joinpath("docs", "user-guide.md").read_text()
-    prompt = tok.encode_chat([{"role": "system", "content": "Answer from these passages.\n" + guide[:1500]},
-                              {"role": "user", "content": "How do I start the assistant?"}])
-    cached = 120
-    times: dict[str, list[float]] = {"q4_1 alone": [], "q4_1 + q8_0 prompt": []}
-    for _ in range(rounds):
-        for name, inst in (("q4_1 alone", plain), ("q4_1 + q8_0 prompt", fast)):
-            inst._llm.reset()
-            inst._llm.eval(prompt[:cached])
-            t0 = time.perf_counter()
-            inst.first_logits(prompt)
-            times[name].append(time.perf_counter() - t0)
-    print(f"\nLLM_FAST_PROMPT: {len(prompt) - cached} new prompt tokens after {cached} cached, to the first "
-          f"token's logits, {rounds} rounds interleaved (ms, best / median):")
-    for name, t in times.items():
-        print(f"  {name:20s} {min(t) * 1000:6.0f} / {statistics.median(t) * 1000:.0f}")
+    toks = plain._llm.tokenize(guide.encode())
+    print(f"\nLLM_FAST_PROMPT: new prompt tokens after a cached prefix to the first token's logits, "
+          f"median of {rounds} rounds interleaved (ms); logits' correlation with Q4_1 alone:")
+    print(f"{'cached':>7s} {'new':>5s} {'q4_1 alone':>11s} {'+ q8_0 prompt':>14s} {'corr.':>7s}")
+    for cached in (40, 300):
+        for run in (16, 32, 64, 128, 256):
+            prompt = toks[:cached + run + 1]
+            times: dict[str, list[float]] = {"plain": [], "fast": []}
+            logits = {}
+            for _ in range(rounds):
+                for name, inst in (("plain", plain), ("fast", fast)):
+                    inst._llm.reset()
+                    inst._llm.eval(prompt[:cached])
+                    t0 = time.perf_counter()
+                    logits[name] = inst.first_logits(prompt)
+                    times[name].append(time.perf_counter() - t0)
+            ok = np.isfinite(logits["plain"]) & np.isfinite(logits["fast"])
+            corr = np.corrcoef(logits["plain"][ok], logits["fast"][ok])[0, 1]
+            print(f"{cached:7d} {run:5d} {statistics.median(times['plain']) * 1000:11.0f} "
+                  f"{statistics.median(times['fast']) * 1000:14.0f} {corr:7.4f}")
     for inst in (plain, fast):
         inst.close()
     ev.close()
-
 
 if __name__ == "__main__":
     main()

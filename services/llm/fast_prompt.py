@@ -13,12 +13,12 @@ How: llama.cpp writes a sequence's KV cache out and reads it into another
 context of the same architecture (``llama_state_seq_get_data`` /
 ``set_data``, as kv_store.py does). The instance's cached prefix is copied
 into the evaluator's context, the new tokens are decoded there, and the
-whole sequence is copied back: ~8 ms out and ~12 ms in for 380 tokens on
-the 2-core host, against ~1.3 ms saved per evaluated token (measured in
-process, a 260-token run after 120 cached: 1095 ms on Q4_1, 761 ms this
-way, next-token logits correlating 0.9993 with Q4_1's, the same greedy
-answer). The instance then evaluates the prompt's last token itself, so its
-logits (and the answer's first token) come from its own weights.
+whole sequence is copied back. Measured on the 2-core host (`python -m
+bench llm_quant`, docs/benchmarks.md): 256 new tokens after 300 cached
+took 1159 ms on Q4_1 alone and 864 ms this way, 16 tokens 84 and 105 ms
+(the copies), with next-token logits correlating 0.999 with Q4_1's. The
+instance then evaluates the prompt's last token itself, so its logits
+(and the answer's first token) come from its own weights.
 
 One evaluator (one context, ~150 MB with the weights) serves every
 instance. A prefill (background) never waits for it: one that finds it
@@ -37,11 +37,12 @@ from services.llm.kv_store import read_sequence, write_sequence
 
 log = logging.getLogger(__name__)
 
-# Below this many tokens to evaluate the copies cost about what they save.
+# Below this many tokens to evaluate the copies cost about what they save
+# (bench llm_quant: 32 new tokens after 300 cached, 148 ms alone, 151 here).
 MIN_TOKENS = 32
-# The copies scale with the whole sequence (~0.05 ms a cached token), the
-# saving with the evaluated run (~1.3 ms a token): a run shorter than this
-# share of the sequence is not worth them.
+# The copies scale with the whole sequence, the saving with the evaluated
+# run (~1.2 ms a token at 256): a run shorter than this share of the
+# sequence is not worth them.
 MIN_SHARE = 0.05
 # The longest an answer waits for a busy evaluator: a prefill's piece (48
 # tokens, engine.PREFILL_PIECE) takes ~0.2 s here.
