@@ -96,7 +96,8 @@ class PromptEvaluator:
         return todo >= self.min_tokens and todo >= MIN_SHARE * (cached + todo)
 
     def evaluate(self, ctx: Any, start: int, tokens: Sequence[int],
-                 stop: Optional[Callable[[], bool]] = None, piece: int = 0, wait_s: float = 0.0) -> Optional[int]:
+                 stop: Optional[Callable[[], bool]] = None, piece: int = 0, wait_s: float = 0.0,
+                 busy_tokens: Optional[int] = None) -> Optional[int]:
         """Evaluate ``tokens`` at positions ``start``... of sequence 0 of the
         instance's context ``ctx`` (whose cache holds exactly ``start``
         tokens) here, and put the result back into ``ctx``. Returns how many
@@ -104,10 +105,12 @@ class PromptEvaluator:
         ``piece`` tokens); None when the evaluator is busy, the copy over
         or a decode failed (``ctx`` holds its ``start`` tokens as before);
         -1 when the copy back failed (``ctx`` is empty). ``wait_s``: the
-        longest to wait for a busy evaluator."""
+        longest to wait for a busy evaluator; ``busy_tokens``: how many of
+        ``tokens`` the caller then evaluates itself (the metric's count;
+        default all of them: a prefill asks again after each piece)."""
         got = self._lock.acquire(timeout=wait_s) if wait_s > 0 else self._lock.acquire(blocking=False)
         if not got:
-            self._on_eval("busy", len(tokens))
+            self._on_eval("busy", len(tokens) if busy_tokens is None else min(busy_tokens, len(tokens)))
             return None
         try:
             return self._evaluate(ctx, start, tokens, stop, piece)

@@ -194,7 +194,24 @@ def test_a_prefill_runs_there_in_pieces_and_stops_for_an_answer(parts):
     used.clear()
     with ev._lock:                       # busy: a prefill never waits, it evaluates on its own weights
         assert fast.prefill(prompt, stop=lambda: False, piece=48) == len(prompt) and fast.fast == 0
-    assert used == [("busy", len(prompt))]
+    # It asked again before each piece long enough to pay for the copies; the
+    # busy count is what it then evaluated itself.
+    tail = len(prompt) - 48 * len(used)
+    assert used == [("busy", 48)] * len(used) and 0 < tail < ev.min_tokens + 48
+    # The evaluator freed after the first piece takes the rest of the prompt.
+    _fresh(fast)
+    used.clear()
+    ev._lock.acquire()
+
+    held = [True]
+
+    def free_it() -> bool:               # (stop() is asked before each piece: release once)
+        if held.pop() if held else False:
+            ev._lock.release()
+        return False
+    assert fast.prefill(prompt, stop=free_it, piece=48) == len(prompt)
+    assert fast.fast == len(prompt) - 48 and used[0] == ("busy", 48) and used[-1][0] == "evaluated"
+    assert list(fast.cached_tokens()) == prompt
     _fresh(fast)
     assert fast.prefill(prompt) == len(prompt) and list(fast.cached_tokens()) == prompt
     # The whole prompt cached by a prefill: the answer evaluates its last token again (fresh logits).
