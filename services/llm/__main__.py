@@ -166,7 +166,6 @@ def build_engine(s: Settings) -> LlmEngine:
     opts = LlamaOptions(model_path=model_path(s), n_ctx=s.n_ctx, n_batch=s.n_batch,
                         n_threads=s.threads, n_gpu_layers=gpu_layers,
                         n_decode_threads=s.decode_threads or s.threads, kv_shift=s.kv_shift)
-    store = None
     if s.batch_slots > 0:
         tok, instances = load_batched(opts, s.batch_slots, s.batch_step_tokens, s.batch_contexts)
     else:
@@ -187,8 +186,6 @@ def build_engine(s: Settings) -> LlmEngine:
                        wait_timeout_s=s.queue_timeout_s, urgent_tokens=s.urgent_tokens,
                        affinity_wait_s=s.affinity_wait_s, affinity_min_tokens=s.affinity_min_tokens,
                        call_bias=s.tool_call_bias,
-                       # A prefill quoting passages may evict: the instances save what they evict.
-                       prefill_evicts_for_passages=store is not None,
                        # Batched, one decode thread does every answer's compute: a niced
                        # tail thread would only relay tokens from its queue.
                        tail_nice=0 if s.batch_slots > 0 else s.tail_nice)

@@ -40,9 +40,7 @@ log = logging.getLogger(__name__)
 
 # A prefill may take a free instance only if that costs another conversation at
 # most this many cached tokens (a system prompt's worth): background work never
-# evicts a history that someone's next answer needs. Except a prefill quoting
-# passages where the instances save what they evict (EngineConfig.
-# prefill_evicts_for_passages): see LlmEngine.prefill.
+# evicts a history that someone's next answer needs.
 PREFILL_MAX_EVICT = 48
 # A prefill evaluates its prompt this many tokens at a time, and stops between
 # two pieces when an answer someone waits for is evaluating its own prompt
@@ -63,7 +61,6 @@ class EngineConfig:
     urgent_tokens: int = 4        # tokens decoded at normal priority, the rest at tail_nice
     tail_nice: int = 0            # nice steps below the service for the rest of an answer; 0 = no change
     call_bias: float = 0.0        # tool_choice auto: logit bonus for a call's first token (tools.py)
-    prefill_evicts_for_passages: bool = False   # instances save what they evict (kv_store.py)
 
 
 class LlmEngine:
@@ -138,20 +135,10 @@ class LlmEngine:
         return prompt
 
     async def prefill(self, req: GenerateRequest) -> GenerateDone:
-        """Warm a free instance's cache with the open prompt; never waits for one.
-
-        It takes only an instance whose cache it would not cost another
-        conversation (PREFILL_MAX_EVICT), unless it quotes passages and the
-        instances save what they evict: such a prompt is ~200 tokens that the
-        answer would otherwise evaluate after the person stopped speaking
-        (0.6-0.8 s here), while the conversation it displaces gets its cache
-        back from the KV store in ~2 ms. (Every prefill evicting, tried at 8
-        users, took CPU from the interims for the few words a prefill without
-        passages saves: reverted, bb38121.)"""
+        """Warm a free instance's cache with the open prompt; never waits for one."""
         t0 = time.perf_counter()
         prompt = await asyncio.to_thread(self.prepare_prefill, req)
-        evicts = self.config.prefill_evicts_for_passages and bool(req.passages)
-        inst = self.pool.try_checkout(prompt, max_evict=None if evicts else PREFILL_MAX_EVICT)
+        inst = self.pool.try_checkout(prompt, max_evict=PREFILL_MAX_EVICT)
         if inst is None:
             return GenerateDone("busy", len(prompt), 0, 0.0, 0.0)
         self.pool.promise(inst, prompt)

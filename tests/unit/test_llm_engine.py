@@ -6,7 +6,6 @@ a bounded queue and then get Busy. Driven with the scripted fake model."""
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import threading
 
 import pytest
@@ -273,21 +272,6 @@ async def test_prefill_never_waits_for_a_busy_instance():
         gate.release()
     await answer
     eng.close()
-
-
-async def test_prefill_evicts_another_conversation_only_for_passages_where_evictions_are_saved():
-    from services.llm.schema import Passage
-    long_talk = "tell me everything about the history of the roman empire " * 8
-    notes = (Passage("user-guide.md", "Starting", "Run make run to start the assistant."),)
-    for saved, passages, outcome in ((False, notes, "busy"), (True, (), "busy"), (True, notes, "prefill")):
-        inst = ScriptedInstance(["ok"])
-        eng, _ = make([inst], prefill_evicts_for_passages=saved)
-        await collect(eng, GenerateRequest(messages=spoken(long_talk).messages))   # conversation A cached
-        req = dataclasses.replace(spoken("how do I start the"), passages=passages)
-        _, pre = await collect(eng, req)                                            # conversation B warms
-        assert pre.finish_reason == outcome, (saved, passages)
-        assert bool(inst.prefills) == (outcome == "prefill")
-        eng.close()
 
 
 async def test_prefill_needs_a_user_or_assistant_message_last():
