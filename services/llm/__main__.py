@@ -14,6 +14,7 @@ from common.stubs import llm_pb2_grpc
 from services.llm import metrics as llm_metrics, requantize
 from services.llm.batched import load_batched
 from services.llm.engine import EngineConfig, LlmEngine
+from services.llm.cpu_share import PromptThreads
 from services.llm.fast_prompt import PromptEvaluator
 from services.llm.kv_store import KvStore
 from services.llm.model import LlamaOptions, default_model_path, load_llama, warm_up
@@ -48,6 +49,11 @@ class Settings(ServiceSettings):
                                        "VOICE_MODELS_DIR) and decode on the shipped weights: prompts ~1.4x "
                                        "faster, decoding unchanged (services/llm/fast_prompt.py; empty = off; "
                                        "separate instances on the CPU only)")
+    prompt_threads_adapt: bool = setting(True, "fast_prompt: give each piece of a prompt as many threads (up to "
+                                         "LLM_THREADS) as the rest of the machine leaves cores free at normal "
+                                         "priority, measured before each piece (services/llm/cpu_share.py): "
+                                         "llama.cpp's threads wait for each other at every step, so two of them "
+                                         "beside another busy process are slower than one")
     fast_prompt_min_tokens: int = setting(32, "fast_prompt: the fewest prompt tokens to evaluate worth copying "
                                           "the cache over for")
     n_ctx: int = setting(2048, "context window in tokens (prompt + answer)")
@@ -155,8 +161,10 @@ def prompt_evaluator(s: Settings, opts: LlamaOptions) -> PromptEvaluator | None:
     if path == s.model:
         return None        # the conversion failed (logged): prompts run on the shipped weights
     log.info("long prompt runs evaluated on %s (at least %d tokens)", Path(path).name, s.fast_prompt_min_tokens)
+    threads = PromptThreads(opts.n_threads) if s.prompt_threads_adapt else None
     return PromptEvaluator(path, opts.n_ctx, opts.n_batch, opts.n_threads, s.fast_prompt_min_tokens,
-                           on_eval=llm_metrics.fast_prompt_used)
+                           on_eval=llm_metrics.fast_prompt_used, threads=threads,
+                           on_threads=llm_metrics.prompt_threads_used)
 
 
 def build_engine(s: Settings) -> LlmEngine:

@@ -31,8 +31,10 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from typing import Any, Callable, Optional, Sequence
 
+from services.llm.cpu_share import PromptThreads
 from services.llm.kv_store import read_sequence, write_sequence
 
 log = logging.getLogger(__name__)
@@ -47,6 +49,9 @@ MIN_SHARE = 0.05
 # The longest an answer waits for a busy evaluator: a prefill's piece (48
 # tokens, engine.PREFILL_PIECE) takes ~0.2 s here.
 ANSWER_WAIT_S = 0.25
+# With the thread count adapting (cpu_share.py), an answer's run is also
+# evaluated in pieces of at most this many tokens, each choosing its threads.
+ADAPT_PIECE = 64
 
 
 def copy_sequence(src: Any, dst: Any) -> bool:
@@ -62,7 +67,9 @@ class PromptEvaluator:
 
     def __init__(self, model_path: str, n_ctx: int, n_batch: int, n_threads: int,
                  min_tokens: int = MIN_TOKENS,
-                 on_eval: Optional[Callable[[str, int], None]] = None) -> None:
+                 on_eval: Optional[Callable[[str, int], None]] = None,
+                 threads: Optional[PromptThreads] = None,
+                 on_threads: Optional[Callable[[int, int], None]] = None) -> None:
         from llama_cpp._utils import suppress_stdout_stderr
 
         n_batch = min(n_batch, n_ctx)      # as llama.cpp caps a context's batch
@@ -74,6 +81,12 @@ class PromptEvaluator:
         # instance evaluated on its own weights) or "failed".
         self._on_eval = on_eval or (lambda outcome, n: None)
         self._lock = threading.Lock()
+        # Threads per piece from what the rest of the machine leaves free
+        # (cpu_share.py; None: always n_threads); (threads, tokens) per piece.
+        self._threads = threads if threads is not None and threads.enabled else None
+        self._on_threads = on_threads or (lambda n, tokens: None)
+        self._n_threads = n_threads
+        self._piece_threads: list[str] = []
 
     def _load(self, model_path: str, n_ctx: int, n_batch: int, n_threads: int) -> None:
         import llama_cpp
@@ -130,13 +143,15 @@ class PromptEvaluator:
         if not start:
             llama_cpp.llama_memory_clear(llama_cpp.llama_get_memory(own), True)
         step = min(self.n_batch, piece) if stop is not None and piece > 0 else self.n_batch
-        done = 0
+        if self._threads is not None:
+            step = min(step, ADAPT_PIECE)
+        done, t0, self._piece_threads = 0, time.perf_counter(), []
         while done < len(tokens):
             if done and stop is not None and stop():
                 break
             chunk = tokens[done:done + step]
             self._fill(chunk, start + done)
-            rc = llama_cpp.llama_decode(own, self._batch)
+            rc = self._decode(own, len(chunk))
             if rc != 0:     # the instance's context is as it was: it evaluates on its own weights
                 log.warning("fast prompt: llama_decode returned %d; evaluating on the instance's weights", rc)
                 self._on_eval("failed", len(tokens))
@@ -147,7 +162,26 @@ class PromptEvaluator:
             self._on_eval("failed", len(tokens))
             return -1
         self._on_eval("evaluated", done)
+        log.debug("fast prompt: %d tokens after %d in %.0f ms, threads per piece %s", done, start,
+                  (time.perf_counter() - t0) * 1000, self._piece_threads or "fixed")
         return done
+
+    def _decode(self, own: Any, n_tokens: int) -> int:
+        import llama_cpp
+
+        th = self._threads
+        if th is None:
+            return int(llama_cpp.llama_decode(own, self._batch))
+        n = th.choose()
+        if n != self._n_threads:
+            llama_cpp.llama_set_n_threads(own, n, n)
+            self._n_threads = n
+        piece = th.begin(n)
+        rc = int(llama_cpp.llama_decode(own, self._batch))
+        th.end(piece, n_tokens)
+        self._on_threads(n, n_tokens)
+        self._piece_threads.append(f"{n}({th.last_free:.2f} free)")
+        return rc
 
     def _fill(self, chunk: Sequence[int], pos0: int) -> None:
         b = self._batch
@@ -170,3 +204,5 @@ class PromptEvaluator:
             self._batch = None
             self._ctx.close()
             self._model.close()
+            if self._threads is not None:
+                self._threads.close()

@@ -22,6 +22,15 @@ FAST_PROMPT_TOKENS = metrics.counter("voice_llm_fast_prompt_tokens_total",
                                      "evaluated there, or evaluated on the instance's own weights because it "
                                      "was busy or a copy failed", ("outcome",))
 
+PROMPT_THREADS_TOKENS = metrics.counter("voice_llm_prompt_threads_tokens_total",
+                                        "Prompt tokens the evaluator evaluated, by the threads it gave them "
+                                        "(cpu_share.py: as many as the rest of the machine left cores free)",
+                                        ("threads",))
+
+
+def prompt_threads_used(threads: int, tokens: int) -> None:
+    PROMPT_THREADS_TOKENS.labels(**metrics.base(), threads=str(threads)).inc(tokens)
+
 
 def fast_prompt_used(outcome: str, tokens: int) -> None:
     FAST_PROMPT_TOKENS.labels(**metrics.base(), outcome=outcome).inc(tokens)

@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 
 from services.llm import fast_prompt, requantize
+from services.llm.cpu_share import PromptThreads
 from services.llm.fast_prompt import PromptEvaluator
 from services.llm.model import LlamaInstance, LlamaOptions, default_model_path, load_llama
 
@@ -225,3 +226,43 @@ def _greedy():
     from services.llm.schema import ResolvedSampling
 
     return ResolvedSampling(0.0, 1.0, 1, 1.0, 0)
+
+
+class _Scripted(PromptThreads):
+    """Threads per piece from a script (the real chooser measures the machine)."""
+
+    def __init__(self, script: list[int]) -> None:
+        super().__init__(2, cores=2, busy_s=lambda: 0.0)
+        self.script, self.pieces = list(script), []
+
+    def choose(self) -> int:
+        return self.script.pop(0) if self.script else 2
+
+    def end(self, piece, tokens: int) -> None:
+        self.pieces.append((piece[0], tokens))
+
+
+def test_the_threads_change_between_pieces_and_the_result_stays_the_model(parts, tmp_path_factory):
+    tok, plain, _, _, _ = parts
+    q8 = requantize.prepared(default_model_path(), "q8_0", tmp_path_factory.mktemp("models"))
+    opts = LlamaOptions(model_path=default_model_path(), n_ctx=1024, n_batch=256, n_threads=2,
+                        n_decode_threads=1)
+    threads = _Scripted([1, 1, 2])
+    seen: list[tuple[int, int]] = []
+    ev = PromptEvaluator(q8, opts.n_ctx, opts.n_batch, 2, threads=threads,
+                         on_threads=lambda n, k: seen.append((n, k)))
+    _, (inst,) = load_llama(opts, 1, None, ev)
+    try:
+        prompt = _prompt(tok, "How do I start the assistant?")
+        _fresh(plain)
+        a, b = plain.first_logits(prompt), inst.first_logits(prompt)
+        n = len(prompt) - 1
+        pieces = [min(fast_prompt.ADAPT_PIECE, n - i) for i in range(0, n, fast_prompt.ADAPT_PIECE)]
+        # An answer's run goes in pieces, each on the threads chosen for it.
+        assert [k for _, k in seen] == pieces and [t for t, _ in seen][:3] == [1, 1, 2]
+        assert threads.pieces == seen and inst.fast == n
+        ok = np.isfinite(a) & np.isfinite(b)
+        assert np.corrcoef(a[ok], b[ok])[0, 1] > 0.995
+    finally:
+        inst.close()
+        ev.close()
