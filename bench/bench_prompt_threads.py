@@ -87,7 +87,7 @@ def main(argv: list[str] | None = None) -> None:
                 for name, inst in insts.items():
                     inst._llm.reset()
                     inst._llm.eval(prompt[:args.cached])
-                    time.sleep(0.15)        # the sampler sees the load alone first
+                    time.sleep(0.15)        # a pause between runs, as between turns
                     t0 = time.perf_counter()
                     inst.first_logits(prompt)
                     times[name].append((time.perf_counter() - t0) * 1000)

@@ -51,7 +51,7 @@ class Settings(ServiceSettings):
                                        "separate instances on the CPU only)")
     prompt_threads_adapt: bool = setting(True, "fast_prompt: give each piece of a prompt as many threads (up to "
                                          "LLM_THREADS) as the rest of the machine leaves cores free at normal "
-                                         "priority, measured before each piece (services/llm/cpu_share.py): "
+                                         "priority during the previous piece (services/llm/cpu_share.py): "
                                          "llama.cpp's threads wait for each other at every step, so two of them "
                                          "beside another busy process are slower than one")
     fast_prompt_min_tokens: int = setting(32, "fast_prompt: the fewest prompt tokens to evaluate worth copying "

@@ -1,5 +1,5 @@
 """How many threads a run of prompt tokens gets: as many cores as the rest of
-the machine leaves free, measured before each piece (issues #11, #12).
+the machine left free during the previous piece (issues #11, #12).
 
 Why: llama.cpp's CPU build splits every matrix product of a batch among its
 threads (OpenMP) and waits for all of them at a barrier. Alone on the
@@ -21,15 +21,21 @@ The next piece gets that many threads (rounded), with one exception: it
 takes fewer threads than this one only when this piece also ran at under
 half the best speed seen on that many threads, because a light load (a
 gateway, a short burst) leaves two threads faster than one, as bursts in
-`python -m bench prompt_threads` showed. The first piece of a run, or one
-after a pause, gets the full count: what ran before it (an ASR final just
-ended, its answer's prompt starting) says little about what runs during
-it; a sampled window of the last 0.1-0.2 s did, measured on the stack,
-cost the answers' first pieces (docs/benchmarks.md)."""
+`python -m bench prompt_threads` showed. A piece with none in the
+``FRESH_S`` before it (a run's first, usually) gets the full count: what
+ran before it (an ASR final just ended, its answer's prompt starting)
+says little about what runs during it; a sampled window of the last
+0.1-0.2 s did, measured on the stack, cost the answers' first pieces
+(docs/benchmarks.md).
+
+Cores are this process's (its CPU affinity) and so are the ``cpuN`` lines
+read. Under a CPU quota without a cpuset the figures describe the whole
+host and the count mostly stays at the setting. A service that runs niced
+itself would find its own time in the ``nice`` column: it does not adapt.
+One evaluator owns one chooser and calls it under its lock."""
 from __future__ import annotations
 
 import os
-import threading
 import time
 from typing import Callable, Optional
 
@@ -51,18 +57,41 @@ MIN_JUDGED_TOKENS = 32
 _HZ = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
 
 
-def normal_priority_busy_s(path: str = "/proc/stat") -> Optional[float]:
-    """CPU seconds the whole machine has spent at normal priority since boot,
-    or None where there is no /proc/stat (then nothing adapts)."""
+def _priority() -> int:
+    try:
+        return os.getpriority(os.PRIO_PROCESS, 0)
+    except (AttributeError, OSError):
+        return 0
+
+
+def _own_cpus() -> frozenset[int]:
+    try:
+        return frozenset(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return frozenset(range(os.cpu_count() or 1))
+
+
+def normal_priority_busy_s(path: str = "/proc/stat", cpus: Optional[frozenset[int]] = None) -> Optional[float]:
+    """CPU seconds ``cpus`` (default: those this process may run on) have
+    spent at normal priority since boot, or None where there is no
+    /proc/stat (then nothing adapts)."""
+    cpus = _own_cpus() if cpus is None else cpus
+    total, seen = 0, False
     try:
         with open(path, "rb") as f:
-            fields = f.readline().split()
-    except OSError:
+            for line in f:
+                if not line.startswith(b"cpu"):
+                    break
+                fields = line.split()
+                name = fields[0][3:]
+                if not name.isdigit() or int(name) not in cpus or len(fields) < 9:
+                    continue
+                user, _nice, system, _idle, _iowait, irq, softirq, steal = (int(x) for x in fields[1:9])
+                total += user + system + irq + softirq + steal
+                seen = True
+    except (OSError, ValueError):
         return None
-    if len(fields) < 9 or fields[0] != b"cpu":
-        return None
-    user, _nice, system, _idle, _iowait, irq, softirq, steal = (int(x) for x in fields[1:9])
-    return (user + system + irq + softirq + steal) / _HZ
+    return total / _HZ if seen else None
 
 
 class PromptThreads:
@@ -71,20 +100,17 @@ class PromptThreads:
     def __init__(self, max_threads: int, cores: Optional[int] = None,
                  busy_s: Callable[[], Optional[float]] = normal_priority_busy_s,
                  thread_cpu_s: Callable[[], float] = time.thread_time,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 clock: Callable[[], float] = time.monotonic,
+                 priority: Callable[[], int] = _priority) -> None:
         self.max_threads = max(1, max_threads)
-        self.cores = cores or os.cpu_count() or 1
+        self.cores = cores or len(_own_cpus())
         self._busy_s, self._thread_cpu_s, self._clock = busy_s, thread_cpu_s, clock
-        self._lock = threading.Lock()
         self._best: dict[int, float] = {}      # threads -> best tokens/s seen (decaying)
         # the last piece: when it ended and the threads it left for the next one
         self._piece_end = -1e9
         self._piece_choice = self.max_threads
         self.last_free = float(self.cores)
-        self.enabled = self.max_threads > 1 and busy_s() is not None
-
-    def close(self) -> None:
-        """Nothing to release (kept for the evaluator's close())."""
+        self.enabled = self.max_threads > 1 and busy_s() is not None and priority() <= 0
 
     # -- around each piece ----------------------------------------------------
     def _for_free(self, others: float) -> int:
@@ -96,10 +122,7 @@ class PromptThreads:
         """Threads for the piece about to run (then begin() with it)."""
         if not self.enabled:
             return self.max_threads
-        with self._lock:
-            if self._clock() - self._piece_end <= FRESH_S:
-                return self._piece_choice
-        return self.max_threads
+        return self._piece_choice if self._clock() - self._piece_end <= FRESH_S else self.max_threads
 
     def begin(self, n: int) -> Optional[tuple[int, float, float, float]]:
         """Before a piece on ``n`` threads; hand what it returns to end()
@@ -108,10 +131,9 @@ class PromptThreads:
         return None if busy is None else (n, self._clock(), busy, self._thread_cpu_s())
 
     def end(self, piece: Optional[tuple[int, float, float, float]], tokens: int) -> None:
-        """After the piece of ``tokens``: what others wanted meanwhile, and
-        how fast it went, decide the next piece's threads. Pieces may run
-        on several threads at once (one instance's each): each counts the
-        others' as others'."""
+        """After the piece of ``tokens`` (evaluated: not after a failed
+        decode): what others wanted meanwhile, and how fast it went,
+        decide the next piece's threads."""
         if piece is None:
             return
         n, t0, b0, c0 = piece
@@ -121,14 +143,12 @@ class PromptThreads:
             return
         mine = n * (self._thread_cpu_s() - c0)
         want = self._for_free((busy - b0 - mine) / wall)
-        with self._lock:
-            if tokens >= MIN_JUDGED_TOKENS:
-                rate = tokens / wall
-                best = max(rate, self._best.get(n, 0.0) * DECAY)
-                self._best[n] = best
-                slow = rate < SLOW_SHARE * best
-            else:
-                slow = False
-            if want < n and not slow:
-                want = n
-            self._piece_end, self._piece_choice = now, want
+        slow = False
+        if tokens >= MIN_JUDGED_TOKENS:
+            rate = tokens / wall
+            best = max(rate, self._best.get(n, 0.0) * DECAY)
+            self._best[n] = best
+            slow = rate < SLOW_SHARE * best
+        if want < n and not slow:
+            want = n
+        self._piece_end, self._piece_choice = now, want

@@ -86,7 +86,7 @@ class PromptEvaluator:
         self._threads = threads if threads is not None and threads.enabled else None
         self._on_threads = on_threads or (lambda n, tokens: None)
         self._n_threads = n_threads
-        self._piece_threads: list[str] = []
+        self._piece_threads: list[tuple[int, float]] = []   # (threads, cores free) per piece, for the debug log
 
     def _load(self, model_path: str, n_ctx: int, n_batch: int, n_threads: int) -> None:
         import llama_cpp
@@ -162,8 +162,10 @@ class PromptEvaluator:
             self._on_eval("failed", len(tokens))
             return -1
         self._on_eval("evaluated", done)
-        log.debug("fast prompt: %d tokens after %d in %.0f ms, threads per piece %s", done, start,
-                  (time.perf_counter() - t0) * 1000, self._piece_threads or "fixed")
+        if log.isEnabledFor(logging.DEBUG):
+            log.debug("fast prompt: %d tokens after %d in %.0f ms, threads per piece %s", done, start,
+                      (time.perf_counter() - t0) * 1000,
+                      [f"{n}({free:.2f} free)" for n, free in self._piece_threads] or "fixed")
         return done
 
     def _decode(self, own: Any, n_tokens: int) -> int:
@@ -178,9 +180,10 @@ class PromptEvaluator:
             self._n_threads = n
         piece = th.begin(n)
         rc = int(llama_cpp.llama_decode(own, self._batch))
-        th.end(piece, n_tokens)
-        self._on_threads(n, n_tokens)
-        self._piece_threads.append(f"{n}({th.last_free:.2f} free)")
+        if rc == 0:         # a failed decode says nothing about speed, and evaluated nothing
+            th.end(piece, n_tokens)
+            self._on_threads(n, n_tokens)
+            self._piece_threads.append((n, th.last_free))
         return rc
 
     def _fill(self, chunk: Sequence[int], pos0: int) -> None:
@@ -204,5 +207,3 @@ class PromptEvaluator:
             self._batch = None
             self._ctx.close()
             self._model.close()
-            if self._threads is not None:
-                self._threads.close()

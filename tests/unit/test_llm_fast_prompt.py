@@ -232,14 +232,20 @@ class _Scripted(PromptThreads):
     """Threads per piece from a script (the real chooser measures the machine)."""
 
     def __init__(self, script: list[int]) -> None:
-        super().__init__(2, cores=2, busy_s=lambda: 0.0)
-        self.script, self.pieces = list(script), []
+        super().__init__(2, cores=2, busy_s=lambda: 0.0, priority=lambda: 0)
+        self.script = list(script)
+        self.pieces: list[tuple[int, int]] = []
+        self.in_llama: list[int] = []
+        self.ctx = None
 
     def choose(self) -> int:
         return self.script.pop(0) if self.script else 2
 
     def end(self, piece, tokens: int) -> None:
+        import llama_cpp
+
         self.pieces.append((piece[0], tokens))
+        self.in_llama.append(llama_cpp.llama_n_threads_batch(self.ctx))
 
 
 def test_the_threads_change_between_pieces_and_the_result_stays_the_model(parts, tmp_path_factory):
@@ -251,6 +257,7 @@ def test_the_threads_change_between_pieces_and_the_result_stays_the_model(parts,
     seen: list[tuple[int, int]] = []
     ev = PromptEvaluator(q8, opts.n_ctx, opts.n_batch, 2, threads=threads,
                          on_threads=lambda n, k: seen.append((n, k)))
+    threads.ctx = ev._ctx.ctx
     _, (inst,) = load_llama(opts, 1, None, ev)
     try:
         prompt = _prompt(tok, "How do I start the assistant?")
@@ -261,6 +268,7 @@ def test_the_threads_change_between_pieces_and_the_result_stays_the_model(parts,
         # An answer's run goes in pieces, each on the threads chosen for it.
         assert [k for _, k in seen] == pieces and [t for t, _ in seen][:3] == [1, 1, 2]
         assert threads.pieces == seen and inst.fast == n
+        assert threads.in_llama == [t for t, _ in seen]     # llama.cpp's context ran on them
         ok = np.isfinite(a) & np.isfinite(b)
         assert np.corrcoef(a[ok], b[ok])[0, 1] > 0.995
     finally:
