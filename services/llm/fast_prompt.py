@@ -82,11 +82,10 @@ class PromptEvaluator:
         self._on_eval = on_eval or (lambda outcome, n: None)
         self._lock = threading.Lock()
         # Threads per piece from what the rest of the machine leaves free
-        # (cpu_share.py; None: always n_threads); (threads, tokens) per piece.
+        # (cpu_share.py; None: always n_threads); on_threads: (threads, tokens) per piece.
         self._threads = threads if threads is not None and threads.enabled else None
         self._on_threads = on_threads or (lambda n, tokens: None)
         self._n_threads = n_threads
-        self._piece_threads: list[tuple[int, float]] = []   # (threads, cores free) per piece, for the debug log
 
     def _load(self, model_path: str, n_ctx: int, n_batch: int, n_threads: int) -> None:
         import llama_cpp
@@ -145,13 +144,14 @@ class PromptEvaluator:
         step = min(self.n_batch, piece) if stop is not None and piece > 0 else self.n_batch
         if self._threads is not None:
             step = min(step, ADAPT_PIECE)
-        done, t0, self._piece_threads = 0, time.perf_counter(), []
+        done, t0 = 0, time.perf_counter()
+        pieces: list[tuple[int, float]] = []     # (threads, cores free) per piece, for the debug log
         while done < len(tokens):
             if done and stop is not None and stop():
                 break
             chunk = tokens[done:done + step]
             self._fill(chunk, start + done)
-            rc = self._decode(own, len(chunk))
+            rc = self._decode(own, len(chunk), pieces)
             if rc != 0:     # the instance's context is as it was: it evaluates on its own weights
                 log.warning("fast prompt: llama_decode returned %d; evaluating on the instance's weights", rc)
                 self._on_eval("failed", len(tokens))
@@ -165,10 +165,10 @@ class PromptEvaluator:
         if log.isEnabledFor(logging.DEBUG):
             log.debug("fast prompt: %d tokens after %d in %.0f ms, threads per piece %s", done, start,
                       (time.perf_counter() - t0) * 1000,
-                      [f"{n}({free:.2f} free)" for n, free in self._piece_threads] or "fixed")
+                      [f"{n}({free:.2f} free)" for n, free in pieces] or "fixed")
         return done
 
-    def _decode(self, own: Any, n_tokens: int) -> int:
+    def _decode(self, own: Any, n_tokens: int, pieces: list[tuple[int, float]]) -> int:
         import llama_cpp
 
         th = self._threads
@@ -183,7 +183,7 @@ class PromptEvaluator:
         if rc == 0:         # a failed decode says nothing about speed, and evaluated nothing
             th.end(piece, n_tokens)
             self._on_threads(n, n_tokens)
-            self._piece_threads.append((n, th.last_free))
+            pieces.append((n, th.last_free))
         return rc
 
     def _fill(self, chunk: Sequence[int], pos0: int) -> None:

@@ -3,6 +3,8 @@
 machine's normal-priority CPU seconds and the evaluating thread's own."""
 from __future__ import annotations
 
+import pytest
+
 from services.llm import cpu_share
 from services.llm.cpu_share import PromptThreads, normal_priority_busy_s
 
@@ -73,34 +75,23 @@ def test_a_busy_process_at_normal_priority_leaves_one_thread_until_it_ends() -> 
     assert run_piece(th, m) == 2
 
 
-def test_a_light_load_keeps_two_threads() -> None:
+@pytest.mark.parametrize("change, value", [
     # Half a core wanted by others (a gateway, short bursts): two threads
     # still beat one, and the pieces are not slow enough to say otherwise.
-    m = Machine()
-    th = chooser(m)
-    run_piece(th, m)
-    m.others = 0.7
-    assert [run_piece(th, m) for _ in range(3)] == [2, 2, 2]
-
-
-def test_lower_priority_work_is_not_counted() -> None:
+    ("others", 0.7),
     # Work at nice 19 lands in /proc/stat's nice column, which is not read;
-    # the pieces are a little slower, not half: two threads.
-    m = Machine()
-    th = chooser(m)
-    run_piece(th, m)
-    m.niced = 1.0
-    assert [run_piece(th, m) for _ in range(3)] == [2, 2, 2]
-
-
-def test_a_slow_piece_with_the_cores_free_keeps_two_threads() -> None:
+    # the pieces are a little slower, not half.
+    ("niced", 1.0),
     # Slow, but nobody else wanted the cores (the host itself was slow):
     # one thread would only be slower still. Counting the evaluator's
     # time as one thread's instead of two would see a busy core here.
+    ("slowdown", 3.0),
+])
+def test_loads_that_keep_two_threads(change: str, value: float) -> None:
     m = Machine()
     th = chooser(m)
     run_piece(th, m)
-    m.slowdown = 3.0
+    setattr(m, change, value)
     assert [run_piece(th, m) for _ in range(3)] == [2, 2, 2]
 
 
