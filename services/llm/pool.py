@@ -144,8 +144,9 @@ class InstancePool(Generic[T]):
             # goes on for us (engine: awaited) and has less left to do than a
             # fresh evaluation beside it, which would also stop it and lose its work.
             limit = self.wait_timeout_s if id(target) in self._promised else self.affinity_wait_s
-            return await asyncio.wait_for(asyncio.shield(fut), limit)
-        except asyncio.TimeoutError:
+            async with asyncio.timeout(limit):    # not wait_for: it can drop a cancel (gh-86296)
+                return await asyncio.shield(fut)
+        except TimeoutError:
             pass
         except BaseException:
             if fut.done() and not fut.cancelled():
@@ -170,10 +171,11 @@ class InstancePool(Generic[T]):
         self._on_depth(priority, self.waiting_by(priority))
         got = False
         try:
-            inst = await asyncio.wait_for(asyncio.shield(fut), self.wait_timeout_s)
+            async with asyncio.timeout(self.wait_timeout_s):   # not wait_for (gh-86296)
+                inst = await asyncio.shield(fut)
             got = True
             return inst
-        except asyncio.TimeoutError:
+        except TimeoutError:
             raise Busy(f"no model instance became free within {self.wait_timeout_s:g} s") from None
         finally:
             if not got:

@@ -162,8 +162,9 @@ class TtsEngine:
     async def _wait_end(self, ended: asyncio.Event) -> None:
         """Bounded wait for the producer to leave the piece it is synthesising."""
         try:
-            await asyncio.wait_for(ended.wait(), self.cancel_wait_s)
-        except asyncio.TimeoutError:
+            async with asyncio.timeout(self.cancel_wait_s):   # not wait_for: it can drop a cancel (gh-86296)
+                await ended.wait()
+        except TimeoutError:
             log.warning("TTS worker still busy %.1f s after cancel: the voice ignored the stop flag",
                         self.cancel_wait_s)
 

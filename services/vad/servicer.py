@@ -120,8 +120,9 @@ async def _turn_score(fut: Future) -> float | None:
     """The pause's end-of-turn probability, or None when it failed or is late."""
     t0 = time.perf_counter()
     try:
-        prob = await asyncio.wait_for(asyncio.wrap_future(fut), TURN_WAIT_S)
-    except asyncio.TimeoutError:
+        async with asyncio.timeout(TURN_WAIT_S):   # not wait_for: it can drop a cancel (gh-86296)
+            prob = await asyncio.wrap_future(fut)
+    except TimeoutError:
         log.warning("end-of-turn score not ready %.1f s after the stop: sent without it", TURN_WAIT_S)
         return None
     except Exception:   # noqa: BLE001 - the stop matters more than its score

@@ -202,3 +202,40 @@ async def test_with_vad_progress_off_nothing_is_owed_for_an_older_vad():
             assert not reader.done()
             await stream.close()
             await asyncio.gather(reader, return_exceptions=True)
+
+
+class _OneRead:
+    """A server stream whose next message is the future ``msg``."""
+
+    def __init__(self) -> None:
+        self.msg: asyncio.Future = asyncio.get_running_loop().create_future()
+        self.cancelled = False
+
+    def read(self) -> asyncio.Future:
+        return self.msg
+
+    def cancel(self) -> None:
+        self.cancelled = True
+
+
+async def test_a_cancel_that_meets_a_message_still_cancels_the_reader():
+    """The TTS reader of a response whose LLM failed is cancelled by the
+    response's task group; a chunk arriving in that same instant must not
+    swallow the cancel (asyncio.wait_for does on Python 3.11, gh-86296: the
+    reader then waited for ever and the response never ended)."""
+    from services.gateway.backends.deadlines import read_within
+    call = _OneRead()
+    reader = asyncio.create_task(read_within(call, 5.0, "tts", "t:1", "audio"))
+    await asyncio.sleep(0)               # the reader waits in the read
+    call.msg.set_result("chunk")         # the message arrives ...
+    reader.cancel()                      # ... as the reader is cancelled
+    with pytest.raises(asyncio.CancelledError):
+        await reader
+
+
+async def test_a_read_past_the_idle_time_cancels_the_call_and_names_it():
+    from services.gateway.backends.deadlines import read_within
+    call = _OneRead()
+    with pytest.raises(BackendError, match=r"tts at t:1 .*no audio for 0.05 s"):
+        await read_within(call, 0.05, "tts", "t:1", "audio")
+    assert call.cancelled

@@ -51,9 +51,16 @@ def hung(name: str, address: str, idle_s: float, what: str) -> BackendError:
 async def read_within(call: Any, idle_s: float, name: str, address: str, what: str) -> Any:
     """The next message of a server stream (or grpc.aio.EOF), or BackendError
     after ``idle_s`` without one. The timed-out read is cancelled, which
-    cancels the call: the server sees CANCELLED and stops."""
+    cancels the call: the server sees CANCELLED and stops.
+
+    ``asyncio.timeout``, not ``wait_for``: on Python 3.11 a ``wait_for`` whose
+    read completes in the instant its task is cancelled returns the message
+    and drops the cancellation (cpython gh-86296). A response's TTS reader
+    cancelled by the LLM's failure that way went on waiting for clauses that
+    never came, and the response never ended (fresh-clone CI, 2026-12-06)."""
     try:
-        return await asyncio.wait_for(call.read(), idle_s)
+        async with asyncio.timeout(idle_s):
+            return await call.read()
     except TimeoutError:
         call.cancel()
         raise hung(name, address, idle_s, what) from None
