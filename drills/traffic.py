@@ -160,14 +160,18 @@ class Traffic:
             mark = rt.mark()
             spoken_ok = await self._say(rt, mic, clip.pcm)
             spoken = time.monotonic()
-            outcome = await self._outcome(rt, mark) if spoken_ok else "closed"
+            outcome, audio_s = await self._outcome(rt, mark) if spoken_ok else ("closed", 0.0)
             errors = [f"{(e.get('error') or {}).get('code')}: {(e.get('error') or {}).get('message')}"
                       for e in rt.log.events[mark:] if e.type == "error"]
+            # Recorded when it ended (response.done), not after the listening:
+            # a drill's recovery is the first answer, not the end of its audio.
             self.turns.append(Turn(sp.index, spoken, time.monotonic(), outcome, errors))
             for e in rt.log.events[seen:]:
                 if e.type == "conversation.item.done":
                     sp.sessions.setdefault(sp.session_id or "", []).append((e.get("item") or {}).get("id"))
             seen = len(rt.log.events)
+            # Playback: a listener hears the whole answer before speaking again.
+            await self._pause(audio_s)
             if outcome == "closed":
                 return                      # reconnect and resume
             sp.turns_in_session += 1
@@ -187,15 +191,16 @@ class Traffic:
             await asyncio.wait({utt.done}, timeout=0.5)
         return not utt.done.cancelled()
 
-    async def _outcome(self, rt: RealtimeClient, mark: int) -> str:
-        """How the turn just spoken ended: its response.done status, or why none came."""
+    async def _outcome(self, rt: RealtimeClient, mark: int) -> tuple[str, float]:
+        """How the turn just spoken ended (its response.done status, or why none
+        came), and how long its answer's audio plays (s, at most 15)."""
         deadline = time.monotonic() + TURN_TIMEOUT_S
         while True:
             try:
                 done = await rt.wait_for("response.done", since=mark, timeout=1.0)
                 break
             except ConnectionError:
-                return "closed"
+                return "closed", 0.0
             except TimeoutError:
                 now = time.monotonic()
                 # An error, or the end of speech, long ago and no response
@@ -204,13 +209,11 @@ class Traffic:
                 sign = rt.log.find(("error", "input_audio_buffer.speech_stopped"), since=mark)
                 if now >= deadline or (sign is not None and rt.log.find("response.created", since=mark) is None
                                        and now - sign.t > GIVE_UP_AFTER_ERROR_S):
-                    return "no_answer"
-        # Playback: a listener hears the whole answer before speaking again.
+                    return "no_answer", 0.0
         rid = (done.get("response") or {}).get("id")
         audio_ms = sum(e.get("bytes", 0) for e in rt.log.events[mark:]
                        if e.type == "response.output_audio.delta" and e.get("response_id") == rid) / 48.0
-        await self._pause(min(audio_ms / 1000, 15.0))
-        return (done.get("response") or {}).get("status") or "unknown"
+        return (done.get("response") or {}).get("status") or "unknown", min(audio_ms / 1000, 15.0)
 
     async def _pause(self, seconds: float) -> None:
         try:

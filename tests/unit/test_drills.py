@@ -155,12 +155,17 @@ async def test_drill_traffic_speaks_real_clips_and_records_each_turn():
         tr = Traffic(f"{base}/v1/realtime", [clip], users=1, think_s=0.1)
         tr.start()
         for _ in range(300):
-            if tr.ok_after(0.0) is not None:
+            if len(tr.turns) >= 2:
                 break
             await asyncio.sleep(0.1)
         await tr.stop()
-    assert tr.turns and tr.turns[0].outcome == "completed", tr.turns
+    assert len(tr.turns) >= 2 and tr.turns[0].outcome == "completed", tr.turns
     assert tr.turns[0].ended_at > tr.turns[0].spoken_at
+    # A turn ends at its response.done; the listener then hears the 2 s answer
+    # (the fake's reply), thinks and speaks the next clip (a drill's recovery
+    # is the first answer, not the end of its audio).
+    gap = tr.turns[1].spoken_at - tr.turns[0].ended_at
+    assert gap >= clip.seconds + 1.5, (gap, clip.seconds)
     assert tr.speakers[0].session_id == "sess_fake"
 
 
