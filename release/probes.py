@@ -25,6 +25,7 @@ probe that cannot run (no address, a call failing) is an
 inconclusive check, never a pass: the step holds."""
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 from typing import Sequence
 
@@ -162,8 +163,10 @@ class Prober:
             speech = bundled(phrases=True)
         except FileNotFoundError as exc:
             return Check(SLICES_RULE, INCONCLUSIVE, detail={"why": str(exc)})
-        stable = await self._transcripts(self.asr_stable, speech)
-        canary = await self._transcripts(self.asr_canary, speech)
+        # Both at once: each side is one stream at a time, so one core each,
+        # and the verdict comes in about half the time (94 -> ~55 s on 2 cores).
+        stable, canary = await asyncio.gather(self._transcripts(self.asr_stable, speech),
+                                              self._transcripts(self.asr_canary, speech))
         if isinstance(stable, str) or isinstance(canary, str):
             return Check(SLICES_RULE, INCONCLUSIVE, detail={"why": canary if isinstance(canary, str) else stable})
         return slice_check(stable, canary, self.cfg)

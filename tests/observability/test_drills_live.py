@@ -57,6 +57,7 @@ ASR_CANARY_WAIT_S = 600.0   # check at 60 s, then the probes: 2 x 179 background
 # every canary turn is the slowest, so on a host where stable breaks the latency
 # limit too (the hard rule then defers to it) a bad canary could not fail.
 GOOD_MIN_SAMPLES, BAD_MIN_SAMPLES = 3, 5
+CANARY_BAD_INTERVAL_S = 10.0
 END_AFTER_FIRING_S = 5.0  # a fault ends this long after its alert fires (detection is what is measured)
 
 
@@ -228,8 +229,11 @@ async def test_canary_bad_drill(live):
     rolled-back record stays (the incident's record): later drills are not
     disturbed, their alerts are other ones or another backend's."""
     # Three people, 5 canary turns per rule (production: 30), at most 4 min.
-    report, rel = await _release_drill(live, "canary-bad", judge_min_samples=BAD_MIN_SAMPLES, users=3,
-                                       fault_s=CANARY_FAULT_S)
+    # Judged every 10 s, not the scenario's 30: the judge decides at the first
+    # check with its 5 canary turns, and CI waited up to 20 s more for it.
+    sc = dataclasses.replace(SCENARIOS["canary-bad"], release_interval_s=CANARY_BAD_INTERVAL_S)
+    report, rel = await _release_drill(live, "canary-bad", scenario=sc, judge_min_samples=BAD_MIN_SAMPLES,
+                                       users=3, fault_s=CANARY_FAULT_S)
     _detected_and_recovered(report, "canary-bad", CANARY_FAULT_S)
     assert report.release is not None and report.release.state == "rolled_back", report.lines()
     # A hard latency limit, or (stable over the SLO too on a slow host) the comparison.
