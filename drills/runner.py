@@ -192,6 +192,9 @@ async def run_drill(sc: Scenario, *, http_url: str, admin_key: str, clips: list,
     if sc.release and release_store is None:
         raise ValueError(f"drill {sc.name} starts a {sc.release} release: give the gateways' Redis")
     fault_s = fault_s or sc.fault_s
+    # The briefing states the drill as run: its people and the judge's sample count.
+    sc = dataclasses.replace(sc, users=users or sc.users,
+                             judge_min_samples=judge_min_samples or sc.judge_min_samples)
     report = DrillReport(sc.name, fault_s, release_expect=sc.release_expect)
     for line in briefing(sc, fault_s):
         say(line)

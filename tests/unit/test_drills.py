@@ -398,3 +398,15 @@ async def test_the_admin_gauge_sums_one_metrics_samples_and_says_none_when_it_ca
     assert await admin.gauge("voice_breaker_open") is None      # the series is missing
     assert await admin.gauge("voice_breaker_open") is None      # unparsable
     await admin.close()
+
+
+async def test_the_briefing_states_the_people_and_samples_the_drill_runs_with():
+    """A drill run with more people (or a smaller judge sample) than its
+    scenario says so in its briefing (it said the scenario's numbers)."""
+    from drills.runner import run_drill
+
+    said: list[str] = []
+    with pytest.raises(RuntimeError, match="no turn completed"):
+        await run_drill(SCENARIOS["llm-hung"], http_url="http://127.0.0.1:9", admin_key="k", clips=[],
+                        users=3, baseline_timeout_s=0.1, say=said.append)
+    assert any(line.startswith("Traffic: 3 people") for line in said), said
