@@ -214,6 +214,11 @@ async def run_drill(sc: Scenario, *, http_url: str, admin_key: str, clips: list,
         if not await _until(lambda: traffic.ok_after(0.0) is not None, baseline_timeout_s):
             raise RuntimeError(f"no turn completed within {baseline_timeout_s:.0f} s before the fault: "
                                f"the stack is not healthy, no drill ({traffic.summary()})")
+        # The fault starts once that answer was heard (its speaker about to speak
+        # again): detection times stay comparable from drill to drill.
+        first = traffic.ok_after(0.0)
+        if first is not None:
+            await asyncio.sleep(max(0.0, first.ended_at + first.listen_s - time.monotonic()))
         t0, wall0 = time.monotonic(), time.time()
         watch = (AlertWatch(prometheus, sc.alerts, wall0, {"backend": sc.release} if sc.release else None)
                  if prometheus and sc.alerts else None)

@@ -46,6 +46,7 @@ class Turn:
     ended_at: float              # response.done, the error, or the timeout
     outcome: str                 # completed | failed | cancelled | no_answer | refused | closed
     errors: list[str] = dataclasses.field(default_factory=list)   # "code: message" of error events
+    listen_s: float = 0.0        # its answer's audio, heard after ended_at (at most 15 s)
 
     @property
     def ok(self) -> bool:
@@ -165,7 +166,7 @@ class Traffic:
                       for e in rt.log.events[mark:] if e.type == "error"]
             # Recorded when it ended (response.done), not after the listening:
             # a drill's recovery is the first answer, not the end of its audio.
-            self.turns.append(Turn(sp.index, spoken, time.monotonic(), outcome, errors))
+            self.turns.append(Turn(sp.index, spoken, time.monotonic(), outcome, errors, audio_s))
             for e in rt.log.events[seen:]:
                 if e.type == "conversation.item.done":
                     sp.sessions.setdefault(sp.session_id or "", []).append((e.get("item") or {}).get("id"))

@@ -410,3 +410,8 @@ async def test_the_briefing_states_the_people_and_samples_the_drill_runs_with():
         await run_drill(SCENARIOS["llm-hung"], http_url="http://127.0.0.1:9", admin_key="k", clips=[],
                         users=3, baseline_timeout_s=0.1, say=said.append)
     assert any(line.startswith("Traffic: 3 people") for line in said), said
+    said.clear()
+    with pytest.raises(httpx.ConnectError):   # no gateway to start a release with: after the briefing
+        await run_drill(SCENARIOS["canary-bad"], http_url="http://127.0.0.1:9", admin_key="k", clips=[],
+                        release_store=object(), judge_min_samples=5, say=said.append)
+    assert any("deciding on 5 canary turns" in line for line in said), said
