@@ -300,7 +300,9 @@ class RealtimeClient:
                     raise EventTimeout(f"no {type_} within {timeout} s; since #{since} got "
                                        f"{self.log.types(since)[-40:]}")
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._changed.wait(), left)
+                    # Not wait_for: on Python 3.11 it can drop a cancel (gh-86296).
+                    async with asyncio.timeout(left):
+                        await self._changed.wait()
 
     async def request(self, event: dict[str, Any], reply: str | tuple[str, ...], *,
                       timeout: float = 30) -> ServerEvent:
