@@ -62,6 +62,22 @@ async def test_a_freed_instance_goes_to_the_waiting_urgent_request_first():
     assert pool.busy == 0 and pool.waiting == 0 and depth == {U: 0, B: 0}
 
 
+async def test_a_waiter_cancelled_as_an_instance_reaches_it_is_cancelled_and_the_instance_goes_back():
+    """A request cancelled (its client left) in the very instant a freed
+    instance is handed to it: the cancel holds and the instance returns to
+    the pool. (asyncio.wait_for on Python 3.11 returned the instance and
+    dropped the cancel, gh-86296: a request nobody waits for ran on it.)"""
+    pool = InstancePool(["only"], max_waiting=4, wait_timeout_s=10)
+    held = await pool.checkout()
+    waiter = asyncio.create_task(pool.checkout())
+    await wait_for(lambda: pool.waiting == 1)
+    pool.release(held)          # handed to the waiter ...
+    waiter.cancel()             # ... as it is cancelled
+    with pytest.raises(asyncio.CancelledError):
+        await waiter
+    assert pool.busy == 0 and pool.waiting == 0
+
+
 # -- the engine's policy ----------------------------------------------------------------
 
 async def test_an_urgent_request_waiting_behind_a_background_one_gets_the_next_instance():
