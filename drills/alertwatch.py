@@ -60,9 +60,17 @@ class AlertWatch:
             series = body["data"]["result"]
         except (httpx.HTTPError, KeyError, ValueError):
             return
+        # One alert is a pending series, then a firing one: it counts from its
+        # first sample in either state (one pending before the fault and firing
+        # just after it was active before it, as poll()'s activeAt says).
+        began: dict[tuple, float] = {}
+        for s in series:
+            key = _identity(s["metric"])
+            began[key] = min([began.get(key, float("inf"))] + [float(t) for t, _ in s["values"]])
         for s in series:
             first = min(float(t) for t, _ in s["values"])
-            if first < self.since - 1:
+            if began[_identity(s["metric"])] < self.since - 1:
+                self.before = self.before or s["metric"]["alertname"]
                 continue          # active before the fault: not this fault's detection (as poll())
             state, name = s["metric"].get("alertstate"), s["metric"]["alertname"]
             if state == "pending" and (self.pending_at is None or first < self.pending_at):
@@ -72,6 +80,11 @@ class AlertWatch:
 
     async def close(self) -> None:
         await self._c.aclose()
+
+
+def _identity(metric: dict[str, str]) -> tuple:
+    """An alert's labels without its state: its pending and firing series share them."""
+    return tuple(sorted((k, v) for k, v in metric.items() if k != "alertstate"))
 
 
 def _wall(rfc3339: str | None) -> float:

@@ -415,3 +415,27 @@ async def test_the_briefing_states_the_people_and_samples_the_drill_runs_with():
         await run_drill(SCENARIOS["canary-bad"], http_url="http://127.0.0.1:9", admin_key="k", clips=[],
                         release_store=object(), judge_min_samples=5, say=said.append)
     assert any("deciding on 5 canary turns" in line for line in said), said
+
+
+async def test_an_alert_pending_before_the_fault_and_firing_after_it_is_not_its_detection():
+    """CI, 2026-12-06: the latency burn-rate alert went pending on a slow
+    baseline and fired a second after the fault began; its firing series'
+    first sample fell inside the fault, and the drill reported it detected at
+    -1.0 s. Pending and firing are one alert: it was active before."""
+    import httpx
+
+    since = 1000.0
+    labels = {"alertname": "VoiceTurnLatencyErrorBudgetBurnFast", "slo": "voice_to_voice_latency"}
+    series = [
+        {"metric": {**labels, "alertstate": "pending"}, "values": [[994.0, "1"], [998.0, "1"]]},
+        {"metric": {**labels, "alertstate": "firing"}, "values": [[999.5, "1"], [1040.0, "1"]]},
+    ]
+
+    def prometheus(req: httpx.Request) -> httpx.Response:
+        return httpx.Response(200, json={"status": "success", "data": {"resultType": "matrix", "result": series}})
+
+    watch = AlertWatch("http://prom", (labels["alertname"],), since, transport=httpx.MockTransport(prometheus))
+    await watch.history(1050.0)
+    await watch.close()
+    assert (watch.alert, watch.pending_at, watch.firing_at) == (None, None, None)
+    assert watch.before == labels["alertname"]
