@@ -27,6 +27,18 @@ class AlertWatch:
         self.cleared_at: float | None = None
         self.before: str | None = None            # one of them was already active before the fault
 
+    async def active(self) -> str | None:
+        """One of the alerts pending or firing now, whenever it began (None: none, or unreadable)."""
+        try:
+            alerts = (await self._c.get("/api/v1/alerts")).json()["data"]["alerts"]
+        except (httpx.HTTPError, KeyError, ValueError):
+            return None
+        for a in alerts:
+            if a["labels"].get("alertname") in self.names \
+                    and all(a["labels"].get(k) == v for k, v in self.labels.items()):
+                return str(a["labels"]["alertname"])
+        return None
+
     async def poll(self) -> None:
         try:
             alerts = (await self._c.get("/api/v1/alerts")).json()["data"]["alerts"]
@@ -60,18 +72,25 @@ class AlertWatch:
             series = body["data"]["result"]
         except (httpx.HTTPError, KeyError, ValueError):
             return
-        # One alert is a pending series, then a firing one: it counts from its
-        # first sample in either state (one pending before the fault and firing
-        # just after it was active before it, as poll()'s activeAt says).
-        began: dict[tuple, float] = {}
+        # One activation of an alert is a pending series, then a firing one,
+        # sampled every step while it lasts (the query's 1 s): it began at the
+        # first sample of its unbroken run in either state. An alert pending
+        # before the fault and firing just after it was active before it (as
+        # poll()'s activeAt says); one that ended before the fault and began
+        # again during it is this fault's.
+        runs: dict[tuple, list[float]] = {}
         for s in series:
-            key = _identity(s["metric"])
-            began[key] = min([began.get(key, float("inf"))] + [float(t) for t, _ in s["values"]])
+            runs.setdefault(_identity(s["metric"]), []).extend(float(t) for t, _ in s["values"])
+        began = {key: _run_starts(ts) for key, ts in runs.items()}
         for s in series:
-            first = min(float(t) for t, _ in s["values"])
-            if began[_identity(s["metric"])] < self.since - 1:
+            starts = began[_identity(s["metric"])]
+            times = [float(t) for t, _ in s["values"]]
+            mine = [t for t in times if starts[t] >= self.since - 1]
+            if any(starts[t] < self.since - 1 <= t for t in times):       # still active at the fault's start
                 self.before = self.before or s["metric"]["alertname"]
-                continue          # active before the fault: not this fault's detection (as poll())
+            if not mine:
+                continue          # active before the fault only: not this fault's detection (as poll())
+            first = min(mine)
             state, name = s["metric"].get("alertstate"), s["metric"]["alertname"]
             if state == "pending" and (self.pending_at is None or first < self.pending_at):
                 self.pending_at, self.alert = first, name
@@ -85,6 +104,17 @@ class AlertWatch:
 def _identity(metric: dict[str, str]) -> tuple:
     """An alert's labels without its state: its pending and firing series share them."""
     return tuple(sorted((k, v) for k, v in metric.items() if k != "alertstate"))
+
+
+def _run_starts(times: list[float], gap_s: float = 1.5) -> dict[float, float]:
+    """Each sample time -> the first time of its run (samples less than ``gap_s`` apart)."""
+    out: dict[float, float] = {}
+    start = prev = -float("inf")
+    for t in sorted(set(times)):
+        if t - prev > gap_s:
+            start = t
+        out[t], prev = start, t
+    return out
 
 
 def _wall(rfc3339: str | None) -> float:

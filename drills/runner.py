@@ -178,7 +178,7 @@ async def run_drill(sc: Scenario, *, http_url: str, admin_key: str, clips: list,
                     recover_timeout_s: float = 180, say: Say = print,
                     restart: Callable[[], Awaitable[None]] | None = None,
                     end_after_firing_s: float | None = None, release_store: ReleaseStore | None = None,
-                    judge_min_samples: int | None = None) -> DrillReport:
+                    judge_min_samples: int | None = None, calm_timeout_s: float = 60.0) -> DrillReport:
     """``restart``: for a drill that restarts the gateway, how (it returns once
     the gateway answers again); the drill never kills anything itself.
     ``end_after_firing_s``: end the fault this long after its alert is first
@@ -186,7 +186,10 @@ async def run_drill(sc: Scenario, *, http_url: str, admin_key: str, clips: list,
     the tests' way to run every drill without waiting out faults already
     detected. A rehearsal (`make drill`) keeps the fault for its full time.
     ``release_store``: the gateways' release records (a release drill needs
-    it); ``judge_min_samples`` overrides the scenario's."""
+    it); ``judge_min_samples`` overrides the scenario's. ``calm_timeout_s``:
+    how long the baseline waits for the drill's alerts to be quiet before the
+    fault (a slow host's first turns can break the latency SLO by themselves;
+    a few good turns more end it, and the fault's detection can be seen)."""
     if sc.restarts_gateway and restart is None:
         raise ValueError(f"drill {sc.name} restarts the gateway: give the command that does it")
     if sc.release and release_store is None:
@@ -214,6 +217,9 @@ async def run_drill(sc: Scenario, *, http_url: str, admin_key: str, clips: list,
         if not await _until(lambda: traffic.ok_after(0.0) is not None, baseline_timeout_s):
             raise RuntimeError(f"no turn completed within {baseline_timeout_s:.0f} s before the fault: "
                                f"the stack is not healthy, no drill ({traffic.summary()})")
+        if prometheus and sc.alerts:
+            await _calm(AlertWatch(prometheus, sc.alerts, time.time(),
+                                   {"backend": sc.release} if sc.release else None), calm_timeout_s, say)
         # The fault starts once that answer was heard (its speaker about to speak
         # again): detection times stay comparable from drill to drill.
         first = traffic.ok_after(0.0)
@@ -309,6 +315,24 @@ async def run_drill(sc: Scenario, *, http_url: str, admin_key: str, clips: list,
     for line in report.lines():
         say(line)
     return report
+
+
+async def _calm(watch: AlertWatch, timeout_s: float, say: Say, every_s: float = 2.0) -> None:
+    """Wait up to ``timeout_s`` while one of the drill's alerts is active
+    (the traffic goes on meanwhile); say what happened."""
+    try:
+        name, t0 = await watch.active(), time.monotonic()
+        if name is None:
+            return
+        say(f"baseline: {name} is active without a fault (the stack broke its SLO by itself); "
+            f"waiting up to {timeout_s:.0f} s for it to end ...")
+        while name is not None and time.monotonic() < t0 + timeout_s:
+            await asyncio.sleep(every_s)
+            name = await watch.active()
+        say(f"baseline: {name} still active: this drill cannot show its detection" if name else
+            f"baseline: quiet after {time.monotonic() - t0:.0f} s")
+    finally:
+        await watch.close()
 
 
 async def _addresses(http_url: str, service: str) -> tuple[list[str], list[str]]:

@@ -317,7 +317,7 @@ async def test_an_alert_pending_between_two_polls_is_found_in_prometheus_history
         {"metric": {"alertname": "VoiceComponentDown", "alertstate": "pending", "job": "gateway"},
          "values": [[1001.0, "1"], [1002.0, "1"]]},
         {"metric": {"alertname": "VoiceComponentDown", "alertstate": "firing", "job": "asr"},
-         "values": [[996.0, "1"], [1003.0, "1"]]},          # active before the fault
+         "values": [[float(t), "1"] for t in range(996, 1004)]},   # active before the fault (every 1 s step)
     ]
     asked = []
 
@@ -427,8 +427,8 @@ async def test_an_alert_pending_before_the_fault_and_firing_after_it_is_not_its_
     since = 1000.0
     labels = {"alertname": "VoiceTurnLatencyErrorBudgetBurnFast", "slo": "voice_to_voice_latency"}
     series = [
-        {"metric": {**labels, "alertstate": "pending"}, "values": [[994.0, "1"], [998.0, "1"]]},
-        {"metric": {**labels, "alertstate": "firing"}, "values": [[999.5, "1"], [1040.0, "1"]]},
+        {"metric": {**labels, "alertstate": "pending"}, "values": [[t + 0.5, "1"] for t in range(994, 999)]},
+        {"metric": {**labels, "alertstate": "firing"}, "values": [[t + 0.5, "1"] for t in range(999, 1041)]},
     ]
 
     def prometheus(req: httpx.Request) -> httpx.Response:
@@ -439,3 +439,54 @@ async def test_an_alert_pending_before_the_fault_and_firing_after_it_is_not_its_
     await watch.close()
     assert (watch.alert, watch.pending_at, watch.firing_at) == (None, None, None)
     assert watch.before == labels["alertname"]
+
+
+async def test_an_alert_that_ended_before_the_fault_and_began_again_during_it_is_detected():
+    """The drill waited for the baseline's alert to end (runner._calm); the
+    fault's own activation is a new run of the same series."""
+    import httpx
+
+    since = 1000.0
+    labels = {"alertname": "VoiceTurnLatencyErrorBudgetBurnFast", "slo": "voice_to_voice_latency"}
+    series = [
+        {"metric": {**labels, "alertstate": "pending"},
+         "values": [[996.0, "1"], [997.0, "1"], [1020.0, "1"], [1021.0, "1"]]},
+        {"metric": {**labels, "alertstate": "firing"}, "values": [[1022.0, "1"], [1023.0, "1"]]},
+    ]
+
+    def prometheus(req: httpx.Request) -> httpx.Response:
+        return httpx.Response(200, json={"status": "success", "data": {"resultType": "matrix", "result": series}})
+
+    watch = AlertWatch("http://prom", (labels["alertname"],), since, transport=httpx.MockTransport(prometheus))
+    await watch.history(1050.0)
+    await watch.close()
+    assert (watch.alert, watch.pending_at, watch.firing_at, watch.before) == (labels["alertname"], 1020.0, 1022.0, None)
+
+
+async def test_the_baseline_waits_for_the_drills_alert_to_end_and_says_so():
+    import httpx
+
+    from drills.runner import _calm
+
+    polls = []
+
+    def prometheus(req: httpx.Request) -> httpx.Response:
+        polls.append(1)
+        active = [{"labels": {"alertname": "VoiceTurnLatencyErrorBudgetBurnFast"}, "state": "firing"},
+                  {"labels": {"alertname": "SomethingElse"}, "state": "firing"}]
+        alerts = active if len(polls) < 3 else active[1:]
+        return httpx.Response(200, json={"status": "success", "data": {"alerts": alerts}})
+
+    said: list[str] = []
+    watch = AlertWatch("http://prom", ("VoiceTurnLatencyErrorBudgetBurnFast",), 0.0,
+                       transport=httpx.MockTransport(prometheus))
+    await _calm(watch, 5.0, said.append, every_s=0.01)
+    assert len(polls) == 3
+    assert said[0].startswith("baseline: VoiceTurnLatencyErrorBudgetBurnFast is active without a fault")
+    assert said[-1].startswith("baseline: quiet after")
+
+    said.clear()
+    polls.clear()
+    watch = AlertWatch("http://prom", ("SomethingElse",), 0.0, transport=httpx.MockTransport(prometheus))
+    await _calm(watch, 0.05, said.append, every_s=0.01)
+    assert said[-1] == "baseline: SomethingElse still active: this drill cannot show its detection"
