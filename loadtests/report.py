@@ -25,6 +25,7 @@ class StepResult:
     loadgen_cpu_s: float = 0.0      # the Locust process (same host, so it competes)
     # the server's per-turn breakdown (response.done timings): stage -> (p50, p95) ms
     server_ms: dict[str, tuple[float, float]] = dataclasses.field(default_factory=dict)
+    notes: list[str] = dataclasses.field(default_factory=list)   # what disturbed the step (capacity.rebuilds)
 
     @property
     def answered(self) -> float:
@@ -110,6 +111,8 @@ def render(steps: list[StepResult], meta: Meta) -> str:
                    f"{failed} | {f.get('refused_connects', 0):.0f} | {'met' if s.ok else 'broken'} |")
     out += ["", "Latencies in ms, from the unrounded samples; v2v = last voiced sample of the "
             "question → first audio delta.", ""]
+    out += [f"- **{s.users} user(s): {n}**" for s in steps for n in s.notes] + ([""] if any(s.notes for s in steps)
+                                                                              else [])
     out += _costs(steps, ref, comps, meta)
     out += _breakdown(steps)
     out += _saturation(steps, comps)

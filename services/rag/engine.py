@@ -16,6 +16,7 @@ import threading
 import time
 from pathlib import Path
 
+from services.rag import metrics as rag_metrics
 from services.rag.chunking import ChunkingConfig
 from services.rag.embedder import Embedder
 from services.rag.index import BuildStats, VectorIndex, load_or_build, scan
@@ -101,6 +102,7 @@ class RagEngine:
         log.info("index of %s: %d documents, %d chunks (%s, %d embedded) in %.2f s",
                  self.config.docs_dir, stats.documents, stats.chunks,
                  "reloaded from disk" if stats.reloaded else "built", stats.embedded, stats.seconds)
+        rag_metrics.index_loaded(stats)
         return index, stats
 
     def validate(self, req: SearchRequest) -> tuple[str, int]:

@@ -11,7 +11,7 @@ import os
 import pytest
 
 from loadtests import probes
-from loadtests.capacity import stage_means
+from loadtests.capacity import rebuilds, stage_means
 from loadtests.report import Meta, StepResult, capacity, render, saturating_stage
 
 MiB = 2**20
@@ -115,3 +115,22 @@ def test_a_running_stack_is_read_through_its_metrics_ports(monkeypatch):
     readers, addrs = targets(None)
     assert addrs["gateway"] == "127.0.0.1:8000" and addrs["asr"] == "127.0.0.1:9102"
     assert set(readers) == set(addrs)
+
+
+def test_a_step_during_which_the_rag_rebuilt_its_index_says_so_in_the_report():
+    def rag(built: float, embedded: float) -> probes.Series:
+        b = {"service": "rag", "model": "m", "variant": "stable"}
+        return {("voice_rag_index_loads_total", frozenset({**b, "how": "reloaded"}.items())): 1.0,
+                ("voice_rag_index_loads_total", frozenset({**b, "how": "built"}.items())): built,
+                ("voice_rag_chunks_embedded_total", frozenset(b.items())): embedded}
+
+    assert rebuilds(rag(0, 0), rag(0, 0)) == []
+    assert rebuilds({}, {}) == []                      # no RAG metrics read: nothing claimed
+    assert rebuilds(rag(1, 300), rag(2, 300)) == []    # a file touched, nothing embedded: cheap
+    notes = rebuilds(rag(1, 300), rag(3, 420))
+    assert len(notes) == 1 and notes[0].startswith("the RAG rebuilt its index 2 time(s) during this step (120 chunks")
+    steps = [step(1, True, 900, turns=10), step(2, True, 1100)]
+    steps[1].notes = notes
+    text = render(steps, META)
+    assert f"- **2 user(s): {notes[0]}**" in text
+    assert "1 user(s): the RAG" not in text

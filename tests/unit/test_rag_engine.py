@@ -82,3 +82,22 @@ def test_reindex_picks_up_new_documents_and_persists_them(tmp_path):
     emb = HashingEmbedder()
     again = engine(tmp_path, emb)   # a restart reloads what Reindex saved
     assert again.last_build.reloaded and emb.embedded == 0
+
+
+def test_an_index_build_is_counted_with_the_chunks_it_embedded(tmp_path):
+    """make capacity reads these to flag a step that paid for a rebuild."""
+    from prometheus_client import REGISTRY
+
+    from common import metrics
+
+    def value(name: str, **labels: str) -> float:
+        return REGISTRY.get_sample_value(name, {**metrics.base(), **labels}) or 0.0
+
+    eng = engine(tmp_path)
+    built, embedded = value("voice_rag_index_loads_total", how="built"), value("voice_rag_chunks_embedded_total")
+    assert eng.refresh() is False
+    assert value("voice_rag_index_loads_total", how="built") == built      # nothing changed, nothing built
+    (tmp_path / "docs" / "extra.txt").write_text("Gardening\n\nWater tomatoes every morning.\n")
+    assert eng.refresh() is True
+    assert value("voice_rag_index_loads_total", how="built") == built + 1
+    assert value("voice_rag_chunks_embedded_total") == embedded + eng.last_build.embedded > embedded
