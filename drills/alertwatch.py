@@ -25,14 +25,14 @@ class AlertWatch:
         self.firing_at: float | None = None       # wall time first seen firing
         self.alert: str | None = None
         self.cleared_at: float | None = None
-        self.before: str | None = None            # one of them was already active before the fault
+        self.before: str | None = None            # one of them was already active at the fault's start
+        self.before_cleared_at: float | None = None   # wall time that activation was seen over
 
     async def active(self) -> str | None:
-        """One of the alerts pending or firing now, whenever it began (None: none, or unreadable)."""
-        try:
-            alerts = (await self._c.get("/api/v1/alerts")).json()["data"]["alerts"]
-        except (httpx.HTTPError, KeyError, ValueError):
-            return None
+        """One of the alerts pending or firing now, whenever it began (None:
+        none). Raises what httpx, a missing key or bad JSON raise when
+        Prometheus cannot be read: not knowing is not "quiet"."""
+        alerts = (await self._c.get("/api/v1/alerts")).json()["data"]["alerts"]
         for a in alerts:
             if a["labels"].get("alertname") in self.names \
                     and all(a["labels"].get(k) == v for k, v in self.labels.items()):
@@ -51,6 +51,8 @@ class AlertWatch:
         old = [a for a in named if _wall(a.get("activeAt")) < self.since - 1]
         if old and self.before is None:
             self.before = old[0]["labels"]["alertname"]
+        if self.before is not None and not old and self.before_cleared_at is None:
+            self.before_cleared_at = now
         for a in mine:
             if self.pending_at is None:
                 self.pending_at, self.alert = _wall(a["activeAt"]), a["labels"]["alertname"]
@@ -72,29 +74,34 @@ class AlertWatch:
             series = body["data"]["result"]
         except (httpx.HTTPError, KeyError, ValueError):
             return
-        # One activation of an alert is a pending series, then a firing one,
-        # sampled every step while it lasts (the query's 1 s): it began at the
-        # first sample of its unbroken run in either state. An alert pending
-        # before the fault and firing just after it was active before it (as
-        # poll()'s activeAt says); one that ended before the fault and began
-        # again during it is this fault's.
+        # One activation of an alert is a pending series, then a firing one
+        # (an alert without `for:` fires at once: a firing series only), sampled
+        # at every step of the query's grid (since - 5 + k s) while it lasts: it
+        # began at the first sample of its unbroken run in either state. The
+        # first grid sample after an activation is at or after it, so a run
+        # whose first sample is before the fault's start began before it, even
+        # when it turned to firing after (as poll()'s activeAt says); one that
+        # ended before the fault and began again during it is this fault's.
         runs: dict[tuple, list[float]] = {}
         for s in series:
             runs.setdefault(_identity(s["metric"]), []).extend(float(t) for t, _ in s["values"])
         began = {key: _run_starts(ts) for key, ts in runs.items()}
         for s in series:
-            starts = began[_identity(s["metric"])]
-            times = [float(t) for t, _ in s["values"]]
-            mine = [t for t in times if starts[t] >= self.since - 1]
-            if any(starts[t] < self.since - 1 <= t for t in times):       # still active at the fault's start
-                self.before = self.before or s["metric"]["alertname"]
+            key, name = _identity(s["metric"]), s["metric"]["alertname"]
+            starts, times = began[key], [float(t) for t, _ in s["values"]]
+            held = [t for t in runs[key] if starts[t] < self.since <= t]     # active at the fault's start
+            if held:
+                self.before = self.before or name
+                last = max(t for t in runs[key] if starts[t] == starts[held[0]])
+                if self.before_cleared_at is None and last < end_wall - 1.5:
+                    self.before_cleared_at = last + 1.0
+            mine = [t for t in times if starts[t] >= self.since]
             if not mine:
-                continue          # active before the fault only: not this fault's detection (as poll())
+                continue          # active before the fault only: not this fault's detection
             first = min(mine)
-            state, name = s["metric"].get("alertstate"), s["metric"]["alertname"]
-            if state == "pending" and (self.pending_at is None or first < self.pending_at):
-                self.pending_at, self.alert = first, name
-            if state == "firing" and self.firing_at is None:
+            if self.pending_at is None or starts[first] < self.pending_at:
+                self.pending_at, self.alert = starts[first], name       # the activation's start
+            if s["metric"].get("alertstate") == "firing" and (self.firing_at is None or first < self.firing_at):
                 self.firing_at, self.alert = first, self.alert or name
 
     async def close(self) -> None:

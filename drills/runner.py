@@ -55,7 +55,8 @@ class DrillReport:
     sessions: dict[str, list[str]] = dataclasses.field(default_factory=dict)   # id -> items seen done
     release: ReleaseOutcome | None = None      # a release drill: what the judge decided, when, why
     release_expect: str = "rolled_back"       # ... and what it should have decided
-    alert_before: str | None = None           # an expected alert already active before the fault
+    alert_before: str | None = None           # an expected alert already active at the fault's start
+    before_cleared_s: float | None = None     # fault start -> that activation over (None: not seen over)
     panels: list[PanelSeen] = dataclasses.field(default_factory=list)   # the scenario's moves, as Prometheus saw them
 
     @property
@@ -89,7 +90,9 @@ class DrillReport:
         out = [f"drill {self.name}: fault for {self.fault_s:.1f} s"]
         if self.alert_before:
             out.append(f"  NOTE: {self.alert_before} was already active before the fault: the stack "
-                       "broke it without one, so this drill cannot show its detection")
+                       "broke it without one, so this drill cannot show its detection"
+                       + ("" if self.before_cleared_s is None else
+                          f" (that activation ended {self.before_cleared_s:.1f} s into the fault)"))
         out += [
                f"  detected:  alert {self.alert or '-'} pending after {s(self.detect_pending_s)}, "
                f"firing after {s(self.detect_firing_s)}",
@@ -217,12 +220,15 @@ async def run_drill(sc: Scenario, *, http_url: str, admin_key: str, clips: list,
         if not await _until(lambda: traffic.ok_after(0.0) is not None, baseline_timeout_s):
             raise RuntimeError(f"no turn completed within {baseline_timeout_s:.0f} s before the fault: "
                                f"the stack is not healthy, no drill ({traffic.summary()})")
-        if prometheus and sc.alerts:
-            await _calm(AlertWatch(prometheus, sc.alerts, time.time(),
-                                   {"backend": sc.release} if sc.release else None), calm_timeout_s, say)
+        since = 0.0
+        if prometheus and sc.alerts and await _calm(AlertWatch(
+                prometheus, sc.alerts, time.time(), {"backend": sc.release} if sc.release else None),
+                calm_timeout_s, say):
+            since = time.monotonic()      # it waited: align the fault with a turn that ends after
+            await _until(lambda: traffic.ok_after(since) is not None, baseline_timeout_s)
         # The fault starts once that answer was heard (its speaker about to speak
         # again): detection times stay comparable from drill to drill.
-        first = traffic.ok_after(0.0)
+        first = traffic.ok_after(since)
         if first is not None:
             await asyncio.sleep(max(0.0, first.ended_at + first.listen_s - time.monotonic()))
         t0, wall0 = time.monotonic(), time.time()
@@ -293,6 +299,7 @@ async def run_drill(sc: Scenario, *, http_url: str, admin_key: str, clips: list,
             await watch.history(time.time())
             report.alert = watch.alert
             report.alert_before = watch.before
+            report.before_cleared_s = None if watch.before_cleared_at is None else watch.before_cleared_at - wall0
             report.detect_pending_s = None if watch.pending_at is None else watch.pending_at - wall0
             report.detect_firing_s = None if watch.firing_at is None else watch.firing_at - wall0
             end_wall = wall0 + (t1 - t0)
@@ -317,20 +324,32 @@ async def run_drill(sc: Scenario, *, http_url: str, admin_key: str, clips: list,
     return report
 
 
-async def _calm(watch: AlertWatch, timeout_s: float, say: Say, every_s: float = 2.0) -> None:
+async def _calm(watch: AlertWatch, timeout_s: float, say: Say, every_s: float = 2.0) -> bool:
     """Wait up to ``timeout_s`` while one of the drill's alerts is active
-    (the traffic goes on meanwhile); say what happened."""
+    (the traffic goes on meanwhile); say what happened. True if it waited.
+    A Prometheus that cannot be read is not taken for a quiet one: no wait at
+    first, and a failed read while waiting keeps waiting."""
+    unreadable = (httpx.HTTPError, KeyError, ValueError)
     try:
-        name, t0 = await watch.active(), time.monotonic()
+        try:
+            name: str | None = await watch.active()
+        except unreadable as exc:
+            say(f"baseline: Prometheus' alerts could not be read ({exc!r}); not waiting for them")
+            return False
         if name is None:
-            return
+            return False
+        t0 = time.monotonic()
         say(f"baseline: {name} is active without a fault (the stack broke its SLO by itself); "
             f"waiting up to {timeout_s:.0f} s for it to end ...")
         while name is not None and time.monotonic() < t0 + timeout_s:
             await asyncio.sleep(every_s)
-            name = await watch.active()
+            try:
+                name = await watch.active()
+            except unreadable:
+                pass              # unknown: still what it was
         say(f"baseline: {name} still active: this drill cannot show its detection" if name else
             f"baseline: quiet after {time.monotonic() - t0:.0f} s")
+        return True
     finally:
         await watch.close()
 

@@ -95,14 +95,24 @@ def rebuilds(before: probes.Series, after: probes.Series) -> list[str]:
     CPU, which is then not the conversations' cost. Seen 2026-12-06: two
     edits under docs/ during a 4-user step, RAG 0.40 CPU s per turn against
     0.01, voice-to-voice p95 3328 ms against 1785 in the next clean step."""
-    def delta(name: str, **labels: str) -> float:
-        return probes.total(after, name, **labels) - probes.total(before, name, **labels)
-    built, embedded = delta("voice_rag_index_loads_total", how="built"), delta("voice_rag_chunks_embedded_total")
-    if embedded <= 0:
-        return []             # none, or only files touched: a build that embeds nothing costs little
-    return [f"the RAG rebuilt its index {built:.0f} time(s) during this step ({embedded:.0f} chunks "
-            "embedded: documents changed under its folder): its CPU and the latency it cost are not "
-            "the conversations'; measure again"]
+    if not before or not after:
+        return ["the RAG's metrics could not be read before or after this step: whether it re-embedded "
+                "documents meanwhile is not known"]
+    names = ("voice_rag_index_loads_total", "voice_rag_chunks_embedded_total")
+    was = [probes.total(before, n) for n in names]
+    now = [probes.total(after, n) for n in names]
+    restarted = any(b > a for b, a in zip(was, now))     # its counters started again from 0
+    if restarted:
+        was = [0.0, 0.0]
+    built = probes.total(after, names[0], how="built") - (0.0 if restarted else probes.total(before, names[0],
+                                                                                              how="built"))
+    embedded = now[1] - was[1]
+    out = ["the RAG restarted during this step (its counters went back)"] if restarted else []
+    if embedded > 0:      # none, or only files touched: a build that embeds nothing costs little
+        out.append(f"the RAG rebuilt its index {built:.0f} time(s) during this step ({embedded:.0f} chunks "
+                   "embedded: documents changed under its folder): its CPU and the latency it cost are not "
+                   "the conversations'; measure again")
+    return out
 
 
 def run_step(base: str, users: int, a: argparse.Namespace, readers, addrs: dict[str, str]) -> StepResult:

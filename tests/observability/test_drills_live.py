@@ -113,9 +113,13 @@ async def _release_drill(live, name: str, **kw):
 
 def _detected_and_recovered(report, name: str, fault_s: float = FAULT_S) -> None:
     sc = SCENARIOS[name]
-    if report.alert_before is not None and report.detect_pending_s is None:
-        # The host broke this alert's SLO before the fault (seen 2026-12-02 on a
-        # slow shared host: one user's turns over 1.2 s): detection cannot be shown.
+    if report.alert_before is not None and report.detect_pending_s is None \
+            and (report.before_cleared_s is None or report.before_cleared_s > report.fault_s / 2):
+        # The host broke this alert's SLO before the fault (seen 2026-12-02 and
+        # 2026-12-06 on a slow shared host: two people's turns over 1.2 s), the
+        # drill's wait for it to end (runner._calm) ran out, and it lasted into
+        # the fault's second half: detection cannot be shown. An activation that
+        # ended earlier left the fault time enough to raise its own: asserted.
         pytest.skip(f"{report.alert_before} already active before the fault: {report.lines()}")
     assert report.alert in sc.alerts, report.lines()
     assert report.detect_pending_s is not None and report.detect_pending_s < fault_s, report.lines()

@@ -480,7 +480,7 @@ async def test_the_baseline_waits_for_the_drills_alert_to_end_and_says_so():
     said: list[str] = []
     watch = AlertWatch("http://prom", ("VoiceTurnLatencyErrorBudgetBurnFast",), 0.0,
                        transport=httpx.MockTransport(prometheus))
-    await _calm(watch, 5.0, said.append, every_s=0.01)
+    assert await _calm(watch, 5.0, said.append, every_s=0.01) is True
     assert len(polls) == 3
     assert said[0].startswith("baseline: VoiceTurnLatencyErrorBudgetBurnFast is active without a fault")
     assert said[-1].startswith("baseline: quiet after")
@@ -488,5 +488,58 @@ async def test_the_baseline_waits_for_the_drills_alert_to_end_and_says_so():
     said.clear()
     polls.clear()
     watch = AlertWatch("http://prom", ("SomethingElse",), 0.0, transport=httpx.MockTransport(prometheus))
-    await _calm(watch, 0.05, said.append, every_s=0.01)
+    assert await _calm(watch, 0.05, said.append, every_s=0.01) is True
     assert said[-1] == "baseline: SomethingElse still active: this drill cannot show its detection"
+
+    said.clear()
+    watch = AlertWatch("http://prom", ("VoiceTurnLatencyErrorBudgetBurnFast",), 0.0,
+                       transport=httpx.MockTransport(lambda req: httpx.Response(200, json={"data": {}})))
+    assert await _calm(watch, 5.0, said.append, every_s=0.01) is False     # unreadable: no wait, and said
+    assert len(said) == 1 and said[0].startswith("baseline: Prometheus' alerts could not be read")
+
+
+def _grid(since: float, first: float, last: float) -> list:
+    """ALERTS samples as query_range(start=since - 5, step=1) gives them from ``first`` to ``last``."""
+    import math
+
+    k0 = math.ceil(first - (since - 5))
+    k1 = math.floor(last - (since - 5))
+    return [[since - 5 + k, "1"] for k in range(k0, k1 + 1)]
+
+
+async def _history(series: list, since: float, end: float) -> AlertWatch:
+    import httpx
+
+    def prometheus(req: httpx.Request) -> httpx.Response:
+        return httpx.Response(200, json={"status": "success", "data": {"resultType": "matrix", "result": series}})
+
+    watch = AlertWatch("http://prom", ("VoiceTurnLatencyErrorBudgetBurnFast",), since,
+                       transport=httpx.MockTransport(prometheus))
+    await watch.history(end)
+    await watch.close()
+    return watch
+
+
+async def test_an_alert_without_for_that_fired_just_before_the_fault_on_the_query_grid_is_not_its_detection():
+    """CI, 2026-12-06, as it was (review): the burn-rate alert has no `for:`
+    (a firing series only), it became active at 998.9 with the fault at
+    1000.2, and its first sample on the query's grid is 999.2 = since - 1:
+    counted as the fault's at -1.0 s by the old reading."""
+    labels = {"alertname": "VoiceTurnLatencyErrorBudgetBurnFast", "alertstate": "firing"}
+    watch = await _history([{"metric": labels, "values": _grid(1000.2, 998.9, 1060.0)}], 1000.2, 1060.0)
+    assert (watch.alert, watch.pending_at, watch.firing_at) == (None, None, None)
+    assert (watch.before, watch.before_cleared_at) == ("VoiceTurnLatencyErrorBudgetBurnFast", None)
+
+
+async def test_an_alert_without_for_found_only_in_history_is_pending_and_firing_at_once():
+    labels = {"alertname": "VoiceTurnLatencyErrorBudgetBurnFast", "alertstate": "firing"}
+    watch = await _history([{"metric": labels, "values": _grid(1000.2, 1012.5, 1040.0)}], 1000.2, 1060.0)
+    assert (watch.alert, watch.pending_at, watch.firing_at, watch.before) == (
+        "VoiceTurnLatencyErrorBudgetBurnFast", 1013.2, 1013.2, None)
+
+
+async def test_an_alert_active_at_the_fault_start_that_ended_during_it_says_when():
+    labels = {"alertname": "VoiceTurnLatencyErrorBudgetBurnFast", "alertstate": "firing"}
+    watch = await _history([{"metric": labels, "values": _grid(1000.2, 990.0, 1020.0)}], 1000.2, 1060.0)
+    assert (watch.alert, watch.before) == (None, "VoiceTurnLatencyErrorBudgetBurnFast")
+    assert watch.before_cleared_at == pytest.approx(1019.2 + 1.0)     # its last grid sample, + a step

@@ -125,7 +125,12 @@ def test_a_step_during_which_the_rag_rebuilt_its_index_says_so_in_the_report():
                 ("voice_rag_chunks_embedded_total", frozenset(b.items())): embedded}
 
     assert rebuilds(rag(0, 0), rag(0, 0)) == []
-    assert rebuilds({}, {}) == []                      # no RAG metrics read: nothing claimed
+    unknown = rebuilds({}, rag(0, 0)) + rebuilds(rag(0, 0), {})   # unreadable: unknown, never "none"
+    assert len(unknown) == 2 and all("could not be read" in n for n in unknown)
+    assert rebuilds(rag(2, 500), rag(1, 40)) == [                  # restarted: counts from its start
+        "the RAG restarted during this step (its counters went back)",
+        "the RAG rebuilt its index 1 time(s) during this step (40 chunks embedded: documents changed under its "
+        "folder): its CPU and the latency it cost are not the conversations'; measure again"]
     assert rebuilds(rag(1, 300), rag(2, 300)) == []    # a file touched, nothing embedded: cheap
     notes = rebuilds(rag(1, 300), rag(3, 420))
     assert len(notes) == 1 and notes[0].startswith("the RAG rebuilt its index 2 time(s) during this step (120 chunks")
