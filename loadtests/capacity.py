@@ -94,7 +94,7 @@ def rebuilds(before: probes.Series, after: probes.Series) -> list[str]:
     before and after): a rebuild (a document changed) embeds on the host's
     CPU, which is then not the conversations' cost. Seen 2026-12-06: two
     edits under docs/ during a 4-user step, RAG 0.40 CPU s per turn against
-    0.01, voice-to-voice p95 3328 ms against 1785 in the next clean step."""
+    0.06, voice-to-voice p95 3328 ms against 1785 in the next clean step."""
     if not before or not after:
         return ["the RAG's metrics could not be read before or after this step: whether it re-embedded "
                 "documents meanwhile is not known"]
