@@ -75,6 +75,8 @@ QUIET_COVER = 6       # loud played frames needed at every lag for a quiet mic t
 QUIET_MIN = 10        # mic frames (100 ms) the quiet run needs at least
 QUIET_MAX_LAG = 35    # frames (350 ms): the lags a quiet run must cover (an echo later than this
                       # arrives before the run covers it, unless the answer starts with silence)
+ONSET_RISE = 1.0      # log10 units (10 dB): the mic's last quarter-window this far above its first
+                      # holds an onset, which no correlation check judges (see _onset_in_window)
 
 
 class EchoDetector:
@@ -98,7 +100,7 @@ class EchoDetector:
         if self.state == "unknown" and self._n % EVERY == 0 and self._quiet_through_playing():
             self.state = "none"
         elif self.state != "echo" and self._n % EVERY == 0 and len(self._ref) == WINDOW + MAX_LAG:
-            checked = self._check()
+            checked = None if self._onset_in_window() else self._check()
             if checked is not None:
                 best, still = checked
                 self.best = best
@@ -129,6 +131,27 @@ class EchoDetector:
             if hi <= 0 or loud[hi] - loud[lo] < QUIET_COVER:
                 return False
         return True
+
+    def _onset_in_window(self) -> bool:
+        """Whether the mic rose within the window (the median level of its
+        last quarter 10 dB over its first's, levels over the silence floor):
+        a voice starting, or an echo's start. The
+        reference rose when the answer began too, and two such steps
+        correlate highly at the lag between them whatever made the mic's:
+        on the stack a listener known to have no echo ("none", from the
+        quiet rule in the first answer) who talked 0.45 s into the second
+        answer turned the detector to "echo" within ~0.3 s, and AEC3 took
+        over and ducked the voice (bench_e2e, second-answer barge-ins: 435-645
+        ms against ~150). The step there was the clip's lead-in noise, ~12 dB
+        over digital silence on this scale: 20 dB missed it (replayed from six
+        sessions' echo traces: 5 of 6 flipped at 20 dB, 0 at 10 or 5). The
+        check waits until the step has left the window (< 1 s): an echo is then
+        judged on how the mic follows the played audio's ups and downs, not on
+        one step. The price: a changed room (a headset taken off) is seen up
+        to ~1 s later."""
+        mic = np.asarray(self._mic)
+        q = len(mic) // 4
+        return q > 0 and float(np.median(mic[-q:]) - np.median(mic[:q])) > ONSET_RISE
 
     def _check(self) -> tuple[float, bool] | None:
         """The best correlation over the lags and whether the mic was still, or

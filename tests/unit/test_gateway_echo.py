@@ -314,6 +314,25 @@ def test_a_voice_over_the_answer_on_a_headset_is_not_taken_for_an_echo(far_clips
     assert [s for _, s in states] == ["unknown", "none"], states
 
 
+@pytest.mark.parametrize("start_s", [0.3, 0.45, 0.6])
+def test_a_listener_known_to_have_no_echo_who_talks_early_into_the_next_answer_stays_without(start_s):
+    """bench_e2e's second-answer barge-ins (2026-12-06): "none" from the
+    quiet first answer, then the user's voice 0.3-0.6 s into the second
+    answer. The voice's start and the answer's start are two steps that
+    correlate at the lag between them; the detector took them for an echo
+    within ~0.3 s, and AEC3 then ducked the barge-in (435-645 ms)."""
+    first, second = speech(0), speech(3)
+    tail = np.zeros(int(0.6 * RATE))                       # the canceller's tail between the answers
+    far = np.concatenate([first, tail, second])
+    user = np.zeros(len(far))
+    start = len(first) + len(tail) + int(start_s * RATE)
+    voice = speech(4)[:len(far) - start]
+    user[start:start + len(voice)] = voice
+    _, states = _detect(user, far)
+    assert [s for _, s in states] == ["unknown", "none"], states
+    assert states[1][0] < len(first) / RATE               # decided in the first answer
+
+
 def test_no_canceller_runs_once_no_echo_is_known():
     """A headset user's session stops paying for AEC3 once the detector knows."""
     far = np.concatenate([speech(0), speech(3)])
