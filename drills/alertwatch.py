@@ -32,21 +32,21 @@ class AlertWatch:
         """One of the alerts pending or firing now, whenever it began (None:
         none). Raises what httpx, a missing key or bad JSON raise when
         Prometheus cannot be read: not knowing is not "quiet"."""
+        named = await self._named()
+        return str(named[0]["labels"]["alertname"]) if named else None
+
+    async def _named(self) -> list[dict]:
+        """The scenario's alerts among Prometheus' active ones (raises when unreadable)."""
         alerts = (await self._c.get("/api/v1/alerts")).json()["data"]["alerts"]
-        for a in alerts:
-            if a["labels"].get("alertname") in self.names \
-                    and all(a["labels"].get(k) == v for k, v in self.labels.items()):
-                return str(a["labels"]["alertname"])
-        return None
+        return [a for a in alerts if a["labels"].get("alertname") in self.names
+                and all(a["labels"].get(k) == v for k, v in self.labels.items())]
 
     async def poll(self) -> None:
         try:
-            alerts = (await self._c.get("/api/v1/alerts")).json()["data"]["alerts"]
+            named = await self._named()
         except (httpx.HTTPError, KeyError, ValueError):
             return
         now = time.time()
-        named = [a for a in alerts if a["labels"].get("alertname") in self.names
-                 and all(a["labels"].get(k) == v for k, v in self.labels.items())]
         mine = [a for a in named if _wall(a.get("activeAt")) >= self.since - 1]
         old = [a for a in named if _wall(a.get("activeAt")) < self.since - 1]
         if old and self.before is None:

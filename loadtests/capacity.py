@@ -98,15 +98,16 @@ def rebuilds(before: probes.Series, after: probes.Series) -> list[str]:
     if not before or not after:
         return ["the RAG's metrics could not be read before or after this step: whether it re-embedded "
                 "documents meanwhile is not known"]
-    names = ("voice_rag_index_loads_total", "voice_rag_chunks_embedded_total")
-    was = [probes.total(before, n) for n in names]
-    now = [probes.total(after, n) for n in names]
+    def counts(series: probes.Series) -> tuple[float, float, float]:
+        """(index loads, of them builds, chunks embedded)."""
+        return (probes.total(series, "voice_rag_index_loads_total"),
+                probes.total(series, "voice_rag_index_loads_total", how="built"),
+                probes.total(series, "voice_rag_chunks_embedded_total"))
+    was, now = counts(before), counts(after)
     restarted = any(b > a for b, a in zip(was, now))     # its counters started again from 0
     if restarted:
-        was = [0.0, 0.0]
-    built = probes.total(after, names[0], how="built") - (0.0 if restarted else probes.total(before, names[0],
-                                                                                              how="built"))
-    embedded = now[1] - was[1]
+        was = (0.0, 0.0, 0.0)
+    built, embedded = now[1] - was[1], now[2] - was[2]
     out = ["the RAG restarted during this step (its counters went back)"] if restarted else []
     if embedded > 0:      # none, or only files touched: a build that embeds nothing costs little
         out.append(f"the RAG rebuilt its index {built:.0f} time(s) during this step ({embedded:.0f} chunks "
