@@ -20,7 +20,10 @@ server believes the client played it, which is always earlier than the echo.
 Its output replaces the microphone audio unless echo_detect.py has found
 that there is no echo (a headset): AEC3 would duck the user's voice there,
 and is then not run at all (its CPU saved; it starts afresh if an echo is
-seen later).
+seen later). Before it has decided, a voice heard on the raw mic early in
+the first answer, when the silence before it ruled out an echo within 350
+ms, is reported (the gateway pauses the answer) and the raw mic is used
+until the answer plays again (echo_first_voice.py).
 
 Pure and per session: ``process`` takes mic audio with the capture time of
 its first sample and a reference source; no IO, no clock of its own. Active
@@ -114,7 +117,7 @@ class EchoCanceller:
         self.cpu_s = 0.0
         self.ref_in_energy = self.ref_out_energy = 0.0
         # Whether the output replaces the mic: not where there is no echo (echo_detect.py).
-        self.detector = EchoDetector()
+        self.detector = EchoDetector(first_voice=onsets)
         self.trace: "EchoTrace | None" = None   # set by SessionEcho for diagnosis (echo_trace.py)
 
     @property
@@ -178,6 +181,14 @@ class EchoCanceller:
             self._onset = EchoOnset() if self._onsets else None
         self._apm.process_reverse(played if played is not None else bytes(FRAME_BYTES))
         out = self._apm.process(mic)
+        if self.detector.voice_onset is not None:
+            # A voice early in the first answer, on the raw mic (echo_first_voice.py).
+            self.voice_at, self.detector.voice_onset = t - self.detector.voice_onset * FRAME_S, None
+        if self.detector.raw_voice:
+            # ... heard whole: AEC3 keeps learning, its output is not used.
+            self.cpu_s += time.process_time() - c0
+            self.frames += 1
+            return mic
         e_out = _energy(out) if played is not None or self._onset is not None else 0.0
         if self._onset is not None:
             at = self._onset.push(t, e_out, FRAME, played is not None)

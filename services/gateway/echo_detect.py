@@ -58,6 +58,8 @@ import collections
 
 import numpy as np
 
+from services.gateway.echo_first_voice import FirstVoice
+
 WINDOW = 100          # frames (1 s) compared
 MAX_LAG = 50          # frames (500 ms): AEC3 follows echoes up to ~400 ms
 EVERY = 10            # frames between two checks (100 ms)
@@ -80,23 +82,36 @@ ONSET_RISE = 1.0      # log10 units (10 dB): the mic's last quarter-window this 
 
 
 class EchoDetector:
-    def __init__(self) -> None:
+    def __init__(self, first_voice: bool = False) -> None:
         self._mic: collections.deque[float] = collections.deque(maxlen=WINDOW)
         self._ref: collections.deque[float] = collections.deque(maxlen=WINDOW + MAX_LAG)
         self._n = 0
         self.state = "unknown"   # unknown → echo (kept) | none (→ echo if seen later)
         self._lows = self._highs = 0
         self.best = 0.0          # the latest best correlation, for tests and logs
+        # A voice early in the first answer, before a decision (echo_first_voice.py), if asked for.
+        self._first = FirstVoice() if first_voice else None
+        self.voice_onset: int | None = None   # frames before the latest one that voice began, until taken
 
     @property
     def use_canceller(self) -> bool:
         return self.state != "none"
+
+    @property
+    def raw_voice(self) -> bool:
+        """Whether the raw mic is to replace the canceller's output although
+        it runs: a voice heard early in the first answer (echo_first_voice.py)."""
+        return self.state == "unknown" and self._first is not None and self._first.raw
 
     def push(self, mic_energy: float, ref_energy: float) -> bool:
         """One 10 ms frame's energies; whether the canceller's output is to be used."""
         self._mic.append(float(np.log10(mic_energy + FLOOR)))
         self._ref.append(float(np.log10(ref_energy + FLOOR)))
         self._n += 1
+        if self._first is not None and self.state == "unknown" and (self._first.raw or not self._first.fired):
+            ago = self._first.push(mic_energy, ref_energy)
+            if ago is not None:
+                self.voice_onset = ago
         if self.state == "unknown" and self._n % EVERY == 0 and self._quiet_through_playing():
             self.state = "none"
         elif self.state != "echo" and self._n % EVERY == 0 and len(self._ref) == WINDOW + MAX_LAG:
