@@ -35,7 +35,8 @@ second (ECHO_ONSET_RESUME_S; the echo-words guard keeps it from becoming a
 barge-in): the rule fires at most once per session. A room whose noise is
 over the quiet floor never has a quiet frame, and is as before.
 
-Pure; fed one 10 ms frame's energies at a time with the detector's windows."""
+Pure; fed one 10 ms frame's energies at a time by echo_detect.py while it
+has not decided."""
 from __future__ import annotations
 
 import collections
@@ -49,7 +50,7 @@ RISE_DB = 15.0         # ... each this far over the median of the BEFORE frames 
 BEFORE = 20            # the noise or breath ahead of a voice: clients/speech.py's own measure)
 CLEARED_LAG = 35       # frames (350 ms, echo_detect.QUIET_MAX_LAG): every delay up to this ruled
                        # out before an onset counts
-COVER = 3              # loud played frames the quiet run must have seen at each delay
+COVER = 3              # loud played frames followed by a quiet mic frame at each delay
 LOUD_DB = 6.0          # played frames at most this far under the played median count as loud
 QUIET_DB = 40.0        # quiet: mic frames this far under the played median ...
 QUIET_FLOOR = 2e5      # ... or under this energy (a quiet room's noise; echo_detect.QUIET_FLOOR)
@@ -84,6 +85,8 @@ def cleared_lag(mic: np.ndarray, ref: np.ndarray) -> int:
 
 
 class FirstVoice:
+    """One session's rule: fires once, then says whether the raw mic is in use."""
+
     def __init__(self) -> None:
         # The last second of mic energies and 1.5 s of the reference's, frame by frame.
         self._mic: collections.deque[float] = collections.deque(maxlen=100)
@@ -109,14 +112,14 @@ class FirstVoice:
         if mic_e < VOICE_MIN:
             self._run = 0
             return None
-        m = np.asarray(self._mic)
         if self._run == 0:
             # The background the onset must rise over: the frames before it.
-            self._floor = float(np.median(m[-1 - BEFORE:-1])) if len(m) > 1 else 0.0
+            before = np.asarray(self._mic)[-1 - BEFORE:-1]
+            self._floor = float(np.median(before)) if len(before) else 0.0
         self._run = self._run + 1 if mic_e >= self._floor * 10.0 ** (RISE_DB / 10.0) else 0
         if self._run != RUN or ref_e <= 0:
             return None
-        m, r = m[:-RUN], np.asarray(self._ref)[:-RUN]
+        m, r = np.asarray(self._mic)[:-RUN], np.asarray(self._ref)[:-RUN]
         if len(m) == 0 or cleared_lag(m, r) < CLEARED_LAG:
             return None
         self.fired = self.raw = True
@@ -126,7 +129,8 @@ class FirstVoice:
 
     def _follow(self, ref_e: float) -> None:
         """The raw mic lasts until the answer plays again after stopping, or
-        ends at once if the answer did not stop (no pause was possible)."""
+        ends 0.5 s after the onset if the answer did not stop within 0.3 s
+        (no pause was possible: interruptions off)."""
         self._since += 1
         self._gap = self._gap + 1 if ref_e <= 0 else 0
         self._stopped = self._stopped or self._gap >= GAP
