@@ -100,12 +100,13 @@ async def _barge_in_once(stack) -> bool:
         mic.play(a_pcm)
         first = await rt.wait_for("response.output_audio.delta", timeout=TURN_TIMEOUT)
         r1, item1 = first.get("response_id"), first.get("item_id")
-        # The user hears the first second of the answer. Not less: this client
-        # sends digital silence meanwhile and declares no microphone type, so
-        # the gateway's echo detector needs ~0.6 s of quiet playing to know there
-        # is no echo; a voice before that goes through AEC3 undecided, which
-        # ducks it: its onset is heard late, its first words garbled, or the turn
-        # split (issue #13; measured by `python -m bench echo_talkover`).
+        # The user hears the first second of the answer: this client sends
+        # digital silence meanwhile and declares no microphone type, so the
+        # gateway's echo detector needs ~0.6 s of quiet playing to know there is
+        # no echo. An earlier voice is heard through echo_first_voice.py once
+        # ~0.35 s of loud playing ruled an echo out (tests/e2e/test_echo.py);
+        # earlier still, AEC3 undecided ducks it: its onset is heard late, its
+        # first words garbled, or the turn split (issue #13).
         await asyncio.sleep(1.0)
         assert rt.log.find("response.done", where=is_response(r1)) is None, \
             "reply finished before the interruption: it must be longer for this test"
