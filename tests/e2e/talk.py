@@ -11,6 +11,7 @@ from typing import Any
 import grpc
 import jiwer
 
+from clients import events
 from clients.eventlog import ServerEvent
 from clients.speech import VoicedSpan, voiced_span
 from common.audio import read_wav, resample_pcm16
@@ -25,6 +26,17 @@ OPTIONAL_TIMING_KEYS = ("retrieval_ms",)   # only when retrieval ran this turn
 # that is still playing when the user cuts in.
 LONG_REPLY_INSTRUCTIONS = ("You are a storyteller. Answer every message with a long story of "
                            "at least eight full sentences. Never answer briefly.")
+
+
+async def start_long_answer(rt: Any, pcm: bytes, rate: int, timeout: float) -> tuple[Any, ServerEvent]:
+    """A session asked for long replies (``rt``, a RealtimeClient), its
+    microphone started and ``pcm`` said into it: the microphone and the
+    answer's first audio delta."""
+    await rt.update_session(events.session_config(
+        input_rate=rate, output_rate=rate, instructions=LONG_REPLY_INSTRUCTIONS))
+    mic = rt.start_microphone(rate)
+    mic.play(pcm)
+    return mic, await rt.wait_for("response.output_audio.delta", timeout=timeout)
 
 
 def clip(name: str, rate: int) -> tuple[bytes, VoicedSpan, str]:

@@ -17,7 +17,7 @@ import pytest
 
 from clients import events
 from clients.realtime import RealtimeClient
-from tests.e2e.talk import (LONG_REPLY_INSTRUCTIONS, OPTIONAL_TIMING_KEYS, TIMING_KEYS, clip, service_status, status_of,
+from tests.e2e.talk import (OPTIONAL_TIMING_KEYS, TIMING_KEYS, clip, service_status, start_long_answer, status_of,
                             timings, turn_story, wer)
 
 pytestmark = pytest.mark.slow
@@ -94,11 +94,7 @@ async def _barge_in_once(stack) -> bool:
     llm0, tts0 = await service_status(llm_addr, "llm"), await service_status(tts_addr, "tts")
 
     async with RealtimeClient(stack.ws_url) as rt:
-        await rt.update_session(events.session_config(
-            input_rate=RATE, output_rate=RATE, instructions=LONG_REPLY_INSTRUCTIONS))
-        mic = rt.start_microphone(RATE)
-        mic.play(a_pcm)
-        first = await rt.wait_for("response.output_audio.delta", timeout=TURN_TIMEOUT)
+        mic, first = await start_long_answer(rt, a_pcm, RATE, TURN_TIMEOUT)
         r1, item1 = first.get("response_id"), first.get("item_id")
         # The user hears the first second of the answer: this client sends
         # digital silence meanwhile and declares no microphone type, so the

@@ -16,12 +16,11 @@ import asyncio
 
 import pytest
 
-from clients import events
 from clients.clips import Clip
 from clients.echo import Room
 from clients.echo_talk import barge_in, listen_through
 from clients.realtime import RealtimeClient
-from tests.e2e.talk import LONG_REPLY_INSTRUCTIONS, clip, status_of, turn_story, wer
+from tests.e2e.talk import clip, start_long_answer, status_of, turn_story, wer
 
 pytestmark = pytest.mark.slow
 RATE = 24000
@@ -72,11 +71,7 @@ async def test_a_voice_half_a_second_into_the_first_answer_is_heard_whole(stack)
     a_pcm, _, _ = clip("0890", RATE)
     b_pcm, b_span, b_ref = clip("0880", RATE)
     async with RealtimeClient(stack.ws_url) as rt:
-        await rt.update_session(events.session_config(
-            input_rate=RATE, output_rate=RATE, instructions=LONG_REPLY_INSTRUCTIONS))
-        mic = rt.start_microphone(RATE)
-        mic.play(a_pcm)
-        first = await rt.wait_for("response.output_audio.delta", timeout=TURN_TIMEOUT)
+        mic, first = await start_long_answer(rt, a_pcm, RATE, TURN_TIMEOUT)
         r1 = first.get("response_id")
         await asyncio.sleep(0.5)
         mark = rt.mark()
