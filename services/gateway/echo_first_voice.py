@@ -15,8 +15,9 @@ has covered every delay up to 350 ms.
 The evidence used here is weaker and enough for one decision: while the
 answer played, the microphone was quiet (under the played voice's median
 level - 40 dB, or a quiet room's noise) in some frames. The echo, at -30 dB
-or louder and a delay ``d``, of a played frame at most 10 dB under that
-median would have made the frame ``d`` later loud; so each delay at which
+or louder (with 4 dB to spare for a reverberant echo's spread from frame to
+frame) and a delay ``d``, of a played frame at most 6 dB under that median
+would have made the frame ``d`` later loud; so each delay at which
 ``COVER`` such played frames were followed by a quiet mic frame is ruled out
 for such an echo, whatever came between (the noise in a clip's lead-in, a
 breath). Once every
