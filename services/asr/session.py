@@ -21,7 +21,9 @@ pass runs at a time per stream: a flush that has not started when a newer
 one (or the end of its utterance) comes is skipped. An end of utterance
 with ``use_provisional`` takes the latest flush's result as its final,
 waiting for the pass if it still runs, instead of transcribing everything
-again; without a usable flush it is a plain final."""
+again; without a usable flush it is a plain final, which goes straight to
+the full 30 s window when the flush's trimmed decode looped (it would loop
+again on the same speech: engine.py)."""
 from __future__ import annotations
 
 import asyncio
@@ -69,6 +71,7 @@ class _Flush:
     samples: int
     result: asyncio.Future            # Transcript, or None when skipped or failed
     adopted: bool = False             # an end of utterance took it as its final
+    unreliable: bool = False          # its trimmed decode looped: the final goes to the full window
 
 
 def _running(task: asyncio.Task | None) -> bool:
@@ -288,12 +291,16 @@ class RecognitionSession:
         cfg = self.config
         assert cfg is not None
         tr: Transcript | None = None
+        trim = True
         if adopt is not None:
             tr = await adopt.result          # None: skipped or failed, so transcribe here
             if tr is not None:
                 audio = audio[:adopt.samples]
+            # Its speech ended where the flush's did (use_provisional): the
+            # trimmed decode would loop again, so straight to the full window.
+            trim = not adopt.unreliable
         if tr is None and audio.size:
-            tr = await self._pass(audio)
+            tr = await self._pass(audio, trim=trim)
         elif tr is None:
             tr = Transcript(text="")  # force_eou with nothing sent: an empty final, no model call
         if previous is not None:
@@ -307,7 +314,7 @@ class RecognitionSession:
             processing_ms=tr.model_seconds * 1000))
         self._maybe_interim()   # interims of the next utterance were held back for us
 
-    async def _pass(self, audio: np.ndarray, redo: bool = True) -> Transcript:
+    async def _pass(self, audio: np.ndarray, redo: bool = True, trim: bool = True) -> Transcript:
         cfg = self.config
         assert cfg is not None
         loop = asyncio.get_running_loop()
@@ -316,12 +323,13 @@ class RecognitionSession:
             # priority, and interims are not held back for it.
             return await loop.run_in_executor(
                 self.engine.final_pool, lambda: self.engine.transcribe_final(
-                    audio, cfg.language, cfg.beam_size, self._cancel, cfg.words, redo, background=True))
+                    audio, cfg.language, cfg.beam_size, self._cancel, cfg.words, redo, background=True,
+                    trim=trim))
         self.interims.final_started()   # no stream's interim starts while this runs
         try:
             return await loop.run_in_executor(
-                self.engine.final_pool, self.engine.transcribe_final, audio, cfg.language,
-                cfg.beam_size, self._cancel, cfg.words, redo)
+                self.engine.final_pool, lambda: self.engine.transcribe_final(
+                    audio, cfg.language, cfg.beam_size, self._cancel, cfg.words, redo, trim=trim))
         finally:
             self.interims.final_finished()
 
@@ -350,6 +358,7 @@ class RecognitionSession:
                     # streams' finals. No text: a final adopting it transcribes anew.
                     tr = await self._pass(audio, redo=False)
                 except Unreliable:
+                    fl.unreliable = True
                     self.observer.flush_unreliable()
         finally:
             if not fl.result.done():

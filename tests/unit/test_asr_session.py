@@ -52,6 +52,7 @@ class FakeEngine:
         self.final_sizes: list[int] = []
         self.final_words: list[bool] = []
         self.final_redo: list[bool] = []
+        self.final_trim: list[bool] = []   # False: asked straight for the full window
         self.unreliable_finals: set[int] = set()   # indexes of final passes whose trimmed decode is unreliable
         self.cancelled = threading.Event()
         self.fail_final = False
@@ -83,13 +84,15 @@ class FakeEngine:
                 out.append(exc)
         return out
 
-    def transcribe_final(self, audio, language, beam_size, cancel, words=True, redo=True) -> Transcript:
+    def transcribe_final(self, audio, language, beam_size, cancel, words=True, redo=True,
+                         background=False, trim=True) -> Transcript:
         with self.lock:
             n = len(self.final_sizes)
             self.final_sizes.append(audio.size)
             self.final_words.append(words)
             self.final_redo.append(redo)
-        if n in self.unreliable_finals:   # the real engine: redone on the full window, or raised
+            self.final_trim.append(trim)
+        if trim and n in self.unreliable_finals:   # the real engine: redone on the full window, or raised
             if not redo:
                 raise Unreliable()
             self.final_sizes.append(audio.size)
@@ -348,8 +351,9 @@ async def test_flush_sends_a_provisional_result_and_keeps_the_utterance_open() -
 async def test_an_unreliable_flush_is_not_redone_and_its_final_transcribes_anew() -> None:
     """Invariant: a flush pass (a barge-in's confirmation, a provisional final)
     is never redone on the full 30 s window; an unreliable one sends no text,
-    is counted, and a final that would adopt it transcribes the audio itself
-    (with the redo a final is allowed)."""
+    is counted, and a final that would adopt it transcribes the audio itself,
+    straight on the full window (its trimmed decode of the same speech would
+    loop again: 2026-12-07, ~1 s of each such turn)."""
     class Counting:
         unreliable = 0
         def audio(self, seconds): pass
@@ -367,6 +371,21 @@ async def test_an_unreliable_flush_is_not_redone_and_its_final_transcribes_anew(
     assert results[0].audio_processed_ms == 1000
     assert eng.final_redo == [False, True] and obs.unreliable == 1
     assert eng.final_sizes == [RATE, RATE]   # one trimmed flush pass, one final pass, no redo
+    assert eng.final_trim == [True, False]   # the final did not try the trimmed window again
+
+
+async def test_a_final_after_an_unreliable_flush_it_does_not_adopt_tries_the_trimmed_window() -> None:
+    """Only a final adopting the flush (same speech end) skips the trimmed
+    pass: a plain end of utterance has more speech than the flush heard."""
+    eng = FakeEngine()
+    eng.unreliable_finals = {0}
+    s = Stream(eng)
+    s.send(NO_INTERIMS, Audio(pcm(1000)), Flush())
+    await s.settle(eng)
+    s.send(Audio(pcm(500)), EndOfUtterance())
+    results = await s.close()
+    assert [r.is_final for r in results] == [True] and results[0].audio_processed_ms == 1500
+    assert eng.final_trim == [True, True]
 
 
 async def test_end_of_utterance_with_use_provisional_adopts_the_running_flush() -> None:

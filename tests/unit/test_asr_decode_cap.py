@@ -1,0 +1,81 @@
+"""A trimmed decode that loops is cut at its token cap, flagged, and the
+final is the full window's text (real Whisper base, no gRPC).
+
+The audio is what the gateway sends after a pause inside a sentence: the
+rest of clip 0880 ("not an ill-disposed young man") from the word after
+"He was", behind 256 ms of the pause's silence. On the trimmed window
+Whisper reads it and then reads it again until it is stopped ("Not an
+ill-disposed young man. Not an ill-disposed young man. ..."), as it does for
+7 % of the segments of bench_turn_model's pause clips (docs/benchmarks.md).
+Before 2026-12-07 such a final decoded 112 tokens (~0.9 s) before its redo,
+and an interim's cap, half of what it meant (``max_length``), could cut the
+loop early enough to pass for text."""
+from __future__ import annotations
+
+import threading
+
+import numpy as np
+import pytest
+
+from common.audio import pcm16_to_float, read_wav
+from services.asr import models
+from services.asr.engine import EngineOptions, Unreliable, WhisperEngine
+from services.asr.windows import max_length, token_cap
+from tests.procs import clips
+
+CUT_MS, END_MS, PAUSE_MS = 540, 2984, 256   # the cut after "He was" (bench_turn_model), the speech end
+
+
+@pytest.fixture(scope="module")
+def engine() -> WhisperEngine:
+    e = WhisperEngine(str(models.resolve("base")), EngineOptions(threads=2, num_workers=2, interim_nice=0))
+    yield e
+    e.close()
+
+
+@pytest.fixture(scope="module")
+def after_pause() -> np.ndarray:
+    wav = next(w for w, _ in clips() if w.stem.endswith("0880"))
+    pcm, rate = read_wav(wav)
+    assert rate == 16000
+    audio = pcm16_to_float(pcm)[CUT_MS * 16:END_MS * 16]
+    return np.concatenate([np.zeros(PAUSE_MS * 16, np.float32), audio])
+
+
+def _generate(engine: WhisperEngine, audio: np.ndarray, prompt: list[int], new_tokens: int) -> list[int]:
+    m = engine.model
+    encoded, _ = engine._encode_trimmed(audio, engine.options.final_pad_s, m)
+    r = m.model.generate(encoded, [prompt], beam_size=1,
+                         max_length=max_length(len(prompt), new_tokens, m.max_length))[0]
+    return r.sequences_ids[0]
+
+
+@pytest.mark.parametrize("new_tokens", [3, 12, 30])
+def test_max_length_lets_the_decoder_take_the_tokens_asked_for(engine, after_pause, new_tokens) -> None:
+    """Pins CTranslate2's reading of ``max_length`` (a loop never stops by
+    itself, so the decode runs to the limit): exactly ``new_tokens`` tokens,
+    with the plain prompt and with a longer one (previous text)."""
+    tok = engine._tokenizer("en")
+    plain = list(tok.sot_sequence) + [tok.no_timestamps]
+    longer = [tok.sot_prev] + tok.encode(" He was") + plain
+    for prompt in (plain, longer):
+        assert len(_generate(engine, after_pause, prompt, new_tokens)) == new_tokens
+
+
+def test_a_looping_final_stops_at_its_cap_and_is_redone_on_the_full_window(engine, after_pause) -> None:
+    never = threading.Event()
+    cap = token_cap(after_pause.size / 16000)
+    with pytest.raises(Unreliable) as looped:
+        engine.transcribe_final(after_pause, "en", 1, never, redo=False)
+    # cut at the cap: the text is a couple of readings, not 112 tokens' worth
+    assert 1 < str(looped.value).lower().count("young man") <= 3
+    assert len(engine._tokenizer("en").encode(" " + str(looped.value))) <= cap + 1
+    final = engine.transcribe_final(after_pause, "en", 1, never, words=False)
+    assert "young man" in final.text.lower() and final.text.lower().count("young man") == 1
+    straight = engine.transcribe_final(after_pause, "en", 1, never, words=False, trim=False)
+    assert straight.text == final.text   # trim=False is the redo, without the trimmed attempt
+
+
+def test_a_looping_interim_is_skipped_not_shown_cut(engine, after_pause) -> None:
+    with pytest.raises(Unreliable):
+        engine.transcribe_interim(after_pause, "en", threading.Event())
