@@ -169,9 +169,10 @@ class LlmEngine:
         for is evaluating its prompt (on the other instance, both slowed on
         two cores; measured: a 420-token prefill whose passages the answer did
         not get took 2.3 s and the answer's first token 1.4 s), unless that
-        answer waits for this very instance (its own prefill). Read from the
-        worker thread: plain reads."""
-        return self._evaluating > 0 and not self.pool.awaited(inst)
+        answer waits for this very instance (its own prefill) and wants more
+        than a piece of what the prefill has still to evaluate (pool.awaited).
+        Read from the worker thread: plain reads."""
+        return self._evaluating > 0 and not self.pool.awaited(inst, margin=PREFILL_PIECE)
 
     async def generate(self, req: GenerateRequest) -> AsyncIterator[Event]:
         if req.prefill:
