@@ -295,7 +295,8 @@ class WhisperEngine:
         prompts = [list(tok.sot_sequence) + [tok.no_timestamps] for tok in toks]
         # Greedy decoding on a short window can loop ("Mr. Chair and Mr. Chair ..."): cap
         # the tokens at what fast speech could need, and drop repetitive text below.
-        caps = [min(model.max_length // 2, token_cap(audio.size / SAMPLE_RATE)) for audio, _, _ in pieces]
+        caps = [min(model.max_length // 2, token_cap(audio.size / SAMPLE_RATE, language))
+                for audio, language, _ in pieces]
         results = model.model.generate(
             encoded, prompts, beam_size=1,
             max_length=max(max_length(len(p), c, model.max_length) for p, c in zip(prompts, caps)),
@@ -344,7 +345,7 @@ class WhisperEngine:
         prompt = list(tok.sot_sequence) + [tok.no_timestamps]
         # A loop runs to the cap: capped at what the audio could hold, it costs
         # ~0.15 s instead of ~0.9 s of decoding (224 tokens) before the redo.
-        cap = min(model.max_length // 2, token_cap(audio.size / SAMPLE_RATE))
+        cap = min(model.max_length // 2, token_cap(audio.size / SAMPLE_RATE, language))
         result = model.model.generate(
             encoded, [prompt], beam_size=beam_size, patience=1.0, length_penalty=1.0,
             max_length=max_length(len(prompt), cap, model.max_length), return_scores=True,

@@ -71,7 +71,7 @@ class _Flush:
     samples: int
     result: asyncio.Future            # Transcript, or None when skipped or failed
     adopted: bool = False             # an end of utterance took it as its final
-    unreliable: bool = False          # its trimmed decode looped: the final goes to the full window
+    unreliable: bool = False          # its trimmed decode looped (or scored too low): the final goes to the full window
 
 
 def _running(task: asyncio.Task | None) -> bool:
@@ -296,8 +296,7 @@ class RecognitionSession:
             tr = await adopt.result          # None: skipped or failed, so transcribe here
             if tr is not None:
                 audio = audio[:adopt.samples]
-            # Its speech ended where the flush's did (use_provisional): the
-            # trimmed decode would loop again, so straight to the full window.
+            # Nothing voiced since the flush: a trimmed decode would fail as its did.
             trim = not adopt.unreliable
         if tr is None and audio.size:
             tr = await self._pass(audio, trim=trim)

@@ -10,13 +10,20 @@ SAMPLE_RATE = 16000
 FRAMES_PER_SECOND = 100      # Whisper's mel hop is 10 ms
 WINDOW_FRAMES = 3000         # 30 s, the encoder's full window
 HOP = SAMPLE_RATE // FRAMES_PER_SECOND
-MAX_TOKENS_PER_SECOND = 7    # fast speech is ~4 words/s, ~1.3 tokens per word
+# Tokens a second of fast speech can need: English ~4 words/s, ~1.3 tokens a
+# word. Other languages take more of Whisper's tokens for the same speech (one
+# ~4 s sentence: en and de 18 tokens, ru 28, ja 27, hi 80), so they get a rate
+# that covers the costliest script seen; their loops are cut later.
+MAX_TOKENS_PER_SECOND = 7
+MAX_TOKENS_PER_SECOND_OTHER = 25
 
 
-def token_cap(seconds: float) -> int:
-    """New tokens a decode of ``seconds`` of audio may take: what fast speech
-    could need, plus slack. A trimmed decode that reaches it has looped."""
-    return int(MAX_TOKENS_PER_SECOND * seconds) + 8
+def token_cap(seconds: float, language: str | None = "en") -> int:
+    """New tokens a decode of ``seconds`` of audio in ``language`` may take:
+    what fast speech could need, plus slack. A trimmed decode that reaches it
+    has looped."""
+    rate = MAX_TOKENS_PER_SECOND if language == "en" else MAX_TOKENS_PER_SECOND_OTHER
+    return int(rate * seconds) + 8
 
 
 def max_length(prompt_tokens: int, new_tokens: int, model_max: int) -> int:

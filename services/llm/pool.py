@@ -20,7 +20,7 @@ import collections
 from typing import Callable, Generic, Optional, Sequence, TypeVar
 
 from services.llm import reuse
-from services.llm.reuse import common_prefix  # (also re-exported)
+from services.llm.reuse import common_prefix  # noqa: F401  (re-exported)
 from services.llm.schema import Busy, Priority
 
 T = TypeVar("T")
@@ -210,22 +210,28 @@ class InstancePool(Generic[T]):
 
     def awaited(self, inst: T, margin: int = 0) -> bool:
         """Whether a request waits for ``inst`` itself (its cache) and, while
-        ``inst`` evaluates a promised prompt (a prefill), still wants more than
-        ``margin`` tokens of it beyond what the cache holds now. A prefill
-        whose passages the answer did not get (its retrieval on the final
-        text found none) shares only the history with that answer, which the
-        cache held before the prefill began: going on cannot serve the answer,
-        only delay it (seen at 4 users: 239 passage tokens in 1.4 s, the
-        answer's first token 994 ms). Safe to call from a worker thread: a
-        dict or deque changed meanwhile reads as yes."""
+        ``inst`` evaluates a promised prompt (a prefill), would reuse more
+        than ``margin`` tokens of its own prompt once that is done than the
+        cache gives it now. A prefill whose passages the answer did not get
+        (its retrieval on the final text found none) shares only the history
+        with that answer, which the cache held before the prefill began:
+        going on cannot serve the answer, only delay it (seen at 4 users: 239
+        passage tokens in 1.4 s, the answer's first token 994 ms). On the
+        faster weights (fast_prompt.py) the cache shows its progress only
+        when a run ends: the prefill then goes on a little longer than it
+        would need to. Safe to call from a worker thread: a dict or deque
+        changed meanwhile reads as yes."""
         try:
             promised = self._promised.get(id(inst))
-            covered = len(_cached(inst))
+            shift = bool(getattr(inst, "can_shift", False))
             for fut in self._wanted.get(id(inst)) or ():
                 if fut.done():
                     continue
                 want = self._wanting.get(id(fut))
-                if promised is None or want is None or common_prefix(promised, want) - covered > margin:
+                if promised is None or want is None:
+                    return True
+                if (reuse.plan(promised, want, shift=shift).tokens
+                        - reuse.plan(_cached(inst), want, shift=shift).tokens > margin):
                     return True
             return False
         except RuntimeError:

@@ -62,18 +62,27 @@ def test_max_length_lets_the_decoder_take_the_tokens_asked_for(engine, after_pau
         assert len(_generate(engine, after_pause, prompt, new_tokens)) == new_tokens
 
 
-def test_a_looping_final_stops_at_its_cap_and_is_redone_on_the_full_window(engine, after_pause) -> None:
+@pytest.mark.parametrize("beam", [1, 5])
+def test_a_looping_final_stops_at_its_cap_and_is_redone_on_the_full_window(engine, after_pause, beam) -> None:
+    """Beam 1 is what voice turns ask for, 5 the service's default."""
     never = threading.Event()
-    cap = token_cap(after_pause.size / 16000)
+    cap = token_cap(after_pause.size / 16000, "en")
     with pytest.raises(Unreliable) as looped:
-        engine.transcribe_final(after_pause, "en", 1, never, redo=False)
-    # cut at the cap: the text is a couple of readings, not 112 tokens' worth
+        engine.transcribe_final(after_pause, "en", beam, never, redo=False)
+    # at most the cap: a couple of readings, not 112 tokens' worth
     assert 1 < str(looped.value).lower().count("young man") <= 3
     assert len(engine._tokenizer("en").encode(" " + str(looped.value))) <= cap + 1
-    final = engine.transcribe_final(after_pause, "en", 1, never, words=False)
+    final = engine.transcribe_final(after_pause, "en", beam, never, words=False)
     assert "young man" in final.text.lower() and final.text.lower().count("young man") == 1
-    straight = engine.transcribe_final(after_pause, "en", 1, never, words=False, trim=False)
+    straight = engine.transcribe_final(after_pause, "en", beam, never, words=False, trim=False)
     assert straight.text == final.text   # trim=False is the redo, without the trimmed attempt
+
+
+def test_languages_that_take_more_tokens_get_a_higher_cap() -> None:
+    """One ~4 s sentence took 18 tokens in English and 80 in Hindi: a cap
+    made for English would send every such final to the full window."""
+    assert token_cap(4.0, "en") == 36
+    assert token_cap(4.0, "hi") > 80 and token_cap(4.0, None) == token_cap(4.0, "hi")
 
 
 def test_a_looping_interim_is_skipped_not_shown_cut(engine, after_pause) -> None:

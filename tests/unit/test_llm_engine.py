@@ -437,7 +437,7 @@ async def test_a_prefill_stops_for_its_own_answer_when_the_answer_shares_only_wh
     from services.llm.engine import PREFILL_PIECE
 
     history = (ChatMessage("user", " ".join(["earlier"] * 300)), ChatMessage("assistant", "fine"))
-    passages = (ChatMessage("user", "notes: " + " ".join(["passage"] * 600) + " what now"),)
+    passages = (ChatMessage("user", "notes: " + " ".join(["passage"] * 1200) + " what now"),)
     a = ProgressInstance()
     eng, _ = make([a, ScriptedInstance(["x"])], affinity_wait_s=0.5)
     with_passages = GenerateRequest(messages=history + passages, prefill=True)
