@@ -71,7 +71,7 @@ class _Flush:
     samples: int
     result: asyncio.Future            # Transcript, or None when skipped or failed
     adopted: bool = False             # an end of utterance took it as its final
-    unreliable: bool = False          # its trimmed decode looped (or scored too low): the final goes to the full window
+    unreliable: bool = False          # its trimmed decode failed: the final adopting it uses the full window
 
 
 def _running(task: asyncio.Task | None) -> bool:
