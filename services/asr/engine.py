@@ -235,12 +235,11 @@ class WhisperEngine:
                 if not redo:
                     raise
                 log.info("trimmed final pass unreliable: redoing it on the full 30 s window")
-                # At temperature 0 only: the random fallback faster-whisper
-                # adds when that pass fails its thresholds (short phrases
-                # often do) gave a different text on each run, once a loop.
-                return self._transcribe(audio, language, beam_size=beam_size, words=words,
-                                        cancel=cancel, temperature=0.0, model=model)
+                trim = False
         if not trim:
+            # A redo, here or asked for: at temperature 0 only. The random fallback
+            # faster-whisper adds when that pass fails its thresholds (short phrases
+            # often do) gave a different text on each run, once a loop.
             return self._transcribe(audio, language, beam_size=beam_size, words=words, cancel=cancel,
                                     temperature=0.0, model=model)
         return self._transcribe(audio, language, beam_size=beam_size, words=words, cancel=cancel, model=model)
