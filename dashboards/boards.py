@@ -132,6 +132,11 @@ def gateway_board() -> dict[str, Any]:
             t(rate("voice_gateway_barge_ins_total"), "barge-ins"),
             t(rare_rate("voice_gateway_false_interruptions_total"), "false interruptions"),
         ]),
+        Panel("Answer audio underruns", [
+            t(rare_rate("voice_gateway_audio_underrun_seconds_count"), "underruns"),
+            t(rare_rate("voice_gateway_audio_underrun_seconds_sum"), "silence (s per s)"),
+        ], description="silences inside answers: the next audio came after the listener had played "
+                       "all it was sent (synthesis behind real time)"),
         Panel("Barge-in reaction", quantiles("voice_gateway_barge_in_reaction_seconds"), unit="s",
               description="speech onset to the reply's audio cleared (paused)"),
         Panel("Barge-in confirmation", quantiles("voice_gateway_barge_in_confirm_seconds"), unit="s",

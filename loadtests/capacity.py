@@ -89,6 +89,18 @@ def server_breakdown(samples: list[slo_gate.Sample]) -> dict[str, tuple[float, f
     return {k: (slo_gate.percentile(v, 50), slo_gate.percentile(v, 95)) for k, v in by.items()}
 
 
+UNDERRUN = "voice_gateway_audio_underrun_seconds"
+
+
+def underruns(before: probes.Series, after: probes.Series) -> tuple[float, float] | None:
+    """Answers' audio underruns during the step, (count, seconds of silence),
+    from the gateway's histogram; None when it could not be read."""
+    if not before or not after:
+        return None
+    return tuple(probes.total(after, f"{UNDERRUN}_{k}") - probes.total(before, f"{UNDERRUN}_{k}")
+                 for k in ("count", "sum"))   # type: ignore[return-value]
+
+
 def rebuilds(before: probes.Series, after: probes.Series) -> list[str]:
     """What the RAG's index builds during a step say (its metrics, scraped
     before and after): a rebuild (a document changed) embeds on the host's
@@ -133,7 +145,7 @@ def run_step(base: str, users: int, a: argparse.Namespace, readers, addrs: dict[
     return StepResult(users, wall, verdict.ok, verdict.figures, verdict.lines, use.cpu_s(),
                       dict(use.peak_rss), stage_means(before, after),
                       (child1.ru_utime + child1.ru_stime) - (child0.ru_utime + child0.ru_stime),
-                      server_breakdown(samples), rebuilds(rag_before, rag_after))
+                      server_breakdown(samples), rebuilds(rag_before, rag_after), underruns(before, after))
 
 
 def machine(cores: int) -> str:
@@ -166,6 +178,8 @@ def main(argv: list[str] | None = None) -> int:
                   f"{f['failed_turns']:.0f}/{f['turns']:.0f} failed: SLO {'met' if step.ok else 'broken'}")
             print("\n".join("    " + ln for ln in step.gate_lines), flush=True)
             print("".join(f"    WARNING: {n}\n" for n in step.notes), end="", flush=True)
+            if step.underruns is not None:
+                print(f"    answer audio underruns: {step.underruns[0]:.0f} ({step.underruns[1]:.2f} s of silence)")
             print("    server p50/p95 ms: " + ", ".join(f"{k} {v[0]:.0f}/{v[1]:.0f}"
                                                        for k, v in sorted(step.server_ms.items())), flush=True)
             if not step.ok and not a.keep_going:

@@ -26,6 +26,8 @@ class StepResult:
     # the server's per-turn breakdown (response.done timings): stage -> (p50, p95) ms
     server_ms: dict[str, tuple[float, float]] = dataclasses.field(default_factory=dict)
     notes: list[str] = dataclasses.field(default_factory=list)   # what disturbed the step (capacity.rebuilds)
+    # answers' audio underruns during the step (gateway metric deltas): (count, seconds of silence)
+    underruns: tuple[float, float] | None = None
 
     @property
     def answered(self) -> float:
@@ -100,17 +102,19 @@ def render(steps: list[StepResult], meta: Meta) -> str:
             f"![voice-to-voice and failed turns against users]({meta.plot})", "",
             "## Steps", "",
             "| users | s | turns | v2v p50 | v2v p95 | transcript p95 | barge-in p95 | failed turns "
-            "| refused connects | SLO |",
-            "|---|---|---|---|---|---|---|---|---|---|"]
+            "| refused connects | answer underruns (s) | SLO |",
+            "|---|---|---|---|---|---|---|---|---|---|---|"]
     for s in steps:
         f = s.figures
         codes = [ln.split(")", 1)[1].strip() for ln in s.gate_lines if "failed turns" in ln and ")" in ln]
         failed = f"{f['failed_turns']:.0f}" + (f" ({codes[0]})" if codes and codes[0] else "")
         out.append(f"| {s.users} | {s.seconds:.0f} | {f['turns']:.0f} | {_ms(f['v2v_p50_ms'])} | "
                    f"{_ms(f['v2v_p95_ms'])} | {_ms(f['transcript_p95_ms'])} | {_ms(f['barge_in_p95_ms'])} | "
-                   f"{failed} | {f.get('refused_connects', 0):.0f} | {'met' if s.ok else 'broken'} |")
+                   f"{failed} | {f.get('refused_connects', 0):.0f} | {_underruns(s)} | "
+                   f"{'met' if s.ok else 'broken'} |")
     out += ["", "Latencies in ms, from the unrounded samples; v2v = last voiced sample of the "
-            "question → first audio delta.", ""]
+            "question → first audio delta. Answer underruns: silences inside answers whose next "
+            "audio came late (the gateway's `voice_gateway_audio_underrun_seconds`), count (total s).", ""]
     out += [f"- **{s.users} user(s): {n}**" for s in steps for n in s.notes] + ([""] if any(s.notes for s in steps)
                                                                               else [])
     out += _costs(steps, ref, comps, meta)
@@ -118,6 +122,10 @@ def render(steps: list[StepResult], meta: Meta) -> str:
     out += _saturation(steps, comps)
     out += _math(ref, cap, meta)
     return "\n".join(out) + "\n"
+
+
+def _underruns(s: StepResult) -> str:
+    return "–" if s.underruns is None else f"{s.underruns[0]:.0f} ({s.underruns[1]:.1f})"
 
 
 BREAKDOWN = ("speech_end", "endpoint", "asr_final", "transcript", "llm_first_token", "first_clause",

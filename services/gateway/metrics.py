@@ -21,6 +21,10 @@ VOICE_TO_VOICE = histogram("voice_gateway_voice_to_voice_seconds",
                            "last voiced sample -> first audio delta sent")
 STAGE = histogram("voice_gateway_stage_seconds", "per-stage latency of a turn", ("stage",),
                   buckets=VOICE_BUCKETS)
+AUDIO_UNDERRUN = histogram("voice_gateway_audio_underrun_seconds",
+                           "silences inside an answer: its next audio came after the listener had "
+                           "played all it was sent (the count is the number of underruns)",
+                           buckets=(0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0))
 BARGE_INS = counter("voice_gateway_barge_ins_total", "responses interrupted by user speech")
 FALSE_INTERRUPTIONS = counter("voice_gateway_false_interruptions_total",
                               "pauses that resumed (cough, backchannel, an echo onset no speech followed)")

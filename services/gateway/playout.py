@@ -41,6 +41,9 @@ class Playout:
         # [clock time playing began, position then (ms), clock time it stopped]:
         # the recent stretches of playing, newest last, for position_at().
         self.spans: collections.deque[list[float]] = collections.deque(maxlen=SPANS_KEPT)
+        # Silences (s) the listener heard inside the answer because its audio
+        # came too late (an underrun), not yet reported; the sender drains it.
+        self.gaps: list[float] = []
 
     @property
     def sent_ms(self) -> float:
@@ -103,6 +106,7 @@ class Playout:
         elapsed = (now - self.play_origin) * 1000.0
         if elapsed > self.sent_ms:
             ran_dry = self.play_origin + self.sent_ms / 1000.0
+            self.gaps.append(now - ran_dry)
             if self.spans:
                 self.spans[-1][2] = min(self.spans[-1][2], ran_dry)
             self.play_origin = now - self.sent_ms / 1000.0

@@ -15,7 +15,7 @@ from typing import Any, Callable
 
 from common.audio import StreamResampler
 from common.clock import Clock
-from services.gateway import events
+from services.gateway import events, metrics
 from services.gateway.backends.types import Priority
 from services.gateway.playout import Playout
 from services.gateway.session import Clause, Item
@@ -86,6 +86,8 @@ class AudioOut:
                 continue
             now = self.clock.now()
             wait_s = out.lead_wait_s(now, self.lead_ms)
+            while out.gaps:
+                metrics.AUDIO_UNDERRUN.labels(**metrics.base()).observe(out.gaps.pop())
             if wait_s is not None:
                 await self.clock.sleep(wait_s)
                 continue

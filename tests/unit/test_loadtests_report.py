@@ -28,7 +28,8 @@ def step(users: int, ok: bool, p95: float, turns: int = 20, failed: int = 0) -> 
     cpu = {"asr": 0.25 * answered, "llm": 0.5 * answered, "gateway": 0.05 * answered}
     rss = {"asr": 600 * MiB, "llm": 900 * MiB + users * 10 * MiB, "gateway": 100 * MiB}
     stages = {"asr_final": 200.0 * users, "llm_first_token": 300.0 + 10 * users}
-    return StepResult(users, 100.0, ok, figures, lines, cpu, rss, stages, loadgen_cpu_s=5.0)
+    return StepResult(users, 100.0, ok, figures, lines, cpu, rss, stages, loadgen_cpu_s=5.0,
+                      underruns=(users - 1.0, 0.1 * (users - 1)))
 
 
 STEPS = [step(1, True, 900, turns=10), step(2, True, 1100), step(3, False, 1500, turns=30, failed=2)]
@@ -45,7 +46,7 @@ def test_capacity_is_the_last_step_met_without_a_broken_one_below():
 def test_report_holds_the_measured_figures():
     md = render(STEPS, META)
     assert "**Conversations per host at SLO: 2**" in md
-    assert "| 3 | 100 | 30 | 750 | 1500 | 300 | 150 | 2 (timeout) | 0 | broken |" in md
+    assert "| 3 | 100 | 30 | 750 | 1500 | 300 | 150 | 2 (timeout) | 0 | 2 (0.2) | broken |" in md
     # per turn at the capacity step (2 users, 20 answered turns): 0.8 CPU s; 0.1 turns/s/conversation
     assert "| asr | 0.250 |" in md and "| llm | 0.500 |" in md and "**0.800**" in md
     assert "= **0.080 cores**" in md
