@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import logging
 from typing import Any, Callable
 
 from common.audio import StreamResampler
@@ -20,6 +21,8 @@ from services.gateway.backends.types import Priority
 from services.gateway.playout import Playout
 from services.gateway.session import Clause, Item
 from services.gateway.timings import TurnTimings
+
+log = logging.getLogger(__name__)
 
 
 class AudioOut:
@@ -35,6 +38,9 @@ class AudioOut:
         self.announced = 0                    # clauses whose transcript delta went out
         self.partial: Clause | None = None    # the clause whose audio is still being made
         self._wake = asyncio.Event()
+        self._clause_wait_since: float | None = None   # waiting for the next clause's text since
+        self._clause_at = 0.0                          # the current clause's synthesis was asked for then
+        self._clause_priority = Priority.URGENT
 
     def wake(self) -> None:
         self._wake.set()
@@ -45,7 +51,7 @@ class AudioOut:
 
     async def speak(self, q: asyncio.Queue, tts_voice: str) -> None:
         """Synthesise the clauses from ``q`` (None ends them) onto the timeline."""
-        while (clause := await q.get()) is not None:
+        while (clause := await self._next_clause(q)) is not None:
             start = self.playout.total_ms
             c = Clause(clause, start, start)
             clauses = self._item().clauses
@@ -55,6 +61,7 @@ class AudioOut:
             rs: StreamResampler | None = None
             self.partial = c
             priority: Priority = self.playout.clause_priority(len(clauses) - 1)
+            self._clause_at, self._clause_priority = self.clock.now(), priority
             async for piece in self.backends.tts.synthesize(clause, tts_voice, self.speed, priority):
                 if self.timings.tts_first_audio is None:
                     self.timings.tts_first_audio = self.clock.now()
@@ -65,6 +72,25 @@ class AudioOut:
             self.partial = None
         self.gen_done = True
         self._wake.set()
+
+    async def _next_clause(self, q: asyncio.Queue) -> str | None:
+        self._clause_wait_since = self.clock.now()
+        try:
+            return await q.get()
+        finally:
+            self._clause_wait_since = None
+
+    def _underrun(self, gap_s: float) -> None:
+        """Count a silence the listener heard, and say what the audio was waiting for."""
+        metrics.AUDIO_UNDERRUN.labels(**metrics.base()).observe(gap_s)
+        now, n = self.clock.now(), len(self._item().clauses)
+        if self._clause_wait_since is not None:
+            why = f"the answer's next clause (text), asked for {1000 * (now - self._clause_wait_since):.0f} ms ago"
+        else:
+            why = (f"clause {n}'s synthesis ({self._clause_priority.name.lower()}), "
+                   f"asked for {1000 * (now - self._clause_at):.0f} ms ago")
+        log.info("response %s: the listener's audio ran dry for %.0f ms, %.0f ms into the answer, waiting "
+                 "for %s", self.response_id, 1000 * gap_s, self.playout.sent_ms, why)
 
     def _append(self, pcm: bytes, clause: Clause) -> None:
         if pcm:
@@ -87,7 +113,7 @@ class AudioOut:
             now = self.clock.now()
             wait_s = out.lead_wait_s(now, self.lead_ms)
             while out.gaps:
-                metrics.AUDIO_UNDERRUN.labels(**metrics.base()).observe(out.gaps.pop())
+                self._underrun(out.gaps.pop())
             if wait_s is not None:
                 await self.clock.sleep(wait_s)
                 continue
