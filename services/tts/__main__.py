@@ -40,11 +40,7 @@ class Settings(ServiceSettings):
     background_max_wait_s: float = setting(1.0, "a background clause queued this long goes before "
                                                  "urgent ones, so it is delayed, never starved")
     urgent_workers: int = setting(1, "workers kept for urgent clauses (an answer's first audio); "
-                                     "background clauses use the others, at least one (without "
-                                     "background_nice)")
-    background_nice: int = setting(0, "nice steps below the service's CPU priority for background clauses "
-                                      "(an answer's later ones), on threads of their own; the workers then "
-                                      "take urgent clauses only (0 = off: one pool, urgent_workers kept)")
+                                     "background clauses use the others, at least one")
 
 
 async def main() -> None:
@@ -57,8 +53,7 @@ async def main() -> None:
         log.info("sized for %d cores: %d workers x %d threads per synthesis", host_cores(), workers, threads)
         voices = load_voices(s.voices_dir, threads=threads, device=s.device)
         scheduler = Scheduler(workers, s.background_max_wait_s, s.urgent_workers,
-                              on_wait=metrics.observe_wait, on_depth=metrics.set_depth,
-                              background_nice=s.background_nice)
+                              on_wait=metrics.observe_wait, on_depth=metrics.set_depth)
         engine = TtsEngine(voices, s.default_voice, max_chars=s.max_chars, chunk_ms=s.chunk_ms,
                            scheduler=scheduler)
         # Warm the voice (espeak init, onnx first run) so the first request is not the slow one.

@@ -20,16 +20,6 @@ A background piece that has waited ``max_background_wait_s`` goes before
 urgent ones: a steady stream of urgent work then delays an answer's later
 clauses by a bounded time instead of starving them.
 
-With ``background_nice`` (> 0) background pieces run on threads of their
-own, ``background_nice`` steps below the service's CPU priority, as the
-LLM's answer tails and the ASR's interims do: a later clause then takes
-the CPU only where an urgent pass of any service (an ASR final, an LLM's
-first tokens, a first clause) leaves it, and the operating system, not
-the clause boundary, preempts it. The ``workers`` threads at the service's
-priority then run urgent pieces only, and a background piece only once it
-is overdue (queued ``max_background_wait_s``: a piece the niced threads
-could not take because they are all inside other clauses).
-
 ``PieceQueue`` is the decision alone (no threads, no clock of its own: it is
 handed the time), so its rules are tested as plain sequences of calls.
 ``Scheduler`` wraps it with the worker threads. No gRPC, no metrics library:
@@ -45,7 +35,6 @@ import time
 from typing import Callable, Protocol
 
 from common.cores import host_cores
-from common.priority import lower_this_thread
 
 log = logging.getLogger(__name__)
 
@@ -93,31 +82,17 @@ class PieceQueue:
         t.queued_at = now
         self._queues[t.priority].append(t)
 
-    def pop(self, now: float, background_ok: bool = True, urgent_ok: bool = True,
-            overdue_only: bool = False) -> Ticket | None:
+    def pop(self, now: float, background_ok: bool = True) -> Ticket | None:
         """The next piece to run; ``background_ok`` False when no worker may take
-        background work now (the rest are kept for urgent work), ``urgent_ok``
-        False for a worker that runs background work only, ``overdue_only``
-        for one that takes background work only once it waited the limit."""
+        background work now (the rest are kept for urgent work)."""
         urgent, background = self._queues[Priority.URGENT], self._queues[Priority.BACKGROUND]
-        overdue = bool(background) and now - background[0].queued_at >= self.max_background_wait_s
-        if not background_ok or (overdue_only and not overdue):
+        if not background_ok:
             background = collections.deque()
-        if not urgent_ok:
-            urgent = collections.deque()
-        if background and (not urgent or overdue):
+        if background and (not urgent or now - background[0].queued_at >= self.max_background_wait_s):
             return background.popleft()
         if urgent:
             return urgent.popleft()
         return None
-
-    def overdue_in(self, now: float) -> float | None:
-        """Seconds until the oldest queued background piece is overdue (0 when
-        it is), or None when none is queued."""
-        background = self._queues[Priority.BACKGROUND]
-        if not background:
-            return None
-        return max(0.0, background[0].queued_at + self.max_background_wait_s - now)
 
     def remove(self, t: Ticket) -> bool:
         """Take a queued ticket out; False when it is not queued (running or done)."""
@@ -143,14 +118,8 @@ class Scheduler:
     def __init__(self, workers: int = 0, max_background_wait_s: float = 1.0, urgent_workers: int = 1,
                  clock: Callable[[], float] = time.monotonic,
                  on_wait: Callable[[Priority, float], None] | None = None,
-                 on_depth: Callable[[Priority, int], None] | None = None,
-                 background_nice: int = 0) -> None:
-        """``background_nice`` > 0: background pieces on ``workers`` threads of
-        their own at that many nice steps lower (module doc); ``urgent_workers``
-        then has no use (every thread at the service's priority is kept for
-        urgent work)."""
+                 on_depth: Callable[[Priority, int], None] | None = None) -> None:
         self.workers = workers if workers > 0 else host_cores()
-        self.background_nice = max(0, background_nice)
         self.background_limit = max(1, self.workers - max(0, urgent_workers))
         self._background_running = 0
         self._queue = PieceQueue(max_background_wait_s)
@@ -159,11 +128,8 @@ class Scheduler:
         self._on_depth = on_depth or (lambda p, n: None)
         self._cond = threading.Condition()
         self._closed = False
-        kinds = ["any"] * self.workers
-        if self.background_nice:
-            kinds = ["urgent"] * self.workers + ["background"] * self.workers
-        self._threads = [threading.Thread(target=self._worker, args=(kind,), name=f"tts-{kind}-{i}", daemon=True)
-                         for i, kind in enumerate(kinds)]
+        self._threads = [threading.Thread(target=self._worker, name=f"tts-{i}", daemon=True)
+                         for i in range(self.workers)]
         for th in self._threads:
             th.start()
 
@@ -204,29 +170,22 @@ class Scheduler:
     def _push(self, t: Ticket) -> None:
         self._queue.push(t, self._clock())
         self._on_depth(t.priority, self._queue.depth(t.priority))
-        self._cond.notify_all()    # threads of each kind wait on it: wake the one this piece is for
+        self._cond.notify()
 
-    def _next(self, kind: str) -> Ticket | None:
+    def _next(self) -> Ticket | None:
         with self._cond:
             while not self._closed:
-                if kind == "any":
-                    t = self._queue.pop(self._clock(), self._background_running < self.background_limit)
-                else:
-                    t = self._queue.pop(self._clock(), urgent_ok=kind == "urgent", overdue_only=kind == "urgent")
+                t = self._queue.pop(self._clock(), self._background_running < self.background_limit)
                 if t is not None:
                     if t.priority is Priority.BACKGROUND:
                         self._background_running += 1
                     self._on_depth(t.priority, self._queue.depth(t.priority))
                     return t
-                due = self._queue.overdue_in(self._clock()) if kind == "urgent" else None
-                # An urgent thread wakes when a queued background piece becomes overdue.
-                self._cond.wait(None if due is None else max(0.01, due))
+                self._cond.wait()
             return None
 
-    def _worker(self, kind: str) -> None:
-        if kind == "background":
-            lower_this_thread(self.background_nice)
-        while (t := self._next(kind)) is not None:
+    def _worker(self) -> None:
+        while (t := self._next()) is not None:
             self._on_wait(t.priority, max(0.0, self._clock() - t.queued_at))
             more, error = False, None
             try:

@@ -5,10 +5,7 @@ worker is kept for urgent work, so an urgent piece starts at once even while
 background pieces keep the other workers busy; a
 background piece is delayed by at most max_background_wait_s while urgent
 work keeps coming, and runs at once when it stops; cancelling takes a
-synthesis's queued piece out (it never runs) and ends it exactly once. With
-background_nice, background pieces run on niced threads of their own, urgent
-ones at the service's priority at once, and an overdue background piece
-still runs when the niced threads are all busy.
+synthesis's queued piece out (it never runs) and ends it exactly once.
 
 The queue rules are checked as plain call sequences on a hand-set clock; the
 threaded scheduler with scripted works whose pieces block until the test
@@ -16,10 +13,7 @@ lets them go; the engine with a scripted voice."""
 from __future__ import annotations
 
 import asyncio
-import os
 import threading
-
-import pytest
 
 from services.tts.engine import SynthesisRequest, TtsEngine
 from services.tts.scheduler import PieceQueue, Priority, Scheduler, Ticket
@@ -275,70 +269,3 @@ async def test_one_queue_turn_per_clause_and_the_end_comes_with_the_last():
     pieces = [p async for p in eng.stream(eng.prepare(SynthesisRequest("One, two. Three!", priority=B)))]
     assert pieces[-1].last and len(voice.calls) == 2 and turns == [B, B]
     eng.close()
-
-
-# -- background on niced threads of its own (background_nice) ------------------------------
-
-class NiceWork(ScriptedWork):
-    """Also records the nice value of the thread each piece ran on."""
-
-    def __init__(self, *a, **kw) -> None:
-        super().__init__(*a, **kw)
-        self.nices: list[int] = []
-
-    def step(self) -> bool:
-        self.nices.append(os.getpriority(os.PRIO_PROCESS, threading.get_native_id()))
-        return super().step()
-
-
-def test_queue_rules_for_threads_of_one_kind():
-    q = PieceQueue(max_background_wait_s=1.0)
-    u, b = ticket("u", U), ticket("b", B)
-    q.push(b, 0.0)
-    q.push(u, 0.5)
-    assert q.pop(0.6, urgent_ok=False) is b            # a background thread: background only
-    q.push(b, 0.6)
-    assert q.pop(0.7, overdue_only=True) is u          # an urgent thread: urgent first
-    assert q.pop(0.8, overdue_only=True) is None       # ... and not background before it is overdue
-    assert q.overdue_in(0.8) == pytest.approx(0.8)
-    assert q.pop(1.6, overdue_only=True) is b          # overdue: it takes it
-    assert q.overdue_in(1.6) is None
-
-
-def test_background_pieces_run_niced_and_urgent_ones_at_the_service_priority():
-    base = os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
-    log: list[str] = []
-    gate = threading.Semaphore(0)
-    s = Scheduler(workers=2, clock=Clock(), background_nice=5)
-    a, b = NiceWork("a", 1, log, gate), NiceWork("b", 1, log, gate)
-    s.submit(a, B)
-    s.submit(b, B)
-    assert a.started.wait(5) and b.started.wait(5)      # both on the two background threads
-    urgents = [NiceWork(f"u{i}", 1, log) for i in range(2)]
-    for u in urgents:
-        s.submit(u, U)
-    assert all(u.ended.wait(5) for u in urgents)       # both at once, while a and b are inside pieces
-    assert sorted(log) == ["u0", "u1"]
-    gate.release()
-    gate.release()
-    assert a.ended.wait(5) and b.ended.wait(5)
-    assert a.nices == b.nices == [min(19, base + 5)]
-    assert [u.nices for u in urgents] == [[base], [base]]
-    s.close()
-
-
-def test_an_overdue_background_piece_runs_on_an_urgent_thread_when_the_niced_ones_are_busy():
-    log: list[str] = []
-    gate = threading.Semaphore(0)
-    s = Scheduler(workers=1, max_background_wait_s=0.05, background_nice=5)   # the real clock
-    hold = NiceWork("hold", 1, log, gate)
-    s.submit(hold, B)
-    assert hold.started.wait(5)                         # the one niced thread is busy
-    late = NiceWork("late", 1, log)
-    s.submit(late, B)
-    assert late.ended.wait(5)                           # ~50 ms later, on the urgent thread
-    assert log == ["late"]
-    assert late.nices == [os.getpriority(os.PRIO_PROCESS, threading.get_native_id())]
-    gate.release()
-    assert hold.ended.wait(5)
-    s.close()
