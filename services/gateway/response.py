@@ -223,7 +223,8 @@ class Response:
             return
         await answer_source.retrieve(self)
         s = self.conv.settings
-        splitter = FastFirstClauseSplitter(s.first_clause_weak_words, s.first_clause_max_words)
+        splitter = FastFirstClauseSplitter(s.first_clause_weak_words, s.first_clause_max_words,
+                                           s.clause_growth)
         words = answer_source.words(self)
         if not self.declined:     # a decline has no LLM stage to time
             self.timings.llm_start = self.clock.now()

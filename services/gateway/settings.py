@@ -122,6 +122,10 @@ class GatewaySettings:
     # later clauses keep the usual rules. 0 = the usual rules for the first clause too.
     first_clause_weak_words: int = setting(2, "words before a comma may end the first clause (0 = usual rule)")
     first_clause_max_words: int = setting(4, "first clause cut after this many words without punctuation (0 = off)")
+    clause_growth: float = setting(2.0, "each later clause is cut after this many times the previous one's "
+                                        "word cap (4, 8, 16, ...) unless a sentence end or comma comes "
+                                        "first, so it is synthesised before the audio ahead of it runs "
+                                        "out (0 = later clauses only at punctuation)")
     preempt_from_interim: bool = setting(True, "start the preemptive answer from an ASR interim that covers the speech end")
     llm_prefill: bool = setting(True, "while the user speaks, warm an LLM instance with the history and the "
                                 "words heard so far, so the answer's prompt is mostly evaluated at the end of turn")
