@@ -52,8 +52,8 @@ class InstancePool(Generic[T]):
         for p in Priority:    # a series from the start: "nobody waits" is data, not a gap
             self._on_depth(p, 0)
         self._out: list[T] = []                 # checked out now
-        self._wanted: dict[int, collections.deque[asyncio.Future]] = {}   # id(inst) → waiting for it
-        self._wanting: dict[int, Sequence[int]] = {}   # id(future) → the prompt of the answer waiting
+        # id(inst) → the answers waiting for it: (their future, their prompt)
+        self._wanted: dict[int, collections.deque[tuple[asyncio.Future, Sequence[int] | None]]] = {}
         self.affinity_wait_s = affinity_wait_s
         self.affinity_min_tokens = affinity_min_tokens
         # id(inst) → the prompt a checked-out instance is evaluating (a prefill):
@@ -139,8 +139,7 @@ class InstancePool(Generic[T]):
             return free
         self.release(free)                      # not ours after all: back for others
         fut: asyncio.Future = asyncio.get_running_loop().create_future()
-        self._wanted.setdefault(id(target), collections.deque()).append(fut)
-        self._wanting[id(fut)] = prompt
+        self._wanted.setdefault(id(target), collections.deque()).append((fut, prompt))
         try:
             # A prefill evaluating this very prompt is waited for to its end: it
             # goes on for us (engine: awaited) and has less left to do than a
@@ -155,7 +154,6 @@ class InstancePool(Generic[T]):
                 self.release(fut.result())
             raise
         finally:
-            self._wanting.pop(id(fut), None)
             if not fut.done():
                 fut.cancel()
         if fut.done() and not fut.cancelled():   # handed over in the same instant
@@ -224,10 +222,9 @@ class InstancePool(Generic[T]):
         try:
             promised = self._promised.get(id(inst))
             shift = bool(getattr(inst, "can_shift", False))
-            for fut in self._wanted.get(id(inst)) or ():
+            for fut, want in self._wanted.get(id(inst)) or ():
                 if fut.done():
                     continue
-                want = self._wanting.get(id(fut))
                 if promised is None or want is None:
                     return True
                 if (reuse.plan(promised, want, shift=shift).tokens
@@ -241,7 +238,7 @@ class InstancePool(Generic[T]):
         self._promised.pop(id(inst), None)
         wanted = self._wanted.get(id(inst))
         while wanted:
-            fut = wanted.popleft()
+            fut, _ = wanted.popleft()
             if not fut.done():
                 fut.set_result(inst)
                 return

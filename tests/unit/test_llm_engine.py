@@ -332,7 +332,7 @@ def test_a_prefill_yields_to_an_answer_being_evaluated_unless_that_answer_waits_
     eng._evaluating = 1
     assert eng._yield_to_answers(a)              # an answer evaluates elsewhere: stop
     fut = asyncio.new_event_loop().create_future()
-    eng.pool._wanted[id(a)] = collections.deque([fut])
+    eng.pool._wanted[id(a)] = collections.deque([(fut, None)])   # its prompt not known: wanted
     assert not eng._yield_to_answers(a)          # ... but it waits for this instance's cache
     fut.cancel()
     assert eng._yield_to_answers(a)
