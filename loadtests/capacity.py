@@ -94,8 +94,9 @@ UNDERRUN = "voice_gateway_audio_underrun_seconds"
 
 def underruns(before: probes.Series, after: probes.Series) -> tuple[float, float] | None:
     """Answers' audio underruns during the step, (count, seconds of silence),
-    from the gateway's histogram; None when it could not be read."""
-    if not before or not after:
+    from the gateway's histogram; None when it could not be read (or the
+    gateway is older than the metric)."""
+    if not before or not after or not any(name == f"{UNDERRUN}_count" for name, _ in after):
         return None
     return tuple(probes.total(after, f"{UNDERRUN}_{k}") - probes.total(before, f"{UNDERRUN}_{k}")
                  for k in ("count", "sum"))   # type: ignore[return-value]

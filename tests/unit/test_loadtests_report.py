@@ -11,7 +11,7 @@ import os
 import pytest
 
 from loadtests import probes
-from loadtests.capacity import rebuilds, stage_means
+from loadtests.capacity import rebuilds, stage_means, underruns
 from loadtests.report import Meta, StepResult, capacity, render, saturating_stage
 
 MiB = 2**20
@@ -140,3 +140,14 @@ def test_a_step_during_which_the_rag_rebuilt_its_index_says_so_in_the_report():
     text = render(steps, META)
     assert f"- **2 user(s): {notes[0]}**" in text
     assert "1 user(s): the RAG" not in text
+
+
+def test_a_steps_underruns_are_the_gateway_histograms_growth_or_unknown():
+    name = "voice_gateway_audio_underrun_seconds"
+    labels = frozenset({("service", "gateway")})
+    before = {(f"{name}_count", labels): 2.0, (f"{name}_sum", labels): 0.5}
+    after = {(f"{name}_count", labels): 5.0, (f"{name}_sum", labels): 1.25}
+    assert underruns(before, after) == (3.0, 0.75)
+    older = {("voice_gateway_turns_total", labels): 9.0}          # a gateway without the metric
+    assert underruns(older, older) is None
+    assert underruns({}, after) is None                            # not scraped
