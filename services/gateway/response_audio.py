@@ -38,8 +38,7 @@ class AudioOut:
         self.announced = 0                    # clauses whose transcript delta went out
         self.partial: Clause | None = None    # the clause whose audio is still being made
         self._wake = asyncio.Event()
-        self._clause_wait_since: float | None = None   # waiting for the next clause's text since
-        self._clause_at = 0.0                          # the current clause's synthesis was asked for then
+        self._clause_at = 0.0                          # the latest clause's synthesis was asked for then
         self._clause_priority = Priority.URGENT
 
     def wake(self) -> None:
@@ -51,7 +50,7 @@ class AudioOut:
 
     async def speak(self, q: asyncio.Queue, tts_voice: str) -> None:
         """Synthesise the clauses from ``q`` (None ends them) onto the timeline."""
-        while (clause := await self._next_clause(q)) is not None:
+        while (clause := await q.get()) is not None:
             start = self.playout.total_ms
             c = Clause(clause, start, start)
             clauses = self._item().clauses
@@ -73,22 +72,16 @@ class AudioOut:
         self.gen_done = True
         self._wake.set()
 
-    async def _next_clause(self, q: asyncio.Queue) -> str | None:
-        self._clause_wait_since = self.clock.now()
-        try:
-            return await q.get()
-        finally:
-            self._clause_wait_since = None
-
     def _underrun(self, gap_s: float) -> None:
         """Count a silence the listener heard, and say what the audio was waiting for."""
         metrics.AUDIO_UNDERRUN.labels(**metrics.base()).observe(gap_s)
-        now, n = self.clock.now(), len(self._item().clauses)
-        if self._clause_wait_since is not None:
-            why = f"the answer's next clause (text), asked for {1000 * (now - self._clause_wait_since):.0f} ms ago"
+        n = len(self._item().clauses)        # the clause whose audio ended the silence
+        began = self.clock.now() - gap_s
+        if self._clause_at > began:           # its words came after the audio ahead ran out
+            why = f"clause {n}'s text, which came {1000 * (self._clause_at - began):.0f} ms into the silence"
         else:
-            why = (f"clause {n}'s synthesis ({self._clause_priority.name.lower()}), "
-                   f"asked for {1000 * (now - self._clause_at):.0f} ms ago")
+            why = (f"clause {n}'s synthesis ({self._clause_priority.name.lower()}), asked for "
+                   f"{1000 * (began - self._clause_at):.0f} ms before the silence began")
         log.info("response %s: the listener's audio ran dry for %.0f ms, %.0f ms into the answer, waiting "
                  "for %s", self.response_id, 1000 * gap_s, self.playout.sent_ms, why)
 
