@@ -30,7 +30,7 @@ import asyncio
 import dataclasses
 import logging
 import threading
-from typing import AsyncIterator, Awaitable, Coroutine
+from typing import AsyncIterator, Coroutine
 
 import numpy as np
 
@@ -41,6 +41,7 @@ from services.asr.engine import Cancelled, Transcriber, Unreliable
 from services.asr.batching import InterimBatcher
 from services.asr.interims import InterimScheduler
 from services.asr.observers import NullObserver, Observer
+from services.asr.owned import OwnedTasks
 from services.asr.results import (Audio, EndOfUtterance, Event, Flush, InvalidRequest,
                                   ResolvedConfig, Result, StreamConfig, Transcript)
 from services.asr.validate import SAMPLE_RATE, Defaults, resolve_config
@@ -98,7 +99,7 @@ class RecognitionSession:
         self.config: ResolvedConfig | None = None
         self._cancel = threading.Event()
         self._out: asyncio.Queue[object] = asyncio.Queue()
-        self._tasks: set[asyncio.Task] = set()
+        self._owned = OwnedTasks(self._out)
         # Current utterance.
         self._chunks: list[np.ndarray] = []
         self._samples = 0
@@ -125,7 +126,7 @@ class RecognitionSession:
 
     async def run(self, events: AsyncIterator[Event]) -> AsyncIterator[Result]:
         """Results in order; raises InvalidRequest on a client mistake."""
-        reader = asyncio.create_task(self._guard(self._read(events)))
+        reader = asyncio.create_task(self._owned.guard(self._read(events)))
         try:
             while True:
                 item = await self._out.get()
@@ -376,34 +377,10 @@ class RecognitionSession:
             audio_processed_ms=fl.samples * 1000 // SAMPLE_RATE, stability=1.0,
             processing_ms=tr.model_seconds * 1000))
 
-    # -- task ownership ------------------------------------------------------------------
-
     def _spawn(self, coro: Coroutine[object, object, None]) -> asyncio.Task:
-        task = asyncio.create_task(self._guard(coro))
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-        # A task cancelled before its first step never starts ``coro``: close it (a no-op
-        # when it ran), so no "never awaited" warning is left for the garbage collector.
-        task.add_done_callback(lambda _: coro.close())
-        return task
-
-    async def _guard(self, coro: Awaitable[None]) -> None:
-        """Deliver a task's failure to the stream (the consumer raises it) instead of
-        losing it in a task nobody awaits."""
-        try:
-            await coro
-        except Cancelled:
-            return  # our own stop flag: the stream is closing and wants no more results
-        except Exception as exc:
-            await self._out.put(exc)
+        return self._owned.spawn(coro)
 
     async def _shutdown(self, reader: asyncio.Task) -> None:
         self._cancel.set()   # passes in worker threads stop at their next check
         self.interims.withdraw(self)
-        owned = {reader, *self._tasks}
-        for t in owned:
-            t.cancel()
-        # Failures were delivered through the queue by _guard; here we only wait for the
-        # tasks to finish, so nothing outlives the stream.
-        await asyncio.gather(*owned, return_exceptions=True)
-
+        await self._owned.close(reader)

@@ -152,7 +152,7 @@ class Stream:
 
 
 def _busy(session: RecognitionSession) -> bool:
-    return any(not t.done() for t in session._tasks)
+    return any(not t.done() for t in session._owned.tasks)
 
 
 CFG = StreamConfig(language="en", interim_results=True, interim_interval_ms=400)
@@ -571,7 +571,7 @@ async def test_the_interim_slot_is_given_back_when_a_granted_stream_closes_at_on
             break
         await asyncio.sleep(0.002)
     shared.final_finished()                        # granted: its task is created...
-    for task in list(a.session._tasks):            # ...and cancelled before its first step
+    for task in list(a.session._owned.tasks):            # ...and cancelled before its first step
         task.cancel()
     await asyncio.sleep(0.02)
     assert shared.running == 0
