@@ -31,6 +31,15 @@ INTERIM_WAIT = histogram("voice_asr_interim_wait_seconds",
 FLUSHES_UNRELIABLE = counter(
     "voice_asr_flushes_unreliable_total",
     "Flush passes whose trimmed decode looked unreliable: no provisional text, not redone")
+PASSES = counter("voice_asr_passes_total",
+                 "Final-quality model passes run, by kind: flush (started at a pause, "
+                 "before the end of the utterance) or final (an end of utterance that adopted no flush)", ("kind",))
+PASS_SECONDS = counter("voice_asr_pass_seconds_total",
+                       "Model time of the passes, by kind as voice_asr_passes_total", ("kind",))
+FLUSHES_ADOPTED = counter(
+    "voice_asr_flushes_adopted_total",
+    "Finals that took a flush's text instead of a pass of their own (the rest of "
+    "voice_asr_passes_total{kind=\"flush\"} was work for speech that went on)")
 EOU_TO_FINAL = histogram("voice_asr_eou_to_final_seconds", "force_eou received -> final sent")
 
 
@@ -58,6 +67,14 @@ class PrometheusObserver:
 
     def flush_unreliable(self) -> None:
         FLUSHES_UNRELIABLE.labels(**base()).inc()
+
+    def model_pass(self, kind: str, model_seconds: float) -> None:
+        b = base()
+        PASSES.labels(**b, kind=kind).inc()
+        PASS_SECONDS.labels(**b, kind=kind).inc(model_seconds)
+
+    def flush_adopted(self) -> None:
+        FLUSHES_ADOPTED.labels(**base()).inc()
 
     def interim_queue(self, queued: int, running: int) -> None:
         b = base()

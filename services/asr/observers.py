@@ -14,6 +14,8 @@ class Observer(Protocol):
                 audio_interval_s: float | None = None) -> None: ...
     def final(self, rtf: float, eou_to_final_s: float) -> None: ...
     def flush_unreliable(self) -> None: ...
+    def model_pass(self, kind: str, model_seconds: float) -> None: ...
+    def flush_adopted(self) -> None: ...
 
 
 class NullObserver:
@@ -28,6 +30,12 @@ class NullObserver:
         pass
 
     def flush_unreliable(self) -> None:
+        pass
+
+    def model_pass(self, kind: str, model_seconds: float) -> None:
+        pass
+
+    def flush_adopted(self) -> None:
         pass
 
 

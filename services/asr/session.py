@@ -297,10 +297,12 @@ class RecognitionSession:
             tr = await adopt.result          # None: skipped or failed, so transcribe here
             if tr is not None:
                 audio = audio[:adopt.samples]
+                self.observer.flush_adopted()
             # Nothing voiced since the flush: a trimmed decode would fail as its did.
             trim = not adopt.unreliable
         if tr is None and audio.size:
             tr = await self._pass(audio, trim=trim)
+            self.observer.model_pass("final", tr.model_seconds)
         elif tr is None:
             tr = Transcript(text="")  # force_eou with nothing sent: an empty final, no model call
         if previous is not None:
@@ -357,6 +359,7 @@ class RecognitionSession:
                     # a redo would hold the final queue ~1 s ahead of other
                     # streams' finals. No text: a final adopting it transcribes anew.
                     tr = await self._pass(audio, redo=False)
+                    self.observer.model_pass("flush", tr.model_seconds)
                 except Unreliable:
                     fl.unreliable = True
                     self.observer.flush_unreliable()

@@ -18,6 +18,7 @@ import pytest
 
 from services.asr.results import (Audio, EndOfUtterance, Flush, InvalidRequest, Result,
                                   StreamConfig, Transcript, Word)
+from services.asr.observers import NullObserver
 from services.asr.session import RecognitionSession, SessionLimits
 from services.asr.engine import Cancelled, Unreliable
 
@@ -354,7 +355,7 @@ async def test_an_unreliable_flush_is_not_redone_and_its_final_transcribes_anew(
     is counted, and a final that would adopt it transcribes the audio itself,
     straight on the full window (its trimmed decode of the same speech would
     loop again: 2026-12-07, ~1 s of each such turn)."""
-    class Counting:
+    class Counting(NullObserver):
         unreliable = 0
         def audio(self, seconds): pass
         def interim(self, *a, **k): pass
@@ -536,7 +537,7 @@ async def test_streams_granted_one_pass_are_decoded_as_one_batch_each_with_its_o
 async def test_the_interim_cadence_is_reported_in_speech_and_wall_time() -> None:
     from common.clock import VirtualClock
 
-    class Seen:
+    class Seen(NullObserver):
         def __init__(self) -> None:
             self.intervals: list[tuple[float | None, float | None]] = []
 
