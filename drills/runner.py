@@ -24,17 +24,17 @@ import asyncio
 import dataclasses
 import time
 from collections import Counter
-from typing import Any, Awaitable, Callable
+from typing import Awaitable, Callable
 
 import httpx
 
+from drills.admin import Admin
 from drills.alertwatch import AlertWatch
 from drills.catch_up import CATCH_UP_S, caught_up
 from drills.panels import PanelSeen, panels_seen
 from drills.release import DrillRelease, ReleaseOutcome
 from drills.scenarios import Scenario
 from drills.traffic import Traffic, lost_items
-from loadtests import probes
 from release.store import ReleaseStore
 
 Say = Callable[[str], None]
@@ -135,45 +135,6 @@ def briefing(sc: Scenario, fault_s: float) -> list[str]:
                                                "none (the protection working is not an incident)"))
     lines.append(f"Runbook: docs/runbooks/{sc.runbook}.md")
     return lines
-
-
-class Admin:
-    """The gateway's /admin/faults, with an admin key."""
-
-    def __init__(self, http_url: str, key: str) -> None:
-        self._c = httpx.AsyncClient(base_url=http_url, headers={"Authorization": f"Bearer {key}"}, timeout=10)
-
-    async def set(self, body: dict[str, Any]) -> str:
-        """Set a fault; where it applies, as the gateway says: "fleet" (every
-        gateway on its Redis) or "this gateway (why)"."""
-        r = await self._c.post("/admin/faults", json=body)
-        if r.status_code != 200:
-            raise RuntimeError(f"/admin/faults refused the fault ({r.status_code}): {r.text}")
-        reply = r.json()
-        scope = reply.get("scope", "this gateway")
-        return scope + (f" ({reply['why']})" if reply.get("why") else "")
-
-    async def clear(self) -> None:
-        try:
-            await self._c.delete("/admin/faults")
-        except httpx.HTTPError:
-            pass      # the gateway is away (a restart): the faults end by themselves
-
-    async def gauge(self, name: str) -> float | None:
-        """The sum of a gateway metric's samples on /metrics (None if unreadable)."""
-        try:
-            text = (await self._c.get("/metrics")).text
-        except httpx.HTTPError:
-            return None
-        try:
-            series = probes.parse(text)
-        except ValueError:
-            return None
-        values = [v for (n, _), v in series.items() if n == name]
-        return sum(values) if values else None
-
-    async def close(self) -> None:
-        await self._c.aclose()
 
 
 async def run_drill(sc: Scenario, *, http_url: str, admin_key: str, clips: list, prometheus: str | None = None,

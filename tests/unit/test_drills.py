@@ -383,7 +383,7 @@ async def test_panels_wait_for_prometheus_to_scrape_and_evaluate_after_the_recov
 
 
 async def test_the_admin_gauge_sums_one_metrics_samples_and_says_none_when_it_cannot_read():
-    from drills.runner import Admin
+    from drills.admin import Admin
 
     bodies = iter([
         '# TYPE voice_breaker_open gauge\nvoice_breaker_open{service="asr"} 1.0\n'
