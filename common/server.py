@@ -18,7 +18,7 @@ import asyncio
 import logging
 import signal
 import time
-from typing import Any, Awaitable, Callable
+from typing import Any, Callable, Coroutine
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
@@ -139,7 +139,7 @@ async def serve(
     log.info("%s stopped", name)
 
 
-def run(main: Callable[[], Awaitable[None]]) -> None:
+def run(main: Callable[[], Coroutine[Any, Any, None]]) -> None:
     try:
         asyncio.run(main())
     except KeyboardInterrupt:

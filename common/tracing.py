@@ -185,25 +185,25 @@ class _ClientTracing:
 
 
 class _UnaryUnary(_ClientTracing, grpc.aio.UnaryUnaryClientInterceptor):
-    async def intercept_unary_unary(self, continuation, details, request):  # type: ignore[override]
+    async def intercept_unary_unary(self, continuation, details, request):
         span, details = self._start(details)
         return self._end_when_done(span, await continuation(details, request))
 
 
 class _UnaryStream(_ClientTracing, grpc.aio.UnaryStreamClientInterceptor):
-    async def intercept_unary_stream(self, continuation, details, request):  # type: ignore[override]
+    async def intercept_unary_stream(self, continuation, details, request):
         span, details = self._start(details)
         return self._end_when_done(span, await continuation(details, request))
 
 
 class _StreamUnary(_ClientTracing, grpc.aio.StreamUnaryClientInterceptor):
-    async def intercept_stream_unary(self, continuation, details, request_iterator):  # type: ignore[override]
+    async def intercept_stream_unary(self, continuation, details, request_iterator):
         span, details = self._start(details)
         return self._end_when_done(span, await continuation(details, request_iterator))
 
 
 class _StreamStream(_ClientTracing, grpc.aio.StreamStreamClientInterceptor):
-    async def intercept_stream_stream(self, continuation, details, request_iterator):  # type: ignore[override]
+    async def intercept_stream_stream(self, continuation, details, request_iterator):
         span, details = self._start(details)
         return self._end_when_done(span, await continuation(details, request_iterator))
 

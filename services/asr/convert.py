@@ -21,16 +21,16 @@ def event_from_pb(req: asr_pb2.RecognizeRequest) -> Event | None:
     if kind == "audio":
         return Audio(req.audio)
     if kind == "control":
-        c = req.control
-        if c.force_eou and c.flush:
+        ctl = req.control
+        if ctl.force_eou and ctl.flush:
             raise InvalidRequest("Control sets both force_eou and flush: send one "
                                  "(force_eou ends the utterance, flush keeps it open)")
-        if c.use_provisional and not c.force_eou:
+        if ctl.use_provisional and not ctl.force_eou:
             raise InvalidRequest("Control.use_provisional needs force_eou: it says what the "
                                  "final of the ending utterance is")
-        if c.force_eou:
-            return EndOfUtterance(use_provisional=c.use_provisional)
-        return Flush() if c.flush else None
+        if ctl.force_eou:
+            return EndOfUtterance(use_provisional=ctl.use_provisional)
+        return Flush() if ctl.flush else None
     raise InvalidRequest("empty RecognizeRequest: set one of config, audio or control")
 
 

@@ -48,7 +48,7 @@ import logging
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
-from typing import Protocol, Sequence
+from typing import Any, Protocol, Sequence
 
 import numpy as np
 
@@ -361,7 +361,7 @@ class WhisperEngine:
             return text if ids else "", ()
         _check(cancel)
         seconds = audio.size / SAMPLE_RATE
-        segments = [[{"tokens": ids, "seek": 0, "start": 0.0, "end": seconds}]]
+        segments: list[list[dict[str, Any]]] = [[{"tokens": ids, "seek": 0, "start": 0.0, "end": seconds}]]
         model.add_word_timestamps(segments, tok, encoded, content, "\"'“¿([{-",
                                        "\"'.。,，!！?？:：”)]}、", 0.0)
         words: list[Word] = []

@@ -3,6 +3,7 @@ LLM's token stream, or the gateway's own decline when the passages found
 cannot answer the question (grounding.py): then the model is not run."""
 from __future__ import annotations
 
+import functools
 import logging
 from typing import TYPE_CHECKING, Any, AsyncIterator
 
@@ -28,7 +29,7 @@ async def retrieve(resp: "Response") -> None:
             resp.passages = [p for p in hits if p.score >= conv.settings.rag_min_score]
         except BackendError as exc:
             # Retrieval is an aid: answer without it, but say so.
-            resp.hold.do(lambda e=exc: conv.backend_error(e))
+            resp.hold.do(functools.partial(conv.backend_error, exc))
     resp.timings.retrieval_s = resp.clock.now() - t0
 
 

@@ -106,6 +106,7 @@ def create_app(settings: GatewaySettings, *, backends: Any = None, clock: Any = 
             if sync is not None:
                 sync.cancel()
                 await asyncio.gather(sync, return_exceptions=True)
+            if shared is not None:
                 await shared.close()
             # Sessions that still arrive while we stop are refused (server_busy, draining).
             ctx.admission.drain()

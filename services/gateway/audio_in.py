@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import bisect
 import collections
+from typing import cast
 
 from common.audio import StreamResampler
 from services.gateway import metrics
@@ -59,7 +60,7 @@ class AudioQueue:
             await self._ready.wait()
         entry = self._q.popleft()
         if entry[0] == "audio":
-            self._ms -= len(entry[1]) / 2 * 1000 / entry[2]
+            self._ms -= len(entry[1]) / 2 * 1000 / cast(int, entry[2])   # an audio entry's rate
         metrics.QUEUE_DEPTH.labels(**metrics.base(), queue="input_audio").dec()
         return entry
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import Any, Callable, Coroutine
+from typing import Any, Callable, Coroutine, cast
 
 from services.gateway import echo_trace, events, metrics, protocol
 from services.gateway.audio_in import AudioQueue, Resampler, RingBuffer
@@ -150,7 +150,7 @@ class Conversation:
         while True:
             kind, pcm, arg, at = await self.audio_q.get()
             if kind == "audio":
-                pcm16 = self.resampler.to16k(pcm, arg)
+                pcm16 = self.resampler.to16k(pcm, cast(int, arg))   # an audio entry's arg is its rate
                 # The newest 16 kHz sample was recorded delay_ms before this chunk's end.
                 wall = at - self.resampler.delay_ms / 1000.0
                 if self.echo is not None:
@@ -246,6 +246,7 @@ class Conversation:
     async def _on_response_create(self, ev: dict) -> None:
         opts = protocol.response_create(ev, self.state.config.tools)
         if self.generating():
+            assert self.response is not None   # generating() says there is one
             raise ProtocolError("conversation_already_has_active_response",
                                 f"response.create: response '{self.response.id}' is still in progress; "
                                 "cancel it first", event_id=ev.get("event_id"))

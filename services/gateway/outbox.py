@@ -54,7 +54,8 @@ class Outbox:
 
     def purge_audio(self, response_id: str) -> float:
         """Drop queued audio deltas of one response; returns the ms dropped."""
-        kept, dropped = collections.deque(), 0.0
+        kept: collections.deque[Queued] = collections.deque()
+        dropped = 0.0
         for q in self._q:
             if q.response_id == response_id and q.audio_ms:
                 dropped += q.audio_ms

@@ -11,7 +11,7 @@ import json
 import math
 import re
 import secrets
-from typing import Any
+from typing import Any, Literal, overload
 
 from services.gateway import limits
 from services.gateway import tools as tool_rules
@@ -165,7 +165,12 @@ def _names(types: tuple) -> str:
     return " or ".join(names.get(t, t.__name__) for t in types)
 
 
+@overload
+def _obj(ev: dict, obj: dict, key: str, path: str, required: Literal[True]) -> dict: ...
+@overload
+def _obj(ev: dict, obj: dict, key: str, path: str, required: bool = False) -> dict | None: ...
 def _obj(ev: dict, obj: dict, key: str, path: str, required: bool = False) -> dict | None:
+    """An object field; with ``required`` never None (a missing one is an error)."""
     return _get(ev, obj, key, (dict,), path, required)
 
 

@@ -234,7 +234,8 @@ class Response:
                     self.timings.llm_first_token = self.clock.now()
                 if isinstance(delta, ToolCall) and (ask := confirm.guard(self, delta)) is not None:
                     delta = ask                   # a sensitive tool: ask first (confirm.py)
-                if function_call.take(self, delta):
+                if isinstance(delta, ToolCall):
+                    function_call.take(self, delta)   # the response becomes the call
                     continue
                 if self.tools is not None and not self._item_opened:
                     self._item_opened = True      # (a held run announces it at release, in order)

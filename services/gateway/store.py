@@ -202,6 +202,8 @@ class SessionStore:
         if self._run_id == "" or (self.healthy and now - self._run_id_checked < RUN_ID_CHECK_S):
             return False
         self._run_id_checked = now
+        if self._redis is None:
+            return False
         try:
             run_id = str((await self._redis.info("server")).get("run_id", ""))
         except Exception as exc:  # noqa: BLE001 - e.g. INFO denied by an ACL: the check is a bonus
@@ -235,6 +237,8 @@ class SessionStore:
             return await self._flush_locked()
 
     async def _flush_locked(self) -> bool:
+        redis = self._redis
+        assert redis is not None, "the flusher runs only with a Redis (start())"
         ids = list(self._pending)
         versions = {sid: self._version.get(sid) for sid in ids}
         # Snapshots in memory are never changed after save() (it stores new
@@ -247,7 +251,7 @@ class SessionStore:
         self.samples.clear()
         try:
             await self._injected()
-            async with self._redis.pipeline(transaction=False) as pipe:
+            async with redis.pipeline(transaction=False) as pipe:
                 for sid, raw in payloads.items():
                     pipe.set(KEY.format(sid), raw, ex=self.ttl_s)
                 for raw in samples:

@@ -60,7 +60,7 @@ def check_tools(tools: list, path: str) -> list[dict[str, Any]]:
         sensitive = t.get("sensitive", False)
         if not isinstance(sensitive, bool):
             raise ToolsError("invalid_type", f"'{p}.sensitive' must be true or false", f"{p}.sensitive")
-        tool = {"type": "function", "name": name, "description": desc, "parameters": params or {}}
+        tool: dict[str, Any] = {"type": "function", "name": name, "description": desc, "parameters": params or {}}
         if sensitive:
             tool["sensitive"] = True
         out.append(tool)

@@ -4,7 +4,7 @@ spelling the template's control tokens (``neutralize``)."""
 from __future__ import annotations
 
 import threading
-from typing import TYPE_CHECKING, Sequence
+from typing import TYPE_CHECKING, Any, Sequence, cast
 
 from services.llm.schema import InvalidRequest
 from services.llm.tools import is_opener
@@ -89,7 +89,7 @@ class LlamaChatTokenizer:
         return [m | {"content": neutralize(m["content"], self._specials)} for m in messages]
 
     def encode_chat(self, messages: list[dict[str, str]]) -> list[int]:
-        rendered = self._formatter(messages=self._safe(messages))
+        rendered = self._formatter(messages=cast(Any, self._safe(messages)))   # plain role/content dicts
         with self._lock:
             return self._vocab.tokenize(rendered.prompt.encode("utf-8"),
                                         add_bos=not rendered.added_special, special=True)
@@ -99,7 +99,7 @@ class LlamaChatTokenizer:
         and the assistant opener left out): a prefix of the prompt of the same
         chat once that message is complete. None if the text is not found."""
         messages = self._safe(messages)
-        rendered = self._formatter(messages=messages)
+        rendered = self._formatter(messages=cast(Any, messages))
         last = messages[-1]["content"].strip()
         cut = rendered.prompt.rfind(last) if last else -1
         if cut < 0:

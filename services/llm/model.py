@@ -139,7 +139,7 @@ class LlamaInstance:
         llm = self._llm
         if llm.n_tokens > self._n_set:
             self._shift_pending = False      # a decode ran since: any shift is applied
-        cached = self.cached_tokens()
+        cached = list(self.cached_tokens())
         r = reuse.plan(cached, prompt, shift=self.can_shift)
         self.restored = self.fast = 0
         if self._store is not None:

@@ -183,7 +183,7 @@ def system_text(tools: Sequence[Tool]) -> str:
     return "\n".join(lines)
 
 
-_PLACEHOLDER = {"array": [], "object": {}}   # the rest "...": a number shown is copied (an alarm at 1:01)
+_PLACEHOLDER: dict[str, Any] = {"array": [], "object": {}}   # the rest "...": a number shown is copied (an alarm at 1:01)
 
 
 def example(t: Tool) -> str:
@@ -196,7 +196,7 @@ def example(t: Tool) -> str:
     args: dict[str, Any] = {}
     for k, v in (props or {}).items():
         if k in (schema.get("required") or []) and isinstance(v, dict):
-            args[k] = v["enum"][0] if v.get("enum") else _PLACEHOLDER.get(v.get("type"), "...")
+            args[k] = v["enum"][0] if v.get("enum") else _PLACEHOLDER.get(str(v.get("type")), "...")
     return json.dumps({"name": t.name, "arguments": args})
 
 

@@ -94,7 +94,8 @@ def sections(text: str, default_title: str, markdown: bool) -> list[tuple[str, l
 def _split_long(paragraph: str, max_words: int) -> list[str]:
     if _words(paragraph) <= max_words:
         return [paragraph]
-    pieces, cur = [], []
+    pieces: list[str] = []
+    cur: list[str] = []
     for sentence in SENTENCE_END.split(paragraph):
         for start in range(0, max(_words(sentence), 1), max_words):  # a run-on "sentence"
             part = " ".join(sentence.split()[start:start + max_words])

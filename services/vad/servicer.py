@@ -15,7 +15,7 @@ import asyncio
 import logging
 import time
 from concurrent.futures import Future
-from typing import AsyncIterator
+from typing import AsyncIterator, NoReturn
 
 import grpc
 
@@ -132,6 +132,7 @@ async def _turn_score(fut: Future) -> float | None:
     return prob
 
 
-async def _invalid(context: grpc.aio.ServicerContext, message: str) -> None:
+async def _invalid(context: grpc.aio.ServicerContext, message: str) -> NoReturn:
     """Reject this stream only; abort raises, so callers never continue."""
     await context.abort(grpc.StatusCode.INVALID_ARGUMENT, message)
+    raise AssertionError("unreachable: ServicerContext.abort raises")

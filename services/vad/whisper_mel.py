@@ -20,7 +20,7 @@ HOP = 160
 N_MELS = 80
 
 
-def _hz_to_mel(f: np.ndarray) -> np.ndarray:
+def _hz_to_mel(f: np.ndarray | float) -> np.ndarray:
     """Slaney mel scale: linear below 1 kHz, logarithmic above."""
     f = np.asarray(f, dtype=np.float64)
     log_step = 27.0 / np.log(6.4)

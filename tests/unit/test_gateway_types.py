@@ -3,7 +3,8 @@ proves that the gRPC clients and the scripted fakes both implement every
 Protocol of services/gateway/backends/interfaces.py (the claims are in
 conformance.py). A fake that drifts from the real client (a renamed method, a
 missing argument, a sync method where the interface awaits) fails here, before
-turn-taking tests prove behaviour against an interface the product lacks."""
+turn-taking tests prove behaviour against an interface the product lacks.
+The same run type-checks every service and common/ (mypy.ini)."""
 from __future__ import annotations
 
 import subprocess
@@ -11,8 +12,11 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
-CHECKED = ["services/gateway/backends/conformance.py", "services/gateway/backends/interfaces.py",
-           "services/gateway/response_audio.py", "services/gateway/playout.py"]
+# Every service and the shared code: the gateway's interfaces and the claims
+# of conformance.py, and every module beside them (a None that may reach an
+# attribute, a tool call where text is expected, a session's engines typed as
+# what they really are: the failover wrappers, not the bare gRPC clients).
+CHECKED = ["services", "common"]
 
 
 def mypy(*args: str) -> subprocess.CompletedProcess:
@@ -21,7 +25,7 @@ def mypy(*args: str) -> subprocess.CompletedProcess:
                           timeout=300)
 
 
-def test_the_clients_and_the_fakes_implement_the_interfaces():
+def test_the_services_type_check_and_the_gateways_clients_and_fakes_implement_its_interfaces():
     out = mypy(*CHECKED)
     assert out.returncode == 0, out.stdout + out.stderr
 

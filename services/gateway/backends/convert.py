@@ -13,7 +13,7 @@ from services.gateway.backends.types import (
 _PRIORITY = {Priority.URGENT: common_pb2.PRIORITY_URGENT, Priority.BACKGROUND: common_pb2.PRIORITY_BACKGROUND}
 
 
-def priority(p: Priority) -> int:
+def priority(p: Priority) -> common_pb2.Priority:
     """Always explicit on the wire (never UNSPECIFIED): the gateway decided."""
     return _PRIORITY[p]
 
@@ -32,15 +32,15 @@ def vad_audio(pcm: bytes) -> vad_pb2.DetectRequest:
 def vad_event(resp: vad_pb2.DetectResponse) -> VadEvent | None:
     which = resp.WhichOneof("event")
     if which == "speech_started":
-        s = resp.speech_started
-        return VadEvent("started", int(s.audio_ms), int(s.padded_start_ms), int(s.decided_at_ms))
+        st = resp.speech_started
+        return VadEvent("started", int(st.audio_ms), int(st.padded_start_ms), int(st.decided_at_ms))
     if which == "speech_paused":
-        s = resp.speech_paused
-        return VadEvent("paused", int(s.audio_ms), 0, int(s.decided_at_ms))
+        pa = resp.speech_paused
+        return VadEvent("paused", int(pa.audio_ms), 0, int(pa.decided_at_ms))
     if which == "speech_stopped":
-        s = resp.speech_stopped
-        prob = s.turn_complete_probability if s.HasField("turn_complete_probability") else None
-        return VadEvent("stopped", int(s.audio_ms), 0, int(s.decided_at_ms), prob)
+        sp = resp.speech_stopped
+        prob = sp.turn_complete_probability if sp.HasField("turn_complete_probability") else None
+        return VadEvent("stopped", int(sp.audio_ms), 0, int(sp.decided_at_ms), prob)
     return None
 
 

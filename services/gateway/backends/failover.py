@@ -249,8 +249,3 @@ class RoutedStreaming(Routed):
             raise
         self._guard.ok(addr)
         return _WatchedStream(stream, lambda exc: self._failed(addr, exc))
-
-
-# The routed client of each service (routing.py builds one per session and service).
-ROUTED = {"vad": RoutedStreaming, "asr": RoutedStreaming, "llm": RoutedLlm, "rag": RoutedRag,
-          "tts": RoutedTts}

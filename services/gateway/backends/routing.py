@@ -17,7 +17,9 @@ replica of the same variant (failover.py)."""
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
+from typing import TypeVar
 
 import grpc
 
@@ -25,11 +27,14 @@ from common.clock import MonotonicClock
 from common.server import MAX_MESSAGE_BYTES
 from services.gateway import metrics
 from services.gateway.backends.deadlines import CHANNEL_KEEPALIVE
-from services.gateway.backends.failover import ROUTED, Guard
+from services.gateway.backends.failover import Guard, Routed, RoutedLlm, RoutedRag, RoutedStreaming, RoutedTts
 from services.gateway.backends.grpc_clients import GrpcAsr, GrpcLlm, GrpcRag, GrpcTts, GrpcVad
 from services.gateway.backends.health import CanaryHealth
+from services.gateway.backends.interfaces import AsrClient, LlmClient, RagClient, TtsClient, VadClient
 from services.gateway.release_view import ReleaseView
 from services.gateway.settings import GatewaySettings
+
+R = TypeVar("R", bound=Routed)
 
 SERVICES = ("vad", "asr", "llm", "rag", "tts")
 _CLIENTS = {"vad": GrpcVad, "asr": GrpcAsr, "llm": GrpcLlm, "rag": GrpcRag, "tts": GrpcTts}
@@ -61,11 +66,13 @@ def choose(session_id: str, service: str, stable: list[str], canary: list[str],
 
 @dataclasses.dataclass
 class SessionBackends:
-    vad: GrpcVad
-    asr: GrpcAsr
-    llm: GrpcLlm
-    rag: GrpcRag
-    tts: GrpcTts
+    """One session's engines: each a failover wrapper (failover.py) over the
+    gRPC clients of its variant's replicas."""
+    vad: VadClient
+    asr: AsrClient
+    llm: LlmClient
+    rag: RagClient
+    tts: TtsClient
     variants: dict[str, str]
 
 
@@ -106,7 +113,8 @@ class BackendPool:
     def for_session(self, session_id: str, decided: dict[str, str] | None = None) -> SessionBackends:
         """``decided``: the variants stored with a resumed session (None or {} = a new one)."""
         s = self.settings
-        clients, variants = {}, {}
+        routes: dict[str, tuple[str, list[str], str]] = {}
+        variants: dict[str, str] = {}
         for svc in SERVICES:
             configured = s.addrs(svc, canary=True)
             serving = [a for a in configured if self.canary_health.serving(a)]
@@ -120,10 +128,16 @@ class BackendPool:
                 want = "stable"
             addr, variant = choose(session_id, svc, s.addrs(svc), serving, 0.0, want)
             replicas = serving if variant == "canary" else s.addrs(svc)
-            clients[svc] = ROUTED[svc](svc, addr, replicas, self.guard,
-                                       lambda a, svc=svc, v=variant: self.client(svc, a, v), variant)
+            routes[svc] = (addr, replicas, variant)
             variants[svc] = variant
-        return SessionBackends(variants=variants, **clients)
+
+        def routed(kind: type[R], svc: str) -> R:
+            addr, replicas, variant = routes[svc]
+            return kind(svc, addr, replicas, self.guard, functools.partial(self.client, svc, variant=variant),
+                        variant)
+        return SessionBackends(vad=routed(RoutedStreaming, "vad"), asr=routed(RoutedStreaming, "asr"),
+                               llm=routed(RoutedLlm, "llm"), rag=routed(RoutedRag, "rag"),
+                               tts=routed(RoutedTts, "tts"), variants=variants)
 
     def client(self, service: str, address: str, variant: str = "stable"):
         """The plain gRPC client of one address (clients are cheap: the channel
