@@ -59,6 +59,13 @@ STAGE_PANELS: dict[str, list[Panel]] = {
         Panel("Real-time factor", quantiles("voice_asr_rtf", by="kind", qs=(0.5, 0.95)),
               unit="short", description="model time / audio time; above 1 the recognizer falls behind"),
         Panel("End of utterance to final", quantiles("voice_asr_eou_to_final_seconds"), unit="s"),
+        Panel("Final-quality passes (normal CPU priority)", [
+            t(rate("voice_asr_passes_total", by="kind"), "{{kind}} passes/s"),
+            t(rate("voice_asr_flushes_adopted_total"), "flushes adopted/s"),
+            t(rate("voice_asr_pass_seconds_total", by="kind"), "{{kind}} model s/s"),
+        ], unit="short", description="A flush starts the final at the VAD's pause; the final adopts it "
+              "when no speech followed. Flush passes minus adopted ones were spent on speech that went on; "
+              "model s/s is the cores these passes kept busy."),
         Panel("Interim cadence (speech and wall time between interims)", [
             t(quantile(0.5, "voice_asr_interim_audio_interval_seconds"), "speech p50"),
             t(quantile(0.95, "voice_asr_interim_audio_interval_seconds"), "speech p95"),
