@@ -32,6 +32,27 @@ from typing import Protocol, Sequence
 import numpy as np
 
 from services.asr.results import Transcript
+from services.asr.windows import FRAMES_PER_SECOND, HOP, window_frames
+
+BATCH_SPAN_S = 2.0           # widest spread of encoder windows one interim batch pads over
+
+
+def window_groups(indices: list[int], sizes: Sequence[int], pad_s: float) -> list[list[int]]:
+    """Groups of streams (``indices`` into ``sizes``, samples of audio each)
+    decoded together. A batch encodes every window at its longest one's
+    length, and encoder time grows with the window while batching saves only
+    decoder time, so a group spans at most ``BATCH_SPAN_S`` of window:
+    utterances of 1.5 and 6 s go apart (bench/bench_asr_batch.py measures both)."""
+    order = sorted(indices, key=lambda i: sizes[i])
+    groups: list[list[int]] = []
+    for i in order:
+        window = window_frames(sizes[i] // HOP, pad_s)
+        if groups and window - window_frames(sizes[groups[-1][0]] // HOP, pad_s) \
+                <= BATCH_SPAN_S * FRAMES_PER_SECOND:
+            groups[-1].append(i)
+        else:
+            groups.append([i])
+    return groups
 
 
 class BatchTranscriber(Protocol):

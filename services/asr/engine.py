@@ -25,8 +25,11 @@ Whisper's own loop test, the compression ratio, cannot see it: "Seven of
 clubs Seven of clubs" compresses 29 to 26 bytes (ratio 1.1, threshold 2.4).
 So a trimmed pass whose text says a run of words twice back to back counts
 as unreliable too: a final is redone on the full window, an interim is
-skipped. The text is never edited: a phrase really said twice is then
-transcribed on the full window, not cut.
+skipped. One exception for finals: a loop whose text is one sentence read
+again and again ("Power to do for them. Power to do for them. Power to")
+keeps its first reading when that reading's last word ends at the audio's
+end (the rest was read from no new speech); a sentence really said twice
+ends halfway and goes to the full window, so real speech is never cut.
 
 Scheduling is not done here: which stream's interim runs, how many at once,
 and that none starts while a final runs is interims.py's job (process-wide,
@@ -53,16 +56,17 @@ from typing import Any, Protocol, Sequence
 import numpy as np
 
 from common.priority import load_niced
-from services.asr.batching import InterimItem
+from services.asr.batching import InterimItem, window_groups
 from services.asr.results import Transcript, Word
-from services.asr.text_checks import join_pieces, looks_looped
-from services.asr.windows import (FRAMES_PER_SECOND, HOP, SAMPLE_RATE, WINDOW_FRAMES, max_length,
-                                  token_cap, window_frames)
+from services.asr.text_checks import first_reading, join_pieces, looks_looped, prefix_ids
+from services.asr.windows import SAMPLE_RATE, WINDOW_FRAMES, max_length, token_cap, window_frames
 
 log = logging.getLogger(__name__)
 
-BATCH_SPAN_S = 2.0           # widest spread of encoder windows one interim batch pads over
-
+# A loop's first reading is kept when its last word ends this close to the
+# audio's end (the loops of bench_turn_model's segments: 0.10-0.25 s; a
+# sentence really said twice: 3.5-6.7 s), else the full window decides.
+FIRST_READING_MAX_GAP_S = 0.6
 
 
 class Cancelled(Exception):
@@ -176,7 +180,7 @@ class WhisperEngine:
                     out[i] = self.transcribe_interim(it.audio, it.language, it.cancel)
                 except Exception as exc:   # this stream's failure, not the others'
                     out[i] = exc
-        for group in self._batches(batch, items):
+        for group in window_groups(batch, [it.audio.size for it in items], self.options.interim_pad_s):
             t0 = time.perf_counter()
             try:
                 texts = self._greedy_trimmed([(items[i].audio, items[i].language, items[i].cancel)
@@ -188,24 +192,6 @@ class WhisperEngine:
             for i, text in zip(group, texts):
                 out[i] = text if isinstance(text, Exception) else Transcript(text, model_seconds=seconds)
         return [r if r is not None else Cancelled() for r in out]
-
-    def _batches(self, indices: list[int], items: Sequence[InterimItem]) -> list[list[int]]:
-        """Groups of streams decoded together. A batch encodes every window at
-        its longest one's length, and encoder time grows with the window while
-        batching saves only decoder time, so a group spans at most
-        ``BATCH_SPAN_S`` of window: utterances of 1.5 and 6 s go apart
-        (bench/bench_asr_batch.py measures both)."""
-        pad = self.options.interim_pad_s
-        order = sorted(indices, key=lambda i: items[i].audio.size)
-        groups: list[list[int]] = []
-        for i in order:
-            window = window_frames(items[i].audio.size // HOP, pad)
-            if groups and window - window_frames(items[groups[-1][0]].audio.size // HOP, pad) \
-                    <= BATCH_SPAN_S * FRAMES_PER_SECOND:
-                groups[-1].append(i)
-            else:
-                groups.append([i])
-        return groups
 
     def _trimmed_interim(self, audio: np.ndarray, language: str | None) -> bool:
         # (an English-only interim model cannot hear other languages: the finals' model does)
@@ -355,20 +341,32 @@ class WhisperEngine:
         if result.no_speech_prob > 0.6 and avg_logprob < -1.0:   # faster-whisper's silence rule
             return "", ()
         text = tok.decode(ids).strip()
+        seconds = audio.size / SAMPLE_RATE
         if avg_logprob < -1.0 or len(ids) >= cap or looks_looped(text):
-            raise Unreliable(text)
+            # A loop that only read its speech again: its first reading is the
+            # text, if it covers the speech (a sentence really said twice ends
+            # halfway), without the full window's ~1 s (docs/benchmarks.md).
+            first = first_reading(text)
+            kept = prefix_ids(tok.decode, ids, first) if first is not None else None
+            words = self._align(model, tok, kept, encoded, content, seconds) if kept else []
+            if not words or seconds - words[-1].end_ms / 1000 > FIRST_READING_MAX_GAP_S:
+                raise Unreliable(text)
+            log.info("trimmed final read its speech again: kept the first reading (%d of %d tokens)",
+                     len(kept or ()), len(ids))
+            return tok.decode(kept).strip(), join_pieces(words) if want_words else ()
         if not ids or not want_words:
             return text if ids else "", ()
         _check(cancel)
-        seconds = audio.size / SAMPLE_RATE
+        return text, join_pieces(self._align(model, tok, ids, encoded, content, seconds))
+
+    @staticmethod
+    def _align(model, tok, ids: list[int], encoded, content: int, seconds: float) -> list[Word]:
+        """Word timings of ``ids`` from Whisper's cross-attention (faster-whisper's own code)."""
         segments: list[list[dict[str, Any]]] = [[{"tokens": ids, "seek": 0, "start": 0.0, "end": seconds}]]
         model.add_word_timestamps(segments, tok, encoded, content, "\"'“¿([{-",
-                                       "\"'.。,，!！?？:：”)]}、", 0.0)
-        words: list[Word] = []
-        for w in segments[0][0].get("words", ()):
-            words.append(Word(word=w["word"], start_ms=int(round(w["start"] * 1000)),
-                              end_ms=int(round(w["end"] * 1000)), probability=float(w["probability"])))
-        return text, join_pieces(words)
+                                  "\"'.。,，!！?？:：”)]}、", 0.0)
+        return [Word(word=w["word"], start_ms=int(round(w["start"] * 1000)), end_ms=int(round(w["end"] * 1000)),
+                     probability=float(w["probability"])) for w in segments[0][0].get("words", ())]
 
     def _transcribe(self, audio: np.ndarray, language: str | None, *, beam_size: int, words: bool,
                     cancel: threading.Event,

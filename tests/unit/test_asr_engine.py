@@ -18,6 +18,7 @@ import pytest
 from common.audio import pcm16_to_float, read_wav
 from services.asr import models
 from services.asr.engine import Cancelled, EngineOptions, Unreliable, WhisperEngine
+from services.asr.batching import window_groups
 from tests.procs import clips
 
 
@@ -78,7 +79,7 @@ def test_a_batch_of_streams_hears_what_each_stream_alone_hears(engine) -> None:
     items = [InterimItem(audio[0][:40000], "en", never), InterimItem(audio[1][:40000], "en", never),
              InterimItem(audio[2][:35200], "en", never), InterimItem(audio[3][:112000], "en", never),
              InterimItem(audio[4][:40000], "en", gone)]
-    assert engine._batches([0, 1, 2, 3], items) == [[2, 0, 1], [3]]
+    assert window_groups([0, 1, 2, 3], [it.audio.size for it in items], engine.options.interim_pad_s) == [[2, 0, 1], [3]]
     together = engine.transcribe_interims(items)
     alone = [engine.transcribe_interim(it.audio, "en", never) for it in items[:4]]
     assert [t.text for t in together[:4]] == [t.text for t in alone]
@@ -314,3 +315,18 @@ def test_a_background_final_runs_on_the_low_priority_copy_with_the_same_words(en
     req = asr_pb2.RecognizeRequest(config=asr_pb2.RecognitionConfig(priority=common_pb2.PRIORITY_BACKGROUND))
     assert event_from_pb(req).background
     assert not event_from_pb(asr_pb2.RecognizeRequest(config=asr_pb2.RecognitionConfig())).background
+
+
+@pytest.mark.parametrize("text, first", [
+    ("Power to do for them. Power to do for them. Power to do for them", "Power to do for them."),
+    ("Not an ill-disposed young man. Not an ill-disposed young man. Not an ill-d",
+     "Not an ill-disposed young man."),
+    ("Had he married? Had he", "Had he married?"),
+    ("Go back go back go back", None),                 # no sentence end: where would a reading end?
+    ("Go back. Stop the music. Go back.", None),       # more than one sentence
+    ("Seven of clubs. Seven", None),                   # one word is no reading
+    ("Seven of clubs.", None),
+])
+def test_a_loops_first_reading_is_found_only_when_the_rest_says_it_again(text, first) -> None:
+    from services.asr.text_checks import first_reading
+    assert first_reading(text) == first
