@@ -27,9 +27,10 @@ So a trimmed pass whose text says a run of words twice back to back counts
 as unreliable too: a final is redone on the full window, an interim is
 skipped. One exception for finals: a loop whose text is one sentence read
 again and again ("Power to do for them. Power to do for them. Power to")
-keeps its first reading when that reading's last word ends at the audio's
-end (the rest was read from no new speech); a sentence really said twice
-ends halfway and goes to the full window, so real speech is never cut.
+keeps its first reading when the decode ran to its token cap (more tokens
+than the audio can hold) with a good log-probability and that reading's last
+word ends at the audio's end; a sentence really said twice ends halfway and,
+like every other unreliable pass, goes to the full window.
 
 Scheduling is not done here: which stream's interim runs, how many at once,
 and that none starts while a final runs is interims.py's job (process-wide,
@@ -63,9 +64,8 @@ from services.asr.windows import SAMPLE_RATE, WINDOW_FRAMES, max_length, token_c
 
 log = logging.getLogger(__name__)
 
-# A loop's first reading is kept when its last word ends this close to the
-# audio's end (the loops of bench_turn_model's segments: 0.10-0.25 s; a
-# sentence really said twice: 3.5-6.7 s), else the full window decides.
+# A capped loop's first reading is kept when its last word ends this close to the audio's
+# end (bench_turn_model's loops: 0.10-0.25 s; a sentence said twice: 3.5-6.7 s).
 FIRST_READING_MAX_GAP_S = 0.6
 
 
@@ -74,7 +74,8 @@ class Cancelled(Exception):
 
 
 class Unreliable(Exception):
-    """An interim pass produced looping text; better to skip it than to show it."""
+    """A trimmed pass's text looks wrong (looping, or a low log-probability): an
+    interim is skipped, a final redone on the full window (or raised, redo=False)."""
 
 
 class Transcriber(Protocol):
@@ -210,6 +211,7 @@ class WhisperEngine:
         pass already proved unreliable (a flush of the same speech: the
         decode is deterministic, it would loop again)."""
         model = self.background_model if background else self.model
+        spent = 0.0
         if trim and self.options.final_trim and language is not None and audio.size <= 29 * SAMPLE_RATE \
                 and not self.options.final_vad_filter:
             _check(cancel)
@@ -221,21 +223,23 @@ class WhisperEngine:
                 if not redo:
                     raise
                 log.info("trimmed final pass unreliable: redoing it on the full 30 s window")
-                trim = False
+                trim, spent = False, time.perf_counter() - t0
         if not trim:
             # A redo, here or asked for: at temperature 0 only. The random fallback
             # faster-whisper adds when that pass fails its thresholds (short phrases
             # often do) gave a different text on each run, once a loop.
-            return self._transcribe(audio, language, beam_size=beam_size, words=words, cancel=cancel,
-                                    temperature=0.0, model=model)
+            tr = self._transcribe(audio, language, beam_size=beam_size, words=words, cancel=cancel,
+                                  temperature=0.0, model=model)
+            return dataclasses.replace(tr, model_seconds=tr.model_seconds + spent)   # the trimmed try too
         return self._transcribe(audio, language, beam_size=beam_size, words=words, cancel=cancel, model=model)
 
     def warmup(self) -> None:
         """One pass of each kind, so the first user does not pay for lazy init."""
         tone = (0.1 * np.sin(np.linspace(0, 440 * 2 * np.pi, SAMPLE_RATE))).astype(np.float32)
         never = threading.Event()
-        self.transcribe_interim(tone, "en" if "en" in self.languages else None, never)
-        self.transcribe_final(tone, "en" if "en" in self.languages else None, 1, never)
+        language = "en" if "en" in self.languages else None
+        self.transcribe_interim(tone, language, never)
+        self.transcribe_final(tone, language, 1, never)
 
     def close(self) -> None:
         self.interim_pool.shutdown(wait=False, cancel_futures=True)
@@ -246,7 +250,6 @@ class WhisperEngine:
     def _tokenizer(self, language: str | None, model=None):
         """The tokenizer of ``model`` (default: the finals' model) for ``language``."""
         from faster_whisper.tokenizer import Tokenizer
-
         model = model or self.model
         multilingual = bool(model.model.is_multilingual)
         key = (id(model), language)
@@ -317,10 +320,8 @@ class WhisperEngine:
     def _final_trimmed(self, audio: np.ndarray, language: str, beam_size: int,
                        cancel: threading.Event, want_words: bool = True,
                        model=None) -> tuple[str, tuple[Word, ...]]:
-        """Beam search on the trimmed encoder, then Whisper's cross-attention word
-        alignment (faster-whisper's own add_word_timestamps). Raises Unreliable
-        where faster-whisper would fall back to sampling: the caller then runs
-        the full-window pass (at temperature 0)."""
+        """Beam search on the trimmed encoder, then word timings (``_align``). Raises
+        Unreliable where faster-whisper would fall back to sampling."""
         from faster_whisper.transcribe import get_suppressed_tokens
 
         model = model or self.model
@@ -343,11 +344,14 @@ class WhisperEngine:
         text = tok.decode(ids).strip()
         seconds = audio.size / SAMPLE_RATE
         if avg_logprob < -1.0 or len(ids) >= cap or looks_looped(text):
-            # A loop that only read its speech again: its first reading is the
-            # text, if it covers the speech (a sentence really said twice ends
-            # halfway), without the full window's ~1 s (docs/benchmarks.md).
-            first = first_reading(text)
-            kept = prefix_ids(tok.decode, ids, first) if first is not None else None
+            # A confident decode that ran to the cap (more tokens than the audio
+            # can hold) by reading one sentence again and again: its first
+            # reading is the text if it ends where the audio does (a sentence
+            # really said twice ends halfway), without the full window's ~1 s.
+            first = first_reading(text) if len(ids) >= cap and avg_logprob >= -1.0 \
+                and result.no_speech_prob <= 0.6 else None
+            kept = prefix_ids(tok.decode, ids, first) if first and not looks_looped(first) else None
+            _check(cancel)
             words = self._align(model, tok, kept, encoded, content, seconds) if kept else []
             if not words or seconds - words[-1].end_ms / 1000 > FIRST_READING_MAX_GAP_S:
                 raise Unreliable(text)

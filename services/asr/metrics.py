@@ -32,8 +32,9 @@ FLUSHES_UNRELIABLE = counter(
     "voice_asr_flushes_unreliable_total",
     "Flush passes whose trimmed decode looked unreliable: no provisional text, not redone")
 PASSES = counter("voice_asr_passes_total",
-                 "Final-quality model passes run, by kind: flush (started at a pause, "
-                 "before the end of the utterance) or final (an end of utterance that adopted no flush)", ("kind",))
+                 "Final-quality model passes that gave a text, at normal priority, by kind: flush "
+                 "(started at a pause, before the end of the utterance) or final (an end of "
+                 "utterance that adopted no flush; its trimmed try and full-window redo together)", ("kind",))
 PASS_SECONDS = counter("voice_asr_pass_seconds_total",
                        "Model time of the passes, by kind as voice_asr_passes_total", ("kind",))
 FLUSHES_ADOPTED = counter(

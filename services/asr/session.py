@@ -302,7 +302,8 @@ class RecognitionSession:
             trim = not adopt.unreliable
         if tr is None and audio.size:
             tr = await self._pass(audio, trim=trim)
-            self.observer.model_pass("final", tr.model_seconds)
+            if not cfg.background:   # (a release probe's pass runs at the interims' priority)
+                self.observer.model_pass("final", tr.model_seconds)
         elif tr is None:
             tr = Transcript(text="")  # force_eou with nothing sent: an empty final, no model call
         if previous is not None:
