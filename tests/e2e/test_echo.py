@@ -34,11 +34,18 @@ def _clip(name: str) -> Clip:
 
 
 async def test_a_long_answer_with_its_echo_plays_to_the_end(stack):
-    heard = await listen_through(stack.ws_url, RATE, ROOM, _clip("0880"))
-    print(f"echo {ROOM.delay_ms:.0f} ms {ROOM.level_db:.0f} dB: answer {heard.status}, played "
-          f"{heard.played_s:.1f} s, paused {heard.pauses}x, user turns {heard.user_turns}")
-    assert heard.played_s >= 8.0, "the answer is too short to test anything: ask for a longer one"
-    assert heard.status == "completed" and heard.user_turns == 0, heard
+    # The answer is sampled: one asked for at length still came out at 7.1 s
+    # once (CI, 2026-12-07), too short to say much. Every try must play to its
+    # end with no user turn made of its echo; a short one is asked again (at
+    # most twice), and an answer never long enough still fails.
+    for attempt in range(3):
+        heard = await listen_through(stack.ws_url, RATE, ROOM, _clip("0880"))
+        print(f"echo {ROOM.delay_ms:.0f} ms {ROOM.level_db:.0f} dB: answer {heard.status}, played "
+              f"{heard.played_s:.1f} s, paused {heard.pauses}x, user turns {heard.user_turns}")
+        assert heard.status == "completed" and heard.user_turns == 0, heard
+        if heard.played_s >= 8.0:
+            break
+    assert heard.played_s >= 8.0, "every answer was too short to test anything: ask for longer ones"
 
 
 async def test_a_voice_over_the_answer_and_its_echo_interrupts_it(stack):
