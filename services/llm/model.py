@@ -127,7 +127,7 @@ class LlamaInstance:
 
         return bool(llama_cpp.llama_memory_can_shift(llama_cpp.llama_get_memory(self._llm._ctx.ctx)))
 
-    def cached_tokens(self) -> Sequence[int]:
+    def cached_tokens(self) -> list[int]:
         return self._llm.input_ids[: self._llm.n_tokens].tolist()
 
     def _reuse(self, prompt: Sequence[int]) -> int:
@@ -139,7 +139,7 @@ class LlamaInstance:
         llm = self._llm
         if llm.n_tokens > self._n_set:
             self._shift_pending = False      # a decode ran since: any shift is applied
-        cached = list(self.cached_tokens())
+        cached = self.cached_tokens()
         r = reuse.plan(cached, prompt, shift=self.can_shift)
         self.restored = self.fast = 0
         if self._store is not None:
