@@ -17,6 +17,14 @@ from common.components import COMPONENTS, GATEWAY, REDIS_URL, Component, gateway
 log = logging.getLogger("stack")
 ROOT = Path(__file__).resolve().parent.parent
 COLORS = ["36", "32", "33", "35", "34", "31", "37"]
+# A child gets a process group of its own, so a terminal's Ctrl-C reaches only
+# the supervisor, which stops the children in order (gateway first). Not a
+# session of its own: on Linux (CONFIG_SCHED_AUTOGROUP) a new session is a new
+# scheduling group, where a thread's nice value weighs only against the threads
+# of its own process, so the ASR's nice-19 interims and the LLM's nice-5 answer
+# tails would take an equal share of the cores with the other services' urgent
+# work (docs/capacity-rechecks.md, re-check 25).
+OWN_GROUP: dict = {"process_group": 0} if sys.version_info >= (3, 11) else {"preexec_fn": os.setpgrp}
 
 
 class Child:
@@ -29,7 +37,7 @@ class Child:
     async def start(self) -> None:
         self.proc = await asyncio.create_subprocess_exec(
             *self.argv, env=self.env, cwd=ROOT, stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.STDOUT, start_new_session=True)
+            stderr=asyncio.subprocess.STDOUT, **OWN_GROUP)
         self._pump = asyncio.create_task(self._prefix_output(), name=f"pump-{self.name}")
 
     async def _prefix_output(self) -> None:

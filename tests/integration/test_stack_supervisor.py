@@ -70,6 +70,11 @@ def test_supervisor_starts_restarts_and_stops_everything():
             assert any(ln.lstrip().startswith(f"{name} |") for ln in lines), f"no {name} log lines"
 
         kids = children_of(proc.pid)
+        # In the supervisor's session (one scheduling group, so the services'
+        # nice values weigh against each other), each in its own process group.
+        for pid in kids:
+            assert os.getsid(pid) == os.getsid(proc.pid), f"{kids[pid]} has a session of its own"
+            assert os.getpgid(pid) == pid, f"{kids[pid]} shares a process group"
         asr = [pid for pid, cmd in kids.items() if "services.asr" in cmd]
         assert len(asr) == 1, kids
         os.kill(asr[0], signal.SIGKILL)
