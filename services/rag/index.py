@@ -8,6 +8,7 @@ re-embedding only the documents whose hash changed."""
 from __future__ import annotations
 
 import dataclasses
+import fnmatch
 import hashlib
 import json
 import logging
@@ -30,19 +31,47 @@ SUFFIXES = documents.SUFFIXES
 VECTORS, META = "vectors.npy", "meta.json"
 
 
+IGNORE_FILE = ".ragignore"
+
+
+def ignore_patterns(docs_dir: Path) -> list[str]:
+    """The folder's ``.ragignore``: one pattern a line, ``#`` comments. A pattern
+    matches a path relative to the folder (``runbooks/*.md``), a file's name
+    when it has no ``/`` (``notes-*.txt``), or a whole folder when it ends in
+    ``/`` (``drafts/``)."""
+    try:
+        text = (docs_dir / IGNORE_FILE).read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return []
+    return [ln.strip() for ln in text.splitlines() if ln.strip() and not ln.lstrip().startswith("#")]
+
+
+def ignored(rel: str, patterns: list[str]) -> bool:
+    name = rel.rsplit("/", 1)[-1]
+    for pat in patterns:
+        if pat.endswith("/"):
+            if rel.startswith(pat) or fnmatch.fnmatchcase(rel.split("/", 1)[0] + "/", pat):
+                return True
+        elif fnmatch.fnmatchcase(rel, pat) or ("/" not in pat and fnmatch.fnmatchcase(name, pat)):
+            return True
+    return False
+
+
 def scan(docs_dir: Path, exclude: Optional[Path] = None) -> dict[str, Path]:
-    """Relative path -> file for every readable document, sorted, hidden files skipped."""
+    """Relative path -> file for every readable document, sorted; hidden files
+    and what the folder's ``.ragignore`` names are skipped."""
     out: dict[str, Path] = {}
     if not docs_dir.is_dir():
         return out
     excl = exclude.resolve() if exclude else None
+    patterns = ignore_patterns(docs_dir)
     for p in sorted(docs_dir.rglob("*")):
         rel = p.relative_to(docs_dir)
         if any(part.startswith(".") for part in rel.parts) or not p.is_file():
             continue
         if excl is not None and (p.resolve() == excl or excl in p.resolve().parents):
             continue
-        if p.suffix.lower() in SUFFIXES:
+        if p.suffix.lower() in SUFFIXES and not ignored(rel.as_posix(), patterns):
             out[rel.as_posix()] = p
     return out
 

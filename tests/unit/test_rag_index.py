@@ -99,6 +99,20 @@ def test_the_index_folder_inside_the_docs_folder_is_not_indexed(tmp_path):
     assert set(scan(docs, exclude=inner)) == set(DOCS)
 
 
+
+def test_what_the_folders_ragignore_names_is_not_indexed_and_a_change_to_it_is_seen(tmp_path):
+    docs = write_docs(tmp_path, DOCS | {"drafts/plan.md": "# Plan\n\nnot yet\n",
+                                        "log-2026.md": "# Log\n\nmeasurements\n"})
+    (docs / ".ragignore").write_text("# measurement logs\n\nlog-*.md\ndrafts/\nrunbooks/*.md\n")
+    assert set(scan(docs)) == {"guide.md", "notes.txt"}
+    index, _ = load_or_build(docs, tmp_path / "index", HashingEmbedder())
+    assert {c.source for c in index.chunks} == {"guide.md", "notes.txt"}
+    # A pattern with no "/" names files anywhere; with one, a path from the folder.
+    (docs / ".ragignore").write_text("plan.md\nguide.md/x\n")
+    assert set(scan(docs)) == set(DOCS) | {"log-2026.md"}
+    (docs / ".ragignore").unlink()
+    assert set(scan(docs)) == set(DOCS) | {"drafts/plan.md", "log-2026.md"}
+
 def test_search_is_best_first_with_cosine_scores_and_honours_k_and_min_score(tmp_path):
     emb = HashingEmbedder()
     index, _ = load_or_build(write_docs(tmp_path), tmp_path / "index", emb)
