@@ -159,6 +159,8 @@ async def run_drill(sc: Scenario, *, http_url: str, admin_key: str, clips: list,
     if sc.release and release_store is None:
         raise ValueError(f"drill {sc.name} starts a {sc.release} release: give the gateways' Redis")
     fault_s = fault_s or sc.fault_s
+    if sc.users_at_limit and not users:
+        users = await _session_limit(http_url) or None
     # The briefing states the drill as run: its people and the judge's sample count.
     sc = dataclasses.replace(sc, users=users or sc.users,
                              judge_min_samples=judge_min_samples or sc.judge_min_samples)
@@ -322,6 +324,13 @@ async def _addresses(http_url: str, service: str) -> tuple[list[str], list[str]]
     canary = list((body.get("canary") or {}).get(service) or [])
     stable = [a for a in (body.get("backends") or {}).get(service, {}) if a not in canary] or canary
     return stable, canary
+
+
+async def _session_limit(http_url: str) -> int:
+    """The gateway's session limit (GATEWAY_MAX_SESSIONS) from its /readyz (in
+    its body whether ready or not); 0 = none."""
+    async with httpx.AsyncClient(base_url=http_url, timeout=10) as c:
+        return int((await c.get("/readyz")).json().get("max_sessions") or 0)
 
 
 async def _probe(http_url: str, sc: Scenario):

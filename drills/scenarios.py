@@ -35,6 +35,7 @@ class Scenario:
     runbook: str                          # docs/runbooks/<name>.md
     users: int = 2                        # spoken conversations kept going meanwhile
     arrivals: int = 0                     # more people who start talking with the fault and leave at its end
+    users_at_limit: bool = False          # users = the gateway's session limit (its /readyz), when it has one
     check_history: bool = True            # every item a client saw done must survive the drill
     restarts_gateway: bool = False        # the fault is a gateway restart (by the operator's command)
     settled_metric: str = ""              # recovered only once this gateway gauge is back at 0
@@ -178,7 +179,8 @@ SCENARIOS: dict[str, Scenario] = {s.name: s for s in (
         alerts=("VoiceSessionsRefused",),
         runbook="VoiceSessionsRefused",
         moves=(Move(f"{GATEWAY}: Sessions refused (server_busy)", "up", "limit"),),
-        users=3,          # GATEWAY_MAX_SESSIONS' default: all admitted before the fault
+        users=3,          # without a limit to read; else the gateway's GATEWAY_MAX_SESSIONS
+        users_at_limit=True,  # all admitted before the fault, so the arrivals are the ones over it
         arrivals=2,
     ),
     Scenario(

@@ -70,7 +70,7 @@ class GatewaySettings:
     # conversations and broke it at 4 (p95 1388 ms; 1.25-1.86 s in the day's
     # other 4-user runs, docs/capacity-rechecks.md). An earlier report had met it
     # at 4 once. A bigger host measures its own number and sets GATEWAY_MAX_SESSIONS.
-    max_sessions: int = setting(3, "concurrent sessions before new ones get server_busy (0 = unlimited; "
+    max_sessions: int = setting(6, "concurrent sessions before new ones get server_busy (0 = unlimited; "
                                 "default: the measured capacity of a 2-core host, docs/capacity.md)")
     busy_retry_after_s: float = setting(5.0, "retry hint (retry_after_s) sent with server_busy")
     max_message_bytes: int = setting(1 << 20, "largest client WebSocket message accepted")

@@ -417,6 +417,40 @@ async def test_the_briefing_states_the_people_and_samples_the_drill_runs_with():
     assert any("deciding on 5 canary turns" in line for line in said), said
 
 
+
+async def test_the_overload_drill_brings_as_many_people_as_the_gateway_admits():
+    """Its people fill the gateway's session limit (read from /readyz, whose
+    body says it even when the gateway is full), so the arrivals are the ones
+    over it, whatever GATEWAY_MAX_SESSIONS is."""
+    import http.server
+    import json
+    import threading
+
+    from drills.runner import run_drill
+
+    class Readyz(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):
+            body = json.dumps({"status": "full", "active_sessions": 5, "max_sessions": 5}).encode()
+            self.send_response(503 if self.path == "/readyz" else 404)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args):
+            pass
+
+    srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Readyz)
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    said: list[str] = []
+    try:
+        with pytest.raises(RuntimeError, match="no turn completed"):
+            await run_drill(SCENARIOS["overload"], http_url=f"http://127.0.0.1:{srv.server_port}",
+                            admin_key="k", clips=[], baseline_timeout_s=0.1, say=said.append)
+    finally:
+        srv.shutdown()
+    assert any(line.startswith("Traffic: 5 people") for line in said), said
+
 async def test_an_alert_pending_before_the_fault_and_firing_after_it_is_not_its_detection():
     """CI, 2026-12-06: the latency burn-rate alert went pending on a slow
     baseline and fired a second after the fault began; its firing series'
