@@ -15,6 +15,7 @@ such final was then redone on the full window (~0.7 s more on two threads)."""
 from __future__ import annotations
 
 import threading
+import types
 
 import numpy as np
 import pytest
@@ -88,14 +89,35 @@ def test_a_looping_final_keeps_its_first_reading_without_the_full_window(engine,
     assert len(tok.encode(" " + final.text)) < cap
 
 
-def test_a_decode_that_stops_by_itself_within_its_cap_goes_to_the_full_window(engine, after_pause) -> None:
-    """At beam 5 the same speech decodes as two readings that end by
-    themselves (20 of 26 tokens): two readings fit the audio, so the rule
-    takes no first reading and the full window decides, as for every
-    unreliable pass before the rule."""
+def test_a_decode_that_stops_by_itself_within_its_cap_goes_to_the_full_window(engine, after_pause,
+                                                                            monkeypatch) -> None:
+    """Two readings that end by themselves within the cap fit the audio, so the
+    rule takes no first reading and the full window decides, as for every
+    unreliable pass before the rule. Beam 5 decodes this speech so on some
+    CPUs (20 of 26 tokens, the CI's in 2026-12-07) and loops to the cap on
+    others (int8 kernels differ: a 2026-12-07 host with AVX512-VNNI), so the
+    decode is given: the real model's, with its tokens replaced by two
+    readings and an end."""
+    tok = engine._tokenizer("en", engine.model)
+    two = tok.encode(" Not an ill-disposed young man. Not an ill-disposed young man.")
+
+    class TwoReadings:
+        def __init__(self, model) -> None:
+            self._model = model
+
+        def __getattr__(self, name: str):
+            return getattr(self._model, name)
+
+        def generate(self, *args, **kwargs):
+            r = self._model.generate(*args, **kwargs)[0]
+            return [types.SimpleNamespace(sequences_ids=[two + [tok.eot]], scores=[-0.2],
+                                          no_speech_prob=r.no_speech_prob)]
+
     never = threading.Event()
-    with pytest.raises(Unreliable):
-        engine.transcribe_final(after_pause, "en", 5, never, words=False, redo=False)
+    with monkeypatch.context() as m:
+        m.setattr(engine.model, "model", TwoReadings(engine.model.model))
+        with pytest.raises(Unreliable):
+            engine.transcribe_final(after_pause, "en", 5, never, words=False, redo=False)
     final = engine.transcribe_final(after_pause, "en", 5, never, words=False)
     assert final.text.lower().count("young man") == 1
 
