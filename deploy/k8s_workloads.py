@@ -16,7 +16,7 @@ VERSION = "0.1.0"
 UID = 10001                  # the image's non-root user (Dockerfile)
 REDIS_IMAGE = "redis:7.4.1-alpine"
 REDIS_UID = 999              # the redis user of the official image
-HPA_MAX = {"vad": 4, "asr": 6, "llm": 6, "rag": 4, "tts": 6, "gateway": 10}
+HPA_MAX = {"vad": 4, "asr": 6, "llm": 6, "rag": 4, "tts": 6, "gateway": 8}
 # The gateway scales on open sessions per pod (a custom metric served by
 # prometheus-adapter), not CPU: the speech stages saturate long before the
 # gateway's CPU does, and the session limit is what admission enforces.

@@ -160,7 +160,7 @@ async def run_drill(sc: Scenario, *, http_url: str, admin_key: str, clips: list,
         raise ValueError(f"drill {sc.name} starts a {sc.release} release: give the gateways' Redis")
     fault_s = fault_s or sc.fault_s
     if sc.users_at_limit and not users:
-        users = await _session_limit(http_url) or None
+        users = await _session_limit(http_url, say) or None
     # The briefing states the drill as run: its people and the judge's sample count.
     sc = dataclasses.replace(sc, users=users or sc.users,
                              judge_min_samples=judge_min_samples or sc.judge_min_samples)
@@ -326,11 +326,16 @@ async def _addresses(http_url: str, service: str) -> tuple[list[str], list[str]]
     return stable, canary
 
 
-async def _session_limit(http_url: str) -> int:
+async def _session_limit(http_url: str, say: Say) -> int:
     """The gateway's session limit (GATEWAY_MAX_SESSIONS) from its /readyz (in
-    its body whether ready or not); 0 = none."""
-    async with httpx.AsyncClient(base_url=http_url, timeout=10) as c:
-        return int((await c.get("/readyz")).json().get("max_sessions") or 0)
+    its body whether ready or not); 0 = none or unknown (then the scenario's
+    people). Behind a load balancer it is one gateway's limit."""
+    try:
+        async with httpx.AsyncClient(base_url=http_url, timeout=10) as c:
+            return int((await c.get("/readyz")).json().get("max_sessions") or 0)
+    except (httpx.HTTPError, ValueError, AttributeError, TypeError) as exc:
+        say(f"could not read the gateway's session limit from /readyz ({exc!r}): the scenario's people")
+        return 0
 
 
 async def _probe(http_url: str, sc: Scenario):

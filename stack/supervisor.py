@@ -23,7 +23,9 @@ COLORS = ["36", "32", "33", "35", "34", "31", "37"]
 # scheduling group, where a thread's nice value weighs only against the threads
 # of its own process, so the ASR's nice-19 interims and the LLM's nice-5 answer
 # tails would take an equal share of the cores with the other services' urgent
-# work (docs/capacity-rechecks.md, re-check 25).
+# work (docs/capacity-rechecks.md, re-check 25). The price: the stack is one
+# group against the rest of the machine (a browser, a build) instead of one
+# per service. No terminal input: a background group reading it would stop.
 OWN_GROUP: dict = {"process_group": 0} if sys.version_info >= (3, 11) else {"preexec_fn": os.setpgrp}
 
 
@@ -36,8 +38,8 @@ class Child:
 
     async def start(self) -> None:
         self.proc = await asyncio.create_subprocess_exec(
-            *self.argv, env=self.env, cwd=ROOT, stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.STDOUT, **OWN_GROUP)
+            *self.argv, env=self.env, cwd=ROOT, stdin=asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT, **OWN_GROUP)
         self._pump = asyncio.create_task(self._prefix_output(), name=f"pump-{self.name}")
 
     async def _prefix_output(self) -> None:
@@ -107,7 +109,8 @@ class Supervisor:
 
     async def run(self) -> int:
         loop = asyncio.get_running_loop()
-        for sig in (signal.SIGINT, signal.SIGTERM):
+        # SIGHUP: the terminal closed; stop in order, as for Ctrl-C.
+        for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
             loop.add_signal_handler(sig, self._stop.set)
         try:
             await self._start_all()

@@ -66,10 +66,11 @@ class GatewaySettings:
                                    "[CARD], not the number; default true)")
     # Admission control (services/gateway/admission.py). The default comes from
     # the measured capacity of the 2-core reference host: `make capacity` writes
-    # docs/capacity.md, whose report of record (2026-12-02) met the SLO at 3
-    # conversations and broke it at 4 (p95 1388 ms; 1.25-1.86 s in the day's
-    # other 4-user runs, docs/capacity-rechecks.md). An earlier report had met it
-    # at 4 once. A bigger host measures its own number and sets GATEWAY_MAX_SESSIONS.
+    # docs/capacity.md, whose report of record (2026-12-07) met the SLO at 6
+    # conversations (p95 1054 ms; 1076 in a second 6-user step) and broke it at 8
+    # (p95 1489 ms), with the load test's spoken questions, none of them about the
+    # documents (a grounded answer's prompt costs more: docs/capacity-rechecks.md,
+    # re-check 26). A bigger host measures its own number and sets GATEWAY_MAX_SESSIONS.
     max_sessions: int = setting(6, "concurrent sessions before new ones get server_busy (0 = unlimited; "
                                 "default: the measured capacity of a 2-core host, docs/capacity.md)")
     busy_retry_after_s: float = setting(5.0, "retry hint (retry_after_s) sent with server_busy")

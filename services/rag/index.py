@@ -36,9 +36,10 @@ IGNORE_FILE = ".ragignore"
 
 def ignore_patterns(docs_dir: Path) -> list[str]:
     """The folder's ``.ragignore``: one pattern a line, ``#`` comments. A pattern
-    matches a path relative to the folder (``runbooks/*.md``), a file's name
-    when it has no ``/`` (``notes-*.txt``), or a whole folder when it ends in
-    ``/`` (``drafts/``)."""
+    with no ``/`` names files or folders at any depth (``notes-*.txt``); one with
+    a ``/`` is a path from the folder (``archive/*.pdf``; a leading ``/`` is
+    allowed); one ending in ``/`` names folders only (``drafts/``). ``*`` and ``?``
+    match across ``/`` in a path pattern, as ``fnmatch`` does."""
     try:
         text = (docs_dir / IGNORE_FILE).read_text(encoding="utf-8", errors="replace")
     except OSError:
@@ -47,13 +48,17 @@ def ignore_patterns(docs_dir: Path) -> list[str]:
 
 
 def ignored(rel: str, patterns: list[str]) -> bool:
-    name = rel.rsplit("/", 1)[-1]
+    parts = rel.split("/")
     for pat in patterns:
-        if pat.endswith("/"):
-            if rel.startswith(pat) or fnmatch.fnmatchcase(rel.split("/", 1)[0] + "/", pat):
+        folder_only = pat.endswith("/")
+        pat = pat.strip("/")
+        if not pat:
+            continue
+        # Every folder above the file, and (unless folder_only) the file itself.
+        for depth in range(1, len(parts) + (0 if folder_only else 1)):
+            here = parts[depth - 1] if "/" not in pat else "/".join(parts[:depth])
+            if fnmatch.fnmatchcase(here, pat):
                 return True
-        elif fnmatch.fnmatchcase(rel, pat) or ("/" not in pat and fnmatch.fnmatchcase(name, pat)):
-            return True
     return False
 
 

@@ -143,6 +143,25 @@ def test_gateway_readiness_is_readyz_and_liveness_does_not_follow_backends_or_se
         ctr["livenessProbe"]["httpGet"]["path"] not in ("/healthz", "/readyz")
 
 
+
+def test_the_gateways_at_their_most_admit_no_more_sessions_than_the_speech_services_serve():
+    """docs/deployment.md, "Capacity and admission": every admitted session may
+    hold a VAD and an ASR stream and an answer's LLM and TTS streams at once, so
+    the gateway's maxReplicas x GATEWAY_MAX_SESSIONS stays within each of those
+    services' maxReplicas x <PREFIX>MAX_STREAMS (the refusals stay a plain
+    server_busy at the gateway, not RESOURCE_EXHAUSTED in a turn)."""
+    from deploy.configdoc import fields
+
+    hpas = objs("base", "HorizontalPodAutoscaler")
+    limit = int(env_of(objs("base", "Deployment")[GATEWAY.name])["GATEWAY_MAX_SESSIONS"])
+    sessions = hpas[GATEWAY.name]["spec"]["maxReplicas"] * limit
+    for c in COMPONENTS:
+        if c.name not in ("vad", "asr", "llm", "tts"):
+            continue
+        streams = next(f.default for f in fields(c) or () if f.env == f"{c.env_prefix}MAX_STREAMS")
+        served = hpas[c.name]["spec"]["maxReplicas"] * streams
+        assert sessions <= served, f"{sessions} sessions at most, {c.name} serves {served} streams"
+
 def test_gateway_hpa_scales_on_sessions_per_pod_below_the_limit():
     hpa = objs("base", "HorizontalPodAutoscaler")[GATEWAY.name]["spec"]
     [metric] = hpa["metrics"]

@@ -107,9 +107,18 @@ def test_what_the_folders_ragignore_names_is_not_indexed_and_a_change_to_it_is_s
     assert set(scan(docs)) == {"guide.md", "notes.txt"}
     index, _ = load_or_build(docs, tmp_path / "index", HashingEmbedder())
     assert {c.source for c in index.chunks} == {"guide.md", "notes.txt"}
-    # A pattern with no "/" names files anywhere; with one, a path from the folder.
-    (docs / ".ragignore").write_text("plan.md\nguide.md/x\n")
+    # A pattern with no "/" names files (and folders) anywhere; with one, a path
+    # from the folder; a folder pattern matches at any depth, never a file.
+    (docs / ".ragignore").write_text("plan.md\nguide.md/x\nnotes.txt/\n/log-2026.md\n")
+    assert set(scan(docs)) == set(DOCS)
+    (docs / "runbooks" / "drafts").mkdir()
+    (docs / "runbooks" / "drafts" / "new.md").write_text("# New\n\nnot yet\n")
+    (docs / ".ragignore").write_text("drafts/\n")
     assert set(scan(docs)) == set(DOCS) | {"log-2026.md"}
+    (docs / ".ragignore").write_text("runbooks\n")
+    assert set(scan(docs)) == {"guide.md", "notes.txt", "drafts/plan.md", "log-2026.md"}
+    (docs / "runbooks" / "drafts" / "new.md").unlink()
+    (docs / "runbooks" / "drafts").rmdir()
     (docs / ".ragignore").unlink()
     assert set(scan(docs)) == set(DOCS) | {"drafts/plan.md", "log-2026.md"}
 
