@@ -79,10 +79,16 @@ def llm():
 
 async def test_llm_answers_probe_passes_an_identical_canary(rag, llm):
     """The answer eval's questions asked of the same LLM as canary and
-    stable, with the same passages, greedy: the same answers, a PASS, and
-    the counts the probe judged by in its detail."""
+    stable, with the same passages, greedy: a PASS, and the counts the probe
+    judged by in its detail. Not always the same answers: the canary's asks
+    find each prompt cached by the stable's (restored from the KV store, one
+    token evaluated), and llama.cpp's logits differ in the last bits between a
+    prompt evaluated in one batch and one token evaluated on a cached prefix,
+    enough to flip a greedy choice (CI 2026-12-07: one answer of 12, 82 tokens
+    cold and 65 warm, 5 facts against 4). The probe's margin is for that."""
     [check] = await Prober(llm_stable=llm.address, llm_canary=llm.address, rag=rag.address)("llm")
     print("llm probe:", check.record())
     assert check.rule == "quality:llm_answers" and check.outcome == PASS, check.record()
-    assert check.detail["questions"] >= 8 and check.detail["facts_canary"] == check.detail["facts_stable"]
+    assert check.detail["questions"] >= 8
+    assert abs(check.detail["facts_canary"] - check.detail["facts_stable"]) <= check.detail["fact_margin"]
     assert check.detail["facts_asked"] >= check.detail["questions"]
