@@ -48,10 +48,16 @@ def clear_faults(stack) -> None:
 
 
 async def answered(rt: RealtimeClient, mic, pcm: bytes) -> None:
-    """The next spoken turn completes (the session recovered)."""
+    """The next spoken turn completes (the session recovered). An answer
+    cancelled on the way is skipped: CI 2026-12-07 saw clip 0920's first
+    answer cancelled 1.1 s after its audio began, most likely a pause inside
+    the clip taken as the turn's end and the speech after it a barge-in (the
+    split turns of issue #13); what this test checks is that a turn is
+    answered, and a failed one still fails it."""
     mark = rt.mark()
     mic.play(pcm)
-    done = await rt.wait_for("response.done", since=mark, timeout=TURN_TIMEOUT)
+    done = await rt.wait_for("response.done", since=mark, timeout=TURN_TIMEOUT,
+                             where=lambda e: status_of(e)[0] != "cancelled")
     assert status_of(done)[0] == "completed", done
     # Listen to the end, so the next clip is a new turn, not a barge-in.
     rid = done.get("response")["id"]
