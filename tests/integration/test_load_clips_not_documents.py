@@ -8,23 +8,19 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import dataclasses
+
 from clients.clips import clips
 from services.gateway.settings import GatewaySettings
-from services.rag.chunking import ChunkingConfig
-from services.rag.embedder import MiniLmEmbedder, OnnxOptions
-from services.rag.engine import RagConfig, RagEngine
-from services.rag.__main__ import Settings as RagSettings
+from services.rag.__main__ import Settings as RagSettings, build_engine
 from services.rag.schema import SearchRequest
 from tests.procs import ROOT
 
 
 def test_no_load_test_clip_retrieves_a_passage_of_the_projects_documents(tmp_path: Path):
-    s = RagSettings()
-    embedder = MiniLmEmbedder(OnnxOptions(model_path=s.model, tokenizer_path=s.tokenizer, threads=2))
-    engine = RagEngine(embedder, RagConfig(
-        docs_dir=ROOT / "docs", index_dir=tmp_path / "index", default_k=3,
-        max_query_chars=s.max_query_chars,
-        chunking=ChunkingConfig(s.chunk_min_words, s.chunk_target_words, s.chunk_max_words)))
+    # The service's own engine, over the project's docs/, with an index of the test's.
+    engine = build_engine(dataclasses.replace(RagSettings(), docs_dir=str(ROOT / "docs"),
+                                              index_dir=str(tmp_path / "index"), watch_interval_s=0))
     try:
         indexed = {c.source for c in engine.index.chunks}
         assert "user-guide.md" in indexed and "benchmarks.md" not in indexed
