@@ -25,14 +25,11 @@ import statistics
 import urllib.request
 from typing import Sequence
 
-import grpc
-
 from bench.bench_e2e import RATE, TURN_TIMEOUT, V2V_TARGET_P50_MS, V2V_TARGET_P95_MS, Clip, pct, verdict
 from clients import events
 from clients.realtime import RealtimeClient
 from clients.speech import voiced_span
-from common.audio import resample_pcm16
-from common.stubs import tts_pb2, tts_pb2_grpc
+from clients.synth import speak
 
 # Questions the shipped documents answer (docs/user-guide.md, docs/runbooks/).
 QUESTIONS = (
@@ -47,14 +44,7 @@ LEAD_S, TAIL_S = 0.5, 2.0
 
 
 async def synthesise(tts_address: str, text: str) -> Clip:
-    async with grpc.aio.insecure_channel(tts_address) as ch:
-        stub = tts_pb2_grpc.SynthesizerStub(ch)
-        pcm, rate = bytearray(), 0
-        async for chunk in stub.Synthesize(tts_pb2.SynthesizeRequest(text=text)):
-            pcm += chunk.audio
-            rate = chunk.sample_rate_hz or rate
-    audio = resample_pcm16(bytes(pcm), rate, RATE)
-    audio = bytes(int(LEAD_S * RATE) * 2) + audio + bytes(int(TAIL_S * RATE) * 2)
+    audio = await speak(tts_address, text, RATE, LEAD_S, TAIL_S)
     return Clip(text, audio, voiced_span(audio, RATE))
 
 

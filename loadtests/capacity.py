@@ -5,10 +5,13 @@ its metrics; then write docs/capacity.md and its plot.
 
     python -m loadtests.capacity [--host ws://127.0.0.1:8000] [--users 1,2,3,4,6,8]
                                  [--step-seconds 120] [--report docs/capacity.md]
+                                 [--doc-share 0.25]
 
 Without --host it starts the whole stack itself (tests/stack.py) and reads
 /proc of each process; with --host (a `make run` stack) it reads the
-services' /metrics ports from common/components.py. Each step is its own
+services' /metrics ports from common/components.py. With --doc-share a
+share of the questions are the answer eval's questions about the documents,
+spoken by the stack's TTS first (loadtests/doc_questions.py). Each step is its own
 Locust run, so every step's CPU and latency belong to that user count only."""
 from __future__ import annotations
 
@@ -44,10 +47,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--session-limit", type=int, default=0,
                    help="GATEWAY_MAX_SESSIONS of the stack it starts: 0 = unlimited, so the steps measure "
                         "the host, not the admission limit (default 0)")
+    p.add_argument("--doc-share", type=float, default=0.0,
+                   help="share of questions about the documents (0..1; default 0: the recorded clips only)")
     p.add_argument("--gpu-host-cores", type=int, default=16, help="cores of the GPU host in the math (default 16)")
     slo_gate.add_flags(p)
     a = p.parse_args(argv)
     a.user_steps = sorted({int(u) for u in a.users.split(",") if u.strip()})
+    if not 0.0 <= a.doc_share <= 1.0:
+        p.error("--doc-share must be within 0..1")
     if not a.user_steps or a.user_steps[0] < 1 or a.user_steps[-1] > 50:
         p.error("--users must be counts within 1..50")
     if a.host and urlparse(a.host).hostname not in LOOPBACK:
@@ -129,7 +136,26 @@ def rebuilds(before: probes.Series, after: probes.Series) -> list[str]:
     return out
 
 
-def run_step(base: str, users: int, a: argparse.Namespace, readers, addrs: dict[str, str]) -> StepResult:
+def doc_clips(a: argparse.Namespace, stack) -> dict[str, str]:
+    """Locust's environment for the document questions: spoken first by the
+    stack's TTS (or, with --host, the one at common/components.py's port)."""
+    if a.doc_share <= 0:
+        return {}
+    import asyncio
+    from loadtests import doc_questions
+    if stack is not None:
+        tts = stack.services["tts"].address
+    else:
+        from common.components import COMPONENTS
+        tts = next(f"127.0.0.1:{c.resolved(dict(os.environ)).port}" for c in COMPONENTS if c.name == "tts")
+    folder = a.out / "doc-questions"
+    paths = asyncio.run(doc_questions.prepare(tts, folder))
+    print(f"{len(paths)} document questions spoken into {folder}; share of questions {a.doc_share:g}", flush=True)
+    return {"LOAD_DOC_CLIPS": str(folder), "LOAD_DOC_SHARE": str(a.doc_share)}
+
+
+def run_step(base: str, users: int, a: argparse.Namespace, readers, addrs: dict[str, str],
+             extra_env: dict[str, str] | None = None) -> StepResult:
     gateway_metrics, rag_metrics = addrs["gateway"], addrs.get("rag")
     before = probes.scrape(gateway_metrics)
     rag_before = probes.scrape(rag_metrics) if rag_metrics else {}
@@ -137,7 +163,7 @@ def run_step(base: str, users: int, a: argparse.Namespace, readers, addrs: dict[
     t0 = time.monotonic()
     with probes.Usage(readers) as use:
         samples = run_locust(base, a.out / f"users-{users}", users=users, spawn_rate=a.spawn_rate,
-                             run_time=f"{a.step_seconds}s", env={"LOAD_SHAPE": "steady"})
+                             run_time=f"{a.step_seconds}s", env={"LOAD_SHAPE": "steady"} | (extra_env or {}))
     wall = time.monotonic() - t0     # the window CPU was measured over (Locust start to stop)
     child1 = resource.getrusage(resource.RUSAGE_CHILDREN)
     after = probes.scrape(gateway_metrics)
@@ -170,9 +196,10 @@ def main(argv: list[str] | None = None) -> int:
         readers, addrs = targets(stack)
         idle = probes.Usage(readers)
         idle.read()
+        doc_env = doc_clips(a, stack)
         for users in a.user_steps:
             print(f"\n==> step: {users} user(s) for {a.step_seconds} s", flush=True)
-            step = run_step(base, users, a, readers, addrs)
+            step = run_step(base, users, a, readers, addrs, doc_env)
             steps.append(step)
             f = step.figures
             print(f"    v2v p50 {f['v2v_p50_ms']:.0f} / p95 {f['v2v_p95_ms']:.0f} ms, "
@@ -181,6 +208,10 @@ def main(argv: list[str] | None = None) -> int:
             print("".join(f"    WARNING: {n}\n" for n in step.notes), end="", flush=True)
             if step.underruns is not None:
                 print(f"    answer audio underruns: {step.underruns[0]:.0f} ({step.underruns[1]:.2f} s of silence)")
+            if f.get("doc_turns"):
+                print(f"    document questions: {f['doc_turns']:.0f} answered, v2v p50 {f['doc_v2v_p50_ms']:.0f} / "
+                      f"p95 {f['doc_v2v_p95_ms']:.0f} ms, LLM first token p50 "
+                      f"{f['doc_llm_first_token_p50_ms']:.0f} / p95 {f['doc_llm_first_token_p95_ms']:.0f} ms")
             print("    server p50/p95 ms: " + ", ".join(f"{k} {v[0]:.0f}/{v[1]:.0f}"
                                                        for k, v in sorted(step.server_ms.items())), flush=True)
             if not step.ok and not a.keep_going:
@@ -199,7 +230,9 @@ def main(argv: list[str] | None = None) -> int:
                     f"Gateway session limit: {a.session_limit or 'none'} (GATEWAY_MAX_SESSIONS="
                     f"{a.session_limit}), so the steps measure the host, not the admission limit."
                     if not a.host else "Against a running stack: its own session limit applies "
-                    "(refused connects are counted per step)."))
+                    "(refused connects are counted per step).") + (
+                    f" {a.doc_share:.0%} of the questions are about the documents (the answer eval's, "
+                    "spoken by the stack's TTS; loadtests/doc_questions.py)." if a.doc_share > 0 else ""))
     a.report.parent.mkdir(parents=True, exist_ok=True)
     a.report.write_text(render(steps, meta))
     print(f"\nwrote {a.report} and {png}")

@@ -28,6 +28,10 @@ A turn, as a person lives it (issue #11):
      had nothing left to cut: no barge-in is measured, the turn completes
      as in 3, and the interruption is still the next question;
   5. they think ~1 s and speak again.
+A share of the questions (``Pacing.doc_share``) can be questions about the
+documents (loadtests/doc_questions.py): those turns are also reported as
+``doc/voice_to_voice`` and ``doc/llm_first_token``, so the capacity report
+shows what the costliest turn gets under load.
 turn = last voiced sample → end of listening (or the cut); a failed turn's
 exception starts with its error code (``timeout``, ``server_busy``, ...)."""
 from __future__ import annotations
@@ -88,6 +92,7 @@ class Pacing:
     think_s: tuple[float, float] = (0.8, 1.2)     # pause between the answer and the next question
     turn_timeout_s: float = 30.0                   # an answer later than this is a failed turn
     out_rate: int = 24000                          # the session's output PCM rate
+    doc_share: float = 0.0                         # questions drawn from the document questions
 
 
 def audio_samples(log: EventLog, response_id: str | None, until: float | None = None) -> int:
@@ -115,22 +120,31 @@ class Speaker:
     """One user's conversation; ``turn()`` plays one question and its answer."""
 
     def __init__(self, session: Session, mic: Microphone, clips: Sequence[Clip], clock: Clock,
-                 report: Report, pacing: Pacing = Pacing(), rng: random.Random | None = None) -> None:
+                 report: Report, pacing: Pacing = Pacing(), rng: random.Random | None = None,
+                 doc_clips: Sequence[Clip] = ()) -> None:
         self.session, self.mic, self.clips, self.clock = session, mic, clips, clock
         self.report, self.pacing = report, pacing
         self.rng = rng or random.Random()
-        self.pending: tuple[Clip, Utterance, int] | None = None  # an interruption already spoken
+        self.doc_clips = doc_clips
+        self.doc_turn = False                                     # the question now answered is about the documents
+        self.pending: tuple[Clip, Utterance, int, bool] | None = None  # an interruption already spoken
         self.cut: set[str] = set()                                # responses this user cut
         self._first_index = 0                                     # where the current answer starts
 
     # -- the loop -----------------------------------------------------------------------------
+    def pick(self) -> tuple[Clip, bool]:
+        """The next question, and whether it is about the documents."""
+        if self.doc_clips and self.rng.random() < self.pacing.doc_share:
+            return self.rng.choice(self.doc_clips), True
+        return self.rng.choice(self.clips), False
+
     def turn(self) -> None:
         if self.pending is None:
-            clip = self.rng.choice(self.clips)
+            clip, self.doc_turn = self.pick()
             mark = self.session.mark()
             utt = self.mic.play(clip.pcm)
         else:
-            clip, utt, mark = self.pending
+            clip, utt, mark, self.doc_turn = self.pending
             self.pending = None
         t_last = utt.time_of(clip.span.last_sample)
         try:
@@ -159,6 +173,8 @@ class Speaker:
                            timeout=max(0.0, t_last + p.turn_timeout_s - self.clock.now()),
                            where=lambda e: e.t > t_last and e.get("response_id") not in self.cut)
         self.report("voice_to_voice", (first.t - t_last) * 1000, None)
+        if self.doc_turn:
+            self.report("doc/voice_to_voice", (first.t - t_last) * 1000, None)
         self._report_transcript(t_last, mark)
         rid, item = first.get("response_id"), first.get("item_id")
         if self.rng.random() < p.barge_in_share:
@@ -194,6 +210,8 @@ class Speaker:
             v = timings.get(f"{key}_ms")
             if isinstance(v, (int, float)):
                 self.report(f"server/{key}", float(v), None)
+                if self.doc_turn and key == "llm_first_token":
+                    self.report("doc/llm_first_token", float(v), None)
         server_v2v = timings.get("voice_to_voice_ms")
         if isinstance(server_v2v, (int, float)):
             self.report("client_lag", v2v_ms - float(server_v2v), None)
@@ -264,11 +282,11 @@ class Speaker:
         interruption is just the next question; the turn completes as usual)."""
         s, p = self.session, self.pacing
         t_first = first.t
-        clip = self.rng.choice(self.clips)
+        clip, about_docs = self.pick()
         mark = s.mark()
         utt = self.mic.play(clip.pcm)
         t_on = utt.time_of(clip.span.first_sample)
-        self.pending = (clip, utt, mark)      # whatever happens, the interruption is the next question
+        self.pending = (clip, utt, mark, about_docs)   # whatever happens, the interruption is the next question
         timeout = lambda: max(0.0, t_on + p.turn_timeout_s - self.clock.now())  # noqa: E731
         try:
             ev = s.wait_for(("output_audio_buffer.cleared", "output_audio_buffer.stopped"), since=first.index,

@@ -17,12 +17,15 @@ LOAD_THINK_S (1.0), LOAD_SHAPE (steady|step), LOAD_STEP_* (see shapes.py),
 LOAD_ECHO ("DELAY_MS,LEVEL_DB", e.g. "120,-10": every user on loudspeakers, the
 answers echoing into the microphone, clients/echo.py; default empty: none),
 LOAD_TURN_DETECTION ("server_vad", the default, or "semantic_vad[:EAGERNESS]",
-e.g. "semantic_vad:auto": the end-of-turn model decides the window)."""
+e.g. "semantic_vad:auto": the end-of-turn model decides the window),
+LOAD_DOC_CLIPS (a folder of spoken document questions, loadtests/doc_questions.py)
+with LOAD_DOC_SHARE (the share of questions drawn from it; default 0)."""
 from __future__ import annotations
 
 import json
 import os
 import time
+from pathlib import Path
 from urllib.parse import urlparse
 
 from locust import LoadTestShape, User, constant, events as locust_events, task
@@ -38,13 +41,15 @@ RATE = 16000                      # the clips' own rate; no client-side resampli
 OUT_RATE = 24000
 LOOPBACK = {"127.0.0.1", "localhost", "::1"}
 CLIPS = load_clips(rate=RATE)
+DOC_CLIPS = load_clips(Path(os.environ["LOAD_DOC_CLIPS"]), rate=RATE) if os.environ.get("LOAD_DOC_CLIPS") else []
 
 
 def pacing_from_env(env: dict[str, str] = os.environ) -> Pacing:  # type: ignore[assignment]
     think = float(env.get("LOAD_THINK_S", "1.0"))
     return Pacing(barge_in_share=float(env.get("LOAD_BARGE_IN_SHARE", "0.25")),
                   turn_timeout_s=float(env.get("LOAD_TURN_TIMEOUT_S", "30")),
-                  think_s=(0.8 * think, 1.2 * think), out_rate=OUT_RATE)
+                  think_s=(0.8 * think, 1.2 * think), out_rate=OUT_RATE,
+                  doc_share=float(env.get("LOAD_DOC_SHARE", "0")))
 
 
 def check_loopback(host: str) -> None:
@@ -114,7 +119,7 @@ class RealtimeVoiceUser(User):
         if room is not None:      # every user on loudspeakers: their answers echo into their mics
             attach_echo(rt, raw_mic, room)
         mic = StartedMic(raw_mic)
-        self.speaker = Speaker(rt, mic, CLIPS, SystemClock(), self.fire, pacing_from_env())
+        self.speaker = Speaker(rt, mic, CLIPS, SystemClock(), self.fire, pacing_from_env(), doc_clips=DOC_CLIPS)
 
     @task
     def talk(self) -> None:

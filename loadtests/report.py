@@ -117,6 +117,7 @@ def render(steps: list[StepResult], meta: Meta) -> str:
             "audio came late (the gateway's `voice_gateway_audio_underrun_seconds`), count (total s).", ""]
     out += [f"- **{s.users} user(s): {n}**" for s in steps for n in s.notes] + ([""] if any(s.notes for s in steps)
                                                                               else [])
+    out += _documents(steps)
     out += _costs(steps, ref, comps, meta)
     out += _breakdown(steps)
     out += _saturation(steps, comps)
@@ -126,6 +127,26 @@ def render(steps: list[StepResult], meta: Meta) -> str:
 
 def _underruns(s: StepResult) -> str:
     return "–" if s.underruns is None else f"{s.underruns[0]:.0f} ({s.underruns[1]:.1f})"
+
+
+def _documents(steps: list[StepResult]) -> list[str]:
+    """The questions about the documents in the mix (loadtests/doc_questions.py),
+    against issue #12's bar for them (p50 ≤ 800 / p95 ≤ 1200 ms); nothing when
+    the run had none."""
+    if not any(s.figures.get("doc_turns", 0) for s in steps):
+        return []
+    out = ["## Questions about the documents in the mix", "",
+           "The same steps' turns whose question was one of the answer eval's, spoken by the "
+           "stack's TTS (retrieval, then ~250 prompt tokens of passages); they are in the table "
+           "above too. Target for them (issue #12): p50 ≤ 800, p95 ≤ 1200 ms.", "",
+           "| users | answered | v2v p50 | v2v p95 | LLM first token p50 | p95 |", "|---|---|---|---|---|---|"]
+    for s in steps:
+        f = s.figures
+        out.append(f"| {s.users} | {f.get('doc_turns', 0):.0f} | {_ms(f.get('doc_v2v_p50_ms', math.nan))} | "
+                   f"{_ms(f.get('doc_v2v_p95_ms', math.nan))} | "
+                   f"{_ms(f.get('doc_llm_first_token_p50_ms', math.nan))} | "
+                   f"{_ms(f.get('doc_llm_first_token_p95_ms', math.nan))} |")
+    return out + [""]
 
 
 BREAKDOWN = ("speech_end", "endpoint", "asr_final", "transcript", "llm_first_token", "first_clause",

@@ -92,6 +92,12 @@ def figures(samples: list[Sample]) -> dict[str, float]:
         "failed_turn_ratio": failed / len(turns) if turns else math.nan,
         "barge_ins": float(len(ok("barge_in_reaction"))),
         "refused_connects": float(sum(1 for s in samples if s.name == "connect" and not s.ok)),
+        # questions about the documents (loadtests/doc_questions.py), when the mix has them
+        "doc_turns": float(len(ok("doc/voice_to_voice"))),
+        "doc_v2v_p50_ms": percentile(ok("doc/voice_to_voice"), 50),
+        "doc_v2v_p95_ms": percentile(ok("doc/voice_to_voice"), 95),
+        "doc_llm_first_token_p50_ms": percentile(ok("doc/llm_first_token"), 50),
+        "doc_llm_first_token_p95_ms": percentile(ok("doc/llm_first_token"), 95),
     }
 
 

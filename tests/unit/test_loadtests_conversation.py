@@ -323,3 +323,64 @@ def test_turn_detection_from_the_environment():
     assert turn_detection({"LOAD_TURN_DETECTION": "semantic_vad:high"})["eagerness"] == "high"
     with pytest.raises(ValueError, match="LOAD_TURN_DETECTION 'vad'"):
         turn_detection({"LOAD_TURN_DETECTION": "vad"})
+
+
+DOC = Clip("doc", b"\x02\x00" * RATE, RATE, VoicedSpan(1600, 14399, RATE), "How do I start the assistant?")
+
+
+def test_document_questions_are_drawn_by_their_share_and_reported_apart():
+    timings = json.dumps({"llm_first_token_ms": 420.0, "voice_to_voice_ms": 800.0})
+    script = [transcript(LAST + 0.30)] + answer(LAST + 0.85, audio_s=1.0)
+    script[-1][1]["response"]["metadata"] = {"timings": timings}
+    clock = VirtualClock()
+    reports: list = []
+    sp = Speaker(ScriptedSession(clock, script), FakeMic(clock), [CLIP], clock,
+                 lambda n, ms, e: reports.append((n, ms, e)),
+                 Pacing(barge_in_share=0.0, think_s=(1.0, 1.0), doc_share=1.0), random.Random(1), doc_clips=[DOC])
+    sp.turn()
+    f = figures(reports)
+    assert sp.doc_turn
+    assert f["voice_to_voice"] == f["doc/voice_to_voice"] == (850.0, None)
+    assert f["doc/llm_first_token"] == (420.0, None) and f["server/llm_first_token"] == (420.0, None)
+    # the same turn without document questions in the mix reports none
+    script = [transcript(LAST + 0.30)] + answer(LAST + 0.85, audio_s=1.0)
+    script[-1][1]["response"]["metadata"] = {"timings": timings}
+    sp, _, _, _, reports = speaker(script)
+    sp.turn()
+    assert not sp.doc_turn and not any(n.startswith("doc/") for n, _, _ in reports)
+
+
+@pytest.mark.parametrize("share, expect", [(0.0, 0), (0.3, 300), (1.0, 1000)])
+def test_the_share_of_document_questions_is_the_pacings(share, expect):
+    sp = Speaker(None, None, [CLIP], VirtualClock(), lambda *a: None,  # type: ignore[arg-type]
+                 Pacing(doc_share=share), random.Random(7), doc_clips=[DOC])
+    picked = [sp.pick() for _ in range(1000)]
+    docs = sum(is_doc for _, is_doc in picked)
+    assert abs(docs - expect) <= 45
+    assert all((clip is DOC) == is_doc for clip, is_doc in picked)
+    # without document clips the share draws nothing from them
+    sp.doc_clips = []
+    assert not any(is_doc for _, is_doc in (sp.pick() for _ in range(100)))
+
+
+def test_an_interruption_about_the_documents_is_reported_as_one_when_answered():
+    pacing = Pacing(barge_in_share=1.0, listen_before_barge_s=(0.5, 0.5), think_s=(1.0, 1.0), doc_share=1.0)
+    first = LAST + 0.6
+    t_cut = first + 0.5
+    cleared = t_cut + ONSET + 0.18
+    script = [transcript(LAST + 0.3)] + answer(first, audio_s=4.0, deltas=20, done_at=cleared + 0.05,
+                                               status="cancelled")
+    script.append((cleared, {"type": "output_audio_buffer.cleared", "response_id": "r1"}))
+    last2 = t_cut + 14399 / RATE
+    script += [transcript(last2 + 0.25)] + answer(last2 + 0.9, audio_s=1.0, rid="r2")
+    clock = VirtualClock()
+    reports: list = []
+    mic = FakeMic(clock)
+    sp = Speaker(ScriptedSession(clock, script), mic, [CLIP], clock, lambda n, ms, e: reports.append((n, ms, e)),
+                 pacing, random.Random(1), doc_clips=[DOC])
+    sp.turn()
+    assert sp.pending is not None and sp.pending[3] is True
+    reports.clear()
+    sp.pacing = Pacing(barge_in_share=0.0, think_s=(1.0, 1.0), doc_share=0.0)  # the next pick is not drawn
+    sp.turn()
+    assert figures(reports)["doc/voice_to_voice"] == (900.0, None)
