@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any, AsyncIterator
 
 from common.tracing import tracer
 from services.gateway import grounding, metrics
-from services.gateway.backends.types import BackendError, Priority, ToolCall
+from services.gateway.backends.types import BackendError, Priority, ToolCall, conversation_key
 
 if TYPE_CHECKING:
     from services.gateway.response import Response
@@ -51,7 +51,8 @@ def words(resp: "Response") -> AsyncIterator[str | ToolCall]:
     if query := resp.conv.planner.passage_query(resp.answers_item, resp.query, resp.passages):
         kw["passage_query"] = query
     return resp.conv.backends.llm.generate(
-        resp.messages, resp.passages, resp.max_tokens, resp.id, resp.usage, Priority.URGENT, **kw)
+        resp.messages, resp.passages, resp.max_tokens, resp.id, resp.usage, Priority.URGENT,
+        conversation=conversation_key(resp.conv.state.id), **kw)
 
 
 def _declined(resp: "Response", n: int, cover: float, below: float) -> None:

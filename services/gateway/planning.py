@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 from services.gateway import confirm, metrics, protocol
 from services.gateway import tools as tool_rules
-from services.gateway.backends.types import BackendError, ChatMessage, Passage, Tools
+from services.gateway.backends.types import BackendError, ChatMessage, Passage, Tools, conversation_key
 from services.gateway.history import window_start
 from services.gateway.protocol import new_id
 from services.gateway.response import Response
@@ -217,7 +217,8 @@ class Planner:
                 # runs must quote as it does, or it cannot wait for its cache.
                 self._quoted = (item_id, query, keys)
             outcome = await self.conv.backends.llm.prefill(messages, f"prefill-{request_id or item_id}",
-                                                           passages, **kw)
+                                                           passages, conversation=conversation_key(self.conv.state.id),
+                                                           **kw)
         except BackendError as exc:
             outcome = "error"   # an optimisation only: the answer's own request reports a down LLM
             log.debug("session %s: prefill failed: %s", self.conv.state.id, exc.message)

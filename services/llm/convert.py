@@ -38,6 +38,7 @@ def request_from_pb(req: llm_pb2.GenerateRequest) -> GenerateRequest:
         tool_choice=tool_choice_from_pb(req.tool_choice),
         tool_choice_name=req.tool_choice_name,
         passage_query=req.passage_query,
+        conversation=req.conversation,
     )
 
 

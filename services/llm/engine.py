@@ -40,7 +40,8 @@ log = logging.getLogger(__name__)
 
 # A prefill may take a free instance only if that costs another conversation at
 # most this many cached tokens (a system prompt's worth): background work never
-# evicts a history that someone's next answer needs.
+# evicts a history that someone's next answer needs. Its own conversation's
+# cache it may replace (pool.try_checkout).
 PREFILL_MAX_EVICT = 48
 # A prefill evaluates its prompt this many tokens at a time, and stops between
 # two pieces when an answer someone waits for is evaluating its own prompt
@@ -138,7 +139,7 @@ class LlmEngine:
         """Warm a free instance's cache with the open prompt; never waits for one."""
         t0 = time.perf_counter()
         prompt = await asyncio.to_thread(self.prepare_prefill, req)
-        inst = self.pool.try_checkout(prompt, max_evict=PREFILL_MAX_EVICT)
+        inst = self.pool.try_checkout(prompt, max_evict=PREFILL_MAX_EVICT, conversation=req.conversation)
         if inst is None:
             return GenerateDone("busy", len(prompt), 0, 0.0, 0.0)
         self.pool.promise(inst, prompt)
@@ -232,8 +233,8 @@ class LlmEngine:
 
     async def _checkout(self, req: GenerateRequest, prep: Prepared) -> ModelInstance:
         if not req.background:
-            return await self.pool.checkout(prep.prompt, req.priority)
-        inst = self.pool.try_checkout(prep.prompt)
+            return await self.pool.checkout(prep.prompt, req.priority, req.conversation)
+        inst = self.pool.try_checkout(prep.prompt, conversation=req.conversation)
         if inst is None:
             raise Busy(f"background request: all {self.pool.size} model instances are busy or "
                        f"promised to waiting requests, and background work never queues")

@@ -76,6 +76,7 @@ class GenerateRequest:
     tool_choice: ToolChoice = ToolChoice.AUTO
     tool_choice_name: str = ""   # ToolChoice.FUNCTION: which tool
     passage_query: str = ""      # the words the quoted sentences are chosen by ("" = the question)
+    conversation: str = ""       # opaque key of the conversation (llm.proto); "" = unknown
 
     @property
     def background(self) -> bool:

@@ -10,7 +10,7 @@ answer itself sees the complete turn."""
 from __future__ import annotations
 
 from common.clock import VirtualClock
-from services.gateway.backends.types import Passage
+from services.gateway.backends.types import Passage, conversation_key
 from services.gateway.fakes import FakeBackends
 from services.gateway.scripted import ScriptedSession
 from services.gateway.settings import GatewaySettings
@@ -289,3 +289,17 @@ async def test_a_replacement_whose_search_ends_after_the_turn_leaves_the_running
         assert metric("voice_gateway_llm_prefills_total", outcome="replaced") == before
         assert [p.title for p in s.b.llm.passages[0]] == ["Starting"]
         assert s.b.llm.passage_queries[0] == runs[0][0]     # quotes as the prefill it can wait for
+
+
+async def test_a_sessions_prefills_and_answers_name_one_conversation_key_not_its_id():
+    """The LLM may let a prefill replace what its own conversation left in an
+    instance (services/llm/pool.py): every request of a session carries the
+    session's key, and the key is not the session id (which resumes it)."""
+    async with session([(0.5, 3.0)], [QUESTION]) as s:
+        await s.run_audio(6.0)
+        await text_turn(s, "and tomorrow")
+        assert speech_prefills(s) and warm_ups(s) and len(s.b.llm.requests) == 2
+        assert set(s.b.llm.conversations) == {conversation_key(s.conv.state.id)}
+        key = s.b.llm.conversations[0]
+        assert len(key) == 16 and s.conv.state.id not in key and key not in s.conv.state.id
+    assert conversation_key("sess_a") != conversation_key("sess_b")

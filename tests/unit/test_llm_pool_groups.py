@@ -140,3 +140,33 @@ def test_a_prefill_never_evicts_another_conversations_history():
     # A cold instance (or one holding little beyond the shared prompt) is fine.
     cold = InstancePool([Slot(0, system)], max_waiting=4, wait_timeout_s=1.0)
     assert cold.try_checkout([1, 2, 3], max_evict=8) is not None
+
+
+def test_a_prefill_may_replace_what_its_own_conversation_left_but_not_anothers():
+    system = (1, 2)
+    history = tuple(range(10, 40))
+    passages = tuple(range(500, 560))           # the last turn's quoted passages, 60 tokens
+    mine = Slot(0, system + history + passages)  # left by this conversation's answer
+    cold = Slot(1, system)
+    pool = InstancePool([mine, cold], max_waiting=4, wait_timeout_s=1.0)
+
+    async def answered(slot_wanted, conversation):
+        inst = await pool.checkout(list(slot_wanted.cached), conversation=conversation)
+        pool.release(inst)
+        return inst
+
+    assert asyncio.run(answered(mine, "alice")) is mine and pool.owner(mine) == "alice"
+    # The warm-up after the answer: the history without the passages (60 tokens lost).
+    warm = list(system + history + (7, 8, 9))
+    assert pool.try_checkout(warm, max_evict=8, conversation="bob") is cold   # not bob's to evict
+    pool.release(cold)
+    assert pool.try_checkout(warm, max_evict=8) is cold                       # unknown: nor evicted
+    pool.release(cold)
+    got = pool.try_checkout(warm, max_evict=8, conversation="alice")
+    assert got is mine and pool.owner(mine) == "alice"                       # her own cache, 30 reused
+    pool.release(mine)
+    # Once another conversation's request took it, it is that one's.
+    mine.cached = system + (90, 91)
+    assert asyncio.run(answered(mine, "bob")) is mine
+    mine.cached = system + tuple(range(200, 260))
+    assert pool.try_checkout(list(system + (3,)), max_evict=8, conversation="alice") is cold

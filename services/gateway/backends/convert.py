@@ -87,14 +87,14 @@ _CHOICE = {"auto": llm_pb2.TOOL_CHOICE_AUTO, "required": llm_pb2.TOOL_CHOICE_REQ
 def generate_request(messages: Sequence[ChatMessage], passages: Sequence[Passage],
                      max_tokens: int, request_id: str, prefill: bool = False,
                      prio: Priority = Priority.URGENT, tools: Tools | None = None,
-                     passage_query: str = "") -> llm_pb2.GenerateRequest:
+                     passage_query: str = "", conversation: str = "") -> llm_pb2.GenerateRequest:
     req = llm_pb2.GenerateRequest(
         messages=[llm_pb2.ChatMessage(role=m.role, content=m.content, name=m.name, tool_call_id=m.tool_call_id)
                   for m in messages],
         passages=[common_pb2.Passage(source=p.source, title=p.title, text=p.text, score=p.score)
                   for p in passages],
         max_tokens=max_tokens, request_id=request_id, prefill=prefill, priority=priority(prio),
-        passage_query=passage_query)
+        passage_query=passage_query, conversation=conversation)
     if tools is not None:
         req.tools.extend(llm_pb2.Tool(name=t.name, description=t.description, parameters_json=t.parameters_json)
                          for t in tools.specs)
@@ -105,12 +105,12 @@ def generate_request(messages: Sequence[ChatMessage], passages: Sequence[Passage
 
 def prefill_request(messages: Sequence[ChatMessage], request_id: str,
                     passages: Sequence[Passage] = (), tools: Tools | None = None,
-                    passage_query: str = "") -> llm_pb2.GenerateRequest:
+                    passage_query: str = "", conversation: str = "") -> llm_pb2.GenerateRequest:
     """Prefill only saves the answer time later: background, so it never
     delays (or waits for) an answer someone is listening for. The tools
     are described in the system prompt: sent, so the prompts match."""
     return generate_request(messages, passages, 0, request_id, prefill=True, prio=Priority.BACKGROUND,
-                            tools=tools, passage_query=passage_query)
+                            tools=tools, passage_query=passage_query, conversation=conversation)
 
 
 def generate_event(resp: llm_pb2.GenerateResponse, usage: LlmUsage) -> str | ToolCall | None:

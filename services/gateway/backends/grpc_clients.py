@@ -224,11 +224,12 @@ class GrpcLlm(_Client):
     async def generate(self, messages: Sequence[ChatMessage], passages: Sequence[Passage],
                        max_tokens: int, request_id: str, usage: LlmUsage,
                        priority: Priority = Priority.URGENT,
-                       tools: Tools | None = None, passage_query: str = "") -> AsyncIterator[str | ToolCall]:
+                       tools: Tools | None = None, passage_query: str = "",
+                       conversation: str = "") -> AsyncIterator[str | ToolCall]:
         stub = llm_pb2_grpc.ChatStub(self._channel)
         call = inject(self._faults, self.name, stub.Generate(
             convert.generate_request(messages, passages, max_tokens, request_id, prio=priority, tools=tools,
-                                     passage_query=passage_query),
+                                     passage_query=passage_query, conversation=conversation),
             metadata=inject_metadata(), timeout=self._timeout), self.variant)
         try:
             while (resp := await read_within(call, self._idle, self.name, self.address,
@@ -247,11 +248,11 @@ class GrpcLlm(_Client):
 
     async def prefill(self, messages: Sequence[ChatMessage], request_id: str,
                       passages: Sequence[Passage] = (), tools: Tools | None = None,
-                      passage_query: str = "") -> str:
+                      passage_query: str = "", conversation: str = "") -> str:
         """Warm an instance with a turn still being spoken; the finish reason."""
         stub = llm_pb2_grpc.ChatStub(self._channel)
         call = inject(self._faults, self.name, stub.Generate(
-            convert.prefill_request(messages, request_id, passages, tools, passage_query),
+            convert.prefill_request(messages, request_id, passages, tools, passage_query, conversation),
             metadata=inject_metadata(),
             timeout=min(self._timeout, 5.0)), self.variant)
         usage = LlmUsage()

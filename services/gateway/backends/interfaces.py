@@ -62,15 +62,17 @@ class LlmClient(Protocol):
     def generate(self, messages: Sequence[ChatMessage], passages: Sequence[Passage],
                  max_tokens: int, request_id: str, usage: LlmUsage,
                  priority: Priority = Priority.URGENT,
-                 tools: Tools | None = None, passage_query: str = "") -> AsyncIterator[str | ToolCall]:
+                 tools: Tools | None = None, passage_query: str = "",
+                 conversation: str = "") -> AsyncIterator[str | ToolCall]:
         """Text deltas, or (with ``tools``) one ToolCall instead; fills
         ``usage`` at the end. Cancelling the iteration cancels the RPC.
         ``passage_query``: the words the quoted sentences are chosen by (the
-        prefill's, so the prompts match: llm.proto); "" = the question's."""
+        prefill's, so the prompts match: llm.proto); "" = the question's.
+        ``conversation``: an opaque key of the session (convert.conversation_key)."""
 
     async def prefill(self, messages: Sequence[ChatMessage], request_id: str,
                       passages: Sequence[Passage] = (), tools: Tools | None = None,
-                      passage_query: str = "") -> str:
+                      passage_query: str = "", conversation: str = "") -> str:
         """Warm a model instance with this history, whose last user message is
         still being spoken (nothing generated), and the passages retrieved for
         the words so far (quoted in that message, as the answer will have

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import dataclasses
 import enum
+import hashlib
 
 
 class Priority(enum.Enum):
@@ -12,6 +13,12 @@ class Priority(enum.Enum):
 
     URGENT = "urgent"           # the answer's generation, its first clause's audio
     BACKGROUND = "background"   # prefill, later clauses (they play after the first ones)
+
+
+def conversation_key(session_id: str) -> str:
+    """The LLM's key for a session's prompts (llm.proto ``conversation``):
+    stable for the session, and not its id, which resumes it (docs/security.md)."""
+    return hashlib.sha256(session_id.encode()).hexdigest()[:16]
 
 
 @dataclasses.dataclass(frozen=True)

@@ -34,13 +34,15 @@ class FakeLlm(FakeBackend):
         self.tools: list[Tools | None] = []      # of generate calls, in order
         self.prefill_tools: list[Tools | None] = []
         self.prefill_s = 0.02
+        self.conversations: list[str] = []       # of generate and prefill calls, in order
         self.cancelled = self.completed = 0
 
     async def prefill(self, messages: Sequence[ChatMessage], request_id: str,
                       passages: Sequence[Passage] = (), tools: Tools | None = None,
-                      passage_query: str = "") -> str:
+                      passage_query: str = "", conversation: str = "") -> str:
         self._check()
         self.prefills.append(list(messages))
+        self.conversations.append(conversation)
         self.prefill_passage_queries.append(passage_query)
         self.prefill_tools.append(tools)
         self.prefill_passages.append(list(passages))
@@ -55,9 +57,11 @@ class FakeLlm(FakeBackend):
     async def generate(self, messages: Sequence[ChatMessage], passages: Sequence[Passage],
                        max_tokens: int, request_id: str, usage: LlmUsage,
                        priority: Priority = Priority.URGENT,
-                       tools: Tools | None = None, passage_query: str = "") -> AsyncIterator[str | ToolCall]:
+                       tools: Tools | None = None, passage_query: str = "",
+                       conversation: str = "") -> AsyncIterator[str | ToolCall]:
         self._check()
         reply = self.reply_to(messages, tools)
+        self.conversations.append(conversation)
         self.requests.append(list(messages))
         self.tools.append(tools)
         self.priorities.append(priority)
