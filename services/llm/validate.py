@@ -25,6 +25,7 @@ class Limits:
 
 
 MAX_PASSAGE_QUERY_CHARS = 2000
+MAX_CONVERSATION_CHARS = 128     # the conversation key (llm.proto): the gateway sends 16 hex digits
 
 
 def check_messages(req: GenerateRequest, limits: Limits) -> None:
@@ -44,6 +45,9 @@ def check_messages(req: GenerateRequest, limits: Limits) -> None:
     if len(req.passage_query) > MAX_PASSAGE_QUERY_CHARS:
         raise InvalidRequest(f"passage_query has {len(req.passage_query)} characters; at most "
                              f"{MAX_PASSAGE_QUERY_CHARS} are allowed (it is a question's words)")
+    if len(req.conversation) > MAX_CONVERSATION_CHARS:
+        raise InvalidRequest(f"conversation has {len(req.conversation)} characters; at most "
+                             f"{MAX_CONVERSATION_CHARS} are allowed (it is a key, not the conversation)")
 
 
 def resolve_max_tokens(req: GenerateRequest, limits: Limits) -> int:

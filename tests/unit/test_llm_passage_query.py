@@ -29,6 +29,15 @@ def test_the_wire_carries_passage_query_for_answers_and_prefills():
     assert llm_convert.request_from_pb(convert.generate_request(msgs, docs, 10, "r")).passage_query == ""
 
 
+def test_the_wire_carries_the_conversation_key_for_answers_and_prefills():
+    msgs = [GwMessage("user", QUESTION)]
+    for pb in (convert.generate_request(msgs, [], 10, "r", conversation="c0ffee"),
+               convert.prefill_request(msgs, "p", conversation="c0ffee")):
+        req = llm_convert.request_from_pb(llm_pb2.GenerateRequest.FromString(pb.SerializeToString()))
+        assert req.conversation == "c0ffee"
+    assert llm_convert.request_from_pb(convert.generate_request(msgs, [], 10, "r")).conversation == ""
+
+
 def test_the_engine_quotes_by_the_prefills_words_so_the_prompts_share_the_passages():
     tok = ScriptedTokenizer()
     eng = LlmEngine(tok, [ScriptedInstance(["ok"])], EngineConfig(passage_words=16))

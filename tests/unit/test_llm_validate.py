@@ -37,6 +37,7 @@ def engine(n_ctx: int = 2048) -> LlmEngine:
     (GenerateRequest(messages=USER, sampling=Sampling(temperature=float("nan"))), ["sampling.temperature"]),
     (GenerateRequest(messages=USER, sampling=Sampling(seed=-1)), ["sampling.seed -1"]),
     (GenerateRequest(messages=USER, passage_query="x" * 2001), ["passage_query has 2001", "at most 2000"]),
+    (GenerateRequest(messages=USER, conversation="k" * 129), ["conversation has 129", "at most 128"]),
 ])
 def test_malformed_requests_are_rejected_with_a_precise_message(req, words):
     with pytest.raises(InvalidRequest) as err:
