@@ -1,6 +1,7 @@
 """Questions about the shipped documents in the load test's mix (issues #11,
 #12): the answer eval's answerable questions (eval/answers/questions.toml),
-spoken by the stack's own TTS into a folder of clips that the Locust users
+spoken by the stack's own TTS (its default voice; a clip is spoken again only
+when its text changed) into a folder of clips that the Locust users
 load like the recorded ones (clients/clips.py: NAME.wav + NAME.txt).
 
 A document question is the turn that costs the most: retrieval, then an LLM
@@ -39,9 +40,11 @@ def clip_name(index: int, q: Question) -> str:
 async def prepare(tts_address: str, folder: Path, questions: list[Question] | None = None) -> list[Path]:
     """Speak every answerable question into ``folder`` (16 kHz WAV with its
     text beside it); a clip already there with the same text is kept, so
-    steps and runs speak the same audio. Returns the WAV paths."""
+    steps and runs speak the same audio, and any other clip there goes (the
+    Locust users load every clip in the folder: a question since removed or
+    moved must not stay in the mix). Returns the WAV paths."""
     folder.mkdir(parents=True, exist_ok=True)
-    out = []
+    out: list[Path] = []
     for i, q in enumerate(answerable(questions)):
         wav = folder / f"{clip_name(i, q)}.wav"
         txt = wav.with_suffix(".txt")
@@ -49,6 +52,9 @@ async def prepare(tts_address: str, folder: Path, questions: list[Question] | No
             write_wav(wav, await speak(tts_address, q.question, RATE), RATE)
             txt.write_text(q.question + "\n")
         out.append(wav)
+    for stale in set(folder.glob("*.wav")) - set(out):
+        stale.unlink()
+        stale.with_suffix(".txt").unlink(missing_ok=True)
     return out
 
 

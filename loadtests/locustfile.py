@@ -46,10 +46,16 @@ DOC_CLIPS = load_clips(Path(os.environ["LOAD_DOC_CLIPS"]), rate=RATE) if os.envi
 
 def pacing_from_env(env: dict[str, str] = os.environ) -> Pacing:  # type: ignore[assignment]
     think = float(env.get("LOAD_THINK_S", "1.0"))
+    doc_share = float(env.get("LOAD_DOC_SHARE", "0"))
+    if not 0.0 <= doc_share <= 1.0:
+        raise ValueError(f"LOAD_DOC_SHARE {doc_share:g}: a share, within 0..1")
+    if doc_share > 0 and not env.get("LOAD_DOC_CLIPS"):
+        raise ValueError("LOAD_DOC_SHARE without LOAD_DOC_CLIPS: no document questions to draw from "
+                         "(python -m loadtests.doc_questions speaks them)")
     return Pacing(barge_in_share=float(env.get("LOAD_BARGE_IN_SHARE", "0.25")),
                   turn_timeout_s=float(env.get("LOAD_TURN_TIMEOUT_S", "30")),
                   think_s=(0.8 * think, 1.2 * think), out_rate=OUT_RATE,
-                  doc_share=float(env.get("LOAD_DOC_SHARE", "0")))
+                  doc_share=doc_share)
 
 
 def check_loopback(host: str) -> None:

@@ -96,6 +96,7 @@ def figures(samples: list[Sample]) -> dict[str, float]:
         "doc_turns": float(len(ok("doc/voice_to_voice"))),
         "doc_v2v_p50_ms": percentile(ok("doc/voice_to_voice"), 50),
         "doc_v2v_p95_ms": percentile(ok("doc/voice_to_voice"), 95),
+        "doc_llm_turns": float(len(ok("doc/llm_first_token"))),   # completed, not cut: the server's timings
         "doc_llm_first_token_p50_ms": percentile(ok("doc/llm_first_token"), 50),
         "doc_llm_first_token_p95_ms": percentile(ok("doc/llm_first_token"), 95),
     }

@@ -261,6 +261,29 @@ async def test_prefill_warms_an_instance_that_the_full_request_then_reuses():
     eng.close()
 
 
+async def test_a_warm_up_after_a_document_answer_replaces_its_own_passages_not_anothers_history():
+    """The warm-up after an answer (the history the next turn starts with, the
+    passages no longer quoted) goes to the instance holding this
+    conversation, whose passages it cuts; another conversation's history is
+    never evicted for it, and a request without a key cannot claim either."""
+    from services.llm.schema import Passage
+    alices, bobs = ScriptedInstance(["ok"]), ScriptedInstance(["ok"])
+    eng, _ = make([alices, bobs], passage_words=0)
+    doc = Passage("guide.md", "Guide", " ".join(f"fact{i}" for i in range(120)))
+    question = ChatMessage("user", "how do I start it")
+    await collect(eng, GenerateRequest(messages=(question,), passages=(doc,), conversation="alice"))
+    assert alices.generations == 1 and len(alices.cached_tokens()) > 120   # a tie: the first instance
+    bobs._cache = list(range(5000, 5200))          # someone else's history, 200 tokens
+    warm = (question, ChatMessage("assistant", "ok"))
+    _, unknown = await collect(eng, GenerateRequest(messages=warm, prefill=True))
+    assert unknown.finish_reason == "busy"          # no key: both caches are someone's
+    _, other = await collect(eng, GenerateRequest(messages=warm, prefill=True, conversation="carol"))
+    assert other.finish_reason == "busy"
+    _, own = await collect(eng, GenerateRequest(messages=warm, prefill=True, conversation="alice"))
+    assert own.finish_reason == "prefill" and len(alices.prefills) == 1 and not bobs.prefills
+    eng.close()
+
+
 async def test_prefill_never_waits_for_a_busy_instance():
     gate = threading.Semaphore(0)
     inst = ScriptedInstance(["w"] * 3, gate=gate)

@@ -363,8 +363,11 @@ def test_the_share_of_document_questions_is_the_pacings(share, expect):
     assert not any(is_doc for _, is_doc in (sp.pick() for _ in range(100)))
 
 
-def test_an_interruption_about_the_documents_is_reported_as_one_when_answered():
-    pacing = Pacing(barge_in_share=1.0, listen_before_barge_s=(0.5, 0.5), think_s=(1.0, 1.0), doc_share=1.0)
+@pytest.mark.parametrize("first_is_doc", [False, True])
+def test_an_interruption_is_reported_by_its_own_kind_when_answered(first_is_doc):
+    """The interruption is the next question: its kind (about the documents
+    or not) is its own, not that of the answer it cut."""
+    pacing = Pacing(barge_in_share=1.0, listen_before_barge_s=(0.5, 0.5), think_s=(1.0, 1.0))
     first = LAST + 0.6
     t_cut = first + 0.5
     cleared = t_cut + ONSET + 0.18
@@ -375,12 +378,17 @@ def test_an_interruption_about_the_documents_is_reported_as_one_when_answered():
     script += [transcript(last2 + 0.25)] + answer(last2 + 0.9, audio_s=1.0, rid="r2")
     clock = VirtualClock()
     reports: list = []
-    mic = FakeMic(clock)
-    sp = Speaker(ScriptedSession(clock, script), mic, [CLIP], clock, lambda n, ms, e: reports.append((n, ms, e)),
-                 pacing, random.Random(1), doc_clips=[DOC])
+    sp = Speaker(ScriptedSession(clock, script), FakeMic(clock), [CLIP], clock,
+                 lambda n, ms, e: reports.append((n, ms, e)), pacing, random.Random(1), doc_clips=[DOC])
+    picks = iter([(DOC, True), (CLIP, False)] if first_is_doc else [(CLIP, False), (DOC, True)])
+    sp.pick = lambda: next(picks)                 # type: ignore[method-assign]
     sp.turn()
-    assert sp.pending is not None and sp.pending[3] is True
+    f = figures(reports)
+    assert ("doc/voice_to_voice" in f) == first_is_doc and "barge_in_reaction" in f
+    assert sp.pending is not None and sp.pending[3] is (not first_is_doc)
     reports.clear()
-    sp.pacing = Pacing(barge_in_share=0.0, think_s=(1.0, 1.0), doc_share=0.0)  # the next pick is not drawn
+    sp.pacing = Pacing(barge_in_share=0.0, think_s=(1.0, 1.0))
     sp.turn()
-    assert figures(reports)["doc/voice_to_voice"] == (900.0, None)
+    f = figures(reports)
+    assert f["voice_to_voice"] == (900.0, None)
+    assert ("doc/voice_to_voice" in f) == (not first_is_doc)

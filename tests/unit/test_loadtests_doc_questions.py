@@ -33,3 +33,7 @@ def test_every_answerable_question_becomes_a_clip_and_is_spoken_once(tmp_path, m
     paths[0].with_suffix(".txt").write_text("another question\n")
     asyncio.run(doc_questions.prepare("tts:1", tmp_path))
     assert spoken == [wanted[0]]                    # the changed one is spoken again
+    (tmp_path / "doc-99-gone.wav").write_bytes(paths[0].read_bytes())   # a question since removed
+    (tmp_path / "doc-99-gone.txt").write_text("a question no longer asked\n")
+    asyncio.run(doc_questions.prepare("tts:1", tmp_path))
+    assert sorted(tmp_path.glob("*.wav")) == sorted(paths)

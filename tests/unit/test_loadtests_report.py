@@ -156,12 +156,12 @@ def test_a_steps_underruns_are_the_gateway_histograms_growth_or_unknown():
 def test_document_questions_get_their_own_table_only_when_the_mix_had_them():
     assert "Questions about the documents" not in render(STEPS, META)
     steps = [step(1, True, 900, turns=10), step(2, True, 1100)]
-    steps[1].figures.update(doc_turns=4.0, doc_v2v_p50_ms=980.0, doc_v2v_p95_ms=1420.0,
+    steps[1].figures.update(doc_turns=4.0, doc_v2v_p50_ms=980.0, doc_v2v_p95_ms=1420.0, doc_llm_turns=3.0,
                             doc_llm_first_token_p50_ms=610.0, doc_llm_first_token_p95_ms=1010.0)
     md = render(steps, META)
     assert "## Questions about the documents in the mix" in md
-    assert "| 2 | 4 | 980 | 1420 | 610 | 1010 |" in md
-    assert "| 1 | 0 | – | – | – | – |" in md
+    assert "| 2 | 4 | 980 | 1420 | 3 | 610 | 1010 |" in md
+    assert "| 1 | 0 | – | – | 0 | – | – |" in md
 
 
 def test_the_gates_figures_hold_the_document_questions_apart():
@@ -169,5 +169,5 @@ def test_the_gates_figures_hold_the_document_questions_apart():
     s = [Sample("voice_to_voice", ms, True) for ms in (500.0, 600.0, 900.0)]
     s += [Sample("doc/voice_to_voice", 900.0, True), Sample("doc/llm_first_token", 400.0, True)]
     f = figures(s)
-    assert f["v2v_p95_ms"] == 900.0 and f["doc_turns"] == 1.0
+    assert f["v2v_p95_ms"] == 900.0 and f["doc_turns"] == 1.0 and f["doc_llm_turns"] == 1.0
     assert f["doc_v2v_p50_ms"] == 900.0 and f["doc_llm_first_token_p95_ms"] == 400.0

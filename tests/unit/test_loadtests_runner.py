@@ -43,3 +43,14 @@ def test_step_shape_runs_through_the_runner():
     assert rc == 0
     assert max(s.users for s in samples) == 2     # the second step added a user
     assert any(s.name == "voice_to_voice" and s.ok for s in samples)
+
+
+@pytest.mark.parametrize("env, says", [({"LOAD_DOC_SHARE": "0.5"}, "without LOAD_DOC_CLIPS"),
+                                       ({"LOAD_DOC_SHARE": "1.5", "LOAD_DOC_CLIPS": "x"}, "within 0..1")])
+def test_a_share_of_document_questions_without_clips_or_out_of_range_is_refused(env, says):
+    """In a process of its own: importing the locustfile patches the process for gevent."""
+    import subprocess
+    import sys
+    code = f"from loadtests.locustfile import pacing_from_env; pacing_from_env({env!r})"
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert r.returncode != 0 and says in r.stderr, r.stderr[-2000:]

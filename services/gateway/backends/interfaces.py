@@ -68,7 +68,7 @@ class LlmClient(Protocol):
         ``usage`` at the end. Cancelling the iteration cancels the RPC.
         ``passage_query``: the words the quoted sentences are chosen by (the
         prefill's, so the prompts match: llm.proto); "" = the question's.
-        ``conversation``: an opaque key of the session (convert.conversation_key)."""
+        ``conversation``: an opaque key of the session (types.conversation_key)."""
 
     async def prefill(self, messages: Sequence[ChatMessage], request_id: str,
                       passages: Sequence[Passage] = (), tools: Tools | None = None,
