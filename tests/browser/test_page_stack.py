@@ -57,15 +57,31 @@ def test_spoken_question_gets_a_spoken_answer(launch, real_stack, tmp_path):
     shot(page, "stack-02-answered")
 
 
+def answer_over_before_the_interruption(page) -> bool:
+    """The interruption was heard as a turn of its own, after the first answer
+    had played to its end uncut (the small model, asked for long answers,
+    sometimes gives one short sentence: CI, 2026-12-07, "Yes, and they'll
+    dispose of him.", 1.6 s): nothing was left to talk over."""
+    t = hook(page)
+    return (not t["truncates"] and len(t["userTranscripts"]) >= 2 and not t["clears"]
+            and t["serverEvents"].get("output_audio_buffer.stopped", 0) >= 1
+            and t["responses"] and t["responses"][0]["status"] == "completed")
+
+
 def test_talking_over_the_answer_interrupts_it(launch, real_stack, tmp_path):
     # the second utterance starts once the answer has been playing for a couple of seconds
     gap = MEASURED.get("v2v_ms", 3000) / 1000 + 2.5
     wav = audio_files.interruption_wav(tmp_path / "interrupt.wav", gap_s=gap)
-    page = launch(real_stack.http_url + "/", wav)
-    set_instructions(page, LONG_ANSWERS)
-    page.click("#mic-btn")
-    wait_hook(page, "t.playback.samplesPlayed > 0", 120)
-    wait_hook(page, "t.truncates.length > 0", 60)
+    for attempt in range(3):         # a new page (and session) when the answer was too short to cut
+        page = launch(real_stack.http_url + "/", wav)
+        set_instructions(page, LONG_ANSWERS)
+        page.click("#mic-btn")
+        wait_hook(page, "t.playback.samplesPlayed > 0", 120)
+        wait_hook(page, "t.truncates.length > 0 || (t.userTranscripts.length >= 2 && !t.playback.playing)", 60)
+        if not answer_over_before_the_interruption(page):
+            break
+        print(f"attempt {attempt + 1}: the answer ended before the interruption; asking again")
+    wait_hook(page, "t.truncates.length > 0", 5)
     t = hook(page)
     trunc = t["truncates"][0]
     played = t["playback"]["samplesPlayed"]
