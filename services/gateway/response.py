@@ -308,8 +308,7 @@ class Response:
         self._finish_item("incomplete")
         self.conv.emit(events.ev("response.done", response=response_object(self, "failed", {
             "type": "failed", "error": {"type": "server_error", "code": code, "message": message}})))
-        if self.started:
-            self.conv.emit(events.ev("output_audio_buffer.stopped", response_id=self.id))
+        self.audio.buffer_event("stopped")    # unless a pause cleared it already
         turn_end.ended(self, "failed")
         self.conv.save()
 
@@ -321,7 +320,7 @@ class Response:
         self.playout.freeze(self.conv.outbox.purge_audio(self.id))
         self.audio.wake()
         if self.started:
-            self.conv.emit(events.ev("output_audio_buffer.cleared", response_id=self.id))
+            self.audio.buffer_event("cleared")
             return True
         return False
 
@@ -333,7 +332,7 @@ class Response:
         self.playout.resume(self.item.truncated_ms)
         self.item.truncated_ms = None
         if self.started:
-            self.conv.emit(events.ev("output_audio_buffer.started", response_id=self.id))
+            self.audio.buffer_event("started")
         self.audio.wake()
 
     async def stop_tasks(self) -> None:
@@ -356,6 +355,10 @@ class Response:
         await self.stop_tasks()
         self.playout.paused = False
         before = self.life.cancel()            # None: another cancel ended it meanwhile
+        if before is not None and self.audio_out:
+            # A cut the reply was not paused for (paused, it was cleared then):
+            # the client drops what it holds, or it heard it all.
+            self.audio.buffer_event("cleared" if heard < self.playout.total_ms - 0.5 else "stopped")
         client_said = self.item.truncated_ms   # a client truncate knows what was really played
         if before is ResponseState.GENERATING:
             self.item.audio_ms = self.playout.sent_ms if self.audio_out else 0.0

@@ -40,6 +40,20 @@ class AudioOut:
         self._wake = asyncio.Event()
         self._clause_at = 0.0                          # the latest clause's synthesis was asked for then
         self._clause_priority = Priority.URGENT
+        self.buffer_open = False              # the client's output audio buffer: started, not yet closed
+
+    def buffer_event(self, kind: str) -> bool:
+        """output_audio_buffer.<kind>: ``started`` opens the client's buffer,
+        ``stopped`` (played out) or ``cleared`` (cut or paused) closes it, each
+        only when it changes it, so a client that counts them (the page, the
+        e2e tests) sees every start closed exactly once: a reply paused (so
+        cleared) that then fails is not stopped as well. True if sent."""
+        opening = kind == "started"
+        if self.buffer_open == opening:
+            return False
+        self.buffer_open = opening
+        self._emit(events.ev(f"output_audio_buffer.{kind}", response_id=self.response_id))
+        return True
 
     def wake(self) -> None:
         self._wake.set()
@@ -114,7 +128,7 @@ class AudioOut:
             if not out.started:
                 out.start(now)
                 self.timings.first_audio_sent = now
-                self._emit(events.ev("output_audio_buffer.started", response_id=self.response_id))
+                self.buffer_event("started")
             self._announce(out.sent_ms + len(pcm) / out.bpm)
             self._emit(self._ev("response.output_audio.delta", delta=base64.b64encode(pcm).decode()),
                        response_id=self.response_id, audio_ms=len(pcm) / out.bpm)
@@ -140,4 +154,4 @@ class AudioOut:
             if remaining <= 0.5:
                 break
             await self.clock.sleep(remaining / 1000.0)
-        self._emit(events.ev("output_audio_buffer.stopped", response_id=self.response_id))
+        self.buffer_event("stopped")

@@ -91,6 +91,7 @@ def turn_story(log: Any, since: int, gateway: Any = None) -> str:
     keep = ("input_audio_buffer.", "output_audio_buffer.", "response.created", "response.done",
             "conversation.item.input_audio_transcription.completed", "error")
     lines = [f"{e.t:.3f} {e.type} item={e.get('item_id')} "
+             f"response={e.get('response_id') or (e.get('response') or {}).get('id')} "
              f"{e.get('transcript') or e.get('error') or ''} {e.get('usage') or ''}"
              for e in log.all(since=since) if e.type.startswith(keep)]
     if gateway is not None:

@@ -23,7 +23,7 @@ import pytest
 from clients import events
 from clients.realtime import RealtimeClient
 from common.components import GATEWAY, by_name
-from tests.e2e.talk import LONG_REPLY_INSTRUCTIONS, clip, status_of
+from tests.e2e.talk import LONG_REPLY_INSTRUCTIONS, clip, status_of, turn_story
 from tests.procs import ServiceProcess, running
 from tests.stack import Stack
 
@@ -121,7 +121,7 @@ async def test_a_backend_killed_mid_answer_fails_the_turn_and_the_next_is_answer
         assert (stored["content"][0].get("transcript") or "").split() == kept
 
 
-async def quiet(rt: RealtimeClient, for_s: float = 3.0, timeout: float = 120.0) -> None:
+async def quiet(rt: RealtimeClient, gw: ServiceProcess, for_s: float = 3.0, timeout: float = 120.0) -> None:
     """Until no response is under way, none is playing, and the server has sent
     nothing for ``for_s``."""
     def settled() -> bool:
@@ -130,7 +130,8 @@ async def quiet(rt: RealtimeClient, for_s: float = 3.0, timeout: float = 120.0) 
                 == count("output_audio_buffer.stopped") + count("output_audio_buffer.cleared"))
     n, deadline = -1, asyncio.get_running_loop().time() + timeout
     while n != len(rt.log.events) or not settled():
-        assert asyncio.get_running_loop().time() < deadline, f"still busy after {timeout} s: {rt.log.types()[-20:]}"
+        assert asyncio.get_running_loop().time() < deadline, (
+            f"still busy after {timeout} s:\n{turn_story(rt.log, 0, gw)}")
         n = len(rt.log.events)
         await asyncio.sleep(for_s)
 
@@ -170,6 +171,6 @@ async def test_a_backend_killed_while_the_user_speaks_is_named_and_the_next_turn
         await stream_back(gw, name, svc.address)
         assert utt.done is not None
         await utt.done
-        await quiet(rt)                             # the rest of that clip, heard once the service was back,
+        await quiet(rt, gw)                         # the rest of that clip, heard once the service was back,
         print(f"{name} killed while the user spoke: {err.get('error')['message']}")   # may be answered
         await spoken_turn_answered(rt, mic, pcm2)  # same connection: no reconnect

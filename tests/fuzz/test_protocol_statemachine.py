@@ -42,7 +42,7 @@ import base64
 import json
 import os
 import time
-from typing import Any, Callable
+from typing import Any, Callable, cast
 
 from fastapi.testclient import TestClient
 from hypothesis import HealthCheck, Phase, settings
@@ -82,6 +82,7 @@ class Model:
         self.calls: dict[str, dict] = {}     # call_id -> its response.function_call_arguments.done
         self.tool_choice: str | dict = "auto"   # the session's
         self.events_of: dict[str, list[str]] = {}   # response id -> its events' types (deltas counted once)
+        self.playing: set[str] = set()       # responses whose audio buffer started and neither stopped nor cleared
 
     def apply(self, ev: dict) -> None:
         t = ev["type"]
@@ -90,6 +91,8 @@ class Model:
             seen = self.events_of.setdefault(rid, [])
             if not (t.endswith(".delta") and seen and seen[-1] == t):
                 seen.append(t)
+        if t.startswith("output_audio_buffer."):
+            self.playback(t, rid)
         if t == "conversation.item.added":
             assert ev["item"]["id"] not in self.items, f"item {ev['item']['id']} added twice"
             self.items[ev["item"]["id"]] = ev["item"]
@@ -121,6 +124,23 @@ class Model:
             assert ev["call_id"] not in self.calls, f"call_id {ev['call_id']} announced twice"
             assert ev["name"] in self.tool_names, f"called {ev['name']!r}, never offered ({self.tool_names})"
             self.calls[ev["call_id"]] = ev
+
+
+    def playback(self, t: str, rid: str | None) -> None:
+        """A response's audio buffer: started, then stopped (played out) or
+        cleared (cut or paused; a resume starts it again). A client counting
+        them (tests/e2e, the page) waits for ever on one left open, and hears
+        nothing of one closed twice. A cleared that answers the client's
+        output_audio_buffer.clear may name a buffer that is not playing."""
+        key = f"{t} of response {rid}: {self.events_of.get(rid or '')}"
+        if t == "output_audio_buffer.started":
+            assert rid not in self.playing, f"{key}: started while playing"
+            self.playing.add(cast(str, rid))
+        elif t == "output_audio_buffer.stopped":
+            assert rid in self.playing, f"{key}: stopped while not playing"
+            self.playing.discard(cast(str, rid))
+        elif t == "output_audio_buffer.cleared":
+            self.playing.discard(cast(str, rid))
 
 
 class ProtocolMachine(RuleBasedStateMachine):
