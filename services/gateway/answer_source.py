@@ -36,6 +36,8 @@ async def retrieve(resp: "Response") -> None:
 def words(resp: "Response") -> AsyncIterator[str | ToolCall]:
     """The response's text deltas (or a tool call): the LLM's, or the decline."""
     below = resp.conv.settings.rag_decline_below
+    # What the turn's prefill quoted, where the final agrees (planning.py): its evaluation is reused.
+    resp.passages, query = resp.conv.planner.quote(resp.answers_item, resp.query, resp.passages)
     # With tools offered the question may be a tool's to answer, not the documents'.
     if (resp.may_decline and resp.tools is None
             and (cover := grounding.declines(resp.query, resp.passages, below)) is not None):
@@ -48,7 +50,7 @@ def words(resp: "Response") -> AsyncIterator[str | ToolCall]:
     # Urgent: someone waits for the answer (its tail is decoded at a lower CPU
     # priority by the LLM service itself).
     kw: dict[str, Any] = {"tools": resp.tools} if resp.tools is not None else {}
-    if query := resp.conv.planner.passage_query(resp.answers_item, resp.query, resp.passages):
+    if query:
         kw["passage_query"] = query
     return resp.conv.backends.llm.generate(
         resp.messages, resp.passages, resp.max_tokens, resp.id, resp.usage, Priority.URGENT,

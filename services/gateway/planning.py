@@ -60,7 +60,7 @@ class Planner:
         self._prefill_task: asyncio.Task | None = None
         self._prefilled = ""                      # the user text last sent for prefill
         # The turn (item id), words and passages of the latest prefill started with passages.
-        self._quoted: tuple[str, str, tuple] | None = None
+        self._quoted: tuple[str, str, tuple, list[Passage]] | None = None
         self._active: asyncio.Task | None = None     # the turn prefill the LLM is evaluating
         self._active_passages: tuple = ()            # its passages (keys)
         self._warm_task: asyncio.Task | None = None
@@ -215,7 +215,7 @@ class Planner:
                 kw["passage_query"] = query    # the answer chooses its sentences by it too
                 # From the start: an answer requested while this prefill still
                 # runs must quote as it does, or it cannot wait for its cache.
-                self._quoted = (item_id, query, keys)
+                self._quoted = (item_id, query, keys, passages)
             outcome = await self.conv.backends.llm.prefill(messages, f"prefill-{request_id or item_id}",
                                                            passages, conversation=conversation_key(self.conv.state.id),
                                                            **kw)
@@ -230,21 +230,42 @@ class Planner:
         metrics.LLM_PREFILLS.labels(**metrics.base(), outcome=outcome or "unknown").inc()
 
     def passage_query(self, item_id: str, query: str, passages: list[Passage]) -> str:
-        """The words an answer's quoted sentences are chosen by: its prefill's
-        (every word heard then), when that prefill quoted these same passages
-        and its words but the last (which may still have changed) begin the
-        question, so both prompts are the same up to the question and the
-        answer reuses the prefill's evaluation (chosen by the whole question,
-        other sentences were quoted and the prompts parted at the first
-        passage: docs/benchmarks.md). Only for the turn (``item_id``) that
-        prefill was for. "" = the question's own words."""
+        """The words an answer's quoted sentences are chosen by (``quote``), "" = its own."""
+        return self.quote(item_id, query, passages)[1]
+
+    def quote(self, item_id: str, query: str, passages: list[Passage]) -> tuple[list[Passage], str]:
+        """What an answer quotes: (passages, the words their sentences are
+        chosen by, "" = the question's own). Its prefill's, when that prefill
+        was for this turn (``item_id``), its words but the last (which may
+        still have changed) begin the question, and the final agrees with what
+        it found: the same passages, or the answer's best one among them and
+        at least two shared. Then both prompts are the same up to the question
+        and the answer reuses the prefill's evaluation (chosen otherwise, the
+        prompts part at the first passage: docs/benchmarks.md; a passage more
+        or less from the same question's words is the usual difference:
+        docs/capacity-rechecks.md, re-check 28)."""
         if self._quoted is None or not passages:
-            return ""
-        turn, heard, quoted = self._quoted
+            return passages, ""
+        turn, heard, quoted, kept = self._quoted
         sure = _words(heard)[:-1]
-        if turn != item_id or quoted != _keys(passages) or not sure or _words(query)[:len(sure)] != sure:
-            return ""
-        return heard
+        if turn != item_id:
+            return passages, ""
+        keys = _keys(passages)
+        shared = len(set(quoted) & set(keys))
+        if sure and _words(query)[:len(sure)] == sure:
+            if quoted == keys:
+                return passages, heard
+            if keys[0] in quoted and shared >= min(2, len(keys)):
+                log.info("session %s: the answer keeps the passages its prefill quoted (%d of %d shared)",
+                         self.conv.state.id, shared, len(keys))
+                return list(kept), heard
+            why = "passages"
+        else:
+            why = "sentences: the words changed"
+        # No words of the question at INFO (docs/security.md).
+        log.info("session %s: the answer quotes other than its prefill did (%s; %d of %d passages shared)",
+                 self.conv.state.id, why, shared, len(keys))
+        return passages, ""
 
     def _warm_after(self, resp: Response) -> None:
         """When an answer is generated, warm the LLM with the prompt the next turn

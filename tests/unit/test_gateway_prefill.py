@@ -211,7 +211,7 @@ async def test_without_a_prefill_of_those_passages_the_answer_chooses_by_its_own
 def test_a_prefills_words_are_used_only_for_its_own_turn_passages_and_question():
     s = doc_session()
     p1, p2 = s.b.rag.passages
-    s.conv.planner._quoted = ("item_1", "how do I start the", ((p1.source, p1.title, p1.text),))
+    s.conv.planner._quoted = ("item_1", "how do I start the", ((p1.source, p1.title, p1.text),), [p1])
     pq = s.conv.planner.passage_query
     assert pq("item_1", "How do I start the assistant?", [p1]) == "how do I start the"
     assert pq("item_1", "How do I start them?", [p1]) == "how do I start the"   # the last word heard may change
@@ -221,6 +221,29 @@ def test_a_prefills_words_are_used_only_for_its_own_turn_passages_and_question()
     assert pq("item_1", "How do I stop the assistant?", [p1]) == ""              # other words
     assert pq("item_1", "How do I start the assistant?", []) == ""
     assert pq("item_2", "How do I start the assistant?", [p1]) == ""             # another turn
+
+
+def test_an_answer_keeps_its_prefills_passages_where_the_final_agrees():
+    """Invariant: an answer whose own retrieval found the prefill's passages
+    but one, its best among them, or the same ones in another order, quotes
+    the prefill's (in its order, chosen by its words), so its prompt is the
+    prefill's up to the question; with its best passage not among them, or
+    only one shared, it quotes its own. On the stack 7 of 12 document answers
+    quoted other passages than their prefill, 5 of them sharing two or three
+    of three (docs/capacity-rechecks.md, re-check 28)."""
+    s = doc_session()
+    p1, p2 = s.b.rag.passages
+    p3, p4, p5 = (Passage(f"doc{i}.md", f"Part {i}", f"Text {i}.", 0.5) for i in (3, 4, 5))
+    keys = tuple((p.source, p.title, p.text) for p in (p1, p2, p3))
+    s.conv.planner._quoted = ("item_1", "how do I start the", keys, [p1, p2, p3])
+    quote = s.conv.planner.quote
+    q = "How do I start the assistant?"
+    assert quote("item_1", q, [p1, p2, p4]) == ([p1, p2, p3], "how do I start the")   # one passage more or less
+    assert quote("item_1", q, [p2, p1, p3]) == ([p1, p2, p3], "how do I start the")   # the same, reordered
+    assert quote("item_1", q, [p4, p1, p2]) == ([p4, p1, p2], "")      # its best passage is not among them
+    assert quote("item_1", q, [p1, p4, p5]) == ([p1, p4, p5], "")      # only one shared
+    assert quote("item_1", "How do I stop the assistant?", [p1, p2, p4]) == ([p1, p2, p4], "")   # other words
+    assert quote("item_2", q, [p1, p2, p4]) == ([p1, p2, p4], "")      # another turn
 
 
 async def test_a_newer_interim_that_finds_other_passages_replaces_the_running_prefill():
