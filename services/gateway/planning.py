@@ -229,10 +229,6 @@ class Planner:
             self._quoted = before   # nothing was evaluated with these words: quote as before
         metrics.LLM_PREFILLS.labels(**metrics.base(), outcome=outcome or "unknown").inc()
 
-    def passage_query(self, item_id: str, query: str, passages: list[Passage]) -> str:
-        """The words an answer's quoted sentences are chosen by (``quote``), "" = its own."""
-        return self.quote(item_id, query, passages)[1]
-
     def quote(self, item_id: str, query: str, passages: list[Passage]) -> tuple[list[Passage], str]:
         """What an answer quotes: (passages, the words their sentences are
         chosen by, "" = the question's own). Its prefill's, when that prefill

@@ -42,18 +42,16 @@ class AudioOut:
         self._clause_priority = Priority.URGENT
         self.buffer_open = False              # the client's output audio buffer: started, not yet closed
 
-    def buffer_event(self, kind: str) -> bool:
+    def buffer_event(self, kind: str) -> None:
         """output_audio_buffer.<kind>: ``started`` opens the client's buffer,
         ``stopped`` (played out) or ``cleared`` (cut or paused) closes it, each
         only when it changes it, so a client that counts them (the page, the
         e2e tests) sees every start closed exactly once: a reply paused (so
-        cleared) that then fails is not stopped as well. True if sent."""
+        cleared) that then fails is not stopped as well."""
         opening = kind == "started"
-        if self.buffer_open == opening:
-            return False
-        self.buffer_open = opening
-        self._emit(events.ev(f"output_audio_buffer.{kind}", response_id=self.response_id))
-        return True
+        if self.buffer_open != opening:
+            self.buffer_open = opening
+            self._emit(events.ev(f"output_audio_buffer.{kind}", response_id=self.response_id))
 
     def wake(self) -> None:
         self._wake.set()

@@ -125,7 +125,6 @@ class Model:
             assert ev["name"] in self.tool_names, f"called {ev['name']!r}, never offered ({self.tool_names})"
             self.calls[ev["call_id"]] = ev
 
-
     def playback(self, t: str, rid: str | None) -> None:
         """A response's audio buffer: started, then stopped (played out) or
         cleared (cut or paused; a resume starts it again). A client counting

@@ -212,7 +212,8 @@ def test_a_prefills_words_are_used_only_for_its_own_turn_passages_and_question()
     s = doc_session()
     p1, p2 = s.b.rag.passages
     s.conv.planner._quoted = ("item_1", "how do I start the", ((p1.source, p1.title, p1.text),), [p1])
-    pq = s.conv.planner.passage_query
+    def pq(item_id: str, query: str, passages: list[Passage]) -> str:   # the words the answer chooses by
+        return s.conv.planner.quote(item_id, query, passages)[1]
     assert pq("item_1", "How do I start the assistant?", [p1]) == "how do I start the"
     assert pq("item_1", "How do I start them?", [p1]) == "how do I start the"   # the last word heard may change
     rescored = Passage(p1.source, p1.title, p1.text, 0.42)      # found by other words: another score
